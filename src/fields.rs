@@ -18,6 +18,14 @@ pub enum FieldType {
     Headers,
 }
 
+pub const ALL_TYPES: [FieldType; 5] = [
+    FieldType::Text,
+    FieldType::Number,
+    FieldType::Boolean,
+    FieldType::Json,
+    FieldType::Headers,
+];
+
 pub const TYPE_NAMES: [&str; 5] = ["text", "number", "boolean", "json", "headers"];
 
 impl FieldType {

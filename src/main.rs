@@ -1,3 +1,5 @@
+//! The `handoff` binary: everything lives in the library; see [`handoff::cli`].
+
 fn main() {
-    println!("Hello, world!");
+    std::process::exit(handoff::cli::run(std::env::args_os()));
 }

@@ -1,0 +1,758 @@
+//! From raw YAML nodes to a validated [`Flow`], reporting every problem.
+//!
+//! This is the static half of handoff: `handoff check` stops here, and every
+//! run starts here. It resolves `goto`s, compiles templates, checks that every
+//! field a step touches is declared and of a fitting type, and warns about
+//! steps that are never reached and loops with no way out.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use minijinja::Environment;
+
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::fields::{FieldType, TYPE_NAMES};
+use crate::flow::{DEFAULT_MAX_STEPS, FieldDecl, Flow, Step, Target};
+use crate::raw::{self, Node, NodeValue};
+use crate::source::{Source, Span};
+use crate::steps::{KINDS, StepKind};
+use crate::template::Template;
+
+/// A flow that loaded, with any warnings found on the way.
+pub struct Checked {
+    pub flow: Flow,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Loads and validates a flow. Errors and warnings come back together when
+/// there is any error.
+pub fn analyze(source: &Arc<Source>) -> Result<Checked, Vec<Diagnostic>> {
+    let root = raw::parse(source).map_err(|d| vec![d])?;
+    let mut diagnostics = Vec::new();
+    let flow = build(source, &root, &mut diagnostics);
+    match flow {
+        Some(flow) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(Checked {
+            flow,
+            warnings: diagnostics,
+        }),
+        _ => Err(diagnostics),
+    }
+}
+
+/// Reads a file and analyses it. An unreadable file is a diagnostic too.
+pub fn analyze_file(path: &str) -> Result<Checked, Vec<Diagnostic>> {
+    let source = read_source(path).map_err(|d| vec![d])?;
+    analyze(&source)
+}
+
+pub fn read_source(path: &str) -> Result<Arc<Source>, Diagnostic> {
+    let bytes = std::fs::read(path).map_err(|e| Diagnostic::error(format!("cannot read `{path}`: {}", io_reason(&e))))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Diagnostic::error(format!("`{path}` is not UTF-8 text")))?;
+    Ok(Source::new(path, text))
+}
+
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string().to_lowercase(),
+    }
+}
+
+const TOP_KEYS: [&str; 5] = ["flow", "description", "fields", "steps", "max_steps"];
+const FIELD_KEYS: [&str; 6] = ["type", "input", "secret", "env", "default", "description"];
+const STEP_KEYS: [&str; 4] = ["id", "goto", "output", "description"];
+
+fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -> Option<Flow> {
+    let env = crate::template::environment();
+    let Some(top) = root.as_map() else {
+        let found = if matches!(root.value, NodeValue::Null) { "an empty document".to_string() } else { root.type_name().to_string() };
+        diagnostics.push(
+            Diagnostic::error(format!("a flow is a mapping with `flow`, `fields` and `steps`, found {found}"))
+                .at(source, root.span)
+                .help("start from `flows/complete-nwc-task.yaml`"),
+        );
+        return None;
+    };
+    let mut cx = Analyzer {
+        source: source.clone(),
+        env: &env,
+        fields: IndexMap::new(),
+        ids: IndexMap::new(),
+        diagnostics,
+    };
+    let body = cx.body(root, "a flow", &TOP_KEYS, &["flow", "steps"])?;
+    let _ = top;
+    let name = body.get("flow").and_then(|n| cx.string(n, "the flow's name"));
+    let description = body.get("description").and_then(|n| cx.string(n, "a description"));
+    let max_steps = match body.get("max_steps") {
+        Some(n) => cx.positive_int(n, "`max_steps`").unwrap_or(DEFAULT_MAX_STEPS),
+        None => DEFAULT_MAX_STEPS,
+    };
+    if let Some(fields) = body.get("fields") {
+        cx.fields = parse_fields(&mut cx, fields);
+    }
+    let steps_node = body.get("steps")?;
+    let Some(step_nodes) = steps_node.as_seq() else {
+        cx.error(steps_node.span, format!("`steps` must be a list of steps, found {}", steps_node.type_name()));
+        return None;
+    };
+    if step_nodes.is_empty() {
+        cx.error(steps_node.span, "`steps` is empty: a flow needs at least one step");
+        return None;
+    }
+    collect_ids(&mut cx, step_nodes);
+    let mut steps = Vec::new();
+    for node in step_nodes {
+        if let Some(step) = parse_step(&mut cx, node) {
+            steps.push(step);
+        }
+    }
+    if steps.len() != step_nodes.len() {
+        return None;
+    }
+    let fields = std::mem::take(&mut cx.fields);
+    check_secrets(&mut cx, &fields, &steps);
+    check_graph(&mut cx, &steps);
+    Some(Flow {
+        name: name?,
+        description,
+        source: source.clone(),
+        fields,
+        steps,
+        max_steps,
+        env,
+    })
+}
+
+fn parse_fields(cx: &mut Analyzer, node: &Node) -> IndexMap<String, FieldDecl> {
+    let mut fields = IndexMap::new();
+    let Some(entries) = node.as_map() else {
+        cx.error(node.span, format!("`fields` must be a mapping of field names to declarations, found {}", node.type_name()));
+        return fields;
+    };
+    for (key, decl) in entries {
+        let Some(name) = key.as_str() else {
+            cx.error(key.span, "a field name must be text");
+            continue;
+        };
+        if !is_identifier(name) {
+            cx.error_help(
+                key.span,
+                format!("`{name}` is not a valid field name"),
+                "use letters, digits and `_`, starting with a letter or `_`, so templates can read it",
+            );
+            continue;
+        }
+        if fields.contains_key(name) {
+            cx.error(key.span, format!("field `{name}` is declared twice"));
+            continue;
+        }
+        if let Some(field) = parse_field(cx, name, key.span, decl) {
+            fields.insert(name.to_string(), field);
+        }
+    }
+    fields
+}
+
+fn parse_field(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option<FieldDecl> {
+    // `name: text` is short for `name: { type: text }`.
+    if let Some(ty_name) = node.as_str() {
+        let ty = cx.field_type(node, ty_name)?;
+        return Some(FieldDecl {
+            name: name.to_string(),
+            ty,
+            input: false,
+            secret: false,
+            env: None,
+            default: None,
+            description: None,
+            span,
+        });
+    }
+    let body = cx.body(node, &format!("field `{name}`"), &FIELD_KEYS, &["type"])?;
+    let ty_node = body.get("type")?;
+    let ty = match ty_node.as_str() {
+        Some(t) => cx.field_type(ty_node, t)?,
+        None => {
+            cx.error(ty_node.span, "`type` must be one of `text`, `number`, `boolean`, `json`, `headers`");
+            return None;
+        }
+    };
+    let input = body.get("input").and_then(|n| cx.boolean(n)).unwrap_or(false);
+    let secret = body.get("secret").and_then(|n| cx.boolean(n)).unwrap_or(false);
+    let env = body.get("env").and_then(|n| cx.string(n, "an environment variable name"));
+    let description = body.get("description").and_then(|n| cx.string(n, "a description"));
+    let default = match body.get("default") {
+        Some(n) => match ty.coerce(n.to_json()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                cx.error(n.span, format!("the default of `{name}` does not fit its type `{}`: {e}", ty.name()));
+                None
+            }
+        },
+        None => None,
+    };
+    Some(FieldDecl {
+        name: name.to_string(),
+        ty,
+        input,
+        secret,
+        env,
+        default,
+        description,
+        span,
+    })
+}
+
+/// First pass over the steps: ids, so `goto` can point forward.
+fn collect_ids(cx: &mut Analyzer, steps: &[Node]) {
+    let mut first_seen: HashMap<String, Span> = HashMap::new();
+    for (index, node) in steps.iter().enumerate() {
+        let Some(entries) = node.as_map() else { continue };
+        let Some((_, id_node)) = entries.iter().find(|(k, _)| k.as_str() == Some("id")) else { continue };
+        let Some(id) = id_node.as_str() else { continue };
+        if let Some(first) = first_seen.get(id) {
+            let (line, _) = cx.source.line_col(first.offset);
+            cx.push(
+                Diagnostic::error(format!("step id `{id}` is used twice"))
+                    .at(&cx.source, id_node.span)
+                    .label(format!("first used on line {line}")),
+            );
+            continue;
+        }
+        first_seen.insert(id.to_string(), id_node.span);
+        cx.ids.insert(id.to_string(), index);
+    }
+}
+
+fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
+    let Some(entries) = node.as_map() else {
+        cx.error(node.span, format!("a step must be a mapping with an `id` and a kind, found {}", node.type_name()));
+        return None;
+    };
+    let mut id = None;
+    let mut goto = None;
+    let mut output_node = None;
+    let mut kind: Option<(&str, &Node, &Node)> = None;
+    let mut ok = true;
+    for (key, value) in entries {
+        let Some(k) = key.as_str() else {
+            cx.error(key.span, "a step key must be text");
+            ok = false;
+            continue;
+        };
+        match k {
+            "id" => id = Some(value),
+            "goto" => goto = Some(value),
+            "output" => output_node = Some(value),
+            "description" => {}
+            _ if KINDS.contains(&k) => {
+                if let Some((first, _, _)) = kind {
+                    cx.error_help(key.span, format!("a step has exactly one kind, but this one has `{first}` and `{k}`"), "split it into two steps");
+                    ok = false;
+                } else {
+                    kind = Some((k, key, value));
+                }
+            }
+            _ => {
+                let kind_hint = did_you_mean(k, KINDS);
+                let key_hint = did_you_mean(k, STEP_KEYS);
+                if kind_hint.is_some() || (kind.is_none() && key_hint.is_none() && !entries.iter().any(|(k2, _)| k2.as_str().is_some_and(|s| KINDS.contains(&s)))) {
+                    let help = kind_hint.unwrap_or_else(|| format!("the step kinds are {}", list(&KINDS)));
+                    cx.error_help(key.span, format!("unknown step kind `{k}`"), help);
+                } else {
+                    let help = key_hint.unwrap_or_else(|| format!("a step has `id`, one kind, and optionally `goto`, `output` and `description`"));
+                    cx.error_help(key.span, format!("unknown key `{k}` in a step"), help);
+                }
+                ok = false;
+            }
+        }
+    }
+    let Some(id_node) = id else {
+        cx.error(node.span, "this step has no `id`");
+        return None;
+    };
+    let Some(id) = id_node.as_str().map(str::to_string) else {
+        cx.error(id_node.span, format!("a step `id` must be text, found {}", id_node.type_name()));
+        return None;
+    };
+    if id == "end" {
+        cx.error_help(id_node.span, "`end` is reserved: `goto: end` ends the run", "choose another id");
+        ok = false;
+    }
+    let Some((kind_name, kind_key, body)) = kind else {
+        if ok {
+            cx.error_help(node.span, format!("step `{id}` has no kind"), format!("add one of {}", list(&KINDS)));
+        }
+        return None;
+    };
+    let kind = StepKind::parse(kind_name, cx, body);
+    let goto = match goto {
+        Some(g) if kind_name == "decision" => {
+            cx.error_help(g.span, "a `decision` chooses its own target", "put `goto` in its branches");
+            None
+        }
+        Some(g) if matches!(kind_name, "fail" | "end") => {
+            cx.error(g.span, format!("a `{kind_name}` step ends the run, so `goto` would never be followed"));
+            None
+        }
+        Some(g) => cx.target(g),
+        None => None,
+    };
+    let output = match output_node {
+        Some(n) => parse_output(cx, kind_name, kind_key, n),
+        None => IndexMap::new(),
+    };
+    Some(Step {
+        id,
+        span: node.span,
+        kind: kind?,
+        goto,
+        output,
+    })
+    .filter(|_| ok)
+}
+
+fn parse_output(cx: &mut Analyzer, kind: &str, kind_key: &Node, node: &Node) -> IndexMap<String, String> {
+    let mut out = IndexMap::new();
+    let offered = StepKind::outputs(kind);
+    let Some(entries) = node.as_map() else {
+        cx.error(node.span, "`output` must map output names to fields, like `{ status: http_result }`");
+        return out;
+    };
+    if offered.is_empty() {
+        cx.error(kind_key.span, format!("a `{kind}` step has no outputs"));
+        return out;
+    }
+    for (key, value) in entries {
+        let Some(name) = key.as_str() else {
+            cx.error(key.span, "an output name must be text");
+            continue;
+        };
+        let Some((_, produced)) = offered.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = offered.iter().map(|(n, _)| *n).collect();
+            let help = did_you_mean(name, names.iter().copied()).unwrap_or_else(|| format!("`{kind}` outputs {}", list(&names)));
+            cx.error_help(key.span, format!("`{kind}` has no output `{name}`"), help);
+            continue;
+        };
+        let accept = accepting(*produced);
+        if let Some(field) = cx.field_ref(value, accept, &format!("output `{name}`")) {
+            out.insert(name.to_string(), field);
+        }
+    }
+    out
+}
+
+/// Field types that can hold a value of type `produced`.
+fn accepting(produced: FieldType) -> &'static [FieldType] {
+    match produced {
+        FieldType::Number => &[FieldType::Number, FieldType::Text, FieldType::Json],
+        FieldType::Text => &[FieldType::Text, FieldType::Json],
+        FieldType::Boolean => &[FieldType::Boolean, FieldType::Text, FieldType::Json],
+        FieldType::Headers => &[FieldType::Headers, FieldType::Json],
+        FieldType::Json => &[FieldType::Json],
+    }
+}
+
+/// Which fields can hold secrets, and whether any reaches a URL.
+fn check_secrets(cx: &mut Analyzer, fields: &IndexMap<String, FieldDecl>, steps: &[Step]) {
+    let mut secret: BTreeSet<String> = fields.values().filter(|f| f.secret).map(|f| f.name.clone()).collect();
+    // Secrecy spreads through writes until nothing changes.
+    loop {
+        let before = secret.len();
+        for step in steps {
+            for (field, reads) in step.kind.writes() {
+                if reads.iter().any(|r| secret.contains(r)) {
+                    secret.insert(field.to_string());
+                }
+            }
+        }
+        if secret.len() == before {
+            break;
+        }
+    }
+    for field in fields.values().filter(|f| !f.secret && secret.contains(&f.name)) {
+        cx.push(
+            Diagnostic::warning(format!("field `{}` receives a value built from a secret", field.name))
+                .at(&cx.source, field.span)
+                .label("not marked secret")
+                .help("add `secret: true`; handoff masks it either way, but the flow should say so"),
+        );
+    }
+    for step in steps {
+        for template in step.kind.url_templates() {
+            if let Some(name) = template.reads.iter().find(|r| secret.contains(*r)) {
+                cx.push(
+                    Diagnostic::error(format!("step `{}` puts secret field `{name}` into a URL", step.id))
+                        .at(&cx.source, template.span)
+                        .label("URLs end up in logs and proxies")
+                        .help("send secrets in headers; an `http` step can opt in with `allow_secret_in_url: true`"),
+                );
+            }
+        }
+    }
+}
+
+/// Unreachable steps and loops that nothing leads out of.
+fn check_graph(cx: &mut Analyzer, steps: &[Step]) {
+    let n = steps.len();
+    let edges: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            let mut out = Vec::new();
+            let mut push = |t: Target| {
+                if let Target::Step(j) = t {
+                    out.push(j);
+                }
+            };
+            if steps[i].kind.continues() {
+                match steps[i].goto {
+                    Some(t) => push(t),
+                    None if i + 1 < n => push(Target::Step(i + 1)),
+                    None => {}
+                }
+            }
+            steps[i].kind.branch_targets().into_iter().for_each(&mut push);
+            out
+        })
+        .collect();
+    let exits_to_end: Vec<bool> = (0..n)
+        .map(|i| {
+            let s = &steps[i];
+            matches!(s.kind, crate::steps::StepKind::Fail(_) | crate::steps::StepKind::End(_))
+                || (s.kind.continues() && (s.goto == Some(Target::End) || (s.goto.is_none() && i + 1 == n)))
+                || s.kind.branch_targets().contains(&Target::End)
+        })
+        .collect();
+    let mut seen = vec![false; n];
+    let mut stack = vec![0];
+    seen[0] = true;
+    while let Some(i) = stack.pop() {
+        for &j in &edges[i] {
+            if !seen[j] {
+                seen[j] = true;
+                stack.push(j);
+            }
+        }
+    }
+    for (i, step) in steps.iter().enumerate() {
+        if !seen[i] {
+            cx.push(
+                Diagnostic::warning(format!("step `{}` is never reached", step.id))
+                    .at(&cx.source, step.span)
+                    .help("nothing falls through or jumps to it; remove it or add a `goto`"),
+            );
+        }
+    }
+    for component in strongly_connected(&edges) {
+        let cyclic = component.len() > 1 || edges[component[0]].contains(&component[0]);
+        if !cyclic || !seen[component[0]] {
+            continue;
+        }
+        let members: BTreeSet<usize> = component.iter().copied().collect();
+        let leaves = component
+            .iter()
+            .any(|&i| exits_to_end[i] || edges[i].iter().any(|j| !members.contains(j)));
+        if !leaves {
+            let first = *members.iter().next().unwrap_or(&0);
+            let names: Vec<&str> = members.iter().map(|&i| steps[i].id.as_str()).collect();
+            cx.push(
+                Diagnostic::warning(format!("the loop through {} has no exit", list(&names)))
+                    .at(&cx.source, steps[first].span)
+                    .help("add a `decision` that leaves the loop; until then only `max_steps` stops it"),
+            );
+        }
+    }
+}
+
+/// Kosaraju's algorithm, iterative so a huge flow cannot overflow the stack.
+fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let n = edges.len();
+    let mut order = Vec::with_capacity(n);
+    let mut visited = vec![false; n];
+    for start in 0..n {
+        if visited[start] {
+            continue;
+        }
+        visited[start] = true;
+        let mut stack = vec![(start, 0usize)];
+        while let Some((node, next)) = stack.pop() {
+            if next < edges[node].len() {
+                stack.push((node, next + 1));
+                let child = edges[node][next];
+                if !visited[child] {
+                    visited[child] = true;
+                    stack.push((child, 0));
+                }
+            } else {
+                order.push(node);
+            }
+        }
+    }
+    let mut reverse = vec![Vec::new(); n];
+    for (i, outs) in edges.iter().enumerate() {
+        for &j in outs {
+            reverse[j].push(i);
+        }
+    }
+    let mut assigned = vec![false; n];
+    let mut components = Vec::new();
+    for &start in order.iter().rev() {
+        if assigned[start] {
+            continue;
+        }
+        assigned[start] = true;
+        let mut component = vec![start];
+        let mut stack = vec![start];
+        while let Some(node) = stack.pop() {
+            for &prev in &reverse[node] {
+                if !assigned[prev] {
+                    assigned[prev] = true;
+                    component.push(prev);
+                    stack.push(prev);
+                }
+            }
+        }
+        components.push(component);
+    }
+    components
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `a`, `b` and `c`.
+pub fn list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.len() {
+        0 => String::new(),
+        1 => quoted[0].clone(),
+        _ => format!("{} and {}", quoted[..quoted.len() - 1].join(", "), quoted[quoted.len() - 1]),
+    }
+}
+
+/// The state of analysis that step parsers report into.
+pub struct Analyzer<'a> {
+    pub source: Arc<Source>,
+    pub env: &'a Environment<'static>,
+    pub fields: IndexMap<String, FieldDecl>,
+    pub ids: IndexMap<String, usize>,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+/// A mapping whose keys were checked: unknown ones reported, required present.
+pub struct Body<'n> {
+    entries: &'n [(Node, Node)],
+}
+
+impl<'n> Body<'n> {
+    pub fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+    }
+}
+
+impl<'a> Analyzer<'a> {
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    pub fn error(&mut self, span: Span, message: impl Into<String>) {
+        let d = Diagnostic::error(message).at(&self.source, span);
+        self.push(d);
+    }
+
+    pub fn error_help(&mut self, span: Span, message: impl Into<String>, help: impl Into<String>) {
+        let d = Diagnostic::error(message).at(&self.source, span).help(help);
+        self.push(d);
+    }
+
+    /// Checks a mapping's keys; `None` when it is not a mapping or lacks a required key.
+    pub fn body<'n>(&mut self, node: &'n Node, what: &str, keys: &[&str], required: &[&str]) -> Option<Body<'n>> {
+        let Some(entries) = node.as_map() else {
+            self.error_help(
+                node.span,
+                format!("{what} must be a mapping, found {}", node.type_name()),
+                format!("it takes {}", list(keys)),
+            );
+            return None;
+        };
+        let mut ok = true;
+        for (key, _) in entries {
+            match key.as_str() {
+                Some(k) if keys.contains(&k) => {}
+                Some(k) => {
+                    let help = did_you_mean(k, keys.iter().copied()).unwrap_or_else(|| format!("{what} takes {}", list(keys)));
+                    self.error_help(key.span, format!("unknown key `{k}` in {what}"), help);
+                }
+                None => self.error(key.span, "keys must be text"),
+            }
+        }
+        for req in required {
+            if !entries.iter().any(|(k, _)| k.as_str() == Some(req)) {
+                self.error(node.span, format!("{what} needs `{req}`"));
+                ok = false;
+            }
+        }
+        ok.then_some(Body { entries })
+    }
+
+    pub fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        match node.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.error(node.span, format!("expected {what} as text, found {}", node.type_name()));
+                None
+            }
+        }
+    }
+
+    pub fn boolean(&mut self, node: &Node) -> Option<bool> {
+        match node.value {
+            NodeValue::Bool(b) => Some(b),
+            _ => {
+                self.error(node.span, format!("expected `true` or `false`, found {}", node.type_name()));
+                None
+            }
+        }
+    }
+
+    pub fn positive_int(&mut self, node: &Node, what: &str) -> Option<u64> {
+        match node.value {
+            NodeValue::Int(i) if i > 0 => Some(i as u64),
+            _ => {
+                self.error(node.span, format!("{what} must be a whole number above zero"));
+                None
+            }
+        }
+    }
+
+    pub fn duration(&mut self, node: &Node) -> Option<Duration> {
+        let text = node.scalar_text().unwrap_or_default();
+        match crate::clock::parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(node.span, format!("invalid duration: {e}"));
+                None
+            }
+        }
+    }
+
+    fn field_type(&mut self, node: &Node, name: &str) -> Option<FieldType> {
+        let ty = FieldType::parse(name);
+        if ty.is_none() {
+            let help = did_you_mean(name, TYPE_NAMES).unwrap_or_else(|| format!("the types are {}", list(&TYPE_NAMES)));
+            self.error_help(node.span, format!("unknown field type `{name}`"), help);
+        }
+        ty
+    }
+
+    /// A template whose every name must be a declared field.
+    pub fn template(&mut self, node: &Node) -> Option<Template> {
+        match Template::compile(self.env, node) {
+            Ok(t) => self.checked(t),
+            Err(e) => {
+                self.error(e.span, e.message);
+                None
+            }
+        }
+    }
+
+    /// A condition such as `tries >= max_tries`.
+    pub fn condition(&mut self, node: &Node) -> Option<Template> {
+        match Template::compile_condition(self.env, node) {
+            Ok(t) => self.checked(t),
+            Err(e) => {
+                self.error(e.span, e.message);
+                None
+            }
+        }
+    }
+
+    /// A condition over an item whose names cannot be known ahead.
+    pub fn item_condition(&mut self, node: &Node) -> Option<Template> {
+        match Template::compile_condition(self.env, node) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(e.span, e.message);
+                None
+            }
+        }
+    }
+
+    fn checked(&mut self, template: Template) -> Option<Template> {
+        let mut ok = true;
+        for name in &template.reads {
+            if !self.fields.contains_key(name) {
+                let help = did_you_mean(name, self.fields.keys().map(String::as_str))
+                    .unwrap_or_else(|| format!("declare it under `fields`, or use one of {}", list(&self.fields.keys().map(String::as_str).collect::<Vec<_>>())));
+                let d = Diagnostic::error(format!("template reads `{name}`, which is not a declared field"))
+                    .at(&self.source, template.span)
+                    .help(help);
+                self.push(d);
+                ok = false;
+            }
+        }
+        ok.then_some(template)
+    }
+
+    /// A template whose literal value must fit a field's type.
+    pub fn typed_template(&mut self, node: &Node, ty: FieldType, field: &str) -> Option<Template> {
+        let template = self.template(node)?;
+        if let crate::template::TemplateKind::Literal(v) = &template.kind
+            && let Err(e) = ty.coerce(v.clone())
+        {
+            self.error(node.span, format!("`{field}` is a {} field: {e}", ty.name()));
+            return None;
+        }
+        Some(template)
+    }
+
+    /// A reference to a declared field of one of the accepted types.
+    pub fn field_ref(&mut self, node: &Node, accept: &[FieldType], what: &str) -> Option<String> {
+        let Some(name) = node.as_str() else {
+            self.error(node.span, format!("{what} names a field, found {}", node.type_name()));
+            return None;
+        };
+        let Some(decl) = self.fields.get(name) else {
+            let help = did_you_mean(name, self.fields.keys().map(String::as_str))
+                .unwrap_or_else(|| "declare it under `fields`".to_string());
+            self.error_help(node.span, format!("{what} names `{name}`, which is not a declared field"), help);
+            return None;
+        };
+        if !accept.contains(&decl.ty) {
+            let names: Vec<&str> = accept.iter().map(|t| t.name()).collect();
+            self.error(
+                node.span,
+                format!("{what} needs a field of type {}, but `{name}` is `{}`", list(&names).replace(" and ", " or "), decl.ty.name()),
+            );
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    /// A step id or `end`.
+    pub fn target(&mut self, node: &Node) -> Option<Target> {
+        let Some(name) = node.as_str() else {
+            self.error(node.span, format!("`goto` names a step id or `end`, found {}", node.type_name()));
+            return None;
+        };
+        if name == "end" {
+            return Some(Target::End);
+        }
+        match self.ids.get(name) {
+            Some(&i) => Some(Target::Step(i)),
+            None => {
+                let help = did_you_mean(name, self.ids.keys().map(String::as_str).chain(["end"]))
+                    .unwrap_or_else(|| "`goto` takes a step id, or `end`".to_string());
+                self.error_help(node.span, format!("no step has the id `{name}`"), help);
+                None
+            }
+        }
+    }
+}

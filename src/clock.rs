@@ -1,0 +1,196 @@
+//! Time, injected: the system clock for real runs, a virtual one for dry runs.
+//!
+//! The engine never reads global time. A [`VirtualClock`] jumps forward when a
+//! timer or a scripted delay asks it to, which is how a 30-minute poll loop
+//! replays in milliseconds, deterministically.
+
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+pub trait Clock: Send + Sync {
+    /// Time since the clock was made: what the trace shows.
+    fn elapsed(&self) -> Duration;
+    /// Wall-clock time now, for `timer: { until: … }`.
+    fn now(&self) -> SystemTime;
+    fn sleep(&self, duration: Duration) -> BoxFuture<'_, ()>;
+    fn is_virtual(&self) -> bool;
+}
+
+/// The real clock. On a terminal it shows a countdown while a timer waits.
+pub struct SystemClock {
+    start: Instant,
+    countdown: bool,
+}
+
+impl SystemClock {
+    pub fn new() -> SystemClock {
+        SystemClock {
+            start: Instant::now(),
+            countdown: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Never draws a countdown: for tests and the demo's own rendering.
+    pub fn quiet() -> SystemClock {
+        SystemClock {
+            start: Instant::now(),
+            countdown: false,
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if !self.countdown || duration < Duration::from_secs(2) {
+                tokio::time::sleep(duration).await;
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + duration;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let mut err = std::io::stderr();
+                let _ = write!(err, "\r\x1b[2K  waiting {}s …", left.as_secs() + 1);
+                let _ = err.flush();
+                tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+            }
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        })
+    }
+
+    fn is_virtual(&self) -> bool {
+        false
+    }
+}
+
+/// A clock that only moves when asked to. Sleeping returns at once.
+pub struct VirtualClock {
+    start_wall: SystemTime,
+    offset: Mutex<Duration>,
+}
+
+impl VirtualClock {
+    pub fn new(start_wall: SystemTime) -> VirtualClock {
+        VirtualClock {
+            start_wall,
+            offset: Mutex::new(Duration::ZERO),
+        }
+    }
+
+    /// A fixed start (2025-06-02T00:00:00Z), so tests are deterministic.
+    pub fn fixed() -> VirtualClock {
+        VirtualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_748_822_400))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut offset = self.offset.lock().unwrap_or_else(|e| e.into_inner());
+        *offset += by;
+    }
+}
+
+impl Clock for VirtualClock {
+    fn elapsed(&self) -> Duration {
+        *self.offset.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> SystemTime {
+        self.start_wall + self.elapsed()
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'_, ()> {
+        self.advance(duration);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn is_virtual(&self) -> bool {
+        true
+    }
+}
+
+/// Formats a duration the way flows write them: `5s`, `1m30s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let frac = ms % 1000;
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || frac > 0 {
+        if frac > 0 {
+            out.push_str(&format!("{s}.{:03}", frac).trim_end_matches('0').to_string());
+            out.push('s');
+        } else {
+            out.push_str(&format!("{s}s"));
+        }
+    }
+    out
+}
+
+/// Parses `5s`, `30m`, `1h 30m`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| "expected a duration such as `5s`, `30m` or `1h 30m`".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_time_moves_only_when_told() {
+        let clock = VirtualClock::fixed();
+        assert_eq!(clock.elapsed(), Duration::ZERO);
+        futures_lite_block_on(clock.sleep(Duration::from_secs(1800)));
+        assert_eq!(clock.elapsed(), Duration::from_secs(1800));
+    }
+
+    fn futures_lite_block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

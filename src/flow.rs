@@ -1,0 +1,85 @@
+//! The validated flow: what [`crate::analyze`] produces and the engine runs.
+//!
+//! By the time a [`Flow`] exists, every `goto` is resolved to an index, every
+//! template is compiled, and every field a step reads or writes is declared.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use minijinja::Environment;
+use serde_json::Value;
+
+use crate::fields::FieldType;
+use crate::source::{Source, Span};
+use crate::steps::StepKind;
+
+/// Default for `max_steps`: enough for a long poll loop, small enough to stop a
+/// runaway one quickly.
+pub const DEFAULT_MAX_STEPS: u64 = 1000;
+
+pub struct Flow {
+    pub name: String,
+    pub description: Option<String>,
+    pub source: Arc<Source>,
+    pub fields: IndexMap<String, FieldDecl>,
+    pub steps: Vec<Step>,
+    pub max_steps: u64,
+    /// Where templates render. Owned by the flow, so runs share no global state.
+    pub env: Environment<'static>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldDecl {
+    pub name: String,
+    pub ty: FieldType,
+    /// Set from `--set` or `--input`; required unless there is a default.
+    pub input: bool,
+    pub secret: bool,
+    /// Read from this environment variable when not set as an input.
+    pub env: Option<String>,
+    pub default: Option<Value>,
+    pub description: Option<String>,
+    pub span: Span,
+}
+
+impl FieldDecl {
+    pub fn is_required(&self) -> bool {
+        (self.input || self.env.is_some()) && self.default.is_none()
+    }
+}
+
+#[derive(Debug)]
+pub struct Step {
+    pub id: String,
+    pub span: Span,
+    pub kind: StepKind,
+    /// Where control goes after the step, when not the next one in the list.
+    pub goto: Option<Target>,
+    /// A step's named outputs mapped to the fields that receive them.
+    pub output: IndexMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Step(usize),
+    /// `goto: end`: the run ends successfully.
+    End,
+}
+
+impl Flow {
+    pub fn target_name(&self, target: Target) -> &str {
+        match target {
+            Target::Step(i) => &self.steps[i].id,
+            Target::End => "end",
+        }
+    }
+
+    /// Where control goes when a step finishes normally.
+    pub fn next_after(&self, index: usize) -> Target {
+        match self.steps[index].goto {
+            Some(t) => t,
+            None if index + 1 < self.steps.len() => Target::Step(index + 1),
+            None => Target::End,
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Scripted responses for dry runs: the `--mock` file.
+//!
+//! A mock file lists, for a step id or for a method and path, a *sequence* of
+//! replies; each request takes the next one and the last one repeats. Replies
+//! can be delayed on the virtual clock, or fail as a timeout or a refused
+//! connection. A request nothing matches fails its step, and no connection is
+//! ever opened.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::analyze::list;
+use crate::clock::VirtualClock;
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::flow::Flow;
+use crate::raw::{Node, NodeValue};
+use crate::source::Source;
+use crate::transport::{BoxFuture, HttpRequest, HttpResponse, Transport, TransportError};
+
+#[derive(Debug, Clone)]
+pub struct Mock {
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub matcher: Matcher,
+    pub replies: Vec<Reply>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Matcher {
+    Step(String),
+    /// A method and a path pattern, where `*` stands for any text within one segment.
+    Request { method: String, path: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub delay: Duration,
+    pub fault: Option<Fault>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    Timeout,
+    Refused,
+    Reset,
+}
+
+const ENTRY_KEYS: [&str; 4] = ["step", "request", "replies", "reply"];
+const REPLY_KEYS: [&str; 6] = ["status", "headers", "body", "text", "delay", "error"];
+
+impl Mock {
+    /// Reads the `responses` list of a mock file or a test case's header.
+    pub fn from_node(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Mock, Vec<Diagnostic>> {
+        let mut problems = Vec::new();
+        let mut entries = Vec::new();
+        let Some(items) = node.as_seq() else {
+            return Err(vec![
+                Diagnostic::error(format!("`responses` is a list of scripted responses, found {}", node.type_name()))
+                    .at(source, node.span),
+            ]);
+        };
+        for item in items {
+            match parse_entry(source, item, flow) {
+                Ok(e) => entries.push(e),
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        if problems.is_empty() { Ok(Mock { entries }) } else { Err(problems) }
+    }
+
+    /// Loads a mock file: a mapping with `responses`.
+    pub fn load(source: &Arc<Source>, flow: &Flow) -> Result<Mock, Vec<Diagnostic>> {
+        let root = crate::raw::parse(source).map_err(|d| vec![d])?;
+        let Some(entries) = root.as_map() else {
+            return Err(vec![Diagnostic::error("a mock file is a mapping with a `responses` list").at(source, root.span)]);
+        };
+        let mut responses = None;
+        for (k, v) in entries {
+            match k.as_str() {
+                Some("responses") => responses = Some(v),
+                Some("description") => {}
+                Some(other) => {
+                    return Err(vec![
+                        Diagnostic::error(format!("unknown key `{other}` in a mock file"))
+                            .at(source, k.span)
+                            .help("a mock file has `responses` and an optional `description`"),
+                    ]);
+                }
+                None => {}
+            }
+        }
+        match responses {
+            Some(r) => Mock::from_node(source, r, flow),
+            None => Err(vec![Diagnostic::error("a mock file needs `responses`").at(source, root.span)]),
+        }
+    }
+
+    /// Which entry answers a request: a step match beats a path match.
+    fn find(&self, request: &HttpRequest) -> Option<usize> {
+        let by_step = self.entries.iter().position(|e| e.matcher == Matcher::Step(request.step.clone()));
+        by_step.or_else(|| {
+            let path = request.path();
+            self.entries.iter().position(|e| match &e.matcher {
+                Matcher::Request { method, path: pattern } => {
+                    method.eq_ignore_ascii_case(&request.method) && path_matches(pattern, &path)
+                }
+                Matcher::Step(_) => false,
+            })
+        })
+    }
+}
+
+fn parse_entry(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Entry, Vec<Diagnostic>> {
+    let err = |n: &Node, m: String| vec![Diagnostic::error(m).at(source, n.span)];
+    let Some(map) = node.as_map() else {
+        return Err(err(node, "a scripted response is a mapping with `step` or `request`, and `replies`".into()));
+    };
+    let get = |key: &str| map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v);
+    for (k, _) in map {
+        let name = k.as_str().unwrap_or("");
+        if !ENTRY_KEYS.contains(&name) && !REPLY_KEYS.contains(&name) {
+            let help = did_you_mean(name, ENTRY_KEYS.iter().chain(REPLY_KEYS.iter()).copied())
+                .unwrap_or_else(|| format!("a scripted response has {}", list(&ENTRY_KEYS)));
+            return Err(vec![Diagnostic::error(format!("unknown key `{name}` in a scripted response")).at(source, k.span).help(help)]);
+        }
+    }
+    let matcher = match (get("step"), get("request")) {
+        (Some(s), None) => {
+            let id = s.as_str().ok_or_else(|| err(s, "`step` names a step id".into()))?;
+            if !flow.steps.iter().any(|st| st.id == id) {
+                return Err(vec![
+                    Diagnostic::error(format!("the flow has no step `{id}`"))
+                        .at(source, s.span)
+                        .help_opt(did_you_mean(id, flow.steps.iter().map(|s| s.id.as_str()))),
+                ]);
+            }
+            Matcher::Step(id.to_string())
+        }
+        (None, Some(r)) => {
+            let text = r.as_str().unwrap_or("");
+            let mut parts = text.split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(m), Some(p), None) if p.starts_with('/') => Matcher::Request {
+                    method: m.to_ascii_uppercase(),
+                    path: p.to_string(),
+                },
+                _ => return Err(err(r, "`request` is a method and a path, like `PATCH /workflows/v1/tasks/*`".into())),
+            }
+        }
+        _ => return Err(err(node, "a scripted response names either a `step` or a `request`".into())),
+    };
+    let replies = match get("replies") {
+        Some(list_node) => {
+            let items = list_node
+                .as_seq()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| err(list_node, "`replies` is a non-empty list".into()))?;
+            items.iter().map(|i| parse_reply(source, i)).collect::<Result<Vec<_>, _>>()?
+        }
+        // A single reply can stand in the entry itself.
+        None => vec![parse_reply_fields(source, node, map)?],
+    };
+    Ok(Entry { matcher, replies })
+}
+
+fn parse_reply(source: &Arc<Source>, node: &Node) -> Result<Reply, Vec<Diagnostic>> {
+    let Some(map) = node.as_map() else {
+        return Err(vec![Diagnostic::error("a reply is a mapping with `status`, `body`, …").at(source, node.span)]);
+    };
+    for (k, _) in map {
+        let name = k.as_str().unwrap_or("");
+        if !REPLY_KEYS.contains(&name) {
+            let help = did_you_mean(name, REPLY_KEYS).unwrap_or_else(|| format!("a reply has {}", list(&REPLY_KEYS)));
+            return Err(vec![Diagnostic::error(format!("unknown key `{name}` in a reply")).at(source, k.span).help(help)]);
+        }
+    }
+    parse_reply_fields(source, node, map)
+}
+
+fn parse_reply_fields(source: &Arc<Source>, node: &Node, map: &[(Node, Node)]) -> Result<Reply, Vec<Diagnostic>> {
+    let err = |n: &Node, m: &str| vec![Diagnostic::error(m.to_string()).at(source, n.span)];
+    let get = |key: &str| map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v);
+    let status = match get("status") {
+        Some(n) => match n.value {
+            NodeValue::Int(i) if (100..600).contains(&i) => i as u16,
+            _ => return Err(err(n, "`status` is a number from 100 to 599")),
+        },
+        None => 200,
+    };
+    let mut headers = Vec::new();
+    if let Some(h) = get("headers") {
+        let entries = h.as_map().ok_or_else(|| err(h, "`headers` maps names to values"))?;
+        for (k, v) in entries {
+            headers.push((k.scalar_text().unwrap_or_default(), v.scalar_text().unwrap_or_default()));
+        }
+    }
+    let body = match (get("body"), get("text")) {
+        (Some(_), Some(t)) => return Err(err(t, "a reply has `body` (JSON) or `text`, not both")),
+        (Some(b), None) => {
+            if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+                headers.push(("content-type".into(), "application/json".into()));
+            }
+            serde_json::to_vec(&b.to_json()).unwrap_or_default()
+        }
+        (None, Some(t)) => t.scalar_text().ok_or_else(|| err(t, "`text` is the raw body, as text"))?.into_bytes(),
+        (None, None) => Vec::new(),
+    };
+    let delay = match get("delay") {
+        Some(d) => crate::clock::parse_duration(&d.scalar_text().unwrap_or_default()).map_err(|e| err(d, &format!("invalid `delay`: {e}")))?,
+        None => Duration::ZERO,
+    };
+    let fault = match get("error") {
+        Some(e) => Some(match e.as_str() {
+            Some("timeout") => Fault::Timeout,
+            Some("refused") => Fault::Refused,
+            Some("reset") => Fault::Reset,
+            _ => return Err(err(e, "`error` is `timeout`, `refused` or `reset`")),
+        }),
+        None => None,
+    };
+    let _ = node;
+    Ok(Reply { status, headers, body, delay, fault })
+}
+
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let p: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
+    let s: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    p.len() == s.len() && p.iter().zip(&s).all(|(p, s)| segment_matches(p, s))
+}
+
+fn segment_matches(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((prefix, rest)) => {
+            let Some(after) = text.strip_prefix(prefix) else { return false };
+            (0..=after.len()).filter(|&i| after.is_char_boundary(i)).any(|i| segment_matches(rest, &after[i..]))
+        }
+    }
+}
+
+/// A recorded request: which step sent what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentRequest {
+    pub step: String,
+    pub method: String,
+    pub url: String,
+}
+
+/// The dry-run transport: answers from a [`Mock`] on a virtual clock.
+pub struct MockTransport {
+    mock: Mock,
+    clock: Arc<VirtualClock>,
+    cursors: Mutex<Vec<usize>>,
+    sent: Mutex<Vec<SentRequest>>,
+}
+
+impl MockTransport {
+    pub fn new(mock: Mock, clock: Arc<VirtualClock>) -> MockTransport {
+        let cursors = Mutex::new(vec![0; mock.entries.len()]);
+        MockTransport {
+            mock,
+            clock,
+            cursors,
+            sent: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every request sent so far, in order.
+    pub fn sent(&self) -> Vec<SentRequest> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Transport for MockTransport {
+    fn send<'a>(&'a self, request: &'a HttpRequest) -> BoxFuture<'a, Result<HttpResponse, TransportError>> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).push(SentRequest {
+            step: request.step.clone(),
+            method: request.method.clone(),
+            url: request.url.clone(),
+        });
+        let result = (|| {
+            let index = self.mock.find(request).ok_or(TransportError::NoScriptedResponse)?;
+            let entry = &self.mock.entries[index];
+            let reply = {
+                let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+                let n = cursors[index];
+                cursors[index] += 1;
+                &entry.replies[n.min(entry.replies.len() - 1)]
+            };
+            if reply.fault == Some(Fault::Timeout) || reply.delay >= request.timeout {
+                self.clock.advance(request.timeout);
+                return Err(TransportError::Timeout(request.timeout));
+            }
+            self.clock.advance(reply.delay);
+            match reply.fault {
+                Some(Fault::Refused) => return Err(TransportError::Connect("connection refused".into())),
+                Some(Fault::Reset) => return Err(TransportError::Other("the connection was reset".into())),
+                _ => {}
+            }
+            Ok(HttpResponse {
+                status: reply.status,
+                headers: reply.headers.clone(),
+                body: reply.body.clone(),
+            })
+        })();
+        Box::pin(std::future::ready(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn star_matches_within_one_segment() {
+        assert!(path_matches("/workflows/v1/tasks/*", "/workflows/v1/tasks/abc"));
+        assert!(!path_matches("/workflows/v1/tasks/*", "/workflows/v1/tasks/abc/assignments/x"));
+        assert!(path_matches("/a/t-*-z", "/a/t-123-z"));
+        assert!(!path_matches("/a/b", "/a/c"));
+    }
+}

@@ -1,0 +1,157 @@
+//! Renders a trace: `pretty` for people, `jsonl` for programs.
+//!
+//! Both are views of the same [`TraceEvent`]s; neither adds information the
+//! trace does not hold, except the real elapsed time on the final line.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::clock::format_duration;
+use crate::steps::request::{excerpt, status_text};
+use crate::trace::{EventKind, Outcome, RunStatus, TraceEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceFormat {
+    Pretty,
+    Jsonl,
+}
+
+/// ANSI styling that is a no-op when colour is off.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    pub fn dim(&self, t: &str) -> String {
+        self.paint("2", t)
+    }
+    pub fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+    pub fn green(&self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    pub fn red(&self, t: &str) -> String {
+        self.paint("31", t)
+    }
+    pub fn yellow(&self, t: &str) -> String {
+        self.paint("33", t)
+    }
+    pub fn cyan(&self, t: &str) -> String {
+        self.paint("36", t)
+    }
+}
+
+pub fn jsonl(event: &TraceEvent) -> String {
+    serde_json::to_string(event).unwrap_or_default()
+}
+
+/// One event as zero or more lines of text, each ending in a newline.
+/// `real` is the wall-clock time so far, shown on the final line.
+pub fn pretty(event: &TraceEvent, style: Style, real: Duration) -> String {
+    let time = style.dim(&format!("{:>9}", format!("{:.3}s", event.at_ms as f64 / 1000.0)));
+    let step = event.step.as_deref().unwrap_or("");
+    let line = |text: String| format!("{time}    {text}\n");
+    match &event.kind {
+        EventKind::FlowStarted { flow, dry_run, fields } => {
+            let mode = if *dry_run { " (dry run)" } else { "" };
+            let mut out = format!("{} {}{}\n", style.bold("flow"), style.bold(flow), style.dim(mode));
+            if !fields.is_empty() {
+                let shown: Vec<String> = fields.iter().map(|(k, v)| format!("{k} = {}", value_text(v))).collect();
+                out.push_str(&format!("{}  {}\n", " ".repeat(9), style.dim(&shown.join("  "))));
+            }
+            out
+        }
+        EventKind::StepStarted { kind } => format!("{time}  {} {}\n", style.bold(step), style.dim(&format!("({kind})"))),
+        EventKind::RequestSent { method, url, headers, body } => {
+            let mut out = line(style.cyan(&format!("→ {method} {url}")));
+            for (name, value) in headers {
+                out.push_str(&line(style.dim(&format!("  {name}: {value}"))));
+            }
+            if let Some(b) = body {
+                out.push_str(&line(style.dim(&format!("  {}", excerpt(&value_text(b), 160)))));
+            }
+            out
+        }
+        EventKind::ResponseReceived { status, body, duration_ms, .. } => {
+            let mut text = format!("← {}", status_text(*status));
+            if let Some(b) = body {
+                text.push_str(&format!("  {}", excerpt(&value_text(b), 160)));
+            }
+            if *duration_ms > 0 {
+                text.push_str(&style.dim(&format!("  ({})", format_duration(Duration::from_millis(*duration_ms)))));
+            }
+            let painted = if (200..300).contains(status) { style.cyan(&text) } else { style.yellow(&text) };
+            line(painted)
+        }
+        EventKind::FieldSet { field, value } => line(format!("{field} = {}", excerpt(&value_text(value), 160))),
+        EventKind::DecisionTaken { branch, condition, goto, values } => {
+            let why = match condition {
+                Some(c) => format!("{branch}: {c}"),
+                None => branch.clone(),
+            };
+            let mut text = format!("{} {}", style.bold(&format!("→ {goto}")), style.dim(&format!("[{why}]")));
+            if !values.is_empty() {
+                let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k} = {}", value_text(v))).collect();
+                text.push_str(&style.dim(&format!("  with {}", shown.join(", "))));
+            }
+            line(text)
+        }
+        EventKind::TimerWaited { duration_ms } => line(format!("waited {}", format_duration(Duration::from_millis(*duration_ms)))),
+        EventKind::Log { message } => line(format!("log: {message}")),
+        EventKind::StepFinished { .. } => String::new(),
+        EventKind::StepFailed { kind, error, hint } => {
+            let mut out = line(style.red(&format!("✗ {step} ({kind}) failed: {error}")));
+            if let Some(h) = hint {
+                out.push_str(&line(style.dim(&format!("  hint: {h}"))));
+            }
+            out
+        }
+        EventKind::FlowFinished(outcome) => format!("{}\n", summary(outcome, style, Some(real))),
+    }
+}
+
+/// The final line: how the run ended and why, where, after how many tries,
+/// and how long it took.
+pub fn summary(outcome: &Outcome, style: Style, real: Option<Duration>) -> String {
+    let head = match outcome.status {
+        RunStatus::Succeeded => style.green(&style.bold("✔ succeeded")),
+        RunStatus::Failed => style.red(&style.bold("✘ failed")),
+        RunStatus::Interrupted => style.yellow(&style.bold("■ interrupted")),
+    };
+    let mut parts = vec![format!("{head}: {}", outcome.reason)];
+    if let Some(branch) = &outcome.last_branch {
+        match outcome.tries {
+            Some(t) => parts.push(format!("{branch} on try {t}")),
+            None => parts.push(branch.clone()),
+        }
+    }
+    parts.push(format!("{} steps", outcome.steps_taken));
+    let clock = format_duration(Duration::from_millis(outcome.elapsed_ms));
+    match real {
+        Some(r) => parts.push(format!("{clock} on the run's clock, {} real", format_duration(round_ms(r)))),
+        None => parts.push(clock),
+    }
+    parts.join(" · ")
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis().max(1) as u64)
+}
+
+/// A value as the pretty trace shows it: JSON, but bare for strings in context.
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) if s == crate::redact::MASK => s.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,54 @@
+//! A run's state as plain, serialisable data.
+//!
+//! Everything a run needs to go on from where it is: the field values, which
+//! of them hold secrets, the current step and the counters. Nothing here
+//! points into the engine, so a state can later be saved and resumed.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How many recent steps are kept to name a loop when the budget runs out.
+const RECENT: usize = 64;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunState {
+    pub fields: IndexMap<String, Value>,
+    /// Fields whose value is secret: declared so, or derived from a secret.
+    pub secret: BTreeSet<String>,
+    /// The index of the step to run next.
+    pub pc: usize,
+    pub steps_taken: u64,
+    /// How many times each step has started, by index.
+    pub visits: Vec<u64>,
+    /// The most recent step indexes, newest last.
+    pub recent: VecDeque<usize>,
+}
+
+impl RunState {
+    pub fn enter(&mut self, index: usize) {
+        self.steps_taken += 1;
+        if let Some(v) = self.visits.get_mut(index) {
+            *v += 1;
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(index);
+    }
+
+    /// The cycle that led back to `index`, oldest first, when there is one.
+    pub fn loop_ending_at(&self, index: usize) -> Option<Vec<usize>> {
+        let recent: Vec<usize> = self.recent.iter().copied().collect();
+        let last = recent.iter().rposition(|&i| i == index)?;
+        let prev = recent[..last].iter().rposition(|&i| i == index)?;
+        Some(recent[prev..=last].to_vec())
+    }
+
+    /// The context templates render against: every field by name.
+    pub fn context(&self) -> minijinja::Value {
+        minijinja::Value::from(minijinja::value::Serde(&self.fields))
+    }
+}

@@ -1,0 +1,23 @@
+//! `fail`: ends the run as failed, with a message, such as the poll loop's
+//! "tried too often" path.
+
+use crate::analyze::Analyzer;
+use crate::raw::Node;
+use crate::steps::{Next, StepCx, StepError};
+use crate::template::Template;
+
+#[derive(Debug)]
+pub struct Fail {
+    pub message: Template,
+}
+
+impl Fail {
+    pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Fail> {
+        Some(Fail { message: cx.template(node)? })
+    }
+
+    pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
+        let (message, _) = cx.render_text(&self.message)?;
+        Ok(Next::Fail(message))
+    }
+}

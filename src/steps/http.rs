@@ -1,0 +1,192 @@
+//! `http`: any request the named kinds do not cover, such as fetching an app
+//! token or calling the system the worker waits on.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::analyze::Analyzer;
+use crate::fields::FieldType;
+use crate::raw::{Node, NodeValue};
+use crate::steps::request::{self, HeaderSource, JsonTemplate};
+use crate::steps::{Next, StepCx, StepError};
+use crate::template::Template;
+use crate::transport::RequestBody;
+
+pub const OUTPUTS: &[(&str, FieldType)] = &[
+    ("status", FieldType::Number),
+    ("headers", FieldType::Headers),
+    ("body", FieldType::Json),
+];
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+#[derive(Debug)]
+pub struct Http {
+    pub method: String,
+    pub url: Template,
+    pub query: Vec<(String, Template)>,
+    pub headers: Vec<HeaderSource>,
+    pub body: Option<HttpBody>,
+    pub timeout: Duration,
+    pub accept: Accept,
+    pub allow_secret_in_url: bool,
+}
+
+#[derive(Debug)]
+pub enum HttpBody {
+    Json(JsonTemplate),
+    Form(Vec<(String, Template)>),
+    Raw(Template),
+}
+
+/// Which statuses count as success.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accept {
+    /// 2xx, the default.
+    Success,
+    Any,
+    Statuses(Vec<u16>),
+}
+
+impl Http {
+    pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Http> {
+        let keys = ["method", "url", "query", "headers", "json", "form", "body", "timeout", "accept", "allow_secret_in_url"];
+        let body = cx.body(node, "`http`", &keys, &["url"])?;
+        let method = match body.get("method") {
+            Some(n) => {
+                let m = cx.string(n, "an HTTP method")?.to_ascii_uppercase();
+                if !METHODS.contains(&m.as_str()) {
+                    let help = crate::diagnostic::did_you_mean(&m, METHODS).unwrap_or_else(|| format!("use one of {}", crate::analyze::list(&METHODS)));
+                    cx.error_help(n.span, format!("unknown HTTP method `{m}`"), help);
+                    return None;
+                }
+                m
+            }
+            None => "GET".to_string(),
+        };
+        let url = body.get("url").and_then(|n| cx.template(n));
+        let query = match body.get("query") {
+            Some(n) => pairs(cx, n, "`query`"),
+            None => Some(Vec::new()),
+        };
+        let headers = match body.get("headers") {
+            Some(n) => request::parse_headers(cx, n),
+            None => Some(Vec::new()),
+        };
+        let bodies: Vec<&str> = ["json", "form", "body"].into_iter().filter(|k| body.get(k).is_some()).collect();
+        if bodies.len() > 1 {
+            cx.error(node.span, format!("an `http` step sends one body, but this one has {}", crate::analyze::list(&bodies)));
+            return None;
+        }
+        let request_body = match bodies.first() {
+            Some(&"json") => Some(HttpBody::Json(JsonTemplate::parse(cx, body.get("json")?)?)),
+            Some(&"form") => Some(HttpBody::Form(pairs(cx, body.get("form")?, "`form`")?)),
+            Some(_) => Some(HttpBody::Raw(cx.template(body.get("body")?)?)),
+            None => None,
+        };
+        let accept = match body.get("accept") {
+            Some(n) => parse_accept(cx, n)?,
+            None => Accept::Success,
+        };
+        let allow_secret_in_url = body.get("allow_secret_in_url").map_or(Some(false), |n| cx.boolean(n))?;
+        let timeout = request::parse_timeout(cx, body.get("timeout"));
+        Some(Http {
+            method,
+            url: url?,
+            query: query?,
+            headers: headers?,
+            body: request_body,
+            timeout,
+            accept,
+            allow_secret_in_url,
+        })
+    }
+
+    pub fn url_templates(&self) -> Vec<&Template> {
+        std::iter::once(&self.url).chain(self.query.iter().map(|(_, t)| t)).collect()
+    }
+
+    pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
+        let (url, _) = cx.render_text(&self.url)?;
+        let mut query = Vec::new();
+        for (k, t) in &self.query {
+            query.push((k.clone(), cx.render_text(t)?.0));
+        }
+        let url = request::build_url(&url, "", &query)?;
+        let body = match &self.body {
+            None => None,
+            Some(HttpBody::Json(j)) => Some(RequestBody::Json(j.render(cx)?)),
+            Some(HttpBody::Form(pairs)) => {
+                let mut out = Vec::new();
+                for (k, t) in pairs {
+                    out.push((k.clone(), cx.render_text(t)?.0));
+                }
+                Some(RequestBody::Form(out))
+            }
+            Some(HttpBody::Raw(t)) => Some(RequestBody::Text(cx.render_text(t)?.0)),
+        };
+        let headers = cx.headers(&self.headers)?;
+        let response = cx.exchange(&self.method, url.clone(), headers, body, self.timeout).await?;
+        let parsed = response.json().unwrap_or_else(|| Value::String(response.text()));
+        let response_headers: serde_json::Map<String, Value> = response
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+            .collect();
+        cx.output("status", Value::from(response.status))?;
+        cx.output("headers", Value::Object(response_headers))?;
+        cx.output("body", parsed)?;
+        let accepted = match &self.accept {
+            Accept::Success => response.is_success(),
+            Accept::Any => true,
+            Accept::Statuses(list) => list.contains(&response.status),
+        };
+        if !accepted {
+            return Err(request::status_error(&self.method, &url, &response)
+                .hint("list the statuses this step accepts with `accept: [200, 404]`, or `accept: any`"));
+        }
+        Ok(Next::Continue)
+    }
+}
+
+fn pairs(cx: &mut Analyzer, node: &Node, what: &str) -> Option<Vec<(String, Template)>> {
+    let Some(entries) = node.as_map() else {
+        cx.error(node.span, format!("{what} maps names to values, found {}", node.type_name()));
+        return None;
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (k, v) in entries {
+        match (k.scalar_text(), cx.template(v)) {
+            (Some(k), Some(v)) => out.push((k, v)),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn parse_accept(cx: &mut Analyzer, node: &Node) -> Option<Accept> {
+    match &node.value {
+        NodeValue::Str(s) if s == "any" => Some(Accept::Any),
+        NodeValue::Str(s) if s == "2xx" => Some(Accept::Success),
+        NodeValue::Int(i) if (100..600).contains(i) => Some(Accept::Statuses(vec![*i as u16])),
+        NodeValue::Seq(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                match item.value {
+                    NodeValue::Int(i) if (100..600).contains(&i) => out.push(i as u16),
+                    _ => {
+                        cx.error(item.span, "a status is a number from 100 to 599");
+                        return None;
+                    }
+                }
+            }
+            Some(Accept::Statuses(out))
+        }
+        _ => {
+            cx.error(node.span, "`accept` is `2xx` (the default), `any`, or a list of statuses");
+            None
+        }
+    }
+}

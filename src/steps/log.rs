@@ -1,0 +1,24 @@
+//! `log`: writes a message into the trace.
+
+use crate::analyze::Analyzer;
+use crate::raw::Node;
+use crate::steps::{Next, StepCx, StepError};
+use crate::template::Template;
+use crate::trace::EventKind;
+
+#[derive(Debug)]
+pub struct Log {
+    pub message: Template,
+}
+
+impl Log {
+    pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Log> {
+        Some(Log { message: cx.template(node)? })
+    }
+
+    pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
+        let (message, _) = cx.render_text(&self.message)?;
+        cx.emit(EventKind::Log { message });
+        Ok(Next::Continue)
+    }
+}

@@ -1,0 +1,315 @@
+//! Step kinds: one file each, behind the closed [`StepKind`] enum.
+//!
+//! Each kind has a `parse` (from YAML nodes, reporting problems through the
+//! [`Analyzer`]) and a `run` (against a [`StepCx`]). Adding a kind means adding
+//! a file and a variant; the compiler then points at every `match` that still
+//! needs to handle it.
+
+mod decision;
+mod deserialize_id;
+mod end;
+mod fail;
+mod get_tasks;
+mod http;
+mod log;
+mod patch_task;
+pub mod request;
+mod set;
+mod set_header;
+mod timer;
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::analyze::Analyzer;
+use crate::clock::Clock;
+use crate::fields::FieldType;
+use crate::flow::{Flow, Step, Target};
+use crate::raw::Node;
+use crate::redact::MASK;
+use crate::state::RunState;
+use crate::template::Template;
+use crate::trace::{EventKind, Recorder};
+use crate::transport::Transport;
+
+pub use decision::Decision;
+pub use deserialize_id::DeserializeId;
+pub use end::End;
+pub use fail::Fail;
+pub use get_tasks::GetTasks;
+pub use http::Http;
+pub use log::Log;
+pub use patch_task::PatchTask;
+pub use set::Set;
+pub use set_header::SetHeader;
+pub use timer::Timer;
+
+/// Every kind's name, as written in a flow.
+pub const KINDS: [&str; 11] = [
+    "set_header",
+    "get_tasks",
+    "deserialize_id",
+    "patch_task",
+    "decision",
+    "timer",
+    "set",
+    "http",
+    "log",
+    "fail",
+    "end",
+];
+
+#[derive(Debug)]
+pub enum StepKind {
+    SetHeader(SetHeader),
+    GetTasks(GetTasks),
+    DeserializeId(DeserializeId),
+    PatchTask(PatchTask),
+    Decision(Decision),
+    Timer(Timer),
+    Set(Set),
+    Http(Http),
+    Log(Log),
+    Fail(Fail),
+    End(End),
+}
+
+impl StepKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::SetHeader(_) => "set_header",
+            StepKind::GetTasks(_) => "get_tasks",
+            StepKind::DeserializeId(_) => "deserialize_id",
+            StepKind::PatchTask(_) => "patch_task",
+            StepKind::Decision(_) => "decision",
+            StepKind::Timer(_) => "timer",
+            StepKind::Set(_) => "set",
+            StepKind::Http(_) => "http",
+            StepKind::Log(_) => "log",
+            StepKind::Fail(_) => "fail",
+            StepKind::End(_) => "end",
+        }
+    }
+
+    /// Parses the value under the kind's key. `None` means problems were reported.
+    pub fn parse(kind: &str, cx: &mut Analyzer, body: &Node) -> Option<StepKind> {
+        Some(match kind {
+            "set_header" => StepKind::SetHeader(SetHeader::parse(cx, body)?),
+            "get_tasks" => StepKind::GetTasks(GetTasks::parse(cx, body)?),
+            "deserialize_id" => StepKind::DeserializeId(DeserializeId::parse(cx, body)?),
+            "patch_task" => StepKind::PatchTask(PatchTask::parse(cx, body)?),
+            "decision" => StepKind::Decision(Decision::parse(cx, body)?),
+            "timer" => StepKind::Timer(Timer::parse(cx, body)?),
+            "set" => StepKind::Set(Set::parse(cx, body)?),
+            "http" => StepKind::Http(Http::parse(cx, body)?),
+            "log" => StepKind::Log(Log::parse(cx, body)?),
+            "fail" => StepKind::Fail(Fail::parse(cx, body)?),
+            "end" => StepKind::End(End::parse(cx, body)?),
+            _ => return None,
+        })
+    }
+
+    /// The named outputs a kind offers to `output:`, with their types.
+    pub fn outputs(kind: &str) -> &'static [(&'static str, FieldType)] {
+        match kind {
+            "get_tasks" => get_tasks::OUTPUTS,
+            "deserialize_id" => deserialize_id::OUTPUTS,
+            "patch_task" => patch_task::OUTPUTS,
+            "http" => http::OUTPUTS,
+            _ => &[],
+        }
+    }
+
+    /// Targets other than the step's own `goto` (a decision's branches).
+    pub fn branch_targets(&self) -> Vec<Target> {
+        match self {
+            StepKind::Decision(d) => d.targets(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether control can fall through to the next step (or `goto`).
+    pub fn continues(&self) -> bool {
+        match self {
+            StepKind::Fail(_) | StepKind::End(_) => false,
+            StepKind::Decision(d) => d.otherwise.is_none(),
+            _ => true,
+        }
+    }
+
+    /// Fields the step writes from templates, with what those templates read:
+    /// how secrecy spreads from field to field.
+    pub fn writes(&self) -> Vec<(&str, BTreeSet<String>)> {
+        match self {
+            StepKind::SetHeader(s) => vec![(s.into.as_str(), s.reads())],
+            StepKind::Set(s) => s.writes(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Templates that end up in a URL, unless the step explicitly allows secrets there.
+    pub fn url_templates(&self) -> Vec<&Template> {
+        match self {
+            StepKind::GetTasks(s) => s.url_templates(),
+            StepKind::PatchTask(s) => s.url_templates(),
+            StepKind::Http(s) if !s.allow_secret_in_url => s.url_templates(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
+        match self {
+            StepKind::SetHeader(s) => s.run(cx).await,
+            StepKind::GetTasks(s) => s.run(cx).await,
+            StepKind::DeserializeId(s) => s.run(cx).await,
+            StepKind::PatchTask(s) => s.run(cx).await,
+            StepKind::Decision(s) => s.run(cx).await,
+            StepKind::Timer(s) => s.run(cx).await,
+            StepKind::Set(s) => s.run(cx).await,
+            StepKind::Http(s) => s.run(cx).await,
+            StepKind::Log(s) => s.run(cx).await,
+            StepKind::Fail(s) => s.run(cx).await,
+            StepKind::End(s) => s.run(cx).await,
+        }
+    }
+}
+
+/// What a step asks the engine to do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// The step's `goto`, or the next step in the list.
+    Continue,
+    Goto(Target),
+    End(Option<String>),
+    Fail(String),
+}
+
+/// A step that could not do its work. The message is redacted before it is
+/// shown, but steps still avoid quoting values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl StepError {
+    pub fn new(message: impl Into<String>) -> StepError {
+        StepError {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> StepError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// What a running step can see and touch.
+pub struct StepCx<'a, 'r> {
+    pub flow: &'a Flow,
+    pub step: &'a Step,
+    pub state: &'a mut RunState,
+    pub clock: &'a dyn Clock,
+    pub transport: &'a dyn Transport,
+    pub rec: &'a mut Recorder<'r>,
+}
+
+impl StepCx<'_, '_> {
+    pub fn emit(&mut self, kind: EventKind) {
+        self.rec.emit(Some(&self.step.id), kind);
+    }
+
+    /// Whether a template reads any field that holds a secret right now.
+    pub fn reads_secret(&self, template: &Template) -> bool {
+        template.reads.iter().any(|r| self.state.secret.contains(r))
+    }
+
+    /// Renders a template; the flag says whether the result derives from a secret.
+    pub fn render(&mut self, template: &Template) -> Result<(Value, bool), StepError> {
+        self.render_with(template, &self.state.context())
+    }
+
+    pub fn render_with(
+        &mut self,
+        template: &Template,
+        ctx: &minijinja::Value,
+    ) -> Result<(Value, bool), StepError> {
+        let tainted = self.reads_secret(template);
+        let value = template.render(&self.flow.env, ctx).map_err(|e| {
+            StepError::new(format!("template `{}` failed: {e}", template.source))
+        })?;
+        if tainted {
+            let text = crate::fields::display_text(&value);
+            self.rec.redactor.add_derived(&text);
+        }
+        Ok((value, tainted))
+    }
+
+    pub fn render_text(&mut self, template: &Template) -> Result<(String, bool), StepError> {
+        let (value, tainted) = self.render(template)?;
+        Ok((crate::fields::display_text(&value), tainted))
+    }
+
+    /// Writes a field, coercing to its type; a secret-derived value makes the
+    /// field secret from then on.
+    pub fn set_field(&mut self, field: &str, value: Value, tainted: bool) -> Result<(), StepError> {
+        let decl = self
+            .flow
+            .fields
+            .get(field)
+            .ok_or_else(|| StepError::new(format!("field `{field}` is not declared")))?;
+        let value = decl
+            .ty
+            .coerce(value)
+            .map_err(|e| StepError::new(format!("cannot write field `{field}` ({}): {e}", decl.ty.name())))?;
+        if tainted {
+            self.state.secret.insert(field.to_string());
+        }
+        let shown = if self.state.secret.contains(field) {
+            Value::String(MASK.to_string())
+        } else {
+            value.clone()
+        };
+        self.state.fields.insert(field.to_string(), value);
+        self.emit(EventKind::FieldSet {
+            field: field.to_string(),
+            value: shown,
+        });
+        Ok(())
+    }
+
+    /// Delivers a named output to the field `output:` maps it to, if any.
+    pub fn output(&mut self, name: &str, value: Value) -> Result<(), StepError> {
+        match self.step.output.get(name) {
+            Some(field) => {
+                let field = field.clone();
+                self.set_field(&field, value, false)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A field's value for a trace: masked when secret.
+    pub fn shown(&self, field: &str) -> Value {
+        if self.state.secret.contains(field) {
+            Value::String(MASK.to_string())
+        } else {
+            self.state.fields.get(field).cloned().unwrap_or(Value::Null)
+        }
+    }
+}
+
+/// minijinja-style truthiness for condition results.
+pub fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}

@@ -1,0 +1,324 @@
+//! What the HTTP step kinds share: header sources, URLs, sending a request and
+//! recording it, and turning an unhappy status into a helpful error.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::analyze::Analyzer;
+use crate::fields::FieldType;
+use crate::raw::{Node, NodeValue};
+use crate::redact::MASK;
+use crate::steps::{StepCx, StepError};
+use crate::template::Template;
+use crate::trace::EventKind;
+use crate::transport::{HttpRequest, HttpResponse, RequestBody, TransportError};
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Headers whose values never appear in a trace, whatever their source.
+const SENSITIVE_HEADERS: [&str; 5] = ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"];
+
+/// Where a request's headers come from: a `headers` field, or literals.
+#[derive(Debug)]
+pub enum HeaderSource {
+    Field(String),
+    Literal(Vec<(String, Template)>),
+}
+
+/// `headers: header`, `headers: { Accept: … }`, or a list of both.
+pub fn parse_headers(cx: &mut Analyzer, node: &Node) -> Option<Vec<HeaderSource>> {
+    match &node.value {
+        NodeValue::Str(_) => Some(vec![HeaderSource::Field(cx.field_ref(node, &[FieldType::Headers], "`headers`")?)]),
+        NodeValue::Map(entries) => {
+            let mut out = Vec::new();
+            for (k, v) in entries {
+                let name = cx.string(k, "a header name")?;
+                out.push((name, cx.template(v)?));
+            }
+            Some(vec![HeaderSource::Literal(out)])
+        }
+        NodeValue::Seq(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                out.extend(parse_headers(cx, item)?);
+            }
+            Some(out)
+        }
+        _ => {
+            cx.error(node.span, "`headers` names a `headers` field, or maps header names to values");
+            None
+        }
+    }
+}
+
+pub fn header_reads(sources: &[HeaderSource]) -> BTreeSet<String> {
+    let mut reads = BTreeSet::new();
+    for s in sources {
+        match s {
+            HeaderSource::Field(f) => {
+                reads.insert(f.clone());
+            }
+            HeaderSource::Literal(pairs) => pairs.iter().for_each(|(_, t)| reads.extend(t.reads.iter().cloned())),
+        }
+    }
+    reads
+}
+
+pub fn parse_timeout(cx: &mut Analyzer, node: Option<&Node>) -> Duration {
+    node.and_then(|n| cx.duration(n)).unwrap_or(DEFAULT_TIMEOUT)
+}
+
+/// A request header with whether its value derives from a secret.
+pub struct Header {
+    pub name: String,
+    pub value: String,
+    pub secret: bool,
+}
+
+impl StepCx<'_, '_> {
+    /// Resolves header sources in order; a later header replaces an earlier one.
+    pub fn headers(&mut self, sources: &[HeaderSource]) -> Result<Vec<Header>, StepError> {
+        let mut out: Vec<Header> = Vec::new();
+        let mut put = |h: Header| {
+            out.retain(|o| !o.name.eq_ignore_ascii_case(&h.name));
+            out.push(h);
+        };
+        for source in sources {
+            match source {
+                HeaderSource::Field(field) => {
+                    let secret = self.state.secret.contains(field);
+                    if let Some(Value::Object(map)) = self.state.fields.get(field) {
+                        for (name, value) in map {
+                            put(Header {
+                                name: name.clone(),
+                                value: crate::fields::display_text(value),
+                                secret,
+                            });
+                        }
+                    }
+                }
+                HeaderSource::Literal(pairs) => {
+                    for (name, template) in pairs {
+                        let (value, secret) = self.render_text(template)?;
+                        put(Header {
+                            name: name.clone(),
+                            value,
+                            secret,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends a request, recording it and its response in the trace.
+    pub async fn exchange(
+        &mut self,
+        method: &str,
+        url: String,
+        headers: Vec<Header>,
+        body: Option<RequestBody>,
+        timeout: Duration,
+    ) -> Result<HttpResponse, StepError> {
+        let mut shown = IndexMap::new();
+        let mut wire = Vec::new();
+        let has_accept = headers.iter().any(|h| h.name.eq_ignore_ascii_case("accept"));
+        for h in headers {
+            let masked = h.secret || SENSITIVE_HEADERS.contains(&h.name.to_ascii_lowercase().as_str());
+            shown.insert(h.name.clone(), if masked { MASK.to_string() } else { h.value.clone() });
+            wire.push((h.name, h.value));
+        }
+        if !has_accept {
+            wire.push(("Accept".to_string(), "application/json, application/problem+json".to_string()));
+        }
+        let shown_body = body.as_ref().map(|b| match b {
+            RequestBody::Json(v) => v.clone(),
+            RequestBody::Text(t) => Value::String(t.clone()),
+            RequestBody::Form(pairs) => Value::Object(pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+        });
+        self.emit(EventKind::RequestSent {
+            method: method.to_string(),
+            url: url.clone(),
+            headers: shown,
+            body: shown_body,
+        });
+        let request = HttpRequest {
+            step: self.step.id.clone(),
+            method: method.to_string(),
+            url,
+            headers: wire,
+            body,
+            timeout,
+        };
+        let started = self.clock.elapsed();
+        let response = self.transport.send(&request).await.map_err(|e| transport_error(&request, &e))?;
+        let duration_ms = self.clock.elapsed().saturating_sub(started).as_millis() as u64;
+        self.emit(EventKind::ResponseReceived {
+            status: response.status,
+            headers: response.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
+            body: body_for_trace(&response),
+            duration_ms,
+        });
+        Ok(response)
+    }
+}
+
+/// The response body as the trace shows it: JSON when it is, else an excerpt.
+fn body_for_trace(response: &HttpResponse) -> Option<Value> {
+    if response.body.is_empty() {
+        return None;
+    }
+    if response.body.len() <= 64 * 1024
+        && let Some(json) = response.json()
+    {
+        return Some(json);
+    }
+    Some(Value::String(excerpt(&response.text(), 2000)))
+}
+
+pub fn excerpt(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max).collect();
+    format!("{cut}… ({} bytes in all)", text.len())
+}
+
+fn transport_error(request: &HttpRequest, err: &TransportError) -> StepError {
+    let target = format!("{} {}", request.method, request.url);
+    let e = StepError::new(format!("{target}: {err}"));
+    match err {
+        TransportError::Timeout(_) => e.hint("the server did not answer in time; raise the step's `timeout`, or check the server"),
+        TransportError::Connect(_) => e.hint("is the base URL right, and is the server up? (`handoff sim` runs a local NWC)"),
+        TransportError::NoScriptedResponse => e.hint(format!(
+            "add a response for step `{}` (or for `{} {}`) to the mock file",
+            request.step,
+            request.method,
+            request.path()
+        )),
+        TransportError::TooLarge(_) => e,
+        TransportError::Other(_) => e,
+    }
+}
+
+/// An error for a status the step cannot accept, with the problem's detail
+/// and a hint for the statuses people meet most.
+pub fn status_error(method: &str, url: &str, response: &HttpResponse) -> StepError {
+    let mut message = format!("{method} {url} answered {}", status_text(response.status));
+    if let Some(problem) = response.json() {
+        let title = problem.get("title").and_then(Value::as_str);
+        let detail = problem.get("detail").and_then(Value::as_str);
+        match (title, detail) {
+            (Some(t), Some(d)) => message.push_str(&format!(": {t}: {d}")),
+            (Some(t), None) | (None, Some(t)) => message.push_str(&format!(": {t}")),
+            _ => message.push_str(&format!(": {}", excerpt(&problem.to_string(), 200))),
+        }
+    } else if !response.body.is_empty() {
+        message.push_str(&format!(": {}", excerpt(response.text().trim(), 200)));
+    }
+    let hint = match response.status {
+        401 => Some("401 means the token is missing, wrong or expired: check the token field and its environment variable"),
+        403 => Some("403 means the token is valid but lacks rights to this resource"),
+        404 => Some("404: check the base URL and the id in the path"),
+        409 => Some("409: the task was already completed, overridden or terminated"),
+        429 => Some("429: too many requests; slow the loop down with a longer timer"),
+        500..=599 => Some("the server failed; try again later"),
+        _ => None,
+    };
+    let e = StepError::new(message);
+    match hint {
+        Some(h) => e.hint(h),
+        None => e,
+    }
+}
+
+pub fn status_text(status: u16) -> String {
+    match reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()) {
+        Some(reason) => format!("{status} {reason}"),
+        None => status.to_string(),
+    }
+}
+
+/// `base` + `path` + an encoded query, skipping empty parameters.
+pub fn build_url(base: &str, path: &str, query: &[(String, String)]) -> Result<String, StepError> {
+    let joined = format!("{}{}", base.trim_end_matches('/'), path);
+    let mut url = reqwest::Url::parse(&joined)
+        .map_err(|e| StepError::new(format!("`{joined}` is not a valid URL: {e}")).hint("the base URL needs a scheme, like `https://us.nintex.io`"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(StepError::new(format!("`{joined}` is not an http or https URL")));
+    }
+    let pairs: Vec<&(String, String)> = query.iter().filter(|(_, v)| !v.is_empty()).collect();
+    if !pairs.is_empty() {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in pairs {
+            q.append_pair(k, v);
+        }
+    }
+    Ok(url.to_string())
+}
+
+/// One path segment, percent-encoded so an id cannot change the path.
+pub fn segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+        .to_string()
+        .replace("%2D", "-")
+        .replace("%5F", "_")
+        .replace("%2E", ".")
+}
+
+/// A JSON body written in YAML, whose every string is a template.
+#[derive(Debug)]
+pub enum JsonTemplate {
+    Leaf(Template),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+impl JsonTemplate {
+    pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<JsonTemplate> {
+        match &node.value {
+            NodeValue::Seq(items) => {
+                let parsed: Vec<Option<JsonTemplate>> = items.iter().map(|i| JsonTemplate::parse(cx, i)).collect();
+                Some(JsonTemplate::Array(parsed.into_iter().collect::<Option<_>>()?))
+            }
+            NodeValue::Map(entries) => {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (k, v) in entries {
+                    match (k.scalar_text(), JsonTemplate::parse(cx, v)) {
+                        (Some(k), Some(v)) => out.push((k, v)),
+                        _ => ok = false,
+                    }
+                }
+                ok.then_some(JsonTemplate::Object(out))
+            }
+            _ => Some(JsonTemplate::Leaf(cx.template(node)?)),
+        }
+    }
+
+    pub fn reads(&self, out: &mut BTreeSet<String>) {
+        match self {
+            JsonTemplate::Leaf(t) => out.extend(t.reads.iter().cloned()),
+            JsonTemplate::Array(items) => items.iter().for_each(|i| i.reads(out)),
+            JsonTemplate::Object(entries) => entries.iter().for_each(|(_, v)| v.reads(out)),
+        }
+    }
+
+    pub fn render(&self, cx: &mut StepCx) -> Result<Value, StepError> {
+        Ok(match self {
+            JsonTemplate::Leaf(t) => cx.render(t)?.0,
+            JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(cx)).collect::<Result<_, _>>()?),
+            JsonTemplate::Object(entries) => {
+                let mut map = serde_json::Map::new();
+                for (k, v) in entries {
+                    map.insert(k.clone(), v.render(cx)?);
+                }
+                Value::Object(map)
+            }
+        })
+    }
+}

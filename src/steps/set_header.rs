@@ -1,0 +1,54 @@
+//! `set_header`: adds or replaces one header in a `headers` field, as K2's
+//! "HTTPHeader: add item to array" does. The usual first step builds
+//! `Authorization: Bearer {{ token }}`, so the target field becomes secret.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::analyze::Analyzer;
+use crate::fields::FieldType;
+use crate::raw::Node;
+use crate::steps::{Next, StepCx, StepError};
+use crate::template::Template;
+
+#[derive(Debug)]
+pub struct SetHeader {
+    pub name: Template,
+    pub value: Template,
+    pub into: String,
+}
+
+impl SetHeader {
+    pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<SetHeader> {
+        let body = cx.body(node, "`set_header`", &["name", "value", "into"], &["name", "value", "into"])?;
+        let name = body.get("name").and_then(|n| cx.template(n));
+        let value = body.get("value").and_then(|n| cx.template(n));
+        let into = body.get("into").and_then(|n| cx.field_ref(n, &[FieldType::Headers], "`into`"));
+        Some(SetHeader { name: name?, value: value?, into: into? })
+    }
+
+    pub fn reads(&self) -> BTreeSet<String> {
+        self.name.reads.union(&self.value.reads).cloned().collect()
+    }
+
+    pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
+        let (name, name_secret) = cx.render_text(&self.name)?;
+        let (value, value_secret) = cx.render_text(&self.value)?;
+        if name.trim().is_empty() || name.contains([':', '\n', '\r']) {
+            return Err(StepError::new("the header name is empty or contains `:` or a line break"));
+        }
+        if value.contains(['\n', '\r']) {
+            return Err(StepError::new(format!("the value of header `{name}` contains a line break")));
+        }
+        let mut headers = match cx.state.fields.get(&self.into) {
+            Some(Value::Object(map)) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        headers.retain(|k, _| !k.eq_ignore_ascii_case(&name));
+        headers.insert(name, Value::String(value));
+        let secret = name_secret || value_secret || cx.state.secret.contains(&self.into);
+        cx.set_field(&self.into, Value::Object(headers), secret)?;
+        Ok(Next::Continue)
+    }
+}

@@ -1,0 +1,74 @@
+//! `timer`: waits a `duration` or `until` a time, on the run's clock. A real
+//! run sleeps; a dry run moves the virtual clock, so a 30-minute wait costs
+//! nothing.
+
+use std::time::{Duration, SystemTime};
+
+use crate::analyze::Analyzer;
+use crate::raw::Node;
+use crate::steps::{Next, StepCx, StepError};
+use crate::template::Template;
+use crate::trace::EventKind;
+
+/// The longest single wait: a typo like `30d` should not park a worker for a month.
+const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug)]
+pub enum Timer {
+    Duration(Template),
+    Until(Template),
+}
+
+impl Timer {
+    pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Timer> {
+        let body = cx.body(node, "`timer`", &["duration", "until"], &[])?;
+        match (body.get("duration"), body.get("until")) {
+            (Some(d), None) => {
+                let t = cx.template(d)?;
+                if t.is_literal() {
+                    let d = cx.duration(d)?;
+                    if d > MAX_WAIT {
+                        cx.error(node.span, "a timer waits at most 7 days");
+                        return None;
+                    }
+                }
+                Some(Timer::Duration(t))
+            }
+            (None, Some(u)) => {
+                let t = cx.template(u)?;
+                if t.is_literal() && humantime::parse_rfc3339_weak(&u.scalar_text().unwrap_or_default()).is_err() {
+                    cx.error(u.span, "`until` takes a UTC time like `2025-06-02T09:30:00Z`");
+                    return None;
+                }
+                Some(Timer::Until(t))
+            }
+            _ => {
+                cx.error(node.span, "a `timer` takes either `duration` or `until`");
+                None
+            }
+        }
+    }
+
+    pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
+        let wait = match self {
+            Timer::Duration(t) => {
+                let (text, _) = cx.render_text(t)?;
+                crate::clock::parse_duration(&text).map_err(|e| StepError::new(format!("`duration` is `{text}`: {e}")))?
+            }
+            Timer::Until(t) => {
+                let (text, _) = cx.render_text(t)?;
+                let until: SystemTime = humantime::parse_rfc3339_weak(text.trim())
+                    .map_err(|_| StepError::new(format!("`until` is `{text}`, not a UTC time like `2025-06-02T09:30:00Z`")))?;
+                until.duration_since(cx.clock.now()).unwrap_or(Duration::ZERO)
+            }
+        };
+        if wait > MAX_WAIT {
+            return Err(StepError::new("a timer waits at most 7 days"));
+        }
+        cx.clock.sleep(wait).await;
+        cx.emit(EventKind::TimerWaited {
+            duration_ms: wait.as_millis() as u64,
+        });
+        Ok(Next::Continue)
+    }
+}
