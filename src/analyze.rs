@@ -48,7 +48,8 @@ pub fn analyze_file(path: &str) -> Result<Checked, Vec<Diagnostic>> {
 }
 
 pub fn read_source(path: &str) -> Result<Arc<Source>, Diagnostic> {
-    let bytes = std::fs::read(path).map_err(|e| Diagnostic::error(format!("cannot read `{path}`: {}", io_reason(&e))))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Diagnostic::error(format!("cannot read `{path}`: {}", io_reason(&e))))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| Diagnostic::error(format!("`{path}` is not UTF-8 text")))?;
     Ok(Source::new(path, text))
@@ -69,11 +70,17 @@ const STEP_KEYS: [&str; 4] = ["id", "goto", "output", "description"];
 fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -> Option<Flow> {
     let env = crate::template::environment();
     let Some(top) = root.as_map() else {
-        let found = if matches!(root.value, NodeValue::Null) { "an empty document".to_string() } else { root.type_name().to_string() };
+        let found = if matches!(root.value, NodeValue::Null) {
+            "an empty document".to_string()
+        } else {
+            root.type_name().to_string()
+        };
         diagnostics.push(
-            Diagnostic::error(format!("a flow is a mapping with `flow`, `fields` and `steps`, found {found}"))
-                .at(source, root.span)
-                .help("start from `flows/complete-nwc-task.yaml`"),
+            Diagnostic::error(format!(
+                "a flow is a mapping with `flow`, `fields` and `steps`, found {found}"
+            ))
+            .at(source, root.span)
+            .help("start from `flows/complete-nwc-task.yaml`"),
         );
         return None;
     };
@@ -86,10 +93,16 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
     };
     let body = cx.body(root, "a flow", &TOP_KEYS, &["flow", "steps"])?;
     let _ = top;
-    let name = body.get("flow").and_then(|n| cx.string(n, "the flow's name"));
-    let description = body.get("description").and_then(|n| cx.string(n, "a description"));
+    let name = body
+        .get("flow")
+        .and_then(|n| cx.string(n, "the flow's name"));
+    let description = body
+        .get("description")
+        .and_then(|n| cx.string(n, "a description"));
     let max_steps = match body.get("max_steps") {
-        Some(n) => cx.positive_int(n, "`max_steps`").unwrap_or(DEFAULT_MAX_STEPS),
+        Some(n) => cx
+            .positive_int(n, "`max_steps`")
+            .unwrap_or(DEFAULT_MAX_STEPS),
         None => DEFAULT_MAX_STEPS,
     };
     if let Some(fields) = body.get("fields") {
@@ -97,11 +110,20 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
     }
     let steps_node = body.get("steps")?;
     let Some(step_nodes) = steps_node.as_seq() else {
-        cx.error(steps_node.span, format!("`steps` must be a list of steps, found {}", steps_node.type_name()));
+        cx.error(
+            steps_node.span,
+            format!(
+                "`steps` must be a list of steps, found {}",
+                steps_node.type_name()
+            ),
+        );
         return None;
     };
     if step_nodes.is_empty() {
-        cx.error(steps_node.span, "`steps` is empty: a flow needs at least one step");
+        cx.error(
+            steps_node.span,
+            "`steps` is empty: a flow needs at least one step",
+        );
         return None;
     }
     collect_ids(&mut cx, step_nodes);
@@ -131,7 +153,13 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
 fn parse_fields(cx: &mut Analyzer, node: &Node) -> IndexMap<String, FieldDecl> {
     let mut fields = IndexMap::new();
     let Some(entries) = node.as_map() else {
-        cx.error(node.span, format!("`fields` must be a mapping of field names to declarations, found {}", node.type_name()));
+        cx.error(
+            node.span,
+            format!(
+                "`fields` must be a mapping of field names to declarations, found {}",
+                node.type_name()
+            ),
+        );
         return fields;
     };
     for (key, decl) in entries {
@@ -178,19 +206,38 @@ fn parse_field(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option
     let ty = match ty_node.as_str() {
         Some(t) => cx.field_type(ty_node, t)?,
         None => {
-            cx.error(ty_node.span, "`type` must be one of `text`, `number`, `boolean`, `json`, `headers`");
+            cx.error(
+                ty_node.span,
+                "`type` must be one of `text`, `number`, `boolean`, `json`, `headers`",
+            );
             return None;
         }
     };
-    let input = body.get("input").and_then(|n| cx.boolean(n)).unwrap_or(false);
-    let secret = body.get("secret").and_then(|n| cx.boolean(n)).unwrap_or(false);
-    let env = body.get("env").and_then(|n| cx.string(n, "an environment variable name"));
-    let description = body.get("description").and_then(|n| cx.string(n, "a description"));
+    let input = body
+        .get("input")
+        .and_then(|n| cx.boolean(n))
+        .unwrap_or(false);
+    let secret = body
+        .get("secret")
+        .and_then(|n| cx.boolean(n))
+        .unwrap_or(false);
+    let env = body
+        .get("env")
+        .and_then(|n| cx.string(n, "an environment variable name"));
+    let description = body
+        .get("description")
+        .and_then(|n| cx.string(n, "a description"));
     let default = match body.get("default") {
         Some(n) => match ty.coerce(n.to_json()) {
             Ok(v) => Some(v),
             Err(e) => {
-                cx.error(n.span, format!("the default of `{name}` does not fit its type `{}`: {e}", ty.name()));
+                cx.error(
+                    n.span,
+                    format!(
+                        "the default of `{name}` does not fit its type `{}`: {e}",
+                        ty.name()
+                    ),
+                );
                 None
             }
         },
@@ -212,8 +259,12 @@ fn parse_field(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option
 fn collect_ids(cx: &mut Analyzer, steps: &[Node]) {
     let mut first_seen: HashMap<String, Span> = HashMap::new();
     for (index, node) in steps.iter().enumerate() {
-        let Some(entries) = node.as_map() else { continue };
-        let Some((_, id_node)) = entries.iter().find(|(k, _)| k.as_str() == Some("id")) else { continue };
+        let Some(entries) = node.as_map() else {
+            continue;
+        };
+        let Some((_, id_node)) = entries.iter().find(|(k, _)| k.as_str() == Some("id")) else {
+            continue;
+        };
         let Some(id) = id_node.as_str() else { continue };
         if let Some(first) = first_seen.get(id) {
             let (line, _) = cx.source.line_col(first.offset);
@@ -231,7 +282,13 @@ fn collect_ids(cx: &mut Analyzer, steps: &[Node]) {
 
 fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
     let Some(entries) = node.as_map() else {
-        cx.error(node.span, format!("a step must be a mapping with an `id` and a kind, found {}", node.type_name()));
+        cx.error(
+            node.span,
+            format!(
+                "a step must be a mapping with an `id` and a kind, found {}",
+                node.type_name()
+            ),
+        );
         return None;
     };
     let mut id = None;
@@ -252,7 +309,13 @@ fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
             "description" => {}
             _ if KINDS.contains(&k) => {
                 if let Some((first, _, _)) = kind {
-                    cx.error_help(key.span, format!("a step has exactly one kind, but this one has `{first}` and `{k}`"), "split it into two steps");
+                    cx.error_help(
+                        key.span,
+                        format!(
+                            "a step has exactly one kind, but this one has `{first}` and `{k}`"
+                        ),
+                        "split it into two steps",
+                    );
                     ok = false;
                 } else {
                     kind = Some((k, key, value));
@@ -261,11 +324,18 @@ fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
             _ => {
                 let kind_hint = did_you_mean(k, KINDS);
                 let key_hint = did_you_mean(k, STEP_KEYS);
-                if kind_hint.is_some() || (kind.is_none() && key_hint.is_none() && !entries.iter().any(|(k2, _)| k2.as_str().is_some_and(|s| KINDS.contains(&s)))) {
-                    let help = kind_hint.unwrap_or_else(|| format!("the step kinds are {}", list(&KINDS)));
+                if kind_hint.is_some()
+                    || (kind.is_none()
+                        && key_hint.is_none()
+                        && !entries
+                            .iter()
+                            .any(|(k2, _)| k2.as_str().is_some_and(|s| KINDS.contains(&s))))
+                {
+                    let help =
+                        kind_hint.unwrap_or_else(|| format!("the step kinds are {}", list(&KINDS)));
                     cx.error_help(key.span, format!("unknown step kind `{k}`"), help);
                 } else {
-                    let help = key_hint.unwrap_or_else(|| format!("a step has `id`, one kind, and optionally `goto`, `output` and `description`"));
+                    let help = key_hint.unwrap_or_else(|| "a step has `id`, one kind, and optionally `goto`, `output` and `description`".to_string());
                     cx.error_help(key.span, format!("unknown key `{k}` in a step"), help);
                 }
                 ok = false;
@@ -277,27 +347,45 @@ fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
         return None;
     };
     let Some(id) = id_node.as_str().map(str::to_string) else {
-        cx.error(id_node.span, format!("a step `id` must be text, found {}", id_node.type_name()));
+        cx.error(
+            id_node.span,
+            format!("a step `id` must be text, found {}", id_node.type_name()),
+        );
         return None;
     };
     if id == "end" {
-        cx.error_help(id_node.span, "`end` is reserved: `goto: end` ends the run", "choose another id");
+        cx.error_help(
+            id_node.span,
+            "`end` is reserved: `goto: end` ends the run",
+            "choose another id",
+        );
         ok = false;
     }
     let Some((kind_name, kind_key, body)) = kind else {
         if ok {
-            cx.error_help(node.span, format!("step `{id}` has no kind"), format!("add one of {}", list(&KINDS)));
+            cx.error_help(
+                node.span,
+                format!("step `{id}` has no kind"),
+                format!("add one of {}", list(&KINDS)),
+            );
         }
         return None;
     };
     let kind = StepKind::parse(kind_name, cx, body);
     let goto = match goto {
         Some(g) if kind_name == "decision" => {
-            cx.error_help(g.span, "a `decision` chooses its own target", "put `goto` in its branches");
+            cx.error_help(
+                g.span,
+                "a `decision` chooses its own target",
+                "put `goto` in its branches",
+            );
             None
         }
         Some(g) if matches!(kind_name, "fail" | "end") => {
-            cx.error(g.span, format!("a `{kind_name}` step ends the run, so `goto` would never be followed"));
+            cx.error(
+                g.span,
+                format!("a `{kind_name}` step ends the run, so `goto` would never be followed"),
+            );
             None
         }
         Some(g) => cx.target(g),
@@ -317,11 +405,19 @@ fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
     .filter(|_| ok)
 }
 
-fn parse_output(cx: &mut Analyzer, kind: &str, kind_key: &Node, node: &Node) -> IndexMap<String, String> {
+fn parse_output(
+    cx: &mut Analyzer,
+    kind: &str,
+    kind_key: &Node,
+    node: &Node,
+) -> IndexMap<String, String> {
     let mut out = IndexMap::new();
     let offered = StepKind::outputs(kind);
     let Some(entries) = node.as_map() else {
-        cx.error(node.span, "`output` must map output names to fields, like `{ status: http_result }`");
+        cx.error(
+            node.span,
+            "`output` must map output names to fields, like `{ status: http_result }`",
+        );
         return out;
     };
     if offered.is_empty() {
@@ -335,7 +431,8 @@ fn parse_output(cx: &mut Analyzer, kind: &str, kind_key: &Node, node: &Node) -> 
         };
         let Some((_, produced)) = offered.iter().find(|(n, _)| *n == name) else {
             let names: Vec<&str> = offered.iter().map(|(n, _)| *n).collect();
-            let help = did_you_mean(name, names.iter().copied()).unwrap_or_else(|| format!("`{kind}` outputs {}", list(&names)));
+            let help = did_you_mean(name, names.iter().copied())
+                .unwrap_or_else(|| format!("`{kind}` outputs {}", list(&names)));
             cx.error_help(key.span, format!("`{kind}` has no output `{name}`"), help);
             continue;
         };
@@ -360,7 +457,11 @@ fn accepting(produced: FieldType) -> &'static [FieldType] {
 
 /// Which fields can hold secrets, and whether any reaches a URL.
 fn check_secrets(cx: &mut Analyzer, fields: &IndexMap<String, FieldDecl>, steps: &[Step]) {
-    let mut secret: BTreeSet<String> = fields.values().filter(|f| f.secret).map(|f| f.name.clone()).collect();
+    let mut secret: BTreeSet<String> = fields
+        .values()
+        .filter(|f| f.secret)
+        .map(|f| f.name.clone())
+        .collect();
     // Secrecy spreads through writes until nothing changes.
     loop {
         let before = secret.len();
@@ -375,12 +476,18 @@ fn check_secrets(cx: &mut Analyzer, fields: &IndexMap<String, FieldDecl>, steps:
             break;
         }
     }
-    for field in fields.values().filter(|f| !f.secret && secret.contains(&f.name)) {
+    for field in fields
+        .values()
+        .filter(|f| !f.secret && secret.contains(&f.name))
+    {
         cx.push(
-            Diagnostic::warning(format!("field `{}` receives a value built from a secret", field.name))
-                .at(&cx.source, field.span)
-                .label("not marked secret")
-                .help("add `secret: true`; handoff masks it either way, but the flow should say so"),
+            Diagnostic::warning(format!(
+                "field `{}` receives a value built from a secret",
+                field.name
+            ))
+            .at(&cx.source, field.span)
+            .label("not marked secret")
+            .help("add `secret: true`; handoff masks it either way, but the flow should say so"),
         );
     }
     for step in steps {
@@ -415,15 +522,22 @@ fn check_graph(cx: &mut Analyzer, steps: &[Step]) {
                     None => {}
                 }
             }
-            steps[i].kind.branch_targets().into_iter().for_each(&mut push);
+            steps[i]
+                .kind
+                .branch_targets()
+                .into_iter()
+                .for_each(&mut push);
             out
         })
         .collect();
     let exits_to_end: Vec<bool> = (0..n)
         .map(|i| {
             let s = &steps[i];
-            matches!(s.kind, crate::steps::StepKind::Fail(_) | crate::steps::StepKind::End(_))
-                || (s.kind.continues() && (s.goto == Some(Target::End) || (s.goto.is_none() && i + 1 == n)))
+            matches!(
+                s.kind,
+                crate::steps::StepKind::Fail(_) | crate::steps::StepKind::End(_)
+            ) || (s.kind.continues()
+                && (s.goto == Some(Target::End) || (s.goto.is_none() && i + 1 == n)))
                 || s.kind.branch_targets().contains(&Target::End)
         })
         .collect();
@@ -523,7 +637,9 @@ fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
 
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -533,7 +649,11 @@ pub fn list(names: &[&str]) -> String {
     match quoted.len() {
         0 => String::new(),
         1 => quoted[0].clone(),
-        _ => format!("{} and {}", quoted[..quoted.len() - 1].join(", "), quoted[quoted.len() - 1]),
+        _ => format!(
+            "{} and {}",
+            quoted[..quoted.len() - 1].join(", "),
+            quoted[quoted.len() - 1]
+        ),
     }
 }
 
@@ -553,7 +673,10 @@ pub struct Body<'n> {
 
 impl<'n> Body<'n> {
     pub fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
     }
 }
 
@@ -573,7 +696,13 @@ impl<'a> Analyzer<'a> {
     }
 
     /// Checks a mapping's keys; `None` when it is not a mapping or lacks a required key.
-    pub fn body<'n>(&mut self, node: &'n Node, what: &str, keys: &[&str], required: &[&str]) -> Option<Body<'n>> {
+    pub fn body<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        keys: &[&str],
+        required: &[&str],
+    ) -> Option<Body<'n>> {
         let Some(entries) = node.as_map() else {
             self.error_help(
                 node.span,
@@ -587,7 +716,8 @@ impl<'a> Analyzer<'a> {
             match key.as_str() {
                 Some(k) if keys.contains(&k) => {}
                 Some(k) => {
-                    let help = did_you_mean(k, keys.iter().copied()).unwrap_or_else(|| format!("{what} takes {}", list(keys)));
+                    let help = did_you_mean(k, keys.iter().copied())
+                        .unwrap_or_else(|| format!("{what} takes {}", list(keys)));
                     self.error_help(key.span, format!("unknown key `{k}` in {what}"), help);
                 }
                 None => self.error(key.span, "keys must be text"),
@@ -606,7 +736,10 @@ impl<'a> Analyzer<'a> {
         match node.as_str() {
             Some(s) => Some(s.to_string()),
             None => {
-                self.error(node.span, format!("expected {what} as text, found {}", node.type_name()));
+                self.error(
+                    node.span,
+                    format!("expected {what} as text, found {}", node.type_name()),
+                );
                 None
             }
         }
@@ -616,7 +749,10 @@ impl<'a> Analyzer<'a> {
         match node.value {
             NodeValue::Bool(b) => Some(b),
             _ => {
-                self.error(node.span, format!("expected `true` or `false`, found {}", node.type_name()));
+                self.error(
+                    node.span,
+                    format!("expected `true` or `false`, found {}", node.type_name()),
+                );
                 None
             }
         }
@@ -626,7 +762,10 @@ impl<'a> Analyzer<'a> {
         match node.value {
             NodeValue::Int(i) if i > 0 => Some(i as u64),
             _ => {
-                self.error(node.span, format!("{what} must be a whole number above zero"));
+                self.error(
+                    node.span,
+                    format!("{what} must be a whole number above zero"),
+                );
                 None
             }
         }
@@ -646,7 +785,8 @@ impl<'a> Analyzer<'a> {
     fn field_type(&mut self, node: &Node, name: &str) -> Option<FieldType> {
         let ty = FieldType::parse(name);
         if ty.is_none() {
-            let help = did_you_mean(name, TYPE_NAMES).unwrap_or_else(|| format!("the types are {}", list(&TYPE_NAMES)));
+            let help = did_you_mean(name, TYPE_NAMES)
+                .unwrap_or_else(|| format!("the types are {}", list(&TYPE_NAMES)));
             self.error_help(node.span, format!("unknown field type `{name}`"), help);
         }
         ty
@@ -690,10 +830,17 @@ impl<'a> Analyzer<'a> {
         for name in &template.reads {
             if !self.fields.contains_key(name) {
                 let help = did_you_mean(name, self.fields.keys().map(String::as_str))
-                    .unwrap_or_else(|| format!("declare it under `fields`, or use one of {}", list(&self.fields.keys().map(String::as_str).collect::<Vec<_>>())));
-                let d = Diagnostic::error(format!("template reads `{name}`, which is not a declared field"))
-                    .at(&self.source, template.span)
-                    .help(help);
+                    .unwrap_or_else(|| {
+                        format!(
+                            "declare it under `fields`, or use one of {}",
+                            list(&self.fields.keys().map(String::as_str).collect::<Vec<_>>())
+                        )
+                    });
+                let d = Diagnostic::error(format!(
+                    "template reads `{name}`, which is not a declared field"
+                ))
+                .at(&self.source, template.span)
+                .help(help);
                 self.push(d);
                 ok = false;
             }
@@ -707,7 +854,10 @@ impl<'a> Analyzer<'a> {
         if let crate::template::TemplateKind::Literal(v) = &template.kind
             && let Err(e) = ty.coerce(v.clone())
         {
-            self.error(node.span, format!("`{field}` is a {} field: {e}", ty.name()));
+            self.error(
+                node.span,
+                format!("`{field}` is a {} field: {e}", ty.name()),
+            );
             return None;
         }
         Some(template)
@@ -716,20 +866,31 @@ impl<'a> Analyzer<'a> {
     /// A reference to a declared field of one of the accepted types.
     pub fn field_ref(&mut self, node: &Node, accept: &[FieldType], what: &str) -> Option<String> {
         let Some(name) = node.as_str() else {
-            self.error(node.span, format!("{what} names a field, found {}", node.type_name()));
+            self.error(
+                node.span,
+                format!("{what} names a field, found {}", node.type_name()),
+            );
             return None;
         };
         let Some(decl) = self.fields.get(name) else {
             let help = did_you_mean(name, self.fields.keys().map(String::as_str))
                 .unwrap_or_else(|| "declare it under `fields`".to_string());
-            self.error_help(node.span, format!("{what} names `{name}`, which is not a declared field"), help);
+            self.error_help(
+                node.span,
+                format!("{what} names `{name}`, which is not a declared field"),
+                help,
+            );
             return None;
         };
         if !accept.contains(&decl.ty) {
             let names: Vec<&str> = accept.iter().map(|t| t.name()).collect();
             self.error(
                 node.span,
-                format!("{what} needs a field of type {}, but `{name}` is `{}`", list(&names).replace(" and ", " or "), decl.ty.name()),
+                format!(
+                    "{what} needs a field of type {}, but `{name}` is `{}`",
+                    list(&names).replace(" and ", " or "),
+                    decl.ty.name()
+                ),
             );
             return None;
         }
@@ -739,7 +900,13 @@ impl<'a> Analyzer<'a> {
     /// A step id or `end`.
     pub fn target(&mut self, node: &Node) -> Option<Target> {
         let Some(name) = node.as_str() else {
-            self.error(node.span, format!("`goto` names a step id or `end`, found {}", node.type_name()));
+            self.error(
+                node.span,
+                format!(
+                    "`goto` names a step id or `end`, found {}",
+                    node.type_name()
+                ),
+            );
             return None;
         };
         if name == "end" {

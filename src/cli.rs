@@ -28,7 +28,11 @@ pub const EXIT_INVALID: i32 = 2;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser, Debug)]
-#[command(name = "handoff", version, about = "Run YAML flows that automate a worker against REST APIs, such as completing a Nintex Workflow Cloud task.")]
+#[command(
+    name = "handoff",
+    version,
+    about = "Run YAML flows that automate a worker against REST APIs, such as completing a Nintex Workflow Cloud task."
+)]
 pub struct Cli {
     /// When to colour output.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
@@ -105,15 +109,25 @@ where
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { EXIT_INVALID } else { EXIT_OK };
+            return if e.use_stderr() {
+                EXIT_INVALID
+            } else {
+                EXIT_OK
+            };
         }
     };
     let color = match cli.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+        }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -144,36 +158,69 @@ fn check_command(args: &CheckArgs, color: bool) -> i32 {
             }
             Err(diags) => diags,
         };
-        errors += diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
-        warnings += diagnostics.iter().filter(|d| d.severity == Severity::Warning).count();
+        errors += diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        warnings += diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count();
         print_diagnostics(&diagnostics, color);
     }
     if errors + warnings > 0 {
-        eprintln!("{}, {} in {} file(s)", plural(errors, "error"), plural(warnings, "warning"), args.files.len());
+        eprintln!(
+            "{}, {} in {} file(s)",
+            plural(errors, "error"),
+            plural(warnings, "warning"),
+            args.files.len()
+        );
     }
     if errors > 0 { EXIT_INVALID } else { EXIT_OK }
 }
 
 fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 /// Checks a flow, or a mock file against the flow it sits next to.
 fn check_one(path: &str) -> Result<(String, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let mock_of = path.strip_suffix(".mock.yaml").map(|s| format!("{s}.yaml"))
+    let mock_of = path
+        .strip_suffix(".mock.yaml")
+        .map(|s| format!("{s}.yaml"))
         .or_else(|| path.strip_suffix(".mock.yml").map(|s| format!("{s}.yml")));
     if let Some(flow_path) = mock_of {
         let checked = crate::analyze::analyze_file(&flow_path).map_err(|_| {
-            vec![Diagnostic::error(format!("cannot check `{path}`: its flow `{flow_path}` does not load"))]
+            vec![Diagnostic::error(format!(
+                "cannot check `{path}`: its flow `{flow_path}` does not load"
+            ))]
         })?;
         let source = read_source(path).map_err(|d| vec![d])?;
         let mock = Mock::load(&source, &checked.flow)?;
-        return Ok((format!("mock for {flow_path}, {} scripted responses", mock.entries.len()), Vec::new()));
+        return Ok((
+            format!(
+                "mock for {flow_path}, {} scripted responses",
+                mock.entries.len()
+            ),
+            Vec::new(),
+        ));
     }
     let source = read_source(path).map_err(|d| vec![d])?;
     let checked = analyze(&source)?;
     let flow = &checked.flow;
-    Ok((format!("flow `{}`, {} fields, {} steps", flow.name, flow.fields.len(), flow.steps.len()), checked.warnings))
+    Ok((
+        format!(
+            "flow `{}`, {} fields, {} steps",
+            flow.name,
+            flow.fields.len(),
+            flow.steps.len()
+        ),
+        checked.warnings,
+    ))
 }
 
 /// Prints events as they happen, to the terminal and the trace file.
@@ -199,13 +246,17 @@ impl Printer {
         let real = self.started.elapsed();
         let mut out = std::io::stdout().lock();
         let _ = match self.format {
-            TraceFormat::Pretty => out.write_all(report::pretty(event, self.style, real).as_bytes()),
+            TraceFormat::Pretty => {
+                out.write_all(report::pretty(event, self.style, Some(real)).as_bytes())
+            }
             TraceFormat::Jsonl => writeln!(out, "{}", report::jsonl(event)),
         };
         let _ = out.flush();
         if let Some((format, file)) = &mut self.file {
             let _ = match format {
-                TraceFormat::Pretty => file.write_all(report::pretty(event, Style { color: false }, real).as_bytes()),
+                TraceFormat::Pretty => file.write_all(
+                    report::pretty(event, Style { color: false }, Some(real)).as_bytes(),
+                ),
                 TraceFormat::Jsonl => writeln!(file, "{}", report::jsonl(event)),
             };
         }
@@ -266,9 +317,14 @@ async fn run_command(args: RunArgs, color: bool) -> i32 {
                     return EXIT_INVALID;
                 }
             },
-            None => Mock { entries: Vec::new() },
+            None => Mock {
+                entries: Vec::new(),
+            },
         };
-        (&*virtual_clock, Box::new(MockTransport::new(mock, virtual_clock.clone())))
+        (
+            &*virtual_clock,
+            Box::new(MockTransport::new(mock, virtual_clock.clone())),
+        )
     } else {
         match ReqwestTransport::new() {
             Ok(t) => (&system_clock, Box::new(t)),
@@ -282,11 +338,19 @@ async fn run_command(args: RunArgs, color: bool) -> i32 {
         Some(path) => match File::create(path) {
             Ok(f) => {
                 let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-                let format = if matches!(ext, "jsonl" | "json") { TraceFormat::Jsonl } else { trace_format(args.trace) };
+                let format = if matches!(ext, "jsonl" | "json") {
+                    TraceFormat::Jsonl
+                } else {
+                    trace_format(args.trace)
+                };
                 Some((format, BufWriter::new(f)))
             }
             Err(e) => {
-                eprintln!("error: cannot write the trace file `{}`: {}", path.display(), crate::analyze::io_reason(&e));
+                eprintln!(
+                    "error: cannot write the trace file `{}`: {}",
+                    path.display(),
+                    crate::analyze::io_reason(&e)
+                );
                 return EXIT_INVALID;
             }
         },
@@ -371,8 +435,13 @@ fn parse_inputs(args: &RunArgs) -> Result<Inputs, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     for pair in &args.set {
         match pair.split_once('=') {
-            Some((name, value)) if !name.trim().is_empty() => inputs.set.push((name.trim().to_string(), value.to_string())),
-            _ => problems.push(Diagnostic::error(format!("`--set` takes NAME=VALUE, got `{}`", pair.split('=').next().unwrap_or("")))),
+            Some((name, value)) if !name.trim().is_empty() => inputs
+                .set
+                .push((name.trim().to_string(), value.to_string())),
+            _ => problems.push(Diagnostic::error(format!(
+                "`--set` takes NAME=VALUE, got `{}`",
+                pair.split('=').next().unwrap_or("")
+            ))),
         }
     }
     if let Some(path) = &args.input {
@@ -380,5 +449,9 @@ fn parse_inputs(args: &RunArgs) -> Result<Inputs, Vec<Diagnostic>> {
         let node = crate::raw::parse(&source).map_err(|d| vec![d])?;
         inputs.file = Some((source, node));
     }
-    if problems.is_empty() { Ok(inputs) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(problems)
+    }
 }

@@ -152,7 +152,7 @@ pub fn format_duration(d: Duration) -> String {
     }
     if s > 0 || frac > 0 {
         if frac > 0 {
-            out.push_str(&format!("{s}.{:03}", frac).trim_end_matches('0').to_string());
+            out.push_str(format!("{s}.{frac:03}").trim_end_matches('0'));
             out.push('s');
         } else {
             out.push_str(&format!("{s}s"));

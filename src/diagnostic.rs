@@ -184,7 +184,10 @@ impl SourceCode for Source {
 }
 
 /// The closest candidate to `name`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let mut best: Option<(usize, &str)> = None;
     for candidate in candidates {
         let d = edit_distance(&name.to_lowercase(), &candidate.to_lowercase());
@@ -220,7 +223,11 @@ pub fn render_all(diagnostics: &[Diagnostic], color: bool) -> String {
             d.severity,
         )
     });
-    sorted.iter().map(|d| d.render(color)).collect::<Vec<_>>().join("")
+    sorted
+        .iter()
+        .map(|d| d.render(color))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]

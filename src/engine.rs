@@ -39,14 +39,24 @@ pub fn initial_state(
 ) -> Result<RunState, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     let names = || flow.fields.keys().map(String::as_str);
-    let settable = |name: &str| flow.fields.get(name).is_some_and(|f| f.input || f.env.is_some());
+    let settable = |name: &str| {
+        flow.fields
+            .get(name)
+            .is_some_and(|f| f.input || f.env.is_some())
+    };
     for (name, _) in &inputs.set {
         if !flow.fields.contains_key(name) {
-            problems.push(Diagnostic::error(format!("`--set {name}=…`: the flow has no field `{name}`")).help_opt(did_you_mean(name, names())));
+            problems.push(
+                Diagnostic::error(format!("`--set {name}=…`: the flow has no field `{name}`"))
+                    .help_opt(did_you_mean(name, names())),
+            );
         } else if !settable(name) {
             problems.push(
                 Diagnostic::error(format!("`--set {name}=…`: field `{name}` is not an input"))
-                    .help(format!("declare it with `input: true` in `{}`", flow.source.name)),
+                    .help(format!(
+                        "declare it with `input: true` in `{}`",
+                        flow.source.name
+                    )),
             );
         }
     }
@@ -57,15 +67,25 @@ pub fn initial_state(
                 for (k, v) in entries {
                     let name = k.scalar_text().unwrap_or_default();
                     if !flow.fields.contains_key(&name) {
-                        problems.push(Diagnostic::error(format!("the flow has no field `{name}`")).at(source, k.span).help_opt(did_you_mean(&name, names())));
+                        problems.push(
+                            Diagnostic::error(format!("the flow has no field `{name}`"))
+                                .at(source, k.span)
+                                .help_opt(did_you_mean(&name, names())),
+                        );
                     } else if !settable(&name) {
-                        problems.push(Diagnostic::error(format!("field `{name}` is not an input")).at(source, k.span));
+                        problems.push(
+                            Diagnostic::error(format!("field `{name}` is not an input"))
+                                .at(source, k.span),
+                        );
                     } else {
                         from_file.insert(name, v.to_json());
                     }
                 }
             }
-            None => problems.push(Diagnostic::error("an input file is a mapping of field names to values").at(source, node.span)),
+            None => problems.push(
+                Diagnostic::error("an input file is a mapping of field names to values")
+                    .at(source, node.span),
+            ),
         }
     }
     let mut state = RunState {
@@ -73,13 +93,21 @@ pub fn initial_state(
         ..RunState::default()
     };
     for field in flow.fields.values() {
-        let from_set = inputs.set.iter().rev().find(|(n, _)| n == &field.name).map(|(_, v)| v);
+        let from_set = inputs
+            .set
+            .iter()
+            .rev()
+            .find(|(n, _)| n == &field.name)
+            .map(|(_, v)| v);
         let (value, origin) = if let Some(text) = from_set {
             (field.ty.from_input(text), format!("`--set {}`", field.name))
         } else if let Some(v) = from_file.get(&field.name) {
             (field.ty.coerce(v.clone()), "the input file".to_string())
         } else if let Some(text) = field.env.as_deref().and_then(env) {
-            (field.ty.from_input(&text), format!("${}", field.env.as_deref().unwrap_or_default()))
+            (
+                field.ty.from_input(&text),
+                format!("${}", field.env.as_deref().unwrap_or_default()),
+            )
         } else if let Some(default) = &field.default {
             (Ok(default.clone()), "its default".to_string())
         } else if field.is_required() {
@@ -89,10 +117,14 @@ pub fn initial_state(
                 _ => format!("pass `--set {}=VALUE`", field.name),
             };
             problems.push(
-                Diagnostic::error(format!("missing input `{}` ({})", field.name, field.ty.name()))
-                    .at(&flow.source, field.span)
-                    .label("required")
-                    .help(how),
+                Diagnostic::error(format!(
+                    "missing input `{}` ({})",
+                    field.name,
+                    field.ty.name()
+                ))
+                .at(&flow.source, field.span)
+                .label("required")
+                .help(how),
             );
             continue;
         } else {
@@ -103,16 +135,23 @@ pub fn initial_state(
                 state.fields.insert(field.name.clone(), v);
             }
             Err(e) => problems.push(
-                Diagnostic::error(format!("invalid value for `{}` from {origin}: {e}", field.name))
-                    .at(&flow.source, field.span)
-                    .label(format!("declared as {}", field.ty.name())),
+                Diagnostic::error(format!(
+                    "invalid value for `{}` from {origin}: {e}",
+                    field.name
+                ))
+                .at(&flow.source, field.span)
+                .label(format!("declared as {}", field.ty.name())),
             ),
         }
         if field.secret {
             state.secret.insert(field.name.clone());
         }
     }
-    if problems.is_empty() { Ok(state) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(state)
+    } else {
+        Err(problems)
+    }
 }
 
 /// A finished run.
@@ -130,12 +169,16 @@ pub struct Engine<'a> {
 }
 
 impl Engine<'_> {
-    pub async fn run(&self, mut state: RunState, observer: &mut (dyn FnMut(&TraceEvent) + Send)) -> RunResult {
+    pub async fn run(
+        &self,
+        mut state: RunState,
+        observer: &mut (dyn FnMut(&TraceEvent) + Send),
+    ) -> RunResult {
         let flow = self.flow;
         let mut rec = Recorder::new(self.clock, observer);
         for name in &state.secret {
             if let Some(v) = state.fields.get(name) {
-                rec.redactor.add_secret(&crate::fields::display_text(v));
+                rec.redactor.add_secret_value(v);
             }
         }
         let shown_fields = flow
@@ -169,13 +212,21 @@ impl Engine<'_> {
                     EventKind::StepFailed {
                         kind: step.kind.name().to_string(),
                         error: reason.clone(),
-                        hint: Some("raise `max_steps`, or make the loop's decision leave sooner".to_string()),
+                        hint: Some(
+                            "raise `max_steps`, or make the loop's decision leave sooner"
+                                .to_string(),
+                        ),
                     },
                 );
                 break (RunStatus::Failed, Some(step.id.clone()), reason);
             }
             state.enter(index);
-            rec.emit(Some(&step.id), EventKind::StepStarted { kind: step.kind.name().to_string() });
+            rec.emit(
+                Some(&step.id),
+                EventKind::StepStarted {
+                    kind: step.kind.name().to_string(),
+                },
+            );
             let result = {
                 let mut cx = StepCx {
                     flow,
@@ -194,7 +245,9 @@ impl Engine<'_> {
                     let reason = message.unwrap_or_else(|| format!("ended at step `{}`", step.id));
                     break (RunStatus::Succeeded, Some(step.id.clone()), reason);
                 }
-                Ok(Next::Fail(message)) => break (RunStatus::Failed, Some(step.id.clone()), message),
+                Ok(Next::Fail(message)) => {
+                    break (RunStatus::Failed, Some(step.id.clone()), message);
+                }
                 Err(e) => {
                     let kind = step.kind.name();
                     rec.emit(
@@ -205,10 +258,19 @@ impl Engine<'_> {
                             hint: e.hint.clone(),
                         },
                     );
-                    break (RunStatus::Failed, Some(step.id.clone()), format!("step `{}` ({kind}) failed: {}", step.id, e.message));
+                    break (
+                        RunStatus::Failed,
+                        Some(step.id.clone()),
+                        format!("step `{}` ({kind}) failed: {}", step.id, e.message),
+                    );
                 }
             };
-            rec.emit(Some(&step.id), EventKind::StepFinished { next: flow.target_name(target).to_string() });
+            rec.emit(
+                Some(&step.id),
+                EventKind::StepFinished {
+                    next: flow.target_name(target).to_string(),
+                },
+            );
             match target {
                 Target::Step(next) => state.pc = next,
                 Target::End => {
@@ -217,7 +279,9 @@ impl Engine<'_> {
                 }
             }
         };
-        let outcome = outcome_of(flow, &rec.trace, &state, status, at_step, reason, self.clock);
+        let outcome = outcome_of(
+            flow, &rec.trace, &state, status, at_step, reason, self.clock,
+        );
         rec.emit(None, EventKind::FlowFinished(outcome.clone()));
         // The outcome as recorded (and redacted) is the one reported.
         let outcome = match rec.trace.events.last().map(|e| &e.kind) {
@@ -233,11 +297,17 @@ impl Engine<'_> {
 }
 
 fn budget_reason(flow: &Flow, state: &RunState, index: usize) -> String {
-    let mut reason = format!("the step budget ran out after {} steps (`max_steps: {}`)", state.steps_taken, flow.max_steps);
+    let mut reason = format!(
+        "the step budget ran out after {} steps (`max_steps: {}`)",
+        state.steps_taken, flow.max_steps
+    );
     if let Some(cycle) = state.loop_ending_at(index) {
         let names: Vec<&str> = cycle.iter().map(|&i| flow.steps[i].id.as_str()).collect();
         let runs = state.visits.get(index).copied().unwrap_or(0);
-        reason.push_str(&format!(" in the loop {} ({runs} rounds)", names.join(" → ")));
+        reason.push_str(&format!(
+            " in the loop {} ({runs} rounds)",
+            names.join(" → ")
+        ));
     }
     reason
 }
@@ -252,13 +322,22 @@ fn outcome_of(
     reason: String,
     clock: &dyn Clock,
 ) -> Outcome {
-    let last_decision = trace.events.iter().rev().find_map(|e| match (&e.kind, &e.step) {
-        (EventKind::DecisionTaken { goto, .. }, Some(step)) => Some((step.clone(), goto.clone())),
-        _ => None,
-    });
+    let last_decision = trace
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match (&e.kind, &e.step) {
+            (EventKind::DecisionTaken { goto, .. }, Some(step)) => {
+                Some((step.clone(), goto.clone()))
+            }
+            _ => None,
+        });
     let (last_branch, tries) = match last_decision {
         Some((step, goto)) => {
-            let index = flow.steps.iter().position(|s| s.id == step && matches!(s.kind, StepKind::Decision(_)));
+            let index = flow
+                .steps
+                .iter()
+                .position(|s| s.id == step && matches!(s.kind, StepKind::Decision(_)));
             let tries = index.and_then(|i| state.visits.get(i).copied());
             (Some(format!("{step} → {goto}")), tries)
         }

@@ -75,11 +75,13 @@ impl FieldType {
                 .map(Value::Number)
                 .ok_or_else(|| "expected a number, got text that is not one".to_string()),
             (FieldType::Boolean, Value::Bool(b)) => Ok(Value::Bool(b)),
-            (FieldType::Boolean, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" => Ok(Value::Bool(true)),
-                "false" | "no" | "0" | "" => Ok(Value::Bool(false)),
-                _ => Err("expected a boolean (`true` or `false`), got other text".to_string()),
-            },
+            (FieldType::Boolean, Value::String(s)) => {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "1" => Ok(Value::Bool(true)),
+                    "false" | "no" | "0" | "" => Ok(Value::Bool(false)),
+                    _ => Err("expected a boolean (`true` or `false`), got other text".to_string()),
+                }
+            }
             (FieldType::Headers, Value::Object(map)) => {
                 let mut out = Map::new();
                 for (name, v) in map {
@@ -98,7 +100,9 @@ impl FieldType {
                 }
                 Ok(Value::Object(out))
             }
-            (FieldType::Headers, Value::String(s)) if s.trim().is_empty() => Ok(Value::Object(Map::new())),
+            (FieldType::Headers, Value::String(s)) if s.trim().is_empty() => {
+                Ok(Value::Object(Map::new()))
+            }
             (FieldType::Headers, Value::String(s)) => match serde_json::from_str::<Value>(&s) {
                 Ok(v @ Value::Object(_)) => FieldType::Headers.coerce(v),
                 _ => Err("expected headers (a mapping of names to text), got text".to_string()),
@@ -115,7 +119,9 @@ impl FieldType {
     /// `headers` fields when it parses, the text itself otherwise.
     pub fn from_input(self, text: &str) -> Result<Value, String> {
         match self {
-            FieldType::Json => Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))),
+            FieldType::Json => {
+                Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
+            }
             _ => self.coerce(Value::String(text.to_string())),
         }
     }

@@ -32,7 +32,10 @@ pub struct Entry {
 pub enum Matcher {
     Step(String),
     /// A method and a path pattern, where `*` stands for any text within one segment.
-    Request { method: String, path: String },
+    Request {
+        method: String,
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -56,13 +59,20 @@ const REPLY_KEYS: [&str; 6] = ["status", "headers", "body", "text", "delay", "er
 
 impl Mock {
     /// Reads the `responses` list of a mock file or a test case's header.
-    pub fn from_node(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Mock, Vec<Diagnostic>> {
+    pub fn from_node(
+        source: &Arc<Source>,
+        node: &Node,
+        flow: &Flow,
+    ) -> Result<Mock, Vec<Diagnostic>> {
         let mut problems = Vec::new();
         let mut entries = Vec::new();
         let Some(items) = node.as_seq() else {
             return Err(vec![
-                Diagnostic::error(format!("`responses` is a list of scripted responses, found {}", node.type_name()))
-                    .at(source, node.span),
+                Diagnostic::error(format!(
+                    "`responses` is a list of scripted responses, found {}",
+                    node.type_name()
+                ))
+                .at(source, node.span),
             ]);
         };
         for item in items {
@@ -71,14 +81,21 @@ impl Mock {
                 Err(mut p) => problems.append(&mut p),
             }
         }
-        if problems.is_empty() { Ok(Mock { entries }) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(Mock { entries })
+        } else {
+            Err(problems)
+        }
     }
 
     /// Loads a mock file: a mapping with `responses`.
     pub fn load(source: &Arc<Source>, flow: &Flow) -> Result<Mock, Vec<Diagnostic>> {
         let root = crate::raw::parse(source).map_err(|d| vec![d])?;
         let Some(entries) = root.as_map() else {
-            return Err(vec![Diagnostic::error("a mock file is a mapping with a `responses` list").at(source, root.span)]);
+            return Err(vec![
+                Diagnostic::error("a mock file is a mapping with a `responses` list")
+                    .at(source, root.span),
+            ]);
         };
         let mut responses = None;
         for (k, v) in entries {
@@ -97,19 +114,25 @@ impl Mock {
         }
         match responses {
             Some(r) => Mock::from_node(source, r, flow),
-            None => Err(vec![Diagnostic::error("a mock file needs `responses`").at(source, root.span)]),
+            None => Err(vec![
+                Diagnostic::error("a mock file needs `responses`").at(source, root.span),
+            ]),
         }
     }
 
     /// Which entry answers a request: a step match beats a path match.
     fn find(&self, request: &HttpRequest) -> Option<usize> {
-        let by_step = self.entries.iter().position(|e| e.matcher == Matcher::Step(request.step.clone()));
+        let by_step = self
+            .entries
+            .iter()
+            .position(|e| e.matcher == Matcher::Step(request.step.clone()));
         by_step.or_else(|| {
             let path = request.path();
             self.entries.iter().position(|e| match &e.matcher {
-                Matcher::Request { method, path: pattern } => {
-                    method.eq_ignore_ascii_case(&request.method) && path_matches(pattern, &path)
-                }
+                Matcher::Request {
+                    method,
+                    path: pattern,
+                } => method.eq_ignore_ascii_case(&request.method) && path_matches(pattern, &path),
                 Matcher::Step(_) => false,
             })
         })
@@ -119,20 +142,33 @@ impl Mock {
 fn parse_entry(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Entry, Vec<Diagnostic>> {
     let err = |n: &Node, m: String| vec![Diagnostic::error(m).at(source, n.span)];
     let Some(map) = node.as_map() else {
-        return Err(err(node, "a scripted response is a mapping with `step` or `request`, and `replies`".into()));
+        return Err(err(
+            node,
+            "a scripted response is a mapping with `step` or `request`, and `replies`".into(),
+        ));
     };
-    let get = |key: &str| map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v);
+    let get = |key: &str| {
+        map.iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    };
     for (k, _) in map {
         let name = k.as_str().unwrap_or("");
         if !ENTRY_KEYS.contains(&name) && !REPLY_KEYS.contains(&name) {
             let help = did_you_mean(name, ENTRY_KEYS.iter().chain(REPLY_KEYS.iter()).copied())
                 .unwrap_or_else(|| format!("a scripted response has {}", list(&ENTRY_KEYS)));
-            return Err(vec![Diagnostic::error(format!("unknown key `{name}` in a scripted response")).at(source, k.span).help(help)]);
+            return Err(vec![
+                Diagnostic::error(format!("unknown key `{name}` in a scripted response"))
+                    .at(source, k.span)
+                    .help(help),
+            ]);
         }
     }
     let matcher = match (get("step"), get("request")) {
         (Some(s), None) => {
-            let id = s.as_str().ok_or_else(|| err(s, "`step` names a step id".into()))?;
+            let id = s
+                .as_str()
+                .ok_or_else(|| err(s, "`step` names a step id".into()))?;
             if !flow.steps.iter().any(|st| st.id == id) {
                 return Err(vec![
                     Diagnostic::error(format!("the flow has no step `{id}`"))
@@ -150,10 +186,21 @@ fn parse_entry(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Entry, 
                     method: m.to_ascii_uppercase(),
                     path: p.to_string(),
                 },
-                _ => return Err(err(r, "`request` is a method and a path, like `PATCH /workflows/v1/tasks/*`".into())),
+                _ => {
+                    return Err(err(
+                        r,
+                        "`request` is a method and a path, like `PATCH /workflows/v1/tasks/*`"
+                            .into(),
+                    ));
+                }
             }
         }
-        _ => return Err(err(node, "a scripted response names either a `step` or a `request`".into())),
+        _ => {
+            return Err(err(
+                node,
+                "a scripted response names either a `step` or a `request`".into(),
+            ));
+        }
     };
     let replies = match get("replies") {
         Some(list_node) => {
@@ -161,7 +208,10 @@ fn parse_entry(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Entry, 
                 .as_seq()
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| err(list_node, "`replies` is a non-empty list".into()))?;
-            items.iter().map(|i| parse_reply(source, i)).collect::<Result<Vec<_>, _>>()?
+            items
+                .iter()
+                .map(|i| parse_reply(source, i))
+                .collect::<Result<Vec<_>, _>>()?
         }
         // A single reply can stand in the entry itself.
         None => vec![parse_reply_fields(source, node, map)?],
@@ -171,21 +221,37 @@ fn parse_entry(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Entry, 
 
 fn parse_reply(source: &Arc<Source>, node: &Node) -> Result<Reply, Vec<Diagnostic>> {
     let Some(map) = node.as_map() else {
-        return Err(vec![Diagnostic::error("a reply is a mapping with `status`, `body`, …").at(source, node.span)]);
+        return Err(vec![
+            Diagnostic::error("a reply is a mapping with `status`, `body`, …")
+                .at(source, node.span),
+        ]);
     };
     for (k, _) in map {
         let name = k.as_str().unwrap_or("");
         if !REPLY_KEYS.contains(&name) {
-            let help = did_you_mean(name, REPLY_KEYS).unwrap_or_else(|| format!("a reply has {}", list(&REPLY_KEYS)));
-            return Err(vec![Diagnostic::error(format!("unknown key `{name}` in a reply")).at(source, k.span).help(help)]);
+            let help = did_you_mean(name, REPLY_KEYS)
+                .unwrap_or_else(|| format!("a reply has {}", list(&REPLY_KEYS)));
+            return Err(vec![
+                Diagnostic::error(format!("unknown key `{name}` in a reply"))
+                    .at(source, k.span)
+                    .help(help),
+            ]);
         }
     }
     parse_reply_fields(source, node, map)
 }
 
-fn parse_reply_fields(source: &Arc<Source>, node: &Node, map: &[(Node, Node)]) -> Result<Reply, Vec<Diagnostic>> {
+fn parse_reply_fields(
+    source: &Arc<Source>,
+    node: &Node,
+    map: &[(Node, Node)],
+) -> Result<Reply, Vec<Diagnostic>> {
     let err = |n: &Node, m: &str| vec![Diagnostic::error(m.to_string()).at(source, n.span)];
-    let get = |key: &str| map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v);
+    let get = |key: &str| {
+        map.iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    };
     let status = match get("status") {
         Some(n) => match n.value {
             NodeValue::Int(i) if (100..600).contains(&i) => i as u16,
@@ -195,24 +261,36 @@ fn parse_reply_fields(source: &Arc<Source>, node: &Node, map: &[(Node, Node)]) -
     };
     let mut headers = Vec::new();
     if let Some(h) = get("headers") {
-        let entries = h.as_map().ok_or_else(|| err(h, "`headers` maps names to values"))?;
+        let entries = h
+            .as_map()
+            .ok_or_else(|| err(h, "`headers` maps names to values"))?;
         for (k, v) in entries {
-            headers.push((k.scalar_text().unwrap_or_default(), v.scalar_text().unwrap_or_default()));
+            headers.push((
+                k.scalar_text().unwrap_or_default(),
+                v.scalar_text().unwrap_or_default(),
+            ));
         }
     }
     let body = match (get("body"), get("text")) {
         (Some(_), Some(t)) => return Err(err(t, "a reply has `body` (JSON) or `text`, not both")),
         (Some(b), None) => {
-            if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+            if !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            {
                 headers.push(("content-type".into(), "application/json".into()));
             }
             serde_json::to_vec(&b.to_json()).unwrap_or_default()
         }
-        (None, Some(t)) => t.scalar_text().ok_or_else(|| err(t, "`text` is the raw body, as text"))?.into_bytes(),
+        (None, Some(t)) => t
+            .scalar_text()
+            .ok_or_else(|| err(t, "`text` is the raw body, as text"))?
+            .into_bytes(),
         (None, None) => Vec::new(),
     };
     let delay = match get("delay") {
-        Some(d) => crate::clock::parse_duration(&d.scalar_text().unwrap_or_default()).map_err(|e| err(d, &format!("invalid `delay`: {e}")))?,
+        Some(d) => crate::clock::parse_duration(&d.scalar_text().unwrap_or_default())
+            .map_err(|e| err(d, &format!("invalid `delay`: {e}")))?,
         None => Duration::ZERO,
     };
     let fault = match get("error") {
@@ -225,7 +303,13 @@ fn parse_reply_fields(source: &Arc<Source>, node: &Node, map: &[(Node, Node)]) -
         None => None,
     };
     let _ = node;
-    Ok(Reply { status, headers, body, delay, fault })
+    Ok(Reply {
+        status,
+        headers,
+        body,
+        delay,
+        fault,
+    })
 }
 
 fn path_matches(pattern: &str, path: &str) -> bool {
@@ -238,8 +322,12 @@ fn segment_matches(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == text,
         Some((prefix, rest)) => {
-            let Some(after) = text.strip_prefix(prefix) else { return false };
-            (0..=after.len()).filter(|&i| after.is_char_boundary(i)).any(|i| segment_matches(rest, &after[i..]))
+            let Some(after) = text.strip_prefix(prefix) else {
+                return false;
+            };
+            (0..=after.len())
+                .filter(|&i| after.is_char_boundary(i))
+                .any(|i| segment_matches(rest, &after[i..]))
         }
     }
 }
@@ -278,14 +366,23 @@ impl MockTransport {
 }
 
 impl Transport for MockTransport {
-    fn send<'a>(&'a self, request: &'a HttpRequest) -> BoxFuture<'a, Result<HttpResponse, TransportError>> {
-        self.sent.lock().unwrap_or_else(|e| e.into_inner()).push(SentRequest {
-            step: request.step.clone(),
-            method: request.method.clone(),
-            url: request.url.clone(),
-        });
+    fn send<'a>(
+        &'a self,
+        request: &'a HttpRequest,
+    ) -> BoxFuture<'a, Result<HttpResponse, TransportError>> {
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(SentRequest {
+                step: request.step.clone(),
+                method: request.method.clone(),
+                url: request.url.clone(),
+            });
         let result = (|| {
-            let index = self.mock.find(request).ok_or(TransportError::NoScriptedResponse)?;
+            let index = self
+                .mock
+                .find(request)
+                .ok_or(TransportError::NoScriptedResponse)?;
             let entry = &self.mock.entries[index];
             let reply = {
                 let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
@@ -299,8 +396,12 @@ impl Transport for MockTransport {
             }
             self.clock.advance(reply.delay);
             match reply.fault {
-                Some(Fault::Refused) => return Err(TransportError::Connect("connection refused".into())),
-                Some(Fault::Reset) => return Err(TransportError::Other("the connection was reset".into())),
+                Some(Fault::Refused) => {
+                    return Err(TransportError::Connect("connection refused".into()));
+                }
+                Some(Fault::Reset) => {
+                    return Err(TransportError::Other("the connection was reset".into()));
+                }
                 _ => {}
             }
             Ok(HttpResponse {
@@ -319,8 +420,14 @@ mod tests {
 
     #[test]
     fn star_matches_within_one_segment() {
-        assert!(path_matches("/workflows/v1/tasks/*", "/workflows/v1/tasks/abc"));
-        assert!(!path_matches("/workflows/v1/tasks/*", "/workflows/v1/tasks/abc/assignments/x"));
+        assert!(path_matches(
+            "/workflows/v1/tasks/*",
+            "/workflows/v1/tasks/abc"
+        ));
+        assert!(!path_matches(
+            "/workflows/v1/tasks/*",
+            "/workflows/v1/tasks/abc/assignments/x"
+        ));
         assert!(path_matches("/a/t-*-z", "/a/t-123-z"));
         assert!(!path_matches("/a/b", "/a/c"));
     }

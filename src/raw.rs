@@ -86,7 +86,9 @@ impl Node {
             NodeValue::Null => Value::Null,
             NodeValue::Bool(b) => Value::Bool(*b),
             NodeValue::Int(i) => Value::from(*i),
-            NodeValue::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            NodeValue::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
             NodeValue::Str(s) => Value::String(s.clone()),
             NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             NodeValue::Map(entries) => Value::Object(
@@ -176,7 +178,9 @@ fn into_node(spanned: Spanned<RawValue>, text: &str) -> Node {
         RawValue::Int(i) => NodeValue::Int(i),
         RawValue::Float(f) => NodeValue::Float(f),
         RawValue::Str(s) => NodeValue::Str(s),
-        RawValue::Seq(items) => NodeValue::Seq(items.into_iter().map(|n| into_node(n, text)).collect()),
+        RawValue::Seq(items) => {
+            NodeValue::Seq(items.into_iter().map(|n| into_node(n, text)).collect())
+        }
         RawValue::Map(entries) => NodeValue::Map(
             entries
                 .into_iter()
@@ -184,7 +188,11 @@ fn into_node(spanned: Spanned<RawValue>, text: &str) -> Node {
                 .collect(),
         ),
     };
-    let len = if len == 0 { scalar_len(text, offset) } else { len };
+    let len = if len == 0 {
+        scalar_len(text, offset)
+    } else {
+        len
+    };
     Node {
         span: Span::new(offset, len),
         value,
@@ -287,7 +295,10 @@ mod tests {
 
     #[test]
     fn keeps_spans_of_keys_and_values() {
-        let src = Source::new("t.yaml", "flow: demo\nsteps:\n  - id: a\n    log: \"hi {{ x }}\"\n");
+        let src = Source::new(
+            "t.yaml",
+            "flow: demo\nsteps:\n  - id: a\n    log: \"hi {{ x }}\"\n",
+        );
         let node = parse(&src).unwrap();
         let map = node.as_map().unwrap();
         let (k, v) = &map[0];

@@ -30,6 +30,28 @@ impl Redactor {
         }
     }
 
+    /// Every text leaf of a secret value: a header map's values, a JSON body's strings.
+    pub fn add_secret_value(&mut self, value: &Value) {
+        match value {
+            Value::String(s) => self.add_secret(s),
+            Value::Number(n) => self.add_derived(&n.to_string()),
+            Value::Array(items) => items.iter().for_each(|v| self.add_secret_value(v)),
+            Value::Object(map) => map.values().for_each(|v| self.add_secret_value(v)),
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+
+    /// Every text leaf of a value computed from a secret.
+    pub fn add_derived_value(&mut self, value: &Value) {
+        match value {
+            Value::String(s) => self.add_derived(s),
+            Value::Number(n) => self.add_derived(&n.to_string()),
+            Value::Array(items) => items.iter().for_each(|v| self.add_derived_value(v)),
+            Value::Object(map) => map.values().for_each(|v| self.add_derived_value(v)),
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+
     /// A value computed from a secret, such as a header built from the token.
     pub fn add_derived(&mut self, value: &str) {
         if value.chars().count() >= MIN_DERIVED_LEN {
@@ -46,7 +68,10 @@ impl Redactor {
             form_encode(value),
             b64.encode(value),
             b64url.encode(value),
-            serde_json::to_string(value).unwrap_or_default().trim_matches('"').to_string(),
+            serde_json::to_string(value)
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_string(),
         ];
         for form in forms {
             if !form.is_empty() && !self.needles.contains(&form) {
@@ -73,7 +98,9 @@ impl Redactor {
     pub fn redact_json(&self, value: &Value) -> Value {
         match value {
             Value::String(s) => Value::String(self.redact(s)),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.redact_json(v)).collect()),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.redact_json(v)).collect())
+            }
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(k, v)| (self.redact(k), self.redact_json(v)))

@@ -56,57 +56,116 @@ pub fn jsonl(event: &TraceEvent) -> String {
 }
 
 /// One event as zero or more lines of text, each ending in a newline.
-/// `real` is the wall-clock time so far, shown on the final line.
-pub fn pretty(event: &TraceEvent, style: Style, real: Duration) -> String {
-    let time = style.dim(&format!("{:>9}", format!("{:.3}s", event.at_ms as f64 / 1000.0)));
+/// `real` is the wall-clock time so far, shown on the final line when given.
+pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> String {
+    let time = style.dim(&format!(
+        "{:>9}",
+        format!("{:.3}s", event.at_ms as f64 / 1000.0)
+    ));
     let step = event.step.as_deref().unwrap_or("");
     let line = |text: String| format!("{time}    {text}\n");
     match &event.kind {
-        EventKind::FlowStarted { flow, dry_run, fields } => {
+        EventKind::FlowStarted {
+            flow,
+            dry_run,
+            fields,
+        } => {
             let mode = if *dry_run { " (dry run)" } else { "" };
-            let mut out = format!("{} {}{}\n", style.bold("flow"), style.bold(flow), style.dim(mode));
+            let mut out = format!(
+                "{} {}{}\n",
+                style.bold("flow"),
+                style.bold(flow),
+                style.dim(mode)
+            );
             if !fields.is_empty() {
-                let shown: Vec<String> = fields.iter().map(|(k, v)| format!("{k} = {}", value_text(v))).collect();
-                out.push_str(&format!("{}  {}\n", " ".repeat(9), style.dim(&shown.join("  "))));
+                let shown: Vec<String> = fields
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", value_text(v)))
+                    .collect();
+                out.push_str(&format!(
+                    "{}  {}\n",
+                    " ".repeat(9),
+                    style.dim(&shown.join("  "))
+                ));
             }
             out
         }
-        EventKind::StepStarted { kind } => format!("{time}  {} {}\n", style.bold(step), style.dim(&format!("({kind})"))),
-        EventKind::RequestSent { method, url, headers, body } => {
+        EventKind::StepStarted { kind } => format!(
+            "{time}  {} {}\n",
+            style.bold(step),
+            style.dim(&format!("({kind})"))
+        ),
+        EventKind::RequestSent {
+            method,
+            url,
+            headers,
+            body,
+        } => {
             let mut out = line(style.cyan(&format!("→ {method} {url}")));
             for (name, value) in headers {
                 out.push_str(&line(style.dim(&format!("  {name}: {value}"))));
             }
             if let Some(b) = body {
-                out.push_str(&line(style.dim(&format!("  {}", excerpt(&value_text(b), 160)))));
+                out.push_str(&line(
+                    style.dim(&format!("  {}", excerpt(&value_text(b), 160))),
+                ));
             }
             out
         }
-        EventKind::ResponseReceived { status, body, duration_ms, .. } => {
+        EventKind::ResponseReceived {
+            status,
+            body,
+            duration_ms,
+            ..
+        } => {
             let mut text = format!("← {}", status_text(*status));
             if let Some(b) = body {
                 text.push_str(&format!("  {}", excerpt(&value_text(b), 160)));
             }
             if *duration_ms > 0 {
-                text.push_str(&style.dim(&format!("  ({})", format_duration(Duration::from_millis(*duration_ms)))));
+                text.push_str(&style.dim(&format!(
+                    "  ({})",
+                    format_duration(Duration::from_millis(*duration_ms))
+                )));
             }
-            let painted = if (200..300).contains(status) { style.cyan(&text) } else { style.yellow(&text) };
+            let painted = if (200..300).contains(status) {
+                style.cyan(&text)
+            } else {
+                style.yellow(&text)
+            };
             line(painted)
         }
-        EventKind::FieldSet { field, value } => line(format!("{field} = {}", excerpt(&value_text(value), 160))),
-        EventKind::DecisionTaken { branch, condition, goto, values } => {
+        EventKind::FieldSet { field, value } => {
+            line(format!("{field} = {}", excerpt(&value_text(value), 160)))
+        }
+        EventKind::DecisionTaken {
+            branch,
+            condition,
+            goto,
+            values,
+        } => {
             let why = match condition {
                 Some(c) => format!("{branch}: {c}"),
                 None => branch.clone(),
             };
-            let mut text = format!("{} {}", style.bold(&format!("→ {goto}")), style.dim(&format!("[{why}]")));
+            let mut text = format!(
+                "{} {}",
+                style.bold(&format!("→ {goto}")),
+                style.dim(&format!("[{why}]"))
+            );
             if !values.is_empty() {
-                let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k} = {}", value_text(v))).collect();
+                let shown: Vec<String> = values
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", value_text(v)))
+                    .collect();
                 text.push_str(&style.dim(&format!("  with {}", shown.join(", "))));
             }
             line(text)
         }
-        EventKind::TimerWaited { duration_ms } => line(format!("waited {}", format_duration(Duration::from_millis(*duration_ms)))),
+        EventKind::TimerWaited { duration_ms } => line(format!(
+            "waited {}",
+            format_duration(Duration::from_millis(*duration_ms))
+        )),
         EventKind::Log { message } => line(format!("log: {message}")),
         EventKind::StepFinished { .. } => String::new(),
         EventKind::StepFailed { kind, error, hint } => {
@@ -116,7 +175,7 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Duration) -> String {
             }
             out
         }
-        EventKind::FlowFinished(outcome) => format!("{}\n", summary(outcome, style, Some(real))),
+        EventKind::FlowFinished(outcome) => format!("{}\n", summary(outcome, style, real)),
     }
 }
 
@@ -135,10 +194,17 @@ pub fn summary(outcome: &Outcome, style: Style, real: Option<Duration>) -> Strin
             None => parts.push(branch.clone()),
         }
     }
-    parts.push(format!("{} steps", outcome.steps_taken));
+    parts.push(if outcome.steps_taken == 1 {
+        "1 step".to_string()
+    } else {
+        format!("{} steps", outcome.steps_taken)
+    });
     let clock = format_duration(Duration::from_millis(outcome.elapsed_ms));
     match real {
-        Some(r) => parts.push(format!("{clock} on the run's clock, {} real", format_duration(round_ms(r)))),
+        Some(r) => parts.push(format!(
+            "{clock} on the run's clock, {} real",
+            format_duration(round_ms(r))
+        )),
         None => parts.push(clock),
     }
     parts.join(" · ")

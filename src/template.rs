@@ -100,7 +100,9 @@ impl Template {
             .map_err(|e| positioned(e, span))?;
         let reads = filter_globals(env, compiled.undeclared_variables(false));
         let kind = match single_expression(text) {
-            Some(expr) if env.compile_expression(expr).is_ok() => TemplateKind::Expr(expr.to_string()),
+            Some(expr) if env.compile_expression(expr).is_ok() => {
+                TemplateKind::Expr(expr.to_string())
+            }
             _ => TemplateKind::Text,
         };
         Ok(Template {
@@ -150,7 +152,11 @@ impl Template {
     }
 
     /// Renders against a context. The error text is safe to show.
-    pub fn render(&self, env: &Environment<'static>, ctx: &minijinja::Value) -> Result<Value, String> {
+    pub fn render(
+        &self,
+        env: &Environment<'static>,
+        ctx: &minijinja::Value,
+    ) -> Result<Value, String> {
         match &self.kind {
             TemplateKind::Literal(v) => Ok(v.clone()),
             TemplateKind::Text => env
@@ -158,12 +164,15 @@ impl Template {
                 .map(Value::String)
                 .map_err(|e| describe_error(&e)),
             TemplateKind::Expr(expr) => {
-                let compiled = env.compile_expression(expr).map_err(|e| describe_error(&e))?;
+                let compiled = env
+                    .compile_expression(expr)
+                    .map_err(|e| describe_error(&e))?;
                 let value = compiled.eval(ctx.clone()).map_err(|e| describe_error(&e))?;
                 if value.is_undefined() {
                     return Err("undefined value".to_string());
                 }
-                serde_json::to_value(&value).map_err(|_| "the value cannot be represented as data".to_string())
+                serde_json::to_value(&value)
+                    .map_err(|_| "the value cannot be represented as data".to_string())
             }
         }
     }
@@ -185,9 +194,15 @@ fn single_expression(text: &str) -> Option<&str> {
     Some(inner.trim())
 }
 
-fn filter_globals(env: &Environment<'static>, names: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+fn filter_globals(
+    env: &Environment<'static>,
+    names: impl IntoIterator<Item = String>,
+) -> BTreeSet<String> {
     let globals: BTreeSet<&str> = env.globals().map(|(n, _)| n).collect();
-    names.into_iter().filter(|n| !globals.contains(n.as_str())).collect()
+    names
+        .into_iter()
+        .filter(|n| !globals.contains(n.as_str()))
+        .collect()
 }
 
 /// minijinja's short error text: the kind and the detail, no values.
@@ -217,16 +232,28 @@ mod tests {
 
     fn compile(text: &str) -> Template {
         let env = environment();
-        Template::compile_str(&env, Span::new(0, text.len()), text).ok().unwrap()
+        Template::compile_str(&env, Span::new(0, text.len()), text)
+            .ok()
+            .unwrap()
     }
 
     #[test]
     fn single_expressions_keep_their_type() {
         let env = environment();
-        let ctx = minijinja::Value::from(minijinja::value::Serde(json!({"tries": 2, "xs": [1, 2]})));
-        assert_eq!(compile("{{ tries + 1 }}").render(&env, &ctx).unwrap(), json!(3));
-        assert_eq!(compile("{{ xs }}").render(&env, &ctx).unwrap(), json!([1, 2]));
-        assert_eq!(compile("n={{ tries }}").render(&env, &ctx).unwrap(), json!("n=2"));
+        let ctx =
+            minijinja::Value::from(minijinja::value::Serde(json!({"tries": 2, "xs": [1, 2]})));
+        assert_eq!(
+            compile("{{ tries + 1 }}").render(&env, &ctx).unwrap(),
+            json!(3)
+        );
+        assert_eq!(
+            compile("{{ xs }}").render(&env, &ctx).unwrap(),
+            json!([1, 2])
+        );
+        assert_eq!(
+            compile("n={{ tries }}").render(&env, &ctx).unwrap(),
+            json!("n=2")
+        );
         assert_eq!(compile("plain").render(&env, &ctx).unwrap(), json!("plain"));
     }
 
@@ -240,7 +267,9 @@ mod tests {
     fn undefined_names_fail_without_printing_values() {
         let env = environment();
         let ctx = minijinja::Value::from(minijinja::value::Serde(json!({"token": "hunter2"})));
-        let err = compile("{{ token ~ missing }}").render(&env, &ctx).unwrap_err();
+        let err = compile("{{ token ~ missing }}")
+            .render(&env, &ctx)
+            .unwrap_err();
         assert!(err.contains("undefined"), "{err}");
         assert!(!err.contains("hunter2"));
     }

@@ -121,7 +121,10 @@ pub struct Recorder<'a> {
 }
 
 impl<'a> Recorder<'a> {
-    pub fn new(clock: &'a dyn Clock, observer: &'a mut (dyn FnMut(&TraceEvent) + Send)) -> Recorder<'a> {
+    pub fn new(
+        clock: &'a dyn Clock,
+        observer: &'a mut (dyn FnMut(&TraceEvent) + Send),
+    ) -> Recorder<'a> {
         Recorder {
             trace: Trace::default(),
             redactor: Redactor::default(),

@@ -109,17 +109,26 @@ pub enum TransportError {
 impl std::fmt::Display for TransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TransportError::Timeout(d) => write!(f, "timed out after {}", crate::clock::format_duration(*d)),
+            TransportError::Timeout(d) => {
+                write!(f, "timed out after {}", crate::clock::format_duration(*d))
+            }
             TransportError::Connect(m) => write!(f, "could not connect: {m}"),
-            TransportError::TooLarge(limit) => write!(f, "the response body is larger than {limit} bytes"),
-            TransportError::NoScriptedResponse => f.write_str("no scripted response matches this request"),
+            TransportError::TooLarge(limit) => {
+                write!(f, "the response body is larger than {limit} bytes")
+            }
+            TransportError::NoScriptedResponse => {
+                f.write_str("no scripted response matches this request")
+            }
             TransportError::Other(m) => f.write_str(m),
         }
     }
 }
 
 pub trait Transport: Send + Sync {
-    fn send<'a>(&'a self, request: &'a HttpRequest) -> BoxFuture<'a, Result<HttpResponse, TransportError>>;
+    fn send<'a>(
+        &'a self,
+        request: &'a HttpRequest,
+    ) -> BoxFuture<'a, Result<HttpResponse, TransportError>>;
 }
 
 /// Largest response body a step keeps.
@@ -141,39 +150,69 @@ impl ReqwestTransport {
 }
 
 impl Transport for ReqwestTransport {
-    fn send<'a>(&'a self, request: &'a HttpRequest) -> BoxFuture<'a, Result<HttpResponse, TransportError>> {
+    fn send<'a>(
+        &'a self,
+        request: &'a HttpRequest,
+    ) -> BoxFuture<'a, Result<HttpResponse, TransportError>> {
         Box::pin(async move {
-            let method = reqwest::Method::from_bytes(request.method.as_bytes())
-                .map_err(|_| TransportError::Other(format!("`{}` is not an HTTP method", request.method)))?;
-            let mut builder = self.client.request(method, &request.url).timeout(request.timeout);
+            let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+                TransportError::Other(format!("`{}` is not an HTTP method", request.method))
+            })?;
+            let mut builder = self
+                .client
+                .request(method, &request.url)
+                .timeout(request.timeout);
             for (name, value) in &request.headers {
                 builder = builder.header(name, value);
             }
             if let Some(body) = &request.body {
-                if !request.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+                if !request
+                    .headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                {
                     builder = builder.header("content-type", body.content_type());
                 }
                 builder = builder.body(body.to_bytes());
             }
-            let mut response = builder.send().await.map_err(|e| classify(&e, request.timeout))?;
+            let mut response = builder
+                .send()
+                .await
+                .map_err(|e| classify(&e, request.timeout))?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()
                 .iter()
-                .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
-            if response.content_length().is_some_and(|l| l as usize > MAX_BODY_BYTES) {
+            if response
+                .content_length()
+                .is_some_and(|l| l as usize > MAX_BODY_BYTES)
+            {
                 return Err(TransportError::TooLarge(MAX_BODY_BYTES));
             }
             // Read in chunks so an endless body stops at the limit, not at OOM.
             let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, request.timeout))? {
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| classify(&e, request.timeout))?
+            {
                 if body.len() + chunk.len() > MAX_BODY_BYTES {
                     return Err(TransportError::TooLarge(MAX_BODY_BYTES));
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(HttpResponse { status, headers, body })
+            Ok(HttpResponse {
+                status,
+                headers,
+                body,
+            })
         })
     }
 }
@@ -191,7 +230,11 @@ fn classify(err: &reqwest::Error, timeout: Duration) -> TransportError {
         source = s.source();
     }
     if err.is_connect() {
-        return TransportError::Connect(if cause.is_empty() { "connection failed".into() } else { cause });
+        return TransportError::Connect(if cause.is_empty() {
+            "connection failed".into()
+        } else {
+            cause
+        });
     }
     if err.is_builder() {
         return TransportError::Other(format!("invalid request: {cause}"));

@@ -22,7 +22,10 @@ impl Decision {
         let Some(items) = node.as_seq() else {
             cx.error_help(
                 node.span,
-                format!("a `decision` is a list of branches, found {}", node.type_name()),
+                format!(
+                    "a `decision` is a list of branches, found {}",
+                    node.type_name()
+                ),
                 "write `- when: CONDITION` with `goto: STEP`, and end with `- otherwise: STEP`",
             );
             return None;
@@ -32,12 +35,20 @@ impl Decision {
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             let Some(entries) = item.as_map() else {
-                cx.error(item.span, "a branch is `{ when: CONDITION, goto: STEP }` or `{ otherwise: STEP }`");
+                cx.error(
+                    item.span,
+                    "a branch is `{ when: CONDITION, goto: STEP }` or `{ otherwise: STEP }`",
+                );
                 ok = false;
                 continue;
             };
             if entries.iter().any(|(k, _)| k.as_str() == Some("otherwise")) {
-                let Some(body) = cx.body(item, "an `otherwise` branch", &["otherwise"], &["otherwise"]) else {
+                let Some(body) = cx.body(
+                    item,
+                    "an `otherwise` branch",
+                    &["otherwise"],
+                    &["otherwise"],
+                ) else {
                     ok = false;
                     continue;
                 };
@@ -49,7 +60,12 @@ impl Decision {
                 ok &= otherwise.is_some();
                 continue;
             }
-            let Some(body) = cx.body(item, "a `when` branch", &["when", "goto"], &["when", "goto"]) else {
+            let Some(body) = cx.body(
+                item,
+                "a `when` branch",
+                &["when", "goto"],
+                &["when", "goto"],
+            ) else {
                 ok = false;
                 continue;
             };
@@ -64,11 +80,18 @@ impl Decision {
             cx.error(node.span, "a `decision` needs at least one branch");
             ok = false;
         }
-        ok.then_some(Decision { branches, otherwise })
+        ok.then_some(Decision {
+            branches,
+            otherwise,
+        })
     }
 
     pub fn targets(&self) -> Vec<Target> {
-        self.branches.iter().map(|(_, t)| *t).chain(self.otherwise).collect()
+        self.branches
+            .iter()
+            .map(|(_, t)| *t)
+            .chain(self.otherwise)
+            .collect()
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
@@ -91,9 +114,18 @@ impl Decision {
             }
         }
         let (branch, next, goto) = match self.otherwise {
-            Some(t) => ("otherwise", Next::Goto(t), cx.flow.target_name(t).to_string()),
+            Some(t) => (
+                "otherwise",
+                Next::Goto(t),
+                cx.flow.target_name(t).to_string(),
+            ),
             None => {
-                let index = cx.flow.steps.iter().position(|s| std::ptr::eq(s, cx.step)).unwrap_or(0);
+                let index = cx
+                    .flow
+                    .steps
+                    .iter()
+                    .position(|s| std::ptr::eq(s, cx.step))
+                    .unwrap_or(0);
                 let t = cx.flow.next_after(index);
                 ("none", Next::Continue, cx.flow.target_name(t).to_string())
             }

@@ -44,13 +44,17 @@ impl Path {
                 None => (part, ""),
             };
             if key.is_empty() && (segments.is_empty() || rest.is_empty()) {
-                return Err(format!("`{text}` has an empty name; write paths like `id` or `taskAssignments[0].id`"));
+                return Err(format!(
+                    "`{text}` has an empty name; write paths like `id` or `taskAssignments[0].id`"
+                ));
             }
             if !key.is_empty() {
                 segments.push(Segment::Key(key.to_string()));
             }
             while !rest.is_empty() {
-                let close = rest.find(']').ok_or_else(|| format!("`{text}` has a `[` without `]`"))?;
+                let close = rest
+                    .find(']')
+                    .ok_or_else(|| format!("`{text}` has a `[` without `]`"))?;
                 let index = rest[1..close]
                     .trim()
                     .parse::<usize>()
@@ -62,7 +66,10 @@ impl Path {
                 }
             }
         }
-        Ok(Path { text: text.to_string(), segments })
+        Ok(Path {
+            text: text.to_string(),
+            segments,
+        })
     }
 
     pub fn get<'v>(&self, mut value: &'v Value) -> Option<&'v Value> {
@@ -78,11 +85,22 @@ impl Path {
 
 impl DeserializeId {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<DeserializeId> {
-        let body = cx.body(node, "`deserialize_id`", &["from", "property", "into", "where", "single"], &["from", "property", "into"])?;
-        let from = body.get("from").and_then(|n| cx.field_ref(n, &[FieldType::Json], "`from`"));
-        let into = body
-            .get("into")
-            .and_then(|n| cx.field_ref(n, &[FieldType::Text, FieldType::Number, FieldType::Json], "`into`"));
+        let body = cx.body(
+            node,
+            "`deserialize_id`",
+            &["from", "property", "into", "where", "single"],
+            &["from", "property", "into"],
+        )?;
+        let from = body
+            .get("from")
+            .and_then(|n| cx.field_ref(n, &[FieldType::Json], "`from`"));
+        let into = body.get("into").and_then(|n| {
+            cx.field_ref(
+                n,
+                &[FieldType::Text, FieldType::Number, FieldType::Json],
+                "`into`",
+            )
+        });
         let property = body.get("property").and_then(|n| {
             let text = cx.string(n, "a property path")?;
             Path::parse(&text).map_err(|e| cx.error(n.span, e)).ok()
@@ -171,7 +189,10 @@ mod tests {
     #[test]
     fn paths_walk_keys_and_indexes() {
         let v = json!({"taskAssignments": [{"id": "a1"}]});
-        assert_eq!(Path::parse("taskAssignments[0].id").unwrap().get(&v), Some(&json!("a1")));
+        assert_eq!(
+            Path::parse("taskAssignments[0].id").unwrap().get(&v),
+            Some(&json!("a1"))
+        );
         assert_eq!(Path::parse("taskAssignments[1].id").unwrap().get(&v), None);
         assert!(Path::parse("a[").is_err());
         assert!(Path::parse("a..b").is_err());

@@ -14,7 +14,9 @@ impl End {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<End> {
         match node.value {
             NodeValue::Null => Some(End { message: None }),
-            _ => Some(End { message: Some(cx.template(node)?) }),
+            _ => Some(End {
+                message: Some(cx.template(node)?),
+            }),
         }
     }
 

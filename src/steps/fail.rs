@@ -13,7 +13,9 @@ pub struct Fail {
 
 impl Fail {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Fail> {
-        Some(Fail { message: cx.template(node)? })
+        Some(Fail {
+            message: cx.template(node)?,
+        })
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {

@@ -62,7 +62,9 @@ impl GetTasks {
             Some(n) => request::parse_headers(cx, n),
             None => Some(Vec::new()),
         };
-        let max_pages = body.get("max_pages").map_or(Some(DEFAULT_MAX_PAGES), |n| cx.positive_int(n, "`max_pages`"));
+        let max_pages = body.get("max_pages").map_or(Some(DEFAULT_MAX_PAGES), |n| {
+            cx.positive_int(n, "`max_pages`")
+        });
         let timeout = request::parse_timeout(cx, body.get("timeout"));
         ok.then_some(())?;
         Some(GetTasks {
@@ -75,7 +77,9 @@ impl GetTasks {
     }
 
     pub fn url_templates(&self) -> Vec<&Template> {
-        std::iter::once(&self.base_url).chain(self.filters.iter().map(|(_, t)| t)).collect()
+        std::iter::once(&self.base_url)
+            .chain(self.filters.iter().map(|(_, t)| t))
+            .collect()
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
@@ -95,7 +99,9 @@ impl GetTasks {
             seen.insert(url.clone());
             pages += 1;
             let headers = cx.headers(&self.headers)?;
-            let response = cx.exchange("GET", url.clone(), headers, None, self.timeout).await?;
+            let response = cx
+                .exchange("GET", url.clone(), headers, None, self.timeout)
+                .await?;
             status = response.status;
             if !response.is_success() {
                 cx.output("status", Value::from(status))?;
@@ -116,10 +122,15 @@ impl GetTasks {
             match page {
                 Some(Value::Array(items)) => tasks.extend(items),
                 _ => {
-                    return Err(StepError::new(format!("GET {url}: the answer has no `tasks` list")));
+                    return Err(StepError::new(format!(
+                        "GET {url}: the answer has no `tasks` list"
+                    )));
                 }
             }
-            let next = body.get("nextLink").and_then(Value::as_str).filter(|s| !s.is_empty());
+            let next = body
+                .get("nextLink")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
             let Some(next) = next else { break };
             let next = reqwest::Url::parse(&url)
                 .and_then(|u| u.join(next))
@@ -127,15 +138,22 @@ impl GetTasks {
                 .map_err(|_| StepError::new("`nextLink` is not a valid URL"))?;
             if origin_of(&next) != origin {
                 // The token goes with every page; never send it to another host.
-                return Err(StepError::new(format!("`nextLink` points to another host ({})", origin_of(&next)))
-                    .hint("handoff only follows pages on the base URL's host"));
+                return Err(StepError::new(format!(
+                    "`nextLink` points to another host ({})",
+                    origin_of(&next)
+                ))
+                .hint("handoff only follows pages on the base URL's host"));
             }
             if seen.contains(&next) {
-                return Err(StepError::new(format!("`nextLink` loops back to a page already read, after {pages} pages")));
+                return Err(StepError::new(format!(
+                    "`nextLink` loops back to a page already read, after {pages} pages"
+                )));
             }
             if pages >= self.max_pages {
-                return Err(StepError::new(format!("more than {} pages of tasks", self.max_pages))
-                    .hint("narrow the filters, or raise `max_pages`"));
+                return Err(
+                    StepError::new(format!("more than {} pages of tasks", self.max_pages))
+                        .hint("narrow the filters, or raise `max_pages`"),
+                );
             }
             url = next;
         }

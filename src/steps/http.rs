@@ -51,13 +51,26 @@ pub enum Accept {
 
 impl Http {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Http> {
-        let keys = ["method", "url", "query", "headers", "json", "form", "body", "timeout", "accept", "allow_secret_in_url"];
+        let keys = [
+            "method",
+            "url",
+            "query",
+            "headers",
+            "json",
+            "form",
+            "body",
+            "timeout",
+            "accept",
+            "allow_secret_in_url",
+        ];
         let body = cx.body(node, "`http`", &keys, &["url"])?;
         let method = match body.get("method") {
             Some(n) => {
                 let m = cx.string(n, "an HTTP method")?.to_ascii_uppercase();
                 if !METHODS.contains(&m.as_str()) {
-                    let help = crate::diagnostic::did_you_mean(&m, METHODS).unwrap_or_else(|| format!("use one of {}", crate::analyze::list(&METHODS)));
+                    let help = crate::diagnostic::did_you_mean(&m, METHODS).unwrap_or_else(|| {
+                        format!("use one of {}", crate::analyze::list(&METHODS))
+                    });
                     cx.error_help(n.span, format!("unknown HTTP method `{m}`"), help);
                     return None;
                 }
@@ -74,9 +87,18 @@ impl Http {
             Some(n) => request::parse_headers(cx, n),
             None => Some(Vec::new()),
         };
-        let bodies: Vec<&str> = ["json", "form", "body"].into_iter().filter(|k| body.get(k).is_some()).collect();
+        let bodies: Vec<&str> = ["json", "form", "body"]
+            .into_iter()
+            .filter(|k| body.get(k).is_some())
+            .collect();
         if bodies.len() > 1 {
-            cx.error(node.span, format!("an `http` step sends one body, but this one has {}", crate::analyze::list(&bodies)));
+            cx.error(
+                node.span,
+                format!(
+                    "an `http` step sends one body, but this one has {}",
+                    crate::analyze::list(&bodies)
+                ),
+            );
             return None;
         }
         let request_body = match bodies.first() {
@@ -89,7 +111,9 @@ impl Http {
             Some(n) => parse_accept(cx, n)?,
             None => Accept::Success,
         };
-        let allow_secret_in_url = body.get("allow_secret_in_url").map_or(Some(false), |n| cx.boolean(n))?;
+        let allow_secret_in_url = body
+            .get("allow_secret_in_url")
+            .map_or(Some(false), |n| cx.boolean(n))?;
         let timeout = request::parse_timeout(cx, body.get("timeout"));
         Some(Http {
             method,
@@ -104,7 +128,9 @@ impl Http {
     }
 
     pub fn url_templates(&self) -> Vec<&Template> {
-        std::iter::once(&self.url).chain(self.query.iter().map(|(_, t)| t)).collect()
+        std::iter::once(&self.url)
+            .chain(self.query.iter().map(|(_, t)| t))
+            .collect()
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
@@ -127,8 +153,12 @@ impl Http {
             Some(HttpBody::Raw(t)) => Some(RequestBody::Text(cx.render_text(t)?.0)),
         };
         let headers = cx.headers(&self.headers)?;
-        let response = cx.exchange(&self.method, url.clone(), headers, body, self.timeout).await?;
-        let parsed = response.json().unwrap_or_else(|| Value::String(response.text()));
+        let response = cx
+            .exchange(&self.method, url.clone(), headers, body, self.timeout)
+            .await?;
+        let parsed = response
+            .json()
+            .unwrap_or_else(|| Value::String(response.text()));
         let response_headers: serde_json::Map<String, Value> = response
             .headers
             .iter()
@@ -143,8 +173,9 @@ impl Http {
             Accept::Statuses(list) => list.contains(&response.status),
         };
         if !accepted {
-            return Err(request::status_error(&self.method, &url, &response)
-                .hint("list the statuses this step accepts with `accept: [200, 404]`, or `accept: any`"));
+            return Err(request::status_error(&self.method, &url, &response).hint(
+                "list the statuses this step accepts with `accept: [200, 404]`, or `accept: any`",
+            ));
         }
         Ok(Next::Continue)
     }
@@ -152,7 +183,10 @@ impl Http {
 
 fn pairs(cx: &mut Analyzer, node: &Node, what: &str) -> Option<Vec<(String, Template)>> {
     let Some(entries) = node.as_map() else {
-        cx.error(node.span, format!("{what} maps names to values, found {}", node.type_name()));
+        cx.error(
+            node.span,
+            format!("{what} maps names to values, found {}", node.type_name()),
+        );
         return None;
     };
     let mut out = Vec::new();
@@ -185,7 +219,10 @@ fn parse_accept(cx: &mut Analyzer, node: &Node) -> Option<Accept> {
             Some(Accept::Statuses(out))
         }
         _ => {
-            cx.error(node.span, "`accept` is `2xx` (the default), `any`, or a list of statuses");
+            cx.error(
+                node.span,
+                "`accept` is `2xx` (the default), `any`, or a list of statuses",
+            );
             None
         }
     }

@@ -13,7 +13,9 @@ pub struct Log {
 
 impl Log {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Log> {
-        Some(Log { message: cx.template(node)? })
+        Some(Log {
+            message: cx.template(node)?,
+        })
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {

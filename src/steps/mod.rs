@@ -60,7 +60,9 @@ pub const KINDS: [&str; 11] = [
     "end",
 ];
 
+// Steps are built once per flow and never moved in a hot loop, so variant size does not matter.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum StepKind {
     SetHeader(SetHeader),
     GetTasks(GetTasks),
@@ -238,12 +240,11 @@ impl StepCx<'_, '_> {
         ctx: &minijinja::Value,
     ) -> Result<(Value, bool), StepError> {
         let tainted = self.reads_secret(template);
-        let value = template.render(&self.flow.env, ctx).map_err(|e| {
-            StepError::new(format!("template `{}` failed: {e}", template.source))
-        })?;
+        let value = template
+            .render(&self.flow.env, ctx)
+            .map_err(|e| StepError::new(format!("template `{}` failed: {e}", template.source)))?;
         if tainted {
-            let text = crate::fields::display_text(&value);
-            self.rec.redactor.add_derived(&text);
+            self.rec.redactor.add_derived_value(&value);
         }
         Ok((value, tainted))
     }
@@ -261,10 +262,12 @@ impl StepCx<'_, '_> {
             .fields
             .get(field)
             .ok_or_else(|| StepError::new(format!("field `{field}` is not declared")))?;
-        let value = decl
-            .ty
-            .coerce(value)
-            .map_err(|e| StepError::new(format!("cannot write field `{field}` ({}): {e}", decl.ty.name())))?;
+        let value = decl.ty.coerce(value).map_err(|e| {
+            StepError::new(format!(
+                "cannot write field `{field}` ({}): {e}",
+                decl.ty.name()
+            ))
+        })?;
         if tainted {
             self.state.secret.insert(field.to_string());
         }

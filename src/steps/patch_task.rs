@@ -29,8 +29,21 @@ pub struct PatchTask {
 
 impl PatchTask {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<PatchTask> {
-        let keys = ["base_url", "task_id", "assignment_id", "outcome", "comment", "headers", "timeout"];
-        let body = cx.body(node, "`patch_task`", &keys, &["base_url", "task_id", "outcome"])?;
+        let keys = [
+            "base_url",
+            "task_id",
+            "assignment_id",
+            "outcome",
+            "comment",
+            "headers",
+            "timeout",
+        ];
+        let body = cx.body(
+            node,
+            "`patch_task`",
+            &keys,
+            &["base_url", "task_id", "outcome"],
+        )?;
         let base_url = body.get("base_url").and_then(|n| cx.template(n));
         let task_id = body.get("task_id").and_then(|n| cx.template(n));
         let outcome = body.get("outcome").and_then(|n| cx.template(n));
@@ -53,17 +66,22 @@ impl PatchTask {
     }
 
     pub fn url_templates(&self) -> Vec<&Template> {
-        [Some(&self.base_url), Some(&self.task_id), self.assignment_id.as_ref()]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            Some(&self.base_url),
+            Some(&self.task_id),
+            self.assignment_id.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         let (base, _) = cx.render_text(&self.base_url)?;
         let (task_id, _) = cx.render_text(&self.task_id)?;
         if task_id.trim().is_empty() {
-            return Err(StepError::new("`task_id` is empty").hint("check that the task was found before completing it"));
+            return Err(StepError::new("`task_id` is empty")
+                .hint("check that the task was found before completing it"));
         }
         let path = match &self.assignment_id {
             Some(t) => {
@@ -71,14 +89,19 @@ impl PatchTask {
                 if aid.trim().is_empty() {
                     return Err(StepError::new("`assignment_id` is empty"));
                 }
-                format!("/workflows/v2/tasks/{}/assignments/{}", request::segment(&task_id), request::segment(&aid))
+                format!(
+                    "/workflows/v2/tasks/{}/assignments/{}",
+                    request::segment(&task_id),
+                    request::segment(&aid)
+                )
             }
             None => format!("/workflows/v1/tasks/{}", request::segment(&task_id)),
         };
         let url = request::build_url(&base, &path, &[])?;
         let (outcome, _) = cx.render_text(&self.outcome)?;
         if outcome.trim().is_empty() {
-            return Err(StepError::new("`outcome` is empty").hint("NWC needs one of the task's outcomes, such as `Completed`"));
+            return Err(StepError::new("`outcome` is empty")
+                .hint("NWC needs one of the task's outcomes, such as `Completed`"));
         }
         let mut body = Map::new();
         body.insert("outcome".into(), Value::String(outcome));
@@ -87,7 +110,13 @@ impl PatchTask {
         }
         let headers = cx.headers(&self.headers)?;
         let response = cx
-            .exchange("PATCH", url.clone(), headers, Some(RequestBody::Json(Value::Object(body))), self.timeout)
+            .exchange(
+                "PATCH",
+                url.clone(),
+                headers,
+                Some(RequestBody::Json(Value::Object(body))),
+                self.timeout,
+            )
             .await?;
         // Record the status first: it is worth keeping when the call failed.
         cx.output("status", Value::from(response.status))?;

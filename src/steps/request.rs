@@ -19,7 +19,13 @@ use crate::transport::{HttpRequest, HttpResponse, RequestBody, TransportError};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers whose values never appear in a trace, whatever their source.
-const SENSITIVE_HEADERS: [&str; 5] = ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"];
+const SENSITIVE_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
 
 /// Where a request's headers come from: a `headers` field, or literals.
 #[derive(Debug)]
@@ -31,7 +37,11 @@ pub enum HeaderSource {
 /// `headers: header`, `headers: { Accept: … }`, or a list of both.
 pub fn parse_headers(cx: &mut Analyzer, node: &Node) -> Option<Vec<HeaderSource>> {
     match &node.value {
-        NodeValue::Str(_) => Some(vec![HeaderSource::Field(cx.field_ref(node, &[FieldType::Headers], "`headers`")?)]),
+        NodeValue::Str(_) => Some(vec![HeaderSource::Field(cx.field_ref(
+            node,
+            &[FieldType::Headers],
+            "`headers`",
+        )?)]),
         NodeValue::Map(entries) => {
             let mut out = Vec::new();
             for (k, v) in entries {
@@ -48,7 +58,10 @@ pub fn parse_headers(cx: &mut Analyzer, node: &Node) -> Option<Vec<HeaderSource>
             Some(out)
         }
         _ => {
-            cx.error(node.span, "`headers` names a `headers` field, or maps header names to values");
+            cx.error(
+                node.span,
+                "`headers` names a `headers` field, or maps header names to values",
+            );
             None
         }
     }
@@ -61,7 +74,9 @@ pub fn header_reads(sources: &[HeaderSource]) -> BTreeSet<String> {
             HeaderSource::Field(f) => {
                 reads.insert(f.clone());
             }
-            HeaderSource::Literal(pairs) => pairs.iter().for_each(|(_, t)| reads.extend(t.reads.iter().cloned())),
+            HeaderSource::Literal(pairs) => pairs
+                .iter()
+                .for_each(|(_, t)| reads.extend(t.reads.iter().cloned())),
         }
     }
     reads
@@ -126,19 +141,37 @@ impl StepCx<'_, '_> {
     ) -> Result<HttpResponse, StepError> {
         let mut shown = IndexMap::new();
         let mut wire = Vec::new();
-        let has_accept = headers.iter().any(|h| h.name.eq_ignore_ascii_case("accept"));
+        let has_accept = headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("accept"));
         for h in headers {
-            let masked = h.secret || SENSITIVE_HEADERS.contains(&h.name.to_ascii_lowercase().as_str());
-            shown.insert(h.name.clone(), if masked { MASK.to_string() } else { h.value.clone() });
+            let masked =
+                h.secret || SENSITIVE_HEADERS.contains(&h.name.to_ascii_lowercase().as_str());
+            shown.insert(
+                h.name.clone(),
+                if masked {
+                    MASK.to_string()
+                } else {
+                    h.value.clone()
+                },
+            );
             wire.push((h.name, h.value));
         }
         if !has_accept {
-            wire.push(("Accept".to_string(), "application/json, application/problem+json".to_string()));
+            wire.push((
+                "Accept".to_string(),
+                "application/json, application/problem+json".to_string(),
+            ));
         }
         let shown_body = body.as_ref().map(|b| match b {
             RequestBody::Json(v) => v.clone(),
             RequestBody::Text(t) => Value::String(t.clone()),
-            RequestBody::Form(pairs) => Value::Object(pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+            RequestBody::Form(pairs) => Value::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            ),
         });
         self.emit(EventKind::RequestSent {
             method: method.to_string(),
@@ -155,12 +188,37 @@ impl StepCx<'_, '_> {
             timeout,
         };
         let started = self.clock.elapsed();
-        let response = self.transport.send(&request).await.map_err(|e| transport_error(&request, &e))?;
+        let response = self
+            .transport
+            .send(&request)
+            .await
+            .map_err(|e| transport_error(&request, &e))?;
         let duration_ms = self.clock.elapsed().saturating_sub(started).as_millis() as u64;
+        // A response that feeds a secret field (an app token, say) is secret
+        // from the moment it arrives, not only once it is stored.
+        let secret = self
+            .step
+            .output
+            .values()
+            .any(|f| self.state.secret.contains(f));
+        let body = if secret {
+            if let Some(json) = response.json() {
+                self.rec.redactor.add_derived_value(&json);
+            } else {
+                self.rec.redactor.add_derived(response.text().trim());
+            }
+            (!response.body.is_empty()).then(|| Value::String(MASK.to_string()))
+        } else {
+            body_for_trace(&response)
+        };
         self.emit(EventKind::ResponseReceived {
             status: response.status,
-            headers: response.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
-            body: body_for_trace(&response),
+            headers: response
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+            body,
             duration_ms,
         });
         Ok(response)
@@ -192,8 +250,12 @@ fn transport_error(request: &HttpRequest, err: &TransportError) -> StepError {
     let target = format!("{} {}", request.method, request.url);
     let e = StepError::new(format!("{target}: {err}"));
     match err {
-        TransportError::Timeout(_) => e.hint("the server did not answer in time; raise the step's `timeout`, or check the server"),
-        TransportError::Connect(_) => e.hint("is the base URL right, and is the server up? (`handoff sim` runs a local NWC)"),
+        TransportError::Timeout(_) => e.hint(
+            "the server did not answer in time; raise the step's `timeout`, or check the server",
+        ),
+        TransportError::Connect(_) => {
+            e.hint("is the base URL right, and is the server up? (`handoff sim` runs a local NWC)")
+        }
         TransportError::NoScriptedResponse => e.hint(format!(
             "add a response for step `{}` (or for `{} {}`) to the mock file",
             request.step,
@@ -221,7 +283,9 @@ pub fn status_error(method: &str, url: &str, response: &HttpResponse) -> StepErr
         message.push_str(&format!(": {}", excerpt(response.text().trim(), 200)));
     }
     let hint = match response.status {
-        401 => Some("401 means the token is missing, wrong or expired: check the token field and its environment variable"),
+        401 => Some(
+            "401 means the token is missing, wrong or expired: check the token field and its environment variable",
+        ),
         403 => Some("403 means the token is valid but lacks rights to this resource"),
         404 => Some("404: check the base URL and the id in the path"),
         409 => Some("409: the task was already completed, overridden or terminated"),
@@ -237,7 +301,10 @@ pub fn status_error(method: &str, url: &str, response: &HttpResponse) -> StepErr
 }
 
 pub fn status_text(status: u16) -> String {
-    match reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()) {
+    match reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+    {
         Some(reason) => format!("{status} {reason}"),
         None => status.to_string(),
     }
@@ -246,10 +313,14 @@ pub fn status_text(status: u16) -> String {
 /// `base` + `path` + an encoded query, skipping empty parameters.
 pub fn build_url(base: &str, path: &str, query: &[(String, String)]) -> Result<String, StepError> {
     let joined = format!("{}{}", base.trim_end_matches('/'), path);
-    let mut url = reqwest::Url::parse(&joined)
-        .map_err(|e| StepError::new(format!("`{joined}` is not a valid URL: {e}")).hint("the base URL needs a scheme, like `https://us.nintex.io`"))?;
+    let mut url = reqwest::Url::parse(&joined).map_err(|e| {
+        StepError::new(format!("`{joined}` is not a valid URL: {e}"))
+            .hint("the base URL needs a scheme, like `https://us.nintex.io`")
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(StepError::new(format!("`{joined}` is not an http or https URL")));
+        return Err(StepError::new(format!(
+            "`{joined}` is not an http or https URL"
+        )));
     }
     let pairs: Vec<&(String, String)> = query.iter().filter(|(_, v)| !v.is_empty()).collect();
     if !pairs.is_empty() {
@@ -282,8 +353,11 @@ impl JsonTemplate {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<JsonTemplate> {
         match &node.value {
             NodeValue::Seq(items) => {
-                let parsed: Vec<Option<JsonTemplate>> = items.iter().map(|i| JsonTemplate::parse(cx, i)).collect();
-                Some(JsonTemplate::Array(parsed.into_iter().collect::<Option<_>>()?))
+                let parsed: Vec<Option<JsonTemplate>> =
+                    items.iter().map(|i| JsonTemplate::parse(cx, i)).collect();
+                Some(JsonTemplate::Array(
+                    parsed.into_iter().collect::<Option<_>>()?,
+                ))
             }
             NodeValue::Map(entries) => {
                 let mut out = Vec::new();
@@ -311,7 +385,12 @@ impl JsonTemplate {
     pub fn render(&self, cx: &mut StepCx) -> Result<Value, StepError> {
         Ok(match self {
             JsonTemplate::Leaf(t) => cx.render(t)?.0,
-            JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(cx)).collect::<Result<_, _>>()?),
+            JsonTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.render(cx))
+                    .collect::<Result<_, _>>()?,
+            ),
             JsonTemplate::Object(entries) => {
                 let mut map = serde_json::Map::new();
                 for (k, v) in entries {

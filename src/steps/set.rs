@@ -15,7 +15,13 @@ pub struct Set {
 impl Set {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Set> {
         let Some(entries) = node.as_map() else {
-            cx.error(node.span, format!("`set` maps field names to values, found {}", node.type_name()));
+            cx.error(
+                node.span,
+                format!(
+                    "`set` maps field names to values, found {}",
+                    node.type_name()
+                ),
+            );
             return None;
         };
         let mut assignments = Vec::new();
@@ -35,7 +41,10 @@ impl Set {
     }
 
     pub fn writes(&self) -> Vec<(&str, BTreeSet<String>)> {
-        self.assignments.iter().map(|(f, t)| (f.as_str(), t.reads.clone())).collect()
+        self.assignments
+            .iter()
+            .map(|(f, t)| (f.as_str(), t.reads.clone()))
+            .collect()
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {

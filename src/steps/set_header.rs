@@ -21,11 +21,22 @@ pub struct SetHeader {
 
 impl SetHeader {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<SetHeader> {
-        let body = cx.body(node, "`set_header`", &["name", "value", "into"], &["name", "value", "into"])?;
+        let body = cx.body(
+            node,
+            "`set_header`",
+            &["name", "value", "into"],
+            &["name", "value", "into"],
+        )?;
         let name = body.get("name").and_then(|n| cx.template(n));
         let value = body.get("value").and_then(|n| cx.template(n));
-        let into = body.get("into").and_then(|n| cx.field_ref(n, &[FieldType::Headers], "`into`"));
-        Some(SetHeader { name: name?, value: value?, into: into? })
+        let into = body
+            .get("into")
+            .and_then(|n| cx.field_ref(n, &[FieldType::Headers], "`into`"));
+        Some(SetHeader {
+            name: name?,
+            value: value?,
+            into: into?,
+        })
     }
 
     pub fn reads(&self) -> BTreeSet<String> {
@@ -36,10 +47,14 @@ impl SetHeader {
         let (name, name_secret) = cx.render_text(&self.name)?;
         let (value, value_secret) = cx.render_text(&self.value)?;
         if name.trim().is_empty() || name.contains([':', '\n', '\r']) {
-            return Err(StepError::new("the header name is empty or contains `:` or a line break"));
+            return Err(StepError::new(
+                "the header name is empty or contains `:` or a line break",
+            ));
         }
         if value.contains(['\n', '\r']) {
-            return Err(StepError::new(format!("the value of header `{name}` contains a line break")));
+            return Err(StepError::new(format!(
+                "the value of header `{name}` contains a line break"
+            )));
         }
         let mut headers = match cx.state.fields.get(&self.into) {
             Some(Value::Object(map)) => map.clone(),

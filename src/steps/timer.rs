@@ -36,8 +36,13 @@ impl Timer {
             }
             (None, Some(u)) => {
                 let t = cx.template(u)?;
-                if t.is_literal() && humantime::parse_rfc3339_weak(&u.scalar_text().unwrap_or_default()).is_err() {
-                    cx.error(u.span, "`until` takes a UTC time like `2025-06-02T09:30:00Z`");
+                if t.is_literal()
+                    && humantime::parse_rfc3339_weak(&u.scalar_text().unwrap_or_default()).is_err()
+                {
+                    cx.error(
+                        u.span,
+                        "`until` takes a UTC time like `2025-06-02T09:30:00Z`",
+                    );
                     return None;
                 }
                 Some(Timer::Until(t))
@@ -53,13 +58,20 @@ impl Timer {
         let wait = match self {
             Timer::Duration(t) => {
                 let (text, _) = cx.render_text(t)?;
-                crate::clock::parse_duration(&text).map_err(|e| StepError::new(format!("`duration` is `{text}`: {e}")))?
+                crate::clock::parse_duration(&text)
+                    .map_err(|e| StepError::new(format!("`duration` is `{text}`: {e}")))?
             }
             Timer::Until(t) => {
                 let (text, _) = cx.render_text(t)?;
-                let until: SystemTime = humantime::parse_rfc3339_weak(text.trim())
-                    .map_err(|_| StepError::new(format!("`until` is `{text}`, not a UTC time like `2025-06-02T09:30:00Z`")))?;
-                until.duration_since(cx.clock.now()).unwrap_or(Duration::ZERO)
+                let until: SystemTime =
+                    humantime::parse_rfc3339_weak(text.trim()).map_err(|_| {
+                        StepError::new(format!(
+                            "`until` is `{text}`, not a UTC time like `2025-06-02T09:30:00Z`"
+                        ))
+                    })?;
+                until
+                    .duration_since(cx.clock.now())
+                    .unwrap_or(Duration::ZERO)
             }
         };
         if wait > MAX_WAIT {

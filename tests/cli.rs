@@ -1,0 +1,178 @@
+//! The real binary, as scripts use it: whole stdout and stderr, and exit codes.
+
+use std::process::{Command, Output};
+
+const TOKEN: &str = "canary-7f3a9c1d-cli-token";
+
+fn handoff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(args)
+        .env("NWC_TOKEN", TOKEN)
+        .env_remove("NWC_BASE_URL")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    let s = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(!s.contains(TOKEN), "the token leaked");
+    s
+}
+
+/// Real elapsed time is the one thing that changes from run to run.
+fn settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(r", [0-9.hms]+ real", ", [real time] real");
+    s.set_omit_expression(true);
+    s
+}
+
+#[test]
+fn check_passes_on_the_shipped_examples() {
+    let mut files: Vec<String> = std::fs::read_dir("flows")
+        .unwrap()
+        .map(|e| e.unwrap().path().to_string_lossy().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let out = handoff(&args);
+    assert_eq!(text(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
+    settings().bind(|| insta::assert_snapshot!(text(&out.stdout)));
+}
+
+#[test]
+fn dry_run_of_the_reference_flow_succeeds_on_the_third_poll() {
+    let out = handoff(&[
+        "run",
+        "flows/complete-nwc-task.yaml",
+        "--mock",
+        "flows/complete-nwc-task.mock.yaml",
+        "--set",
+        "instance_id=7c1e4b52-instance",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert_eq!(text(&out.stderr), "");
+    let last: Vec<&str> = stdout.lines().rev().take(7).collect();
+    assert!(last[0].starts_with("✔ succeeded"), "{stdout}");
+    assert!(last.iter().any(|l| l.contains("→ PATCH")), "{stdout}");
+    settings().bind(|| insta::assert_snapshot!(stdout));
+}
+
+#[test]
+fn a_task_that_never_appears_fails_on_the_give_up_path() {
+    let out = handoff(&[
+        "run",
+        "flows/complete-nwc-task.yaml",
+        "--mock",
+        "tests/files/never-found.mock.yaml",
+        "--set",
+        "instance_id=inst-404",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let last = stdout.lines().last().unwrap();
+    let last = regex_free_real(last);
+    assert_eq!(
+        last,
+        "✘ failed: no task for instance inst-404 after 10 tries · task_ready → give_up on try 10 · 51 steps · 45s on the run's clock, [real time] real"
+    );
+}
+
+fn regex_free_real(line: &str) -> String {
+    match line.rfind(", ") {
+        Some(i) if line.ends_with(" real") => format!("{}, [real time] real", &line[..i]),
+        _ => line.to_string(),
+    }
+}
+
+#[test]
+fn three_mistakes_give_three_diagnostics_and_exit_2() {
+    let out = handoff(&["check", "tests/files/three-mistakes.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "");
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches("  × ").count(), 3, "{stderr}");
+    settings().bind(|| insta::assert_snapshot!(stderr));
+}
+
+#[test]
+fn run_refuses_an_invalid_flow_with_exit_2() {
+    let out = handoff(&["run", "tests/files/bad-templates.yaml", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "");
+    assert!(text(&out.stderr).contains("tests/files/bad-templates.yaml:9:10"));
+}
+
+#[test]
+fn jsonl_trace_is_one_event_per_line_and_the_trace_file_matches() {
+    let dir = std::env::temp_dir().join(format!("handoff-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("trace.jsonl");
+    let out = handoff(&[
+        "run",
+        "flows/complete-nwc-task.yaml",
+        "--mock",
+        "flows/complete-nwc-task.mock.yaml",
+        "--set",
+        "instance_id=7c1e",
+        "--trace",
+        "jsonl",
+        "--trace-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "flow_started");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "flow_finished");
+    assert_eq!(last["status"], "succeeded");
+    assert_eq!(last["tries"], 3);
+    assert!(last["elapsed_ms"].as_u64().unwrap() >= 10_000);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(text(&std::fs::read(&file).unwrap()), stdout);
+    // The verdict still reaches a person, on stderr.
+    assert!(text(&out.stderr).starts_with("✔ succeeded"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = handoff(&["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = handoff(&[
+        "run",
+        "flows/complete-nwc-task.yaml",
+        "--set",
+        "novalue",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).lines().next().unwrap(),
+        "  × `--set` takes NAME=VALUE, got `novalue`"
+    );
+    let out = handoff(&["check", "no/such/flow.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "  × cannot read `no/such/flow.yaml`: no such file\n1 error, 0 warnings in 1 file(s)\n"
+    );
+}
+
+#[test]
+fn help_shows_an_example() {
+    let out = handoff(&["run", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("Examples:"));
+}

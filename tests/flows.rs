@@ -1,0 +1,207 @@
+//! One snapshot per case in `tests/flows/`: each case describes itself.
+//!
+//! A case file is a header (what the case is, its inputs, environment and
+//! scripted responses), then `---`, then the flow. A header with `flow_file:`
+//! (with `mock_file:`) runs a shipped example instead. Names say what must happen: `invalid_*`
+//! cases must stop at static errors, `fail_*` runs must fail, all others must
+//! succeed. Every case also proves that no secret reaches the output.
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use handoff::analyze::analyze;
+use handoff::diagnostic::render_all;
+use handoff::engine::{Engine, Inputs, initial_state};
+use handoff::mock::{Mock, MockTransport};
+use handoff::raw::{self, Node};
+use handoff::report::{self, Style};
+use handoff::source::Source;
+use handoff::trace::RunStatus;
+
+struct Case {
+    header: Node,
+    header_source: Arc<Source>,
+    flow_source: Arc<Source>,
+}
+
+fn load_case(path: &std::path::Path) -> Case {
+    let text = std::fs::read_to_string(path).unwrap();
+    let name = format!(
+        "tests/flows/{}",
+        path.file_name().unwrap().to_string_lossy()
+    );
+    let (header_text, flow_text) = match text.find("\n---\n") {
+        Some(i) => {
+            // Blank out the header so the flow's line numbers match the file's.
+            let blank = "\n".repeat(text[..i + 5].matches('\n').count());
+            (
+                text[..i + 1].to_string(),
+                format!("{blank}{}", &text[i + 5..]),
+            )
+        }
+        None => (text.clone(), String::new()),
+    };
+    let header_source = Source::new(name.clone(), header_text);
+    let header = raw::parse(&header_source).unwrap();
+    let flow_source = match get(&header, "flow_file").and_then(Node::as_str) {
+        Some(file) => Source::new(file, std::fs::read_to_string(file).unwrap()),
+        None => Source::new(name, flow_text),
+    };
+    Case {
+        header,
+        header_source,
+        flow_source,
+    }
+}
+
+fn get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+    node.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+}
+
+fn pairs(node: Option<&Node>) -> Vec<(String, String)> {
+    node.and_then(Node::as_map)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.scalar_text().unwrap(), v.scalar_text().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs a case and returns what a user would see, plus whether it succeeded.
+fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
+    let checked = match analyze(&case.flow_source) {
+        Ok(c) => c,
+        Err(diags) => return (render_all(&diags, false), None, Vec::new()),
+    };
+    let mut out = render_all(&checked.warnings, false);
+    let flow = checked.flow;
+    let inputs = Inputs {
+        set: pairs(get(&case.header, "set")),
+        file: None,
+    };
+    let env = pairs(get(&case.header, "env"));
+    let lookup = |var: &str| env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone());
+    let state = match initial_state(&flow, &inputs, &lookup) {
+        Ok(s) => s,
+        Err(diags) => return (out + &render_all(&diags, false), None, Vec::new()),
+    };
+    let mut secrets = secret_values(&state);
+    let mock_file = get(&case.header, "mock_file").and_then(Node::as_str);
+    let mock = match (get(&case.header, "responses"), mock_file) {
+        (Some(node), _) => Mock::from_node(&case.header_source, node, &flow),
+        (None, Some(file)) => Mock::load(
+            &Source::new(file, std::fs::read_to_string(file).unwrap()),
+            &flow,
+        ),
+        (None, None) => Ok(Mock {
+            entries: Vec::new(),
+        }),
+    }
+    .unwrap_or_else(|d| panic!("{}", render_all(&d, false)));
+    let clock = Arc::new(handoff::clock::VirtualClock::fixed());
+    let transport = MockTransport::new(mock, clock.clone());
+    let engine = Engine {
+        flow: &flow,
+        clock: &*clock,
+        transport: &transport,
+        dry_run: true,
+    };
+    let lines = Arc::new(Mutex::new(String::new()));
+    let sink = lines.clone();
+    let mut observer = move |e: &handoff::trace::TraceEvent| {
+        sink.lock()
+            .unwrap()
+            .push_str(&report::pretty(e, Style { color: false }, None));
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(engine.run(state, &mut observer));
+    out.push_str(&lines.lock().unwrap());
+    // Values that became secret during the run (an app token) count too.
+    secrets.extend(secret_values(&result.state));
+    // The JSON form of the trace must be as clean as the text.
+    out.push_str(&format!(
+        "\n# jsonl events: {}\n",
+        result.trace.events.len()
+    ));
+    let jsonl: String = result
+        .trace
+        .events
+        .iter()
+        .map(|e| report::jsonl(e) + "\n")
+        .collect();
+    assert_no_secret(&jsonl, &secrets);
+    (out, Some(result.outcome.status), secrets)
+}
+
+/// The text leaves of every secret field, long enough to be meaningful.
+fn secret_values(state: &handoff::state::RunState) -> Vec<String> {
+    fn leaves(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) if s.len() >= 4 => out.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| leaves(v, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|v| leaves(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for field in &state.secret {
+        if let Some(v) = state.fields.get(field) {
+            leaves(v, &mut out);
+        }
+    }
+    out
+}
+
+fn assert_no_secret(text: &str, secrets: &[String]) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (i, s) in secrets.iter().enumerate() {
+        for (kind, form) in [
+            ("raw", s.clone()),
+            ("base64", b64.encode(s)),
+            ("url-encoded", s.replace(' ', "%20")),
+        ] {
+            // Never print the secret itself, even when the test fails.
+            assert!(!text.contains(&form), "secret #{i} leaked ({kind})");
+        }
+    }
+}
+
+#[test]
+fn flows() {
+    insta::glob!("flows/*.yaml", |path| {
+        let case = load_case(path);
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        eprintln!("case {stem}");
+        let (output, status, secrets) = run_case(&case);
+        assert_no_secret(&output, &secrets);
+        if stem.starts_with("invalid_") {
+            assert_eq!(status, None, "{stem} should stop before running:\n{output}");
+        } else if stem.starts_with("fail_") {
+            assert_eq!(
+                status,
+                Some(RunStatus::Failed),
+                "{stem} should fail:\n{output}"
+            );
+        } else {
+            assert_eq!(
+                status,
+                Some(RunStatus::Succeeded),
+                "{stem} should succeed:\n{output}"
+            );
+        }
+        let description = get(&case.header, "description")
+            .and_then(Node::as_str)
+            .unwrap_or("")
+            .to_string();
+        insta::with_settings!({ description => description, omit_expression => true }, {
+            insta::assert_snapshot!(output);
+        });
+    });
+}
