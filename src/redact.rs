@@ -32,24 +32,12 @@ impl Redactor {
 
     /// Every text leaf of a secret value: a header map's values, a JSON body's strings.
     pub fn add_secret_value(&mut self, value: &Value) {
-        match value {
-            Value::String(s) => self.add_secret(s),
-            Value::Number(n) => self.add_derived(&n.to_string()),
-            Value::Array(items) => items.iter().for_each(|v| self.add_secret_value(v)),
-            Value::Object(map) => map.values().for_each(|v| self.add_secret_value(v)),
-            Value::Null | Value::Bool(_) => {}
-        }
+        for_each_text(value, &mut |text| self.add_secret(text));
     }
 
     /// Every text leaf of a value computed from a secret.
     pub fn add_derived_value(&mut self, value: &Value) {
-        match value {
-            Value::String(s) => self.add_derived(s),
-            Value::Number(n) => self.add_derived(&n.to_string()),
-            Value::Array(items) => items.iter().for_each(|v| self.add_derived_value(v)),
-            Value::Object(map) => map.values().for_each(|v| self.add_derived_value(v)),
-            Value::Null | Value::Bool(_) => {}
-        }
+        for_each_text(value, &mut |text| self.add_derived(text));
     }
 
     /// A value computed from a secret, such as a header built from the token.
@@ -108,6 +96,17 @@ impl Redactor {
             ),
             other => other.clone(),
         }
+    }
+}
+
+/// Calls `f` with every string (and number, as text) inside a value.
+fn for_each_text(value: &Value, f: &mut dyn FnMut(&str)) {
+    match value {
+        Value::String(s) => f(s),
+        Value::Number(n) => f(&n.to_string()),
+        Value::Array(items) => items.iter().for_each(|v| for_each_text(v, f)),
+        Value::Object(map) => map.values().for_each(|v| for_each_text(v, f)),
+        Value::Null | Value::Bool(_) => {}
     }
 }
 

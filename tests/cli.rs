@@ -176,3 +176,23 @@ fn help_shows_an_example() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("Examples:"));
 }
+
+#[test]
+fn inputs_come_from_a_file_and_set_wins_over_it() {
+    let out = handoff(&[
+        "run",
+        "flows/complete-nwc-task.yaml",
+        "--mock",
+        "tests/files/never-found.mock.yaml",
+        "--input",
+        "tests/files/inputs.yaml",
+        "--set",
+        "max_tries=3",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        regex_free_real(stdout.lines().last().unwrap()),
+        "✘ failed: no task for instance from-input-file after 3 tries · task_ready → give_up on try 3 · 16 steps · 2m on the run's clock, [real time] real"
+    );
+}
