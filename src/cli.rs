@@ -233,6 +233,8 @@ struct Printer {
     last_seq: u64,
     last_at_ms: u64,
     steps_taken: u64,
+    /// Real time is worth showing beside the clock only when the clock is virtual.
+    dry_run: bool,
 }
 
 impl Printer {
@@ -243,26 +245,26 @@ impl Printer {
             self.last_step = event.step.clone();
             self.steps_taken += 1;
         }
-        let real = self.started.elapsed();
+        let real = self.dry_run.then(|| self.started.elapsed());
         let mut out = std::io::stdout().lock();
         let _ = match self.format {
             TraceFormat::Pretty => {
-                out.write_all(report::pretty(event, self.style, Some(real)).as_bytes())
+                out.write_all(report::pretty(event, self.style, real).as_bytes())
             }
             TraceFormat::Jsonl => writeln!(out, "{}", report::jsonl(event)),
         };
         let _ = out.flush();
         if let Some((format, file)) = &mut self.file {
             let _ = match format {
-                TraceFormat::Pretty => file.write_all(
-                    report::pretty(event, Style { color: false }, Some(real)).as_bytes(),
-                ),
+                TraceFormat::Pretty => {
+                    file.write_all(report::pretty(event, Style { color: false }, real).as_bytes())
+                }
                 TraceFormat::Jsonl => writeln!(file, "{}", report::jsonl(event)),
             };
         }
         if let (EventKind::FlowFinished(outcome), TraceFormat::Jsonl) = (&event.kind, self.format) {
             // Scripts read stdout; people still get the verdict.
-            eprintln!("{}", report::summary(outcome, self.style, Some(real)));
+            eprintln!("{}", report::summary(outcome, self.style, real));
         }
     }
 
@@ -365,6 +367,7 @@ async fn run_command(args: RunArgs, color: bool) -> i32 {
         last_seq: 0,
         last_at_ms: 0,
         steps_taken: 0,
+        dry_run,
     };
     let engine = Engine {
         flow: &flow,

@@ -202,7 +202,7 @@ pub fn summary(outcome: &Outcome, style: Style, real: Option<Duration>) -> Strin
     let clock = format_duration(Duration::from_millis(outcome.elapsed_ms));
     match real {
         Some(r) => parts.push(format!(
-            "{clock} on the run's clock, {} real",
+            "{clock} virtual, {} real",
             format_duration(round_ms(r))
         )),
         None => parts.push(clock),

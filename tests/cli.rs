@@ -80,7 +80,7 @@ fn a_task_that_never_appears_fails_on_the_give_up_path() {
     let last = regex_free_real(last);
     assert_eq!(
         last,
-        "✘ failed: no task for instance inst-404 after 10 tries · task_ready → give_up on try 10 · 51 steps · 45s on the run's clock, [real time] real"
+        "✘ failed: no task for instance inst-404 after 10 tries · task_ready → give_up on try 10 · 51 steps · 45s virtual, [real time] real"
     );
 }
 
@@ -193,6 +193,6 @@ fn inputs_come_from_a_file_and_set_wins_over_it() {
     let stdout = text(&out.stdout);
     assert_eq!(
         regex_free_real(stdout.lines().last().unwrap()),
-        "✘ failed: no task for instance from-input-file after 3 tries · task_ready → give_up on try 3 · 16 steps · 2m on the run's clock, [real time] real"
+        "✘ failed: no task for instance from-input-file after 3 tries · task_ready → give_up on try 3 · 16 steps · 2m virtual, [real time] real"
     );
 }

@@ -253,9 +253,7 @@ fn transport_error(request: &HttpRequest, err: &TransportError) -> StepError {
         TransportError::Timeout(_) => e.hint(
             "the server did not answer in time; raise the step's `timeout`, or check the server",
         ),
-        TransportError::Connect(_) => {
-            e.hint("is the base URL right, and is the server up? (`handoff sim` runs a local NWC)")
-        }
+        TransportError::Connect(_) => e.hint("is the base URL right, and is the server up?"),
         TransportError::NoScriptedResponse => e.hint(format!(
             "add a response for step `{}` (or for `{} {}`) to the mock file",
             request.step,
