@@ -69,7 +69,7 @@ const STEP_KEYS: [&str; 4] = ["id", "goto", "output", "description"];
 
 fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -> Option<Flow> {
     let env = crate::template::environment();
-    let Some(top) = root.as_map() else {
+    if root.as_map().is_none() {
         let found = if matches!(root.value, NodeValue::Null) {
             "an empty document".to_string()
         } else {
@@ -92,7 +92,6 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         diagnostics,
     };
     let body = cx.body(root, "a flow", &TOP_KEYS, &["flow", "steps"])?;
-    let _ = top;
     let name = body
         .get("flow")
         .and_then(|n| cx.string(n, "the flow's name"));
@@ -805,13 +804,8 @@ impl<'a> Analyzer<'a> {
 
     /// A condition such as `tries >= max_tries`.
     pub fn condition(&mut self, node: &Node) -> Option<Template> {
-        match Template::compile_condition(self.env, node) {
-            Ok(t) => self.checked(t),
-            Err(e) => {
-                self.error(e.span, e.message);
-                None
-            }
-        }
+        let template = self.item_condition(node)?;
+        self.checked(template)
     }
 
     /// A condition over an item whose names cannot be known ahead.

@@ -34,14 +34,6 @@ impl SystemClock {
             countdown: std::io::stderr().is_terminal(),
         }
     }
-
-    /// Never draws a countdown: for tests and the demo's own rendering.
-    pub fn quiet() -> SystemClock {
-        SystemClock {
-            start: Instant::now(),
-            countdown: false,
-        }
-    }
 }
 
 impl Default for SystemClock {

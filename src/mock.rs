@@ -214,7 +214,7 @@ fn parse_entry(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Entry, 
                 .collect::<Result<Vec<_>, _>>()?
         }
         // A single reply can stand in the entry itself.
-        None => vec![parse_reply_fields(source, node, map)?],
+        None => vec![parse_reply_fields(source, map)?],
     };
     Ok(Entry { matcher, replies })
 }
@@ -238,12 +238,11 @@ fn parse_reply(source: &Arc<Source>, node: &Node) -> Result<Reply, Vec<Diagnosti
             ]);
         }
     }
-    parse_reply_fields(source, node, map)
+    parse_reply_fields(source, map)
 }
 
 fn parse_reply_fields(
     source: &Arc<Source>,
-    node: &Node,
     map: &[(Node, Node)],
 ) -> Result<Reply, Vec<Diagnostic>> {
     let err = |n: &Node, m: &str| vec![Diagnostic::error(m.to_string()).at(source, n.span)];
@@ -302,7 +301,6 @@ fn parse_reply_fields(
         }),
         None => None,
     };
-    let _ = node;
     Ok(Reply {
         status,
         headers,
@@ -332,20 +330,11 @@ fn segment_matches(pattern: &str, text: &str) -> bool {
     }
 }
 
-/// A recorded request: which step sent what.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SentRequest {
-    pub step: String,
-    pub method: String,
-    pub url: String,
-}
-
 /// The dry-run transport: answers from a [`Mock`] on a virtual clock.
 pub struct MockTransport {
     mock: Mock,
     clock: Arc<VirtualClock>,
     cursors: Mutex<Vec<usize>>,
-    sent: Mutex<Vec<SentRequest>>,
 }
 
 impl MockTransport {
@@ -355,13 +344,7 @@ impl MockTransport {
             mock,
             clock,
             cursors,
-            sent: Mutex::new(Vec::new()),
         }
-    }
-
-    /// Every request sent so far, in order.
-    pub fn sent(&self) -> Vec<SentRequest> {
-        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -370,14 +353,6 @@ impl Transport for MockTransport {
         &'a self,
         request: &'a HttpRequest,
     ) -> BoxFuture<'a, Result<HttpResponse, TransportError>> {
-        self.sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(SentRequest {
-                step: request.step.clone(),
-                method: request.method.clone(),
-                url: request.url.clone(),
-            });
         let result = (|| {
             let index = self
                 .mock

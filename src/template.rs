@@ -137,16 +137,6 @@ impl Template {
         })
     }
 
-    /// A literal string template, for values handoff builds itself.
-    pub fn literal(text: &str) -> Template {
-        Template {
-            source: text.to_string(),
-            span: Span::default(),
-            kind: TemplateKind::Literal(Value::String(text.to_string())),
-            reads: BTreeSet::new(),
-        }
-    }
-
     pub fn is_literal(&self) -> bool {
         matches!(self.kind, TemplateKind::Literal(_))
     }

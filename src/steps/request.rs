@@ -67,21 +67,6 @@ pub fn parse_headers(cx: &mut Analyzer, node: &Node) -> Option<Vec<HeaderSource>
     }
 }
 
-pub fn header_reads(sources: &[HeaderSource]) -> BTreeSet<String> {
-    let mut reads = BTreeSet::new();
-    for s in sources {
-        match s {
-            HeaderSource::Field(f) => {
-                reads.insert(f.clone());
-            }
-            HeaderSource::Literal(pairs) => pairs
-                .iter()
-                .for_each(|(_, t)| reads.extend(t.reads.iter().cloned())),
-        }
-    }
-    reads
-}
-
 pub fn parse_timeout(cx: &mut Analyzer, node: Option<&Node>) -> Duration {
     node.and_then(|n| cx.duration(n)).unwrap_or(DEFAULT_TIMEOUT)
 }
