@@ -8,18 +8,20 @@ use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::analyze::{analyze, read_source};
 use crate::clock::{Clock, SystemClock, VirtualClock};
+use crate::console::{Printer, run_live};
 use crate::diagnostic::{Diagnostic, Severity, render_all};
 use crate::engine::{Engine, Inputs, initial_state};
 use crate::flow::Flow;
 use crate::mock::{Mock, MockTransport};
-use crate::report::{self, Style, TraceFormat};
-use crate::trace::{EventKind, Outcome, RunStatus, TraceEvent};
+use crate::report::{Style, TraceFormat};
+use crate::sim::SimConfig;
+use crate::trace::RunStatus;
 use crate::transport::{ReqwestTransport, Transport};
 
 pub const EXIT_OK: i32 = 0;
@@ -60,6 +62,190 @@ pub enum Command {
     #[command(after_help = "Example:
   handoff check flows/*.yaml")]
     Check(CheckArgs),
+    /// Serve a local NWC simulator to run flows against.
+    #[command(after_help = "Examples:
+  handoff sim                                  (http://127.0.0.1:8787, token `sim-token`)
+  handoff sim --port 0 --task-delay 10s --instances 2
+  NWC_BASE_URL=http://127.0.0.1:8787 NWC_TOKEN=sim-token handoff run flows/complete-nwc-task.yaml --set instance_id=…
+
+Control endpoints (no token): POST /_sim/instances, POST|GET|DELETE /_sim/faults,
+GET /_sim/state, GET /_sim/requests. See docs/simulator.md.")]
+    Sim(SimArgs),
+    /// Run the reference flow against an in-process simulator, over real HTTP.
+    #[command(after_help = "Example:
+  handoff demo --task-delay 5s --poll-interval 2s")]
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SimArgs {
+    /// The port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 8787)]
+    pub port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// The personal access token the simulator accepts.
+    #[arg(long, env = "HANDOFF_SIM_TOKEN", default_value = crate::sim::DEFAULT_TOKEN, hide_env_values = true)]
+    pub token: String,
+    /// The client id `POST /authentication/v1/token` accepts.
+    #[arg(long, default_value = "sim-client")]
+    pub client_id: String,
+    /// The client secret `POST /authentication/v1/token` accepts.
+    #[arg(
+        long,
+        env = "HANDOFF_SIM_CLIENT_SECRET",
+        default_value = "sim-secret",
+        hide_env_values = true
+    )]
+    pub client_secret: String,
+    /// How long after an instance starts NWC creates its task.
+    #[arg(long, default_value = "2s", value_parser = duration_arg)]
+    pub task_delay: std::time::Duration,
+    /// Tasks per page before `nextLink`.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size: u32,
+    /// Seed for ids, so a session can be replayed; random when absent.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// How far back a task list without `from` reaches.
+    #[arg(long, default_value = "30days", value_parser = duration_arg)]
+    pub window: std::time::Duration,
+    /// The status of a successful completion: 204 (no body) or 200 (the task).
+    #[arg(long, default_value_t = 204, value_parser = complete_status)]
+    pub complete_status: u16,
+    /// The status for completing a task that is already complete: 409 or 400.
+    #[arg(long, default_value_t = 409, value_parser = conflict_status)]
+    pub conflict_status: u16,
+    /// Start this many waiting instances, and print their ids.
+    #[arg(long, default_value_t = 0)]
+    pub instances: u32,
+    /// Do not print a line per request.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// How long until NWC creates the task.
+    #[arg(long, default_value = "3s", value_parser = duration_arg)]
+    pub task_delay: std::time::Duration,
+    /// How long the flow waits between polls.
+    #[arg(long, default_value = "1s", value_parser = duration_arg)]
+    pub poll_interval: std::time::Duration,
+    /// The outcome to complete the task with.
+    #[arg(long, default_value = "Completed")]
+    pub outcome: String,
+    /// How the trace is printed.
+    #[arg(long, value_enum, default_value_t = TraceArg::Pretty)]
+    pub trace: TraceArg,
+}
+
+async fn sim_command(args: SimArgs) -> i32 {
+    let custom_token = args.token != crate::sim::DEFAULT_TOKEN;
+    let config = SimConfig {
+        token: args.token,
+        client_id: args.client_id,
+        client_secret: args.client_secret,
+        task_delay: args.task_delay,
+        page_size: args.page_size as usize,
+        seed: args.seed.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        }),
+        window: args.window,
+        complete_status: args.complete_status,
+        conflict_status: args.conflict_status,
+        print_requests: !args.quiet,
+    };
+    let addr = std::net::SocketAddr::new(args.host, args.port);
+    let server = match crate::sim::start(config, Arc::new(SystemClock::new()), addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {addr}: {}",
+                crate::analyze::io_reason(&e)
+            );
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                eprintln!("help: pick another port with `--port N`, or `--port 0` for a free one");
+            }
+            return EXIT_FAILED;
+        }
+    };
+    let base = server.base_url.clone();
+    // The first line is the base URL, so scripts can read it.
+    println!("handoff sim listening on {base}");
+    let token_shown = if custom_token {
+        "$NWC_TOKEN (the value given with --token)".to_string()
+    } else {
+        crate::sim::DEFAULT_TOKEN.to_string()
+    };
+    println!("  point a flow at it: NWC_BASE_URL={base} NWC_TOKEN={token_shown}");
+    println!(
+        "  control: POST /_sim/instances · POST|GET|DELETE /_sim/faults · GET /_sim/state · GET /_sim/requests"
+    );
+    if args.instances > 0 {
+        let now = server.shared.clock.now();
+        let mut world = server.shared.lock_world();
+        for _ in 0..args.instances {
+            let spec = crate::sim::model::InstanceSpec::new(args.task_delay);
+            let (id, task) = world.start_instance(spec, now);
+            println!("  instance {id} waits on task {task}");
+        }
+    }
+    println!("  Ctrl-C stops it");
+    let _ = std::io::stdout().flush();
+    match server
+        .serve_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+    {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: the simulator stopped: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+async fn demo_command(args: DemoArgs, color: bool) -> i32 {
+    let options = crate::demo::DemoOptions {
+        task_delay: args.task_delay,
+        poll_interval: args.poll_interval,
+        outcome: args.outcome,
+        format: trace_format(args.trace),
+        style: Style { color },
+    };
+    match crate::demo::run(options).await {
+        Ok(crate::demo::DemoEnd::Resumed) => EXIT_OK,
+        Ok(crate::demo::DemoEnd::Failed) => EXIT_FAILED,
+        Ok(crate::demo::DemoEnd::Interrupted) => EXIT_INTERRUPTED,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn complete_status(text: &str) -> Result<u16, String> {
+    one_of(text, &[204, 200])
+}
+
+fn conflict_status(text: &str) -> Result<u16, String> {
+    one_of(text, &[409, 400])
+}
+
+fn one_of(text: &str, allowed: &[u16]) -> Result<u16, String> {
+    text.parse()
+        .ok()
+        .filter(|n| allowed.contains(n))
+        .ok_or_else(|| format!("expected one of {allowed:?}"))
+}
+
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::clock::parse_duration(text)
 }
 
 #[derive(clap::Args, Debug)]
@@ -137,6 +323,8 @@ where
     match cli.command {
         Command::Run(args) => runtime.block_on(run_command(args, color)),
         Command::Check(args) => check_command(&args, color),
+        Command::Sim(args) => runtime.block_on(sim_command(args)),
+        Command::Demo(args) => runtime.block_on(demo_command(args, color)),
     }
 }
 
@@ -223,58 +411,6 @@ fn check_one(path: &str) -> Result<(String, Vec<Diagnostic>), Vec<Diagnostic>> {
     ))
 }
 
-/// Prints events as they happen, to the terminal and the trace file.
-struct Printer {
-    format: TraceFormat,
-    style: Style,
-    file: Option<(TraceFormat, BufWriter<File>)>,
-    started: Instant,
-    last_step: Option<String>,
-    last_seq: u64,
-    last_at_ms: u64,
-    steps_taken: u64,
-    /// Real time is worth showing beside the clock only when the clock is virtual.
-    dry_run: bool,
-}
-
-impl Printer {
-    fn event(&mut self, event: &TraceEvent) {
-        self.last_seq = event.seq;
-        self.last_at_ms = event.at_ms;
-        if let EventKind::StepStarted { .. } = event.kind {
-            self.last_step = event.step.clone();
-            self.steps_taken += 1;
-        }
-        let real = self.dry_run.then(|| self.started.elapsed());
-        let mut out = std::io::stdout().lock();
-        let _ = match self.format {
-            TraceFormat::Pretty => {
-                out.write_all(report::pretty(event, self.style, real).as_bytes())
-            }
-            TraceFormat::Jsonl => writeln!(out, "{}", report::jsonl(event)),
-        };
-        let _ = out.flush();
-        if let Some((format, file)) = &mut self.file {
-            let _ = match format {
-                TraceFormat::Pretty => {
-                    file.write_all(report::pretty(event, Style { color: false }, real).as_bytes())
-                }
-                TraceFormat::Jsonl => writeln!(file, "{}", report::jsonl(event)),
-            };
-        }
-        if let (EventKind::FlowFinished(outcome), TraceFormat::Jsonl) = (&event.kind, self.format) {
-            // Scripts read stdout; people still get the verdict.
-            eprintln!("{}", report::summary(outcome, self.style, real));
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some((_, file)) = &mut self.file {
-            let _ = file.flush();
-        }
-    }
-}
-
 async fn run_command(args: RunArgs, color: bool) -> i32 {
     let flow_name = args.flow.to_string_lossy().to_string();
     let source = match read_source(&flow_name) {
@@ -358,67 +494,25 @@ async fn run_command(args: RunArgs, color: bool) -> i32 {
         },
         None => None,
     };
-    let mut printer = Printer {
-        format: trace_format(args.trace),
-        style: Style { color },
-        file,
-        started: Instant::now(),
-        last_step: None,
-        last_seq: 0,
-        last_at_ms: 0,
-        steps_taken: 0,
-        dry_run,
-    };
+    let mut printer = Printer::new(trace_format(args.trace), Style { color }, file, dry_run);
     let engine = Engine {
         flow: &flow,
         clock,
         transport: &*transport,
         dry_run,
     };
-    let result = {
-        let mut observer = |e: &TraceEvent| printer.event(e);
-        tokio::select! {
-            result = engine.run(state, &mut observer) => Some(result),
-            _ = tokio::signal::ctrl_c() => None,
-        }
-    };
-    let code = match result {
-        Some(r) => match r.outcome.status {
-            RunStatus::Succeeded => EXIT_OK,
-            RunStatus::Failed => EXIT_FAILED,
-            RunStatus::Interrupted => EXIT_INTERRUPTED,
-        },
-        None => {
-            interrupted(&mut printer, &flow);
-            EXIT_INTERRUPTED
-        }
-    };
-    printer.finish();
-    code
+    match run_live(&engine, state, &mut printer).await {
+        Some(r) => exit_code(r.outcome.status),
+        None => EXIT_INTERRUPTED,
+    }
 }
 
-/// Records the interruption as the trace's last event.
-fn interrupted(printer: &mut Printer, flow: &Flow) {
-    let step = printer.last_step.clone();
-    let reason = match &step {
-        Some(s) => format!("interrupted at step `{s}`"),
-        None => format!("interrupted before flow `{}` started", flow.name),
-    };
-    let event = TraceEvent {
-        seq: printer.last_seq + 1,
-        at_ms: printer.last_at_ms,
-        step: None,
-        kind: EventKind::FlowFinished(Outcome {
-            status: RunStatus::Interrupted,
-            at_step: step,
-            reason,
-            last_branch: None,
-            tries: None,
-            steps_taken: printer.steps_taken,
-            elapsed_ms: printer.last_at_ms,
-        }),
-    };
-    printer.event(&event);
+pub fn exit_code(status: RunStatus) -> i32 {
+    match status {
+        RunStatus::Succeeded => EXIT_OK,
+        RunStatus::Failed => EXIT_FAILED,
+        RunStatus::Interrupted => EXIT_INTERRUPTED,
+    }
 }
 
 fn trace_format(arg: TraceArg) -> TraceFormat {

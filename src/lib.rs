@@ -19,6 +19,8 @@
 pub mod analyze;
 pub mod cli;
 pub mod clock;
+pub mod console;
+pub mod demo;
 pub mod diagnostic;
 pub mod engine;
 pub mod fields;
@@ -27,6 +29,7 @@ pub mod mock;
 pub mod raw;
 pub mod redact;
 pub mod report;
+pub mod sim;
 pub mod source;
 pub mod state;
 pub mod steps;

@@ -196,3 +196,38 @@ fn inputs_come_from_a_file_and_set_wins_over_it() {
         "✘ failed: no task for instance from-input-file after 3 tries · task_ready → give_up on try 3 · 16 steps · 2m virtual, [real time] real"
     );
 }
+
+/// The README's first command, shortened: the simulator in-process, the
+/// shipped flow over real HTTP, and the instance read back at the end.
+#[test]
+fn demo_completes_the_task_and_shows_the_instance_resumed() {
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args([
+            "--color",
+            "never",
+            "demo",
+            "--task-delay",
+            "0s",
+            "--poll-interval",
+            "10ms",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0]
+            .starts_with("handoff demo · a local NWC simulator is listening on http://127.0.0.1:")
+    );
+    let end = &lines[lines.len() - 2..];
+    assert!(
+        end[0].contains("resumed: status completed, continued down the `Completed` branch"),
+        "{stdout}"
+    );
+    assert_eq!(
+        end[1],
+        "  its task was found on poll 1 (0 empty, 10ms apart) and completed once"
+    );
+    assert!(stdout.contains("← 204 No Content"), "{stdout}");
+}

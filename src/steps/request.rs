@@ -257,6 +257,11 @@ pub fn status_error(method: &str, url: &str, response: &HttpResponse) -> StepErr
     if let Some(problem) = response.json() {
         let title = problem.get("title").and_then(Value::as_str);
         let detail = problem.get("detail").and_then(Value::as_str);
+        // "401 Unauthorized: Unauthorized: …" says nothing twice.
+        let reason = reqwest::StatusCode::from_u16(response.status)
+            .ok()
+            .and_then(|s| s.canonical_reason());
+        let title = title.filter(|t| Some(*t) != reason);
         match (title, detail) {
             (Some(t), Some(d)) => message.push_str(&format!(": {t}: {d}")),
             (Some(t), None) | (None, Some(t)) => message.push_str(&format!(": {t}")),

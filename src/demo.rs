@@ -1,0 +1,222 @@
+//! `handoff demo`: the seed story on one machine, over real HTTP.
+//!
+//! It starts the simulator in-process on a free port, starts a waiting
+//! instance through the NWC API, and runs the shipped
+//! `flows/complete-nwc-task.yaml` against it with the engine, clock and
+//! transport a real run uses. Only the poll interval is shortened. It ends by
+//! reading the instance back from the simulator: resumed, with its outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::analyze::analyze;
+use crate::clock::{SystemClock, format_duration};
+use crate::console::{Printer, run_live};
+use crate::diagnostic::{Diagnostic, render_all};
+use crate::engine::{Engine, Inputs, initial_state};
+use crate::report::{Style, TraceFormat};
+use crate::sim::{self, SimConfig};
+use crate::source::Source;
+use crate::trace::RunStatus;
+use crate::transport::ReqwestTransport;
+
+/// The flow a user runs, built in so the demo works from any directory.
+pub const FLOW_PATH: &str = "flows/complete-nwc-task.yaml";
+const FLOW_TEXT: &str = include_str!("../flows/complete-nwc-task.yaml");
+
+pub struct DemoOptions {
+    pub task_delay: Duration,
+    pub poll_interval: Duration,
+    pub outcome: String,
+    pub format: TraceFormat,
+    pub style: Style,
+}
+
+/// What the demo ended with; the CLI turns it into an exit code.
+pub enum DemoEnd {
+    Resumed,
+    Failed,
+    Interrupted,
+}
+
+pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
+    let style = options.style;
+    // A fresh token each time: nothing to configure, and nothing worth stealing.
+    let mut ids = sim::model::Ids::new(seed_from_time());
+    let token = ids.token();
+    let config = SimConfig {
+        token: token.clone(),
+        task_delay: options.task_delay,
+        seed: ids.next_u64(),
+        ..SimConfig::default()
+    };
+    let server = sim::start(
+        config,
+        Arc::new(SystemClock::new()),
+        "127.0.0.1:0".parse().expect("static address parses"),
+    )
+    .await
+    .map_err(|e| format!("cannot start the simulator: {e}"))?;
+    let base = server.base_url.clone();
+    let client = reqwest::Client::new();
+    let instance_id = start_instance(&client, &base, &token).await?;
+
+    println!(
+        "{} a local NWC simulator is listening on {base}",
+        style.bold("handoff demo ·")
+    );
+    println!(
+        "  started instance {instance_id}; NWC creates its task in {}",
+        format_duration(options.task_delay)
+    );
+    println!(
+        "  running {FLOW_PATH} with instance_id={instance_id}, poll_interval={}, outcome={}",
+        format_duration(options.poll_interval),
+        options.outcome
+    );
+    println!(
+        "  {}",
+        style.dim("(NWC_BASE_URL and NWC_TOKEN point at the simulator; the token is generated and never shown)")
+    );
+    println!();
+
+    let source = Source::new(FLOW_PATH, FLOW_TEXT);
+    let checked = analyze(&source).map_err(|d| diagnostics(&d))?;
+    let flow = checked.flow;
+    let inputs = Inputs {
+        set: vec![
+            ("instance_id".into(), instance_id.clone()),
+            (
+                "poll_interval".into(),
+                format_duration(options.poll_interval),
+            ),
+            ("outcome".into(), options.outcome.clone()),
+        ],
+        file: None,
+    };
+    let env = |name: &str| match name {
+        "NWC_BASE_URL" => Some(base.clone()),
+        "NWC_TOKEN" => Some(token.clone()),
+        _ => std::env::var(name).ok(),
+    };
+    let state = initial_state(&flow, &inputs, &env).map_err(|d| diagnostics(&d))?;
+    let transport = ReqwestTransport::new().map_err(|e| e.to_string())?;
+    let clock = SystemClock::new();
+    let engine = Engine {
+        flow: &flow,
+        clock: &clock,
+        transport: &transport,
+        dry_run: false,
+    };
+    let mut printer = Printer::new(options.format, style, None, false);
+    let Some(result) = run_live(&engine, state, &mut printer).await else {
+        return Ok(DemoEnd::Interrupted);
+    };
+
+    let polls = server
+        .shared
+        .log
+        .since(0)
+        .iter()
+        .filter(|r| {
+            r["method"] == "GET"
+                && r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/workflows/v2/tasks?"))
+        })
+        .count();
+    let instance = get_instance(&client, &base, &token, &instance_id).await?;
+    let completions = server.shared.state_json()["tasks"]
+        .as_array()
+        .and_then(|tasks| {
+            tasks
+                .iter()
+                .find(|t| t["workflowInstanceId"] == instance_id.as_str())
+        })
+        .and_then(|t| t["completions"].as_u64())
+        .unwrap_or(0);
+    server.stop().await;
+    println!();
+    let status = instance["status"].as_str().unwrap_or("unknown");
+    let outcome = instance["outcome"].as_str();
+    match (result.outcome.status, outcome) {
+        (RunStatus::Succeeded, Some(outcome)) => {
+            println!(
+                "{} instance {instance_id} resumed: status {status}, continued down the `{outcome}` branch",
+                style.green("✔")
+            );
+            println!(
+                "  its task was found on poll {polls} ({} empty, {} apart) and completed {}",
+                polls.saturating_sub(1),
+                format_duration(options.poll_interval),
+                match completions {
+                    1 => "once".to_string(),
+                    n => format!("{n} times"),
+                }
+            );
+            Ok(DemoEnd::Resumed)
+        }
+        _ => {
+            println!(
+                "{} instance {instance_id} did not resume: status {status} after {polls} polls",
+                style.red("✘")
+            );
+            Ok(DemoEnd::Failed)
+        }
+    }
+}
+
+fn diagnostics(d: &[Diagnostic]) -> String {
+    render_all(d, false)
+}
+
+fn seed_from_time() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+async fn start_instance(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> Result<String, String> {
+    let response = client
+        .post(format!(
+            "{base}/workflows/v1/designs/container-inspection/instances"
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "startData": { "se_container": "MSKU 123456-7" } }))
+        .send()
+        .await
+        .map_err(|e| format!("cannot start an instance on the simulator: {e}"))?;
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("the simulator's answer to starting an instance: {e}"))?;
+    body["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "the simulator did not return an instance id".to_string())
+}
+
+async fn get_instance(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+) -> Result<Value, String> {
+    client
+        .get(format!("{base}/workflows/v2/instances/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("cannot read the instance back: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("the simulator's instance: {e}"))
+}

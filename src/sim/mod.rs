@@ -1,0 +1,313 @@
+//! `handoff sim`: a local NWC to run flows against, over real HTTP.
+//!
+//! - [`model`]: the world (instances, tasks, completions) and the contract's
+//!   rules, as plain data.
+//! - [`routes`]: the NWC paths a worker calls, bearer-checked.
+//! - [`control`]: `/_sim/…` endpoints for tests and users.
+//! - [`faults`]: answers spoiled on purpose, rule by rule.
+//! - [`requests`]: the request log, with tokens masked.
+//!
+//! The world sits behind one mutex that handlers hold only while they read or
+//! change it, never while an answer is written, so the server keeps up with
+//! thousands of keep-alive requests a second on two cores.
+
+pub mod control;
+pub mod faults;
+pub mod model;
+pub mod requests;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::routing::{get, patch, post};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use faults::Fault;
+use model::World;
+use requests::{Entry, RequestLog};
+
+/// The simulator's settings. The [guess] parts of the contract are here.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// A personal access token the simulator accepts.
+    pub token: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// How long after an instance starts NWC creates its task.
+    pub task_delay: Duration,
+    pub page_size: usize,
+    pub seed: u64,
+    /// How far back a task list without `from` reaches.
+    pub window: Duration,
+    /// What a successful completion answers: 204 with no body, or 200 with the task.
+    pub complete_status: u16,
+    /// What completing a finished task answers: 409, or 400 as some clients saw.
+    pub conflict_status: u16,
+    /// Print one line per request to stdout.
+    pub print_requests: bool,
+}
+
+pub const DEFAULT_TOKEN: &str = "sim-token";
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            token: DEFAULT_TOKEN.to_string(),
+            client_id: "sim-client".to_string(),
+            client_secret: "sim-secret".to_string(),
+            task_delay: Duration::from_secs(2),
+            page_size: 50,
+            seed: 1,
+            window: Duration::from_secs(30 * 86_400),
+            complete_status: 204,
+            conflict_status: 409,
+            print_requests: false,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct Shared {
+    pub config: SimConfig,
+    pub clock: Arc<dyn Clock>,
+    pub addr: SocketAddr,
+    world: Mutex<World>,
+    tokens: Mutex<HashMap<String, SystemTime>>,
+    faults: Mutex<Vec<Fault>>,
+    pub log: RequestLog,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A handler that panicked left consistent data: every change is one step.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn lock_world(&self) -> MutexGuard<'_, World> {
+        lock(&self.world)
+    }
+
+    pub fn lock_tokens(&self) -> MutexGuard<'_, HashMap<String, SystemTime>> {
+        lock(&self.tokens)
+    }
+
+    pub fn lock_faults(&self) -> MutexGuard<'_, Vec<Fault>> {
+        lock(&self.faults)
+    }
+
+    pub fn state_json(&self) -> Value {
+        control::state_json(self)
+    }
+
+    /// Takes one use of the first armed fault that matches.
+    fn take_fault(&self, method: &str, path: &str) -> Option<Fault> {
+        let mut faults = self.lock_faults();
+        let fault = faults.iter_mut().find(|f| f.matches(method, path))?;
+        fault.remaining -= 1;
+        Some(fault.clone())
+    }
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct SimServer {
+    pub base_url: String,
+    pub shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl SimServer {
+    /// Stops accepting, lets requests in flight finish, and waits.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Serves until the server fails or `signal` resolves.
+    pub async fn serve_until(mut self, signal: impl Future<Output = ()>) -> std::io::Result<()> {
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        tokio::select! {
+            result = &mut task => return result.unwrap_or(Ok(())),
+            () = signal => {}
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        task.await.unwrap_or(Ok(()))
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds `addr` (port 0 picks a free one) and serves in the background.
+pub async fn start(
+    config: SimConfig,
+    clock: Arc<dyn Clock>,
+    addr: SocketAddr,
+) -> std::io::Result<SimServer> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        world: Mutex::new(World::new(config.seed, config.window, config.page_size)),
+        config,
+        clock,
+        addr,
+        tokens: Mutex::default(),
+        faults: Mutex::default(),
+        log: RequestLog::default(),
+    });
+    let app = router(shared.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        // Small JSON answers should not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+    });
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(SimServer {
+        base_url: format!("http://{addr}"),
+        shared,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/authentication/v1/token", post(routes::token))
+        .route(
+            "/workflows/v1/designs/{id}/instances",
+            post(routes::start_instance),
+        )
+        .route("/workflows/v2/instances/{id}", get(routes::get_instance))
+        .route("/workflows/v2/tasks", get(routes::list_tasks))
+        .route(
+            "/workflows/v2/tasks/{id}",
+            get(routes::get_task).patch(routes::complete_task),
+        )
+        .route("/workflows/v1/tasks/{id}", patch(routes::complete_task))
+        .route(
+            "/workflows/v2/tasks/{id}/assignments/{aid}",
+            patch(routes::complete_assignment),
+        )
+        .route("/_sim/instances", post(control::create_instances))
+        .route("/_sim/state", get(control::state))
+        .route(
+            "/_sim/faults",
+            get(control::list_faults)
+                .post(control::add_fault)
+                .delete(control::clear_faults),
+        )
+        .route("/_sim/requests", get(control::requests))
+        .route("/_sim/health", get(control::health))
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            observe,
+        ))
+        .with_state(shared)
+}
+
+/// Wraps every request: applies an armed fault, then logs the request.
+async fn observe(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_string();
+    let path = request.uri().path().to_string();
+    let shown = requests::mask(
+        request
+            .uri()
+            .path_and_query()
+            .map_or(path.as_str(), |p| p.as_str()),
+        &shared.config.token,
+    );
+    let control = path.starts_with("/_sim/");
+    let auth = if control || path == "/authentication/v1/token" {
+        "-"
+    } else {
+        routes::classify(&shared, request.headers()).label()
+    };
+    let fault = if control {
+        None
+    } else {
+        shared.take_fault(&method, &path)
+    };
+    let response = match &fault {
+        None => next.run(request).await,
+        Some(f) => {
+            let answer = if f.applies_request() {
+                Some(next.run(request).await)
+            } else {
+                None
+            };
+            f.spoil(answer).await
+        }
+    };
+    let entry = Entry {
+        seq: shared.log.next_seq(),
+        method,
+        path: shown,
+        status: response.status().as_u16(),
+        auth,
+        fault: fault.as_ref().map(Fault::label),
+        micros: started.elapsed().as_micros() as u64,
+    };
+    if shared.config.print_requests && !control {
+        print_entry(&entry);
+    }
+    shared.log.push(entry);
+    response
+}
+
+fn print_entry(e: &Entry) {
+    let fault = e
+        .fault
+        .as_deref()
+        .map(|f| format!(" · {f}"))
+        .unwrap_or_default();
+    let auth = if e.auth == "-" {
+        String::new()
+    } else {
+        format!(" · {}", e.auth)
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:>5} {} {} → {}{auth}{fault} · {:.1}ms",
+        e.seq,
+        e.method,
+        e.path,
+        e.status,
+        e.micros as f64 / 1000.0
+    );
+}

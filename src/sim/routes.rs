@@ -1,0 +1,323 @@
+//! The NWC side of the simulator: the paths a worker calls, answered as
+//! `../shared/reference/nwc-tasks-api.md` describes them.
+//!
+//! Each handler checks the bearer token, takes the world's lock just long
+//! enough to read or change it, and builds its answer after letting go.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, Uri, header};
+use serde_json::{Value, json};
+
+use crate::sim::Shared;
+use crate::sim::model::{InstanceSpec, Problem, TaskQuery, instance_json, task_json, timestamp};
+
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+pub fn json_response(status: u16, value: &Value) -> Response<Body> {
+    let mut r = Response::new(Body::from(value.to_string()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// RFC 7807, as NWC answers errors.
+pub fn problem_response(p: &Problem) -> Response<Body> {
+    let body = json!({
+        "type": format!("https://httpstatuses.io/{}", p.status),
+        "title": p.title,
+        "status": p.status,
+        "detail": p.detail,
+    });
+    let mut r = json_response(p.status, &body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r
+}
+
+fn answer(result: Result<Response<Body>, Problem>) -> Response<Body> {
+    result.unwrap_or_else(|p| problem_response(&p))
+}
+
+/// How a request authenticated, for the handler and for the request log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Missing,
+    Wrong,
+    Ok,
+}
+
+impl Auth {
+    pub fn label(self) -> &'static str {
+        match self {
+            Auth::Missing => "no token",
+            Auth::Wrong => "wrong token",
+            Auth::Ok => "token ok",
+        }
+    }
+}
+
+pub fn classify(shared: &Shared, headers: &HeaderMap) -> Auth {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Auth::Missing;
+    };
+    let Some(token) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    else {
+        return Auth::Wrong;
+    };
+    let token = token.trim();
+    if token == shared.config.token {
+        return Auth::Ok;
+    }
+    let now = shared.clock.now();
+    match shared.lock_tokens().get(token) {
+        Some(expires) if *expires > now => Auth::Ok,
+        _ => Auth::Wrong,
+    }
+}
+
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Problem> {
+    match classify(shared, headers) {
+        Auth::Ok => Ok(()),
+        Auth::Missing => Err(Problem::new(
+            401,
+            "Unauthorized",
+            "the request has no `Authorization: Bearer …` header",
+        )),
+        Auth::Wrong => Err(Problem::new(
+            401,
+            "Unauthorized",
+            "the bearer token is not valid or has expired",
+        )),
+    }
+}
+
+/// Query or form pairs, decoded.
+pub fn decode_pairs(text: &str) -> Vec<(String, String)> {
+    let mut url = reqwest::Url::parse("http://sim.invalid/").expect("static URL parses");
+    url.set_query(Some(text));
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `POST /authentication/v1/token`: client credentials, as JSON or a form.
+pub async fn token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    answer(issue_token(&shared, &headers, &body))
+}
+
+fn issue_token(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, Problem> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let pairs: Vec<(String, String)> = if is_form {
+        decode_pairs(&String::from_utf8_lossy(body))
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => map
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_default()))
+                .collect(),
+            _ => {
+                return Err(Problem::bad_request(
+                    "send client_id, client_secret and grant_type as JSON or as a form",
+                ));
+            }
+        }
+    };
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    if get("grant_type") != Some("client_credentials") {
+        return Err(Problem::bad_request(
+            "`grant_type` must be `client_credentials`",
+        ));
+    }
+    if get("client_id") != Some(shared.config.client_id.as_str())
+        || get("client_secret") != Some(shared.config.client_secret.as_str())
+    {
+        return Err(Problem::new(
+            401,
+            "Unauthorized",
+            "unknown client or wrong client secret",
+        ));
+    }
+    let now = shared.clock.now();
+    let expires = now + TOKEN_LIFETIME;
+    let token = shared.lock_world().ids.token();
+    shared.lock_tokens().insert(token.clone(), expires);
+    Ok(json_response(
+        200,
+        &json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": TOKEN_LIFETIME.as_secs(),
+            "expires_at": timestamp(expires),
+            "scope": "workflows tasks",
+        }),
+    ))
+}
+
+/// `POST /workflows/v1/designs/{id}/instances`.
+pub async fn start_instance(
+    State(shared): State<Arc<Shared>>,
+    Path(design): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    answer((|| {
+        authorize(&shared, &headers)?;
+        let start_data = if body.is_empty() {
+            json!({})
+        } else {
+            let value: Value = serde_json::from_slice(&body)
+                .map_err(|_| Problem::bad_request("the body is not JSON"))?;
+            value.get("startData").cloned().unwrap_or(json!({}))
+        };
+        let mut spec = InstanceSpec::new(shared.config.task_delay);
+        spec.workflow_id = design;
+        spec.start_data = start_data;
+        let now = shared.clock.now();
+        let (id, _) = shared.lock_world().start_instance(spec, now);
+        Ok(json_response(201, &json!({ "id": id })))
+    })())
+}
+
+/// `GET /workflows/v2/instances/{id}`.
+pub async fn get_instance(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    answer((|| {
+        authorize(&shared, &headers)?;
+        let value = instance_json(shared.lock_world().instance(&id)?);
+        Ok(json_response(200, &value))
+    })())
+}
+
+/// `GET /workflows/v2/tasks`: filtered, windowed, paged by `nextLink`.
+pub async fn list_tasks(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response<Body> {
+    answer((|| {
+        authorize(&shared, &headers)?;
+        let pairs = decode_pairs(uri.query().unwrap_or(""));
+        let query = TaskQuery::parse(&pairs)?;
+        let now = shared.clock.now();
+        let page = shared.lock_world().list_tasks(&query, now);
+        let mut body = json!({ "tasks": page.tasks });
+        if let Some(skip) = page.next_skip {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map_or_else(|| shared.addr.to_string(), str::to_string);
+            let mut next = reqwest::Url::parse(&format!("http://{host}{}", uri.path()))
+                .map_err(|_| Problem::bad_request("the Host header is not valid"))?;
+            next.query_pairs_mut()
+                .extend_pairs(pairs.iter().filter(|(k, _)| k != "skip"))
+                .append_pair("skip", &skip.to_string());
+            body["nextLink"] = Value::String(next.to_string());
+        }
+        Ok(json_response(200, &body))
+    })())
+}
+
+/// `GET /workflows/v2/tasks/{id}`.
+pub async fn get_task(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    answer((|| {
+        authorize(&shared, &headers)?;
+        let now = shared.clock.now();
+        let value = task_json(shared.lock_world().task(&id, now)?);
+        Ok(json_response(200, &value))
+    })())
+}
+
+/// `PATCH /workflows/v1/tasks/{id}` and `PATCH /workflows/v2/tasks/{id}`:
+/// the task-level form, applied to the active assignment.
+pub async fn complete_task(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    answer(complete(&shared, &headers, &id, None, &body))
+}
+
+/// `PATCH /workflows/v2/tasks/{id}/assignments/{aid}`.
+pub async fn complete_assignment(
+    State(shared): State<Arc<Shared>>,
+    Path((id, aid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    answer(complete(&shared, &headers, &id, Some(&aid), &body))
+}
+
+fn complete(
+    shared: &Shared,
+    headers: &HeaderMap,
+    task_id: &str,
+    assignment_id: Option<&str>,
+    body: &[u8],
+) -> Result<Response<Body>, Problem> {
+    authorize(shared, headers)?;
+    let value: Value = serde_json::from_slice(body).map_err(|_| {
+        Problem::bad_request("the body must be JSON such as {\"outcome\": \"Completed\"}")
+    })?;
+    let outcome = value
+        .get("outcome")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Problem::bad_request("the body has no `outcome`"))?;
+    let now = shared.clock.now();
+    let config = &shared.config;
+    let mut world = shared.lock_world();
+    world.complete(task_id, assignment_id, outcome, now, config.conflict_status)?;
+    if config.complete_status == 204 {
+        drop(world);
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        return Ok(r);
+    }
+    let task = task_json(world.task(task_id, now)?);
+    drop(world);
+    Ok(json_response(config.complete_status, &task))
+}
+
+pub async fn not_found(uri: Uri) -> Response<Body> {
+    problem_response(&Problem::not_found(format!(
+        "the simulator has no route for `{}`",
+        uri.path()
+    )))
+}
