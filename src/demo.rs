@@ -160,8 +160,9 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
         }
         _ => {
             println!(
-                "{} instance {instance_id} did not resume: status {status} after {polls} polls",
-                style.red("✘")
+                "{} instance {instance_id} did not resume: status {status} after {polls} poll{}",
+                style.red("✘"),
+                if polls == 1 { "" } else { "s" }
             );
             Ok(DemoEnd::Failed)
         }

@@ -5,6 +5,7 @@
 //! NWC contract (filters, the 30-day window, paging, completion) are tested
 //! without a server. `routes` and `control` call it under a short lock.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
@@ -111,6 +112,9 @@ pub struct Task {
     pub completions: u32,
     /// Every completion request that reached the task, refused ones included.
     pub completion_attempts: u32,
+    /// The task as JSON, kept between lists until the task changes: a page of
+    /// 50 is then 50 copies, not 50 documents built afresh.
+    pub cached_json: Option<Arc<str>>,
 }
 
 impl Task {
@@ -201,7 +205,8 @@ fn opt_timestamp(t: Option<SystemTime>) -> Value {
 
 /// A page of a task list.
 pub struct Page {
-    pub tasks: Vec<Value>,
+    /// Each task, serialised.
+    pub tasks: Vec<Arc<str>>,
     /// The position of the next page, if there is one.
     pub next_skip: Option<usize>,
 }
@@ -299,6 +304,7 @@ impl World {
             assignments,
             completions: 0,
             completion_attempts: 0,
+            cached_json: None,
         });
         self.instances.push(Instance {
             id: id.clone(),
@@ -347,14 +353,19 @@ impl World {
                 task.hidden_polls -= 1;
                 continue;
             }
-            matching.push(&*task);
+            matching.push(task);
         }
         let end = (q.skip + self.page_size).min(matching.len());
         let tasks = matching
-            .get(q.skip.min(end)..end)
+            .get_mut(q.skip.min(end)..end)
             .unwrap_or_default()
-            .iter()
-            .map(|t| task_json(t))
+            .iter_mut()
+            .map(|t| {
+                if t.cached_json.is_none() {
+                    t.cached_json = Some(task_json(t).to_string().into());
+                }
+                t.cached_json.clone().unwrap_or_default()
+            })
             .collect();
         Page {
             tasks,
@@ -442,6 +453,7 @@ impl World {
         task.completed = Some(now);
         task.modified = now;
         task.completions += 1;
+        task.cached_json = None;
         let instance_id = task.instance_id.clone();
         if let Some(instance) = self.instances.iter_mut().find(|i| i.id == instance_id) {
             instance.outcome = Some(outcome.to_string());
@@ -538,7 +550,8 @@ mod tests {
         );
         let page = w.list_tasks(&q, at(11));
         assert_eq!(page.tasks.len(), 1);
-        assert_eq!(page.tasks[0]["id"], task.as_str());
+        let listed: Value = serde_json::from_str(&page.tasks[0]).unwrap();
+        assert_eq!(listed["id"], task.as_str());
     }
 
     #[test]
