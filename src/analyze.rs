@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use minijinja::Environment;
+use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::fields::{FieldType, TYPE_NAMES};
-use crate::flow::{DEFAULT_MAX_STEPS, FieldDecl, Flow, Step, Target};
+use crate::flow::{DEFAULT_MAX_STEPS, ERROR_FIELD, FieldDecl, Flow, Step, Target};
 use crate::raw::{self, Node, NodeValue};
 use crate::source::{Source, Span};
 use crate::steps::{KINDS, StepKind};
@@ -65,7 +66,7 @@ pub fn io_reason(e: &std::io::Error) -> String {
 
 const TOP_KEYS: [&str; 5] = ["flow", "description", "fields", "steps", "max_steps"];
 const FIELD_KEYS: [&str; 6] = ["type", "input", "secret", "env", "default", "description"];
-const STEP_KEYS: [&str; 4] = ["id", "goto", "output", "description"];
+const STEP_KEYS: [&str; 5] = ["id", "goto", "on_error", "output", "description"];
 
 fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -> Option<Flow> {
     let env = crate::template::environment();
@@ -107,6 +108,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
     if let Some(fields) = body.get("fields") {
         cx.fields = parse_fields(&mut cx, fields);
     }
+    declare_error_field(&mut cx, body.get("steps"));
     let steps_node = body.get("steps")?;
     let Some(step_nodes) = steps_node.as_seq() else {
         cx.error(
@@ -254,6 +256,42 @@ fn parse_field(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option
     })
 }
 
+/// When a step has `on_error`, the flow gets an `error` field (json, null
+/// until a failure is caught) to read what went wrong.
+fn declare_error_field(cx: &mut Analyzer, steps: Option<&Node>) {
+    let uses_on_error = steps.and_then(Node::as_seq).is_some_and(|steps| {
+        steps.iter().any(|s| {
+            s.as_map()
+                .is_some_and(|m| m.iter().any(|(k, _)| k.as_str() == Some("on_error")))
+        })
+    });
+    if !uses_on_error {
+        return;
+    }
+    if let Some(decl) = cx.fields.get(ERROR_FIELD) {
+        let span = decl.span;
+        cx.error_help(
+            span,
+            format!("`{ERROR_FIELD}` is reserved: `on_error` puts the failure's details there"),
+            "rename this field",
+        );
+        return;
+    }
+    cx.fields.insert(
+        ERROR_FIELD.to_string(),
+        FieldDecl {
+            name: ERROR_FIELD.to_string(),
+            ty: FieldType::Json,
+            input: false,
+            secret: false,
+            env: None,
+            default: Some(Value::Null),
+            description: Some("what the last step caught by `on_error` failed with".to_string()),
+            span: Span::new(0, 0),
+        },
+    );
+}
+
 /// First pass over the steps: ids, so `goto` can point forward.
 fn collect_ids(cx: &mut Analyzer, steps: &[Node]) {
     let mut first_seen: HashMap<String, Span> = HashMap::new();
@@ -292,6 +330,7 @@ fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
     };
     let mut id = None;
     let mut goto = None;
+    let mut on_error = None;
     let mut output_node = None;
     let mut kind: Option<(&str, &Node, &Node)> = None;
     let mut ok = true;
@@ -304,6 +343,7 @@ fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
         match k {
             "id" => id = Some(value),
             "goto" => goto = Some(value),
+            "on_error" => on_error = Some(value),
             "output" => output_node = Some(value),
             "description" => {}
             _ if KINDS.contains(&k) => {
@@ -394,14 +434,35 @@ fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
         Some(n) => parse_output(cx, kind_name, kind_key, n),
         None => IndexMap::new(),
     };
+    let on_error = match on_error {
+        Some(n) if matches!(kind_name, "fail" | "end") => {
+            cx.error(
+                n.span,
+                format!("a `{kind_name}` step cannot fail, so `on_error` would never be followed"),
+            );
+            None
+        }
+        Some(n) => parse_on_error(cx, n),
+        None => None,
+    };
     Some(Step {
         id,
         span: node.span,
         kind: kind?,
         goto,
         output,
+        on_error,
     })
     .filter(|_| ok)
+}
+
+/// `on_error: STEP`, or `on_error: { goto: STEP }`.
+fn parse_on_error(cx: &mut Analyzer, node: &Node) -> Option<Target> {
+    if node.as_map().is_some() {
+        let body = cx.body(node, "`on_error`", &["goto"], &["goto"])?;
+        return body.get("goto").and_then(|g| cx.target(g));
+    }
+    cx.target(node)
 }
 
 fn parse_output(
@@ -526,6 +587,9 @@ fn check_graph(cx: &mut Analyzer, steps: &[Step]) {
                 .branch_targets()
                 .into_iter()
                 .for_each(&mut push);
+            if let Some(t) = steps[i].on_error {
+                push(t);
+            }
             out
         })
         .collect();
@@ -538,6 +602,7 @@ fn check_graph(cx: &mut Analyzer, steps: &[Step]) {
             ) || (s.kind.continues()
                 && (s.goto == Some(Target::End) || (s.goto.is_none() && i + 1 == n)))
                 || s.kind.branch_targets().contains(&Target::End)
+                || s.on_error == Some(Target::End)
         })
         .collect();
     let mut seen = vec![false; n];
@@ -719,7 +784,18 @@ impl<'a> Analyzer<'a> {
                         .unwrap_or_else(|| format!("{what} takes {}", list(keys)));
                     self.error_help(key.span, format!("unknown key `{k}` in {what}"), help);
                 }
-                None => self.error(key.span, "keys must be text"),
+                None => {
+                    let written = self.source.slice(key.span).trim().to_string();
+                    match key.value {
+                        // YAML 1.1 reads on/off/yes/no as booleans.
+                        NodeValue::Bool(_) => self.error_help(
+                            key.span,
+                            format!("keys must be text, and YAML reads `{written}` as a boolean"),
+                            format!("quote it: `\"{written}\"`"),
+                        ),
+                        _ => self.error(key.span, "keys must be text"),
+                    }
+                }
             }
         }
         for req in required {

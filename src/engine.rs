@@ -12,12 +12,12 @@ use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::flow::{Flow, Target};
+use crate::flow::{ERROR_FIELD, Flow, Step, Target};
 use crate::raw::Node;
 use crate::redact::MASK;
 use crate::source::Source;
 use crate::state::RunState;
-use crate::steps::{Next, StepCx, StepKind};
+use crate::steps::{Next, StepCx, StepError, StepKind};
 use crate::trace::{EventKind, Outcome, Recorder, RunStatus, Trace, TraceEvent};
 use crate::transport::Transport;
 
@@ -216,6 +216,9 @@ impl Engine<'_> {
                             "raise `max_steps`, or make the loop's decision leave sooner"
                                 .to_string(),
                         ),
+                        error_kind: "budget".to_string(),
+                        status: None,
+                        handled_by: None,
                     },
                 );
                 break (RunStatus::Failed, Some(step.id.clone()), reason);
@@ -256,13 +259,21 @@ impl Engine<'_> {
                             kind: kind.to_string(),
                             error: e.message.clone(),
                             hint: e.hint.clone(),
+                            error_kind: e.kind.as_str().to_string(),
+                            status: e.status,
+                            handled_by: step.on_error.map(|t| flow.target_name(t).to_string()),
                         },
                     );
-                    break (
-                        RunStatus::Failed,
-                        Some(step.id.clone()),
-                        format!("step `{}` ({kind}) failed: {}", step.id, e.message),
-                    );
+                    if let Some(target) = step.on_error {
+                        catch(&mut state, &mut rec, step, &e);
+                        target
+                    } else {
+                        break (
+                            RunStatus::Failed,
+                            Some(step.id.clone()),
+                            format!("step `{}` ({kind}) failed: {}", step.id, e.message),
+                        );
+                    }
                 }
             };
             rec.emit(
@@ -294,6 +305,27 @@ impl Engine<'_> {
             state,
         }
     }
+}
+
+/// Hands a caught failure to the flow as the `error` field. The message is
+/// stored redacted: a flow may send it on, and it must not carry a secret.
+fn catch(state: &mut RunState, rec: &mut Recorder<'_>, step: &Step, e: &StepError) {
+    let value = serde_json::json!({
+        "step": step.id,
+        "kind": e.kind.as_str(),
+        "status": e.status,
+        "message": rec.redactor.redact(&e.message),
+        "hint": e.hint,
+    });
+    state.fields.insert(ERROR_FIELD.to_string(), value.clone());
+    state.secret.remove(ERROR_FIELD);
+    rec.emit(
+        Some(&step.id),
+        EventKind::FieldSet {
+            field: ERROR_FIELD.to_string(),
+            value,
+        },
+    );
 }
 
 fn budget_reason(flow: &Flow, state: &RunState, index: usize) -> String {

@@ -57,7 +57,13 @@ pub struct Step {
     pub goto: Option<Target>,
     /// A step's named outputs mapped to the fields that receive them.
     pub output: IndexMap<String, String>,
+    /// Where control goes when the step fails, instead of failing the run.
+    pub on_error: Option<Target>,
 }
+
+/// The field `on_error` fills with what went wrong: `step`, `kind`, `status`,
+/// `message` and `hint`. Declared by the analyzer when a step has `on_error`.
+pub const ERROR_FIELD: &str = "error";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {

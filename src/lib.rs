@@ -29,6 +29,7 @@ pub mod mock;
 pub mod raw;
 pub mod redact;
 pub mod report;
+pub mod retry;
 pub mod sim;
 pub mod source;
 pub mod state;

@@ -120,21 +120,21 @@ impl Mock {
         }
     }
 
-    /// Which entry answers a request: a step match beats a path match.
+    /// Which entry answers a request: a method-and-path match is the more
+    /// specific, so it beats a step match (a step may send several requests).
     fn find(&self, request: &HttpRequest) -> Option<usize> {
-        let by_step = self
-            .entries
-            .iter()
-            .position(|e| e.matcher == Matcher::Step(request.step.clone()));
-        by_step.or_else(|| {
-            let path = request.path();
-            self.entries.iter().position(|e| match &e.matcher {
-                Matcher::Request {
-                    method,
-                    path: pattern,
-                } => method.eq_ignore_ascii_case(&request.method) && path_matches(pattern, &path),
-                Matcher::Step(_) => false,
-            })
+        let path = request.path();
+        let by_request = self.entries.iter().position(|e| match &e.matcher {
+            Matcher::Request {
+                method,
+                path: pattern,
+            } => method.eq_ignore_ascii_case(&request.method) && path_matches(pattern, &path),
+            Matcher::Step(_) => false,
+        });
+        by_request.or_else(|| {
+            self.entries
+                .iter()
+                .position(|e| e.matcher == Matcher::Step(request.step.clone()))
         })
     }
 }
@@ -375,7 +375,7 @@ impl Transport for MockTransport {
                     return Err(TransportError::Connect("connection refused".into()));
                 }
                 Some(Fault::Reset) => {
-                    return Err(TransportError::Other("the connection was reset".into()));
+                    return Err(TransportError::Reset("connection reset by peer".into()));
                 }
                 _ => {}
             }

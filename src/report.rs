@@ -100,8 +100,12 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             url,
             headers,
             body,
+            attempt,
         } => {
-            let mut out = line(style.cyan(&format!("→ {method} {url}")));
+            let again = attempt
+                .map(|a| format!("  (attempt {a})"))
+                .unwrap_or_default();
+            let mut out = line(style.cyan(&format!("→ {method} {url}{again}")));
             for (name, value) in headers {
                 out.push_str(&line(style.dim(&format!("  {name}: {value}"))));
             }
@@ -111,6 +115,22 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
                 ));
             }
             out
+        }
+        EventKind::RetryScheduled {
+            attempt,
+            attempts,
+            reason,
+            wait_ms,
+            retry_after,
+        } => {
+            let after = retry_after
+                .as_ref()
+                .map(|r| format!(", Retry-After: {r}"))
+                .unwrap_or_default();
+            line(style.yellow(&format!(
+                "↻ attempt {attempt} of {attempts}: {reason}; retrying in {}{after}",
+                format_duration(Duration::from_millis(*wait_ms))
+            )))
         }
         EventKind::ResponseReceived {
             status,
@@ -168,10 +188,19 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
         )),
         EventKind::Log { message } => line(format!("log: {message}")),
         EventKind::StepFinished { .. } => String::new(),
-        EventKind::StepFailed { kind, error, hint } => {
+        EventKind::StepFailed {
+            kind,
+            error,
+            hint,
+            handled_by,
+            ..
+        } => {
             let mut out = line(style.red(&format!("✗ {step} ({kind}) failed: {error}")));
             if let Some(h) = hint {
                 out.push_str(&line(style.dim(&format!("  hint: {h}"))));
+            }
+            if let Some(target) = handled_by {
+                out.push_str(&line(style.yellow(&format!("  → on_error: {target}"))));
             }
             out
         }

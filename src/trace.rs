@@ -40,6 +40,9 @@ pub enum EventKind {
         headers: IndexMap<String, String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<Value>,
+        /// Set from the second attempt on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
     },
     ResponseReceived {
         status: u16,
@@ -62,6 +65,15 @@ pub enum EventKind {
         /// The fields the conditions read, secrets masked.
         values: IndexMap<String, Value>,
     },
+    /// An attempt failed in a way the retry policy retries.
+    RetryScheduled {
+        attempt: u32,
+        attempts: u32,
+        reason: String,
+        wait_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<String>,
+    },
     TimerWaited {
         duration_ms: u64,
     },
@@ -76,6 +88,15 @@ pub enum EventKind {
         error: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hint: Option<String>,
+        /// `timeout`, `connect`, `reset`, `status`, `response`, `template`,
+        /// `conflict`, `step` or `budget`.
+        #[serde(default)]
+        error_kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        /// The step `on_error` sent control to; the run goes on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        handled_by: Option<String>,
     },
     FlowFinished(Outcome),
 }

@@ -99,6 +99,9 @@ impl HttpResponse {
 pub enum TransportError {
     Timeout(Duration),
     Connect(String),
+    /// The connection dropped after the request went out: the server may
+    /// have acted on it.
+    Reset(String),
     /// The body was larger than handoff keeps in memory.
     TooLarge(usize),
     /// A dry run with no scripted response for this request.
@@ -113,6 +116,7 @@ impl std::fmt::Display for TransportError {
                 write!(f, "timed out after {}", crate::clock::format_duration(*d))
             }
             TransportError::Connect(m) => write!(f, "could not connect: {m}"),
+            TransportError::Reset(m) => write!(f, "the connection dropped: {m}"),
             TransportError::TooLarge(limit) => {
                 write!(f, "the response body is larger than {limit} bytes")
             }
@@ -239,9 +243,9 @@ fn classify(err: &reqwest::Error, timeout: Duration) -> TransportError {
     if err.is_builder() {
         return TransportError::Other(format!("invalid request: {cause}"));
     }
-    TransportError::Other(if cause.is_empty() {
-        "the connection failed".to_string()
+    TransportError::Reset(if cause.is_empty() {
+        "no complete answer came back".to_string()
     } else {
-        format!("the connection failed: {cause}")
+        cause
     })
 }

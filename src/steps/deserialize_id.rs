@@ -140,7 +140,7 @@ impl DeserializeId {
                 let ctx = item_context(cx, item);
                 let (result, _) = cx.render_with(filter, &ctx).map_err(|e| StepError {
                     message: format!("`where` on item {}: {}", i + 1, e.message),
-                    hint: e.hint,
+                    ..e
                 })?;
                 if !truthy(&result) {
                     continue;

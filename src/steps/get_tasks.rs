@@ -3,15 +3,14 @@
 //! instance waits on; an empty list is a normal answer while NWC catches up.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::analyze::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::Node;
-use crate::steps::request::{self, HeaderSource};
-use crate::steps::{Next, StepCx, StepError};
+use crate::steps::request::{self, HeaderSource, Sending};
+use crate::steps::{ErrorKind, Next, StepCx, StepError};
 use crate::template::Template;
 
 pub const OUTPUTS: &[(&str, FieldType)] = &[
@@ -39,12 +38,12 @@ pub struct GetTasks {
     pub filters: Vec<(&'static str, Template)>,
     pub headers: Vec<HeaderSource>,
     pub max_pages: u64,
-    pub timeout: Duration,
+    pub sending: Sending,
 }
 
 impl GetTasks {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<GetTasks> {
-        let mut keys = vec!["base_url", "headers", "max_pages", "timeout"];
+        let mut keys = vec!["base_url", "headers", "max_pages", "timeout", "retry"];
         keys.extend(FILTERS.iter().map(|(k, _)| *k));
         let body = cx.body(node, "`get_tasks`", &keys, &["base_url"])?;
         let base_url = body.get("base_url").and_then(|n| cx.template(n));
@@ -65,14 +64,14 @@ impl GetTasks {
         let max_pages = body.get("max_pages").map_or(Some(DEFAULT_MAX_PAGES), |n| {
             cx.positive_int(n, "`max_pages`")
         });
-        let timeout = request::parse_timeout(cx, body.get("timeout"));
+        let sending = request::parse_sending(cx, &body);
         ok.then_some(())?;
         Some(GetTasks {
             base_url: base_url?,
             filters,
             headers: headers?,
             max_pages: max_pages?,
-            timeout,
+            sending: sending?,
         })
     }
 
@@ -100,7 +99,7 @@ impl GetTasks {
             pages += 1;
             let headers = cx.headers(&self.headers)?;
             let response = cx
-                .exchange("GET", url.clone(), headers, None, self.timeout)
+                .exchange("GET", url.clone(), headers, None, &self.sending, true)
                 .await?;
             status = response.status;
             if !response.is_success() {
@@ -112,6 +111,8 @@ impl GetTasks {
                     "GET {url} answered {} without a JSON body",
                     request::status_text(status)
                 ))
+                .kind(ErrorKind::Response)
+                .status(status)
                 .hint("the tasks API answers JSON; is the base URL pointing at NWC?"));
             };
             let page = match &body {
@@ -124,7 +125,9 @@ impl GetTasks {
                 _ => {
                     return Err(StepError::new(format!(
                         "GET {url}: the answer has no `tasks` list"
-                    )));
+                    ))
+                    .kind(ErrorKind::Response)
+                    .status(status));
                 }
             }
             let next = body

@@ -1,14 +1,12 @@
 //! `http`: any request the named kinds do not cover, such as fetching an app
 //! token or calling the system the worker waits on.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::analyze::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::{Node, NodeValue};
-use crate::steps::request::{self, HeaderSource, JsonTemplate};
+use crate::steps::request::{self, HeaderSource, JsonTemplate, Sending};
 use crate::steps::{Next, StepCx, StepError};
 use crate::template::Template;
 use crate::transport::RequestBody;
@@ -28,7 +26,7 @@ pub struct Http {
     pub query: Vec<(String, Template)>,
     pub headers: Vec<HeaderSource>,
     pub body: Option<HttpBody>,
-    pub timeout: Duration,
+    pub sending: Sending,
     pub accept: Accept,
     pub allow_secret_in_url: bool,
 }
@@ -60,6 +58,7 @@ impl Http {
             "form",
             "body",
             "timeout",
+            "retry",
             "accept",
             "allow_secret_in_url",
         ];
@@ -114,14 +113,14 @@ impl Http {
         let allow_secret_in_url = body
             .get("allow_secret_in_url")
             .map_or(Some(false), |n| cx.boolean(n))?;
-        let timeout = request::parse_timeout(cx, body.get("timeout"));
+        let sending = request::parse_sending(cx, &body);
         Some(Http {
             method,
             url: url?,
             query: query?,
             headers: headers?,
             body: request_body,
-            timeout,
+            sending: sending?,
             accept,
             allow_secret_in_url,
         })
@@ -153,8 +152,20 @@ impl Http {
             Some(HttpBody::Raw(t)) => Some(RequestBody::Text(cx.render_text(t)?.0)),
         };
         let headers = cx.headers(&self.headers)?;
+        // POST and PATCH may act twice if sent twice; see `retry`.
+        let repeatable = matches!(
+            self.method.as_str(),
+            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS"
+        );
         let response = cx
-            .exchange(&self.method, url.clone(), headers, body, self.timeout)
+            .exchange(
+                &self.method,
+                url.clone(),
+                headers,
+                body,
+                &self.sending,
+                repeatable,
+            )
             .await?;
         let parsed = response
             .json()

@@ -187,10 +187,50 @@ pub enum Next {
     Fail(String),
 }
 
+/// What kind of failure a step met: what `on_error` hands the flow as
+/// `error.kind`, so a flow can tell a timeout from a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The server did not answer in time.
+    Timeout,
+    /// No connection could be made.
+    Connect,
+    /// The connection dropped mid-answer.
+    Reset,
+    /// The server answered a status the step does not accept.
+    Status,
+    /// The answer cannot be used: not JSON, the wrong shape, too large.
+    Response,
+    /// A template failed to render.
+    Template,
+    /// The task was already completed with another outcome.
+    Conflict,
+    /// Anything else the step checks: an empty id, a value of the wrong type.
+    Step,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Status => "status",
+            ErrorKind::Response => "response",
+            ErrorKind::Template => "template",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Step => "step",
+        }
+    }
+}
+
 /// A step that could not do its work. The message is redacted before it is
 /// shown, but steps still avoid quoting values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepError {
+    pub kind: ErrorKind,
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
     pub message: String,
     pub hint: Option<String>,
 }
@@ -198,6 +238,8 @@ pub struct StepError {
 impl StepError {
     pub fn new(message: impl Into<String>) -> StepError {
         StepError {
+            kind: ErrorKind::Step,
+            status: None,
             message: message.into(),
             hint: None,
         }
@@ -205,6 +247,16 @@ impl StepError {
 
     pub fn hint(mut self, hint: impl Into<String>) -> StepError {
         self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn kind(mut self, kind: ErrorKind) -> StepError {
+        self.kind = kind;
+        self
+    }
+
+    pub fn status(mut self, status: u16) -> StepError {
+        self.status = Some(status);
         self
     }
 }
@@ -240,9 +292,10 @@ impl StepCx<'_, '_> {
         ctx: &minijinja::Value,
     ) -> Result<(Value, bool), StepError> {
         let tainted = self.reads_secret(template);
-        let value = template
-            .render(&self.flow.env, ctx)
-            .map_err(|e| StepError::new(format!("template `{}` failed: {e}", template.source)))?;
+        let value = template.render(&self.flow.env, ctx).map_err(|e| {
+            StepError::new(format!("template `{}` failed: {e}", template.source))
+                .kind(ErrorKind::Template)
+        })?;
         if tainted {
             self.rec.redactor.add_derived_value(&value);
         }

@@ -2,19 +2,21 @@
 //! it uses the assignment-level form; without, the task-level form the seed's
 //! K2 method `Patch_tasks__task_id_` calls. Any 2xx is success.
 
-use std::time::Duration;
-
 use serde_json::{Map, Value};
 
 use crate::analyze::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::Node;
-use crate::steps::request::{self, HeaderSource};
-use crate::steps::{Next, StepCx, StepError};
+use crate::steps::request::{self, HeaderSource, Sending};
+use crate::steps::{ErrorKind, Next, StepCx, StepError};
 use crate::template::Template;
+use crate::trace::EventKind;
 use crate::transport::RequestBody;
 
-pub const OUTPUTS: &[(&str, FieldType)] = &[("status", FieldType::Number)];
+pub const OUTPUTS: &[(&str, FieldType)] = &[
+    ("status", FieldType::Number),
+    ("already_completed", FieldType::Boolean),
+];
 
 #[derive(Debug)]
 pub struct PatchTask {
@@ -24,7 +26,7 @@ pub struct PatchTask {
     pub outcome: Template,
     pub comment: Option<Template>,
     pub headers: Vec<HeaderSource>,
-    pub timeout: Duration,
+    pub sending: Sending,
 }
 
 impl PatchTask {
@@ -37,6 +39,7 @@ impl PatchTask {
             "comment",
             "headers",
             "timeout",
+            "retry",
         ];
         let body = cx.body(
             node,
@@ -53,7 +56,7 @@ impl PatchTask {
             Some(n) => request::parse_headers(cx, n),
             None => Some(Vec::new()),
         };
-        let timeout = request::parse_timeout(cx, body.get("timeout"));
+        let sending = request::parse_sending(cx, &body);
         Some(PatchTask {
             base_url: base_url?,
             task_id: task_id?,
@@ -61,7 +64,7 @@ impl PatchTask {
             outcome: outcome?,
             comment: comment.map_or(Some(None), |t| t.map(Some))?,
             headers: headers?,
-            timeout,
+            sending: sending?,
         })
     }
 
@@ -83,16 +86,19 @@ impl PatchTask {
             return Err(StepError::new("`task_id` is empty")
                 .hint("check that the task was found before completing it"));
         }
-        let path = match &self.assignment_id {
-            Some(t) => {
-                let (aid, _) = cx.render_text(t)?;
+        let assignment = match &self.assignment_id {
+            Some(t) => Some(cx.render_text(t)?.0),
+            None => None,
+        };
+        let path = match &assignment {
+            Some(aid) => {
                 if aid.trim().is_empty() {
                     return Err(StepError::new("`assignment_id` is empty"));
                 }
                 format!(
                     "/workflows/v2/tasks/{}/assignments/{}",
                     request::segment(&task_id),
-                    request::segment(&aid)
+                    request::segment(aid)
                 )
             }
             None => format!("/workflows/v1/tasks/{}", request::segment(&task_id)),
@@ -104,25 +110,122 @@ impl PatchTask {
                 .hint("NWC needs one of the task's outcomes, such as `Completed`"));
         }
         let mut body = Map::new();
-        body.insert("outcome".into(), Value::String(outcome));
+        body.insert("outcome".into(), Value::String(outcome.clone()));
         if let Some(t) = &self.comment {
             body.insert("comment".into(), Value::String(cx.render_text(t)?.0));
         }
         let headers = cx.headers(&self.headers)?;
+        // Repeatable: a second PATCH of a completed task is a 409, which the
+        // read-back below turns into "already completed", never a second completion.
         let response = cx
             .exchange(
                 "PATCH",
                 url.clone(),
                 headers,
                 Some(RequestBody::Json(Value::Object(body))),
-                self.timeout,
+                &self.sending,
+                true,
             )
             .await?;
         // Record the status first: it is worth keeping when the call failed.
         cx.output("status", Value::from(response.status))?;
-        if !response.is_success() {
-            return Err(request::status_error("PATCH", &url, &response));
+        if response.is_success() {
+            cx.output("already_completed", Value::Bool(false))?;
+            return Ok(Next::Continue);
         }
-        Ok(Next::Continue)
+        let refused = request::status_error("PATCH", &url, &response);
+        if !matches!(response.status, 400 | 409) {
+            return Err(refused);
+        }
+        match self
+            .read_back(cx, &base, &task_id, assignment.as_deref())
+            .await
+        {
+            Ok(Some(done)) if done.outcome.as_deref() == Some(outcome.as_str()) => {
+                cx.emit(EventKind::Log {
+                    message: format!(
+                        "task `{task_id}` is already {} with outcome `{outcome}`: nothing to do",
+                        done.status
+                    ),
+                });
+                cx.output("already_completed", Value::Bool(true))?;
+                Ok(Next::Continue)
+            }
+            Ok(Some(done)) => {
+                let theirs = done
+                    .outcome
+                    .map_or_else(|| "no outcome".to_string(), |o| format!("outcome `{o}`"));
+                Err(StepError::new(format!(
+                    "task `{task_id}` is already {} with {theirs}, not `{outcome}`",
+                    done.status
+                ))
+                .kind(ErrorKind::Conflict)
+                .status(response.status)
+                .hint("someone or something else completed it first; handoff never completes a task twice"))
+            }
+            // Still open: the refusal was about something else, such as the outcome.
+            Ok(None) => Err(refused),
+            Err(e) => Err(StepError {
+                message: format!(
+                    "{} (reading the task back failed: {})",
+                    refused.message, e.message
+                ),
+                ..refused
+            }),
+        }
     }
+
+    /// Reads the task back after a refusal: `None` while it is still open.
+    async fn read_back(
+        &self,
+        cx: &mut StepCx<'_, '_>,
+        base: &str,
+        task_id: &str,
+        assignment: Option<&str>,
+    ) -> Result<Option<Done>, StepError> {
+        let url = request::build_url(
+            base,
+            &format!("/workflows/v2/tasks/{}", request::segment(task_id)),
+            &[],
+        )?;
+        let headers = cx.headers(&self.headers)?;
+        let response = cx
+            .exchange("GET", url.clone(), headers, None, &self.sending, true)
+            .await?;
+        if !response.is_success() {
+            return Err(request::status_error("GET", &url, &response));
+        }
+        let task = response.json().ok_or_else(|| {
+            StepError::new(format!("GET {url} did not answer JSON")).kind(ErrorKind::Response)
+        })?;
+        let status = task
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if status.is_empty() || status.starts_with("active") {
+            return Ok(None);
+        }
+        let assignments = task
+            .get("taskAssignments")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let wanted = |a: &&Value| match assignment {
+            Some(id) => a.get("id").and_then(Value::as_str) == Some(id),
+            None => true,
+        };
+        let outcome = assignments
+            .iter()
+            .filter(wanted)
+            .find_map(|a| a.get("outcome").and_then(Value::as_str))
+            .map(str::to_string);
+        Ok(Some(Done { status, outcome }))
+    }
+}
+
+/// A task found closed on read-back.
+struct Done {
+    status: String,
+    outcome: Option<String>,
 }

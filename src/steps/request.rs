@@ -7,11 +7,12 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::analyze::Analyzer;
+use crate::analyze::{Analyzer, Body};
 use crate::fields::FieldType;
 use crate::raw::{Node, NodeValue};
 use crate::redact::MASK;
-use crate::steps::{StepCx, StepError};
+use crate::retry::{self, RetryPolicy};
+use crate::steps::{ErrorKind, StepCx, StepError};
 use crate::template::Template;
 use crate::trace::EventKind;
 use crate::transport::{HttpRequest, HttpResponse, RequestBody, TransportError};
@@ -67,8 +68,26 @@ pub fn parse_headers(cx: &mut Analyzer, node: &Node) -> Option<Vec<HeaderSource>
     }
 }
 
-pub fn parse_timeout(cx: &mut Analyzer, node: Option<&Node>) -> Duration {
-    node.and_then(|n| cx.duration(n)).unwrap_or(DEFAULT_TIMEOUT)
+/// How a step sends its requests: a timeout for each attempt, and a retry
+/// policy. Every HTTP step kind takes `timeout` and `retry`.
+#[derive(Debug, Clone)]
+pub struct Sending {
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+pub const SENDING_KEYS: [&str; 2] = ["timeout", "retry"];
+
+pub fn parse_sending(cx: &mut Analyzer, body: &Body) -> Option<Sending> {
+    let timeout = match body.get("timeout") {
+        Some(n) => cx.duration(n),
+        None => Some(DEFAULT_TIMEOUT),
+    };
+    let retry = crate::retry::parse(cx, body.get("retry"));
+    Some(Sending {
+        timeout: timeout?,
+        retry: retry?,
+    })
 }
 
 /// A request header with whether its value derives from a secret.
@@ -115,14 +134,17 @@ impl StepCx<'_, '_> {
         Ok(out)
     }
 
-    /// Sends a request, recording it and its response in the trace.
+    /// Sends a request, recording it and its response in the trace, and
+    /// retries as the step's policy says. `repeatable`: sending it twice does
+    /// no harm, so a timeout or a dropped connection may be retried.
     pub async fn exchange(
         &mut self,
         method: &str,
         url: String,
         headers: Vec<Header>,
         body: Option<RequestBody>,
-        timeout: Duration,
+        sending: &Sending,
+        repeatable: bool,
     ) -> Result<HttpResponse, StepError> {
         let mut shown = IndexMap::new();
         let mut wire = Vec::new();
@@ -158,27 +180,95 @@ impl StepCx<'_, '_> {
                     .collect(),
             ),
         });
-        self.emit(EventKind::RequestSent {
-            method: method.to_string(),
-            url: url.clone(),
-            headers: shown,
-            body: shown_body,
-        });
         let request = HttpRequest {
             step: self.step.id.clone(),
             method: method.to_string(),
             url,
             headers: wire,
             body,
-            timeout,
+            timeout: sending.timeout,
         };
-        let started = self.clock.elapsed();
-        let response = self
-            .transport
-            .send(&request)
-            .await
-            .map_err(|e| transport_error(&request, &e))?;
-        let duration_ms = self.clock.elapsed().saturating_sub(started).as_millis() as u64;
+        let policy = &sending.retry;
+        let mut attempt = 1;
+        loop {
+            self.emit(EventKind::RequestSent {
+                method: method.to_string(),
+                url: request.url.clone(),
+                headers: shown.clone(),
+                body: shown_body.clone(),
+                attempt: (attempt > 1).then_some(attempt),
+            });
+            let started = self.clock.elapsed();
+            let result = self.transport.send(&request).await;
+            let last = attempt >= policy.attempts;
+            let (reason, retry_after) = match result {
+                Ok(response) => {
+                    let duration_ms =
+                        self.clock.elapsed().saturating_sub(started).as_millis() as u64;
+                    self.record_response(&response, duration_ms);
+                    let failure = retry::RetryOn::Status(response.status);
+                    if response.is_success() || last || !policy.retries(failure, repeatable) {
+                        return Ok(response);
+                    }
+                    let retry_after = response.header("retry-after").map(str::to_string);
+                    (status_text(response.status), retry_after)
+                }
+                Err(e) => {
+                    let retried = retry::failure_of(&e).filter(|f| policy.retries(*f, repeatable));
+                    match retried {
+                        Some(_) if !last => (e.to_string(), None),
+                        _ => {
+                            let mut error = transport_error(&request, &e);
+                            if attempt > 1 {
+                                error.message.push_str(&format!(
+                                    " (attempt {attempt} of {})",
+                                    policy.attempts
+                                ));
+                            } else if retry::failure_of(&e).is_some() && policy.attempts > 1 {
+                                error.message.push_str(" (not retried: the request may have reached the server, and sending it twice is not safe)");
+                            }
+                            return Err(error);
+                        }
+                    }
+                }
+            };
+            let server_wait = retry_after
+                .as_deref()
+                .and_then(|v| retry::parse_retry_after(v, self.clock.now()));
+            let seed = self.jitter_seed(attempt);
+            let wait = policy.wait(attempt, server_wait, seed);
+            self.emit(EventKind::RetryScheduled {
+                attempt,
+                attempts: policy.attempts,
+                reason,
+                wait_ms: wait.as_millis() as u64,
+                retry_after,
+            });
+            self.clock.sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// Jitter must differ between workers in real runs, and stay the same
+    /// between dry runs so their traces can be compared.
+    fn jitter_seed(&self, attempt: u32) -> u64 {
+        let start = if self.clock.is_virtual() {
+            0
+        } else {
+            self.clock
+                .now()
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        };
+        let step = self
+            .step
+            .id
+            .bytes()
+            .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        start ^ step.rotate_left(17) ^ u64::from(attempt)
+    }
+
+    fn record_response(&mut self, response: &HttpResponse, duration_ms: u64) {
         // A response that feeds a secret field (an app token, say) is secret
         // from the moment it arrives, not only once it is stored.
         let secret = self
@@ -194,7 +284,7 @@ impl StepCx<'_, '_> {
             }
             (!response.body.is_empty()).then(|| Value::String(MASK.to_string()))
         } else {
-            body_for_trace(&response)
+            body_for_trace(response)
         };
         self.emit(EventKind::ResponseReceived {
             status: response.status,
@@ -206,7 +296,6 @@ impl StepCx<'_, '_> {
             body,
             duration_ms,
         });
-        Ok(response)
     }
 }
 
@@ -233,7 +322,14 @@ pub fn excerpt(text: &str, max: usize) -> String {
 
 fn transport_error(request: &HttpRequest, err: &TransportError) -> StepError {
     let target = format!("{} {}", request.method, request.url);
-    let e = StepError::new(format!("{target}: {err}"));
+    let kind = match err {
+        TransportError::Timeout(_) => ErrorKind::Timeout,
+        TransportError::Connect(_) => ErrorKind::Connect,
+        TransportError::Reset(_) => ErrorKind::Reset,
+        TransportError::TooLarge(_) => ErrorKind::Response,
+        TransportError::NoScriptedResponse | TransportError::Other(_) => ErrorKind::Step,
+    };
+    let e = StepError::new(format!("{target}: {err}")).kind(kind);
     match err {
         TransportError::Timeout(_) => e.hint(
             "the server did not answer in time; raise the step's `timeout`, or check the server",
@@ -245,7 +341,10 @@ fn transport_error(request: &HttpRequest, err: &TransportError) -> StepError {
             request.method,
             request.path()
         )),
-        TransportError::TooLarge(_) => e,
+        TransportError::Reset(_) => e.hint(
+            "the server or a proxy closed the connection mid-answer; the request may have taken effect",
+        ),
+        TransportError::TooLarge(_) => e.hint("handoff keeps at most 10 MB of a response"),
         TransportError::Other(_) => e,
     }
 }
@@ -281,7 +380,9 @@ pub fn status_error(method: &str, url: &str, response: &HttpResponse) -> StepErr
         500..=599 => Some("the server failed; try again later"),
         _ => None,
     };
-    let e = StepError::new(message);
+    let e = StepError::new(message)
+        .kind(ErrorKind::Status)
+        .status(response.status);
     match hint {
         Some(h) => e.hint(h),
         None => e,
