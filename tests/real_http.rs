@@ -134,15 +134,7 @@ fn a_refused_connection_fails_the_step_with_a_hint() {
         .unwrap()
         .port();
     let base = format!("http://127.0.0.1:{port}");
-    let out = handoff(
-        &base,
-        &[
-            "run",
-            "flows/complete-nwc-task.yaml",
-            "--set",
-            "instance_id=inst-7",
-        ],
-    );
+    let out = handoff(&base, &["run", "tests/files/short-timeout.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(
@@ -150,6 +142,10 @@ fn a_refused_connection_fails_the_step_with_a_hint() {
         "{stdout}"
     );
     assert!(stdout.contains("could not connect"), "{stdout}");
+    assert!(
+        stdout.contains("↻ attempt 1 of 2: could not connect"),
+        "{stdout}"
+    );
     assert!(stdout.contains("hint: is the base URL right"), "{stdout}");
 }
 
@@ -167,5 +163,12 @@ fn a_server_that_never_answers_times_out() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("failed: GET "), "{stdout}");
-    assert!(stdout.contains("timed out after 300ms"), "{stdout}");
+    assert!(
+        stdout.contains("↻ attempt 1 of 2: timed out after 300ms; retrying in 50ms"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("timed out after 300ms (attempt 2 of 2)"),
+        "{stdout}"
+    );
 }

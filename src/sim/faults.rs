@@ -27,6 +27,8 @@ pub enum BodyFault {
     Drop,
     /// The headers and half the body go out, then the connection drops.
     Cut,
+    /// A valid JSON answer of 16 MB, past what clients should keep.
+    Huge,
 }
 
 /// A rule as `POST /_sim/faults` takes it.
@@ -180,6 +182,23 @@ async fn spoil_body(response: Response<Body>, kind: BodyFault) -> Response<Body>
     let body = match kind {
         BodyFault::Empty => Body::empty(),
         BodyFault::Broken => Body::from(full.slice(..full.len() / 2)),
+        BodyFault::Huge => {
+            const CHUNK: usize = 64 * 1024;
+            const CHUNKS: usize = 256;
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            // Streamed, so the simulator never holds 16 MB itself.
+            let open = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(b"{\"tasks\": ["))
+            });
+            let padding =
+                futures_util::stream::iter((0..CHUNKS).map(|_| Ok(Bytes::from(vec![b' '; CHUNK]))));
+            let close = futures_util::stream::once(async { Ok(Bytes::from_static(b"]}")) });
+            use futures_util::StreamExt;
+            Body::from_stream(open.chain(padding).chain(close))
+        }
         BodyFault::Drop => Body::from_stream(futures_util::stream::once(async {
             Err::<Bytes, _>(dropped())
         })),

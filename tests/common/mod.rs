@@ -1,0 +1,177 @@
+//! A simulator on ephemeral ports for the end-to-end tests, and what they
+//! share: running the binary against it, and reading its state back.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use handoff::clock::VirtualClock;
+use handoff::sim::{self, SimConfig, SimServer};
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "canary-sim-token-5c1d";
+
+/// A simulator on its own runtime, so the test thread can run the binary.
+pub struct Sim {
+    pub rt: tokio::runtime::Runtime,
+    server: Option<SimServer>,
+    pub base: String,
+}
+
+impl Sim {
+    pub fn start(config: SimConfig) -> Sim {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt
+            .block_on(sim::start(
+                config,
+                Arc::new(VirtualClock::fixed()),
+                "127.0.0.1:0".parse().unwrap(),
+            ))
+            .unwrap();
+        let base = server.base_url.clone();
+        Sim {
+            rt,
+            server: Some(server),
+            base,
+        }
+    }
+
+    pub fn new() -> Sim {
+        Sim::start(config())
+    }
+
+    /// Calls a control endpoint over HTTP.
+    pub fn control(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.base);
+        self.rt.block_on(async {
+            let client = reqwest::Client::new();
+            let request = match method {
+                "POST" => client.post(url).json(&body),
+                _ => client.get(url),
+            };
+            request.send().await.unwrap().json().await.unwrap()
+        })
+    }
+
+    /// Starts one waiting instance; returns its id and its task's id.
+    pub fn instance(&self, spec: Value) -> (String, String) {
+        let created = self.control("POST", "/_sim/instances", spec);
+        let first = &created["instances"][0];
+        (
+            first["id"].as_str().unwrap().to_string(),
+            first["taskId"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub fn task(&self, task_id: &str) -> Value {
+        let state = self.control("GET", "/_sim/state", json!(null));
+        state["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == task_id)
+            .cloned()
+            .unwrap()
+    }
+
+    pub fn instance_state(&self, id: &str) -> Value {
+        let state = self.control("GET", "/_sim/state", json!(null));
+        state["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["instanceId"] == id)
+            .cloned()
+            .unwrap()
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        let log = self.control("GET", "/_sim/requests", json!(null));
+        log["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| !r["path"].as_str().unwrap().starts_with("/_sim/"))
+            .cloned()
+            .collect()
+    }
+
+    pub fn run(&self, flow: &str, token: &str, sets: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_handoff"));
+        cmd.args(["--color", "never", "run", flow])
+            .env("NWC_BASE_URL", &self.base)
+            .env("NWC_TOKEN", token);
+        for set in sets {
+            cmd.args(["--set", set]);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.rt.block_on(server.stop());
+        }
+    }
+}
+
+pub fn config() -> SimConfig {
+    SimConfig {
+        token: TOKEN.to_string(),
+        seed: 42,
+        ..SimConfig::default()
+    }
+}
+
+pub fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// Real runs print real times and the simulator's port; nothing else varies.
+pub fn stable(text: &str, base: &str) -> String {
+    let text = text.replace(base, "http://sim");
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let line = match trimmed.split_once("s  ") {
+            Some((time, rest)) if time.parse::<f64>().is_ok() => format!("  T  {rest}"),
+            _ => line.to_string(),
+        };
+        // A response line ends with its real duration, when it took 1ms or more.
+        let line = match line.rsplit_once("  (") {
+            Some((head, tail))
+                if tail
+                    .strip_suffix(')')
+                    .is_some_and(|d| handoff::clock::parse_duration(d).is_ok()) =>
+            {
+                head.to_string()
+            }
+            _ => line,
+        };
+        let line = match line.rfind(" · ") {
+            Some(i) if handoff::clock::parse_duration(&line[i + " · ".len()..]).is_ok() => {
+                format!("{} · T", &line[..i])
+            }
+            _ => line,
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+pub fn assert_no_token(out: &Output, token: &str) {
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!text(stream).contains(token), "the token leaked");
+    }
+}
+
+pub fn gets_and_patches(requests: &[Value]) -> (usize, usize) {
+    let count = |m: &str| requests.iter().filter(|r| r["method"] == m).count();
+    (count("GET"), count("PATCH"))
+}
