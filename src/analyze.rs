@@ -165,7 +165,7 @@ fn parse_fields(cx: &mut Analyzer, node: &Node) -> IndexMap<String, FieldDecl> {
     };
     for (key, decl) in entries {
         let Some(name) = key.as_str() else {
-            cx.error(key.span, "a field name must be text");
+            cx.not_text(key, "a field name");
             continue;
         };
         if !is_identifier(name) {
@@ -336,7 +336,7 @@ fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
     let mut ok = true;
     for (key, value) in entries {
         let Some(k) = key.as_str() else {
-            cx.error(key.span, "a step key must be text");
+            cx.not_text(key, "a step key");
             ok = false;
             continue;
         };
@@ -486,7 +486,7 @@ fn parse_output(
     }
     for (key, value) in entries {
         let Some(name) = key.as_str() else {
-            cx.error(key.span, "an output name must be text");
+            cx.not_text(key, "an output name");
             continue;
         };
         let Some((_, produced)) = offered.iter().find(|(n, _)| *n == name) else {
@@ -784,18 +784,7 @@ impl<'a> Analyzer<'a> {
                         .unwrap_or_else(|| format!("{what} takes {}", list(keys)));
                     self.error_help(key.span, format!("unknown key `{k}` in {what}"), help);
                 }
-                None => {
-                    let written = self.source.slice(key.span).trim().to_string();
-                    match key.value {
-                        // YAML 1.1 reads on/off/yes/no as booleans.
-                        NodeValue::Bool(_) => self.error_help(
-                            key.span,
-                            format!("keys must be text, and YAML reads `{written}` as a boolean"),
-                            format!("quote it: `\"{written}\"`"),
-                        ),
-                        _ => self.error(key.span, "keys must be text"),
-                    }
-                }
+                None => self.not_text(key, "a key"),
             }
         }
         for req in required {
@@ -931,6 +920,20 @@ impl<'a> Analyzer<'a> {
             return None;
         }
         Some(template)
+    }
+
+    /// A key that is not text. YAML 1.1 reads `on`, `off`, `yes`, `no`, `y`
+    /// and `n` as booleans, which surprises everyone once.
+    pub fn not_text(&mut self, key: &Node, what: &str) {
+        let written = self.source.slice(key.span).trim().to_string();
+        match key.value {
+            NodeValue::Bool(_) => self.error_help(
+                key.span,
+                format!("{what} must be text, and YAML reads `{written}` as a boolean"),
+                format!("quote it: `\"{written}\"`"),
+            ),
+            _ => self.error(key.span, format!("{what} must be text")),
+        }
     }
 
     /// A reference to a declared field of one of the accepted types.

@@ -1,0 +1,101 @@
+//! Ctrl-C during a timer and during a request: the run stops at once, the
+//! trace (terminal and file) ends with "interrupted at step X", and the exit
+//! code is 130. The test waits for the trace line that says the step began,
+//! not for a length of time.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+
+fn start(args: &[&str], env: &[(&str, &str)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["--color", "never"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the trace until a line contains `marker`, sends SIGINT, and returns
+/// the exit code and the rest of the trace.
+fn interrupt_at(mut child: Child, marker: &str) -> (Option<i32>, Vec<String>) {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let found = line.contains(marker);
+        seen.push(line);
+        if found {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.contains(marker)), "{seen:#?}");
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    seen.extend(lines.map(Result::unwrap));
+    (child.wait().unwrap().code(), seen)
+}
+
+#[test]
+fn ctrl_c_during_a_timer_ends_the_trace_and_the_trace_file() {
+    let dir = std::env::temp_dir().join(format!("handoff-interrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("trace.jsonl");
+    let child = start(
+        &[
+            "run",
+            "tests/files/long-timer.yaml",
+            "--trace-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (code, lines) = interrupt_at(child, "wait (timer)");
+    assert_eq!(code, Some(130), "{lines:#?}");
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("interrupted: interrupted at step `wait`"),
+        "{last}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("never reached")));
+    let trace = std::fs::read_to_string(&file).unwrap();
+    let end: serde_json::Value = serde_json::from_str(trace.lines().last().unwrap()).unwrap();
+    assert_eq!(end["event"], "flow_finished");
+    assert_eq!(end["status"], "interrupted");
+    assert_eq!(end["at_step"], "wait");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_during_a_request_that_hangs() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    // Accept and hold the connection without answering.
+    std::thread::spawn(move || {
+        let held: Vec<TcpStream> = listener.incoming().take(1).filter_map(Result::ok).collect();
+        std::thread::park();
+        drop(held);
+    });
+    let child = start(
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--set",
+            "instance_id=i-1",
+        ],
+        &[
+            ("NWC_BASE_URL", &base),
+            ("NWC_TOKEN", "canary-interrupt-9d1e"),
+        ],
+    );
+    let (code, lines) = interrupt_at(child, "→ GET ");
+    assert_eq!(code, Some(130), "{lines:#?}");
+    let last = lines.last().unwrap();
+    assert!(last.contains("interrupted at step `find_task`"), "{last}");
+    assert!(!lines.iter().any(|l| l.contains("canary-interrupt")));
+}
