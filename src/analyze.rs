@@ -31,8 +31,13 @@ pub struct Checked {
 /// there is any error.
 pub fn analyze(source: &Arc<Source>) -> Result<Checked, Vec<Diagnostic>> {
     let root = raw::parse(source).map_err(|d| vec![d])?;
-    let mut diagnostics = Vec::new();
-    let flow = build(source, &root, &mut diagnostics);
+    // From here on, diagnostics quote a copy with any literal secret masked.
+    let literals = crate::lint::literal_secrets(source, &root);
+    let mut diagnostics = literals.warnings;
+    let flow = build(&literals.shown, &root, &mut diagnostics).map(|mut flow| {
+        flow.literal_secrets = literals.values;
+        flow
+    });
     match flow {
         Some(flow) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(Checked {
             flow,
@@ -48,9 +53,31 @@ pub fn analyze_file(path: &str) -> Result<Checked, Vec<Diagnostic>> {
     analyze(&source)
 }
 
+/// The largest file handoff reads: a flow, a mock or an input file. Real
+/// flows are a few kilobytes.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 pub fn read_source(path: &str) -> Result<Arc<Source>, Diagnostic> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Diagnostic::error(format!("cannot read `{path}`: {}", io_reason(&e))))?;
+    let cannot =
+        |e: std::io::Error| Diagnostic::error(format!("cannot read `{path}`: {}", io_reason(&e)));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let size = file.metadata().map_err(cannot)?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(Diagnostic::error(format!(
+            "`{path}` is {:.1} MB; handoff reads files of at most 1 MB",
+            size as f64 / (1024.0 * 1024.0)
+        )));
+    }
+    let mut bytes = Vec::new();
+    // `take` guards against a file that grows while it is read.
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_FILE_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Diagnostic::error(format!("`{path}` is larger than 1 MB")));
+    }
     let text = String::from_utf8(bytes)
         .map_err(|_| Diagnostic::error(format!("`{path}` is not UTF-8 text")))?;
     Ok(Source::new(path, text))
@@ -148,6 +175,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         steps,
         max_steps,
         env,
+        literal_secrets: Vec::new(),
     })
 }
 
@@ -637,10 +665,12 @@ fn check_graph(cx: &mut Analyzer, steps: &[Step]) {
         if !leaves {
             let first = *members.iter().next().unwrap_or(&0);
             let names: Vec<&str> = members.iter().map(|&i| steps[i].id.as_str()).collect();
+            // Nothing can leave: the run could only end by exhausting its
+            // budget, which is never what the author meant.
             cx.push(
-                Diagnostic::warning(format!("the loop through {} has no exit", list(&names)))
+                Diagnostic::error(format!("the loop through {} has no exit", list(&names)))
                     .at(&cx.source, steps[first].span)
-                    .help("add a `decision` that leaves the loop; until then only `max_steps` stops it"),
+                    .help("add a `decision` that leaves the loop, or an `on_error`; otherwise only `max_steps` would stop it"),
             );
         }
     }
@@ -890,10 +920,12 @@ impl<'a> Analyzer<'a> {
             if !self.fields.contains_key(name) {
                 let help = did_you_mean(name, self.fields.keys().map(String::as_str))
                     .unwrap_or_else(|| {
-                        format!(
-                            "declare it under `fields`, or use one of {}",
-                            list(&self.fields.keys().map(String::as_str).collect::<Vec<_>>())
-                        )
+                        let names: Vec<&str> = self.fields.keys().map(String::as_str).collect();
+                        if names.is_empty() {
+                            "declare it under `fields`".to_string()
+                        } else {
+                            format!("declare it under `fields`, or use one of {}", list(&names))
+                        }
                     });
                 let d = Diagnostic::error(format!(
                     "template reads `{name}`, which is not a declared field"

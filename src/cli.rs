@@ -291,6 +291,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    quiet_panics();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -326,6 +327,21 @@ where
         Command::Sim(args) => runtime.block_on(sim_command(args)),
         Command::Demo(args) => runtime.block_on(demo_command(args, color)),
     }
+}
+
+/// A panic is a bug, but its message could quote a value a step held, such
+/// as a token: say where it happened, never what it said.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: handoff hit an internal error{place}. This is a bug; please report it. \
+             (Its message is not shown, as it could hold a secret.)"
+        );
+    }));
 }
 
 fn print_diagnostics(diagnostics: &[Diagnostic], color: bool) {

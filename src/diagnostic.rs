@@ -162,6 +162,9 @@ impl miette::Diagnostic for MietteView<'_> {
     }
 }
 
+/// A code frame wider than this shows a window around the span instead.
+const MAX_FRAME_LINE: usize = 240;
+
 impl SourceCode for Source {
     fn read_span<'a>(
         &'a self,
@@ -172,6 +175,13 @@ impl SourceCode for Source {
         let inner = self
             .text
             .read_span(span, context_lines_before, context_lines_after)?;
+        if inner
+            .data()
+            .split(|b| *b == b'\n')
+            .any(|l| l.len() > MAX_FRAME_LINE)
+        {
+            return Ok(self.window(span.offset()));
+        }
         Ok(Box::new(miette::MietteSpanContents::new_named(
             self.name.clone(),
             inner.data(),
@@ -180,6 +190,35 @@ impl SourceCode for Source {
             inner.column(),
             inner.line_count(),
         )))
+    }
+}
+
+impl Source {
+    /// Part of one long line around `offset`, so a 1 MB line (minified JSON,
+    /// a generated file) does not become a 1 MB error message.
+    fn window(&self, offset: usize) -> Box<dyn miette::SpanContents<'_> + '_> {
+        let text = &self.text;
+        let offset = offset.min(text.len());
+        let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+        let mut start = offset.saturating_sub(MAX_FRAME_LINE / 2).max(line_start);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        let mut end = (start + MAX_FRAME_LINE).min(line_end);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let line = text[..line_start].matches('\n').count();
+        let column = text[line_start..start].chars().count();
+        Box::new(miette::MietteSpanContents::new_named(
+            self.name.clone(),
+            &text.as_bytes()[start..end],
+            (start, end - start).into(),
+            line,
+            column,
+            1,
+        ))
     }
 }
 

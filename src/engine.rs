@@ -176,6 +176,9 @@ impl Engine<'_> {
     ) -> RunResult {
         let flow = self.flow;
         let mut rec = Recorder::new(self.clock, observer);
+        for literal in &flow.literal_secrets {
+            rec.redactor.add_secret(literal);
+        }
         for name in &state.secret {
             if let Some(v) = state.fields.get(name) {
                 rec.redactor.add_secret_value(v);

@@ -26,6 +26,9 @@ pub struct Flow {
     pub max_steps: u64,
     /// Where templates render. Owned by the flow, so runs share no global state.
     pub env: Environment<'static>,
+    /// Credentials written into the file itself (see [`crate::lint`]): the
+    /// trace masks them like any secret.
+    pub literal_secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -138,6 +138,37 @@ pub fn parse(source: &Arc<Source>) -> Result<Node, Diagnostic> {
 /// serde-saphyr's message without its own location suffix (we render ours).
 fn yaml_message(err: &serde_saphyr::Error) -> String {
     let text = err.without_snippet().to_string();
+    // The parser's limits speak in its own terms; say what they mean here.
+    if let Some(rest) = text.split("budget breached: ").nth(1) {
+        let number = |s: &str| {
+            s.split(|c: char| !c.is_ascii_digit())
+                .find(|p| !p.is_empty())
+                .unwrap_or("?")
+                .to_string()
+        };
+        return if rest.starts_with("Depth") {
+            format!(
+                "the document nests deeper than {} levels",
+                number(rest)
+                    .parse::<u64>()
+                    .map_or(64, |n| n.saturating_sub(1))
+            )
+        } else if rest.starts_with("Nodes") || rest.starts_with("Alias") {
+            "the document expands to too many nodes; is it an alias bomb?".to_string()
+        } else {
+            "the document is too large or too complex for a flow".to_string()
+        };
+    }
+    if let Some(rest) = text.split("duplicate mapping key: ").nth(1) {
+        let key = rest.split([',', ' ']).next().unwrap_or("");
+        return format!("the key `{key}` appears twice in one mapping");
+    }
+    if text.contains("multiple YAML documents") {
+        return "a flow file holds one YAML document, and this one has several (`---`)".to_string();
+    }
+    if text.contains("recursion limit exceeded") {
+        return "the document nests too deeply".to_string();
+    }
     let first = text.lines().next().unwrap_or("").trim();
     let trimmed = match first.rfind(" at line ") {
         Some(i) => &first[..i],
