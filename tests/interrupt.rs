@@ -3,8 +3,9 @@
 //! code is 130. The test waits for the trace line that says the step began,
 //! not for a length of time.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 
 fn start(args: &[&str], env: &[(&str, &str)]) -> Child {
@@ -73,14 +74,7 @@ fn ctrl_c_during_a_timer_ends_the_trace_and_the_trace_file() {
 
 #[test]
 fn ctrl_c_during_a_request_that_hangs() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    // Accept and hold the connection without answering.
-    std::thread::spawn(move || {
-        let held: Vec<TcpStream> = listener.incoming().take(1).filter_map(Result::ok).collect();
-        std::thread::park();
-        drop(held);
-    });
+    let base = common::hanging_server();
     let child = start(
         &[
             "run",

@@ -1,6 +1,8 @@
 //! Real runs over real HTTP: the binary against a small server on a loopback
 //! port, so reqwest, timeouts and refused connections are exercised for real.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output};
@@ -151,14 +153,7 @@ fn a_refused_connection_fails_the_step_with_a_hint() {
 
 #[test]
 fn a_server_that_never_answers_times_out() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    // Accept and hold the connection open without answering, until the test ends.
-    std::thread::spawn(move || {
-        let held: Vec<TcpStream> = listener.incoming().take(1).filter_map(Result::ok).collect();
-        std::thread::park();
-        drop(held);
-    });
+    let base = common::hanging_server();
     let out = handoff(&base, &["run", "tests/files/short-timeout.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);

@@ -2,6 +2,7 @@
 //! share: running the binary against it, and reading its state back.
 #![allow(dead_code)]
 
+use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
@@ -67,26 +68,24 @@ impl Sim {
         )
     }
 
-    pub fn task(&self, task_id: &str) -> Value {
+    /// One entry of `GET /_sim/state`: `list` is `tasks` or `instances`.
+    fn state_of(&self, list: &str, key: &str, id: &str) -> Value {
         let state = self.control("GET", "/_sim/state", json!(null));
-        state["tasks"]
+        state[list]
             .as_array()
             .unwrap()
             .iter()
-            .find(|t| t["id"] == task_id)
+            .find(|t| t[key] == id)
             .cloned()
-            .unwrap()
+            .unwrap_or_else(|| panic!("no {list} entry `{id}`"))
+    }
+
+    pub fn task(&self, task_id: &str) -> Value {
+        self.state_of("tasks", "id", task_id)
     }
 
     pub fn instance_state(&self, id: &str) -> Value {
-        let state = self.control("GET", "/_sim/state", json!(null));
-        state["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["instanceId"] == id)
-            .cloned()
-            .unwrap()
+        self.state_of("instances", "instanceId", id)
     }
 
     pub fn requests(&self) -> Vec<Value> {
@@ -174,4 +173,17 @@ pub fn assert_no_token(out: &Output, token: &str) {
 pub fn gets_and_patches(requests: &[Value]) -> (usize, usize) {
     let count = |m: &str| requests.iter().filter(|r| r["method"] == m).count();
     (count("GET"), count("PATCH"))
+}
+
+/// A server that accepts connections and never answers: the base URL.
+pub fn hanging_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        // Hold what was accepted; later connections wait in the backlog.
+        let held: Vec<TcpStream> = listener.incoming().take(1).filter_map(Result::ok).collect();
+        std::thread::park();
+        drop(held);
+    });
+    base
 }
