@@ -272,3 +272,45 @@ fn sim_and_run_as_two_processes() {
     );
     assert!(logged.iter().all(|l| !l.contains(TOKEN)));
 }
+
+/// Client credentials as a form, as some clients send them; the token it
+/// issues then lists tasks. A wrong secret is a 401 that echoes nothing.
+#[test]
+fn the_token_endpoint_takes_a_form_and_its_token_works() {
+    let sim = Sim::new();
+    sim.instance(json!({ "delay": "0s" }));
+    let (status, body, listed, wrong) = sim.rt.block_on(async {
+        let client = reqwest::Client::new();
+        let token = |secret: &str| {
+            client
+                .post(format!("{}/authentication/v1/token", sim.base))
+                .form(&[
+                    ("client_id", "sim-client"),
+                    ("client_secret", secret),
+                    ("grant_type", "client_credentials"),
+                ])
+                .send()
+        };
+        let answer = token("sim-secret").await.unwrap();
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.unwrap();
+        let listed = client
+            .get(format!("{}/workflows/v2/tasks?status=active", sim.base))
+            .bearer_auth(body["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        let wrong = token("not-the-secret").await.unwrap();
+        let wrong = (wrong.status().as_u16(), wrong.text().await.unwrap());
+        (status, body, listed, wrong)
+    });
+    assert_eq!(status, 200);
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(listed["tasks"].as_array().unwrap().len(), 1);
+    assert_eq!(wrong.0, 401);
+    assert!(!wrong.1.contains("not-the-secret"), "{}", wrong.1);
+}
