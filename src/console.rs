@@ -118,9 +118,12 @@ pub async fn run_live(
 ) -> Option<RunResult> {
     let result = {
         let mut observer = |e: &TraceEvent| printer.event(e);
+        // Biased, so the Ctrl-C handler is installed (on its first poll)
+        // before the run can print or send anything.
         tokio::select! {
-            result = engine.run(state, &mut observer) => Some(result),
+            biased;
             _ = tokio::signal::ctrl_c() => None,
+            result = engine.run(state, &mut observer) => Some(result),
         }
     };
     if result.is_none() {

@@ -84,6 +84,19 @@ pub struct RetryPolicy {
     pub on: Option<Vec<RetryOn>>,
     /// The longest `Retry-After` honoured; a longer one waits this long.
     pub max_retry_after: Duration,
+    /// Statuses the step takes as answers (an `http` step's `accept`):
+    /// never retried.
+    pub accepted: Accepted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Accepted {
+    /// Only 2xx; every other status is open to the policy.
+    #[default]
+    Success,
+    /// `accept: any`.
+    All,
+    These(Vec<u16>),
 }
 
 impl Default for RetryPolicy {
@@ -95,6 +108,7 @@ impl Default for RetryPolicy {
             jitter: 0.2,
             on: None,
             max_retry_after: Duration::from_secs(60),
+            accepted: Accepted::Success,
         }
     }
 }
@@ -110,6 +124,13 @@ impl RetryPolicy {
     /// Whether this failure is retried. `repeatable`: sending the request
     /// twice does no harm.
     pub fn retries(&self, failure: RetryOn, repeatable: bool) -> bool {
+        if let RetryOn::Status(status) = failure {
+            match &self.accepted {
+                Accepted::All => return false,
+                Accepted::These(list) if list.contains(&status) => return false,
+                _ => {}
+            }
+        }
         match &self.on {
             Some(on) => on.iter().any(|o| o.matches(failure)),
             None => {
@@ -342,5 +363,11 @@ mod tests {
         assert!(explicit.retries(RetryOn::Status(500), false));
         assert!(explicit.retries(RetryOn::Timeout, false));
         assert!(!explicit.retries(RetryOn::Status(429), true));
+        let accepting = RetryPolicy {
+            accepted: Accepted::These(vec![503]),
+            ..RetryPolicy::default()
+        };
+        assert!(!accepting.retries(RetryOn::Status(503), true));
+        assert!(accepting.retries(RetryOn::Status(502), true));
     }
 }

@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::analyze::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::{Node, NodeValue};
+use crate::retry::Accepted;
 use crate::steps::request::{self, HeaderSource, JsonTemplate, Sending};
 use crate::steps::{Next, StepCx, StepError};
 use crate::template::Template;
@@ -113,14 +114,20 @@ impl Http {
         let allow_secret_in_url = body
             .get("allow_secret_in_url")
             .map_or(Some(false), |n| cx.boolean(n))?;
-        let sending = request::parse_sending(cx, &body);
+        let mut sending = request::parse_sending(cx, &body)?;
+        // A status the step accepts is an answer the flow wants, not a failure to retry.
+        match &accept {
+            Accept::Any => sending.retry.accepted = Accepted::All,
+            Accept::Statuses(list) => sending.retry.accepted = Accepted::These(list.clone()),
+            Accept::Success => {}
+        }
         Some(Http {
             method,
             url: url?,
             query: query?,
             headers: headers?,
             body: request_body,
-            sending: sending?,
+            sending,
             accept,
             allow_secret_in_url,
         })
