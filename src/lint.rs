@@ -39,14 +39,14 @@ pub struct Literals {
 
 /// Finds literal credentials in a parsed flow.
 pub fn literal_secrets(source: &Arc<Source>, root: &Node) -> Literals {
-    let mut found: Vec<(Span, &'static str)> = Vec::new();
+    let mut found: Vec<(Span, &'static str, &str)> = Vec::new();
     // An explicit stack: a deeply nested document must not overflow ours.
     let mut stack: Vec<(&Node, Option<String>, Option<String>)> = vec![(root, None, None)];
     while let Some((node, parent, grandparent)) = stack.pop() {
         match &node.value {
             NodeValue::Str(text) => {
                 if let Some(what) = classify(text, parent.as_deref(), grandparent.as_deref()) {
-                    found.push((node.span, what));
+                    found.push((node.span, what, text));
                 }
             }
             NodeValue::Seq(items) => {
@@ -70,21 +70,19 @@ pub fn literal_secrets(source: &Arc<Source>, root: &Node) -> Literals {
             values: Vec::new(),
         };
     }
-    found.sort_by_key(|(span, _)| span.offset);
+    found.sort_by_key(|(span, _, _)| span.offset);
     let mut values = Vec::new();
-    for (span, _) in &found {
-        if let Some(text) = literal_at(root, *span) {
-            // `Bearer X`: X alone is the secret, wherever it shows up.
-            if let Some((_, token)) = text.trim().split_once(' ') {
-                values.push(token.trim().to_string());
-            }
-            values.push(text);
+    for (_, _, text) in &found {
+        // `Bearer X`: X alone is the secret, wherever it shows up.
+        if let Some((_, token)) = text.trim().split_once(' ') {
+            values.push(token.trim().to_string());
         }
+        values.push(text.to_string());
     }
-    let shown = masked(source, found.iter().map(|(s, _)| *s));
+    let shown = masked(source, found.iter().map(|(s, _, _)| *s));
     let warnings = found
         .into_iter()
-        .map(|(span, what)| {
+        .map(|(span, what, _)| {
             Diagnostic::warning(format!("this looks like {what} written into the flow"))
                 .at(&shown, span)
                 .label("masked here; anyone who can read the file can use it")
@@ -96,20 +94,6 @@ pub fn literal_secrets(source: &Arc<Source>, root: &Node) -> Literals {
         warnings,
         values,
     }
-}
-
-/// The string scalar at a span (the node's value, not its quoted source).
-fn literal_at(root: &Node, span: Span) -> Option<String> {
-    let mut stack = vec![root];
-    while let Some(node) = stack.pop() {
-        match &node.value {
-            NodeValue::Str(s) if node.span == span => return Some(s.clone()),
-            NodeValue::Seq(items) => stack.extend(items),
-            NodeValue::Map(entries) => stack.extend(entries.iter().map(|(_, v)| v)),
-            _ => {}
-        }
-    }
-    None
 }
 
 fn normalise(key: &str) -> String {

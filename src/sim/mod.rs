@@ -252,10 +252,11 @@ async fn observe(
         &shared.config.token,
     );
     let control = path.starts_with("/_sim/");
+    // The bearer check happens here, once, for every NWC path but the token endpoint.
     let auth = if control || path == "/authentication/v1/token" {
-        "-"
+        None
     } else {
-        routes::classify(&shared, request.headers()).label()
+        Some(routes::classify(&shared, request.headers()))
     };
     let fault = if control {
         None
@@ -263,10 +264,10 @@ async fn observe(
         shared.take_fault(&method, &path)
     };
     let response = match &fault {
-        None => next.run(request).await,
+        None => guarded(auth, request, next).await,
         Some(f) => {
             let answer = if f.applies_request() {
-                Some(next.run(request).await)
+                Some(guarded(auth, request, next).await)
             } else {
                 None
             };
@@ -278,7 +279,7 @@ async fn observe(
         method,
         path: shown,
         status: response.status().as_u16(),
-        auth,
+        auth: auth.map_or("-", routes::Auth::label),
         fault: fault.as_ref().map(Fault::label),
         micros: started.elapsed().as_micros() as u64,
     };
@@ -287,6 +288,19 @@ async fn observe(
     }
     shared.log.push(entry);
     response
+}
+
+/// Runs the handler when the request may have it: a missing or wrong token is
+/// a 401 before any handler sees the request.
+async fn guarded(
+    auth: Option<routes::Auth>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    match auth.map(routes::refusal) {
+        Some(Some(problem)) => routes::problem_response(&problem),
+        _ => next.run(request).await,
+    }
 }
 
 fn print_entry(e: &Entry) {

@@ -1,8 +1,9 @@
 //! The NWC side of the simulator: the paths a worker calls, answered as
 //! `../shared/reference/nwc-tasks-api.md` describes them.
 //!
-//! Each handler checks the bearer token, takes the world's lock just long
-//! enough to read or change it, and builds its answer after letting go.
+//! The bearer check happens once, in `sim::observe`, before a handler runs.
+//! Each handler takes the world's lock just long enough to read or change it,
+//! and builds its answer after letting go.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,15 +94,16 @@ pub fn classify(shared: &Shared, headers: &HeaderMap) -> Auth {
     }
 }
 
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Problem> {
-    match classify(shared, headers) {
-        Auth::Ok => Ok(()),
-        Auth::Missing => Err(Problem::new(
+/// The 401 for a request that did not authenticate.
+pub fn refusal(auth: Auth) -> Option<Problem> {
+    match auth {
+        Auth::Ok => None,
+        Auth::Missing => Some(Problem::new(
             401,
             "Unauthorized",
             "the request has no `Authorization: Bearer …` header",
         )),
-        Auth::Wrong => Err(Problem::new(
+        Auth::Wrong => Some(Problem::new(
             401,
             "Unauthorized",
             "the bearer token is not valid or has expired",
@@ -191,11 +193,9 @@ fn issue_token(
 pub async fn start_instance(
     State(shared): State<Arc<Shared>>,
     Path(design): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
     answer((|| {
-        authorize(&shared, &headers)?;
         let start_data = if body.is_empty() {
             json!({})
         } else {
@@ -216,10 +216,8 @@ pub async fn start_instance(
 pub async fn get_instance(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response<Body> {
     answer((|| {
-        authorize(&shared, &headers)?;
         let value = instance_json(shared.lock_world().instance(&id)?);
         Ok(json_response(200, &value))
     })())
@@ -232,7 +230,6 @@ pub async fn list_tasks(
     uri: Uri,
 ) -> Response<Body> {
     answer((|| {
-        authorize(&shared, &headers)?;
         let pairs = decode_pairs(uri.query().unwrap_or(""));
         let query = TaskQuery::parse(&pairs)?;
         let now = shared.clock.now();
@@ -267,13 +264,8 @@ pub async fn list_tasks(
 }
 
 /// `GET /workflows/v2/tasks/{id}`.
-pub async fn get_task(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response<Body> {
+pub async fn get_task(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response<Body> {
     answer((|| {
-        authorize(&shared, &headers)?;
         let now = shared.clock.now();
         let value = task_json(shared.lock_world().task(&id, now)?);
         Ok(json_response(200, &value))
@@ -285,30 +277,26 @@ pub async fn get_task(
 pub async fn complete_task(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    answer(complete(&shared, &headers, &id, None, &body))
+    answer(complete(&shared, &id, None, &body))
 }
 
 /// `PATCH /workflows/v2/tasks/{id}/assignments/{aid}`.
 pub async fn complete_assignment(
     State(shared): State<Arc<Shared>>,
     Path((id, aid)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    answer(complete(&shared, &headers, &id, Some(&aid), &body))
+    answer(complete(&shared, &id, Some(&aid), &body))
 }
 
 fn complete(
     shared: &Shared,
-    headers: &HeaderMap,
     task_id: &str,
     assignment_id: Option<&str>,
     body: &[u8],
 ) -> Result<Response<Body>, Problem> {
-    authorize(shared, headers)?;
     let value: Value = serde_json::from_slice(body).map_err(|_| {
         Problem::bad_request("the body must be JSON such as {\"outcome\": \"Completed\"}")
     })?;
