@@ -224,7 +224,14 @@ impl StepCx<'_, '_> {
                                     " (attempt {attempt} of {})",
                                     policy.attempts
                                 ));
-                            } else if retry::failure_of(&e).is_some() && policy.attempts > 1 {
+                            } else if policy.attempts > 1
+                                && policy.on.is_none()
+                                && !repeatable
+                                && matches!(
+                                    retry::failure_of(&e),
+                                    Some(retry::RetryOn::Timeout | retry::RetryOn::Reset)
+                                )
+                            {
                                 error.message.push_str(" (not retried: the request may have reached the server, and sending it twice is not safe)");
                             }
                             return Err(error);
