@@ -235,7 +235,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Wraps every request: applies an armed fault, then logs the request.
+/// Wraps every request: checks the token, applies an armed fault, then logs
+/// the request.
 async fn observe(
     State(shared): State<Arc<Shared>>,
     request: Request,
