@@ -194,3 +194,26 @@ fn unusable_answers_are_step_errors() {
         assert_eq!(completions(&sim, &task), (0, 0), "{body}");
     }
 }
+
+/// The contract's [guess] parts, set the other way: completion answers 200
+/// with the task, and a finished task answers 400, not 409. The worker copes
+/// with both, and a repeat run is still "nothing to do".
+#[test]
+fn the_guessed_statuses_set_the_other_way() {
+    let sim = Sim::start(handoff::sim::SimConfig {
+        complete_status: 200,
+        conflict_status: 400,
+        ..common::config()
+    });
+    let (instance, task) = sim.instance(json!({ "delay": "0s" }));
+    let set = format!("instance_id={instance}");
+    let first = sim.run(FLOW, TOKEN, &[&set]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stdout));
+    assert!(text(&first.stdout).contains("← 200 OK"));
+    let again = sim.run(FLOW, TOKEN, &[&set]);
+    let stdout = text(&again.stdout);
+    assert_eq!(again.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("← 400 Bad Request"), "{stdout}");
+    assert!(stdout.contains("nothing to do"), "{stdout}");
+    assert_eq!(completions(&sim, &task), (1, 2));
+}
