@@ -83,10 +83,7 @@ impl GetTasks {
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         let (base, _) = cx.render_text(&self.base_url)?;
-        let mut query = Vec::new();
-        for (param, template) in &self.filters {
-            query.push((param.to_string(), cx.render_text(template)?.0));
-        }
+        let query = cx.render_pairs(&self.filters)?;
         let first = request::build_url(&base, "/workflows/v2/tasks", &query)?;
         let origin = origin_of(&first);
         let mut url = first;

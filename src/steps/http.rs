@@ -141,21 +141,12 @@ impl Http {
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         let (url, _) = cx.render_text(&self.url)?;
-        let mut query = Vec::new();
-        for (k, t) in &self.query {
-            query.push((k.clone(), cx.render_text(t)?.0));
-        }
+        let query = cx.render_pairs(&self.query)?;
         let url = request::build_url(&url, "", &query)?;
         let body = match &self.body {
             None => None,
             Some(HttpBody::Json(j)) => Some(RequestBody::Json(j.render(cx)?)),
-            Some(HttpBody::Form(pairs)) => {
-                let mut out = Vec::new();
-                for (k, t) in pairs {
-                    out.push((k.clone(), cx.render_text(t)?.0));
-                }
-                Some(RequestBody::Form(out))
-            }
+            Some(HttpBody::Form(pairs)) => Some(RequestBody::Form(cx.render_pairs(pairs)?)),
             Some(HttpBody::Raw(t)) => Some(RequestBody::Text(cx.render_text(t)?.0)),
         };
         let headers = cx.headers(&self.headers)?;

@@ -307,6 +307,18 @@ impl StepCx<'_, '_> {
         Ok((crate::fields::display_text(&value), tainted))
     }
 
+    /// Renders name → template pairs (a query, a form) to text, in order.
+    pub fn render_pairs<K: ToString>(
+        &mut self,
+        pairs: &[(K, Template)],
+    ) -> Result<Vec<(String, String)>, StepError> {
+        let mut out = Vec::with_capacity(pairs.len());
+        for (name, template) in pairs {
+            out.push((name.to_string(), self.render_text(template)?.0));
+        }
+        Ok(out)
+    }
+
     /// Writes a field, coercing to its type; a secret-derived value makes the
     /// field secret from then on.
     pub fn set_field(&mut self, field: &str, value: Value, tainted: bool) -> Result<(), StepError> {

@@ -214,8 +214,8 @@ impl StepCx<'_, '_> {
                     (status_text(response.status), retry_after)
                 }
                 Err(e) => {
-                    let retried = retry::failure_of(&e).filter(|f| policy.retries(*f, repeatable));
-                    match retried {
+                    let failure = retry::failure_of(&e);
+                    match failure.filter(|f| policy.retries(*f, repeatable)) {
                         Some(_) if !last => (e.to_string(), None),
                         _ => {
                             let mut error = transport_error(&request, &e);
@@ -228,7 +228,7 @@ impl StepCx<'_, '_> {
                                 && policy.on.is_none()
                                 && !repeatable
                                 && matches!(
-                                    retry::failure_of(&e),
+                                    failure,
                                     Some(retry::RetryOn::Timeout | retry::RetryOn::Reset)
                                 )
                             {
