@@ -92,7 +92,15 @@ pub fn io_reason(e: &std::io::Error) -> String {
 }
 
 const TOP_KEYS: [&str; 5] = ["flow", "description", "fields", "steps", "max_steps"];
-const FIELD_KEYS: [&str; 6] = ["type", "input", "secret", "env", "default", "description"];
+const FIELD_KEYS: [&str; 7] = [
+    "type",
+    "input",
+    "secret",
+    "env",
+    "allow_empty",
+    "default",
+    "description",
+];
 const STEP_KEYS: [&str; 5] = ["id", "goto", "on_error", "output", "description"];
 
 fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -> Option<Flow> {
@@ -225,6 +233,7 @@ fn parse_field(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option
             input: false,
             secret: false,
             env: None,
+            allow_empty: false,
             default: None,
             description: None,
             span,
@@ -253,6 +262,10 @@ fn parse_field(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option
     let env = body
         .get("env")
         .and_then(|n| cx.string(n, "an environment variable name"));
+    let allow_empty = body
+        .get("allow_empty")
+        .and_then(|n| cx.boolean(n))
+        .unwrap_or(false);
     let description = body
         .get("description")
         .and_then(|n| cx.string(n, "a description"));
@@ -278,6 +291,7 @@ fn parse_field(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option
         input,
         secret,
         env,
+        allow_empty,
         default,
         description,
         span,
@@ -313,6 +327,7 @@ fn declare_error_field(cx: &mut Analyzer, steps: Option<&Node>) {
             input: false,
             secret: false,
             env: None,
+            allow_empty: false,
             default: Some(Value::Null),
             description: Some("what the last step caught by `on_error` failed with".to_string()),
             span: Span::new(0, 0),
@@ -580,7 +595,7 @@ fn check_secrets(cx: &mut Analyzer, fields: &IndexMap<String, FieldDecl>, steps:
     }
     for step in steps {
         for template in step.kind.url_templates() {
-            if let Some(name) = template.reads.iter().find(|r| secret.contains(*r)) {
+            if let Some(name) = template.mentions.iter().find(|r| secret.contains(*r)) {
                 cx.push(
                     Diagnostic::error(format!("step `{}` puts secret field `{name}` into a URL", step.id))
                         .at(&cx.source, template.span)
@@ -859,6 +874,38 @@ impl<'a> Analyzer<'a> {
                 self.error(
                     node.span,
                     format!("{what} must be a whole number above zero"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A number of bytes: `1048576`, or text with a unit, `512KB` or `10MB`
+    /// (binary: 1 KB is 1024 bytes).
+    pub fn byte_size(&mut self, node: &Node, what: &str) -> Option<u64> {
+        let text = node.scalar_text().unwrap_or_default();
+        let t = text.trim().to_ascii_uppercase();
+        let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => (&t[..i], t[i..].trim()),
+            None => (t.as_str(), ""),
+        };
+        let scale = match unit {
+            "" | "B" => Some(1u64),
+            "KB" | "KIB" => Some(1024),
+            "MB" | "MIB" => Some(1024 * 1024),
+            "GB" | "GIB" => Some(1024 * 1024 * 1024),
+            _ => None,
+        };
+        match (digits.parse::<u64>().ok(), scale) {
+            (Some(n), Some(s)) if n > 0 => n.checked_mul(s).or_else(|| {
+                self.error(node.span, format!("{what} is too large"));
+                None
+            }),
+            _ => {
+                self.error_help(
+                    node.span,
+                    format!("{what} must be a size above zero"),
+                    "write bytes, like `1048576`, or a size like `512KB` or `10MB`",
                 );
                 None
             }

@@ -459,6 +459,7 @@ async fn run_command(args: RunArgs, color: bool) -> i32 {
             return EXIT_INVALID;
         }
     };
+    print_diagnostics(&crate::inputs::secret_warnings(&flow, &state), color);
     let dry_run = args.dry_run || args.mock.is_some();
     let virtual_clock = Arc::new(VirtualClock::new(SystemTime::now()));
     let system_clock = SystemClock::new();
@@ -544,27 +545,14 @@ fn load_mock(path: &str, flow: &Flow) -> Result<Mock, Vec<Diagnostic>> {
 }
 
 fn parse_inputs(args: &RunArgs) -> Result<Inputs, Vec<Diagnostic>> {
-    let mut inputs = Inputs::default();
-    let mut problems = Vec::new();
-    for pair in &args.set {
-        match pair.split_once('=') {
-            Some((name, value)) if !name.trim().is_empty() => inputs
-                .set
-                .push((name.trim().to_string(), value.to_string())),
-            _ => problems.push(Diagnostic::error(format!(
-                "`--set` takes NAME=VALUE, got `{}`",
-                pair.split('=').next().unwrap_or("")
-            ))),
-        }
-    }
+    let mut inputs = Inputs {
+        set: crate::inputs::parse_set(&args.set)?,
+        file: None,
+    };
     if let Some(path) = &args.input {
         let source = read_source(&path.to_string_lossy()).map_err(|d| vec![d])?;
-        let node = crate::raw::parse(&source).map_err(|d| vec![d])?;
+        let node = crate::inputs::parse_input_file(&source).map_err(|d| vec![d])?;
         inputs.file = Some((source, node));
     }
-    if problems.is_empty() {
-        Ok(inputs)
-    } else {
-        Err(problems)
-    }
+    Ok(inputs)
 }

@@ -5,158 +5,20 @@
 //! observer as they happen. Once a run starts nothing returns `Err`: failures
 //! are trace events, and the [`Outcome`] is computed from what happened.
 
-use std::sync::Arc;
-
-use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::clock::Clock;
-use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::flow::{ERROR_FIELD, Flow, Step, Target};
-use crate::raw::Node;
 use crate::redact::MASK;
-use crate::source::Source;
 use crate::state::RunState;
 use crate::steps::{Next, StepCx, StepError, StepKind};
-use crate::trace::{EventKind, Outcome, Recorder, RunStatus, Trace, TraceEvent};
+use crate::trace::{EventKind, Outcome, Recorder, RunStatus, TraceEvent};
 use crate::transport::Transport;
 
-/// Values for input fields, from `--set` and `--input`.
-#[derive(Debug, Default, Clone)]
-pub struct Inputs {
-    /// `NAME=VALUE` pairs, in the order given; later ones win.
-    pub set: Vec<(String, String)>,
-    /// A JSON or YAML mapping, with the file it came from.
-    pub file: Option<(Arc<Source>, Node)>,
-}
+pub use crate::inputs::{Inputs, initial_state};
 
-/// Builds the starting state: `--set`, then `--input`, then the environment,
-/// then defaults. Every problem is reported, each naming the field.
-pub fn initial_state(
-    flow: &Flow,
-    inputs: &Inputs,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<RunState, Vec<Diagnostic>> {
-    let mut problems = Vec::new();
-    let names = || flow.fields.keys().map(String::as_str);
-    let settable = |name: &str| {
-        flow.fields
-            .get(name)
-            .is_some_and(|f| f.input || f.env.is_some())
-    };
-    for (name, _) in &inputs.set {
-        if !flow.fields.contains_key(name) {
-            problems.push(
-                Diagnostic::error(format!("`--set {name}=…`: the flow has no field `{name}`"))
-                    .help_opt(did_you_mean(name, names())),
-            );
-        } else if !settable(name) {
-            problems.push(
-                Diagnostic::error(format!("`--set {name}=…`: field `{name}` is not an input"))
-                    .help(format!(
-                        "declare it with `input: true` in `{}`",
-                        flow.source.name
-                    )),
-            );
-        }
-    }
-    let mut from_file: IndexMap<String, Value> = IndexMap::new();
-    if let Some((source, node)) = &inputs.file {
-        match node.as_map() {
-            Some(entries) => {
-                for (k, v) in entries {
-                    let name = k.scalar_text().unwrap_or_default();
-                    if !flow.fields.contains_key(&name) {
-                        problems.push(
-                            Diagnostic::error(format!("the flow has no field `{name}`"))
-                                .at(source, k.span)
-                                .help_opt(did_you_mean(&name, names())),
-                        );
-                    } else if !settable(&name) {
-                        problems.push(
-                            Diagnostic::error(format!("field `{name}` is not an input"))
-                                .at(source, k.span),
-                        );
-                    } else {
-                        from_file.insert(name, v.to_json());
-                    }
-                }
-            }
-            None => problems.push(
-                Diagnostic::error("an input file is a mapping of field names to values")
-                    .at(source, node.span),
-            ),
-        }
-    }
-    let mut state = RunState {
-        visits: vec![0; flow.steps.len()],
-        ..RunState::default()
-    };
-    for field in flow.fields.values() {
-        let from_set = inputs
-            .set
-            .iter()
-            .rev()
-            .find(|(n, _)| n == &field.name)
-            .map(|(_, v)| v);
-        let (value, origin) = if let Some(text) = from_set {
-            (field.ty.from_input(text), format!("`--set {}`", field.name))
-        } else if let Some(v) = from_file.get(&field.name) {
-            (field.ty.coerce(v.clone()), "the input file".to_string())
-        } else if let Some(text) = field.env.as_deref().and_then(env) {
-            (
-                field.ty.from_input(&text),
-                format!("${}", field.env.as_deref().unwrap_or_default()),
-            )
-        } else if let Some(default) = &field.default {
-            (Ok(default.clone()), "its default".to_string())
-        } else if field.is_required() {
-            let how = match (&field.env, field.input) {
-                (Some(var), true) => format!("pass `--set {}=VALUE` or set ${var}", field.name),
-                (Some(var), false) => format!("set the environment variable ${var}"),
-                _ => format!("pass `--set {}=VALUE`", field.name),
-            };
-            problems.push(
-                Diagnostic::error(format!(
-                    "missing input `{}` ({})",
-                    field.name,
-                    field.ty.name()
-                ))
-                .at(&flow.source, field.span)
-                .label("required")
-                .help(how),
-            );
-            continue;
-        } else {
-            (Ok(field.ty.empty()), String::new())
-        };
-        match value {
-            Ok(v) => {
-                state.fields.insert(field.name.clone(), v);
-            }
-            Err(e) => problems.push(
-                Diagnostic::error(format!(
-                    "invalid value for `{}` from {origin}: {e}",
-                    field.name
-                ))
-                .at(&flow.source, field.span)
-                .label(format!("declared as {}", field.ty.name())),
-            ),
-        }
-        if field.secret {
-            state.secret.insert(field.name.clone());
-        }
-    }
-    if problems.is_empty() {
-        Ok(state)
-    } else {
-        Err(problems)
-    }
-}
-
-/// A finished run.
+/// A finished run. Its trace went to the observer as it happened.
 pub struct RunResult {
-    pub trace: Trace,
     pub outcome: Outcome,
     pub state: RunState,
 }
@@ -180,7 +42,7 @@ impl Engine<'_> {
             rec.redactor.add_secret(literal);
         }
         for name in &state.secret {
-            if let Some(v) = state.fields.get(name) {
+            if let Some(v) = state.get(name) {
                 rec.redactor.add_secret_value(v);
             }
         }
@@ -192,7 +54,9 @@ impl Engine<'_> {
                 let v = if state.secret.contains(&f.name) {
                     Value::String(MASK.to_string())
                 } else {
-                    state.fields.get(&f.name).cloned().unwrap_or(Value::Null)
+                    state
+                        .get(&f.name)
+                        .map_or(Value::Null, crate::trace::bounded)
                 };
                 (f.name.clone(), v)
             })
@@ -203,6 +67,7 @@ impl Engine<'_> {
                 flow: flow.name.clone(),
                 dry_run: self.dry_run,
                 fields: shown_fields,
+                route: self.transport.route(),
             },
         );
         let (status, at_step, reason) = loop {
@@ -247,6 +112,7 @@ impl Engine<'_> {
             let target = match result {
                 Ok(Next::Continue) => flow.next_after(index),
                 Ok(Next::Goto(t)) => t,
+                // The step redacted its message: it is data in handoff's wording.
                 Ok(Next::End(message)) => {
                     let reason = message.unwrap_or_else(|| format!("ended at step `{}`", step.id));
                     break (RunStatus::Succeeded, Some(step.id.clone()), reason);
@@ -293,34 +159,38 @@ impl Engine<'_> {
                 }
             }
         };
-        let outcome = outcome_of(
-            flow, &rec.trace, &state, status, at_step, reason, self.clock,
+        let mut outcome = outcome_of(
+            flow,
+            rec.last_decision.clone(),
+            &state,
+            status,
+            at_step,
+            reason,
+            self.clock,
         );
         rec.emit(None, EventKind::FlowFinished(outcome.clone()));
-        // The outcome as recorded (and redacted) is the one reported.
-        let outcome = match rec.trace.events.last().map(|e| &e.kind) {
-            Some(EventKind::FlowFinished(o)) => o.clone(),
-            _ => outcome,
-        };
-        RunResult {
-            trace: rec.trace,
-            outcome,
-            state,
+        // The outcome reported is redacted like the one recorded.
+        let mut redacted = EventKind::FlowFinished(outcome.clone());
+        redacted.redact(&rec.redactor);
+        if let EventKind::FlowFinished(o) = redacted {
+            outcome = o;
         }
+        RunResult { outcome, state }
     }
 }
 
-/// Hands a caught failure to the flow as the `error` field. The message is
-/// stored redacted: a flow may send it on, and it must not carry a secret.
+/// Hands a caught failure to the flow as the `error` field. The message
+/// carries no secret (its data was redacted as it was put in): a flow may
+/// send it on.
 fn catch(state: &mut RunState, rec: &mut Recorder<'_>, step: &Step, e: &StepError) {
     let value = serde_json::json!({
         "step": step.id,
         "kind": e.kind.as_str(),
         "status": e.status,
-        "message": rec.redactor.redact(&e.message),
+        "message": rec.redactor.redact_wording(&e.message),
         "hint": e.hint,
     });
-    state.fields.insert(ERROR_FIELD.to_string(), value.clone());
+    state.set(ERROR_FIELD, value.clone());
     state.secret.remove(ERROR_FIELD);
     rec.emit(
         Some(&step.id),
@@ -347,26 +217,16 @@ fn budget_reason(flow: &Flow, state: &RunState, index: usize) -> String {
     reason
 }
 
-/// Derives how the run ended from its trace: the last branch and its tries.
+/// How the run ended: the last branch and its tries.
 fn outcome_of(
     flow: &Flow,
-    trace: &Trace,
+    last_decision: Option<(String, String)>,
     state: &RunState,
     status: RunStatus,
     at_step: Option<String>,
     reason: String,
     clock: &dyn Clock,
 ) -> Outcome {
-    let last_decision = trace
-        .events
-        .iter()
-        .rev()
-        .find_map(|e| match (&e.kind, &e.step) {
-            (EventKind::DecisionTaken { goto, .. }, Some(step)) => {
-                Some((step.clone(), goto.clone()))
-            }
-            _ => None,
-        });
     let (last_branch, tries) = match last_decision {
         Some((step, goto)) => {
             let index = flow

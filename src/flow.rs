@@ -40,6 +40,8 @@ pub struct FieldDecl {
     pub secret: bool,
     /// Read from this environment variable when not set as an input.
     pub env: Option<String>,
+    /// An empty value is accepted even when the field is required or secret.
+    pub allow_empty: bool,
     pub default: Option<Value>,
     pub description: Option<String>,
     pub span: Span,

@@ -25,6 +25,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod fields;
 pub mod flow;
+pub mod inputs;
 pub mod lint;
 pub mod mock;
 pub mod raw;

@@ -379,6 +379,11 @@ impl Transport for MockTransport {
                 }
                 _ => {}
             }
+            // The same byte budget as over the wire, so a dry run rehearses it.
+            let limit = request.max_body.min(crate::transport::MAX_BODY_BYTES);
+            if reply.body.len() > limit {
+                return Err(TransportError::TooLarge(limit));
+            }
             Ok(HttpResponse {
                 status: reply.status,
                 headers: reply.headers.clone(),

@@ -69,6 +69,7 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             flow,
             dry_run,
             fields,
+            route,
         } => {
             let mode = if *dry_run { " (dry run)" } else { "" };
             let mut out = format!(
@@ -87,6 +88,9 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
                     " ".repeat(9),
                     style.dim(&shown.join("  "))
                 ));
+            }
+            if let Some(route) = route {
+                out.push_str(&format!("{}  {}\n", " ".repeat(9), style.yellow(route)));
             }
             out
         }

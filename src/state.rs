@@ -5,6 +5,7 @@
 //! points into the engine, so a state can later be saved and resumed.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,10 @@ const RECENT: usize = 64;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunState {
-    pub fields: IndexMap<String, Value>,
+    /// Shared with a render's [`Scope`](crate::template::Scope), so a template
+    /// reads the fields without copying them; a write copies only while a
+    /// scope still holds them, which is never between steps.
+    pub fields: Arc<IndexMap<String, Value>>,
     /// Fields whose value is secret: declared so, or derived from a secret.
     pub secret: BTreeSet<String>,
     /// The index of the step to run next.
@@ -47,8 +51,16 @@ impl RunState {
         Some(recent[prev..=last].to_vec())
     }
 
-    /// The context templates render against: every field by name.
-    pub fn context(&self) -> minijinja::Value {
-        minijinja::Value::from(minijinja::value::Serde(&self.fields))
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.fields.get(field)
+    }
+
+    pub fn set(&mut self, field: &str, value: Value) {
+        Arc::make_mut(&mut self.fields).insert(field.to_string(), value);
+    }
+
+    /// What templates render in: every field by name, read lazily.
+    pub fn scope(&self) -> Arc<crate::template::Scope> {
+        crate::template::Scope::new(self.fields.clone())
     }
 }

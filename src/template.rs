@@ -8,10 +8,18 @@
 //!
 //! Errors are formatted by [`describe_error`], never with minijinja's `{:#}`,
 //! which would list the variables' values and so print secrets.
+//!
+//! Secrecy follows what a template *reads*, found twice: statically, by
+//! [`scan`]ning the template's tags for every name it mentions (minijinja's own
+//! `undeclared_variables` skips some positions, such as a slice's target), and
+//! at render time, by a [`Scope`] that notes every field it is asked for.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
+use indexmap::IndexMap;
+use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
@@ -20,6 +28,18 @@ use crate::source::Span;
 
 /// Caps the work one render may do, so a hostile template cannot spin forever.
 const FUEL: u64 = 200_000;
+
+/// The longest template handoff compiles. Real ones are a line or two.
+pub const MAX_TEMPLATE_BYTES: usize = 32 * 1024;
+
+/// The most operators, filters, lookups and calls one tag may chain. minijinja
+/// compiles a chain recursively, so a long one (`1 + 1 + …` 5,000 times)
+/// overflows the stack; it survives several thousand, so this leaves room.
+pub const MAX_CHAIN: usize = 256;
+
+/// `tojson(indent=…)` beyond this is refused: the indent is not charged to the
+/// fuel until the text exists, so a huge one could fill memory first.
+const MAX_JSON_INDENT: usize = 16;
 
 /// The environment every flow template compiles and renders in.
 pub fn environment() -> Environment<'static> {
@@ -30,7 +50,44 @@ pub fn environment() -> Environment<'static> {
     env.add_filter("b64encode", |s: String| {
         base64::engine::general_purpose::STANDARD.encode(s)
     });
+    env.add_filter("tojson", tojson);
     env
+}
+
+/// minijinja's `tojson`, with the indent bounded before any text is made.
+fn tojson(
+    value: &minijinja::Value,
+    indent: Option<minijinja::Value>,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<minijinja::Value, minijinja::Error> {
+    let indent = match indent {
+        Some(i) => Some(i),
+        None => kwargs.get::<Option<minijinja::Value>>("indent")?,
+    };
+    kwargs.assert_all_used()?;
+    let width = match &indent {
+        None => None,
+        Some(v) if v.kind() == minijinja::value::ValueKind::Bool => v.is_true().then_some(2),
+        Some(v) => Some(usize::try_from(v.clone())?),
+    };
+    let bad =
+        |m: &str| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, m.to_string());
+    let text = match width {
+        Some(w) if w > MAX_JSON_INDENT => {
+            return Err(bad("`tojson` indents by at most 16 spaces"));
+        }
+        Some(w) => {
+            let pad = " ".repeat(w);
+            let mut out = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(pad.as_bytes());
+            let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+            serde::Serialize::serialize(value, &mut ser)
+                .map_err(|_| bad("cannot serialize to JSON"))?;
+            String::from_utf8(out).map_err(|_| bad("cannot serialize to JSON"))?
+        }
+        None => serde_json::to_string(value).map_err(|_| bad("cannot serialize to JSON"))?,
+    };
+    Ok(minijinja::Value::from_safe_string(text))
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +108,9 @@ pub struct Template {
     pub kind: TemplateKind,
     /// The top-level names it reads: field names, checked at load time.
     pub reads: BTreeSet<String>,
+    /// Every name its tags mention outside attribute, filter and test
+    /// positions, `reads` included: a superset, which is what secrecy needs.
+    pub mentions: BTreeSet<String>,
 }
 
 /// A compile problem, with the span to point at.
@@ -76,6 +136,7 @@ impl Template {
                     span: node.span,
                     kind: TemplateKind::Literal(node.to_json()),
                     reads: BTreeSet::new(),
+                    mentions: BTreeSet::new(),
                 });
             }
         };
@@ -93,12 +154,15 @@ impl Template {
                 span,
                 kind: TemplateKind::Literal(Value::String(text.to_string())),
                 reads: BTreeSet::new(),
+                mentions: BTreeSet::new(),
             });
         }
+        let scanned = scan(text, false).map_err(|message| TemplateError { message, span })?;
         let compiled = env
             .template_from_str(text)
             .map_err(|e| positioned(e, span))?;
         let reads = filter_globals(env, compiled.undeclared_variables(false));
+        let mentions = scanned.mentions.union(&reads).cloned().collect();
         let kind = match single_expression(text) {
             Some(expr) if env.compile_expression(expr).is_ok() => {
                 TemplateKind::Expr(expr.to_string())
@@ -110,6 +174,7 @@ impl Template {
             span,
             kind,
             reads,
+            mentions,
         })
     }
 
@@ -125,15 +190,21 @@ impl Template {
             });
         };
         let expr = single_expression(&text).unwrap_or(&text).to_string();
+        let scanned = scan(&expr, true).map_err(|message| TemplateError {
+            message,
+            span: node.span,
+        })?;
         let compiled = env
             .compile_expression(&expr)
             .map_err(|e| positioned(e, node.span))?;
         let reads = filter_globals(env, compiled.undeclared_variables(false));
+        let mentions = scanned.mentions.union(&reads).cloned().collect();
         Ok(Template {
             source: text.clone(),
             span: node.span,
             kind: TemplateKind::Expr(expr),
             reads,
+            mentions,
         })
     }
 
@@ -141,23 +212,21 @@ impl Template {
         matches!(self.kind, TemplateKind::Literal(_))
     }
 
-    /// Renders against a context. The error text is safe to show.
-    pub fn render(
-        &self,
-        env: &Environment<'static>,
-        ctx: &minijinja::Value,
-    ) -> Result<Value, String> {
+    /// Renders in a scope, which notes what the template read. The error
+    /// text quotes no value, but may carry data: redact it before showing.
+    pub fn render(&self, env: &Environment<'static>, scope: &Arc<Scope>) -> Result<Value, String> {
+        let ctx = || minijinja::Value::from_dyn_object(scope.clone());
         match &self.kind {
             TemplateKind::Literal(v) => Ok(v.clone()),
             TemplateKind::Text => env
-                .render_str(&self.source, ctx.clone())
+                .render_str(&self.source, ctx())
                 .map(Value::String)
                 .map_err(|e| describe_error(&e)),
             TemplateKind::Expr(expr) => {
                 let compiled = env
                     .compile_expression(expr)
                     .map_err(|e| describe_error(&e))?;
-                let value = compiled.eval(ctx.clone()).map_err(|e| describe_error(&e))?;
+                let value = compiled.eval(ctx()).map_err(|e| describe_error(&e))?;
                 if value.is_undefined() {
                     return Err("undefined value".to_string());
                 }
@@ -166,6 +235,218 @@ impl Template {
             }
         }
     }
+}
+
+/// What a template sees while it renders: the fields, converted only when
+/// asked for, and for a `where` condition an item whose keys come first.
+/// Every field asked for is noted, so the caller knows what was read.
+#[derive(Debug)]
+pub struct Scope {
+    fields: Arc<IndexMap<String, Value>>,
+    item: Option<minijinja::Value>,
+    /// Fields read so far, converted once each.
+    read: Mutex<IndexMap<String, minijinja::Value>>,
+}
+
+impl Scope {
+    pub fn new(fields: Arc<IndexMap<String, Value>>) -> Arc<Scope> {
+        Scope::with_item(fields, None)
+    }
+
+    pub fn with_item(
+        fields: Arc<IndexMap<String, Value>>,
+        item: Option<minijinja::Value>,
+    ) -> Arc<Scope> {
+        Arc::new(Scope {
+            fields,
+            item,
+            read: Mutex::new(IndexMap::new()),
+        })
+    }
+
+    /// The fields read so far.
+    pub fn read(&self) -> Vec<String> {
+        self.read
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Object for Scope {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, name: &str) -> Option<minijinja::Value> {
+        if let Some(item) = &self.item {
+            if name == "item" {
+                return Some(item.clone());
+            }
+            if let Some(v) = item.get_attr(name).ok().filter(|v| !v.is_undefined()) {
+                return Some(v);
+            }
+        }
+        let mut read = self.read.lock().ok()?;
+        if let Some(v) = read.get(name) {
+            return Some(v.clone());
+        }
+        let value = minijinja::Value::from(minijinja::value::Serde(self.fields.get(name)?));
+        read.insert(name.to_string(), value.clone());
+        Some(value)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Empty
+    }
+}
+
+/// What [`scan`] learns from a template's tags.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    pub mentions: BTreeSet<String>,
+}
+
+/// Reads a template's tags (or, with `whole`, the text as one expression)
+/// without compiling it: the names it mentions, and whether any tag chains
+/// more than [`MAX_CHAIN`] operators. Strings are skipped; names after `.`,
+/// `|` or `is`, and keyword arguments, are not mentions.
+pub fn scan(text: &str, whole: bool) -> Result<Scanned, String> {
+    if text.len() > MAX_TEMPLATE_BYTES {
+        return Err(format!(
+            "this template is {} KB; a template may be at most {} KB",
+            text.len().div_ceil(1024),
+            MAX_TEMPLATE_BYTES / 1024
+        ));
+    }
+    let mut out = Scanned::default();
+    if whole {
+        scan_tag(text, false, &mut out)?;
+        return Ok(out);
+    }
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        let close = match (bytes[i], bytes[i + 1]) {
+            (b'{', b'{') => "}}",
+            (b'{', b'%') => "%}",
+            (b'{', b'#') => {
+                i = text[i + 2..]
+                    .find("#}")
+                    .map_or(bytes.len(), |j| i + 2 + j + 2);
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let start = i + 2;
+        let end = tag_end(text, start, close);
+        scan_tag(&text[start..end], close == "%}", &mut out)?;
+        i = end + 2;
+    }
+    Ok(out)
+}
+
+/// Where a tag opened at `start` closes, skipping quoted strings.
+fn tag_end(text: &str, start: usize, close: &str) -> usize {
+    let bytes = text.as_bytes();
+    let mut i = start;
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'"' | b'\'') => i = skip_string(bytes, i, q),
+            _ if text[i..].starts_with(close) => return i,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// The index just past a string literal opened at `i`.
+fn skip_string(bytes: &[u8], mut i: usize, quote: u8) -> usize {
+    i += 1;
+    while i < bytes.len() && bytes[i] != quote {
+        i += if bytes[i] == b'\\' { 2 } else { 1 };
+    }
+    i + 1
+}
+
+const OPERATOR_WORDS: [&str; 6] = ["and", "or", "not", "in", "if", "else"];
+const LITERAL_WORDS: [&str; 6] = ["true", "false", "none", "True", "False", "None"];
+
+/// `statement`: a `{% … %}` tag, whose first word is a keyword, not a name.
+fn scan_tag(tag: &str, statement: bool, out: &mut Scanned) -> Result<(), String> {
+    let bytes = tag.as_bytes();
+    let mut chain = 0usize;
+    let mut prev = ""; // the previous significant token
+    let mut before_prev = "";
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let (token, next) = if c == b'"' || c == b'\'' {
+            ("\"\"", skip_string(bytes, i, c).min(bytes.len()))
+        } else if c.is_ascii_digit() {
+            let mut j = i;
+            while j < bytes.len()
+                && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_' || bytes[j] == b'.')
+            {
+                j += 1;
+            }
+            ("0", j)
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let mut j = i;
+            while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_') {
+                j += 1;
+            }
+            (&tag[i..j], j)
+        } else {
+            let len = tag[i..].chars().next().map_or(1, char::len_utf8);
+            (&tag[i..i + len], i + len)
+        };
+        let is_name = token
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_');
+        if is_name {
+            if OPERATOR_WORDS.contains(&token) || token == "is" {
+                chain += 1;
+            } else if LITERAL_WORDS.contains(&token) || (statement && prev.is_empty()) {
+            } else {
+                let after = tag[next..].trim_start();
+                let kwarg = after.starts_with('=') && !after.starts_with("==");
+                let named_op = prev == "."
+                    || prev == "|"
+                    || prev == "is"
+                    || (prev == "not" && before_prev == "is");
+                if !kwarg && !named_op {
+                    out.mentions.insert(token.to_string());
+                }
+            }
+        } else if matches!(
+            token,
+            "+" | "-" | "*" | "/" | "%" | "~" | "|" | "." | "[" | "(" | "=" | "<" | ">" | "!"
+        ) {
+            chain += 1;
+        }
+        if chain > MAX_CHAIN {
+            return Err(format!(
+                "this template chains more than {MAX_CHAIN} operators, filters or lookups in one tag; split it across `set` steps"
+            ));
+        }
+        before_prev = prev;
+        prev = token;
+        i = next;
+    }
+    Ok(())
 }
 
 /// Text has template syntax when it opens a block, an expression or a comment.
@@ -227,11 +508,15 @@ mod tests {
             .unwrap()
     }
 
+    fn scope(v: Value) -> Arc<Scope> {
+        let Value::Object(map) = v else { panic!() };
+        Scope::new(Arc::new(map.into_iter().collect()))
+    }
+
     #[test]
     fn single_expressions_keep_their_type() {
         let env = environment();
-        let ctx =
-            minijinja::Value::from(minijinja::value::Serde(json!({"tries": 2, "xs": [1, 2]})));
+        let ctx = scope(json!({"tries": 2, "xs": [1, 2]}));
         assert_eq!(
             compile("{{ tries + 1 }}").render(&env, &ctx).unwrap(),
             json!(3)
@@ -256,11 +541,74 @@ mod tests {
     #[test]
     fn undefined_names_fail_without_printing_values() {
         let env = environment();
-        let ctx = minijinja::Value::from(minijinja::value::Serde(json!({"token": "hunter2"})));
+        let ctx = scope(json!({"token": "hunter2"}));
         let err = compile("{{ token ~ missing }}")
             .render(&env, &ctx)
             .unwrap_err();
         assert!(err.contains("undefined"), "{err}");
         assert!(!err.contains("hunter2"));
+    }
+
+    #[test]
+    fn slices_and_filters_are_mentions_and_reads() {
+        for text in [
+            "{{ token[1:] }}",
+            "{{ token[::-1] }}",
+            "{{ token[2:] | upper }}",
+            "{{ token | list }}",
+            "x{% set t = token %}{{ t }}",
+        ] {
+            let t = compile(text);
+            assert!(t.mentions.contains("token"), "{text}: {:?}", t.mentions);
+            let ctx = scope(json!({"token": "hunter2", "other": 1}));
+            t.render(&environment(), &ctx).unwrap();
+            assert_eq!(ctx.read(), ["token"], "{text}");
+        }
+        let t = compile("{{ a.token | default(x=1) }}{% if b is defined %}{% endif %}");
+        assert_eq!(
+            t.mentions.into_iter().collect::<Vec<_>>(),
+            vec!["a", "b"],
+            "attributes, filters, tests and keyword names are not mentions"
+        );
+    }
+
+    #[test]
+    fn long_chains_and_long_templates_are_refused_before_compiling() {
+        let env = environment();
+        for chain in [
+            " + 1",
+            " ~ 'a'",
+            " and true",
+            " | string",
+            ".a",
+            " if true else 1",
+        ] {
+            let text = format!("{{{{ x{} }}}}", chain.repeat(1_000));
+            let err = Template::compile_str(&env, Span::new(0, 1), &text)
+                .err()
+                .unwrap();
+            assert!(err.message.contains("chains more than"), "{}", err.message);
+        }
+        let fine = format!("{{{{ 1{} }}}}", " + 1".repeat(200));
+        assert!(Template::compile_str(&env, Span::new(0, 1), &fine).is_ok());
+        let long = "{{ 1 }}".repeat(6000);
+        let err = Template::compile_str(&env, Span::new(0, 1), &long)
+            .err()
+            .unwrap();
+        assert!(err.message.contains("at most 32 KB"), "{}", err.message);
+    }
+
+    #[test]
+    fn tojson_indent_is_bounded() {
+        let env = environment();
+        let ctx = scope(json!({"xs": [1]}));
+        let err = compile("{{ xs | tojson(indent=100000000) }}")
+            .render(&env, &ctx)
+            .unwrap_err();
+        assert!(err.contains("at most 16"), "{err}");
+        let ok = compile("{{ xs | tojson(indent=2) }}")
+            .render(&env, &ctx)
+            .unwrap();
+        assert_eq!(ok, json!("[\n  1\n]"));
     }
 }

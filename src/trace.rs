@@ -3,6 +3,8 @@
 //! The engine records [`TraceEvent`]s through a [`Recorder`], which numbers
 //! them, stamps them with the clock's elapsed time, redacts every secret, and
 //! hands each one to an observer as it happens (the CLI prints them live).
+//! Nothing keeps the events: a run's memory does not grow with its trace, and
+//! a value too large to show whole is shown as an excerpt ([`bounded`]).
 //! Reports are renderings of this data; see [`crate::report`].
 
 use indexmap::IndexMap;
@@ -10,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::clock::Clock;
+use crate::flow::ERROR_FIELD;
 use crate::redact::Redactor;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +33,9 @@ pub enum EventKind {
         flow: String,
         dry_run: bool,
         fields: IndexMap<String, Value>,
+        /// The route requests take, when it is not direct: a proxy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
     },
     StepStarted {
         kind: String,
@@ -127,16 +133,140 @@ pub struct Outcome {
     pub elapsed_ms: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Trace {
-    pub events: Vec<TraceEvent>,
+/// The largest value an event shows whole, as compact JSON. A larger one (a
+/// task list of thousands) is shown as an excerpt of [`EXCERPT_CHARS`].
+pub const MAX_SHOWN_BYTES: usize = 64 * 1024;
+/// How much of a value too large to show whole is shown.
+pub const EXCERPT_CHARS: usize = 2000;
+
+/// A value as an event shows it: itself when small, else an excerpt. The
+/// size is measured without building the whole text.
+pub fn bounded(value: &Value) -> Value {
+    let mut counter = Counter(0);
+    if serde_json::to_writer(&mut counter, value).is_ok() {
+        return value.clone();
+    }
+    let mut text = Vec::with_capacity(EXCERPT_CHARS * 2);
+    let _ = serde_json::to_writer(Limited(&mut text, EXCERPT_CHARS * 4), value);
+    let text = String::from_utf8_lossy(&text);
+    let cut: String = text.chars().take(EXCERPT_CHARS).collect();
+    let size = serde_json::to_vec(value).map_or(0, |v| v.len());
+    Value::String(format!("{cut}… ({size} bytes in all)"))
+}
+
+/// Counts bytes, and stops the writer past [`MAX_SHOWN_BYTES`].
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        if self.0 > MAX_SHOWN_BYTES {
+            return Err(std::io::Error::other("too large"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps the first bytes written, then stops the writer.
+struct Limited<'a>(&'a mut Vec<u8>, usize);
+
+impl std::io::Write for Limited<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() >= self.1 {
+            return Err(std::io::Error::other("enough"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl EventKind {
+    /// Masks secrets where they may be: data (URLs, headers, bodies, values,
+    /// a flow's own text) with every secret; handoff's wording (errors,
+    /// reasons, hints), whose data was redacted when it was put in, only with
+    /// secrets long enough not to be mistaken for a word.
+    pub fn redact(&mut self, r: &Redactor) {
+        if r.is_empty() {
+            return;
+        }
+        let data = |s: &mut String| *s = r.redact(s);
+        let wording = |s: &mut String| *s = r.redact_wording(s);
+        match self {
+            EventKind::FlowStarted { fields, .. } => {
+                fields.values_mut().for_each(|v| r.redact_json(v))
+            }
+            EventKind::StepStarted { .. }
+            | EventKind::TimerWaited { .. }
+            | EventKind::StepFinished { .. } => {}
+            EventKind::RequestSent {
+                url, headers, body, ..
+            } => {
+                data(url);
+                headers.values_mut().for_each(data);
+                if let Some(b) = body {
+                    r.redact_json(b);
+                }
+            }
+            EventKind::ResponseReceived { headers, body, .. } => {
+                headers.values_mut().for_each(data);
+                if let Some(b) = body {
+                    r.redact_json(b);
+                }
+            }
+            EventKind::FieldSet { field, value } if field == ERROR_FIELD => {
+                wording_json(value, r);
+            }
+            EventKind::FieldSet { value, .. } => r.redact_json(value),
+            EventKind::DecisionTaken {
+                condition, values, ..
+            } => {
+                condition.iter_mut().for_each(data);
+                values.values_mut().for_each(|v| r.redact_json(v));
+            }
+            EventKind::RetryScheduled {
+                reason,
+                retry_after,
+                ..
+            } => {
+                wording(reason);
+                retry_after.iter_mut().for_each(data);
+            }
+            EventKind::Log { message } => data(message),
+            EventKind::StepFailed { error, hint, .. } => {
+                wording(error);
+                hint.iter_mut().for_each(wording);
+            }
+            EventKind::FlowFinished(outcome) => {
+                wording(&mut outcome.reason);
+                outcome.last_branch.iter_mut().for_each(wording);
+            }
+        }
+    }
+}
+
+fn wording_json(value: &mut Value, r: &Redactor) {
+    match value {
+        Value::String(s) => *s = r.redact_wording(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| wording_json(v, r)),
+        Value::Object(map) => map.values_mut().for_each(|v| wording_json(v, r)),
+        _ => {}
+    }
 }
 
 /// Builds the trace. Everything passes through [`Recorder::emit`], so nothing
-/// reaches a report without being redacted.
+/// reaches a report without being redacted. It keeps no event, only what the
+/// outcome needs: the last decision taken.
 pub struct Recorder<'a> {
-    pub trace: Trace,
     pub redactor: Redactor,
+    seq: u64,
+    /// The last decision: its step and where it went.
+    pub last_decision: Option<(String, String)>,
     clock: &'a dyn Clock,
     observer: &'a mut (dyn FnMut(&TraceEvent) + Send),
 }
@@ -147,28 +277,26 @@ impl<'a> Recorder<'a> {
         observer: &'a mut (dyn FnMut(&TraceEvent) + Send),
     ) -> Recorder<'a> {
         Recorder {
-            trace: Trace::default(),
             redactor: Redactor::default(),
+            seq: 0,
+            last_decision: None,
             clock,
             observer,
         }
     }
 
-    pub fn emit(&mut self, step: Option<&str>, kind: EventKind) {
-        let kind = if self.redactor.is_empty() {
-            kind
-        } else {
-            // Round-trip through JSON so every string in any payload is covered.
-            let value = serde_json::to_value(&kind).unwrap_or(Value::Null);
-            serde_json::from_value(self.redactor.redact_json(&value)).unwrap_or(kind)
-        };
+    pub fn emit(&mut self, step: Option<&str>, mut kind: EventKind) {
+        kind.redact(&self.redactor);
+        if let (EventKind::DecisionTaken { goto, .. }, Some(step)) = (&kind, step) {
+            self.last_decision = Some((step.to_string(), goto.clone()));
+        }
+        self.seq += 1;
         let event = TraceEvent {
-            seq: self.trace.events.len() as u64 + 1,
+            seq: self.seq,
             at_ms: self.clock.elapsed().as_millis() as u64,
             step: step.map(str::to_string),
             kind,
         };
         (self.observer)(&event);
-        self.trace.events.push(event);
     }
 }

@@ -3,6 +3,11 @@
 //! Steps build an [`HttpRequest`] and hand it to a [`Transport`]. What comes
 //! back is plain data, so the engine and the trace never depend on how it was
 //! fetched.
+//!
+//! Redirects are never followed: a 3xx comes back as an answer, and the step
+//! reports it with its `Location`. Following one could send the token, a
+//! custom credential header or a completion to another server, and a PATCH
+//! turned into a GET by a 303 would look like success.
 
 use std::time::Duration;
 
@@ -18,9 +23,13 @@ pub struct HttpRequest {
     pub method: String,
     /// The full URL, query string included.
     pub url: String,
+    /// The URL as traces and errors show it: parts from secrets masked.
+    pub shown_url: String,
     pub headers: Vec<(String, String)>,
     pub body: Option<RequestBody>,
     pub timeout: Duration,
+    /// The largest answer the step takes, in bytes.
+    pub max_body: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +142,12 @@ pub trait Transport: Send + Sync {
         &'a self,
         request: &'a HttpRequest,
     ) -> BoxFuture<'a, Result<HttpResponse, TransportError>>;
+
+    /// What a run's first event should say about the route requests take,
+    /// such as a proxy from the environment.
+    fn route(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Largest response body a step keeps.
@@ -141,19 +156,69 @@ pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// The real thing: reqwest over rustls, one connection pool per run.
 pub struct ReqwestTransport {
     client: reqwest::Client,
+    proxies: Option<String>,
 }
+
+/// The variables reqwest (like curl) takes proxies from.
+const PROXY_VARS: [&str; 6] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 
 impl ReqwestTransport {
     pub fn new() -> Result<ReqwestTransport, String> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("handoff/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
-        Ok(ReqwestTransport { client })
+        Ok(ReqwestTransport {
+            client,
+            proxies: proxies_in_use(&|v| std::env::var(v).ok()),
+        })
     }
 }
 
+/// The proxies the environment sets, without any password in them.
+pub fn proxies_in_use(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let found: Vec<String> = PROXY_VARS
+        .iter()
+        .filter_map(|var| {
+            let value = env(var).filter(|v| !v.trim().is_empty())?;
+            let shown = match reqwest::Url::parse(value.trim()) {
+                Ok(mut url) => {
+                    if !url.username().is_empty() || url.password().is_some() {
+                        let _ = url.set_username("***");
+                        let _ = url.set_password(None);
+                    }
+                    url.to_string()
+                }
+                Err(_) => "(unparsable)".to_string(),
+            };
+            Some(format!("${var}={shown}"))
+        })
+        .collect();
+    (!found.is_empty()).then(|| {
+        let no_proxy = env("NO_PROXY")
+            .or_else(|| env("no_proxy"))
+            .map(|v| format!(", except $NO_PROXY={v}"))
+            .unwrap_or_default();
+        format!(
+            "requests go through a proxy: {}{no_proxy}; on http:// URLs it sees every header, the token included",
+            found.join(", ")
+        )
+    })
+}
+
 impl Transport for ReqwestTransport {
+    fn route(&self) -> Option<String> {
+        self.proxies.clone()
+    }
+
     fn send<'a>(
         &'a self,
         request: &'a HttpRequest,
@@ -194,11 +259,12 @@ impl Transport for ReqwestTransport {
                     )
                 })
                 .collect();
+            let limit = request.max_body.min(MAX_BODY_BYTES);
             if response
                 .content_length()
-                .is_some_and(|l| l as usize > MAX_BODY_BYTES)
+                .is_some_and(|l| l as usize > limit)
             {
-                return Err(TransportError::TooLarge(MAX_BODY_BYTES));
+                return Err(TransportError::TooLarge(limit));
             }
             // Read in chunks so an endless body stops at the limit, not at OOM.
             let mut body = Vec::new();
@@ -207,8 +273,8 @@ impl Transport for ReqwestTransport {
                 .await
                 .map_err(|e| classify(&e, request.timeout))?
             {
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(TransportError::TooLarge(MAX_BODY_BYTES));
+                if body.len() + chunk.len() > limit {
+                    return Err(TransportError::TooLarge(limit));
                 }
                 body.extend_from_slice(&chunk);
             }

@@ -97,7 +97,11 @@ impl Decision {
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         let mut values = IndexMap::new();
         for (condition, _) in &self.branches {
-            for name in &condition.reads {
+            for name in condition
+                .mentions
+                .iter()
+                .filter(|n| cx.flow.fields.contains_key(*n))
+            {
                 values.insert(name.clone(), cx.shown(name));
             }
         }

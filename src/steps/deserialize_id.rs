@@ -2,13 +2,15 @@
 //! "Deserialize Typed Array" does with a task list. An empty list gives an
 //! empty value, not an error: whether that means "not yet" is the flow's call.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
 use crate::analyze::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::Node;
 use crate::steps::{Next, StepCx, StepError, truthy};
-use crate::template::Template;
+use crate::template::{Scope, Template};
 
 pub const OUTPUTS: &[(&str, FieldType)] = &[("count", FieldType::Number)];
 
@@ -119,9 +121,20 @@ impl DeserializeId {
         })
     }
 
+    /// The fields the result derives from: `from`, and what `where` mentions.
+    pub fn reads(&self) -> BTreeSet<String> {
+        let mut reads: BTreeSet<String> = std::iter::once(self.from.clone()).collect();
+        if let Some(filter) = &self.filter {
+            reads.extend(filter.mentions.iter().cloned());
+        }
+        reads
+    }
+
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
-        let items = match cx.state.fields.get(&self.from) {
-            Some(Value::Array(items)) => items.clone(),
+        // Shared, not copied: each item's `where` scope sees the item, then the fields.
+        let fields = cx.state.fields.clone();
+        let items = match fields.get(&self.from) {
+            Some(Value::Array(items)) => items,
             Some(Value::Null) | None => {
                 return Err(StepError::new(format!("field `{}` holds no list yet", self.from))
                     .hint("map a list into it first, e.g. `output: { tasks: … }` on a `get_tasks` step"));
@@ -134,19 +147,26 @@ impl DeserializeId {
                 )));
             }
         };
+        let mut tainted = cx.state.secret.contains(&self.from);
         let mut matches = Vec::new();
         for (i, item) in items.iter().enumerate() {
             if let Some(filter) = &self.filter {
-                let ctx = item_context(cx, item);
-                let (result, _) = cx.render_with(filter, &ctx).map_err(|e| StepError {
-                    message: format!("`where` on item {}: {}", i + 1, e.message),
-                    ..e
-                })?;
+                let scope = Scope::with_item(
+                    fields.clone(),
+                    Some(minijinja::Value::from(minijinja::value::Serde(item))),
+                );
+                let (result, read_secret) =
+                    cx.render_in(filter, &scope).map_err(|e| StepError {
+                        message: format!("`where` on item {}: {}", i + 1, e.message),
+                        ..e
+                    })?;
+                // Which item matched tells something about the secret it was compared with.
+                tainted |= read_secret;
                 if !truthy(&result) {
                     continue;
                 }
             }
-            matches.push((i, item));
+            matches.push(i);
         }
         if self.single && matches.len() > 1 {
             return Err(StepError::new(format!(
@@ -158,27 +178,16 @@ impl DeserializeId {
         let count = matches.len();
         let value = match matches.first() {
             None => Value::String(String::new()),
-            Some((i, item)) => self.property.get(item).cloned().ok_or_else(|| {
+            Some(&i) => self.property.get(&items[i]).cloned().ok_or_else(|| {
                 StepError::new(format!("item {} has no `{}`", i + 1, self.property.text))
             })?,
         };
-        let tainted = cx.state.secret.contains(&self.from);
+        // Release the shared fields before writing, so the write copies nothing.
+        drop(fields);
         cx.set_field(&self.into, value, tainted)?;
         cx.output("count", Value::from(count))?;
         Ok(Next::Continue)
     }
-}
-
-/// The item's own keys, `item` itself, and the fields underneath.
-fn item_context(cx: &StepCx, item: &Value) -> minijinja::Value {
-    let mut ctx = cx.state.fields.clone();
-    if let Value::Object(map) = item {
-        for (k, v) in map {
-            ctx.insert(k.clone(), v.clone());
-        }
-    }
-    ctx.insert("item".to_string(), item.clone());
-    minijinja::Value::from(minijinja::value::Serde(ctx))
 }
 
 #[cfg(test)]

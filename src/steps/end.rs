@@ -2,7 +2,7 @@
 
 use crate::analyze::Analyzer;
 use crate::raw::{Node, NodeValue};
-use crate::steps::{Next, StepCx, StepError};
+use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;
 
 #[derive(Debug)]
@@ -22,7 +22,10 @@ impl End {
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         let message = match &self.message {
-            Some(t) => Some(cx.render_text(t)?.0),
+            Some(t) => {
+                let (message, tainted) = cx.render_text(t)?;
+                Some(cx.data(&shown_text(message, tainted)))
+            }
             None => None,
         };
         Ok(Next::End(message))

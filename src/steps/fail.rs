@@ -3,7 +3,7 @@
 
 use crate::analyze::Analyzer;
 use crate::raw::Node;
-use crate::steps::{Next, StepCx, StepError};
+use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;
 
 #[derive(Debug)]
@@ -19,7 +19,7 @@ impl Fail {
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
-        let (message, _) = cx.render_text(&self.message)?;
-        Ok(Next::Fail(message))
+        let (message, tainted) = cx.render_text(&self.message)?;
+        Ok(Next::Fail(cx.data(&shown_text(message, tainted))))
     }
 }

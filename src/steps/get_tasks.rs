@@ -1,6 +1,10 @@
 //! `get_tasks`: `GET {base}/workflows/v2/tasks`, filtered, following
 //! `nextLink` pages. The worker uses it to find the task its paused NWC
 //! instance waits on; an empty list is a normal answer while NWC catches up.
+//!
+//! A filter the flow gives must render to something: an empty one would widen
+//! the query to every task, and the next step could complete another
+//! instance's. All pages together are bounded by one byte budget.
 
 use std::collections::BTreeSet;
 
@@ -32,18 +36,30 @@ const FILTERS: [(&str, &str); 6] = [
 
 const DEFAULT_MAX_PAGES: u64 = 20;
 
+/// The default budget for all pages' bytes together.
+pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
+
 #[derive(Debug)]
 pub struct GetTasks {
     pub base_url: Template,
     pub filters: Vec<(&'static str, Template)>,
     pub headers: Vec<HeaderSource>,
     pub max_pages: u64,
+    /// All pages' bytes together.
+    pub max_bytes: u64,
     pub sending: Sending,
 }
 
 impl GetTasks {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<GetTasks> {
-        let mut keys = vec!["base_url", "headers", "max_pages", "timeout", "retry"];
+        let mut keys = vec![
+            "base_url",
+            "headers",
+            "max_pages",
+            "max_bytes",
+            "timeout",
+            "retry",
+        ];
         keys.extend(FILTERS.iter().map(|(k, _)| *k));
         let body = cx.body(node, "`get_tasks`", &keys, &["base_url"])?;
         let base_url = body.get("base_url").and_then(|n| cx.template(n));
@@ -64,6 +80,9 @@ impl GetTasks {
         let max_pages = body.get("max_pages").map_or(Some(DEFAULT_MAX_PAGES), |n| {
             cx.positive_int(n, "`max_pages`")
         });
+        let max_bytes = body
+            .get("max_bytes")
+            .map_or(Some(DEFAULT_MAX_BYTES), |n| cx.byte_size(n, "`max_bytes`"));
         let sending = request::parse_sending(cx, &body);
         ok.then_some(())?;
         Some(GetTasks {
@@ -71,6 +90,7 @@ impl GetTasks {
             filters,
             headers: headers?,
             max_pages: max_pages?,
+            max_bytes: max_bytes?,
             sending: sending?,
         })
     }
@@ -82,65 +102,108 @@ impl GetTasks {
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
-        let (base, _) = cx.render_text(&self.base_url)?;
+        let (base, base_secret) = cx.render_text(&self.base_url)?;
         let query = cx.render_pairs(&self.filters)?;
-        let first = request::build_url(&base, "/workflows/v2/tasks", &query)?;
-        let origin = origin_of(&first);
+        let flow_key = |param: &str| -> &'static str {
+            FILTERS
+                .iter()
+                .find(|(_, p)| *p == param)
+                .map_or("filter", |(k, _)| *k)
+        };
+        if base_secret {
+            return Err(secret_in_url("base_url"));
+        }
+        for (param, value, secret) in &query {
+            if *secret {
+                return Err(secret_in_url(flow_key(param)));
+            }
+            if value.trim().is_empty() {
+                return Err(StepError::new(format!(
+                    "filter `{}` is empty, so the query would list every task",
+                    flow_key(param)
+                ))
+                .hint("check the field it reads was given (`--set`, `--input` or its environment variable); leave the filter out to list without it"));
+            }
+        }
+        let first = request::build_url(&base, false, "/workflows/v2/tasks", &query)?;
+        let origin = origin_of(&first.wire);
         let mut url = first;
         let mut seen = BTreeSet::new();
         let mut tasks = Vec::new();
         let mut pages = 0u64;
+        let mut left = self.max_bytes;
         let mut status;
         loop {
-            seen.insert(url.clone());
+            seen.insert(url.wire.clone());
             pages += 1;
             let headers = cx.headers(&self.headers)?;
             let response = cx
-                .exchange("GET", url.clone(), headers, None, &self.sending, true)
-                .await?;
+                .exchange(
+                    "GET",
+                    &url,
+                    headers,
+                    None,
+                    &self.sending,
+                    true,
+                    usize::try_from(left).unwrap_or(usize::MAX),
+                )
+                .await
+                .map_err(|e| over_budget(e, self.max_bytes, pages))?;
+            left = left.saturating_sub(response.body.len() as u64);
             status = response.status;
             if !response.is_success() {
                 cx.output("status", Value::from(status))?;
-                return Err(request::status_error("GET", &url, &response));
+                return Err(request::status_error(
+                    "GET",
+                    &url.shown,
+                    &response,
+                    &cx.rec.redactor,
+                ));
             }
             let Some(body) = response.json() else {
                 return Err(StepError::new(format!(
-                    "GET {url} answered {} without a JSON body",
+                    "GET {} answered {} without a JSON body",
+                    url.shown,
                     request::status_text(status)
                 ))
                 .kind(ErrorKind::Response)
                 .status(status)
                 .hint("the tasks API answers JSON; is the base URL pointing at NWC?"));
             };
-            let page = match &body {
-                Value::Object(map) => map.get("tasks").cloned(),
-                Value::Array(_) => Some(body.clone()),
-                _ => None,
+            // The bytes are parsed; keep only the tasks and the next link.
+            drop(response);
+            let (page, next) = match body {
+                Value::Object(mut map) => {
+                    let next = match map.remove("nextLink") {
+                        Some(Value::String(s)) if !s.is_empty() => Some(s),
+                        _ => None,
+                    };
+                    (map.remove("tasks"), next)
+                }
+                list @ Value::Array(_) => (Some(list), None),
+                _ => (None, None),
             };
             match page {
                 Some(Value::Array(items)) => tasks.extend(items),
                 _ => {
                     return Err(StepError::new(format!(
-                        "GET {url}: the answer has no `tasks` list"
+                        "GET {}: the answer has no `tasks` list",
+                        url.shown
                     ))
                     .kind(ErrorKind::Response)
                     .status(status));
                 }
             }
-            let next = body
-                .get("nextLink")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty());
             let Some(next) = next else { break };
-            let next = reqwest::Url::parse(&url)
-                .and_then(|u| u.join(next))
+            let next = reqwest::Url::parse(&url.wire)
+                .and_then(|u| u.join(&next))
                 .map(|u| u.to_string())
                 .map_err(|_| StepError::new("`nextLink` is not a valid URL"))?;
             if origin_of(&next) != origin {
                 // The token goes with every page; never send it to another host.
                 return Err(StepError::new(format!(
                     "`nextLink` points to another host ({})",
-                    origin_of(&next)
+                    cx.data(&origin_of(&next))
                 ))
                 .hint("handoff only follows pages on the base URL's host"));
             }
@@ -155,7 +218,10 @@ impl GetTasks {
                         .hint("narrow the filters, or raise `max_pages`"),
                 );
             }
-            url = next;
+            url = request::RequestUrl {
+                shown: cx.data(&next),
+                wire: next,
+            };
         }
         let count = tasks.len();
         cx.output("tasks", Value::Array(tasks))?;
@@ -164,6 +230,30 @@ impl GetTasks {
         cx.output("pages", Value::from(pages))?;
         Ok(Next::Continue)
     }
+}
+
+/// A URL part that derives from a secret: refused at run time too, in case
+/// the static check could not see it.
+fn secret_in_url(key: &str) -> StepError {
+    StepError::new(format!(
+        "`{key}` is built from a secret, and URLs end up in logs and proxies"
+    ))
+    .hint("send secrets in headers")
+}
+
+/// A page past the byte budget says which budget it was.
+fn over_budget(e: StepError, max_bytes: u64, pages: u64) -> StepError {
+    if e.kind != ErrorKind::Response {
+        return e;
+    }
+    StepError {
+        message: format!(
+            "{} (page {pages}; `max_bytes` allows {max_bytes} bytes for all pages together)",
+            e.message
+        ),
+        ..e
+    }
+    .hint("narrow the filters, or raise `max_bytes`")
 }
 
 fn origin_of(url: &str) -> String {

@@ -7,10 +7,10 @@ use crate::analyze::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::{Node, NodeValue};
 use crate::retry::Accepted;
-use crate::steps::request::{self, HeaderSource, JsonTemplate, Sending};
-use crate::steps::{Next, StepCx, StepError};
+use crate::steps::request::{self, HeaderSource, JsonTemplate, OutgoingBody, Sending};
+use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;
-use crate::transport::RequestBody;
+use crate::transport::{MAX_BODY_BYTES, RequestBody};
 
 pub const OUTPUTS: &[(&str, FieldType)] = &[
     ("status", FieldType::Number),
@@ -140,14 +140,48 @@ impl Http {
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
-        let (url, _) = cx.render_text(&self.url)?;
+        let (url, url_secret) = cx.render_text(&self.url)?;
         let query = cx.render_pairs(&self.query)?;
-        let url = request::build_url(&url, "", &query)?;
+        if !self.allow_secret_in_url
+            && let Some(key) = url_secret
+                .then_some("url")
+                .or_else(|| query.iter().find(|q| q.2).map(|q| q.0.as_str()))
+        {
+            return Err(StepError::new(format!(
+                "`{key}` is built from a secret, and URLs end up in logs and proxies"
+            ))
+            .hint("send secrets in headers, or opt in with `allow_secret_in_url: true`"));
+        }
+        let url = request::build_url(&url, url_secret, "", &query)?;
         let body = match &self.body {
             None => None,
-            Some(HttpBody::Json(j)) => Some(RequestBody::Json(j.render(cx)?)),
-            Some(HttpBody::Form(pairs)) => Some(RequestBody::Form(cx.render_pairs(pairs)?)),
-            Some(HttpBody::Raw(t)) => Some(RequestBody::Text(cx.render_text(t)?.0)),
+            Some(HttpBody::Json(j)) => {
+                let (wire, shown) = j.render(cx)?;
+                Some(OutgoingBody {
+                    wire: RequestBody::Json(wire),
+                    shown,
+                })
+            }
+            Some(HttpBody::Form(pairs)) => {
+                let rendered = cx.render_pairs(pairs)?;
+                let shown = rendered
+                    .iter()
+                    .map(|(k, v, secret)| {
+                        (k.clone(), Value::String(shown_text(v.clone(), *secret)))
+                    })
+                    .collect();
+                Some(OutgoingBody {
+                    wire: RequestBody::Form(rendered.into_iter().map(|(k, v, _)| (k, v)).collect()),
+                    shown: Value::Object(shown),
+                })
+            }
+            Some(HttpBody::Raw(t)) => {
+                let (text, secret) = cx.render_text(t)?;
+                Some(OutgoingBody {
+                    shown: Value::String(shown_text(text.clone(), secret)),
+                    wire: RequestBody::Text(text),
+                })
+            }
         };
         let headers = cx.headers(&self.headers)?;
         // POST and PATCH may act twice if sent twice; see `retry`.
@@ -158,23 +192,30 @@ impl Http {
         let response = cx
             .exchange(
                 &self.method,
-                url.clone(),
+                &url,
                 headers,
                 body,
                 &self.sending,
                 repeatable,
+                MAX_BODY_BYTES,
             )
             .await?;
         let parsed = response
             .json()
             .unwrap_or_else(|| Value::String(response.text()));
+        // A credential in the answer's headers (a session cookie) makes the
+        // whole headers output secret.
+        let credentials = response
+            .headers
+            .iter()
+            .any(|(n, _)| request::is_credential_header(n));
         let response_headers: serde_json::Map<String, Value> = response
             .headers
             .iter()
             .map(|(n, v)| (n.clone(), Value::String(v.clone())))
             .collect();
         cx.output("status", Value::from(response.status))?;
-        cx.output("headers", Value::Object(response_headers))?;
+        cx.output_tainted("headers", Value::Object(response_headers), credentials)?;
         cx.output("body", parsed)?;
         let accepted = match &self.accept {
             Accept::Success => response.is_success(),
@@ -182,7 +223,13 @@ impl Http {
             Accept::Statuses(list) => list.contains(&response.status),
         };
         if !accepted {
-            return Err(request::status_error(&self.method, &url, &response).hint(
+            return Err(request::status_error(
+                &self.method,
+                &url.shown,
+                &response,
+                &cx.rec.redactor,
+            )
+            .hint(
                 "list the statuses this step accepts with `accept: [200, 404]`, or `accept: any`",
             ));
         }

@@ -2,7 +2,7 @@
 
 use crate::analyze::Analyzer;
 use crate::raw::Node;
-use crate::steps::{Next, StepCx, StepError};
+use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;
 use crate::trace::EventKind;
 
@@ -19,8 +19,10 @@ impl Log {
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
-        let (message, _) = cx.render_text(&self.message)?;
-        cx.emit(EventKind::Log { message });
+        let (message, tainted) = cx.render_text(&self.message)?;
+        cx.emit(EventKind::Log {
+            message: shown_text(message, tainted),
+        });
         Ok(Next::Continue)
     }
 }

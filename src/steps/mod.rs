@@ -19,6 +19,7 @@ mod set_header;
 mod timer;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -29,7 +30,7 @@ use crate::flow::{Flow, Step, Target};
 use crate::raw::Node;
 use crate::redact::MASK;
 use crate::state::RunState;
-use crate::template::Template;
+use crate::template::{Scope, Template};
 use crate::trace::{EventKind, Recorder};
 use crate::transport::Transport;
 
@@ -145,6 +146,7 @@ impl StepKind {
     pub fn writes(&self) -> Vec<(&str, BTreeSet<String>)> {
         match self {
             StepKind::SetHeader(s) => vec![(s.into.as_str(), s.reads())],
+            StepKind::DeserializeId(s) => vec![(s.into.as_str(), s.reads())],
             StepKind::Set(s) => s.writes(),
             _ => Vec::new(),
         }
@@ -276,29 +278,36 @@ impl StepCx<'_, '_> {
         self.rec.emit(Some(&self.step.id), kind);
     }
 
-    /// Whether a template reads any field that holds a secret right now.
-    pub fn reads_secret(&self, template: &Template) -> bool {
-        template.reads.iter().any(|r| self.state.secret.contains(r))
+    /// Whether a template mentions any field that holds a secret right now.
+    pub fn mentions_secret(&self, template: &Template) -> bool {
+        template
+            .mentions
+            .iter()
+            .any(|r| self.state.secret.contains(r))
     }
 
-    /// Renders a template; the flag says whether the result derives from a secret.
+    /// Renders a template; the flag says whether the result derives from a
+    /// secret: the template read one while rendering, or mentions one.
     pub fn render(&mut self, template: &Template) -> Result<(Value, bool), StepError> {
-        self.render_with(template, &self.state.context())
+        let scope = self.state.scope();
+        self.render_in(template, &scope)
     }
 
-    pub fn render_with(
+    pub fn render_in(
         &mut self,
         template: &Template,
-        ctx: &minijinja::Value,
+        scope: &Arc<Scope>,
     ) -> Result<(Value, bool), StepError> {
-        let tainted = self.reads_secret(template);
-        let value = template.render(&self.flow.env, ctx).map_err(|e| {
-            StepError::new(format!("template `{}` failed: {e}", template.source))
-                .kind(ErrorKind::Template)
+        let value = template.render(&self.flow.env, scope).map_err(|e| {
+            StepError::new(format!(
+                "template `{}` failed: {}",
+                self.data(&template.source),
+                self.data(&e)
+            ))
+            .kind(ErrorKind::Template)
         })?;
-        if tainted {
-            self.rec.redactor.add_derived_value(&value);
-        }
+        let tainted = self.mentions_secret(template)
+            || scope.read().iter().any(|r| self.state.secret.contains(r));
         Ok((value, tainted))
     }
 
@@ -307,20 +316,28 @@ impl StepCx<'_, '_> {
         Ok((crate::fields::display_text(&value), tainted))
     }
 
-    /// Renders name → template pairs (a query, a form) to text, in order.
+    /// Renders name → template pairs (a query, a form) to text, in order,
+    /// each with whether it derives from a secret.
     pub fn render_pairs<K: ToString>(
         &mut self,
         pairs: &[(K, Template)],
-    ) -> Result<Vec<(String, String)>, StepError> {
+    ) -> Result<Vec<(String, String, bool)>, StepError> {
         let mut out = Vec::with_capacity(pairs.len());
         for (name, template) in pairs {
-            out.push((name.to_string(), self.render_text(template)?.0));
+            let (value, tainted) = self.render_text(template)?;
+            out.push((name.to_string(), value, tainted));
         }
         Ok(out)
     }
 
+    /// Data about to go into a message: every secret in it masked.
+    pub fn data(&self, text: &str) -> String {
+        self.rec.redactor.redact(text)
+    }
+
     /// Writes a field, coercing to its type; a secret-derived value makes the
-    /// field secret from then on.
+    /// field secret from then on. A secret field that receives a value not
+    /// derived from a secret (an app token from a server) hunts it too.
     pub fn set_field(&mut self, field: &str, value: Value, tainted: bool) -> Result<(), StepError> {
         let decl = self
             .flow
@@ -335,13 +352,15 @@ impl StepCx<'_, '_> {
         })?;
         if tainted {
             self.state.secret.insert(field.to_string());
+        } else if self.state.secret.contains(field) {
+            self.rec.redactor.add_received(&value);
         }
         let shown = if self.state.secret.contains(field) {
             Value::String(MASK.to_string())
         } else {
-            value.clone()
+            crate::trace::bounded(&value)
         };
-        self.state.fields.insert(field.to_string(), value);
+        self.state.set(field, value);
         self.emit(EventKind::FieldSet {
             field: field.to_string(),
             value: shown,
@@ -351,23 +370,40 @@ impl StepCx<'_, '_> {
 
     /// Delivers a named output to the field `output:` maps it to, if any.
     pub fn output(&mut self, name: &str, value: Value) -> Result<(), StepError> {
+        self.output_tainted(name, value, false)
+    }
+
+    /// An output that derives from a secret (or carries a credential).
+    pub fn output_tainted(
+        &mut self,
+        name: &str,
+        value: Value,
+        tainted: bool,
+    ) -> Result<(), StepError> {
         match self.step.output.get(name) {
             Some(field) => {
                 let field = field.clone();
-                self.set_field(&field, value, false)
+                self.set_field(&field, value, tainted)
             }
             None => Ok(()),
         }
     }
 
-    /// A field's value for a trace: masked when secret.
+    /// A field's value for a trace: masked when secret, an excerpt when large.
     pub fn shown(&self, field: &str) -> Value {
         if self.state.secret.contains(field) {
             Value::String(MASK.to_string())
         } else {
-            self.state.fields.get(field).cloned().unwrap_or(Value::Null)
+            self.state
+                .get(field)
+                .map_or(Value::Null, crate::trace::bounded)
         }
     }
+}
+
+/// Text as a trace shows it: masked whole when it derives from a secret.
+pub fn shown_text(text: String, tainted: bool) -> String {
+    if tainted { MASK.to_string() } else { text }
 }
 
 /// minijinja-style truthiness for condition results.

@@ -7,11 +7,11 @@ use serde_json::{Map, Value};
 use crate::analyze::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::Node;
-use crate::steps::request::{self, HeaderSource, Sending};
-use crate::steps::{ErrorKind, Next, StepCx, StepError};
+use crate::steps::request::{self, HeaderSource, OutgoingBody, Sending};
+use crate::steps::{ErrorKind, Next, StepCx, StepError, shown_text};
 use crate::template::Template;
 use crate::trace::EventKind;
-use crate::transport::RequestBody;
+use crate::transport::{MAX_BODY_BYTES, RequestBody};
 
 pub const OUTPUTS: &[(&str, FieldType)] = &[
     ("status", FieldType::Number),
@@ -80,39 +80,43 @@ impl PatchTask {
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
-        let (base, _) = cx.render_text(&self.base_url)?;
-        let (task_id, _) = cx.render_text(&self.task_id)?;
-        if task_id.trim().is_empty() {
-            return Err(StepError::new("`task_id` is empty")
-                .hint("check that the task was found before completing it"));
-        }
+        let base = url_part(cx, &self.base_url, "base_url")?;
+        let task_id = url_part(cx, &self.task_id, "task_id")?;
         let assignment = match &self.assignment_id {
-            Some(t) => Some(cx.render_text(t)?.0),
+            Some(t) => Some(url_part(cx, t, "assignment_id")?),
             None => None,
         };
         let path = match &assignment {
-            Some(aid) => {
-                if aid.trim().is_empty() {
-                    return Err(StepError::new("`assignment_id` is empty"));
-                }
-                format!(
-                    "/workflows/v2/tasks/{}/assignments/{}",
-                    request::segment(&task_id),
-                    request::segment(aid)
-                )
-            }
-            None => format!("/workflows/v1/tasks/{}", request::segment(&task_id)),
+            Some(aid) => format!(
+                "/workflows/v2/tasks/{}/assignments/{}",
+                request::segment(&task_id, "task_id")?,
+                request::segment(aid, "assignment_id")?
+            ),
+            None => format!(
+                "/workflows/v1/tasks/{}",
+                request::segment(&task_id, "task_id")?
+            ),
         };
-        let url = request::build_url(&base, &path, &[])?;
-        let (outcome, _) = cx.render_text(&self.outcome)?;
+        let url = request::build_url(&base, false, &path, &[])?;
+        let (outcome, outcome_secret) = cx.render_text(&self.outcome)?;
         if outcome.trim().is_empty() {
             return Err(StepError::new("`outcome` is empty")
                 .hint("NWC needs one of the task's outcomes, such as `Completed`"));
         }
         let mut body = Map::new();
+        let mut shown = Map::new();
         body.insert("outcome".into(), Value::String(outcome.clone()));
+        shown.insert(
+            "outcome".into(),
+            Value::String(shown_text(outcome.clone(), outcome_secret)),
+        );
         if let Some(t) = &self.comment {
-            body.insert("comment".into(), Value::String(cx.render_text(t)?.0));
+            let (comment, secret) = cx.render_text(t)?;
+            shown.insert(
+                "comment".into(),
+                Value::String(shown_text(comment.clone(), secret)),
+            );
+            body.insert("comment".into(), Value::String(comment));
         }
         let headers = cx.headers(&self.headers)?;
         // Repeatable: a second PATCH of a completed task is a 409, which the
@@ -120,20 +124,27 @@ impl PatchTask {
         let response = cx
             .exchange(
                 "PATCH",
-                url.clone(),
+                &url,
                 headers,
-                Some(RequestBody::Json(Value::Object(body))),
+                Some(OutgoingBody {
+                    wire: RequestBody::Json(Value::Object(body)),
+                    shown: Value::Object(shown),
+                }),
                 &self.sending,
                 true,
+                MAX_BODY_BYTES,
             )
             .await?;
+        // Ids and the outcome are data from here on, in messages.
+        let task_shown = cx.data(&task_id);
+        let outcome_shown = cx.data(&shown_text(outcome.clone(), outcome_secret));
         // Record the status first: it is worth keeping when the call failed.
         cx.output("status", Value::from(response.status))?;
         if response.is_success() {
             cx.output("already_completed", Value::Bool(false))?;
             return Ok(Next::Continue);
         }
-        let refused = request::status_error("PATCH", &url, &response);
+        let refused = request::status_error("PATCH", &url.shown, &response, &cx.rec.redactor);
         if !matches!(response.status, 400 | 409) {
             return Err(refused);
         }
@@ -144,20 +155,21 @@ impl PatchTask {
             Ok(Some(done)) if done.outcome.as_deref() == Some(outcome.as_str()) => {
                 cx.emit(EventKind::Log {
                     message: format!(
-                        "task `{task_id}` is already {} with outcome `{outcome}`: nothing to do",
-                        done.status
+                        "task `{task_shown}` is already {} with outcome `{outcome_shown}`: nothing to do",
+                        cx.data(&done.status)
                     ),
                 });
                 cx.output("already_completed", Value::Bool(true))?;
                 Ok(Next::Continue)
             }
             Ok(Some(done)) => {
-                let theirs = done
-                    .outcome
-                    .map_or_else(|| "no outcome".to_string(), |o| format!("outcome `{o}`"));
+                let theirs = done.outcome.map_or_else(
+                    || "no outcome".to_string(),
+                    |o| format!("outcome `{}`", cx.data(&o)),
+                );
                 Err(StepError::new(format!(
-                    "task `{task_id}` is already {} with {theirs}, not `{outcome}`",
-                    done.status
+                    "task `{task_shown}` is already {} with {theirs}, not `{outcome_shown}`",
+                    cx.data(&done.status)
                 ))
                 .kind(ErrorKind::Conflict)
                 .status(response.status)
@@ -185,18 +197,36 @@ impl PatchTask {
     ) -> Result<Option<Done>, StepError> {
         let url = request::build_url(
             base,
-            &format!("/workflows/v2/tasks/{}", request::segment(task_id)),
+            false,
+            &format!(
+                "/workflows/v2/tasks/{}",
+                request::segment(task_id, "task_id")?
+            ),
             &[],
         )?;
         let headers = cx.headers(&self.headers)?;
         let response = cx
-            .exchange("GET", url.clone(), headers, None, &self.sending, true)
+            .exchange(
+                "GET",
+                &url,
+                headers,
+                None,
+                &self.sending,
+                true,
+                MAX_BODY_BYTES,
+            )
             .await?;
         if !response.is_success() {
-            return Err(request::status_error("GET", &url, &response));
+            return Err(request::status_error(
+                "GET",
+                &url.shown,
+                &response,
+                &cx.rec.redactor,
+            ));
         }
         let task = response.json().ok_or_else(|| {
-            StepError::new(format!("GET {url} did not answer JSON")).kind(ErrorKind::Response)
+            StepError::new(format!("GET {} did not answer JSON", url.shown))
+                .kind(ErrorKind::Response)
         })?;
         let status = task
             .get("status")
@@ -222,6 +252,19 @@ impl PatchTask {
             .map(str::to_string);
         Ok(Some(Done { status, outcome }))
     }
+}
+
+/// A URL part: refused when it derives from a secret (the static check
+/// normally catches that first).
+fn url_part(cx: &mut StepCx<'_, '_>, template: &Template, key: &str) -> Result<String, StepError> {
+    let (text, secret) = cx.render_text(template)?;
+    if secret {
+        return Err(StepError::new(format!(
+            "`{key}` is built from a secret, and URLs end up in logs and proxies"
+        ))
+        .hint("send secrets in headers"));
+    }
+    Ok(text)
 }
 
 /// A task found closed on read-back.

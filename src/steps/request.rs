@@ -1,5 +1,11 @@
 //! What the HTTP step kinds share: header sources, URLs, sending a request and
 //! recording it, and turning an unhappy status into a helpful error.
+//!
+//! A request is built twice from the same rendered parts: once for the wire,
+//! and once for the trace, where every part that derives from a secret is
+//! `***`. Data that goes into an error message (a URL, a server's answer) is
+//! redacted before it is cut to an excerpt, so a secret across the cut cannot
+//! leave a piece behind.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,7 +16,7 @@ use serde_json::Value;
 use crate::analyze::{Analyzer, Body};
 use crate::fields::FieldType;
 use crate::raw::{Node, NodeValue};
-use crate::redact::MASK;
+use crate::redact::{MASK, Redactor};
 use crate::retry::{self, RetryPolicy};
 use crate::steps::{ErrorKind, StepCx, StepError};
 use crate::template::Template;
@@ -19,14 +25,48 @@ use crate::transport::{HttpRequest, HttpResponse, RequestBody, TransportError};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Headers whose values never appear in a trace, whatever their source.
-const SENSITIVE_HEADERS: [&str; 5] = [
+/// Headers whose values never appear in a trace, whatever their source or
+/// direction: these names, and any name with one of [`CREDENTIAL_WORDS`].
+const SENSITIVE_HEADERS: [&str; 6] = [
     "authorization",
     "proxy-authorization",
     "cookie",
     "set-cookie",
-    "x-api-key",
+    "authentication-info",
+    "proxy-authentication-info",
 ];
+const CREDENTIAL_WORDS: [&str; 8] = [
+    "token",
+    "secret",
+    "password",
+    "api-key",
+    "apikey",
+    "session",
+    "credential",
+    "signature",
+];
+
+/// Whether a header carries a credential, by its name.
+pub fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SENSITIVE_HEADERS.contains(&name.as_str())
+        || CREDENTIAL_WORDS.iter().any(|w| name.contains(w))
+        || name.ends_with("-key")
+        || name.ends_with("-auth")
+}
+
+/// A URL for the wire, and the same URL as the trace shows it.
+#[derive(Debug, Clone)]
+pub struct RequestUrl {
+    pub wire: String,
+    pub shown: String,
+}
+
+/// A request body for the wire, and as the trace shows it.
+pub struct OutgoingBody {
+    pub wire: RequestBody,
+    pub shown: Value,
+}
 
 /// Where a request's headers come from: a `headers` field, or literals.
 #[derive(Debug)]
@@ -109,7 +149,7 @@ impl StepCx<'_, '_> {
             match source {
                 HeaderSource::Field(field) => {
                     let secret = self.state.secret.contains(field);
-                    if let Some(Value::Object(map)) = self.state.fields.get(field) {
+                    if let Some(Value::Object(map)) = self.state.get(field) {
                         for (name, value) in map {
                             put(Header {
                                 name: name.clone(),
@@ -136,15 +176,18 @@ impl StepCx<'_, '_> {
 
     /// Sends a request, recording it and its response in the trace, and
     /// retries as the step's policy says. `repeatable`: sending it twice does
-    /// no harm, so a timeout or a dropped connection may be retried.
+    /// no harm, so a timeout or a dropped connection may be retried. The
+    /// answer may be at most `max_body` bytes.
+    #[allow(clippy::too_many_arguments)]
     pub async fn exchange(
         &mut self,
         method: &str,
-        url: String,
+        url: &RequestUrl,
         headers: Vec<Header>,
-        body: Option<RequestBody>,
+        body: Option<OutgoingBody>,
         sending: &Sending,
         repeatable: bool,
+        max_body: usize,
     ) -> Result<HttpResponse, StepError> {
         let mut shown = IndexMap::new();
         let mut wire = Vec::new();
@@ -152,8 +195,7 @@ impl StepCx<'_, '_> {
             .iter()
             .any(|h| h.name.eq_ignore_ascii_case("accept"));
         for h in headers {
-            let masked =
-                h.secret || SENSITIVE_HEADERS.contains(&h.name.to_ascii_lowercase().as_str());
+            let masked = h.secret || is_credential_header(&h.name);
             shown.insert(
                 h.name.clone(),
                 if masked {
@@ -170,30 +212,26 @@ impl StepCx<'_, '_> {
                 "application/json, application/problem+json".to_string(),
             ));
         }
-        let shown_body = body.as_ref().map(|b| match b {
-            RequestBody::Json(v) => v.clone(),
-            RequestBody::Text(t) => Value::String(t.clone()),
-            RequestBody::Form(pairs) => Value::Object(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            ),
-        });
+        let (body, shown_body) = match body {
+            Some(b) => (Some(b.wire), Some(crate::trace::bounded(&b.shown))),
+            None => (None, None),
+        };
         let request = HttpRequest {
             step: self.step.id.clone(),
             method: method.to_string(),
-            url,
+            url: url.wire.clone(),
+            shown_url: url.shown.clone(),
             headers: wire,
             body,
             timeout: sending.timeout,
+            max_body,
         };
         let policy = &sending.retry;
         let mut attempt = 1;
         loop {
             self.emit(EventKind::RequestSent {
                 method: method.to_string(),
-                url: request.url.clone(),
+                url: request.shown_url.clone(),
                 headers: shown.clone(),
                 body: shown_body.clone(),
                 attempt: (attempt > 1).then_some(attempt),
@@ -216,9 +254,9 @@ impl StepCx<'_, '_> {
                 Err(e) => {
                     let failure = retry::failure_of(&e);
                     match failure.filter(|f| policy.retries(*f, repeatable)) {
-                        Some(_) if !last => (e.to_string(), None),
+                        Some(_) if !last => (self.data(&e.to_string()), None),
                         _ => {
-                            let mut error = transport_error(&request, &e);
+                            let mut error = transport_error(&request, &e, &self.rec.redactor);
                             if attempt > 1 {
                                 error.message.push_str(&format!(
                                     " (attempt {attempt} of {})",
@@ -285,40 +323,61 @@ impl StepCx<'_, '_> {
             .any(|f| self.state.secret.contains(f));
         let body = if secret {
             if let Some(json) = response.json() {
-                self.rec.redactor.add_derived_value(&json);
+                self.rec.redactor.add_received(&json);
             } else {
-                self.rec.redactor.add_derived(response.text().trim());
+                self.rec
+                    .redactor
+                    .add_received(&Value::String(response.text().trim().to_string()));
             }
             (!response.body.is_empty()).then(|| Value::String(MASK.to_string()))
         } else {
-            body_for_trace(response)
+            body_for_trace(response, &self.rec.redactor)
         };
         self.emit(EventKind::ResponseReceived {
             status: response.status,
-            headers: response
-                .headers
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect(),
+            headers: shown_headers(&response.headers),
             body,
             duration_ms,
         });
     }
 }
 
-/// The response body as the trace shows it: JSON when it is, else an excerpt.
-fn body_for_trace(response: &HttpResponse) -> Option<Value> {
+/// Response headers as the trace shows them: credentials masked.
+fn shown_headers(headers: &[(String, String)]) -> IndexMap<String, String> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            let v = if is_credential_header(n) {
+                MASK.to_string()
+            } else {
+                v.clone()
+            };
+            (n.clone(), v)
+        })
+        .collect()
+}
+
+/// The largest answer kept as JSON in the trace; a larger one is an excerpt.
+const TRACE_JSON_BYTES: usize = 64 * 1024;
+
+/// The response body as the trace shows it: JSON when it is, else an excerpt
+/// of the redacted text.
+fn body_for_trace(response: &HttpResponse, redactor: &Redactor) -> Option<Value> {
     if response.body.is_empty() {
         return None;
     }
-    if response.body.len() <= 64 * 1024
+    if response.body.len() <= TRACE_JSON_BYTES
         && let Some(json) = response.json()
     {
         return Some(json);
     }
-    Some(Value::String(excerpt(&response.text(), 2000)))
+    Some(Value::String(excerpt(
+        &redactor.redact(&response.text()),
+        crate::trace::EXCERPT_CHARS,
+    )))
 }
 
+/// The first `max` characters of already redacted text.
 pub fn excerpt(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_string();
@@ -327,8 +386,8 @@ pub fn excerpt(text: &str, max: usize) -> String {
     format!("{cut}… ({} bytes in all)", text.len())
 }
 
-fn transport_error(request: &HttpRequest, err: &TransportError) -> StepError {
-    let target = format!("{} {}", request.method, request.url);
+fn transport_error(request: &HttpRequest, err: &TransportError, r: &Redactor) -> StepError {
+    let target = format!("{} {}", request.method, request.shown_url);
     let kind = match err {
         TransportError::Timeout(_) => ErrorKind::Timeout,
         TransportError::Connect(_) => ErrorKind::Connect,
@@ -336,7 +395,7 @@ fn transport_error(request: &HttpRequest, err: &TransportError) -> StepError {
         TransportError::TooLarge(_) => ErrorKind::Response,
         TransportError::NoScriptedResponse | TransportError::Other(_) => ErrorKind::Step,
     };
-    let e = StepError::new(format!("{target}: {err}")).kind(kind);
+    let e = StepError::new(format!("{target}: {}", r.redact(&err.to_string()))).kind(kind);
     match err {
         TransportError::Timeout(_) => e.hint(
             "the server did not answer in time; raise the step's `timeout`, or check the server",
@@ -351,15 +410,27 @@ fn transport_error(request: &HttpRequest, err: &TransportError) -> StepError {
         TransportError::Reset(_) => e.hint(
             "the server or a proxy closed the connection mid-answer; the request may have taken effect",
         ),
-        TransportError::TooLarge(_) => e.hint("handoff keeps at most 10 MB of a response"),
+        TransportError::TooLarge(_) => e.hint(
+            "handoff keeps at most 10 MB of an answer; `get_tasks` takes `max_bytes` for all its pages",
+        ),
         TransportError::Other(_) => e,
     }
 }
 
 /// An error for a status the step cannot accept, with the problem's detail
-/// and a hint for the statuses people meet most.
-pub fn status_error(method: &str, url: &str, response: &HttpResponse) -> StepError {
+/// and a hint for the statuses people meet most. `url` is the shown URL; the
+/// server's words are redacted, then cut.
+pub fn status_error(method: &str, url: &str, response: &HttpResponse, r: &Redactor) -> StepError {
     let mut message = format!("{method} {url} answered {}", status_text(response.status));
+    if (300..400).contains(&response.status) {
+        let to = response
+            .header("location")
+            .map_or_else(|| "nowhere".to_string(), |l| excerpt(&r.redact(l), 200));
+        return StepError::new(format!("{message}, a redirect to {to}"))
+            .kind(ErrorKind::Status)
+            .status(response.status)
+            .hint("handoff never follows redirects, so a token or a completion cannot be sent somewhere else; point the base URL at where the API really is");
+    }
     if let Some(problem) = response.json() {
         let title = problem.get("title").and_then(Value::as_str);
         let detail = problem.get("detail").and_then(Value::as_str);
@@ -368,13 +439,17 @@ pub fn status_error(method: &str, url: &str, response: &HttpResponse) -> StepErr
             .ok()
             .and_then(|s| s.canonical_reason());
         let title = title.filter(|t| Some(*t) != reason);
-        match (title, detail) {
-            (Some(t), Some(d)) => message.push_str(&format!(": {t}: {d}")),
-            (Some(t), None) | (None, Some(t)) => message.push_str(&format!(": {t}")),
-            _ => message.push_str(&format!(": {}", excerpt(&problem.to_string(), 200))),
-        }
+        let said = match (title, detail) {
+            (Some(t), Some(d)) => format!("{t}: {d}"),
+            (Some(t), None) | (None, Some(t)) => t.to_string(),
+            _ => problem.to_string(),
+        };
+        message.push_str(&format!(": {}", excerpt(&r.redact(&said), 200)));
     } else if !response.body.is_empty() {
-        message.push_str(&format!(": {}", excerpt(response.text().trim(), 200)));
+        message.push_str(&format!(
+            ": {}",
+            excerpt(&r.redact(response.text().trim()), 200)
+        ));
     }
     let hint = match response.status {
         401 => Some(
@@ -406,35 +481,73 @@ pub fn status_text(status: u16) -> String {
     }
 }
 
-/// `base` + `path` + an encoded query, skipping empty parameters.
-pub fn build_url(base: &str, path: &str, query: &[(String, String)]) -> Result<String, StepError> {
+/// `base` + `path` + an encoded query, for the wire and for the trace. In
+/// the trace, a base that derives from a secret is `***` whole, and so is a
+/// query value that does. An empty value is sent as `name=`, as written.
+pub fn build_url(
+    base: &str,
+    base_secret: bool,
+    path: &str,
+    query: &[(String, String, bool)],
+) -> Result<RequestUrl, StepError> {
     let joined = format!("{}{}", base.trim_end_matches('/'), path);
     let mut url = reqwest::Url::parse(&joined).map_err(|e| {
-        StepError::new(format!("`{joined}` is not a valid URL: {e}"))
+        let shown = if base_secret { MASK } else { joined.as_str() };
+        StepError::new(format!("`{shown}` is not a valid URL: {e}"))
             .hint("the base URL needs a scheme, like `https://us.nintex.io`")
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(StepError::new(format!(
-            "`{joined}` is not an http or https URL"
+            "`{}` is not an http or https URL",
+            if base_secret { MASK } else { joined.as_str() }
         )));
     }
-    let pairs: Vec<&(String, String)> = query.iter().filter(|(_, v)| !v.is_empty()).collect();
-    if !pairs.is_empty() {
-        let mut q = url.query_pairs_mut();
-        for (k, v) in pairs {
-            q.append_pair(k, v);
+    let mut shown = url.clone();
+    if !query.is_empty() {
+        let mut wire = url.query_pairs_mut();
+        let mut show = shown.query_pairs_mut();
+        for (k, v, secret) in query {
+            wire.append_pair(k, v);
+            show.append_pair(k, if *secret { MASK } else { v });
         }
     }
-    Ok(url.to_string())
+    let shown = if base_secret {
+        match shown.query() {
+            Some(q) => format!("{MASK}?{q}"),
+            None => MASK.to_string(),
+        }
+    } else {
+        shown.to_string()
+    };
+    Ok(RequestUrl {
+        wire: url.to_string(),
+        shown,
+    })
 }
 
-/// One path segment, percent-encoded so an id cannot change the path.
-pub fn segment(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
-        .to_string()
-        .replace("%2D", "-")
-        .replace("%5F", "_")
-        .replace("%2E", ".")
+/// One path segment from data, such as a task id, percent-encoded so that it
+/// cannot add, remove or climb segments. Ids that are empty, `.` or `..`
+/// (which URL normalisation would remove or climb, encoded or not), or that
+/// hold control characters, are refused. `what` names the option.
+pub fn segment(text: &str, what: &str) -> Result<String, StepError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(StepError::new(format!("`{what}` is empty"))
+            .hint("check that the id was found before using it"));
+    }
+    if trimmed == "." || trimmed == ".." || text.chars().any(char::is_control) {
+        return Err(StepError::new(format!(
+            "`{what}` is not a usable id: it is `.` or `..`, or holds a control character"
+        ))
+        .hint("an id from data goes into the URL's path, where it must not change the path"));
+    }
+    Ok(
+        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+            .to_string()
+            .replace("%2D", "-")
+            .replace("%5F", "_")
+            .replace("%2E", "."),
+    )
 }
 
 /// A JSON body written in YAML, whose every string is a template.
@@ -472,27 +585,41 @@ impl JsonTemplate {
 
     pub fn reads(&self, out: &mut BTreeSet<String>) {
         match self {
-            JsonTemplate::Leaf(t) => out.extend(t.reads.iter().cloned()),
+            JsonTemplate::Leaf(t) => out.extend(t.mentions.iter().cloned()),
             JsonTemplate::Array(items) => items.iter().for_each(|i| i.reads(out)),
             JsonTemplate::Object(entries) => entries.iter().for_each(|(_, v)| v.reads(out)),
         }
     }
 
-    pub fn render(&self, cx: &mut StepCx) -> Result<Value, StepError> {
+    /// Renders for the wire, and for the trace with secret leaves masked.
+    pub fn render(&self, cx: &mut StepCx) -> Result<(Value, Value), StepError> {
         Ok(match self {
-            JsonTemplate::Leaf(t) => cx.render(t)?.0,
-            JsonTemplate::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|i| i.render(cx))
-                    .collect::<Result<_, _>>()?,
-            ),
-            JsonTemplate::Object(entries) => {
-                let mut map = serde_json::Map::new();
-                for (k, v) in entries {
-                    map.insert(k.clone(), v.render(cx)?);
+            JsonTemplate::Leaf(t) => {
+                let (value, secret) = cx.render(t)?;
+                let shown = if secret {
+                    Value::String(MASK.to_string())
+                } else {
+                    value.clone()
+                };
+                (value, shown)
+            }
+            JsonTemplate::Array(items) => {
+                let (mut wire, mut shown) = (Vec::new(), Vec::new());
+                for item in items {
+                    let (w, s) = item.render(cx)?;
+                    wire.push(w);
+                    shown.push(s);
                 }
-                Value::Object(map)
+                (Value::Array(wire), Value::Array(shown))
+            }
+            JsonTemplate::Object(entries) => {
+                let (mut wire, mut shown) = (serde_json::Map::new(), serde_json::Map::new());
+                for (k, v) in entries {
+                    let (w, s) = v.render(cx)?;
+                    wire.insert(k.clone(), w);
+                    shown.insert(k.clone(), s);
+                }
+                (Value::Object(wire), Value::Object(shown))
             }
         })
     }

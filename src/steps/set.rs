@@ -43,7 +43,7 @@ impl Set {
     pub fn writes(&self) -> Vec<(&str, BTreeSet<String>)> {
         self.assignments
             .iter()
-            .map(|(f, t)| (f.as_str(), t.reads.clone()))
+            .map(|(f, t)| (f.as_str(), t.mentions.clone()))
             .collect()
     }
 

@@ -40,20 +40,30 @@ impl SetHeader {
     }
 
     pub fn reads(&self) -> BTreeSet<String> {
-        self.name.reads.union(&self.value.reads).cloned().collect()
+        self.name
+            .mentions
+            .union(&self.value.mentions)
+            .cloned()
+            .collect()
     }
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         let (name, name_secret) = cx.render_text(&self.name)?;
         let (value, value_secret) = cx.render_text(&self.value)?;
-        if name.trim().is_empty() || name.contains([':', '\n', '\r']) {
+        if name_secret {
+            // Header names are shown in every trace; only values are masked.
+            return Err(StepError::new("the header name is built from a secret")
+                .hint("build only the header's value from a secret"));
+        }
+        if name.trim().is_empty() || name.contains(|c: char| c == ':' || c.is_control()) {
             return Err(StepError::new(
-                "the header name is empty or contains `:` or a line break",
+                "the header name is empty or contains `:` or a control character",
             ));
         }
-        if value.contains(['\n', '\r']) {
+        if value.contains(|c: char| c.is_control() && c != '\t') {
             return Err(StepError::new(format!(
-                "the value of header `{name}` contains a line break"
+                "the value of header `{}` contains a line break or another control character",
+                cx.data(&name)
             )));
         }
         let mut headers = match cx.state.fields.get(&self.into) {

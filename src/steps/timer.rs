@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::analyze::Analyzer;
 use crate::raw::Node;
-use crate::steps::{Next, StepCx, StepError};
+use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;
 use crate::trace::EventKind;
 
@@ -57,16 +57,18 @@ impl Timer {
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         let wait = match self {
             Timer::Duration(t) => {
-                let (text, _) = cx.render_text(t)?;
+                let (text, tainted) = cx.render_text(t)?;
+                let shown = cx.data(&shown_text(text.clone(), tainted));
                 crate::clock::parse_duration(&text)
-                    .map_err(|e| StepError::new(format!("`duration` is `{text}`: {e}")))?
+                    .map_err(|e| StepError::new(format!("`duration` is `{shown}`: {e}")))?
             }
             Timer::Until(t) => {
-                let (text, _) = cx.render_text(t)?;
+                let (text, tainted) = cx.render_text(t)?;
+                let shown = cx.data(&shown_text(text.clone(), tainted));
                 let until: SystemTime =
                     humantime::parse_rfc3339_weak(text.trim()).map_err(|_| {
                         StepError::new(format!(
-                            "`until` is `{text}`, not a UTC time like `2025-06-02T09:30:00Z`"
+                            "`until` is `{shown}`, not a UTC time like `2025-06-02T09:30:00Z`"
                         ))
                     })?;
                 until
