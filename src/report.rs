@@ -51,8 +51,28 @@ impl Style {
     }
 }
 
+/// One event as a line of JSON. JSON escapes control characters itself;
+/// the characters that reorder text are escaped too, as a terminal may show
+/// the line.
 pub fn jsonl(event: &TraceEvent) -> String {
-    serde_json::to_string(event).unwrap_or_default()
+    let line = serde_json::to_string(event).unwrap_or_default();
+    if !line.contains(is_bidi) {
+        return line;
+    }
+    // They can only stand inside JSON strings, where `\uXXXX` means the same.
+    line.chars()
+        .map(|c| {
+            if is_bidi(c) {
+                format!("\\u{:04x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn is_bidi(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// One event as zero or more lines of text, each ending in a newline.
@@ -62,7 +82,7 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
         "{:>9}",
         format!("{:.3}s", event.at_ms as f64 / 1000.0)
     ));
-    let step = event.step.as_deref().unwrap_or("");
+    let step = &*esc(event.step.as_deref().unwrap_or(""));
     let line = |text: String| format!("{time}    {text}\n");
     match &event.kind {
         EventKind::FlowStarted {
@@ -75,7 +95,7 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             let mut out = format!(
                 "{} {}{}\n",
                 style.bold("flow"),
-                style.bold(flow),
+                style.bold(&esc(flow)),
                 style.dim(mode)
             );
             if !fields.is_empty() {
@@ -90,14 +110,18 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
                 ));
             }
             if let Some(route) = route {
-                out.push_str(&format!("{}  {}\n", " ".repeat(9), style.yellow(route)));
+                out.push_str(&format!(
+                    "{}  {}\n",
+                    " ".repeat(9),
+                    style.yellow(&esc(route))
+                ));
             }
             out
         }
         EventKind::StepStarted { kind } => format!(
             "{time}  {} {}\n",
             style.bold(step),
-            style.dim(&format!("({kind})"))
+            style.dim(&format!("({})", esc(kind)))
         ),
         EventKind::RequestSent {
             method,
@@ -109,9 +133,13 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             let again = attempt
                 .map(|a| format!("  (attempt {a})"))
                 .unwrap_or_default();
-            let mut out = line(style.cyan(&format!("→ {method} {url}{again}")));
+            let mut out = line(style.cyan(&format!("→ {method} {}{again}", esc(url))));
             for (name, value) in headers {
-                out.push_str(&line(style.dim(&format!("  {name}: {value}"))));
+                out.push_str(&line(style.dim(&format!(
+                    "  {}: {}",
+                    esc(name),
+                    esc(value)
+                ))));
             }
             if let Some(b) = body {
                 out.push_str(&line(
@@ -129,10 +157,11 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
         } => {
             let after = retry_after
                 .as_ref()
-                .map(|r| format!(", Retry-After: {r}"))
+                .map(|r| format!(", Retry-After: {}", esc(r)))
                 .unwrap_or_default();
             line(style.yellow(&format!(
-                "↻ attempt {attempt} of {attempts}: {reason}; retrying in {}{after}",
+                "↻ attempt {attempt} of {attempts}: {}; retrying in {}{after}",
+                esc(reason),
                 format_duration(Duration::from_millis(*wait_ms))
             )))
         }
@@ -169,12 +198,12 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             values,
         } => {
             let why = match condition {
-                Some(c) => format!("{branch}: {c}"),
+                Some(c) => format!("{branch}: {}", esc(c)),
                 None => branch.clone(),
             };
             let mut text = format!(
                 "{} {}",
-                style.bold(&format!("→ {goto}")),
+                style.bold(&format!("→ {}", esc(goto))),
                 style.dim(&format!("[{why}]"))
             );
             if !values.is_empty() {
@@ -190,7 +219,7 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             "waited {}",
             format_duration(Duration::from_millis(*duration_ms))
         )),
-        EventKind::Log { message } => line(format!("log: {message}")),
+        EventKind::Log { message } => line(format!("log: {}", esc(message))),
         EventKind::StepFinished { .. } => String::new(),
         EventKind::StepFailed {
             kind,
@@ -199,12 +228,15 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             handled_by,
             ..
         } => {
-            let mut out = line(style.red(&format!("✗ {step} ({kind}) failed: {error}")));
+            let mut out =
+                line(style.red(&format!("✗ {step} ({}) failed: {}", esc(kind), esc(error))));
             if let Some(h) = hint {
-                out.push_str(&line(style.dim(&format!("  hint: {h}"))));
+                out.push_str(&line(style.dim(&format!("  hint: {}", esc(h)))));
             }
             if let Some(target) = handled_by {
-                out.push_str(&line(style.yellow(&format!("  → on_error: {target}"))));
+                out.push_str(&line(
+                    style.yellow(&format!("  → on_error: {}", esc(target))),
+                ));
             }
             out
         }
@@ -220,11 +252,12 @@ pub fn summary(outcome: &Outcome, style: Style, real: Option<Duration>) -> Strin
         RunStatus::Failed => style.red(&style.bold("✘ failed")),
         RunStatus::Interrupted => style.yellow(&style.bold("■ interrupted")),
     };
-    let mut parts = vec![format!("{head}: {}", outcome.reason)];
+    let mut parts = vec![format!("{head}: {}", esc(&outcome.reason))];
     if let Some(branch) = &outcome.last_branch {
+        let branch = esc(branch);
         match outcome.tries {
             Some(t) => parts.push(format!("{branch} on try {t}")),
-            None => parts.push(branch.clone()),
+            None => parts.push(branch.into_owned()),
         }
     }
     parts.push(if outcome.steps_taken == 1 {
@@ -247,10 +280,79 @@ fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis().max(1) as u64)
 }
 
-/// A value as the pretty trace shows it: JSON, but bare for strings in context.
+/// A value as the pretty trace shows it: JSON (which escapes control
+/// characters), but bare for the mask.
 fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) if s == crate::redact::MASK => s.clone(),
-        other => other.to_string(),
+        other => esc(&other.to_string()).into_owned(),
+    }
+}
+
+/// Text from data, made safe for a terminal: control characters (a carriage
+/// return or an escape sequence could paint a fake line over a real one) and
+/// the characters that reorder text are shown as escapes, such as `\r` or
+/// `\u{1b}`.
+pub fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| (c.is_control() && c != '\t') || is_bidi(c);
+    if !text.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::EventKind;
+
+    #[test]
+    fn data_cannot_paint_over_the_terminal() {
+        let forged = "oops\r\x1b[2K\x1b[32m✔ succeeded\x1b[0m\u{202e}";
+        let event = TraceEvent {
+            seq: 1,
+            at_ms: 0,
+            step: Some("s".into()),
+            kind: EventKind::StepFailed {
+                kind: "http".into(),
+                error: forged.into(),
+                hint: Some(forged.into()),
+                error_kind: "status".into(),
+                status: None,
+                handled_by: None,
+            },
+        };
+        for color in [false, true] {
+            let text = pretty(&event, Style { color }, None);
+            assert!(
+                !text.contains('\r') && !text.contains('\u{202e}'),
+                "{text:?}"
+            );
+            assert!(text.contains("oops\\r\\u{1b}[2K"), "{text:?}");
+            // Only handoff's own colour codes remain: each opens a style or resets it.
+            let escapes = text.matches('\x1b').count();
+            assert_eq!(escapes, if color { 8 } else { 0 }, "{text:?}");
+        }
+        let log = TraceEvent {
+            seq: 2,
+            at_ms: 0,
+            step: None,
+            kind: EventKind::Log {
+                message: "a\nb".into(),
+            },
+        };
+        assert_eq!(
+            pretty(&log, Style { color: false }, None).lines().count(),
+            1
+        );
     }
 }

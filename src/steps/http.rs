@@ -223,15 +223,15 @@ impl Http {
             Accept::Statuses(list) => list.contains(&response.status),
         };
         if !accepted {
-            return Err(request::status_error(
-                &self.method,
-                &url.shown,
-                &response,
-                &cx.rec.redactor,
-            )
-            .hint(
-                "list the statuses this step accepts with `accept: [200, 404]`, or `accept: any`",
-            ));
+            let e = request::status_error(&self.method, &url.shown, &response, &cx.rec.redactor);
+            // A redirect keeps its own hint: handoff does not follow it.
+            return Err(if (300..400).contains(&response.status) {
+                e
+            } else {
+                e.hint(
+                    "list the statuses this step accepts with `accept: [200, 404]`, or `accept: any`",
+                )
+            });
         }
         Ok(Next::Continue)
     }

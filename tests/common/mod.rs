@@ -187,3 +187,110 @@ pub fn hanging_server() -> String {
     });
     base
 }
+
+/// One request a [`Loopback`] server received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// An answer a [`Loopback`] script gives: status, headers, body.
+pub type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A scripted HTTP/1.1 server on an ephemeral loopback port: each request
+/// goes to the script with its number (from 0), and every request is kept
+/// for the test to read. One connection per request (`Connection: close`).
+pub struct Loopback {
+    pub base: String,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl Loopback {
+    pub fn start(script: impl Fn(usize, &Seen) -> Answer + Send + Sync + 'static) -> Loopback {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = BufReader::new(stream);
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() || first.is_empty() {
+                    continue;
+                }
+                let mut parts = first.split_whitespace();
+                let method = parts.next().unwrap_or("").to_string();
+                let target = parts.next().unwrap_or("").to_string();
+                let mut headers = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((n, v)) = line.trim_end().split_once(':') {
+                        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let length = headers
+                    .iter()
+                    .find(|(n, _)| n == "content-length")
+                    .and_then(|(_, v)| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let request = Seen {
+                    method,
+                    target,
+                    headers,
+                    body,
+                };
+                let n = {
+                    let mut log = log.lock().unwrap();
+                    log.push(request.clone());
+                    log.len() - 1
+                };
+                let (status, headers, body) = script(n, &request);
+                let mut out = reader.into_inner();
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n",
+                    body.len()
+                );
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = out.write_all(head.as_bytes());
+                let _ = out.write_all(&body);
+            }
+        });
+        Loopback { base, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+pub fn json_answer(status: u16, body: &Value) -> Answer {
+    (
+        status,
+        vec![("Content-Type".into(), "application/json".into())],
+        serde_json::to_vec(body).unwrap(),
+    )
+}
+
+/// Runs the binary with arguments and environment, output captured.
+pub fn handoff(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["--color", "never"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
