@@ -202,8 +202,15 @@ fn parse_entry(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Entry, 
             ));
         }
     };
-    let replies = match get("replies") {
-        Some(list_node) => {
+    let replies = match (get("replies"), get("reply")) {
+        (Some(_), Some(one)) => {
+            return Err(err(
+                one,
+                "an entry has `replies` (a list) or `reply` (one), not both".into(),
+            ));
+        }
+        (None, Some(one)) => vec![parse_reply(source, one)?],
+        (Some(list_node), None) => {
             let items = list_node
                 .as_seq()
                 .filter(|s| !s.is_empty())
@@ -214,7 +221,7 @@ fn parse_entry(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Entry, 
                 .collect::<Result<Vec<_>, _>>()?
         }
         // A single reply can stand in the entry itself.
-        None => vec![parse_reply_fields(source, map)?],
+        (None, None) => vec![parse_reply_fields(source, map)?],
     };
     Ok(Entry { matcher, replies })
 }

@@ -17,25 +17,47 @@ use serde_json::json;
 /// `+`, `/` and `=` make every encoding differ from the raw text.
 const CANARY: &str = "canary-7f3a+9c/1d=ee";
 
+/// A session cookie the server sets: handoff never learns it is a secret,
+/// so only the header's name can tell it to mask it.
+const COOKIE: &str = "cookie-c4n4ry-5e6f+7a8b";
+
 /// Every form the canary could leak in.
 fn forms() -> Vec<String> {
+    let mut out = forms_of(CANARY);
+    out.extend(forms_of(COOKIE));
+    out
+}
+
+/// The forms `shared/tools/secret-scan.py` looks for, and more: raw, upper
+/// and lower case, reversed, hex, the first eleven characters, 8-character
+/// pieces, percent-encoded both ways, base64 and base64url at every alignment.
+fn forms_of(secret: &str) -> Vec<String> {
     let mut out = vec![
-        CANARY.to_string(),
-        CANARY[..11].to_string(),
-        CANARY
+        secret.to_uppercase(),
+        secret.chars().rev().collect(),
+        secret.bytes().map(|b| format!("{b:02x}")).collect(),
+        secret.bytes().map(|b| format!("{b:02X}")).collect(),
+    ];
+    for i in (0..secret.len().saturating_sub(8)).step_by(4) {
+        out.push(secret[i..i + 8].to_string());
+    }
+    out.extend([
+        secret.to_string(),
+        secret[..11].to_string(),
+        secret
             .replace('+', "%2B")
             .replace('/', "%2F")
             .replace('=', "%3D"),
-        CANARY
+        secret
             .replace('+', "%2b")
             .replace('/', "%2f")
             .replace('=', "%3d"),
-    ];
+    ]);
     // Inside a longer encoded string, the canary's base64 depends on where it
     // starts; the middle of each alignment is fixed.
     for engine in [&STANDARD, &URL_SAFE] {
         for pad in 0..3 {
-            let text = format!("{}{CANARY}", "x".repeat(pad));
+            let text = format!("{}{secret}", "x".repeat(pad));
             let encoded = engine.encode(text.as_bytes());
             let skip = (pad * 4).div_ceil(3) + 1;
             out.push(encoded[skip..encoded.len() - 3].to_string());
@@ -74,12 +96,27 @@ fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> Written {
 
 fn assert_clean(runs: &[Written]) {
     let forms = forms();
+    let squashed = |t: &str| -> String {
+        t.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_lowercase()
+    };
     for run in runs {
         assert!(!run.text.is_empty(), "{} wrote nothing", run.name);
-        for form in &forms {
+        for (i, form) in forms.iter().enumerate() {
+            // Never print the form itself: it is the secret, or a piece of it.
             assert!(
                 !run.text.contains(form.as_str()),
-                "{}: the canary leaked as `{form}`",
+                "{}: the canary leaked (form #{i})",
+                run.name
+            );
+        }
+        let all = squashed(&run.text);
+        for secret in [CANARY, COOKIE] {
+            assert!(
+                !all.contains(&squashed(secret)),
+                "{}: the canary leaked with its punctuation removed",
                 run.name
             );
         }
@@ -275,6 +312,188 @@ fn real_runs_and_failures_against_the_simulator_never_leak() {
     assert!(cancel.contains("\"outcome\":\"Canceled\""), "{cancel}");
     assert_clean(&runs);
     drop(wrong);
+}
+
+#[test]
+fn values_derived_from_the_token_never_show() {
+    let mut runs = Vec::new();
+    for trace in ["pretty", "jsonl"] {
+        runs.push(run(
+            &format!("derived-{trace}"),
+            &[
+                "run",
+                "tests/files/canary-derived.yaml",
+                "--mock",
+                "tests/files/canary-derived.mock.yaml",
+                "--trace",
+                trace,
+            ],
+            &[("NWC_TOKEN", CANARY)],
+        ));
+    }
+    assert_clean(&runs);
+    let pretty = &runs[0].text;
+    assert_eq!(runs[0].code, Some(1), "{pretty}");
+    // Each derived field shows as a mask, as does what `where` found with it.
+    for field in [
+        "tail", "back", "loud", "quiet", "chars", "b64", "url", "js", "task_id",
+    ] {
+        assert!(
+            pretty.contains(&format!("{field} = ***")),
+            "{field}: {pretty}"
+        );
+    }
+    assert!(pretty.contains("log: ***"), "{pretty}");
+    assert!(pretty.contains("echo?t=***"), "{pretty}");
+    assert!(
+        pretty.contains(r#"{"reversed":"***","chars":"***","plain":"ok"}"#),
+        "{pretty}"
+    );
+    assert!(pretty.contains("✘ failed: ***"), "{pretty}");
+    // A non-secret answer still shows (and `reply:` holds one reply).
+    assert!(pretty.contains(r#"answer = {"ok":true}"#), "{pretty}");
+}
+
+#[test]
+fn the_wire_echoes_cookies_redirects_and_cut_bodies_never_leak() {
+    use common::{Loopback, json_answer};
+    let other = Loopback::start(|_, _| json_answer(200, &json!({})));
+    let elsewhere = other.base.clone();
+    let api = Loopback::start(move |_, seen| {
+        let path = seen.target.split('?').next().unwrap_or("");
+        if let Some(round) = path.strip_prefix("/cut/") {
+            // The canary straddles the 200-character error excerpt, then
+            // the 2,000-character trace excerpt, one offset per round.
+            let round: usize = round.parse().unwrap_or(0);
+            let offset = if round < 30 {
+                185 + round
+            } else {
+                1985 + round - 30
+            };
+            let body = format!("{}{CANARY}{}", "x".repeat(offset), "y".repeat(3000));
+            return (500, vec![], body.into_bytes());
+        }
+        match path {
+            "/cookie" => (
+                200,
+                vec![
+                    ("Set-Cookie".into(), format!("session={COOKIE}; HttpOnly")),
+                    ("X-Session-Token".into(), COOKIE.into()),
+                ],
+                b"{}".to_vec(),
+            ),
+            "/moved" => (
+                307,
+                vec![("Location".into(), format!("{elsewhere}/?t={CANARY}"))],
+                Vec::new(),
+            ),
+            // Echo what arrived: the target as encoded, and every header.
+            _ => json_answer(
+                200,
+                &json!({ "target": seen.target, "headers": seen.headers }),
+            ),
+        }
+    });
+    let mut runs = Vec::new();
+    for trace in ["pretty", "jsonl"] {
+        runs.push(run(
+            &format!("wire-{trace}"),
+            &["run", "tests/files/canary-wire.yaml", "--trace", trace],
+            &[("NWC_TOKEN", CANARY), ("NWC_BASE_URL", &api.base)],
+        ));
+    }
+    assert_clean(&runs);
+    for r in &runs {
+        assert_eq!(r.code, Some(1), "{}", r.text);
+        assert!(r.text.contains("a redirect to"), "{}", r.text);
+    }
+    assert_eq!(
+        api.seen().len(),
+        2 * (3 + 60 + 1),
+        "no redirect was followed"
+    );
+    assert!(other.seen().is_empty());
+    // The server really did get the token, in every place the flow put it.
+    let first = &api.seen()[0];
+    assert!(
+        first.target.contains("key=canary-7f3a%2B9c%2F1d%3Dee"),
+        "{first:?}"
+    );
+    assert!(
+        first
+            .headers
+            .iter()
+            .any(|(n, v)| n == "x-api-key" && v == CANARY)
+    );
+}
+
+#[test]
+fn input_diagnostics_never_show_values() {
+    let dir = std::env::temp_dir().join(format!("handoff-canary-inputs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let cases = [
+        (
+            "misspelt-neighbour",
+            file(
+                "a.json",
+                format!("{{\"token\": \"{CANARY}\", \"instanse_id\": \"i-1\"}}"),
+            ),
+        ),
+        (
+            "unknown-key-holds-it",
+            file(
+                "b.yaml",
+                format!("instance_id: i-1\ntoken: {CANARY}\nextra: {CANARY}\n"),
+            ),
+        ),
+        (
+            "yaml-error-on-its-line",
+            file(
+                "c.yaml",
+                format!("instance_id: i-1\ntoken: \"{CANARY}\n  x: [\n"),
+            ),
+        ),
+        ("not-a-mapping", file("d.yaml", format!("- {CANARY}\n"))),
+    ];
+    let mut runs = Vec::new();
+    for (name, path) in &cases {
+        runs.push(run(
+            name,
+            &["run", "tests/files/canary-inputs.yaml", "--input", path],
+            &[],
+        ));
+    }
+    runs.push(run(
+        "set-without-equals",
+        &["run", "tests/files/canary-inputs.yaml", "--set", CANARY],
+        &[],
+    ));
+    runs.push(run(
+        "set-value-as-name",
+        &[
+            "run",
+            "tests/files/canary-inputs.yaml",
+            "--set",
+            &format!("{CANARY}=x"),
+        ],
+        &[],
+    ));
+    for r in &runs {
+        assert_eq!(r.code, Some(2), "{}: {}", r.name, r.text);
+    }
+    assert_clean(&runs);
+    // The frame still points at the right place.
+    assert!(runs[0].text.contains("instanse_id"), "{}", runs[0].text);
+    assert!(
+        runs[0].text.contains("did you mean `instance_id`"),
+        "{}",
+        runs[0].text
+    );
 }
 
 #[test]
