@@ -315,3 +315,28 @@ fn classify(err: &reqwest::Error, timeout: Duration) -> TransportError {
         cause
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_in_use_is_named_without_its_password() {
+        let env = |var: &str| match var {
+            "HTTPS_PROXY" => Some("http://user:hunter2@proxy.corp:3128".to_string()),
+            "NO_PROXY" => Some("localhost".to_string()),
+            _ => None,
+        };
+        let note = proxies_in_use(&env).unwrap();
+        assert!(
+            note.contains("$HTTPS_PROXY=http://***@proxy.corp:3128/"),
+            "{note}"
+        );
+        assert!(note.contains("except $NO_PROXY=localhost"), "{note}");
+        assert!(
+            !note.contains("hunter2") && !note.contains("user"),
+            "{note}"
+        );
+        assert_eq!(proxies_in_use(&|_| None), None);
+    }
+}

@@ -448,3 +448,65 @@ fn answers_cannot_paint_the_terminal() {
         assert!(said.contains("✘ failed"), "{said}");
     }
 }
+
+#[test]
+fn a_short_secret_is_warned_about_and_spares_handoff_wording() {
+    // The server echoes the short token back in its 401.
+    let api = Loopback::start(|_, _| {
+        json_answer(
+            401,
+            &json!({ "title": "Unauthorized", "detail": "token wrong rejected" }),
+        )
+    });
+    let out = common::handoff(
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--set",
+            "instance_id=i-1",
+        ],
+        &[("NWC_BASE_URL", api.base.as_str()), ("NWC_TOKEN", "wrong")],
+    );
+    let said = all_output(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("secret `token` is shorter than 8 characters"),
+        "{said}"
+    );
+    // Masked where it is data, the server's words…
+    assert!(said.contains("Unauthorized: token *** rejected"), "{said}");
+    // …but handoff's own hint keeps its words.
+    assert!(
+        said.contains("401 means the token is missing, wrong or expired"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_proxy_from_the_environment_is_named_in_the_first_event() {
+    let api = Loopback::start(|_, _| json_answer(200, &json!({ "tasks": [] })));
+    let vars = env(&api.base);
+    let mut vars = refs(&vars);
+    // An https proxy does not route this http:// run, but it is what the run would use.
+    vars.push(("HTTPS_PROXY", "http://user:pw-5ecret@127.0.0.1:9/"));
+    let out = run(
+        &[
+            "run",
+            "tests/files/hostile/optional-filter.yaml",
+            "--set",
+            "instance_id=i-1",
+            "--trace",
+            "jsonl",
+        ],
+        &vars,
+    );
+    let first = text(&out.stdout).lines().next().unwrap().to_string();
+    assert!(
+        first.contains(
+            r#""route":"requests go through a proxy: $HTTPS_PROXY=http://***@127.0.0.1:9/"#
+        ),
+        "{first}"
+    );
+    assert!(!all_output(&out).contains("pw-5ecret"));
+    assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
+}
