@@ -744,7 +744,8 @@ fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
     components
 }
 
-fn is_identifier(name: &str) -> bool {
+/// A name templates can read: letters, digits and `_`, not starting with a digit.
+pub fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

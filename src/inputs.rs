@@ -71,13 +71,9 @@ pub fn parse_set(args: &[String]) -> Result<Vec<(String, String)>, Vec<Diagnosti
     }
 }
 
+/// A field name, short enough to be one: anything else may be a value.
 fn is_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 64
+    crate::analyze::is_identifier(name) && name.len() <= 64
 }
 
 /// Builds the starting state: `--set`, then `--input`, then the environment,
@@ -331,17 +327,20 @@ fn star(text: &str) -> String {
         .collect()
 }
 
-/// Text that did not parse: only white space and structural punctuation stay.
+/// Text that did not parse: only white space and structural punctuation
+/// stay (`-` only as a list marker, so a token's dashes do not show).
 fn star_values(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_whitespace() || "{}[],:\"'-#".contains(c) {
-                c.to_string()
-            } else {
-                "*".repeat(c.len_utf8())
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let marker = c == '-' && chars.peek().is_none_or(|n| n.is_whitespace());
+        if c.is_whitespace() || "{}[],:\"'#".contains(c) || marker {
+            out.push(c);
+        } else {
+            out.push_str(&"*".repeat(c.len_utf8()));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -366,5 +365,6 @@ mod tests {
     fn starring_keeps_byte_offsets() {
         assert_eq!(star("ab é"), "** **");
         assert_eq!(star_values("{\"t\": \"x1\"}"), "{\"*\": \"**\"}");
+        assert_eq!(star_values("- a-b\n-\n"), "- ***\n-\n");
     }
 }

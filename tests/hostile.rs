@@ -100,6 +100,12 @@ fn env(base: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Runs a flow against a loopback server, with the token, the key and its base URL.
+fn against(args: &[&str], api: &Loopback) -> Output {
+    let vars = env(&api.base);
+    run(args, &refs(&vars))
+}
+
 fn refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     v.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
@@ -127,15 +133,14 @@ fn redirects_are_never_followed_to_any_origin() {
                         redirect(status, &to)
                     }
                 });
-                let vars = env(&api.base);
-                let out = run(
+                let out = against(
                     &[
                         "run",
                         "tests/files/hostile/redirect.yaml",
                         "--set",
                         "instance_id=i-1",
                     ],
-                    &refs(&vars),
+                    &api,
                 );
                 let said = all_output(&out);
                 assert_eq!(out.status.code(), Some(1), "{status} {target}: {said}");
@@ -160,15 +165,14 @@ fn an_oversized_page_fails_within_the_budget() {
     let big = serde_json::to_vec(&tasks(12_000, 900)).unwrap();
     assert!(big.len() > 10 * 1024 * 1024);
     let api = Loopback::start(move |_, _| (200, vec![], big.clone()));
-    let vars = env(&api.base);
-    let out = run(
+    let out = against(
         &[
             "run",
             "flows/complete-nwc-task.yaml",
             "--set",
             "instance_id=i-1",
         ],
-        &refs(&vars),
+        &api,
     );
     let said = all_output(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
@@ -193,8 +197,7 @@ fn sixteen_large_pages_stay_within_memory() {
     let b = base.clone();
     let api = Loopback::start(move |n, _| json_answer(200, &page(n, b.get().unwrap())));
     base.set(api.base.clone()).unwrap();
-    let vars = env(&api.base);
-    let out = run(
+    let out = against(
         &[
             "run",
             "tests/files/hostile/pages.yaml",
@@ -203,7 +206,7 @@ fn sixteen_large_pages_stay_within_memory() {
             "--trace",
             "jsonl",
         ],
-        &refs(&vars),
+        &api,
     );
     let said = all_output(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
@@ -247,8 +250,7 @@ fn a_long_poll_over_a_large_list_stays_flat() {
 fn where_over_thousands_of_tasks_is_linear() {
     let list = tasks(5_000, 20);
     let api = Loopback::start(move |_, _| json_answer(200, &list));
-    let vars = env(&api.base);
-    let out = run(
+    let out = against(
         &[
             "run",
             "tests/files/hostile/where.yaml",
@@ -257,7 +259,7 @@ fn where_over_thousands_of_tasks_is_linear() {
             "--set",
             "wanted=user4999@contoso.com",
         ],
-        &refs(&vars),
+        &api,
     );
     let said = all_output(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
@@ -379,15 +381,14 @@ fn ids_cannot_change_the_patch_path() {
     for id in [".", "..", "", "  ", "a\u{1}b", "a\nb"] {
         let task = json!({ "tasks": [{ "id": id }] });
         let api = Loopback::start(move |_, _| json_answer(200, &task));
-        let vars = env(&api.base);
-        let out = run(
+        let out = against(
             &[
                 "run",
                 "tests/files/hostile/redirect.yaml",
                 "--set",
                 "instance_id=i-1",
             ],
-            &refs(&vars),
+            &api,
         );
         let said = all_output(&out);
         assert_eq!(out.status.code(), Some(1), "{id:?}: {said}");
@@ -404,15 +405,14 @@ fn ids_cannot_change_the_patch_path() {
             0 => json_answer(200, &task),
             _ => (204, vec![], Vec::new()),
         });
-        let vars = env(&api.base);
-        let out = run(
+        let out = against(
             &[
                 "run",
                 "tests/files/hostile/redirect.yaml",
                 "--set",
                 "instance_id=i-1",
             ],
-            &refs(&vars),
+            &api,
         );
         assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
         assert_eq!(api.seen()[1].target, path);

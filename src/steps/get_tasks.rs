@@ -136,17 +136,9 @@ impl GetTasks {
         loop {
             seen.insert(url.wire.clone());
             pages += 1;
-            let headers = cx.headers(&self.headers)?;
+            let budget = usize::try_from(left).unwrap_or(usize::MAX);
             let response = cx
-                .exchange(
-                    "GET",
-                    &url,
-                    headers,
-                    None,
-                    &self.sending,
-                    true,
-                    usize::try_from(left).unwrap_or(usize::MAX),
-                )
+                .get(&url, &self.headers, &self.sending, budget)
                 .await
                 .map_err(|e| over_budget(e, self.max_bytes, pages))?;
             left = left.saturating_sub(response.body.len() as u64);

@@ -204,17 +204,8 @@ impl PatchTask {
             ),
             &[],
         )?;
-        let headers = cx.headers(&self.headers)?;
         let response = cx
-            .exchange(
-                "GET",
-                &url,
-                headers,
-                None,
-                &self.sending,
-                true,
-                MAX_BODY_BYTES,
-            )
+            .get(&url, &self.headers, &self.sending, MAX_BODY_BYTES)
             .await?;
         if !response.is_success() {
             return Err(request::status_error(

@@ -294,6 +294,19 @@ impl StepCx<'_, '_> {
         }
     }
 
+    /// A `GET` through [`StepCx::exchange`]: repeatable, no body.
+    pub async fn get(
+        &mut self,
+        url: &RequestUrl,
+        headers: &[HeaderSource],
+        sending: &Sending,
+        max_body: usize,
+    ) -> Result<HttpResponse, StepError> {
+        let headers = self.headers(headers)?;
+        self.exchange("GET", url, headers, None, sending, true, max_body)
+            .await
+    }
+
     /// Jitter must differ between workers in real runs, and stay the same
     /// between dry runs so their traces can be compared.
     fn jitter_seed(&self, attempt: u32) -> u64 {
