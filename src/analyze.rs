@@ -125,6 +125,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         env: &env,
         fields: IndexMap::new(),
         ids: IndexMap::new(),
+        known: crate::template::Known::default(),
         diagnostics,
     };
     let body = cx.body(root, "a flow", &TOP_KEYS, &["flow", "steps"])?;
@@ -773,6 +774,7 @@ pub struct Analyzer<'a> {
     pub env: &'a Environment<'static>,
     pub fields: IndexMap<String, FieldDecl>,
     pub ids: IndexMap<String, usize>,
+    known: crate::template::Known,
     diagnostics: &'a mut Vec<Diagnostic>,
 }
 
@@ -830,7 +832,7 @@ impl<'a> Analyzer<'a> {
                         .unwrap_or_else(|| format!("{what} takes {}", list(keys)));
                     self.error_help(key.span, format!("unknown key `{k}` in {what}"), help);
                 }
-                None => self.not_text(key, "a key"),
+                None => self.not_yaml_key(key, what, keys),
             }
         }
         for req in required {
@@ -934,9 +936,58 @@ impl<'a> Analyzer<'a> {
         ty
     }
 
+    /// A key YAML did not read as text, in a mapping that takes `keys`.
+    /// `on` is the usual one: `retry: { on: [503] }` means `retry_on`.
+    fn not_yaml_key(&mut self, key: &Node, what: &str, keys: &[&str]) {
+        let written = self.source.slice(key.span).trim().to_string();
+        let suffixed = format!("_{written}");
+        let meant = keys
+            .iter()
+            .find(|k| k.ends_with(&suffixed))
+            .map(|k| k.to_string())
+            .or_else(|| {
+                did_you_mean(&written, keys.iter().copied())
+                    .and_then(|h| h.split('`').nth(1).map(str::to_string))
+            });
+        match meant {
+            Some(k) if matches!(key.value, NodeValue::Bool(_)) => self.error_help(
+                key.span,
+                format!("unknown key `{written}` in {what}"),
+                format!("did you mean `{k}`? (YAML reads a bare `{written}` as a boolean, so it never names a key)"),
+            ),
+            _ => self.not_text(key, "a key"),
+        }
+    }
+
+    /// Filters and tests a template uses that the environment does not
+    /// offer: minijinja would only find them when the template renders.
+    fn known_names(&mut self, template: &Template) -> bool {
+        let mut ok = true;
+        for name in &template.filters {
+            if !self.known.filter(self.env, name) {
+                let names = self.known.filter_names(self.env);
+                let help = did_you_mean(name, names.iter().copied())
+                    .unwrap_or_else(|| "the filters are listed in docs/language.md".to_string());
+                self.error_help(template.span, format!("unknown filter `{name}`"), help);
+                ok = false;
+            }
+        }
+        for name in &template.tests {
+            if !self.known.test(self.env, name) {
+                let names = self.known.test_names(self.env);
+                let help = did_you_mean(name, names.iter().copied())
+                    .unwrap_or_else(|| "the tests are listed in docs/language.md".to_string());
+                self.error_help(template.span, format!("unknown test `{name}`"), help);
+                ok = false;
+            }
+        }
+        ok
+    }
+
     /// A template whose every name must be a declared field.
     pub fn template(&mut self, node: &Node) -> Option<Template> {
         match Template::compile(self.env, node) {
+            Ok(t) if !self.known_names(&t) => None,
             Ok(t) => self.checked(t),
             Err(e) => {
                 self.error(e.span, e.message);
@@ -954,7 +1005,7 @@ impl<'a> Analyzer<'a> {
     /// A condition over an item whose names cannot be known ahead.
     pub fn item_condition(&mut self, node: &Node) -> Option<Template> {
         match Template::compile_condition(self.env, node) {
-            Ok(t) => Some(t),
+            Ok(t) => self.known_names(&t).then_some(t),
             Err(e) => {
                 self.error(e.span, e.message);
                 None
@@ -1037,14 +1088,22 @@ impl<'a> Analyzer<'a> {
         };
         if !accept.contains(&decl.ty) {
             let names: Vec<&str> = accept.iter().map(|t| t.name()).collect();
-            self.error(
-                node.span,
-                format!(
-                    "{what} needs a field of type {}, but `{name}` is `{}`",
-                    list(&names).replace(" and ", " or "),
-                    decl.ty.name()
-                ),
-            );
+            let (declared, ty) = (decl.span, decl.ty);
+            let mut d = Diagnostic::error(format!(
+                "{what} needs a field of type {}, but `{name}` is `{}`",
+                list(&names).replace(" and ", " or "),
+                ty.name()
+            ))
+            .at(&self.source, node.span)
+            .help(format!(
+                "declare `{name}` with `type: {}`",
+                accept[0].name()
+            ));
+            // The declaration is where the fix goes: point at it too.
+            if declared.len > 0 {
+                d = d.also(declared, format!("declared `{}` here", ty.name()));
+            }
+            self.push(d);
             return None;
         }
         Some(name.to_string())

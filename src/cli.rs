@@ -283,6 +283,9 @@ pub struct CheckArgs {
     /// Flow files, and mock files named `NAME.mock.yaml` next to `NAME.yaml`.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Also check these mock files against the flow (one flow file), whatever their names.
+    #[arg(long, value_name = "MOCK")]
+    pub mock: Vec<PathBuf>,
 }
 
 /// Parses the arguments and runs the command. Returns the exit code.
@@ -353,9 +356,30 @@ fn print_diagnostics(diagnostics: &[Diagnostic], color: bool) {
 fn check_command(args: &CheckArgs, color: bool) -> i32 {
     let mut errors = 0;
     let mut warnings = 0;
-    for path in &args.files {
-        let name = path.to_string_lossy().to_string();
-        let diagnostics = match check_one(&name) {
+    if !args.mock.is_empty() && args.files.len() != 1 {
+        eprintln!(
+            "error: `--mock` checks mock files against one flow, but {} files were given",
+            args.files.len()
+        );
+        return EXIT_INVALID;
+    }
+    let flow_path = args.files[0].to_string_lossy().to_string();
+    let checks = args
+        .files
+        .iter()
+        .map(|p| (p.to_string_lossy().to_string(), None))
+        .chain(
+            args.mock
+                .iter()
+                .map(|m| (m.to_string_lossy().to_string(), Some(flow_path.clone()))),
+        );
+    let count = args.files.len() + args.mock.len();
+    for (name, flow) in checks {
+        let result = match flow {
+            Some(flow) => check_mock(&name, &flow),
+            None => check_one(&name),
+        };
+        let diagnostics = match result {
             Ok((summary, warns)) => {
                 println!("ok  {name} ({summary})");
                 warns
@@ -377,7 +401,7 @@ fn check_command(args: &CheckArgs, color: bool) -> i32 {
             "{}, {} in {} file(s)",
             plural(errors, "error"),
             plural(warnings, "warning"),
-            args.files.len()
+            count
         );
     }
     if errors > 0 { EXIT_INVALID } else { EXIT_OK }
@@ -398,20 +422,7 @@ fn check_one(path: &str) -> Result<(String, Vec<Diagnostic>), Vec<Diagnostic>> {
         .map(|s| format!("{s}.yaml"))
         .or_else(|| path.strip_suffix(".mock.yml").map(|s| format!("{s}.yml")));
     if let Some(flow_path) = mock_of {
-        let checked = crate::analyze::analyze_file(&flow_path).map_err(|_| {
-            vec![Diagnostic::error(format!(
-                "cannot check `{path}`: its flow `{flow_path}` does not load"
-            ))]
-        })?;
-        let source = read_source(path).map_err(|d| vec![d])?;
-        let mock = Mock::load(&source, &checked.flow)?;
-        return Ok((
-            format!(
-                "mock for {flow_path}, {} scripted responses",
-                mock.entries.len()
-            ),
-            Vec::new(),
-        ));
+        return check_mock(path, &flow_path);
     }
     let source = read_source(path).map_err(|d| vec![d])?;
     let checked = analyze(&source)?;
@@ -424,6 +435,35 @@ fn check_one(path: &str) -> Result<(String, Vec<Diagnostic>), Vec<Diagnostic>> {
             flow.steps.len()
         ),
         checked.warnings,
+    ))
+}
+
+/// Checks a mock file against a flow.
+fn check_mock(path: &str, flow_path: &str) -> Result<(String, Vec<Diagnostic>), Vec<Diagnostic>> {
+    if !std::path::Path::new(flow_path).exists() {
+        return Err(vec![
+            Diagnostic::error(format!(
+                "cannot check `{path}`: there is no flow `{flow_path}` next to it"
+            ))
+            .help(format!("name its flow: `handoff check FLOW --mock {path}`")),
+        ]);
+    }
+    let checked = crate::analyze::analyze_file(flow_path).map_err(|_| {
+        vec![
+            Diagnostic::error(format!(
+                "cannot check `{path}`: its flow `{flow_path}` does not load"
+            ))
+            .help(format!("`handoff check {flow_path}` shows why")),
+        ]
+    })?;
+    let source = read_source(path).map_err(|d| vec![d])?;
+    let mock = Mock::load(&source, &checked.flow)?;
+    Ok((
+        format!(
+            "mock for {flow_path}, {} scripted responses",
+            mock.entries.len()
+        ),
+        Vec::new(),
     ))
 }
 

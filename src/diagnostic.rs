@@ -29,6 +29,8 @@ pub struct Diagnostic {
     pub label: Option<String>,
     /// A hint on its own line: "did you mean", or what to write instead.
     pub help: Option<String>,
+    /// More labelled places in the same source, such as a declaration.
+    pub also: Vec<(Span, String)>,
 }
 
 impl Diagnostic {
@@ -40,6 +42,7 @@ impl Diagnostic {
             span: None,
             label: None,
             help: None,
+            also: Vec::new(),
         }
     }
 
@@ -58,6 +61,12 @@ impl Diagnostic {
 
     pub fn label(mut self, label: impl Into<String>) -> Diagnostic {
         self.label = Some(label.into());
+        self
+    }
+
+    /// Labels another place in the same source.
+    pub fn also(mut self, span: Span, label: impl Into<String>) -> Diagnostic {
+        self.also.push((span, label.into()));
         self
     }
 
@@ -91,8 +100,13 @@ impl Diagnostic {
         } else {
             GraphicalTheme::unicode_nocolor()
         };
+        // Wrap long lines at spaces only, never inside a word or a file name
+        // (by default a line may break after `/` or at a hyphen).
         let handler = GraphicalReportHandler::new_themed(theme)
             .with_width(100)
+            .with_break_words(false)
+            .with_word_separator(textwrap::WordSeparator::AsciiSpace)
+            .with_word_splitter(textwrap::WordSplitter::NoHyphenation)
             .with_context_lines(1);
         let mut out = String::new();
         let view = MietteView(self);
@@ -157,8 +171,17 @@ impl miette::Diagnostic for MietteView<'_> {
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let span = self.0.span?;
         self.0.source.as_ref()?;
-        let label = LabeledSpan::new(self.0.label.clone(), span.offset, span.len.max(1));
-        Some(Box::new(std::iter::once(label)))
+        // Primary, so the frame's `file:line:col` is this place, not the first in the file.
+        let label = LabeledSpan::new_primary_with_span(
+            self.0.label.clone(),
+            (span.offset, span.len.max(1)),
+        );
+        let also = self
+            .0
+            .also
+            .iter()
+            .map(|(s, l)| LabeledSpan::new(Some(l.clone()), s.offset, s.len.max(1)));
+        Some(Box::new(std::iter::once(label).chain(also)))
     }
 }
 

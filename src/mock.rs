@@ -76,9 +76,8 @@ impl Mock {
             ]);
         };
         for item in items {
-            match parse_entry(source, item, flow) {
-                Ok(e) => entries.push(e),
-                Err(mut p) => problems.append(&mut p),
+            if let Some(e) = parse_entry(source, item, flow, &mut problems) {
+                entries.push(e);
             }
         }
         if problems.is_empty() {
@@ -98,25 +97,39 @@ impl Mock {
             ]);
         };
         let mut responses = None;
+        let mut problems = Vec::new();
         for (k, v) in entries {
             match k.as_str() {
                 Some("responses") => responses = Some(v),
                 Some("description") => {}
-                Some(other) => {
-                    return Err(vec![
-                        Diagnostic::error(format!("unknown key `{other}` in a mock file"))
-                            .at(source, k.span)
-                            .help("a mock file has `responses` and an optional `description`"),
-                    ]);
-                }
+                Some(other) => problems.push(
+                    Diagnostic::error(format!("unknown key `{other}` in a mock file"))
+                        .at(source, k.span)
+                        .help(
+                            did_you_mean(other, ["responses", "description"]).unwrap_or_else(
+                                || {
+                                    "a mock file has `responses` and an optional `description`"
+                                        .into()
+                                },
+                            ),
+                        ),
+                ),
                 None => {}
             }
         }
-        match responses {
-            Some(r) => Mock::from_node(source, r, flow),
-            None => Err(vec![
-                Diagnostic::error("a mock file needs `responses`").at(source, root.span),
-            ]),
+        // Every problem at once: the file's own, then its entries'.
+        match responses.map(|r| Mock::from_node(source, r, flow)) {
+            Some(Ok(mock)) if problems.is_empty() => Ok(mock),
+            Some(Ok(_)) => Err(problems),
+            Some(Err(mut more)) => {
+                problems.append(&mut more);
+                Err(problems)
+            }
+            None => {
+                problems
+                    .push(Diagnostic::error("a mock file needs `responses`").at(source, root.span));
+                Err(problems)
+            }
         }
     }
 
@@ -139,120 +152,150 @@ impl Mock {
     }
 }
 
-fn parse_entry(source: &Arc<Source>, node: &Node, flow: &Flow) -> Result<Entry, Vec<Diagnostic>> {
-    let err = |n: &Node, m: String| vec![Diagnostic::error(m).at(source, n.span)];
+/// One entry, every problem in it reported (`None` when there was any).
+fn parse_entry(
+    source: &Arc<Source>,
+    node: &Node,
+    flow: &Flow,
+    problems: &mut Vec<Diagnostic>,
+) -> Option<Entry> {
+    let mut err = |n: &Node, m: String| problems.push(Diagnostic::error(m).at(source, n.span));
     let Some(map) = node.as_map() else {
-        return Err(err(
+        err(
             node,
             "a scripted response is a mapping with `step` or `request`, and `replies`".into(),
-        ));
+        );
+        return None;
     };
     let get = |key: &str| {
         map.iter()
             .find(|(k, _)| k.as_str() == Some(key))
             .map(|(_, v)| v)
     };
+    let before = problems.len();
     for (k, _) in map {
         let name = k.as_str().unwrap_or("");
         if !ENTRY_KEYS.contains(&name) && !REPLY_KEYS.contains(&name) {
             let help = did_you_mean(name, ENTRY_KEYS.iter().chain(REPLY_KEYS.iter()).copied())
                 .unwrap_or_else(|| format!("a scripted response has {}", list(&ENTRY_KEYS)));
-            return Err(vec![
+            problems.push(
                 Diagnostic::error(format!("unknown key `{name}` in a scripted response"))
                     .at(source, k.span)
                     .help(help),
-            ]);
+            );
         }
     }
     let matcher = match (get("step"), get("request")) {
-        (Some(s), None) => {
-            let id = s
-                .as_str()
-                .ok_or_else(|| err(s, "`step` names a step id".into()))?;
-            if !flow.steps.iter().any(|st| st.id == id) {
-                return Err(vec![
+        (Some(s), None) => match s.as_str() {
+            None => {
+                problems.push(Diagnostic::error("`step` names a step id").at(source, s.span));
+                None
+            }
+            Some(id) if !flow.steps.iter().any(|st| st.id == id) => {
+                problems.push(
                     Diagnostic::error(format!("the flow has no step `{id}`"))
                         .at(source, s.span)
                         .help_opt(did_you_mean(id, flow.steps.iter().map(|s| s.id.as_str()))),
-                ]);
+                );
+                None
             }
-            Matcher::Step(id.to_string())
-        }
+            Some(id) => Some(Matcher::Step(id.to_string())),
+        },
         (None, Some(r)) => {
             let text = r.as_str().unwrap_or("");
             let mut parts = text.split_whitespace();
             match (parts.next(), parts.next(), parts.next()) {
-                (Some(m), Some(p), None) if p.starts_with('/') => Matcher::Request {
+                (Some(m), Some(p), None) if p.starts_with('/') => Some(Matcher::Request {
                     method: m.to_ascii_uppercase(),
                     path: p.to_string(),
-                },
+                }),
                 _ => {
-                    return Err(err(
-                        r,
-                        "`request` is a method and a path, like `PATCH /workflows/v1/tasks/*`"
-                            .into(),
-                    ));
+                    problems.push(
+                        Diagnostic::error(
+                            "`request` is a method and a path, like `PATCH /workflows/v1/tasks/*`",
+                        )
+                        .at(source, r.span),
+                    );
+                    None
                 }
             }
         }
         _ => {
-            return Err(err(
-                node,
-                "a scripted response names either a `step` or a `request`".into(),
-            ));
+            problems.push(
+                Diagnostic::error("a scripted response names either a `step` or a `request`")
+                    .at(source, node.span),
+            );
+            None
         }
     };
     let replies = match (get("replies"), get("reply")) {
         (Some(_), Some(one)) => {
-            return Err(err(
-                one,
-                "an entry has `replies` (a list) or `reply` (one), not both".into(),
-            ));
+            problems.push(
+                Diagnostic::error("an entry has `replies` (a list) or `reply` (one), not both")
+                    .at(source, one.span),
+            );
+            Vec::new()
         }
-        (None, Some(one)) => vec![parse_reply(source, one)?],
-        (Some(list_node), None) => {
-            let items = list_node
-                .as_seq()
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| err(list_node, "`replies` is a non-empty list".into()))?;
-            items
+        (None, Some(one)) => parse_reply(source, one, problems).into_iter().collect(),
+        (Some(list_node), None) => match list_node.as_seq().filter(|s| !s.is_empty()) {
+            Some(items) => items
                 .iter()
-                .map(|i| parse_reply(source, i))
-                .collect::<Result<Vec<_>, _>>()?
-        }
+                .filter_map(|i| parse_reply(source, i, problems))
+                .collect(),
+            None => {
+                problems.push(
+                    Diagnostic::error("`replies` is a non-empty list").at(source, list_node.span),
+                );
+                Vec::new()
+            }
+        },
         // A single reply can stand in the entry itself.
-        (None, None) => vec![parse_reply_fields(source, map)?],
+        (None, None) => parse_reply_fields(source, map, problems)
+            .into_iter()
+            .collect(),
     };
-    Ok(Entry { matcher, replies })
+    if problems.len() > before {
+        return None;
+    }
+    Some(Entry {
+        matcher: matcher?,
+        replies,
+    })
 }
 
-fn parse_reply(source: &Arc<Source>, node: &Node) -> Result<Reply, Vec<Diagnostic>> {
+fn parse_reply(source: &Arc<Source>, node: &Node, problems: &mut Vec<Diagnostic>) -> Option<Reply> {
     let Some(map) = node.as_map() else {
-        return Err(vec![
+        problems.push(
             Diagnostic::error("a reply is a mapping with `status`, `body`, …")
                 .at(source, node.span),
-        ]);
+        );
+        return None;
     };
+    let before = problems.len();
     for (k, _) in map {
         let name = k.as_str().unwrap_or("");
         if !REPLY_KEYS.contains(&name) {
             let help = did_you_mean(name, REPLY_KEYS)
                 .unwrap_or_else(|| format!("a reply has {}", list(&REPLY_KEYS)));
-            return Err(vec![
+            problems.push(
                 Diagnostic::error(format!("unknown key `{name}` in a reply"))
                     .at(source, k.span)
                     .help(help),
-            ]);
+            );
         }
     }
-    parse_reply_fields(source, map)
+    let reply = parse_reply_fields(source, map, problems);
+    reply.filter(|_| problems.len() == before)
 }
 
 fn parse_reply_fields(
     source: &Arc<Source>,
     map: &[(Node, Node)],
-) -> Result<Reply, Vec<Diagnostic>> {
-    let err = |n: &Node, m: &str| vec![Diagnostic::error(m.to_string()).at(source, n.span)];
+    problems: &mut Vec<Diagnostic>,
+) -> Option<Reply> {
+    let before = problems.len();
+    let mut err =
+        |n: &Node, m: &str| problems.push(Diagnostic::error(m.to_string()).at(source, n.span));
     let get = |key: &str| {
         map.iter()
             .find(|(k, _)| k.as_str() == Some(key))
@@ -261,24 +304,32 @@ fn parse_reply_fields(
     let status = match get("status") {
         Some(n) => match n.value {
             NodeValue::Int(i) if (100..600).contains(&i) => i as u16,
-            _ => return Err(err(n, "`status` is a number from 100 to 599")),
+            _ => {
+                err(n, "`status` is a number from 100 to 599");
+                200
+            }
         },
         None => 200,
     };
     let mut headers = Vec::new();
     if let Some(h) = get("headers") {
-        let entries = h
-            .as_map()
-            .ok_or_else(|| err(h, "`headers` maps names to values"))?;
-        for (k, v) in entries {
-            headers.push((
-                k.scalar_text().unwrap_or_default(),
-                v.scalar_text().unwrap_or_default(),
-            ));
+        match h.as_map() {
+            Some(entries) => {
+                for (k, v) in entries {
+                    headers.push((
+                        k.scalar_text().unwrap_or_default(),
+                        v.scalar_text().unwrap_or_default(),
+                    ));
+                }
+            }
+            None => err(h, "`headers` maps names to values"),
         }
     }
     let body = match (get("body"), get("text")) {
-        (Some(_), Some(t)) => return Err(err(t, "a reply has `body` (JSON) or `text`, not both")),
+        (Some(_), Some(t)) => {
+            err(t, "a reply has `body` (JSON) or `text`, not both");
+            Vec::new()
+        }
         (Some(b), None) => {
             if !headers
                 .iter()
@@ -288,27 +339,36 @@ fn parse_reply_fields(
             }
             serde_json::to_vec(&b.to_json()).unwrap_or_default()
         }
-        (None, Some(t)) => t
-            .scalar_text()
-            .ok_or_else(|| err(t, "`text` is the raw body, as text"))?
-            .into_bytes(),
+        (None, Some(t)) => match t.scalar_text() {
+            Some(text) => text.into_bytes(),
+            None => {
+                err(t, "`text` is the raw body, as text");
+                Vec::new()
+            }
+        },
         (None, None) => Vec::new(),
     };
     let delay = match get("delay") {
         Some(d) => crate::clock::parse_duration(&d.scalar_text().unwrap_or_default())
-            .map_err(|e| err(d, &format!("invalid `delay`: {e}")))?,
+            .unwrap_or_else(|e| {
+                err(d, &format!("invalid `delay`: {e}"));
+                Duration::ZERO
+            }),
         None => Duration::ZERO,
     };
     let fault = match get("error") {
-        Some(e) => Some(match e.as_str() {
-            Some("timeout") => Fault::Timeout,
-            Some("refused") => Fault::Refused,
-            Some("reset") => Fault::Reset,
-            _ => return Err(err(e, "`error` is `timeout`, `refused` or `reset`")),
-        }),
+        Some(e) => match e.as_str() {
+            Some("timeout") => Some(Fault::Timeout),
+            Some("refused") => Some(Fault::Refused),
+            Some("reset") => Some(Fault::Reset),
+            _ => {
+                err(e, "`error` is `timeout`, `refused` or `reset`");
+                None
+            }
+        },
         None => None,
     };
-    Ok(Reply {
+    (problems.len() == before).then_some(Reply {
         status,
         headers,
         body,

@@ -111,6 +111,9 @@ pub struct Template {
     /// Every name its tags mention outside attribute, filter and test
     /// positions, `reads` included: a superset, which is what secrecy needs.
     pub mentions: BTreeSet<String>,
+    /// The filters and tests it uses, which minijinja checks only at run time.
+    pub filters: BTreeSet<String>,
+    pub tests: BTreeSet<String>,
 }
 
 /// A compile problem, with the span to point at.
@@ -137,6 +140,8 @@ impl Template {
                     kind: TemplateKind::Literal(node.to_json()),
                     reads: BTreeSet::new(),
                     mentions: BTreeSet::new(),
+                    filters: BTreeSet::new(),
+                    tests: BTreeSet::new(),
                 });
             }
         };
@@ -155,6 +160,8 @@ impl Template {
                 kind: TemplateKind::Literal(Value::String(text.to_string())),
                 reads: BTreeSet::new(),
                 mentions: BTreeSet::new(),
+                filters: BTreeSet::new(),
+                tests: BTreeSet::new(),
             });
         }
         let scanned = scan(text, false).map_err(|message| TemplateError { message, span })?;
@@ -175,6 +182,8 @@ impl Template {
             kind,
             reads,
             mentions,
+            filters: scanned.filters,
+            tests: scanned.tests,
         })
     }
 
@@ -205,6 +214,8 @@ impl Template {
             kind: TemplateKind::Expr(expr),
             reads,
             mentions,
+            filters: scanned.filters,
+            tests: scanned.tests,
         })
     }
 
@@ -235,6 +246,162 @@ impl Template {
             }
         }
     }
+}
+
+/// Filter names minijinja and handoff may offer, for "did you mean": each is
+/// confirmed against the environment before it is suggested.
+const FILTER_NAMES: [&str; 50] = [
+    "abs",
+    "attr",
+    "b64encode",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+    "zip",
+    "format",
+];
+const TEST_NAMES: [&str; 32] = [
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "equalto",
+    "escaped",
+    "even",
+    "false",
+    "filter",
+    "float",
+    "ge",
+    "gt",
+    "in",
+    "integer",
+    "iterable",
+    "le",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "safe",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "test",
+    "true",
+    "undefined",
+];
+
+/// Which filter and test names an environment knows. minijinja keeps its
+/// registry private and checks names only when rendering, so each name is
+/// tried once on a throwaway render and the answer kept.
+#[derive(Default)]
+pub struct Known {
+    filters: std::collections::HashMap<String, bool>,
+    tests: std::collections::HashMap<String, bool>,
+}
+
+impl Known {
+    pub fn filter(&mut self, env: &Environment<'static>, name: &str) -> bool {
+        let expr = format!("none | {name}");
+        probe(
+            &mut self.filters,
+            env,
+            name,
+            &expr,
+            minijinja::ErrorKind::UnknownFilter,
+        )
+    }
+
+    pub fn test(&mut self, env: &Environment<'static>, name: &str) -> bool {
+        let expr = format!("none is {name}");
+        probe(
+            &mut self.tests,
+            env,
+            name,
+            &expr,
+            minijinja::ErrorKind::UnknownTest,
+        )
+    }
+
+    /// The filters the environment offers, to suggest from.
+    pub fn filter_names(&mut self, env: &Environment<'static>) -> Vec<&'static str> {
+        FILTER_NAMES
+            .into_iter()
+            .filter(|n| self.filter(env, n))
+            .collect()
+    }
+
+    /// The tests the environment offers, to suggest from.
+    pub fn test_names(&mut self, env: &Environment<'static>) -> Vec<&'static str> {
+        TEST_NAMES
+            .into_iter()
+            .filter(|n| self.test(env, n))
+            .collect()
+    }
+}
+
+fn probe(
+    cache: &mut std::collections::HashMap<String, bool>,
+    env: &Environment<'static>,
+    name: &str,
+    expr: &str,
+    unknown: minijinja::ErrorKind,
+) -> bool {
+    if let Some(known) = cache.get(name) {
+        return *known;
+    }
+    let known = match env.compile_expression(expr) {
+        Ok(e) => !matches!(e.eval(()), Err(err) if err.kind() == unknown),
+        Err(_) => false,
+    };
+    cache.insert(name.to_string(), known);
+    known
 }
 
 /// What a template sees while it renders: the fields, converted only when
@@ -309,6 +476,9 @@ impl Object for Scope {
 #[derive(Debug, Default)]
 pub struct Scanned {
     pub mentions: BTreeSet<String>,
+    /// Names used as filters (`| name`) and as tests (`is name`).
+    pub filters: BTreeSet<String>,
+    pub tests: BTreeSet<String>,
 }
 
 /// Reads a template's tags (or, with `whole`, the text as one expression)
@@ -429,6 +599,11 @@ fn scan_tag(tag: &str, statement: bool, out: &mut Scanned) -> Result<(), String>
                     || (prev == "not" && before_prev == "is");
                 if !kwarg && !named_op {
                     out.mentions.insert(token.to_string());
+                }
+                if prev == "|" {
+                    out.filters.insert(token.to_string());
+                } else if prev == "is" || (prev == "not" && before_prev == "is") {
+                    out.tests.insert(token.to_string());
                 }
             }
         } else if matches!(

@@ -236,3 +236,49 @@ fn demo_completes_the_task_and_shows_the_instance_resumed() {
     );
     assert!(stdout.contains("← 204 No Content"), "{stdout}");
 }
+
+#[test]
+fn check_reports_every_mock_problem_at_once_and_takes_any_mock_name() {
+    let out = handoff(&[
+        "check",
+        "flows/complete-nwc-task.yaml",
+        "--mock",
+        "tests/files/mocks/three-mistakes.yaml",
+        "--mock",
+        "flows/complete-nwc-task.mock.yaml",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for problem in [
+        "unknown key `bdy` in a reply",
+        "`request` is a method and a path",
+        "`status` is a number from 100 to 599",
+    ] {
+        assert!(err.contains(problem), "{problem}: {err}");
+    }
+    assert!(err.contains("3 errors, 0 warnings in 3 file(s)"), "{err}");
+    assert!(
+        text(&out.stdout).contains(
+            "ok  flows/complete-nwc-task.mock.yaml (mock for flows/complete-nwc-task.yaml"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A mock whose flow is not beside it says so, and how to name it.
+    let out = handoff(&["check", "tests/files/mocks/orphan.mock.yaml"]);
+    // A long message wraps, at a space: undo that to compare.
+    let err = text(&out.stderr).replace("\n  │ ", " ");
+    assert!(!err.contains("mocks/\n"), "a file name was broken: {err}");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("there is no flow `tests/files/mocks/orphan.yaml` next to it"),
+        "{err}"
+    );
+    assert!(
+        err.contains("handoff check FLOW --mock tests/files/mocks/orphan.mock.yaml"),
+        "{err}"
+    );
+    let out = handoff(&["check", "a.yaml", "b.yaml", "--mock", "m.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
