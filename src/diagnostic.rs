@@ -30,7 +30,8 @@ pub struct Diagnostic {
     /// A hint on its own line: "did you mean", or what to write instead.
     pub help: Option<String>,
     /// More labelled places in the same source, such as a declaration.
-    pub also: Vec<(Span, String)>,
+    /// (Boxed: most diagnostics have none, and every `Result` carries one.)
+    pub also: Option<Box<Vec<(Span, String)>>>,
 }
 
 impl Diagnostic {
@@ -42,7 +43,7 @@ impl Diagnostic {
             span: None,
             label: None,
             help: None,
-            also: Vec::new(),
+            also: None,
         }
     }
 
@@ -66,7 +67,9 @@ impl Diagnostic {
 
     /// Labels another place in the same source.
     pub fn also(mut self, span: Span, label: impl Into<String>) -> Diagnostic {
-        self.also.push((span, label.into()));
+        self.also
+            .get_or_insert_with(Box::default)
+            .push((span, label.into()));
         self
     }
 
@@ -180,6 +183,7 @@ impl miette::Diagnostic for MietteView<'_> {
             .0
             .also
             .iter()
+            .flat_map(|a| a.iter())
             .map(|(s, l)| LabeledSpan::new(Some(l.clone()), s.offset, s.len.max(1)));
         Some(Box::new(std::iter::once(label).chain(also)))
     }

@@ -523,27 +523,34 @@ pub fn scan(text: &str, whole: bool) -> Result<Scanned, String> {
     Ok(out)
 }
 
-/// Where a tag opened at `start` closes, skipping quoted strings.
+/// Where a tag opened at `start` closes, skipping quoted strings. It walks
+/// bytes, and compares bytes: `i` may stand inside a multi-byte character,
+/// but every index it returns is just before ASCII, so a char boundary.
 fn tag_end(text: &str, start: usize, close: &str) -> usize {
     let bytes = text.as_bytes();
     let mut i = start;
     while i < bytes.len() {
         match bytes[i] {
-            q @ (b'"' | b'\'') => i = skip_string(bytes, i, q),
-            _ if text[i..].starts_with(close) => return i,
+            q @ (b'"' | b'\'') => i = skip_string(text, i, q),
+            _ if bytes[i..].starts_with(close.as_bytes()) => return i,
             _ => i += 1,
         }
     }
     bytes.len()
 }
 
-/// The index just past a string literal opened at `i`.
-fn skip_string(bytes: &[u8], mut i: usize, quote: u8) -> usize {
-    i += 1;
-    while i < bytes.len() && bytes[i] != quote {
-        i += if bytes[i] == b'\\' { 2 } else { 1 };
+/// The index just past a string literal opened at `i` (a char boundary,
+/// or the end): an escape skips the whole character after the backslash.
+fn skip_string(text: &str, i: usize, quote: u8) -> usize {
+    let bytes = text.as_bytes();
+    let mut j = i + 1;
+    while j < bytes.len() && bytes[j] != quote {
+        j += match bytes[j] {
+            b'\\' => 1 + text[j + 1..].chars().next().map_or(0, char::len_utf8),
+            _ => 1,
+        };
     }
-    i + 1
+    (j + 1).min(bytes.len())
 }
 
 const OPERATOR_WORDS: [&str; 6] = ["and", "or", "not", "in", "if", "else"];
@@ -563,7 +570,7 @@ fn scan_tag(tag: &str, statement: bool, out: &mut Scanned) -> Result<(), String>
             continue;
         }
         let (token, next) = if c == b'"' || c == b'\'' {
-            ("\"\"", skip_string(bytes, i, c).min(bytes.len()))
+            ("\"\"", skip_string(tag, i, c))
         } else if c.is_ascii_digit() {
             let mut j = i;
             while j < bytes.len()
@@ -771,6 +778,24 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.message.contains("at most 32 KB"), "{}", err.message);
+    }
+
+    #[test]
+    fn scanning_never_slices_inside_a_character() {
+        // From the fuzzer: a multi-byte character inside a tag, and after a
+        // backslash in a string.
+        for text in [
+            "{{ 1 ~ \u{fffd} ~ 2 }}",
+            "{{ '\\é' ~ x }}",
+            "{{ \"\\\u{fffd}\" }}{% if é %}",
+            "{{ 'unclosed \\",
+            "{{ é",
+        ] {
+            let _ = scan(text, false);
+            let _ = scan(text, true);
+        }
+        let crash = include_bytes!("../tests/broken/fuzz_multibyte_in_tag.yaml");
+        let _ = scan(&String::from_utf8_lossy(crash), false);
     }
 
     #[test]
