@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::analyze::{analyze, read_source};
 use crate::clock::{Clock, SystemClock, VirtualClock};
-use crate::console::{Printer, run_live};
+use crate::console::{Look, Printer, run_live};
 use crate::diagnostic::{Diagnostic, Severity, render_all};
 use crate::engine::{Engine, Inputs, initial_state};
 use crate::flow::Flow;
@@ -48,6 +48,42 @@ pub enum ColorChoice {
     Auto,
     Always,
     Never,
+}
+
+/// Whether each stream gets colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Colors {
+    pub out: bool,
+    pub err: bool,
+}
+
+impl Colors {
+    /// `--color always|never` decide; with `auto`, a non-empty `NO_COLOR`
+    /// turns colour off, a `CLICOLOR_FORCE` other than `0` turns it on,
+    /// and otherwise each stream is coloured when it is a terminal.
+    pub fn resolve(
+        choice: ColorChoice,
+        env: &dyn Fn(&str) -> Option<String>,
+        out_tty: bool,
+        err_tty: bool,
+    ) -> Colors {
+        let set = |var: &str| env(var).is_some_and(|v| !v.is_empty());
+        let decide = |tty: bool| match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto if set("NO_COLOR") => false,
+            ColorChoice::Auto
+                if set("CLICOLOR_FORCE") && env("CLICOLOR_FORCE").as_deref() != Some("0") =>
+            {
+                true
+            }
+            ColorChoice::Auto => tty,
+        };
+        Colors {
+            out: decide(out_tty),
+            err: decide(err_tty),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,13 +246,14 @@ async fn sim_command(args: SimArgs) -> i32 {
     }
 }
 
-async fn demo_command(args: DemoArgs, color: bool) -> i32 {
+async fn demo_command(args: DemoArgs, color: Colors) -> i32 {
     let options = crate::demo::DemoOptions {
         task_delay: args.task_delay,
         poll_interval: args.poll_interval,
         outcome: args.outcome,
         format: trace_format(args.trace),
-        style: Style { color },
+        style: Style { color: color.out },
+        err_style: Style { color: color.err },
     };
     match crate::demo::run(options).await {
         Ok(crate::demo::DemoEnd::Resumed) => EXIT_OK,
@@ -270,6 +307,9 @@ pub struct RunArgs {
     /// Also write the trace to a file: JSONL for `.jsonl`/`.json`, else as --trace.
     #[arg(long, value_name = "PATH")]
     pub trace_file: Option<PathBuf>,
+    /// Print only the final line (for cron); a --trace-file is still written whole.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -306,13 +346,12 @@ where
             };
         }
     };
-    let color = match cli.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
-        }
-    };
+    let color = Colors::resolve(
+        cli.color,
+        &|var| std::env::var(var).ok(),
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -347,13 +386,13 @@ fn quiet_panics() {
     }));
 }
 
-fn print_diagnostics(diagnostics: &[Diagnostic], color: bool) {
-    let text = render_all(diagnostics, color);
+fn print_diagnostics(diagnostics: &[Diagnostic], color: Colors) {
+    let text = render_all(diagnostics, color.err);
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(text.as_bytes());
 }
 
-fn check_command(args: &CheckArgs, color: bool) -> i32 {
+fn check_command(args: &CheckArgs, color: Colors) -> i32 {
     let mut errors = 0;
     let mut warnings = 0;
     if !args.mock.is_empty() && args.files.len() != 1 {
@@ -467,7 +506,7 @@ fn check_mock(path: &str, flow_path: &str) -> Result<(String, Vec<Diagnostic>), 
     ))
 }
 
-async fn run_command(args: RunArgs, color: bool) -> i32 {
+async fn run_command(args: RunArgs, color: Colors) -> i32 {
     let flow_name = args.flow.to_string_lossy().to_string();
     let source = match read_source(&flow_name) {
         Ok(s) => s,
@@ -551,8 +590,15 @@ async fn run_command(args: RunArgs, color: bool) -> i32 {
         },
         None => None,
     };
-    let mut printer = Printer::new(trace_format(args.trace), Style { color }, file, dry_run);
+    let look = Look {
+        format: trace_format(args.trace),
+        out: Style { color: color.out },
+        err: Style { color: color.err },
+        quiet: args.quiet,
+    };
+    let mut printer = Printer::new(look, file, dry_run);
     let engine = Engine {
+        run_id: crate::trace::new_run_id(SystemTime::now()),
         flow: &flow,
         clock,
         transport: &*transport,
@@ -595,4 +641,71 @@ fn parse_inputs(args: &RunArgs) -> Result<Inputs, Vec<Diagnostic>> {
         inputs.file = Some((source, node));
     }
     Ok(inputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_is_decided_for_each_stream() {
+        let none = |_: &str| None;
+        let c = Colors::resolve(ColorChoice::Auto, &none, true, false);
+        assert_eq!(
+            c,
+            Colors {
+                out: true,
+                err: false
+            },
+            "stderr redirected"
+        );
+        let c = Colors::resolve(ColorChoice::Auto, &none, false, true);
+        assert_eq!(
+            c,
+            Colors {
+                out: false,
+                err: true
+            },
+            "stdout redirected"
+        );
+        let no_color = |v: &str| (v == "NO_COLOR").then(|| "1".to_string());
+        assert_eq!(
+            Colors::resolve(ColorChoice::Auto, &no_color, true, true),
+            Colors {
+                out: false,
+                err: false
+            }
+        );
+        let force = |v: &str| (v == "CLICOLOR_FORCE").then(|| "1".to_string());
+        assert_eq!(
+            Colors::resolve(ColorChoice::Auto, &force, false, false),
+            Colors {
+                out: true,
+                err: true
+            }
+        );
+        let force_off = |v: &str| (v == "CLICOLOR_FORCE").then(|| "0".to_string());
+        assert_eq!(
+            Colors::resolve(ColorChoice::Auto, &force_off, false, false),
+            Colors {
+                out: false,
+                err: false
+            }
+        );
+        // The flag beats the environment.
+        assert_eq!(
+            Colors::resolve(ColorChoice::Always, &no_color, false, false),
+            Colors {
+                out: true,
+                err: true
+            }
+        );
+        assert_eq!(
+            Colors::resolve(ColorChoice::Never, &force, true, true),
+            Colors {
+                out: false,
+                err: false
+            }
+        );
+    }
 }

@@ -19,19 +19,32 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> SystemTime;
     fn sleep(&self, duration: Duration) -> BoxFuture<'_, ()>;
     fn is_virtual(&self) -> bool;
+    /// How often a long timer says it is still waiting, when anyone watches
+    /// a log rather than a countdown.
+    fn heartbeat(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// How often a real run that does not print to a terminal says a long
+/// timer is still waiting, so a log watcher can tell waiting from hung.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// The real clock. On a terminal it shows a countdown while a timer waits.
 pub struct SystemClock {
     start: Instant,
     countdown: bool,
+    heartbeat: Option<Duration>,
 }
 
 impl SystemClock {
+    /// A countdown on stderr when it is a terminal; a heartbeat in the
+    /// trace when stdout is not.
     pub fn new() -> SystemClock {
         SystemClock {
             start: Instant::now(),
             countdown: std::io::stderr().is_terminal(),
+            heartbeat: (!std::io::stdout().is_terminal()).then_some(HEARTBEAT),
         }
     }
 }
@@ -77,12 +90,17 @@ impl Clock for SystemClock {
     fn is_virtual(&self) -> bool {
         false
     }
+
+    fn heartbeat(&self) -> Option<Duration> {
+        self.heartbeat
+    }
 }
 
 /// A clock that only moves when asked to. Sleeping returns at once.
 pub struct VirtualClock {
     start_wall: SystemTime,
     offset: Mutex<Duration>,
+    heartbeat: Option<Duration>,
 }
 
 impl VirtualClock {
@@ -90,7 +108,14 @@ impl VirtualClock {
         VirtualClock {
             start_wall,
             offset: Mutex::new(Duration::ZERO),
+            heartbeat: None,
         }
+    }
+
+    /// Rehearses a real run's heartbeat, on virtual time.
+    pub fn with_heartbeat(mut self, every: Duration) -> VirtualClock {
+        self.heartbeat = Some(every);
+        self
     }
 
     /// A fixed start (2025-06-02T00:00:00Z), so tests are deterministic.
@@ -121,6 +146,15 @@ impl Clock for VirtualClock {
     fn is_virtual(&self) -> bool {
         true
     }
+
+    fn heartbeat(&self) -> Option<Duration> {
+        self.heartbeat
+    }
+}
+
+/// A wall-clock time as RFC 3339 in UTC, with milliseconds.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
 }
 
 /// Formats a duration the way flows write them: `5s`, `1m30s`, `250ms`.

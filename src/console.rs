@@ -12,35 +12,94 @@ use crate::report::{self, Style, TraceFormat};
 use crate::state::RunState;
 use crate::trace::{EventKind, Outcome, RunStatus, TraceEvent};
 
+/// How the run's output looks: the trace's format, each stream's colour,
+/// and whether only the final line is printed.
+#[derive(Debug, Clone, Copy)]
+pub struct Look {
+    pub format: TraceFormat,
+    /// For stdout, where the trace goes.
+    pub out: Style,
+    /// For stderr, where the verdict goes when stdout holds JSONL.
+    pub err: Style,
+    /// `--quiet`: only the final line on stdout (the trace file stays whole).
+    pub quiet: bool,
+}
+
+/// A request the run sent and has had no answer to yet.
+struct InFlight {
+    method: String,
+    url: String,
+}
+
 /// Prints events as they happen, to the terminal and the trace file.
 pub struct Printer {
-    format: TraceFormat,
-    style: Style,
+    look: Look,
     file: Option<(TraceFormat, BufWriter<File>)>,
     started: Instant,
     last_step: Option<String>,
+    last_kind: Option<String>,
+    in_flight: Option<InFlight>,
     last_seq: u64,
     last_at_ms: u64,
+    run: String,
     steps_taken: u64,
     /// Real time is worth showing beside the clock only when the clock is virtual.
     dry_run: bool,
 }
 
 impl Printer {
+    pub fn new(look: Look, file: Option<(TraceFormat, BufWriter<File>)>, dry_run: bool) -> Printer {
+        Printer {
+            look,
+            file,
+            started: Instant::now(),
+            last_step: None,
+            last_kind: None,
+            in_flight: None,
+            last_seq: 0,
+            last_at_ms: 0,
+            run: String::new(),
+            steps_taken: 0,
+            dry_run,
+        }
+    }
+
     pub fn event(&mut self, event: &TraceEvent) {
         self.last_seq = event.seq;
         self.last_at_ms = event.at_ms;
-        if let EventKind::StepStarted { .. } = event.kind {
-            self.last_step = event.step.clone();
-            self.steps_taken += 1;
+        if self.run.is_empty() {
+            self.run = event.run.clone();
+        }
+        match &event.kind {
+            EventKind::StepStarted { kind } => {
+                self.last_step = event.step.clone();
+                self.last_kind = Some(kind.clone());
+                self.steps_taken += 1;
+            }
+            EventKind::RequestSent { method, url, .. } => {
+                self.in_flight = Some(InFlight {
+                    method: method.clone(),
+                    url: url.clone(),
+                });
+            }
+            EventKind::ResponseReceived { .. }
+            | EventKind::RetryScheduled { .. }
+            | EventKind::StepFailed { .. }
+            | EventKind::StepFinished { .. } => self.in_flight = None,
+            _ => {}
         }
         let real = self.dry_run.then(|| self.started.elapsed());
+        let look = self.look;
         let mut out = std::io::stdout().lock();
-        let _ = match self.format {
-            TraceFormat::Pretty => {
-                out.write_all(report::pretty(event, self.style, real).as_bytes())
+        let _ = match (look.quiet, look.format, &event.kind) {
+            (true, _, EventKind::FlowFinished(outcome)) => {
+                writeln!(out, "{}", report::summary(outcome, look.out, real))
             }
-            TraceFormat::Jsonl => writeln!(out, "{}", report::jsonl(event)),
+            (true, _, _) => Ok(()),
+            (false, TraceFormat::Pretty, _) => {
+                out.write_all(report::pretty(event, look.out, real).as_bytes())
+            }
+            (false, TraceFormat::Jsonl, _) => writeln!(out, "{}", report::jsonl(event)),
         };
         let _ = out.flush();
         if let Some((format, file)) = &mut self.file {
@@ -51,9 +110,11 @@ impl Printer {
                 TraceFormat::Jsonl => writeln!(file, "{}", report::jsonl(event)),
             };
         }
-        if let (EventKind::FlowFinished(outcome), TraceFormat::Jsonl) = (&event.kind, self.format) {
+        if let (EventKind::FlowFinished(outcome), TraceFormat::Jsonl, false) =
+            (&event.kind, look.format, look.quiet)
+        {
             // Scripts read stdout; people still get the verdict.
-            eprintln!("{}", report::summary(outcome, self.style, real));
+            eprintln!("{}", report::summary(outcome, look.err, real));
         }
     }
 
@@ -64,16 +125,30 @@ impl Printer {
     }
 }
 
-/// Records the interruption as the trace's last event.
-fn interrupted(printer: &mut Printer, flow: &Flow) {
+/// Records the interruption as the trace's last event: where it stopped,
+/// what was in flight, and when Ctrl-C came on the run's clock.
+fn interrupted(printer: &mut Printer, flow: &Flow, elapsed_ms: u64, now: std::time::SystemTime) {
     let step = printer.last_step.clone();
-    let reason = match &step {
-        Some(s) => format!("interrupted at step `{s}`"),
-        None => format!("interrupted before flow `{}` started", flow.name),
+    let mut reason = match &step {
+        Some(s) => format!("stopped by Ctrl-C at step `{s}`"),
+        None => format!("stopped by Ctrl-C before flow `{}` started", flow.name),
     };
+    if let Some(request) = &printer.in_flight {
+        reason.push_str(&format!(
+            " while {} {} was in flight: the server may have acted on it",
+            request.method, request.url
+        ));
+        if printer.last_kind.as_deref() == Some("patch_task") {
+            reason.push_str(
+                "; running the flow again is safe, as `patch_task` reads a refused task back and finds it completed",
+            );
+        }
+    }
     let event = TraceEvent {
         seq: printer.last_seq + 1,
-        at_ms: printer.last_at_ms,
+        at_ms: elapsed_ms,
+        time: crate::clock::rfc3339(now),
+        run: printer.run.clone(),
         step: None,
         kind: EventKind::FlowFinished(Outcome {
             status: RunStatus::Interrupted,
@@ -82,31 +157,10 @@ fn interrupted(printer: &mut Printer, flow: &Flow) {
             last_branch: None,
             tries: None,
             steps_taken: printer.steps_taken,
-            elapsed_ms: printer.last_at_ms,
+            elapsed_ms,
         }),
     };
     printer.event(&event);
-}
-
-impl Printer {
-    pub fn new(
-        format: TraceFormat,
-        style: Style,
-        file: Option<(TraceFormat, BufWriter<File>)>,
-        dry_run: bool,
-    ) -> Printer {
-        Printer {
-            format,
-            style,
-            file,
-            started: Instant::now(),
-            last_step: None,
-            last_seq: 0,
-            last_at_ms: 0,
-            steps_taken: 0,
-            dry_run,
-        }
-    }
 }
 
 /// Runs the flow, printing as it goes. `None` means Ctrl-C stopped it; the
@@ -127,7 +181,8 @@ pub async fn run_live(
         }
     };
     if result.is_none() {
-        interrupted(printer, engine.flow);
+        let elapsed = engine.clock.elapsed().as_millis() as u64;
+        interrupted(printer, engine.flow, elapsed, engine.clock.now());
     }
     printer.finish();
     result

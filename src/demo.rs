@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::analyze::analyze;
 use crate::clock::{SystemClock, format_duration};
-use crate::console::{Printer, run_live};
+use crate::console::{Look, Printer, run_live};
 use crate::diagnostic::{Diagnostic, render_all};
 use crate::engine::{Engine, Inputs, initial_state};
 use crate::report::{Style, TraceFormat};
@@ -31,7 +31,10 @@ pub struct DemoOptions {
     pub poll_interval: Duration,
     pub outcome: String,
     pub format: TraceFormat,
+    /// For stdout.
     pub style: Style,
+    /// For stderr.
+    pub err_style: Style,
 }
 
 /// What the demo ended with; the CLI turns it into an exit code.
@@ -105,12 +108,19 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
     let transport = ReqwestTransport::new().map_err(|e| e.to_string())?;
     let clock = SystemClock::new();
     let engine = Engine {
+        run_id: crate::trace::new_run_id(std::time::SystemTime::now()),
         flow: &flow,
         clock: &clock,
         transport: &transport,
         dry_run: false,
     };
-    let mut printer = Printer::new(options.format, style, None, false);
+    let look = Look {
+        format: options.format,
+        out: style,
+        err: options.err_style,
+        quiet: false,
+    };
+    let mut printer = Printer::new(look, None, false);
     let Some(result) = run_live(&engine, state, &mut printer).await else {
         return Ok(DemoEnd::Interrupted);
     };

@@ -24,6 +24,8 @@ pub struct RunResult {
 }
 
 pub struct Engine<'a> {
+    /// The run's id, on every trace event.
+    pub run_id: String,
     pub flow: &'a Flow,
     pub clock: &'a dyn Clock,
     pub transport: &'a dyn Transport,
@@ -37,7 +39,7 @@ impl Engine<'_> {
         observer: &mut (dyn FnMut(&TraceEvent) + Send),
     ) -> RunResult {
         let flow = self.flow;
-        let mut rec = Recorder::new(self.clock, observer);
+        let mut rec = Recorder::new(&self.run_id, self.clock, observer);
         for literal in &flow.literal_secrets {
             rec.redactor.add_secret(literal);
         }

@@ -215,10 +215,19 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             }
             line(text)
         }
-        EventKind::TimerWaited { duration_ms } => line(format!(
-            "waited {}",
-            format_duration(Duration::from_millis(*duration_ms))
+        EventKind::TimerStarted {
+            duration_ms,
+            wake_at,
+        } => line(format!(
+            "waits {}, until {}",
+            format_duration(Duration::from_millis(*duration_ms)),
+            esc(wake_at)
         )),
+        EventKind::TimerWaiting { left_ms } => line(style.dim(&format!(
+            "still waiting, {} left",
+            format_duration(Duration::from_millis(*left_ms))
+        ))),
+        EventKind::TimerWaited { .. } => String::new(),
         EventKind::Log { message } => line(format!("log: {}", esc(message))),
         EventKind::StepFinished { .. } => String::new(),
         EventKind::StepFailed {
@@ -321,6 +330,8 @@ mod tests {
         let event = TraceEvent {
             seq: 1,
             at_ms: 0,
+            time: String::new(),
+            run: String::new(),
             step: Some("s".into()),
             kind: EventKind::StepFailed {
                 kind: "http".into(),
@@ -345,6 +356,8 @@ mod tests {
         let log = TraceEvent {
             seq: 2,
             at_ms: 0,
+            time: String::new(),
+            run: String::new(),
             step: None,
             kind: EventKind::Log {
                 message: "a\nb".into(),

@@ -51,6 +51,22 @@ pub fn environment() -> Environment<'static> {
         base64::engine::general_purpose::STANDARD.encode(s)
     });
     env.add_filter("tojson", tojson);
+    // A flow's data is JSON, so booleans, lists and mappings print as JSON
+    // (`true`, `["a"]`), not as Python would (`True`, `['a']`).
+    env.set_formatter(|out, state, value| {
+        use minijinja::value::ValueKind;
+        let json = match value.kind() {
+            ValueKind::Bool => Some(if value.is_true() { "true" } else { "false" }.to_string()),
+            ValueKind::Seq | ValueKind::Map => serde_json::to_string(value).ok(),
+            _ => None,
+        };
+        match json {
+            Some(text) => out.write_str(&text).map_err(|_| {
+                minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed")
+            }),
+            None => minijinja::escape_formatter(out, state, value),
+        }
+    });
     env
 }
 
@@ -796,6 +812,27 @@ mod tests {
         }
         let crash = include_bytes!("../tests/broken/fuzz_multibyte_in_tag.yaml");
         let _ = scan(&String::from_utf8_lossy(crash), false);
+    }
+
+    #[test]
+    fn booleans_render_as_json() {
+        let env = environment();
+        let ctx = scope(json!({"done": false, "ok": true}));
+        assert_eq!(
+            compile("done={{ done }}, ok={{ ok }}")
+                .render(&env, &ctx)
+                .unwrap(),
+            json!("done=false, ok=true")
+        );
+        assert_eq!(
+            compile("{{ done }}").render(&env, &ctx).unwrap(),
+            json!(false)
+        );
+        let ctx = scope(json!({"xs": ["a", 1], "m": {"k": "v"}}));
+        assert_eq!(
+            compile("{{ xs }} {{ m }}").render(&env, &ctx).unwrap(),
+            json!(r#"["a",1] {"k":"v"}"#)
+        );
     }
 
     #[test]

@@ -20,6 +20,12 @@ pub struct TraceEvent {
     pub seq: u64,
     /// Milliseconds since the run started, on the run's clock (virtual in dry runs).
     pub at_ms: u64,
+    /// The wall-clock time, RFC 3339 in UTC with milliseconds, on the run's clock.
+    #[serde(default)]
+    pub time: String,
+    /// The run's id, the same on every event of one run.
+    #[serde(default)]
+    pub run: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     #[serde(flatten)]
@@ -79,6 +85,15 @@ pub enum EventKind {
         wait_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after: Option<String>,
+    },
+    /// A timer began: how long, and when it wakes.
+    TimerStarted {
+        duration_ms: u64,
+        wake_at: String,
+    },
+    /// A long timer is still waiting: a heartbeat for log watchers.
+    TimerWaiting {
+        left_ms: u64,
     },
     TimerWaited {
         duration_ms: u64,
@@ -202,6 +217,8 @@ impl EventKind {
                 fields.values_mut().for_each(|v| r.redact_json(v))
             }
             EventKind::StepStarted { .. }
+            | EventKind::TimerStarted { .. }
+            | EventKind::TimerWaiting { .. }
             | EventKind::TimerWaited { .. }
             | EventKind::StepFinished { .. } => {}
             EventKind::RequestSent {
@@ -250,6 +267,34 @@ impl EventKind {
     }
 }
 
+/// A new run id: a UUIDv7, so ids sort by when their runs started. The
+/// random part comes from std's per-process hash keys and a counter.
+pub fn new_run_id(now: std::time::SystemTime) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u64(ms);
+    let random = hasher.finish();
+    let mut more = std::collections::hash_map::RandomState::new().build_hasher();
+    more.write_u64(random);
+    let random2 = more.finish();
+    let bytes_hi = (ms << 16) | 0x7000 | (random >> 52);
+    let bytes_lo = (random2 & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        bytes_hi >> 32,
+        (bytes_hi >> 16) & 0xffff,
+        bytes_hi & 0xffff,
+        bytes_lo >> 48,
+        bytes_lo & 0xffff_ffff_ffff
+    )
+}
+
 fn wording_json(value: &mut Value, r: &Redactor) {
     match value {
         Value::String(s) => *s = r.redact_wording(s),
@@ -264,6 +309,7 @@ fn wording_json(value: &mut Value, r: &Redactor) {
 /// outcome needs: the last decision taken.
 pub struct Recorder<'a> {
     pub redactor: Redactor,
+    run: String,
     seq: u64,
     /// The last decision: its step and where it went.
     pub last_decision: Option<(String, String)>,
@@ -273,11 +319,13 @@ pub struct Recorder<'a> {
 
 impl<'a> Recorder<'a> {
     pub fn new(
+        run: &str,
         clock: &'a dyn Clock,
         observer: &'a mut (dyn FnMut(&TraceEvent) + Send),
     ) -> Recorder<'a> {
         Recorder {
             redactor: Redactor::default(),
+            run: run.to_string(),
             seq: 0,
             last_decision: None,
             clock,
@@ -294,6 +342,8 @@ impl<'a> Recorder<'a> {
         let event = TraceEvent {
             seq: self.seq,
             at_ms: self.clock.elapsed().as_millis() as u64,
+            time: crate::clock::rfc3339(self.clock.now()),
+            run: self.run.clone(),
             step: step.map(str::to_string),
             kind,
         };

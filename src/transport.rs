@@ -61,6 +61,19 @@ impl RequestBody {
     }
 }
 
+/// One name or value of a form body, encoded as the `url` crate encodes it:
+/// letters, digits and `*-._` as they are, space as `+`, the rest `%XX`.
+pub fn form_component(text: &str) -> String {
+    const FORM: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'*')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_');
+    percent_encoding::utf8_percent_encode(text, FORM)
+        .to_string()
+        .replace("%20", "+")
+}
+
 impl HttpRequest {
     /// The path and query, as a scripted response matches it.
     pub fn path(&self) -> String {

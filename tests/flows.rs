@@ -105,6 +105,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
     let clock = Arc::new(handoff::clock::VirtualClock::fixed());
     let transport = MockTransport::new(mock, clock.clone());
     let engine = Engine {
+        run_id: "test-run".to_string(),
         flow: &flow,
         clock: &*clock,
         transport: &transport,

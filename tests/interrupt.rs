@@ -1,6 +1,6 @@
 //! Ctrl-C during a timer and during a request: the run stops at once, the
-//! trace (terminal and file) ends with "interrupted at step X", and the exit
-//! code is 130. The test waits for the trace line that says the step began,
+//! trace (terminal and file) ends with "stopped by Ctrl-C at step X" (and
+//! what was in flight), and the exit code is 130. The test waits for the trace line that says the step began,
 //! not for a length of time.
 
 mod common;
@@ -60,7 +60,7 @@ fn ctrl_c_during_a_timer_ends_the_trace_and_the_trace_file() {
     assert_eq!(code, Some(130), "{lines:#?}");
     let last = lines.last().unwrap();
     assert!(
-        last.contains("interrupted: interrupted at step `wait`"),
+        last.contains("■ interrupted: stopped by Ctrl-C at step `wait` · "),
         "{last}"
     );
     assert!(!lines.iter().any(|l| l.contains("never reached")));
@@ -69,6 +69,10 @@ fn ctrl_c_during_a_timer_ends_the_trace_and_the_trace_file() {
     assert_eq!(end["event"], "flow_finished");
     assert_eq!(end["status"], "interrupted");
     assert_eq!(end["at_step"], "wait");
+    // When Ctrl-C came, not when the last event was written.
+    let before: serde_json::Value =
+        serde_json::from_str(trace.lines().rev().nth(1).unwrap()).unwrap();
+    assert!(end["elapsed_ms"].as_u64() >= before["at_ms"].as_u64());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -90,6 +94,47 @@ fn ctrl_c_during_a_request_that_hangs() {
     let (code, lines) = interrupt_at(child, "→ GET ");
     assert_eq!(code, Some(130), "{lines:#?}");
     let last = lines.last().unwrap();
-    assert!(last.contains("interrupted at step `find_task`"), "{last}");
+    assert!(
+        last.contains("stopped by Ctrl-C at step `find_task` while GET "),
+        "{last}"
+    );
+    assert!(last.contains("was in flight: the server may have acted on it"));
     assert!(!lines.iter().any(|l| l.contains("canary-interrupt")));
+}
+
+#[test]
+fn ctrl_c_during_a_patch_says_it_may_have_taken_effect_and_a_rerun_is_safe() {
+    // The list answers; the PATCH never does.
+    let api = common::Loopback::start(|n, _| {
+        if n == 0 {
+            common::json_answer(200, &serde_json::json!({ "tasks": [{ "id": "t-1" }] }))
+        } else {
+            loop {
+                std::thread::park();
+            }
+        }
+    });
+    let child = start(
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--set",
+            "instance_id=i-1",
+        ],
+        &[
+            ("NWC_BASE_URL", &api.base),
+            ("NWC_TOKEN", "canary-interrupt-9d1e"),
+        ],
+    );
+    let (code, lines) = interrupt_at(child, "→ PATCH ");
+    assert_eq!(code, Some(130), "{lines:#?}");
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("stopped by Ctrl-C at step `complete` while PATCH "),
+        "{last}"
+    );
+    assert!(
+        last.contains("running the flow again is safe, as `patch_task` reads a refused task back"),
+        "{last}"
+    );
 }

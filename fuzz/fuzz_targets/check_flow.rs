@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
     let clock = Arc::new(VirtualClock::fixed());
     let transport = MockTransport::new(mock, clock.clone());
     let engine = Engine {
+        run_id: "fuzz".to_string(),
         flow: &flow,
         clock: &*clock,
         transport: &transport,

@@ -6,11 +6,12 @@ use serde_json::Value;
 use crate::analyze::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::{Node, NodeValue};
+use crate::redact::MASK;
 use crate::retry::Accepted;
 use crate::steps::request::{self, HeaderSource, JsonTemplate, OutgoingBody, Sending};
 use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;
-use crate::transport::{MAX_BODY_BYTES, RequestBody};
+use crate::transport::{MAX_BODY_BYTES, RequestBody, form_component};
 
 pub const OUTPUTS: &[(&str, FieldType)] = &[
     ("status", FieldType::Number),
@@ -164,15 +165,21 @@ impl Http {
             }
             Some(HttpBody::Form(pairs)) => {
                 let rendered = cx.render_pairs(pairs)?;
-                let shown = rendered
+                // Shown as sent: encoded, with a secret value as `***`.
+                let shown: Vec<String> = rendered
                     .iter()
                     .map(|(k, v, secret)| {
-                        (k.clone(), Value::String(shown_text(v.clone(), *secret)))
+                        let v = if *secret {
+                            MASK.to_string()
+                        } else {
+                            form_component(v)
+                        };
+                        format!("{}={v}", form_component(k))
                     })
                     .collect();
                 Some(OutgoingBody {
                     wire: RequestBody::Form(rendered.into_iter().map(|(k, v, _)| (k, v)).collect()),
-                    shown: Value::Object(shown),
+                    shown: Value::String(shown.join("&")),
                 })
             }
             Some(HttpBody::Raw(t)) => {

@@ -206,11 +206,21 @@ impl StepCx<'_, '_> {
             );
             wire.push((h.name, h.value));
         }
+        // What the transport would add, added here, so the trace shows the wire.
+        let mut implied = Vec::new();
         if !has_accept {
-            wire.push((
-                "Accept".to_string(),
-                "application/json, application/problem+json".to_string(),
-            ));
+            implied.push(("Accept", "application/json, application/problem+json"));
+        }
+        if let Some(b) = &body
+            && !wire
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            implied.push(("Content-Type", b.wire.content_type()));
+        }
+        for (name, value) in implied {
+            shown.insert(name.to_string(), value.to_string());
+            wire.push((name.to_string(), value.to_string()));
         }
         let (body, shown_body) = match body {
             Some(b) => (Some(b.wire), Some(crate::trace::bounded(&b.shown))),

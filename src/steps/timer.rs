@@ -79,7 +79,22 @@ impl Timer {
         if wait > MAX_WAIT {
             return Err(StepError::new("a timer waits at most 7 days"));
         }
-        cx.clock.sleep(wait).await;
+        let wake_at = cx.clock.now() + wait;
+        cx.emit(EventKind::TimerStarted {
+            duration_ms: wait.as_millis() as u64,
+            wake_at: crate::clock::rfc3339(wake_at),
+        });
+        let mut left = wait;
+        if let Some(every) = cx.clock.heartbeat().filter(|e| !e.is_zero()) {
+            while left > every {
+                cx.clock.sleep(every).await;
+                left -= every;
+                cx.emit(EventKind::TimerWaiting {
+                    left_ms: left.as_millis() as u64,
+                });
+            }
+        }
+        cx.clock.sleep(left).await;
         cx.emit(EventKind::TimerWaited {
             duration_ms: wait.as_millis() as u64,
         });

@@ -134,6 +134,19 @@ pub fn text(out: &[u8]) -> String {
 /// Real runs print real times and the simulator's port; nothing else varies.
 pub fn stable(text: &str, base: &str) -> String {
     let text = text.replace(base, "http://sim");
+    // Wall-clock times, such as a timer's `until`.
+    let time = |word: &str| {
+        let t = word.trim_end_matches([',', ')']);
+        if t.len() == 24 && t.ends_with('Z') && humantime::parse_rfc3339_weak(t).is_ok() {
+            format!("[time]{}", &word[t.len()..])
+        } else {
+            word.to_string()
+        }
+    };
+    let text: String = text
+        .lines()
+        .map(|line| line.split(' ').map(time).collect::<Vec<_>>().join(" ") + "\n")
+        .collect();
     let mut out = String::new();
     for line in text.lines() {
         let trimmed = line.trim_start();
