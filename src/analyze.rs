@@ -271,7 +271,7 @@ fn parse_field(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option
         .get("description")
         .and_then(|n| cx.string(n, "a description"));
     let default = match body.get("default") {
-        Some(n) => match ty.coerce(n.to_json()) {
+        Some(n) => match ty.coerce_showing(n.to_json(), !secret) {
             Ok(v) => Some(v),
             Err(e) => {
                 cx.error(

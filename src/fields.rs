@@ -64,6 +64,20 @@ impl FieldType {
     /// Converts `value` to this type. The error says what was wrong, but never
     /// quotes the value: it may be a secret.
     pub fn coerce(self, value: Value) -> Result<Value, String> {
+        self.coerce_showing(value, false)
+    }
+
+    /// Like [`FieldType::coerce`]; with `show`, the error also quotes what it
+    /// got (a short, escaped excerpt). Only for values that are not secret.
+    pub fn coerce_showing(self, value: Value, show: bool) -> Result<Value, String> {
+        let quoted = show.then(|| quote(&value));
+        self.coerce_inner(value).map_err(|e| match quoted {
+            Some(q) => format!("{e}: {q}"),
+            None => e,
+        })
+    }
+
+    fn coerce_inner(self, value: Value) -> Result<Value, String> {
         match (self, value) {
             (FieldType::Json, v) => Ok(v),
             (FieldType::Text, Value::String(s)) => Ok(Value::String(s)),
@@ -116,13 +130,14 @@ impl FieldType {
     }
 
     /// Converts a command-line or environment string: JSON for `json` and
-    /// `headers` fields when it parses, the text itself otherwise.
-    pub fn from_input(self, text: &str) -> Result<Value, String> {
+    /// `headers` fields when it parses, the text itself otherwise. With
+    /// `show`, an error quotes the text.
+    pub fn from_input(self, text: &str, show: bool) -> Result<Value, String> {
         match self {
             FieldType::Json => {
                 Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
             }
-            _ => self.coerce(Value::String(text.to_string())),
+            _ => self.coerce_showing(Value::String(text.to_string()), show),
         }
     }
 }
@@ -165,6 +180,20 @@ fn parse_number(s: &str) -> Option<Number> {
     Number::from_f64(f).map(normalize)
 }
 
+/// A value quoted for a message: at most 60 characters, control characters
+/// escaped, in backticks.
+pub fn quote(value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut shown: String = text.chars().take(60).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 60 {
+        shown.push('…');
+    }
+    format!("`{shown}`")
+}
+
 /// Text as a template or a URL would show a value: strings bare, the rest as JSON.
 pub fn display_text(v: &Value) -> String {
     match v {
@@ -197,5 +226,18 @@ mod tests {
     fn errors_never_quote_the_value() {
         let err = FieldType::Number.coerce(json!("hunter2")).unwrap_err();
         assert!(!err.contains("hunter2"));
+    }
+
+    #[test]
+    fn errors_quote_a_value_when_asked() {
+        let err = FieldType::Number
+            .coerce_showing(json!("ten"), true)
+            .unwrap_err();
+        assert_eq!(err, "expected a number, got text that is not one: `ten`");
+        let err = FieldType::Boolean
+            .from_input("maybe\u{1b}", true)
+            .unwrap_err();
+        assert!(err.ends_with(": `maybe\\u{1b}`"), "{err}");
+        assert!(quote(&json!("x".repeat(100))).ends_with("…`"));
     }
 }

@@ -143,6 +143,21 @@ pub fn initial_state(
         visits: vec![0; flow.steps.len()],
         ..RunState::default()
     };
+    // The secrets given, so a quoted value in an error cannot show one.
+    let mut secrets = crate::redact::Redactor::default();
+    for field in flow.fields.values().filter(|f| f.secret) {
+        let given = inputs
+            .set
+            .iter()
+            .rev()
+            .find(|(n, _)| n == &field.name)
+            .map(|(_, v)| Value::String(v.clone()))
+            .or_else(|| from_file.get(&field.name).cloned())
+            .or_else(|| field.env.as_deref().and_then(env).map(Value::String));
+        if let Some(v) = given {
+            secrets.add_secret_value(&v);
+        }
+    }
     for field in flow.fields.values() {
         let from_set = inputs
             .set
@@ -171,11 +186,24 @@ pub fn initial_state(
                     problems.push(empty_input(flow, field, &origin));
                     continue;
                 }
+                // A value that is not secret is quoted, so the error says what
+                // was wrong; redacted, in case a secret was given there too.
+                let quoted = match &raw {
+                    Err(text) => crate::fields::quote(&Value::String(text.clone())),
+                    Ok(v) => crate::fields::quote(v),
+                };
                 let coerced = match raw {
-                    Err(text) => field.ty.from_input(&text),
+                    Err(text) => field.ty.from_input(&text, false),
                     Ok(v) => field.ty.coerce(v),
                 };
-                coerced.map_err(|e| (e, origin))
+                coerced.map_err(|e| {
+                    let e = if field.secret {
+                        e
+                    } else {
+                        format!("{e}: {}", secrets.redact(&quoted))
+                    };
+                    (e, origin)
+                })
             }
             None => match &field.default {
                 Some(default) => Ok(default.clone()),

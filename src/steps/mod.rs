@@ -344,9 +344,13 @@ impl StepCx<'_, '_> {
             .fields
             .get(field)
             .ok_or_else(|| StepError::new(format!("field `{field}` is not declared")))?;
+        // Quote what was got, unless it is secret; redacted, as it is data.
+        let quoted = (!tainted && !self.state.secret.contains(field))
+            .then(|| self.data(&crate::fields::quote(&value)));
         let value = decl.ty.coerce(value).map_err(|e| {
+            let got = quoted.map(|q| format!(": {q}")).unwrap_or_default();
             StepError::new(format!(
-                "cannot write field `{field}` ({}): {e}",
+                "cannot write field `{field}` ({}): {e}{got}",
                 decl.ty.name()
             ))
         })?;
