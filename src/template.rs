@@ -318,7 +318,7 @@ const FILTER_NAMES: [&str; 50] = [
     "zip",
     "format",
 ];
-const TEST_NAMES: [&str; 32] = [
+const TEST_NAMES: [&str; 33] = [
     "boolean",
     "defined",
     "divisibleby",
@@ -351,6 +351,7 @@ const TEST_NAMES: [&str; 32] = [
     "test",
     "true",
     "undefined",
+    "upper",
 ];
 
 /// Which filter and test names an environment knows. minijinja keeps its

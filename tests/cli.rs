@@ -284,3 +284,52 @@ fn check_reports_every_mock_problem_at_once_and_takes_any_mock_name() {
     let out = handoff(&["check", "a.yaml", "b.yaml", "--mock", "m.yaml"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn quiet_prints_only_the_final_line_and_keeps_the_trace_file_whole() {
+    let dir = std::env::temp_dir().join(format!("handoff-quiet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("trace.jsonl");
+    let out = handoff(&[
+        "run",
+        "flows/complete-nwc-task.yaml",
+        "--mock",
+        "flows/complete-nwc-task.mock.yaml",
+        "--set",
+        "instance_id=7c1e",
+        "--quiet",
+        "--trace-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("✔ succeeded: reached the end after step `complete`"));
+    assert_eq!(text(&out.stderr), "");
+    let trace = std::fs::read_to_string(&file).unwrap();
+    let events: Vec<serde_json::Value> = trace
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "flow_started");
+    assert_eq!(events.last().unwrap()["event"], "flow_finished");
+    // Every event carries the run's id and a wall-clock time.
+    let run = events[0]["run"].as_str().unwrap().to_string();
+    assert_eq!(run.len(), 36, "{run}");
+    assert_eq!(&run[14..15], "7", "a UUIDv7: {run}");
+    for e in &events {
+        assert_eq!(e["run"], run.as_str());
+        let time = e["time"].as_str().unwrap();
+        assert!(
+            humantime::parse_rfc3339_weak(time).is_ok() && time.ends_with('Z'),
+            "{time}"
+        );
+    }
+    let timers: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "timer_started")
+        .collect();
+    assert_eq!(timers.len(), 2);
+    assert!(timers[0]["wake_at"].as_str().unwrap().ends_with('Z'));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -202,3 +202,45 @@ fn flows() {
         });
     });
 }
+
+#[test]
+fn a_long_timer_says_it_is_still_waiting_when_no_one_watches_a_terminal() {
+    let source = Source::new(
+        "heartbeat.yaml",
+        "flow: heartbeat\nsteps:\n  - id: wait\n    timer: { duration: 30m }\n",
+    );
+    let flow = analyze(&source).ok().unwrap().flow;
+    let state = initial_state(&flow, &Inputs::default(), &|_| None).unwrap();
+    // The real clock beats every minute when stdout is not a terminal; the
+    // virtual one can be told to, so the test is instant and exact.
+    let clock =
+        handoff::clock::VirtualClock::fixed().with_heartbeat(std::time::Duration::from_secs(60));
+    let transport = MockTransport::new(
+        Mock {
+            entries: Vec::new(),
+        },
+        Arc::new(handoff::clock::VirtualClock::fixed()),
+    );
+    let engine = Engine {
+        run_id: "test-run".to_string(),
+        flow: &flow,
+        clock: &clock,
+        transport: &transport,
+        dry_run: true,
+    };
+    let mut beats = Vec::new();
+    let mut observer = |e: &handoff::trace::TraceEvent| {
+        if let handoff::trace::EventKind::TimerWaiting { left_ms } = e.kind {
+            beats.push((e.at_ms, left_ms));
+        }
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(engine.run(state, &mut observer));
+    assert_eq!(result.outcome.status, RunStatus::Succeeded);
+    assert_eq!(beats.len(), 29);
+    assert_eq!(beats[0], (60_000, 29 * 60_000));
+    assert_eq!(beats[28], (29 * 60_000, 60_000));
+}
