@@ -2,40 +2,36 @@
 //! APIs, such as completing the Nintex Workflow Cloud task a paused instance
 //! waits on.
 //!
-//! The pipeline reads from the module names:
+//! The folders follow the path a flow takes:
 //!
 //! ```text
-//! source text ─raw──▶ nodes with spans ─analyze──▶ Flow ─engine──▶ RunResult { trace, outcome } ─report──▶ text / JSONL
+//! language/  source text ─raw──▶ nodes with spans ─analyze──▶ Flow
+//! run/       what a run is given: inputs, state, clock, transport (or mock), retry, trace, redaction
+//! steps/     one file per step kind: its parser and what it does when run
+//! engine     runs a Flow: RunState in, trace events out, an Outcome at the end
+//! sim/       a local NWC to run against
+//! cli/       the command line, the live console and the trace reports
 //! ```
 //!
-//! - [`raw`] parses YAML into spanned nodes; [`analyze`] validates them into a
-//!   [`flow::Flow`], reporting every problem as a [`diagnostic::Diagnostic`].
-//! - [`engine`] runs a flow with an injected [`clock::Clock`] and
-//!   [`transport::Transport`]; each step kind lives in its own file under
-//!   [`steps`].
-//! - [`trace`] is what a run did, as data; [`report`] renders it.
-//! - [`mock`] scripts responses for dry runs; [`cli`] is the command line.
+//! - [`language::raw`] parses YAML into spanned nodes; [`language::analyze`]
+//!   validates them into a [`language::flow::Flow`], reporting every problem
+//!   as a [`language::diagnostic::Diagnostic`]. Step kinds parse their own
+//!   bodies with the [`language::analyzer`] helpers.
+//! - [`engine`] runs a flow with an injected [`run::clock::Clock`] and
+//!   [`run::transport::Transport`]; each step kind lives in its own file
+//!   under [`steps`].
+//! - [`run::trace`] is what a run did, as data; [`cli::report`] renders it.
+//!
+//! The modules are also reachable from the crate root (`handoff::analyze`,
+//! `handoff::trace`, …), so paths stay short.
 
-pub mod analyze;
 pub mod cli;
-pub mod clock;
-pub mod console;
-pub mod demo;
-pub mod diagnostic;
 pub mod engine;
-pub mod fields;
-pub mod flow;
-pub mod inputs;
-pub mod lint;
-pub mod mock;
-pub mod raw;
-pub mod redact;
-pub mod report;
-pub mod retry;
+pub mod language;
+pub mod run;
 pub mod sim;
-pub mod source;
-pub mod state;
 pub mod steps;
-pub mod template;
-pub mod trace;
-pub mod transport;
+
+pub use cli::{console, demo, report};
+pub use language::{analyze, analyzer, diagnostic, fields, flow, lint, raw, source, template};
+pub use run::{clock, inputs, mock, redact, retry, state, trace, transport};

@@ -4,7 +4,7 @@
 
 use indexmap::IndexMap;
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::flow::Target;
 use crate::raw::Node;
 use crate::steps::{Next, StepCx, StepError, truthy};

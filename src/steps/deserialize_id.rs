@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::Node;
 use crate::steps::{Next, StepCx, StepError, truthy};

@@ -1,6 +1,6 @@
 //! `end`: ends the run successfully, optionally with a message.
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::raw::{Node, NodeValue};
 use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;

@@ -1,7 +1,7 @@
 //! `fail`: ends the run as failed, with a message, such as the poll loop's
 //! "tried too often" path.
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::raw::Node;
 use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::{Node, NodeValue};
 use crate::redact::MASK;
@@ -70,7 +70,7 @@ impl Http {
                 let m = cx.string(n, "an HTTP method")?.to_ascii_uppercase();
                 if !METHODS.contains(&m.as_str()) {
                     let help = crate::diagnostic::did_you_mean(&m, METHODS).unwrap_or_else(|| {
-                        format!("use one of {}", crate::analyze::list(&METHODS))
+                        format!("use one of {}", crate::analyzer::list(&METHODS))
                     });
                     cx.error_help(n.span, format!("unknown HTTP method `{m}`"), help);
                     return None;
@@ -97,7 +97,7 @@ impl Http {
                 node.span,
                 format!(
                     "an `http` step sends one body, but this one has {}",
-                    crate::analyze::list(&bodies)
+                    crate::analyzer::list(&bodies)
                 ),
             );
             return None;

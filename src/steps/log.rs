@@ -1,6 +1,6 @@
 //! `log`: writes a message into the trace.
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::raw::Node;
 use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::clock::Clock;
 use crate::fields::FieldType;
 use crate::flow::{Flow, Step, Target};

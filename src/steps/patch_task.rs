@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::fields::FieldType;
 use crate::raw::Node;
 use crate::steps::request::{self, HeaderSource, OutgoingBody, Sending};

@@ -13,7 +13,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::analyze::{Analyzer, Body};
+use crate::analyzer::{Analyzer, Body};
 use crate::fields::FieldType;
 use crate::raw::{Node, NodeValue};
 use crate::redact::{MASK, Redactor};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::raw::Node;
 use crate::steps::{Next, StepCx, StepError};
 use crate::template::Template;

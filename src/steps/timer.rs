@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::raw::Node;
 use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;

@@ -811,7 +811,7 @@ mod tests {
             let _ = scan(text, false);
             let _ = scan(text, true);
         }
-        let crash = include_bytes!("../tests/broken/fuzz_multibyte_in_tag.yaml");
+        let crash = include_bytes!("../../tests/broken/fuzz_multibyte_in_tag.yaml");
         let _ = scan(&String::from_utf8_lossy(crash), false);
     }
 

@@ -24,7 +24,7 @@ use crate::transport::ReqwestTransport;
 
 /// The flow a user runs, built in so the demo works from any directory.
 pub const FLOW_PATH: &str = "flows/complete-nwc-task.yaml";
-const FLOW_TEXT: &str = include_str!("../flows/complete-nwc-task.yaml");
+const FLOW_TEXT: &str = include_str!("../../flows/complete-nwc-task.yaml");
 
 pub struct DemoOptions {
     pub task_delay: Duration,

@@ -73,7 +73,7 @@ pub fn parse_set(args: &[String]) -> Result<Vec<(String, String)>, Vec<Diagnosti
 
 /// A field name, short enough to be one: anything else may be a value.
 fn is_name(name: &str) -> bool {
-    crate::analyze::is_identifier(name) && name.len() <= 64
+    crate::analyzer::is_identifier(name) && name.len() <= 64
 }
 
 /// Builds the starting state: `--set`, then `--input`, then the environment,

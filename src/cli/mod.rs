@@ -1,8 +1,13 @@
-//! The command line: `handoff run`, `handoff check`.
+//! The command line: `handoff run`, `check`, `sim` and `demo`, with the
+//! live [`console`] and the trace [`report`]s they print.
 //!
 //! [`run`] takes the arguments and returns the exit code, so `main.rs` stays
 //! trivial and every exit code is decided here:
 //! 0 success, 1 the run failed, 2 invalid flow, inputs or usage, 130 interrupted.
+
+pub mod console;
+pub mod demo;
+pub mod report;
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};

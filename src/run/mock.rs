@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::analyze::list;
+use crate::analyzer::list;
 use crate::clock::VirtualClock;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::flow::Flow;

@@ -13,7 +13,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::analyze::Analyzer;
+use crate::analyzer::Analyzer;
 use crate::raw::{Node, NodeValue};
 use crate::transport::TransportError;
 

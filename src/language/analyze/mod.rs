@@ -1,0 +1,558 @@
+//! From raw YAML nodes to a validated [`Flow`], reporting every problem.
+//!
+//! The driver: it reads the file, walks the flow's top level, fields and
+//! steps (each step kind parses its own body with the [`Analyzer`] helpers),
+//! then runs the [`graph`] and [`secrets`] checks over the result.
+//!
+//! This is the static half of handoff: `handoff check` stops here, and every
+//! run starts here. It resolves `goto`s, compiles templates, checks that every
+//! field a step touches is declared and of a fitting type, and warns about
+//! steps that are never reached and loops with no way out.
+
+mod graph;
+mod secrets;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+pub use crate::analyzer::{Analyzer, Body, is_identifier, list};
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::fields::FieldType;
+use crate::flow::{DEFAULT_MAX_STEPS, ERROR_FIELD, FieldDecl, Flow, Step, Target};
+use crate::raw::{self, Node, NodeValue};
+use crate::source::{Source, Span};
+use crate::steps::{KINDS, StepKind};
+
+/// A flow that loaded, with any warnings found on the way.
+pub struct Checked {
+    pub flow: Flow,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Loads and validates a flow. Errors and warnings come back together when
+/// there is any error.
+pub fn analyze(source: &Arc<Source>) -> Result<Checked, Vec<Diagnostic>> {
+    let root = raw::parse(source).map_err(|d| vec![d])?;
+    // From here on, diagnostics quote a copy with any literal secret masked.
+    let literals = crate::lint::literal_secrets(source, &root);
+    let mut diagnostics = literals.warnings;
+    let flow = build(&literals.shown, &root, &mut diagnostics).map(|mut flow| {
+        flow.literal_secrets = literals.values;
+        flow
+    });
+    match flow {
+        Some(flow) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(Checked {
+            flow,
+            warnings: diagnostics,
+        }),
+        _ => Err(diagnostics),
+    }
+}
+
+/// Reads a file and analyses it. An unreadable file is a diagnostic too.
+pub fn analyze_file(path: &str) -> Result<Checked, Vec<Diagnostic>> {
+    let source = read_source(path).map_err(|d| vec![d])?;
+    analyze(&source)
+}
+
+/// The largest file handoff reads: a flow, a mock or an input file. Real
+/// flows are a few kilobytes.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+pub fn read_source(path: &str) -> Result<Arc<Source>, Diagnostic> {
+    let cannot =
+        |e: std::io::Error| Diagnostic::error(format!("cannot read `{path}`: {}", io_reason(&e)));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let size = file.metadata().map_err(cannot)?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(Diagnostic::error(format!(
+            "`{path}` is {:.1} MB; handoff reads files of at most 1 MB",
+            size as f64 / (1024.0 * 1024.0)
+        )));
+    }
+    let mut bytes = Vec::new();
+    // `take` guards against a file that grows while it is read.
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_FILE_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Diagnostic::error(format!("`{path}` is larger than 1 MB")));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Diagnostic::error(format!("`{path}` is not UTF-8 text")))?;
+    Ok(Source::new(path, text))
+}
+
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string().to_lowercase(),
+    }
+}
+
+const TOP_KEYS: [&str; 5] = ["flow", "description", "fields", "steps", "max_steps"];
+const FIELD_KEYS: [&str; 7] = [
+    "type",
+    "input",
+    "secret",
+    "env",
+    "allow_empty",
+    "default",
+    "description",
+];
+const STEP_KEYS: [&str; 5] = ["id", "goto", "on_error", "output", "description"];
+
+fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -> Option<Flow> {
+    let env = crate::template::environment();
+    if root.as_map().is_none() {
+        let found = if matches!(root.value, NodeValue::Null) {
+            "an empty document".to_string()
+        } else {
+            root.type_name().to_string()
+        };
+        diagnostics.push(
+            Diagnostic::error(format!(
+                "a flow is a mapping with `flow`, `fields` and `steps`, found {found}"
+            ))
+            .at(source, root.span)
+            .help("start from `flows/complete-nwc-task.yaml`"),
+        );
+        return None;
+    };
+    let mut cx = Analyzer::new(source.clone(), &env, diagnostics);
+    let body = cx.body(root, "a flow", &TOP_KEYS, &["flow", "steps"])?;
+    let name = body
+        .get("flow")
+        .and_then(|n| cx.string(n, "the flow's name"));
+    let description = body
+        .get("description")
+        .and_then(|n| cx.string(n, "a description"));
+    let max_steps = match body.get("max_steps") {
+        Some(n) => cx
+            .positive_int(n, "`max_steps`")
+            .unwrap_or(DEFAULT_MAX_STEPS),
+        None => DEFAULT_MAX_STEPS,
+    };
+    if let Some(fields) = body.get("fields") {
+        cx.fields = parse_fields(&mut cx, fields);
+    }
+    declare_error_field(&mut cx, body.get("steps"));
+    let steps_node = body.get("steps")?;
+    let Some(step_nodes) = steps_node.as_seq() else {
+        cx.error(
+            steps_node.span,
+            format!(
+                "`steps` must be a list of steps, found {}",
+                steps_node.type_name()
+            ),
+        );
+        return None;
+    };
+    if step_nodes.is_empty() {
+        cx.error(
+            steps_node.span,
+            "`steps` is empty: a flow needs at least one step",
+        );
+        return None;
+    }
+    collect_ids(&mut cx, step_nodes);
+    let mut steps = Vec::new();
+    for node in step_nodes {
+        if let Some(step) = parse_step(&mut cx, node) {
+            steps.push(step);
+        }
+    }
+    if steps.len() != step_nodes.len() {
+        return None;
+    }
+    let fields = std::mem::take(&mut cx.fields);
+    secrets::check_secrets(&mut cx, &fields, &steps);
+    graph::check_graph(&mut cx, &steps);
+    Some(Flow {
+        name: name?,
+        description,
+        source: source.clone(),
+        fields,
+        steps,
+        max_steps,
+        env,
+        literal_secrets: Vec::new(),
+    })
+}
+
+fn parse_fields(cx: &mut Analyzer, node: &Node) -> IndexMap<String, FieldDecl> {
+    let mut fields = IndexMap::new();
+    let Some(entries) = node.as_map() else {
+        cx.error(
+            node.span,
+            format!(
+                "`fields` must be a mapping of field names to declarations, found {}",
+                node.type_name()
+            ),
+        );
+        return fields;
+    };
+    for (key, decl) in entries {
+        let Some(name) = key.as_str() else {
+            cx.not_text(key, "a field name");
+            continue;
+        };
+        if !is_identifier(name) {
+            cx.error_help(
+                key.span,
+                format!("`{name}` is not a valid field name"),
+                "use letters, digits and `_`, starting with a letter or `_`, so templates can read it",
+            );
+            continue;
+        }
+        if fields.contains_key(name) {
+            cx.error(key.span, format!("field `{name}` is declared twice"));
+            continue;
+        }
+        if let Some(field) = parse_field(cx, name, key.span, decl) {
+            fields.insert(name.to_string(), field);
+        }
+    }
+    fields
+}
+
+fn parse_field(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option<FieldDecl> {
+    // `name: text` is short for `name: { type: text }`.
+    if let Some(ty_name) = node.as_str() {
+        let ty = cx.field_type(node, ty_name)?;
+        return Some(FieldDecl {
+            name: name.to_string(),
+            ty,
+            input: false,
+            secret: false,
+            env: None,
+            allow_empty: false,
+            default: None,
+            description: None,
+            span,
+        });
+    }
+    let body = cx.body(node, &format!("field `{name}`"), &FIELD_KEYS, &["type"])?;
+    let ty_node = body.get("type")?;
+    let ty = match ty_node.as_str() {
+        Some(t) => cx.field_type(ty_node, t)?,
+        None => {
+            cx.error(
+                ty_node.span,
+                "`type` must be one of `text`, `number`, `boolean`, `json`, `headers`",
+            );
+            return None;
+        }
+    };
+    let input = body
+        .get("input")
+        .and_then(|n| cx.boolean(n))
+        .unwrap_or(false);
+    let secret = body
+        .get("secret")
+        .and_then(|n| cx.boolean(n))
+        .unwrap_or(false);
+    let env = body
+        .get("env")
+        .and_then(|n| cx.string(n, "an environment variable name"));
+    let allow_empty = body
+        .get("allow_empty")
+        .and_then(|n| cx.boolean(n))
+        .unwrap_or(false);
+    let description = body
+        .get("description")
+        .and_then(|n| cx.string(n, "a description"));
+    let default = match body.get("default") {
+        Some(n) => match ty.coerce_showing(n.to_json(), !secret) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                cx.error(
+                    n.span,
+                    format!(
+                        "the default of `{name}` does not fit its type `{}`: {e}",
+                        ty.name()
+                    ),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    Some(FieldDecl {
+        name: name.to_string(),
+        ty,
+        input,
+        secret,
+        env,
+        allow_empty,
+        default,
+        description,
+        span,
+    })
+}
+
+/// When a step has `on_error`, the flow gets an `error` field (json, null
+/// until a failure is caught) to read what went wrong.
+fn declare_error_field(cx: &mut Analyzer, steps: Option<&Node>) {
+    let uses_on_error = steps.and_then(Node::as_seq).is_some_and(|steps| {
+        steps.iter().any(|s| {
+            s.as_map()
+                .is_some_and(|m| m.iter().any(|(k, _)| k.as_str() == Some("on_error")))
+        })
+    });
+    if !uses_on_error {
+        return;
+    }
+    if let Some(decl) = cx.fields.get(ERROR_FIELD) {
+        let span = decl.span;
+        cx.error_help(
+            span,
+            format!("`{ERROR_FIELD}` is reserved: `on_error` puts the failure's details there"),
+            "rename this field",
+        );
+        return;
+    }
+    cx.fields.insert(
+        ERROR_FIELD.to_string(),
+        FieldDecl {
+            name: ERROR_FIELD.to_string(),
+            ty: FieldType::Json,
+            input: false,
+            secret: false,
+            env: None,
+            allow_empty: false,
+            default: Some(Value::Null),
+            description: Some("what the last step caught by `on_error` failed with".to_string()),
+            span: Span::new(0, 0),
+        },
+    );
+}
+
+/// First pass over the steps: ids, so `goto` can point forward.
+fn collect_ids(cx: &mut Analyzer, steps: &[Node]) {
+    let mut first_seen: HashMap<String, Span> = HashMap::new();
+    for (index, node) in steps.iter().enumerate() {
+        let Some(entries) = node.as_map() else {
+            continue;
+        };
+        let Some((_, id_node)) = entries.iter().find(|(k, _)| k.as_str() == Some("id")) else {
+            continue;
+        };
+        let Some(id) = id_node.as_str() else { continue };
+        if let Some(first) = first_seen.get(id) {
+            let (line, _) = cx.source.line_col(first.offset);
+            cx.push(
+                Diagnostic::error(format!("step id `{id}` is used twice"))
+                    .at(&cx.source, id_node.span)
+                    .label(format!("first used on line {line}")),
+            );
+            continue;
+        }
+        first_seen.insert(id.to_string(), id_node.span);
+        cx.ids.insert(id.to_string(), index);
+    }
+}
+
+fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
+    let Some(entries) = node.as_map() else {
+        cx.error(
+            node.span,
+            format!(
+                "a step must be a mapping with an `id` and a kind, found {}",
+                node.type_name()
+            ),
+        );
+        return None;
+    };
+    let mut id = None;
+    let mut goto = None;
+    let mut on_error = None;
+    let mut output_node = None;
+    let mut kind: Option<(&str, &Node, &Node)> = None;
+    let mut ok = true;
+    for (key, value) in entries {
+        let Some(k) = key.as_str() else {
+            cx.not_text(key, "a step key");
+            ok = false;
+            continue;
+        };
+        match k {
+            "id" => id = Some(value),
+            "goto" => goto = Some(value),
+            "on_error" => on_error = Some(value),
+            "output" => output_node = Some(value),
+            "description" => {}
+            _ if KINDS.contains(&k) => {
+                if let Some((first, _, _)) = kind {
+                    cx.error_help(
+                        key.span,
+                        format!(
+                            "a step has exactly one kind, but this one has `{first}` and `{k}`"
+                        ),
+                        "split it into two steps",
+                    );
+                    ok = false;
+                } else {
+                    kind = Some((k, key, value));
+                }
+            }
+            _ => {
+                let kind_hint = did_you_mean(k, KINDS);
+                let key_hint = did_you_mean(k, STEP_KEYS);
+                if kind_hint.is_some()
+                    || (kind.is_none()
+                        && key_hint.is_none()
+                        && !entries
+                            .iter()
+                            .any(|(k2, _)| k2.as_str().is_some_and(|s| KINDS.contains(&s))))
+                {
+                    let help =
+                        kind_hint.unwrap_or_else(|| format!("the step kinds are {}", list(&KINDS)));
+                    cx.error_help(key.span, format!("unknown step kind `{k}`"), help);
+                } else {
+                    let help = key_hint.unwrap_or_else(|| "a step has `id`, one kind, and optionally `goto`, `output` and `description`".to_string());
+                    cx.error_help(key.span, format!("unknown key `{k}` in a step"), help);
+                }
+                ok = false;
+            }
+        }
+    }
+    let Some(id_node) = id else {
+        cx.error(node.span, "this step has no `id`");
+        return None;
+    };
+    let Some(id) = id_node.as_str().map(str::to_string) else {
+        cx.error(
+            id_node.span,
+            format!("a step `id` must be text, found {}", id_node.type_name()),
+        );
+        return None;
+    };
+    if id == "end" {
+        cx.error_help(
+            id_node.span,
+            "`end` is reserved: `goto: end` ends the run",
+            "choose another id",
+        );
+        ok = false;
+    }
+    let Some((kind_name, kind_key, body)) = kind else {
+        if ok {
+            cx.error_help(
+                node.span,
+                format!("step `{id}` has no kind"),
+                format!("add one of {}", list(&KINDS)),
+            );
+        }
+        return None;
+    };
+    let kind = StepKind::parse(kind_name, cx, body);
+    let goto = match goto {
+        Some(g) if kind_name == "decision" => {
+            cx.error_help(
+                g.span,
+                "a `decision` chooses its own target",
+                "put `goto` in its branches",
+            );
+            None
+        }
+        Some(g) if matches!(kind_name, "fail" | "end") => {
+            cx.error(
+                g.span,
+                format!("a `{kind_name}` step ends the run, so `goto` would never be followed"),
+            );
+            None
+        }
+        Some(g) => cx.target(g),
+        None => None,
+    };
+    let output = match output_node {
+        Some(n) => parse_output(cx, kind_name, kind_key, n),
+        None => IndexMap::new(),
+    };
+    let on_error = match on_error {
+        Some(n) if matches!(kind_name, "fail" | "end") => {
+            cx.error(
+                n.span,
+                format!("a `{kind_name}` step cannot fail, so `on_error` would never be followed"),
+            );
+            None
+        }
+        Some(n) => parse_on_error(cx, n),
+        None => None,
+    };
+    Some(Step {
+        id,
+        span: node.span,
+        kind: kind?,
+        goto,
+        output,
+        on_error,
+    })
+    .filter(|_| ok)
+}
+
+/// `on_error: STEP`, or `on_error: { goto: STEP }`.
+fn parse_on_error(cx: &mut Analyzer, node: &Node) -> Option<Target> {
+    if node.as_map().is_some() {
+        let body = cx.body(node, "`on_error`", &["goto"], &["goto"])?;
+        return body.get("goto").and_then(|g| cx.target(g));
+    }
+    cx.target(node)
+}
+
+fn parse_output(
+    cx: &mut Analyzer,
+    kind: &str,
+    kind_key: &Node,
+    node: &Node,
+) -> IndexMap<String, String> {
+    let mut out = IndexMap::new();
+    let offered = StepKind::outputs(kind);
+    let Some(entries) = node.as_map() else {
+        cx.error(
+            node.span,
+            "`output` must map output names to fields, like `{ status: http_result }`",
+        );
+        return out;
+    };
+    if offered.is_empty() {
+        cx.error(kind_key.span, format!("a `{kind}` step has no outputs"));
+        return out;
+    }
+    for (key, value) in entries {
+        let Some(name) = key.as_str() else {
+            cx.not_text(key, "an output name");
+            continue;
+        };
+        let Some((_, produced)) = offered.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = offered.iter().map(|(n, _)| *n).collect();
+            let help = did_you_mean(name, names.iter().copied())
+                .unwrap_or_else(|| format!("`{kind}` outputs {}", list(&names)));
+            cx.error_help(key.span, format!("`{kind}` has no output `{name}`"), help);
+            continue;
+        };
+        let accept = accepting(*produced);
+        if let Some(field) = cx.field_ref(value, accept, &format!("output `{name}`")) {
+            out.insert(name.to_string(), field);
+        }
+    }
+    out
+}
+
+/// Field types that can hold a value of type `produced`.
+fn accepting(produced: FieldType) -> &'static [FieldType] {
+    match produced {
+        FieldType::Number => &[FieldType::Number, FieldType::Text, FieldType::Json],
+        FieldType::Text => &[FieldType::Text, FieldType::Json],
+        FieldType::Boolean => &[FieldType::Boolean, FieldType::Text, FieldType::Json],
+        FieldType::Headers => &[FieldType::Headers, FieldType::Json],
+        FieldType::Json => &[FieldType::Json],
+    }
+}

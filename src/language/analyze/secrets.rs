@@ -1,0 +1,60 @@
+//! Secret checks over a parsed flow: which fields can come to hold a secret
+//! (secrecy spreads through writes), a warning for one not marked secret,
+//! and an error for a secret that would reach a URL.
+
+use std::collections::BTreeSet;
+
+use indexmap::IndexMap;
+
+use crate::analyzer::Analyzer;
+use crate::diagnostic::Diagnostic;
+use crate::flow::{FieldDecl, Step};
+
+/// Which fields can hold secrets, and whether any reaches a URL.
+pub fn check_secrets(cx: &mut Analyzer, fields: &IndexMap<String, FieldDecl>, steps: &[Step]) {
+    let mut secret: BTreeSet<String> = fields
+        .values()
+        .filter(|f| f.secret)
+        .map(|f| f.name.clone())
+        .collect();
+    // Secrecy spreads through writes until nothing changes.
+    loop {
+        let before = secret.len();
+        for step in steps {
+            for (field, reads) in step.kind.writes() {
+                if reads.iter().any(|r| secret.contains(r)) {
+                    secret.insert(field.to_string());
+                }
+            }
+        }
+        if secret.len() == before {
+            break;
+        }
+    }
+    for field in fields
+        .values()
+        .filter(|f| !f.secret && secret.contains(&f.name))
+    {
+        cx.push(
+            Diagnostic::warning(format!(
+                "field `{}` receives a value built from a secret",
+                field.name
+            ))
+            .at(&cx.source, field.span)
+            .label("not marked secret")
+            .help("add `secret: true`; handoff masks it either way, but the flow should say so"),
+        );
+    }
+    for step in steps {
+        for template in step.kind.url_templates() {
+            if let Some(name) = template.mentions.iter().find(|r| secret.contains(*r)) {
+                cx.push(
+                    Diagnostic::error(format!("step `{}` puts secret field `{name}` into a URL", step.id))
+                        .at(&cx.source, template.span)
+                        .label("URLs end up in logs and proxies")
+                        .help("send secrets in headers; an `http` step can opt in with `allow_secret_in_url: true`"),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The helpers every parser of the flow language calls: the [`Analyzer`],
+//! which collects diagnostics while it checks a node's shape, keys, types,
+//! templates, field references and step targets. Step kinds parse their own
+//! bodies with it (see [`crate::steps`]); [`crate::analyze`] drives it over a
+//! whole flow.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use minijinja::Environment;
+
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::fields::{FieldType, TYPE_NAMES};
+use crate::flow::{FieldDecl, Target};
+use crate::raw::{Node, NodeValue};
+use crate::source::{Source, Span};
+use crate::template::Template;
+
+/// A name templates can read: letters, digits and `_`, not starting with a digit.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `a`, `b` and `c`.
+pub fn list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.len() {
+        0 => String::new(),
+        1 => quoted[0].clone(),
+        _ => format!(
+            "{} and {}",
+            quoted[..quoted.len() - 1].join(", "),
+            quoted[quoted.len() - 1]
+        ),
+    }
+}
+
+/// The state of analysis that step parsers report into.
+pub struct Analyzer<'a> {
+    pub source: Arc<Source>,
+    pub env: &'a Environment<'static>,
+    pub fields: IndexMap<String, FieldDecl>,
+    pub ids: IndexMap<String, usize>,
+    known: crate::template::Known,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+/// A mapping whose keys were checked: unknown ones reported, required present.
+pub struct Body<'n> {
+    entries: &'n [(Node, Node)],
+}
+
+impl<'n> Body<'n> {
+    pub fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+}
+
+impl<'a> Analyzer<'a> {
+    /// An analyzer reporting into `diagnostics`, for a flow in `source`.
+    pub fn new(
+        source: Arc<Source>,
+        env: &'a Environment<'static>,
+        diagnostics: &'a mut Vec<Diagnostic>,
+    ) -> Analyzer<'a> {
+        Analyzer {
+            source,
+            env,
+            fields: IndexMap::new(),
+            ids: IndexMap::new(),
+            known: crate::template::Known::default(),
+            diagnostics,
+        }
+    }
+
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    pub fn error(&mut self, span: Span, message: impl Into<String>) {
+        let d = Diagnostic::error(message).at(&self.source, span);
+        self.push(d);
+    }
+
+    pub fn error_help(&mut self, span: Span, message: impl Into<String>, help: impl Into<String>) {
+        let d = Diagnostic::error(message).at(&self.source, span).help(help);
+        self.push(d);
+    }
+
+    /// Checks a mapping's keys; `None` when it is not a mapping or lacks a required key.
+    pub fn body<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        keys: &[&str],
+        required: &[&str],
+    ) -> Option<Body<'n>> {
+        let Some(entries) = node.as_map() else {
+            self.error_help(
+                node.span,
+                format!("{what} must be a mapping, found {}", node.type_name()),
+                format!("it takes {}", list(keys)),
+            );
+            return None;
+        };
+        let mut ok = true;
+        for (key, _) in entries {
+            match key.as_str() {
+                Some(k) if keys.contains(&k) => {}
+                Some(k) => {
+                    let help = did_you_mean(k, keys.iter().copied())
+                        .unwrap_or_else(|| format!("{what} takes {}", list(keys)));
+                    self.error_help(key.span, format!("unknown key `{k}` in {what}"), help);
+                }
+                None => self.not_yaml_key(key, what, keys),
+            }
+        }
+        for req in required {
+            if !entries.iter().any(|(k, _)| k.as_str() == Some(req)) {
+                self.error(node.span, format!("{what} needs `{req}`"));
+                ok = false;
+            }
+        }
+        ok.then_some(Body { entries })
+    }
+
+    pub fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        match node.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.error(
+                    node.span,
+                    format!("expected {what} as text, found {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn boolean(&mut self, node: &Node) -> Option<bool> {
+        match node.value {
+            NodeValue::Bool(b) => Some(b),
+            _ => {
+                self.error(
+                    node.span,
+                    format!("expected `true` or `false`, found {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn positive_int(&mut self, node: &Node, what: &str) -> Option<u64> {
+        match node.value {
+            NodeValue::Int(i) if i > 0 => Some(i as u64),
+            _ => {
+                self.error(
+                    node.span,
+                    format!("{what} must be a whole number above zero"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A number of bytes: `1048576`, or text with a unit, `512KB` or `10MB`
+    /// (binary: 1 KB is 1024 bytes).
+    pub fn byte_size(&mut self, node: &Node, what: &str) -> Option<u64> {
+        let text = node.scalar_text().unwrap_or_default();
+        let t = text.trim().to_ascii_uppercase();
+        let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => (&t[..i], t[i..].trim()),
+            None => (t.as_str(), ""),
+        };
+        let scale = match unit {
+            "" | "B" => Some(1u64),
+            "KB" | "KIB" => Some(1024),
+            "MB" | "MIB" => Some(1024 * 1024),
+            "GB" | "GIB" => Some(1024 * 1024 * 1024),
+            _ => None,
+        };
+        match (digits.parse::<u64>().ok(), scale) {
+            (Some(n), Some(s)) if n > 0 => n.checked_mul(s).or_else(|| {
+                self.error(node.span, format!("{what} is too large"));
+                None
+            }),
+            _ => {
+                self.error_help(
+                    node.span,
+                    format!("{what} must be a size above zero"),
+                    "write bytes, like `1048576`, or a size like `512KB` or `10MB`",
+                );
+                None
+            }
+        }
+    }
+
+    pub fn duration(&mut self, node: &Node) -> Option<Duration> {
+        let text = node.scalar_text().unwrap_or_default();
+        match crate::clock::parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(node.span, format!("invalid duration: {e}"));
+                None
+            }
+        }
+    }
+
+    pub fn field_type(&mut self, node: &Node, name: &str) -> Option<FieldType> {
+        let ty = FieldType::parse(name);
+        if ty.is_none() {
+            let help = did_you_mean(name, TYPE_NAMES)
+                .unwrap_or_else(|| format!("the types are {}", list(&TYPE_NAMES)));
+            self.error_help(node.span, format!("unknown field type `{name}`"), help);
+        }
+        ty
+    }
+
+    /// A key YAML did not read as text, in a mapping that takes `keys`.
+    /// `on` is the usual one: `retry: { on: [503] }` means `retry_on`.
+    fn not_yaml_key(&mut self, key: &Node, what: &str, keys: &[&str]) {
+        let written = self.source.slice(key.span).trim().to_string();
+        let suffixed = format!("_{written}");
+        let meant = keys
+            .iter()
+            .find(|k| k.ends_with(&suffixed))
+            .map(|k| k.to_string())
+            .or_else(|| {
+                did_you_mean(&written, keys.iter().copied())
+                    .and_then(|h| h.split('`').nth(1).map(str::to_string))
+            });
+        match meant {
+            Some(k) if matches!(key.value, NodeValue::Bool(_)) => self.error_help(
+                key.span,
+                format!("unknown key `{written}` in {what}"),
+                format!("did you mean `{k}`? (YAML reads a bare `{written}` as a boolean, so it never names a key)"),
+            ),
+            _ => self.not_text(key, "a key"),
+        }
+    }
+
+    /// Filters and tests a template uses that the environment does not
+    /// offer: minijinja would only find them when the template renders.
+    fn known_names(&mut self, template: &Template) -> bool {
+        let mut ok = true;
+        for name in &template.filters {
+            if !self.known.filter(self.env, name) {
+                let names = self.known.filter_names(self.env);
+                let help = did_you_mean(name, names.iter().copied())
+                    .unwrap_or_else(|| "the filters are listed in docs/language.md".to_string());
+                self.error_help(template.span, format!("unknown filter `{name}`"), help);
+                ok = false;
+            }
+        }
+        for name in &template.tests {
+            if !self.known.test(self.env, name) {
+                let names = self.known.test_names(self.env);
+                let help = did_you_mean(name, names.iter().copied())
+                    .unwrap_or_else(|| "the tests are listed in docs/language.md".to_string());
+                self.error_help(template.span, format!("unknown test `{name}`"), help);
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// A template whose every name must be a declared field.
+    pub fn template(&mut self, node: &Node) -> Option<Template> {
+        match Template::compile(self.env, node) {
+            Ok(t) if !self.known_names(&t) => None,
+            Ok(t) => self.checked(t),
+            Err(e) => {
+                self.error(e.span, e.message);
+                None
+            }
+        }
+    }
+
+    /// A condition such as `tries >= max_tries`.
+    pub fn condition(&mut self, node: &Node) -> Option<Template> {
+        let template = self.item_condition(node)?;
+        self.checked(template)
+    }
+
+    /// A condition over an item whose names cannot be known ahead.
+    pub fn item_condition(&mut self, node: &Node) -> Option<Template> {
+        match Template::compile_condition(self.env, node) {
+            Ok(t) => self.known_names(&t).then_some(t),
+            Err(e) => {
+                self.error(e.span, e.message);
+                None
+            }
+        }
+    }
+
+    fn checked(&mut self, template: Template) -> Option<Template> {
+        let mut ok = true;
+        for name in &template.reads {
+            if !self.fields.contains_key(name) {
+                let help = did_you_mean(name, self.fields.keys().map(String::as_str))
+                    .unwrap_or_else(|| {
+                        let names: Vec<&str> = self.fields.keys().map(String::as_str).collect();
+                        if names.is_empty() {
+                            "declare it under `fields`".to_string()
+                        } else {
+                            format!("declare it under `fields`, or use one of {}", list(&names))
+                        }
+                    });
+                let d = Diagnostic::error(format!(
+                    "template reads `{name}`, which is not a declared field"
+                ))
+                .at(&self.source, template.span)
+                .help(help);
+                self.push(d);
+                ok = false;
+            }
+        }
+        ok.then_some(template)
+    }
+
+    /// A template whose literal value must fit a field's type.
+    pub fn typed_template(&mut self, node: &Node, ty: FieldType, field: &str) -> Option<Template> {
+        let template = self.template(node)?;
+        if let crate::template::TemplateKind::Literal(v) = &template.kind
+            && let Err(e) = ty.coerce(v.clone())
+        {
+            self.error(
+                node.span,
+                format!("`{field}` is a {} field: {e}", ty.name()),
+            );
+            return None;
+        }
+        Some(template)
+    }
+
+    /// A key that is not text. YAML 1.1 reads `on`, `off`, `yes`, `no`, `y`
+    /// and `n` as booleans, which surprises everyone once.
+    pub fn not_text(&mut self, key: &Node, what: &str) {
+        let written = self.source.slice(key.span).trim().to_string();
+        match key.value {
+            NodeValue::Bool(_) => self.error_help(
+                key.span,
+                format!("{what} must be text, and YAML reads `{written}` as a boolean"),
+                format!("quote it: `\"{written}\"`"),
+            ),
+            _ => self.error(key.span, format!("{what} must be text")),
+        }
+    }
+
+    /// A reference to a declared field of one of the accepted types.
+    pub fn field_ref(&mut self, node: &Node, accept: &[FieldType], what: &str) -> Option<String> {
+        let Some(name) = node.as_str() else {
+            self.error(
+                node.span,
+                format!("{what} names a field, found {}", node.type_name()),
+            );
+            return None;
+        };
+        let Some(decl) = self.fields.get(name) else {
+            let help = did_you_mean(name, self.fields.keys().map(String::as_str))
+                .unwrap_or_else(|| "declare it under `fields`".to_string());
+            self.error_help(
+                node.span,
+                format!("{what} names `{name}`, which is not a declared field"),
+                help,
+            );
+            return None;
+        };
+        if !accept.contains(&decl.ty) {
+            let names: Vec<&str> = accept.iter().map(|t| t.name()).collect();
+            let (declared, ty) = (decl.span, decl.ty);
+            let mut d = Diagnostic::error(format!(
+                "{what} needs a field of type {}, but `{name}` is `{}`",
+                list(&names).replace(" and ", " or "),
+                ty.name()
+            ))
+            .at(&self.source, node.span)
+            .help(format!(
+                "declare `{name}` with `type: {}`",
+                accept[0].name()
+            ));
+            // The declaration is where the fix goes: point at it too.
+            if declared.len > 0 {
+                d = d.also(declared, format!("declared `{}` here", ty.name()));
+            }
+            self.push(d);
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    /// A step id or `end`.
+    pub fn target(&mut self, node: &Node) -> Option<Target> {
+        let Some(name) = node.as_str() else {
+            self.error(
+                node.span,
+                format!(
+                    "`goto` names a step id or `end`, found {}",
+                    node.type_name()
+                ),
+            );
+            return None;
+        };
+        if name == "end" {
+            return Some(Target::End);
+        }
+        match self.ids.get(name) {
+            Some(&i) => Some(Target::Step(i)),
+            None => {
+                let help = did_you_mean(name, self.ids.keys().map(String::as_str).chain(["end"]))
+                    .unwrap_or_else(|| "`goto` takes a step id, or `end`".to_string());
+                self.error_help(node.span, format!("no step has the id `{name}`"), help);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The flow language: from a file's text to a validated [`flow::Flow`].
+//!
+//! ```text
+//! source ─▶ raw (YAML nodes with spans) ─▶ analyze (with the analyzer helpers, and each
+//!                                           step kind's parser) ─▶ flow
+//! ```
+//!
+//! Beside the pipeline: [`diagnostic`] (the one error type of this half),
+//! [`fields`] (types and coercion), [`template`] (minijinja, with its limits
+//! and secrecy scan) and [`lint`] (credentials written into a file).
+
+pub mod analyze;
+pub mod analyzer;
+pub mod diagnostic;
+pub mod fields;
+pub mod flow;
+pub mod lint;
+pub mod raw;
+pub mod source;
+pub mod template;
