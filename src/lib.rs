@@ -9,6 +9,7 @@
 //! run/       what a run is given: inputs, state, clock, transport (or mock), retry, trace, redaction
 //! steps/     one file per step kind: its parser and what it does when run
 //! engine     runs a Flow: RunState in, trace events out, an Outcome at the end
+//! store/     where durable runs live between steps: SQLite, secrets sealed
 //! sim/       a local NWC to run against
 //! cli/       the command line, the live console and the trace reports
 //! ```
@@ -31,6 +32,7 @@ pub mod language;
 pub mod run;
 pub mod sim;
 pub mod steps;
+pub mod store;
 
 pub use cli::{console, demo, report};
 pub use language::{analyze, analyzer, diagnostic, fields, flow, lint, raw, source, template};

@@ -1,0 +1,173 @@
+//! The run store: where durable runs live between steps, and across crashes.
+//!
+//! A [`Store`] keeps one row per run (its flow, pinned by source and hash,
+//! its inputs, status, current step, `wake_at`, step count and outcome) and
+//! the run's trace events. The engine checkpoints after every step: the
+//! state and that step's events go in one transaction. The store never holds
+//! a secret in clear: values are sealed by [`seal::Sealer`] before they reach
+//! it, with a key the store does not keep.
+//!
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; the trait is the
+//! seam for the Postgres store that several workers will share.
+
+pub mod seal;
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::BoxFuture;
+
+/// A durable run's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurableStatus {
+    /// In a timer, until `wake_at`.
+    Waiting,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl DurableStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DurableStatus::Waiting => "waiting",
+            DurableStatus::Running => "running",
+            DurableStatus::Succeeded => "succeeded",
+            DurableStatus::Failed => "failed",
+            DurableStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DurableStatus> {
+        Some(match text {
+            "waiting" => DurableStatus::Waiting,
+            "running" => DurableStatus::Running,
+            "succeeded" => DurableStatus::Succeeded,
+            "failed" => DurableStatus::Failed,
+            "canceled" => DurableStatus::Canceled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            DurableStatus::Succeeded | DurableStatus::Failed | DurableStatus::Canceled
+        )
+    }
+}
+
+/// A run as it is created.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub flow: String,
+    /// Where the flow was read from, for people.
+    pub flow_path: String,
+    /// The flow's text: a resumed run runs this version, whatever the file says now.
+    pub flow_source: String,
+    pub flow_hash: String,
+    /// The inputs as given, secret values sealed (JSON).
+    pub inputs: String,
+    /// The starting state, secret values sealed (JSON).
+    pub state: String,
+    pub created_ms: i64,
+}
+
+/// What the engine writes after a step, in one transaction.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub run_id: String,
+    pub status: DurableStatus,
+    /// The step the run is at (to run next, or waiting in).
+    pub step: Option<String>,
+    pub wake_at_ms: Option<i64>,
+    pub steps_taken: u64,
+    /// The state, secret values sealed (JSON).
+    pub state: String,
+    /// The outcome, when the run finished (JSON).
+    pub outcome: Option<String>,
+    /// The step's trace events, redacted, as JSON lines with their `seq`.
+    pub events: Vec<(u64, String)>,
+    pub updated_ms: i64,
+}
+
+/// What the store says after a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Saved,
+    /// The run was canceled meanwhile: the checkpoint was not applied, and
+    /// the run should stop.
+    Canceled,
+}
+
+/// A stored run.
+#[derive(Debug, Clone)]
+pub struct StoredRun {
+    pub id: String,
+    pub flow: String,
+    pub flow_path: String,
+    pub flow_source: String,
+    pub flow_hash: String,
+    pub inputs: String,
+    pub status: DurableStatus,
+    pub step: Option<String>,
+    pub wake_at_ms: Option<i64>,
+    pub steps_taken: u64,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// Which runs a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<DurableStatus>,
+    pub flow: Option<String>,
+    /// Only runs that are not finished.
+    pub unfinished: bool,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A run store. Every method is one short transaction.
+pub trait Store: Send + Sync {
+    fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn checkpoint<'a>(&'a self, point: &'a Checkpoint) -> BoxFuture<'a, Result<Saved, StoreError>>;
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<StoredRun>, StoreError>>;
+    /// Newest first.
+    fn list<'a>(
+        &'a self,
+        filter: &'a RunFilter,
+    ) -> BoxFuture<'a, Result<Vec<StoredRun>, StoreError>>;
+    /// The run's trace events, in order, as JSON lines.
+    fn events<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    /// Marks an unfinished run canceled. `false` when it was already finished or unknown.
+    fn cancel<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
+}
+
+/// A flow's version: SHA-256 of its text, hex.
+pub fn flow_hash(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,217 @@
+//! Secrets at rest: a secret value is sealed (ChaCha20-Poly1305, a fresh
+//! random nonce each time) before it goes into a store, and unsealed when a
+//! run resumes. The key is never in the store: it comes from
+//! `HANDOFF_STORE_KEY` (32 random bytes, base64, as `openssl rand -base64 32`
+//! prints them), or from a key file beside the database, created on first
+//! use with mode 0600.
+//!
+//! A sealed value is `{"$sealed": "BASE64(nonce ‖ ciphertext)"}`.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+const SEALED: &str = "$sealed";
+const NONCE_LEN: usize = 12;
+
+/// Where the key came from, for messages and docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Env,
+    File(PathBuf),
+    /// Created just now, at this path.
+    NewFile(PathBuf),
+}
+
+pub struct Sealer {
+    cipher: ChaCha20Poly1305,
+}
+
+impl Sealer {
+    pub fn from_key(key: &[u8; 32]) -> Sealer {
+        Sealer {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+        }
+    }
+
+    /// The key from `$HANDOFF_STORE_KEY`, else from `key_file`, created when
+    /// it does not exist yet.
+    pub fn load(
+        env: &dyn Fn(&str) -> Option<String>,
+        key_file: &Path,
+    ) -> Result<(Sealer, KeySource), String> {
+        if let Some(text) = env("HANDOFF_STORE_KEY").filter(|t| !t.trim().is_empty()) {
+            return Ok((Sealer::from_key(&decode_key(&text)?), KeySource::Env));
+        }
+        match std::fs::read_to_string(key_file) {
+            Ok(text) => Ok((
+                Sealer::from_key(
+                    &decode_key(&text)
+                        .map_err(|e| format!("the key file `{}`: {e}", key_file.display()))?,
+                ),
+                KeySource::File(key_file.to_path_buf()),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = ChaCha20Poly1305::generate_key(&mut OsRng);
+                write_key_file(key_file, &key)?;
+                let mut bytes = [0u8; 32];
+                bytes.copy_from_slice(&key);
+                Ok((
+                    Sealer::from_key(&bytes),
+                    KeySource::NewFile(key_file.to_path_buf()),
+                ))
+            }
+            Err(e) => Err(format!(
+                "cannot read the key file `{}`: {}",
+                key_file.display(),
+                crate::analyze::io_reason(&e)
+            )),
+        }
+    }
+
+    pub fn seal(&self, value: &Value) -> Value {
+        let plain = serde_json::to_vec(value).unwrap_or_default();
+        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        // Encryption fails only on inputs over 256 GB.
+        let sealed = self
+            .cipher
+            .encrypt(&nonce, plain.as_slice())
+            .unwrap_or_default();
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        json!({ SEALED: base64::engine::general_purpose::STANDARD.encode(bytes) })
+    }
+
+    /// A sealed value's content; anything else as it is.
+    pub fn unseal(&self, value: &Value) -> Result<Value, String> {
+        let Some(text) = value.get(SEALED).and_then(Value::as_str) else {
+            return Ok(value.clone());
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| "a sealed value is damaged".to_string())?;
+        if bytes.len() < NONCE_LEN {
+            return Err("a sealed value is damaged".to_string());
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+        let plain = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), sealed)
+            .map_err(|_| {
+                "a secret in the store cannot be opened with this key: is HANDOFF_STORE_KEY (or the key file) the one the run started with?".to_string()
+            })?;
+        serde_json::from_slice(&plain).map_err(|_| "a sealed value is damaged".to_string())
+    }
+
+    /// A copy of `fields` with the named ones sealed.
+    pub fn seal_fields<'a>(
+        &self,
+        fields: &IndexMap<String, Value>,
+        secret: impl Fn(&str) -> bool + 'a,
+    ) -> IndexMap<String, Value> {
+        fields
+            .iter()
+            .map(|(k, v)| {
+                let v = if secret(k) { self.seal(v) } else { v.clone() };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Every sealed value in `fields` opened.
+    pub fn unseal_fields(
+        &self,
+        fields: &IndexMap<String, Value>,
+    ) -> Result<IndexMap<String, Value>, String> {
+        fields
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), self.unseal(v)?)))
+            .collect()
+    }
+}
+
+fn decode_key(text: &str) -> Result<[u8; 32], String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| "HANDOFF_STORE_KEY must be base64, as `openssl rand -base64 32` prints it")?;
+    bytes.try_into().map_err(|_| {
+        "HANDOFF_STORE_KEY must be 32 bytes, as `openssl rand -base64 32` prints them".to_string()
+    })
+}
+
+fn write_key_file(path: &Path, key: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| {
+        format!(
+            "cannot create the key file `{}`: {}",
+            path.display(),
+            crate::analyze::io_reason(&e)
+        )
+    })?;
+    let text = base64::engine::general_purpose::STANDARD.encode(key);
+    writeln!(file, "{text}").map_err(|e| format!("cannot write the key file: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_round_trips_and_hides_the_value() {
+        let sealer = Sealer::from_key(&[7; 32]);
+        let value = json!("canary-7f3a+9c/1d=ee");
+        let sealed = sealer.seal(&value);
+        let text = sealed.to_string();
+        assert!(!text.contains("canary"));
+        assert_ne!(sealer.seal(&value), sealed, "a fresh nonce each time");
+        assert_eq!(sealer.unseal(&sealed).unwrap(), value);
+        let other = Sealer::from_key(&[8; 32]);
+        assert!(
+            other
+                .unseal(&sealed)
+                .unwrap_err()
+                .contains("cannot be opened")
+        );
+        assert_eq!(sealer.unseal(&json!(3)).unwrap(), json!(3));
+    }
+
+    #[test]
+    fn the_key_comes_from_the_environment_or_a_private_file() {
+        let dir = std::env::temp_dir().join(format!("handoff-seal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("handoff.db.key");
+        let _ = std::fs::remove_file(&file);
+        let none = |_: &str| None;
+        let (first, source) = Sealer::load(&none, &file).unwrap();
+        assert_eq!(source, KeySource::NewFile(file.clone()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let sealed = first.seal(&json!("x"));
+        let (again, source) = Sealer::load(&none, &file).unwrap();
+        assert_eq!(source, KeySource::File(file.clone()));
+        assert_eq!(again.unseal(&sealed).unwrap(), json!("x"));
+        let key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let env = move |v: &str| (v == "HANDOFF_STORE_KEY").then(|| key.clone());
+        assert_eq!(Sealer::load(&env, &file).unwrap().1, KeySource::Env);
+        let bad = |v: &str| (v == "HANDOFF_STORE_KEY").then(|| "YWJj".to_string());
+        assert!(
+            Sealer::load(&bad, &file)
+                .err()
+                .unwrap()
+                .contains("32 bytes")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,323 @@
+//! The embedded store: one SQLite file (`./handoff.db` by default), in WAL
+//! mode, created with its schema on first use. Migrations are versioned and
+//! embedded; each runs once, in order, in a transaction.
+//!
+//! WAL with `synchronous = NORMAL` keeps every committed checkpoint through a
+//! crash of the process (kill -9); a power cut may lose the last few.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+use super::{Checkpoint, DurableStatus, NewRun, RunFilter, Saved, Store, StoreError, StoredRun};
+use crate::clock::BoxFuture;
+
+/// The schema, one migration per entry, in order. Never edit one that has
+/// shipped: add another.
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE runs (
+    id           TEXT PRIMARY KEY,
+    flow         TEXT NOT NULL,
+    flow_path    TEXT NOT NULL,
+    flow_source  TEXT NOT NULL,
+    flow_hash    TEXT NOT NULL,
+    inputs       TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    step         TEXT,
+    wake_at_ms   INTEGER,
+    steps_taken  INTEGER NOT NULL DEFAULT 0,
+    state        TEXT NOT NULL,
+    outcome      TEXT,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL
+);
+CREATE INDEX runs_by_status ON runs (status, wake_at_ms);
+CREATE INDEX runs_by_flow ON runs (flow, created_ms);
+CREATE TABLE events (
+    run_id  TEXT NOT NULL REFERENCES runs (id),
+    seq     INTEGER NOT NULL,
+    event   TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+"#];
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| StoreError(format!("the run store could not {what}: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path`, and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(failed("start"))?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError(format!(
+                    "cannot open the run store `{}`: {e}",
+                    path.display()
+                ))
+            })?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(failed("migrate"))?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS handoff_schema (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("migrate"))?;
+        let done: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM handoff_schema")
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(failed("migrate"))?;
+        if done > MIGRATIONS.len() as i64 {
+            return Err(StoreError(format!(
+                "the run store was written by a newer handoff (schema {done}); this one knows {}",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+            sqlx::raw_sql(*migration)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("migrate"))?;
+            sqlx::query("INSERT INTO handoff_schema (version) VALUES (?)")
+                .bind(i as i64 + 1)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("migrate"))?;
+        }
+        tx.commit().await.map_err(failed("migrate"))
+    }
+}
+
+fn stored(row: &SqliteRow) -> Result<StoredRun, StoreError> {
+    let get = |e: sqlx::Error| StoreError(format!("a stored run is damaged: {e}"));
+    let status: String = row.try_get("status").map_err(get)?;
+    Ok(StoredRun {
+        id: row.try_get("id").map_err(get)?,
+        flow: row.try_get("flow").map_err(get)?,
+        flow_path: row.try_get("flow_path").map_err(get)?,
+        flow_source: row.try_get("flow_source").map_err(get)?,
+        flow_hash: row.try_get("flow_hash").map_err(get)?,
+        inputs: row.try_get("inputs").map_err(get)?,
+        status: DurableStatus::parse(&status)
+            .ok_or_else(|| StoreError(format!("a stored run has an unknown status `{status}`")))?,
+        step: row.try_get("step").map_err(get)?,
+        wake_at_ms: row.try_get("wake_at_ms").map_err(get)?,
+        steps_taken: row.try_get::<i64, _>("steps_taken").map_err(get)? as u64,
+        state: row.try_get("state").map_err(get)?,
+        outcome: row.try_get("outcome").map_err(get)?,
+        created_ms: row.try_get("created_ms").map_err(get)?,
+        updated_ms: row.try_get("updated_ms").map_err(get)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, 'running', NULL, 0, ?, ?, ?)",
+            )
+            .bind(&run.id)
+            .bind(&run.flow)
+            .bind(&run.flow_path)
+            .bind(&run.flow_source)
+            .bind(&run.flow_hash)
+            .bind(&run.inputs)
+            .bind(&run.state)
+            .bind(run.created_ms)
+            .bind(run.created_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("create a run"))?;
+            Ok(())
+        })
+    }
+
+    fn checkpoint<'a>(&'a self, p: &'a Checkpoint) -> BoxFuture<'a, Result<Saved, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(failed("checkpoint"))?;
+            // A canceled run is not written over: the run stops instead.
+            let updated = sqlx::query(
+                "UPDATE runs SET status = ?, step = ?, wake_at_ms = ?, steps_taken = ?, state = ?, outcome = ?, updated_ms = ?
+                 WHERE id = ? AND status <> 'canceled'",
+            )
+            .bind(p.status.as_str())
+            .bind(&p.step)
+            .bind(p.wake_at_ms)
+            .bind(p.steps_taken as i64)
+            .bind(&p.state)
+            .bind(&p.outcome)
+            .bind(p.updated_ms)
+            .bind(&p.run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("checkpoint"))?;
+            if updated.rows_affected() == 0 {
+                return Ok(Saved::Canceled);
+            }
+            for (seq, event) in &p.events {
+                // A step re-run after a crash writes its events again: keep the last.
+                sqlx::query("INSERT OR REPLACE INTO events (run_id, seq, event) VALUES (?, ?, ?)")
+                    .bind(&p.run_id)
+                    .bind(*seq as i64)
+                    .bind(event)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed("checkpoint"))?;
+            }
+            tx.commit().await.map_err(failed("checkpoint"))?;
+            Ok(Saved::Saved)
+        })
+    }
+
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<StoredRun>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(failed("read a run"))?;
+            row.as_ref().map(stored).transpose()
+        })
+    }
+
+    fn list<'a>(&'a self, f: &'a RunFilter) -> BoxFuture<'a, Result<Vec<StoredRun>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT * FROM runs
+                 WHERE (?1 IS NULL OR status = ?1)
+                   AND (?2 IS NULL OR flow = ?2)
+                   AND (?3 = 0 OR status IN ('running', 'waiting'))
+                 ORDER BY created_ms DESC, id DESC
+                 LIMIT ?4",
+            )
+            .bind(f.status.map(DurableStatus::as_str))
+            .bind(&f.flow)
+            .bind(f.unfinished as i64)
+            .bind(f.limit.map_or(-1, i64::from))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("list runs"))?;
+            rows.iter().map(stored).collect()
+        })
+    }
+
+    fn events<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT event FROM events WHERE run_id = ? ORDER BY seq")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(failed("read a trace"))?;
+            rows.iter()
+                .map(|r| r.try_get(0).map_err(failed("read a trace")))
+                .collect()
+        })
+    }
+
+    fn cancel<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE runs SET status = 'canceled', updated_ms = ? WHERE id = ? AND status IN ('running', 'waiting')",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("cancel a run"))?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str) -> NewRun {
+        NewRun {
+            id: id.to_string(),
+            flow: "f".into(),
+            flow_path: "f.yaml".into(),
+            flow_source: "flow: f".into(),
+            flow_hash: crate::store::flow_hash("flow: f"),
+            inputs: "{}".into(),
+            state: "{}".into(),
+            created_ms: 1,
+        }
+    }
+
+    #[test]
+    fn runs_checkpoint_list_and_cancel() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = std::env::temp_dir().join(format!("handoff-store-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("t.db");
+            let _ = std::fs::remove_file(&path);
+            let store = SqliteStore::open(&path).await.unwrap();
+            store.create(&run("a")).await.unwrap();
+            store.create(&run("b")).await.unwrap();
+            let point = Checkpoint {
+                run_id: "a".into(),
+                status: DurableStatus::Waiting,
+                step: Some("wait".into()),
+                wake_at_ms: Some(99),
+                steps_taken: 3,
+                state: "{\"pc\":2}".into(),
+                outcome: None,
+                events: vec![(1, "{}".into()), (2, "{\"x\":1}".into())],
+                updated_ms: 5,
+            };
+            assert_eq!(store.checkpoint(&point).await.unwrap(), Saved::Saved);
+            let a = store.load("a").await.unwrap().unwrap();
+            assert_eq!(a.status, DurableStatus::Waiting);
+            assert_eq!((a.wake_at_ms, a.steps_taken), (Some(99), 3));
+            assert_eq!(store.events("a").await.unwrap().len(), 2);
+            let waiting = RunFilter {
+                status: Some(DurableStatus::Waiting),
+                ..RunFilter::default()
+            };
+            assert_eq!(store.list(&waiting).await.unwrap().len(), 1);
+            assert!(store.cancel("a", 6).await.unwrap());
+            assert!(!store.cancel("a", 7).await.unwrap(), "once");
+            // A canceled run is not written over.
+            assert_eq!(store.checkpoint(&point).await.unwrap(), Saved::Canceled);
+            assert_eq!(
+                store.load("a").await.unwrap().unwrap().status,
+                DurableStatus::Canceled
+            );
+            drop(store);
+            // Opening again keeps everything, and migrates nothing twice.
+            let again = SqliteStore::open(&path).await.unwrap();
+            assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 2);
+            std::fs::remove_dir_all(&dir).unwrap();
+        });
+    }
+}
