@@ -4,14 +4,24 @@
 //! injected, the run's state is a plain [`RunState`], and events go to an
 //! observer as they happen. Once a run starts nothing returns `Err`: failures
 //! are trace events, and the [`Outcome`] is computed from what happened.
+//!
+//! A *durable* run also hands its progress to [`Checkpoints`]: after every
+//! step, while it waits in a timer (with `wake_at`), and just before a
+//! request that must not be sent twice. Such a run can stop anywhere (kill -9)
+//! and go on from its last checkpoint: a timer waits only what is left, a
+//! step that was under way runs again, except a request that may have reached
+//! the server and is not safe to repeat, which fails as `in_doubt`.
+
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::clock::Clock;
+use crate::clock::{BoxFuture, Clock};
 use crate::flow::{ERROR_FIELD, Flow, Step, Target};
 use crate::redact::MASK;
 use crate::state::RunState;
-use crate::steps::{Next, StepCx, StepError, StepKind};
+use crate::steps::{ErrorKind, Next, StepCx, StepError, StepKind};
+use crate::store::{DurableStatus, Saved, unix_ms};
 use crate::trace::{EventKind, Outcome, Recorder, RunStatus, TraceEvent};
 use crate::transport::Transport;
 
@@ -23,6 +33,29 @@ pub struct RunResult {
     pub state: RunState,
 }
 
+/// Where a durable run's progress goes.
+pub trait Checkpoints: Send + Sync {
+    fn save<'a>(&'a self, progress: Progress<'a>) -> BoxFuture<'a, Result<Saved, String>>;
+}
+
+/// One checkpoint: the state, where the run is, and the events since the last.
+pub struct Progress<'a> {
+    pub state: &'a RunState,
+    pub status: DurableStatus,
+    /// The step the run is at: to run next, under way, or waiting in.
+    pub step: Option<&'a str>,
+    pub outcome: Option<&'a Outcome>,
+    pub events: Vec<TraceEvent>,
+}
+
+/// What makes a run durable: where its checkpoints go, and, when it goes on
+/// from one, why.
+pub struct Durable<'a> {
+    pub checkpoints: &'a dyn Checkpoints,
+    /// Set when the run resumes: "the process was restarted", say.
+    pub resumed: Option<String>,
+}
+
 pub struct Engine<'a> {
     /// The run's id, on every trace event.
     pub run_id: String,
@@ -30,7 +63,11 @@ pub struct Engine<'a> {
     pub clock: &'a dyn Clock,
     pub transport: &'a dyn Transport,
     pub dry_run: bool,
+    pub durable: Option<Durable<'a>>,
 }
+
+/// How the run ended: its status, the step, and why.
+type Ending = (RunStatus, Option<String>, String);
 
 impl Engine<'_> {
     pub async fn run(
@@ -40,6 +77,9 @@ impl Engine<'_> {
     ) -> RunResult {
         let flow = self.flow;
         let mut rec = Recorder::new(&self.run_id, self.clock, observer);
+        if self.durable.is_some() {
+            rec.keep_events(state.last_seq);
+        }
         for literal in &flow.literal_secrets {
             rec.redactor.add_secret(literal);
         }
@@ -48,33 +88,39 @@ impl Engine<'_> {
                 rec.redactor.add_secret_value(v);
             }
         }
-        let shown_fields = flow
-            .fields
-            .values()
-            .filter(|f| f.input || f.env.is_some())
-            .map(|f| {
-                let v = if state.secret.contains(&f.name) {
-                    Value::String(MASK.to_string())
-                } else {
-                    state
-                        .get(&f.name)
-                        .map_or(Value::Null, crate::trace::bounded)
-                };
-                (f.name.clone(), v)
-            })
-            .collect();
-        rec.emit(
-            None,
-            EventKind::FlowStarted {
-                flow: flow.name.clone(),
-                dry_run: self.dry_run,
-                fields: shown_fields,
-                route: self.transport.route(),
-            },
-        );
+        let resumed = self.durable.as_ref().and_then(|d| d.resumed.clone());
+        match &resumed {
+            Some(why) => rec.emit(
+                None,
+                EventKind::RunResumed {
+                    at_step: flow.steps[state.pc].id.clone(),
+                    why: why.clone(),
+                },
+            ),
+            None => self.start(&state, &mut rec),
+        }
+        // Only the first step after a restart can find its request in flight.
+        let mut in_flight = resumed.is_some() && state.in_flight == Some(state.pc);
         let (status, at_step, reason) = loop {
             let index = state.pc;
             let step = &flow.steps[index];
+            if let Some(wake_ms) = state.wake_at_ms {
+                // In a timer: wait what is left of it, then go on.
+                self.wait(&mut rec, step, wake_ms).await;
+                state.wake_at_ms = None;
+                match self.finish_step(&mut state, &mut rec, step, flow.next_after(index)) {
+                    Some(ending) => break ending,
+                    None => {
+                        if let Err(ending) = self
+                            .save(&state, &mut rec, DurableStatus::Running, None)
+                            .await
+                        {
+                            break ending;
+                        }
+                        continue;
+                    }
+                }
+            }
             if state.steps_taken >= flow.max_steps {
                 let reason = budget_reason(flow, &state, index);
                 rec.emit(
@@ -100,7 +146,20 @@ impl Engine<'_> {
                     kind: step.kind.name().to_string(),
                 },
             );
-            let result = {
+            let doubtful = std::mem::take(&mut in_flight) && step.kind.unrepeatable();
+            let result = if doubtful {
+                Err(in_doubt(step))
+            } else {
+                if self.durable.is_some() && step.kind.unrepeatable() {
+                    // Say so before it goes, so that a restart knows it may have gone.
+                    state.in_flight = Some(index);
+                    if let Err(ending) = self
+                        .save(&state, &mut rec, DurableStatus::Running, None)
+                        .await
+                    {
+                        break ending;
+                    }
+                }
                 let mut cx = StepCx {
                     flow,
                     step,
@@ -111,9 +170,21 @@ impl Engine<'_> {
                 };
                 step.kind.run(&mut cx).await
             };
+            state.in_flight = None;
             let target = match result {
                 Ok(Next::Continue) => flow.next_after(index),
                 Ok(Next::Goto(t)) => t,
+                Ok(Next::WaitUntil(wake)) => {
+                    // Durable timers: the run waits as a row with `wake_at`.
+                    state.wake_at_ms = Some(unix_ms(wake));
+                    if let Err(ending) = self
+                        .save(&state, &mut rec, DurableStatus::Waiting, None)
+                        .await
+                    {
+                        break ending;
+                    }
+                    continue;
+                }
                 // The step redacted its message: it is data in handoff's wording.
                 Ok(Next::End(message)) => {
                     let reason = message.unwrap_or_else(|| format!("ended at step `{}`", step.id));
@@ -147,18 +218,14 @@ impl Engine<'_> {
                     }
                 }
             };
-            rec.emit(
-                Some(&step.id),
-                EventKind::StepFinished {
-                    next: flow.target_name(target).to_string(),
-                },
-            );
-            match target {
-                Target::Step(next) => state.pc = next,
-                Target::End => {
-                    let reason = format!("reached the end after step `{}`", step.id);
-                    break (RunStatus::Succeeded, Some(step.id.clone()), reason);
-                }
+            if let Some(ending) = self.finish_step(&mut state, &mut rec, step, target) {
+                break ending;
+            }
+            if let Err(ending) = self
+                .save(&state, &mut rec, DurableStatus::Running, None)
+                .await
+            {
+                break ending;
             }
         };
         let mut outcome = outcome_of(
@@ -177,8 +244,152 @@ impl Engine<'_> {
         if let EventKind::FlowFinished(o) = redacted {
             outcome = o;
         }
+        let last = match outcome.status {
+            RunStatus::Succeeded => Some(DurableStatus::Succeeded),
+            RunStatus::Failed => Some(DurableStatus::Failed),
+            RunStatus::Canceled => Some(DurableStatus::Canceled),
+            // Stopped from outside: the last checkpoint stands, to resume from.
+            RunStatus::Interrupted => None,
+        };
+        if let Some(last) = last
+            && outcome.status != RunStatus::Canceled
+        {
+            // Nothing is left to stop if this fails; the outcome says how it ended.
+            let _ = self.save(&state, &mut rec, last, Some(&outcome)).await;
+        }
         RunResult { outcome, state }
     }
+
+    /// The first event of a fresh run: the flow, its inputs, the route.
+    fn start(&self, state: &RunState, rec: &mut Recorder<'_>) {
+        let shown_fields = self
+            .flow
+            .fields
+            .values()
+            .filter(|f| f.input || f.env.is_some())
+            .map(|f| {
+                let v = if state.secret.contains(&f.name) {
+                    Value::String(MASK.to_string())
+                } else {
+                    state
+                        .get(&f.name)
+                        .map_or(Value::Null, crate::trace::bounded)
+                };
+                (f.name.clone(), v)
+            })
+            .collect();
+        rec.emit(
+            None,
+            EventKind::FlowStarted {
+                flow: self.flow.name.clone(),
+                dry_run: self.dry_run,
+                fields: shown_fields,
+                route: self.transport.route(),
+            },
+        );
+    }
+
+    /// Records where control goes after a step; an ending when it is the end.
+    fn finish_step(
+        &self,
+        state: &mut RunState,
+        rec: &mut Recorder<'_>,
+        step: &Step,
+        target: Target,
+    ) -> Option<Ending> {
+        rec.emit(
+            Some(&step.id),
+            EventKind::StepFinished {
+                next: self.flow.target_name(target).to_string(),
+            },
+        );
+        match target {
+            Target::Step(next) => {
+                state.pc = next;
+                None
+            }
+            Target::End => Some((
+                RunStatus::Succeeded,
+                Some(step.id.clone()),
+                format!("reached the end after step `{}`", step.id),
+            )),
+        }
+    }
+
+    /// Waits until `wake_ms` on the run's clock, saying now and then that it
+    /// still waits when the clock asks for heartbeats.
+    async fn wait(&self, rec: &mut Recorder<'_>, step: &Step, wake_ms: i64) {
+        let now = unix_ms(self.clock.now());
+        let mut left = Duration::from_millis(wake_ms.saturating_sub(now).max(0) as u64);
+        let total = left;
+        if let Some(every) = self.clock.heartbeat().filter(|e| !e.is_zero()) {
+            while left > every {
+                self.clock.sleep(every).await;
+                left -= every;
+                rec.emit(
+                    Some(&step.id),
+                    EventKind::TimerWaiting {
+                        left_ms: left.as_millis() as u64,
+                    },
+                );
+            }
+        }
+        self.clock.sleep(left).await;
+        rec.emit(
+            Some(&step.id),
+            EventKind::TimerWaited {
+                duration_ms: total.as_millis() as u64,
+            },
+        );
+    }
+
+    /// Hands a durable run's progress to its checkpoints. An ending when the
+    /// run must stop: canceled meanwhile, or the checkpoint could not be kept.
+    async fn save(
+        &self,
+        state: &RunState,
+        rec: &mut Recorder<'_>,
+        status: DurableStatus,
+        outcome: Option<&Outcome>,
+    ) -> Result<(), Ending> {
+        let Some(durable) = &self.durable else {
+            return Ok(());
+        };
+        let mut state = state.clone();
+        state.last_seq = rec.seq();
+        let step = self.flow.steps.get(state.pc).map(|s| s.id.clone());
+        let progress = Progress {
+            state: &state,
+            status,
+            step: step.as_deref(),
+            outcome,
+            events: rec.take_events(),
+        };
+        match durable.checkpoints.save(progress).await {
+            Ok(Saved::Saved) => Ok(()),
+            Ok(Saved::Canceled) => Err((
+                RunStatus::Canceled,
+                step,
+                "the run was canceled".to_string(),
+            )),
+            Err(e) => Err((
+                RunStatus::Failed,
+                step,
+                format!("its checkpoint could not be kept, so the run stopped: {e}"),
+            )),
+        }
+    }
+}
+
+/// The failure of a step whose request may have reached the server before
+/// the process stopped, and which is not safe to send twice.
+fn in_doubt(step: &Step) -> StepError {
+    StepError::new(format!(
+        "the process stopped while step `{}` had a request in flight; it may have reached the server, and sending it again could act twice, so it is not sent again",
+        step.id
+    ))
+    .kind(ErrorKind::InDoubt)
+    .hint("catch it with `on_error` and check by other means, or give the step an `idempotency_key` so that sending it again is safe")
 }
 
 /// Hands a caught failure to the flow as the `error` field. The message

@@ -9,6 +9,7 @@
 //! run/       what a run is given: inputs, state, clock, transport (or mock), retry, trace, redaction
 //! steps/     one file per step kind: its parser and what it does when run
 //! engine     runs a Flow: RunState in, trace events out, an Outcome at the end
+//! durable    a run kept in the store: created, checkpointed, resumed
 //! store/     where durable runs live between steps: SQLite, secrets sealed
 //! sim/       a local NWC to run against
 //! cli/       the command line, the live console and the trace reports
@@ -27,6 +28,7 @@
 //! `handoff::trace`, …), so paths stay short.
 
 pub mod cli;
+pub mod durable;
 pub mod engine;
 pub mod language;
 pub mod run;

@@ -508,3 +508,66 @@ fn the_canary_forms_find_what_they_should() {
     assert!(hit("{\"token\": \"canary-7f3a+9c…\"}"));
     assert!(!hit("Bearer ***"));
 }
+
+#[test]
+fn the_run_store_never_holds_the_token_in_clear() {
+    let sim = Sim::start(SimConfig {
+        token: CANARY.to_string(),
+        ..config()
+    });
+    let (instance, _) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
+    let dir = std::env::temp_dir().join(format!("handoff-canary-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("handoff.db");
+    let db = db.to_str().unwrap();
+    let set = format!("instance_id={instance}");
+    let env = [("NWC_BASE_URL", sim.base.as_str()), ("NWC_TOKEN", CANARY)];
+    let mut runs = vec![run(
+        "durable",
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--set",
+            &set,
+            "--set",
+            "poll_interval=10ms",
+            "--durable",
+            "--store",
+            db,
+        ],
+        &env,
+    )];
+    assert_eq!(runs[0].code, Some(0), "{}", runs[0].text);
+    let id = runs[0]
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("run ")?.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    for trace in ["pretty", "jsonl"] {
+        runs.push(run(
+            &format!("show-{trace}"),
+            &["runs", "show", &id, "--trace", trace, "--store", db],
+            &[],
+        ));
+    }
+    runs.push(run("list", &["runs", "--store", db], &[]));
+    // Everything on disk: the database and its write-ahead log, as bytes.
+    // (Closing the store may fold the log into the database and empty it.)
+    for file in ["handoff.db", "handoff.db-wal"] {
+        let bytes = std::fs::read(dir.join(file)).unwrap_or_default();
+        if bytes.is_empty() && file.ends_with("-wal") {
+            continue;
+        }
+        runs.push(Written {
+            name: file.to_string(),
+            code: Some(0),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+    }
+    assert!(runs.iter().all(|r| r.code == Some(0)));
+    assert!(runs[1].text.contains("token = ***"), "{}", runs[1].text);
+    assert_clean(&runs);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

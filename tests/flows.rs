@@ -110,6 +110,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
         clock: &*clock,
         transport: &transport,
         dry_run: true,
+        durable: None,
     };
     let lines = Arc::new(Mutex::new(String::new()));
     let jsonl = Arc::new(Mutex::new((0usize, String::new())));
@@ -227,6 +228,7 @@ fn a_long_timer_says_it_is_still_waiting_when_no_one_watches_a_terminal() {
         clock: &clock,
         transport: &transport,
         dry_run: true,
+        durable: None,
     };
     let mut beats = Vec::new();
     let mut observer = |e: &handoff::trace::TraceEvent| {

@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
         clock: &*clock,
         transport: &transport,
         dry_run: true,
+        durable: None,
     };
     let mut observer = |e: &handoff::trace::TraceEvent| {
         let _ = handoff::report::jsonl(e);

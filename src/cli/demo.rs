@@ -113,6 +113,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
         clock: &clock,
         transport: &transport,
         dry_run: false,
+        durable: None,
     };
     let look = Look {
         format: options.format,

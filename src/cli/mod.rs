@@ -8,6 +8,7 @@
 pub mod console;
 pub mod demo;
 pub mod report;
+mod runs;
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -112,6 +113,17 @@ pub enum Command {
 Control endpoints (no token): POST /_sim/instances, POST|GET|DELETE /_sim/faults,
 GET /_sim/state, GET /_sim/requests. See docs/simulator.md.")]
     Sim(SimArgs),
+    /// Go on with durable runs from their last checkpoint, after a crash or a restart.
+    #[command(after_help = "Examples:
+  handoff resume 0190b1e2-…            (one run; its trace continues here)
+  handoff resume --all                 (every unfinished run in the store)")]
+    Resume(runs::ResumeArgs),
+    /// List the durable runs in the store; show one, or cancel it.
+    #[command(after_help = "Examples:
+  handoff runs --status waiting
+  handoff runs show 0190b1e2-… --trace jsonl
+  handoff runs cancel 0190b1e2-…")]
+    Runs(runs::RunsArgs),
     /// Run the reference flow against an in-process simulator, over real HTTP.
     #[command(after_help = "Example:
   handoff demo --task-delay 5s --poll-interval 2s")]
@@ -315,6 +327,18 @@ pub struct RunArgs {
     /// Print only the final line (for cron); a --trace-file is still written whole.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Keep the run in the store, checkpointed after every step, so `handoff resume` can go on
+    /// after a crash.
+    #[arg(long)]
+    pub durable: bool,
+    /// The run store for --durable.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "HANDOFF_STORE",
+        default_value = "handoff.db"
+    )]
+    pub store: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -373,6 +397,8 @@ where
         Command::Check(args) => check_command(&args, color),
         Command::Sim(args) => runtime.block_on(sim_command(args)),
         Command::Demo(args) => runtime.block_on(demo_command(args, color)),
+        Command::Resume(args) => runtime.block_on(runs::resume_command(args, color)),
+        Command::Runs(args) => runtime.block_on(runs::runs_command(args, color)),
     }
 }
 
@@ -544,6 +570,10 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
         }
     };
     let dry_run = args.dry_run || args.mock.is_some();
+    if dry_run && args.durable {
+        eprintln!("error: `--durable` keeps real runs; a dry run has nothing to resume");
+        return EXIT_INVALID;
+    }
     if !dry_run {
         // About real credentials: a dry run's placeholder token may be short.
         print_diagnostics(&crate::inputs::secret_warnings(&flow, &state), color);
@@ -576,27 +606,9 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
             }
         }
     };
-    let file = match &args.trace_file {
-        Some(path) => match File::create(path) {
-            Ok(f) => {
-                let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-                let format = if matches!(ext, "jsonl" | "json") {
-                    TraceFormat::Jsonl
-                } else {
-                    trace_format(args.trace)
-                };
-                Some((format, BufWriter::new(f)))
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: cannot write the trace file `{}`: {}",
-                    path.display(),
-                    crate::analyze::io_reason(&e)
-                );
-                return EXIT_INVALID;
-            }
-        },
-        None => None,
+    let file = match open_trace_file(args.trace_file.as_deref(), args.trace) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
     let look = Look {
         format: trace_format(args.trace),
@@ -605,16 +617,69 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
         quiet: args.quiet,
     };
     let mut printer = Printer::new(look, file, dry_run);
+    let run_id = crate::trace::new_run_id(SystemTime::now());
+    let runs = if args.durable {
+        match runs::open_store(&args.store).await {
+            Ok(runs) => Some(runs),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    let checkpoints = runs.as_ref().map(|r| r.checkpoints(&run_id));
+    if let Some(runs) = &runs {
+        if let Err(e) = runs.create(&run_id, &flow, &state, SystemTime::now()).await {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+        eprintln!(
+            "run {run_id} is durable: if it stops, `handoff resume {run_id}` goes on from its last step"
+        );
+    }
     let engine = Engine {
-        run_id: crate::trace::new_run_id(SystemTime::now()),
+        run_id,
         flow: &flow,
         clock,
         transport: &*transport,
         dry_run,
+        durable: checkpoints.as_ref().map(|c| crate::engine::Durable {
+            checkpoints: c,
+            resumed: None,
+        }),
     };
     match run_live(&engine, state, &mut printer).await {
         Some(r) => exit_code(r.outcome.status),
         None => EXIT_INTERRUPTED,
+    }
+}
+
+/// The `--trace-file`, when one was asked for: JSONL for `.jsonl` and
+/// `.json`, else as `--trace`. An exit code when it cannot be written.
+fn open_trace_file(
+    path: Option<&std::path::Path>,
+    trace: TraceArg,
+) -> Result<Option<(TraceFormat, BufWriter<File>)>, i32> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match File::create(path) {
+        Ok(f) => {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            let format = if matches!(ext, "jsonl" | "json") {
+                TraceFormat::Jsonl
+            } else {
+                trace_format(trace)
+            };
+            Ok(Some((format, BufWriter::new(f))))
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the trace file `{}`: {}",
+                path.display(),
+                crate::analyze::io_reason(&e)
+            );
+            Err(EXIT_INVALID)
+        }
     }
 }
 
@@ -623,6 +688,7 @@ pub fn exit_code(status: RunStatus) -> i32 {
         RunStatus::Succeeded => EXIT_OK,
         RunStatus::Failed => EXIT_FAILED,
         RunStatus::Interrupted => EXIT_INTERRUPTED,
+        RunStatus::Canceled => EXIT_FAILED,
     }
 }
 

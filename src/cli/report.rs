@@ -118,6 +118,14 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             }
             out
         }
+        EventKind::RunResumed { at_step, why } => format!(
+            "{}\n",
+            style.yellow(&format!(
+                "↺ resumed at step `{}`: {}",
+                esc(at_step),
+                esc(why)
+            ))
+        ),
         EventKind::StepStarted { kind } => format!(
             "{time}  {} {}\n",
             style.bold(step),
@@ -260,6 +268,7 @@ pub fn summary(outcome: &Outcome, style: Style, real: Option<Duration>) -> Strin
         RunStatus::Succeeded => style.green(&style.bold("✔ succeeded")),
         RunStatus::Failed => style.red(&style.bold("✘ failed")),
         RunStatus::Interrupted => style.yellow(&style.bold("■ interrupted")),
+        RunStatus::Canceled => style.yellow(&style.bold("■ canceled")),
     };
     let mut parts = vec![format!("{head}: {}", esc(&outcome.reason))];
     if let Some(branch) = &outcome.last_branch {

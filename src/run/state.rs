@@ -29,6 +29,15 @@ pub struct RunState {
     pub visits: Vec<u64>,
     /// The most recent step indexes, newest last.
     pub recent: VecDeque<usize>,
+    /// In a timer until then (Unix milliseconds): a durable run resumes the wait.
+    #[serde(default)]
+    pub wake_at_ms: Option<i64>,
+    /// The step whose request, not safe to send twice, was about to go out.
+    #[serde(default)]
+    pub in_flight: Option<usize>,
+    /// The last trace event's number, so a resumed run numbers on from it.
+    #[serde(default)]
+    pub last_seq: u64,
 }
 
 impl RunState {

@@ -35,6 +35,12 @@ pub struct TraceEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
+    /// A durable run goes on from its last checkpoint.
+    RunResumed {
+        /// The step it goes on at (every event's own `step` is empty here).
+        at_step: String,
+        why: String,
+    },
     FlowStarted {
         flow: String,
         dry_run: bool,
@@ -128,6 +134,8 @@ pub enum RunStatus {
     Succeeded,
     Failed,
     Interrupted,
+    /// A durable run canceled while it ran.
+    Canceled,
 }
 
 /// How a run ended and why. Computed from what the run did.
@@ -216,6 +224,7 @@ impl EventKind {
             EventKind::FlowStarted { fields, .. } => {
                 fields.values_mut().for_each(|v| r.redact_json(v))
             }
+            EventKind::RunResumed { why, .. } => wording(why),
             EventKind::StepStarted { .. }
             | EventKind::TimerStarted { .. }
             | EventKind::TimerWaiting { .. }
@@ -311,6 +320,8 @@ pub struct Recorder<'a> {
     pub redactor: Redactor,
     run: String,
     seq: u64,
+    /// A durable run's events since its last checkpoint.
+    kept: Option<Vec<TraceEvent>>,
     /// The last decision: its step and where it went.
     pub last_decision: Option<(String, String)>,
     clock: &'a dyn Clock,
@@ -327,6 +338,7 @@ impl<'a> Recorder<'a> {
             redactor: Redactor::default(),
             run: run.to_string(),
             seq: 0,
+            kept: None,
             last_decision: None,
             clock,
             observer,
@@ -348,5 +360,122 @@ impl<'a> Recorder<'a> {
             kind,
         };
         (self.observer)(&event);
+        if let Some(kept) = &mut self.kept {
+            kept.push(event);
+        }
+    }
+
+    /// Keeps events for checkpoints, numbering on from `seq`.
+    pub fn keep_events(&mut self, seq: u64) {
+        self.seq = seq;
+        self.kept = Some(Vec::new());
+    }
+
+    /// The events kept since the last call.
+    pub fn take_events(&mut self) -> Vec<TraceEvent> {
+        self.kept.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The last event's number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events are stored as JSON and read back (`handoff runs show`): every
+    /// kind must survive the trip, whose flattened fields share one object.
+    #[test]
+    fn every_event_kind_reads_back_as_written() {
+        let outcome = Outcome {
+            status: RunStatus::Succeeded,
+            at_step: Some("s".into()),
+            reason: "r".into(),
+            last_branch: None,
+            tries: None,
+            steps_taken: 1,
+            elapsed_ms: 2,
+        };
+        let kinds = vec![
+            EventKind::RunResumed {
+                at_step: "wait".into(),
+                why: "restarted".into(),
+            },
+            EventKind::FlowStarted {
+                flow: "f".into(),
+                dry_run: false,
+                fields: IndexMap::new(),
+                route: Some("p".into()),
+            },
+            EventKind::StepStarted {
+                kind: "timer".into(),
+            },
+            EventKind::RequestSent {
+                method: "GET".into(),
+                url: "u".into(),
+                headers: IndexMap::new(),
+                body: None,
+                attempt: Some(2),
+            },
+            EventKind::ResponseReceived {
+                status: 200,
+                headers: IndexMap::new(),
+                body: Some(Value::from("b")),
+                duration_ms: 1,
+            },
+            EventKind::FieldSet {
+                field: "x".into(),
+                value: Value::from(1),
+            },
+            EventKind::DecisionTaken {
+                branch: "otherwise".into(),
+                condition: None,
+                goto: "end".into(),
+                values: IndexMap::new(),
+            },
+            EventKind::RetryScheduled {
+                attempt: 1,
+                attempts: 3,
+                reason: "503".into(),
+                wait_ms: 5,
+                retry_after: None,
+            },
+            EventKind::TimerStarted {
+                duration_ms: 5,
+                wake_at: "t".into(),
+            },
+            EventKind::TimerWaiting { left_ms: 1 },
+            EventKind::TimerWaited { duration_ms: 5 },
+            EventKind::Log {
+                message: "m".into(),
+            },
+            EventKind::StepFinished { next: "end".into() },
+            EventKind::StepFailed {
+                kind: "http".into(),
+                error: "e".into(),
+                hint: None,
+                error_kind: "status".into(),
+                status: Some(500),
+                handled_by: None,
+            },
+            EventKind::FlowFinished(outcome),
+        ];
+        for kind in kinds {
+            let event = TraceEvent {
+                seq: 7,
+                at_ms: 1,
+                time: "t".into(),
+                run: "r".into(),
+                step: Some("s".into()),
+                kind,
+            };
+            let text = serde_json::to_string(&event).unwrap();
+            let back: TraceEvent = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{text} does not read back: {e}"));
+            assert_eq!(back, event, "{text}");
+        }
     }
 }

@@ -31,6 +31,9 @@ pub struct Http {
     pub sending: Sending,
     pub accept: Accept,
     pub allow_secret_in_url: bool,
+    /// Sent as `Idempotency-Key`: the server acts once per key, so a request
+    /// that is not otherwise safe to repeat may be sent again.
+    pub idempotency_key: Option<Template>,
 }
 
 #[derive(Debug)]
@@ -63,6 +66,7 @@ impl Http {
             "retry",
             "accept",
             "allow_secret_in_url",
+            "idempotency_key",
         ];
         let body = cx.body(node, "`http`", &keys, &["url"])?;
         let method = match body.get("method") {
@@ -115,6 +119,10 @@ impl Http {
         let allow_secret_in_url = body
             .get("allow_secret_in_url")
             .map_or(Some(false), |n| cx.boolean(n))?;
+        let idempotency_key = match body.get("idempotency_key") {
+            Some(n) => Some(cx.template(n)?),
+            None => None,
+        };
         let mut sending = request::parse_sending(cx, &body)?;
         // A status the step accepts is an answer the flow wants, not a failure to retry.
         match &accept {
@@ -131,7 +139,17 @@ impl Http {
             sending,
             accept,
             allow_secret_in_url,
+            idempotency_key,
         })
+    }
+
+    /// Whether sending the request twice does no harm: an idempotent
+    /// method, or a key that makes the server act once.
+    pub fn repeatable(&self) -> bool {
+        matches!(
+            self.method.as_str(),
+            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS"
+        ) || self.idempotency_key.is_some()
     }
 
     pub fn url_templates(&self) -> Vec<&Template> {
@@ -190,12 +208,22 @@ impl Http {
                 })
             }
         };
-        let headers = cx.headers(&self.headers)?;
-        // POST and PATCH may act twice if sent twice; see `retry`.
-        let repeatable = matches!(
-            self.method.as_str(),
-            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS"
-        );
+        let mut headers = cx.headers(&self.headers)?;
+        if let Some(t) = &self.idempotency_key {
+            let (key, secret) = cx.render_text(t)?;
+            if key.trim().is_empty() {
+                return Err(StepError::new("`idempotency_key` is empty")
+                    .hint("build it from something that names this piece of work, such as the instance id"));
+            }
+            headers.retain(|h| !h.name.eq_ignore_ascii_case("idempotency-key"));
+            headers.push(request::Header {
+                name: "Idempotency-Key".to_string(),
+                value: key,
+                secret,
+            });
+        }
+        // POST and PATCH may act twice if sent twice, unless a key makes them safe; see `retry`.
+        let repeatable = self.repeatable();
         let response = cx
             .exchange(
                 &self.method,

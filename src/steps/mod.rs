@@ -152,6 +152,16 @@ impl StepKind {
         }
     }
 
+    /// Whether the step sends a request that must not be sent twice: a
+    /// durable run marks it in flight first, and does not re-send it after a
+    /// restart.
+    pub fn unrepeatable(&self) -> bool {
+        match self {
+            StepKind::Http(s) => !s.repeatable(),
+            _ => false,
+        }
+    }
+
     /// Templates that end up in a URL, unless the step explicitly allows secrets there.
     pub fn url_templates(&self) -> Vec<&Template> {
         match self {
@@ -185,6 +195,9 @@ pub enum Next {
     /// The step's `goto`, or the next step in the list.
     Continue,
     Goto(Target),
+    /// Wait until then, then go on as `Continue`: the engine waits, so a
+    /// durable run can be a row with `wake_at` meanwhile.
+    WaitUntil(std::time::SystemTime),
     End(Option<String>),
     Fail(String),
 }
@@ -209,6 +222,9 @@ pub enum ErrorKind {
     Conflict,
     /// Anything else the step checks: an empty id, a value of the wrong type.
     Step,
+    /// The process stopped while a request that is not safe to repeat was in
+    /// flight: it may have taken effect, and it is not sent again.
+    InDoubt,
 }
 
 impl ErrorKind {
@@ -222,6 +238,7 @@ impl ErrorKind {
             ErrorKind::Template => "template",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Step => "step",
+            ErrorKind::InDoubt => "in_doubt",
         }
     }
 }

@@ -84,20 +84,7 @@ impl Timer {
             duration_ms: wait.as_millis() as u64,
             wake_at: crate::clock::rfc3339(wake_at),
         });
-        let mut left = wait;
-        if let Some(every) = cx.clock.heartbeat().filter(|e| !e.is_zero()) {
-            while left > every {
-                cx.clock.sleep(every).await;
-                left -= every;
-                cx.emit(EventKind::TimerWaiting {
-                    left_ms: left.as_millis() as u64,
-                });
-            }
-        }
-        cx.clock.sleep(left).await;
-        cx.emit(EventKind::TimerWaited {
-            duration_ms: wait.as_millis() as u64,
-        });
-        Ok(Next::Continue)
+        // The engine waits: a durable run is a row with `wake_at` meanwhile.
+        Ok(Next::WaitUntil(wake_at))
     }
 }

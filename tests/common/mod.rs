@@ -229,57 +229,62 @@ impl Loopback {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = seen.clone();
+        let script = Arc::new(script);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let mut reader = BufReader::new(stream);
-                let mut first = String::new();
-                if reader.read_line(&mut first).is_err() || first.is_empty() {
-                    continue;
-                }
-                let mut parts = first.split_whitespace();
-                let method = parts.next().unwrap_or("").to_string();
-                let target = parts.next().unwrap_or("").to_string();
-                let mut headers = Vec::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
-                        break;
+                // Each connection on its own thread: a script may hold one forever.
+                let (log, script) = (log.clone(), script.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).is_err() || first.is_empty() {
+                        return;
                     }
-                    if let Some((n, v)) = line.trim_end().split_once(':') {
-                        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    let mut parts = first.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_string();
+                    let target = parts.next().unwrap_or("").to_string();
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((n, v)) = line.trim_end().split_once(':') {
+                            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                        }
                     }
-                }
-                let length = headers
-                    .iter()
-                    .find(|(n, _)| n == "content-length")
-                    .and_then(|(_, v)| v.parse::<usize>().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                let request = Seen {
-                    method,
-                    target,
-                    headers,
-                    body,
-                };
-                let n = {
-                    let mut log = log.lock().unwrap();
-                    log.push(request.clone());
-                    log.len() - 1
-                };
-                let (status, headers, body) = script(n, &request);
-                let mut out = reader.into_inner();
-                let mut head = format!(
-                    "HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n",
-                    body.len()
-                );
-                for (k, v) in headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = out.write_all(head.as_bytes());
-                let _ = out.write_all(&body);
+                    let length = headers
+                        .iter()
+                        .find(|(n, _)| n == "content-length")
+                        .and_then(|(_, v)| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    let request = Seen {
+                        method,
+                        target,
+                        headers,
+                        body,
+                    };
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push(request.clone());
+                        log.len() - 1
+                    };
+                    let (status, headers, body) = script(n, &request);
+                    let mut out = reader.into_inner();
+                    let mut head = format!(
+                        "HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n",
+                        body.len()
+                    );
+                    for (k, v) in headers {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = out.write_all(head.as_bytes());
+                    let _ = out.write_all(&body);
+                });
             }
         });
         Loopback { base, seen }

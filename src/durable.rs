@@ -1,0 +1,163 @@
+//! Durable runs: creating one in the store, checkpointing it as the engine
+//! goes, and loading it again to resume. Secret values are sealed on the way
+//! in and opened on the way out, so the store never holds one in clear; a
+//! resumed run runs the flow's text it started with, whatever the file says
+//! now. The CLI (`run --durable`, `resume`, `runs`) works through this.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::clock::BoxFuture;
+use crate::engine::{Checkpoints, Progress};
+use crate::flow::Flow;
+use crate::source::Source;
+use crate::state::RunState;
+use crate::store::seal::{KeySource, Sealer};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Checkpoint, NewRun, RunFilter, Saved, Store, StoredRun, flow_hash, unix_ms};
+
+/// A store, and the key that seals what goes into it.
+pub struct DurableRuns {
+    pub store: Arc<dyn Store>,
+    sealer: Sealer,
+    pub key: KeySource,
+}
+
+/// A stored run made ready to go on: its pinned flow and its opened state.
+pub struct Resumable {
+    pub run: StoredRun,
+    pub flow: Flow,
+    pub state: RunState,
+}
+
+impl DurableRuns {
+    /// Opens the SQLite store at `path`, with the key from `$HANDOFF_STORE_KEY`
+    /// or the key file beside it (`PATH.key`).
+    pub async fn open(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<DurableRuns, String> {
+        let key_file = path.with_file_name(format!(
+            "{}.key",
+            path.file_name()
+                .map_or("handoff.db".into(), |n| n.to_string_lossy())
+        ));
+        let (sealer, key) = Sealer::load(env, &key_file)?;
+        let store = SqliteStore::open(path).await.map_err(|e| e.0)?;
+        Ok(DurableRuns {
+            store: Arc::new(store),
+            sealer,
+            key,
+        })
+    }
+
+    /// Records a new run, before its first step.
+    pub async fn create(
+        &self,
+        id: &str,
+        flow: &Flow,
+        state: &RunState,
+        now: std::time::SystemTime,
+    ) -> Result<(), String> {
+        let inputs: IndexMap<String, Value> = flow
+            .fields
+            .values()
+            .filter(|f| f.input || f.env.is_some())
+            .filter_map(|f| Some((f.name.clone(), state.get(&f.name)?.clone())))
+            .collect();
+        let sealed_inputs = self
+            .sealer
+            .seal_fields(&inputs, |name| state.secret.contains(name));
+        let run = NewRun {
+            id: id.to_string(),
+            flow: flow.name.clone(),
+            flow_path: flow.source.name.clone(),
+            flow_source: flow.source.text.clone(),
+            flow_hash: flow_hash(&flow.source.text),
+            inputs: serde_json::to_string(&sealed_inputs).unwrap_or_default(),
+            state: self.seal_state(state),
+            created_ms: unix_ms(now),
+        };
+        self.store.create(&run).await.map_err(|e| e.0)
+    }
+
+    /// Where the engine hands this run's progress.
+    pub fn checkpoints<'a>(&'a self, run_id: &str) -> RunCheckpoints<'a> {
+        RunCheckpoints {
+            runs: self,
+            run_id: run_id.to_string(),
+        }
+    }
+
+    /// A stored run, with its flow re-read from the stored text and its
+    /// secrets opened.
+    pub async fn load(&self, id: &str) -> Result<Resumable, String> {
+        let run = self
+            .store
+            .load(id)
+            .await
+            .map_err(|e| e.0)?
+            .ok_or_else(|| format!("there is no run `{id}` in the store"))?;
+        let source = Source::new(run.flow_path.clone(), run.flow_source.clone());
+        let flow = crate::analyze::analyze(&source)
+            .map_err(|_| {
+                format!(
+                    "run `{id}` started with a version of `{}` that no longer loads",
+                    run.flow_path
+                )
+            })?
+            .flow;
+        let mut state: RunState = serde_json::from_str(&run.state)
+            .map_err(|_| format!("run `{id}` has a damaged state in the store"))?;
+        state.fields = Arc::new(self.sealer.unseal_fields(&state.fields)?);
+        Ok(Resumable { run, flow, state })
+    }
+
+    pub async fn list(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, String> {
+        self.store.list(filter).await.map_err(|e| e.0)
+    }
+
+    fn seal_state(&self, state: &RunState) -> String {
+        let mut sealed = state.clone();
+        sealed.fields = Arc::new(
+            self.sealer
+                .seal_fields(&state.fields, |name| state.secret.contains(name)),
+        );
+        serde_json::to_string(&sealed).unwrap_or_default()
+    }
+}
+
+/// One run's checkpoints, into its store.
+pub struct RunCheckpoints<'a> {
+    runs: &'a DurableRuns,
+    run_id: String,
+}
+
+impl Checkpoints for RunCheckpoints<'_> {
+    fn save<'a>(&'a self, progress: Progress<'a>) -> BoxFuture<'a, Result<Saved, String>> {
+        Box::pin(async move {
+            let events = progress
+                .events
+                .iter()
+                .map(|e| (e.seq, serde_json::to_string(e).unwrap_or_default()))
+                .collect();
+            let point = Checkpoint {
+                run_id: self.run_id.clone(),
+                status: progress.status,
+                step: progress.step.map(str::to_string),
+                wake_at_ms: progress.state.wake_at_ms,
+                steps_taken: progress.state.steps_taken,
+                state: self.runs.seal_state(progress.state),
+                outcome: progress
+                    .outcome
+                    .map(|o| serde_json::to_string(o).unwrap_or_default()),
+                events,
+                updated_ms: unix_ms(std::time::SystemTime::now()),
+            };
+            self.runs.store.checkpoint(&point).await.map_err(|e| e.0)
+        })
+    }
+}

@@ -1,0 +1,347 @@
+//! Durable runs survive kill -9: the real binary is killed at the worst
+//! moments (during a timer, between a PATCH and its answer, during a POST),
+//! then `handoff resume` goes on from the last checkpoint. The simulator or
+//! a loopback server counts what really happened. Each kill waits for the
+//! trace line that says the moment has come, never for a length of time.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{Loopback, Sim, TOKEN, json_answer, text};
+use serde_json::json;
+
+/// A fresh store in its own folder.
+fn store(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("handoff-durable-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("handoff.db")
+}
+
+fn handoff(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_handoff"));
+    cmd.args(["--color", "never"])
+        .args(args)
+        .envs(env.iter().copied());
+    cmd
+}
+
+/// Starts a durable run and kills it (SIGKILL) once its trace shows `marker`
+/// and `ready` says the moment has come (the server holds the request, the
+/// store says `waiting`): a trace line is written just before what it
+/// announces happens. Returns the run's id.
+fn kill_at(mut cmd: Command, marker: &str, ready: impl Fn() -> bool) -> String {
+    let mut child: Child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let found = line.contains(marker);
+        seen.push(line);
+        if found {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.contains(marker)), "{seen:#?}");
+    assert!(until(ready), "the moment to kill never came: {seen:#?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let err = {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut s).unwrap();
+        s
+    };
+    // "run ID is durable: …" names the run.
+    err.lines()
+        .find_map(|l| l.strip_prefix("run ")?.split_whitespace().next())
+        .filter(|id| id.len() == 36)
+        .unwrap_or_else(|| panic!("no run id in: {err}"))
+        .to_string()
+}
+
+/// Polls a condition on what others can observe, for up to 10 s.
+fn until(ready: impl Fn() -> bool) -> bool {
+    for _ in 0..2000 {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
+fn resume(id: &str, db: &Path, env: &[(&str, &str)]) -> Output {
+    handoff(&["resume", id, "--store", db.to_str().unwrap()], env)
+        .output()
+        .unwrap()
+}
+
+fn runs(db: &Path) -> String {
+    text(
+        &handoff(&["runs", "--store", db.to_str().unwrap()], &[])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+}
+
+#[test]
+fn killed_during_a_timer_it_resumes_and_completes_the_task_once() {
+    let sim = Sim::new();
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
+    let db = store("timer");
+    let set = format!("instance_id={instance}");
+    let env = [("NWC_BASE_URL", sim.base.as_str()), ("NWC_TOKEN", TOKEN)];
+    let id = kill_at(
+        handoff(
+            &[
+                "run",
+                "flows/complete-nwc-task.yaml",
+                "--set",
+                &set,
+                "--set",
+                "poll_interval=300ms",
+                "--durable",
+                "--store",
+                db.to_str().unwrap(),
+            ],
+            &env,
+        ),
+        "waits 300ms",
+        || runs(&db).contains("  waiting  "),
+    );
+    assert!(
+        runs(&db).contains(&format!("{id}  waiting")),
+        "{}",
+        runs(&db)
+    );
+    // The token comes back from the store, sealed there; nothing else is given.
+    let out = resume(&id, &db, &[]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(said.starts_with("↺ resumed at step `wait`"), "{said}");
+    assert!(said.contains("✔ succeeded"), "{said}");
+    let state = sim.task(&task);
+    assert_eq!(state["completions"], 1, "{state}");
+    assert!(runs(&db).contains(&format!("{id}  succeeded")));
+    // The stored trace has both lives of the run, in order.
+    let shown = text(
+        &handoff(&["runs", "show", &id, "--store", db.to_str().unwrap()], &[])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(shown.contains("flow complete-nwc-task"), "{shown}");
+    assert!(shown.contains("↺ resumed at step `wait`"), "{shown}");
+    assert!(!shown.contains(TOKEN));
+}
+
+#[test]
+fn killed_between_a_patch_and_its_answer_it_completes_once() {
+    let sim = Sim::new();
+    let (instance, task) = sim.instance(json!({ "delay": "0s" }));
+    // The PATCH takes effect, and its answer is held back: the kill lands in between.
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        json!({ "method": "PATCH", "times": 1, "delay": "1s", "apply": true }),
+    );
+    let db = store("patch");
+    let set = format!("instance_id={instance}");
+    let env = [("NWC_BASE_URL", sim.base.as_str()), ("NWC_TOKEN", TOKEN)];
+    let id = kill_at(
+        handoff(
+            &[
+                "run",
+                "flows/complete-nwc-task.yaml",
+                "--set",
+                &set,
+                "--durable",
+                "--store",
+                db.to_str().unwrap(),
+            ],
+            &env,
+        ),
+        "→ PATCH",
+        || sim.task(&task)["completionAttempts"] == 1,
+    );
+    let out = resume(&id, &db, &[]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(
+        said.contains("is already complete with outcome `Completed`: nothing to do"),
+        "{said}"
+    );
+    let state = sim.task(&task);
+    assert_eq!(state["completions"], 1, "{state}");
+    assert_eq!(state["completionAttempts"], 2, "{state}");
+}
+
+#[test]
+fn a_post_in_flight_at_the_kill_is_in_doubt_and_never_sent_again() {
+    // The first POST never gets an answer; any other would.
+    let server = Loopback::start(|n, _| {
+        if n == 0 {
+            loop {
+                std::thread::park();
+            }
+        }
+        json_answer(201, &json!({ "ok": true }))
+    });
+    let db = store("post");
+    let env = [("TARGET", server.base.as_str())];
+    let id = kill_at(
+        handoff(
+            &[
+                "run",
+                "tests/files/durable/post.yaml",
+                "--durable",
+                "--store",
+                db.to_str().unwrap(),
+            ],
+            &env,
+        ),
+        "→ POST",
+        || server.seen().len() == 1,
+    );
+    let out = resume(&id, &db, &env);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(
+        said.contains("had a request in flight; it may have reached the server"),
+        "{said}"
+    );
+    assert!(said.contains("→ on_error: unsure"), "{said}");
+    assert!(said.contains("✔ succeeded: result: in_doubt"), "{said}");
+    assert_eq!(server.seen().len(), 1, "the POST was not sent again");
+
+    // With an idempotency key, sending it again is safe, and it is sent again.
+    let server = Loopback::start(|n, _| {
+        if n == 0 {
+            loop {
+                std::thread::park();
+            }
+        }
+        json_answer(201, &json!({ "ok": true }))
+    });
+    let db = store("post-keyed");
+    let env = [("TARGET", server.base.as_str())];
+    let id = kill_at(
+        handoff(
+            &[
+                "run",
+                "tests/files/durable/post-keyed.yaml",
+                "--durable",
+                "--store",
+                db.to_str().unwrap(),
+            ],
+            &env,
+        ),
+        "→ POST",
+        || server.seen().len() == 1,
+    );
+    let out = resume(&id, &db, &env);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(said.contains("✔ succeeded: result: sent"), "{said}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert!(
+            request
+                .headers
+                .contains(&("idempotency-key".to_string(), "job-1".to_string()))
+        );
+    }
+}
+
+#[test]
+fn a_run_resumes_on_the_flow_version_it_started_with_and_can_be_canceled() {
+    let dir = store("pinned");
+    let flow = dir.with_file_name("wait.yaml");
+    std::fs::copy("tests/files/durable/wait.yaml", &flow).unwrap();
+    let db = dir;
+    let id = kill_at(
+        handoff(
+            &[
+                "run",
+                flow.to_str().unwrap(),
+                "--set",
+                "pause=200ms",
+                "--durable",
+                "--store",
+                db.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "waits 200ms",
+        || runs(&db).contains("  waiting  "),
+    );
+    // The file changes while the run waits; the run keeps its own version.
+    let changed = std::fs::read_to_string(&flow)
+        .unwrap()
+        .replace("version A", "version B");
+    std::fs::write(&flow, changed).unwrap();
+    let out = resume(&id, &db, &[]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("log: version A"), "{said}");
+
+    // A canceled run does not resume.
+    let id = kill_at(
+        handoff(
+            &[
+                "run",
+                flow.to_str().unwrap(),
+                "--set",
+                "pause=200ms",
+                "--durable",
+                "--store",
+                db.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "waits 200ms",
+        || runs(&db).contains("  waiting  "),
+    );
+    let out = handoff(
+        &["runs", "cancel", &id, "--store", db.to_str().unwrap()],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let out = resume(&id, &db, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("has already ended: canceled"));
+    assert!(runs(&db).contains(&format!("{id}  canceled")));
+}
+
+#[test]
+fn durable_runs_need_a_real_run() {
+    let db = store("dry");
+    let out = handoff(
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--mock",
+            "flows/complete-nwc-task.mock.yaml",
+            "--set",
+            "instance_id=i",
+            "--durable",
+            "--store",
+            db.to_str().unwrap(),
+        ],
+        &[("NWC_TOKEN", "x")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`--durable` keeps real runs"));
+}
