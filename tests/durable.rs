@@ -344,4 +344,13 @@ fn durable_runs_need_a_real_run() {
     .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("`--durable` keeps real runs"));
+    // Looking at a store that is not there creates nothing.
+    for args in [vec!["runs"], vec!["resume", "--all"]] {
+        let mut all = args.clone();
+        all.extend(["--store", db.to_str().unwrap()]);
+        let out = handoff(&all, &[]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out.stderr).contains("there is no run store at"));
+        assert!(!db.exists() && !db.with_file_name("handoff.db.key").exists());
+    }
 }

@@ -636,6 +636,7 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
             "run {run_id} is durable: if it stops, `handoff resume {run_id}` goes on from its last step"
         );
     }
+    let durable_id = args.durable.then(|| run_id.clone());
     let engine = Engine {
         run_id,
         flow: &flow,
@@ -649,7 +650,12 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
     };
     match run_live(&engine, state, &mut printer).await {
         Some(r) => exit_code(r.outcome.status),
-        None => EXIT_INTERRUPTED,
+        None => {
+            if let Some(id) = durable_id {
+                eprintln!("run {id} stopped; `handoff resume {id}` goes on from its last step");
+            }
+            EXIT_INTERRUPTED
+        }
     }
 }
 

@@ -86,6 +86,18 @@ fn status_arg(text: &str) -> Result<DurableStatus, String> {
         .ok_or_else(|| "expected waiting, running, succeeded, failed or canceled".to_string())
 }
 
+/// Opens a store that must exist already: looking creates nothing.
+async fn existing_store(path: &Path) -> Result<DurableRuns, i32> {
+    if !path.exists() {
+        eprintln!(
+            "error: there is no run store at `{}`; `handoff run --durable` creates one (or name it with --store)",
+            path.display()
+        );
+        return Err(EXIT_INVALID);
+    }
+    open_store(path).await
+}
+
 /// Opens the store and its key; says where a new key file went.
 pub async fn open_store(path: &Path) -> Result<DurableRuns, i32> {
     match DurableRuns::open(path, &|var| std::env::var(var).ok()).await {
@@ -106,7 +118,7 @@ pub async fn open_store(path: &Path) -> Result<DurableRuns, i32> {
 }
 
 pub async fn resume_command(args: ResumeArgs, color: Colors) -> i32 {
-    let runs = match open_store(&args.store).await {
+    let runs = match existing_store(&args.store).await {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -221,12 +233,15 @@ async fn resume_one(
             }
             exit_code(r.outcome.status)
         }
-        None => EXIT_INTERRUPTED,
+        None => {
+            eprintln!("run {id} stopped; `handoff resume {id}` goes on from its last step");
+            EXIT_INTERRUPTED
+        }
     }
 }
 
 pub async fn runs_command(args: RunsArgs, color: Colors) -> i32 {
-    let runs = match open_store(&args.store).await {
+    let runs = match existing_store(&args.store).await {
         Ok(r) => r,
         Err(code) => return code,
     };
