@@ -183,9 +183,10 @@ fn killed_between_a_patch_and_its_answer_it_completes_once() {
     assert_eq!(state["completionAttempts"], 2, "{state}");
 }
 
-#[test]
-fn a_post_in_flight_at_the_kill_is_in_doubt_and_never_sent_again() {
-    // The first POST never gets an answer; any other would.
+/// Runs a flow whose POST never gets an answer, kills it once the server
+/// holds the POST, and resumes it against a server that now answers. What the
+/// resumed run printed, and every request the server saw.
+fn post_killed_and_resumed(flow: &str, name: &str) -> (String, Vec<common::Seen>) {
     let server = Loopback::start(|n, _| {
         if n == 0 {
             loop {
@@ -194,17 +195,11 @@ fn a_post_in_flight_at_the_kill_is_in_doubt_and_never_sent_again() {
         }
         json_answer(201, &json!({ "ok": true }))
     });
-    let db = store("post");
+    let db = store(name);
     let env = [("TARGET", server.base.as_str())];
     let id = kill_at(
         handoff(
-            &[
-                "run",
-                "tests/files/durable/post.yaml",
-                "--durable",
-                "--store",
-                db.to_str().unwrap(),
-            ],
+            &["run", flow, "--durable", "--store", db.to_str().unwrap()],
             &env,
         ),
         "→ POST",
@@ -213,44 +208,25 @@ fn a_post_in_flight_at_the_kill_is_in_doubt_and_never_sent_again() {
     let out = resume(&id, &db, &env);
     let said = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    (said, server.seen())
+}
+
+#[test]
+fn a_post_in_flight_at_the_kill_is_in_doubt_and_never_sent_again() {
+    let (said, seen) = post_killed_and_resumed("tests/files/durable/post.yaml", "post");
     assert!(
         said.contains("had a request in flight; it may have reached the server"),
         "{said}"
     );
     assert!(said.contains("→ on_error: unsure"), "{said}");
     assert!(said.contains("✔ succeeded: result: in_doubt"), "{said}");
-    assert_eq!(server.seen().len(), 1, "the POST was not sent again");
+    assert_eq!(seen.len(), 1, "the POST was not sent again");
+}
 
-    // With an idempotency key, sending it again is safe, and it is sent again.
-    let server = Loopback::start(|n, _| {
-        if n == 0 {
-            loop {
-                std::thread::park();
-            }
-        }
-        json_answer(201, &json!({ "ok": true }))
-    });
-    let db = store("post-keyed");
-    let env = [("TARGET", server.base.as_str())];
-    let id = kill_at(
-        handoff(
-            &[
-                "run",
-                "tests/files/durable/post-keyed.yaml",
-                "--durable",
-                "--store",
-                db.to_str().unwrap(),
-            ],
-            &env,
-        ),
-        "→ POST",
-        || server.seen().len() == 1,
-    );
-    let out = resume(&id, &db, &env);
-    let said = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+#[test]
+fn a_keyed_post_in_flight_at_the_kill_is_sent_again_with_its_key() {
+    let (said, seen) = post_killed_and_resumed("tests/files/durable/post-keyed.yaml", "post-keyed");
     assert!(said.contains("✔ succeeded: result: sent"), "{said}");
-    let seen = server.seen();
     assert_eq!(seen.len(), 2);
     for request in &seen {
         assert!(

@@ -331,14 +331,8 @@ pub struct RunArgs {
     /// after a crash.
     #[arg(long)]
     pub durable: bool,
-    /// The run store for --durable.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "HANDOFF_STORE",
-        default_value = "handoff.db"
-    )]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: runs::StoreArg,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -619,7 +613,7 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
     let mut printer = Printer::new(look, file, dry_run);
     let run_id = crate::trace::new_run_id(SystemTime::now());
     let runs = if args.durable {
-        match runs::open_store(&args.store).await {
+        match runs::open_store(&args.store.store).await {
             Ok(runs) => Some(runs),
             Err(code) => return code,
         }

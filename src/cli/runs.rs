@@ -21,6 +21,20 @@ use crate::store::{DurableStatus, RunFilter, unix_ms};
 use crate::trace::TraceEvent;
 use crate::transport::ReqwestTransport;
 
+/// Where durable runs are kept.
+#[derive(clap::Args, Debug)]
+pub struct StoreArg {
+    /// The run store (a SQLite file; its key file sits beside it).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "HANDOFF_STORE",
+        default_value = "handoff.db",
+        global = true
+    )]
+    pub store: PathBuf,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct ResumeArgs {
     /// The run to go on with.
@@ -35,14 +49,8 @@ pub struct ResumeArgs {
     /// Also write the trace to a file.
     #[arg(long, value_name = "PATH")]
     pub trace_file: Option<PathBuf>,
-    /// The run store.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "HANDOFF_STORE",
-        default_value = "handoff.db"
-    )]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -58,15 +66,8 @@ pub struct RunsArgs {
     /// At most this many, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
-    /// The run store.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "HANDOFF_STORE",
-        default_value = "handoff.db",
-        global = true
-    )]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArg,
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,7 +119,7 @@ pub async fn open_store(path: &Path) -> Result<DurableRuns, i32> {
 }
 
 pub async fn resume_command(args: ResumeArgs, color: Colors) -> i32 {
-    let runs = match existing_store(&args.store).await {
+    let runs = match existing_store(&args.store.store).await {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -139,7 +140,7 @@ pub async fn resume_command(args: ResumeArgs, color: Colors) -> i32 {
         }
     };
     if ids.is_empty() {
-        println!("no unfinished runs in `{}`", args.store.display());
+        println!("no unfinished runs in `{}`", args.store.store.display());
         return EXIT_OK;
     }
     let quiet = args.all;
@@ -241,7 +242,7 @@ async fn resume_one(
 }
 
 pub async fn runs_command(args: RunsArgs, color: Colors) -> i32 {
-    let runs = match existing_store(&args.store).await {
+    let runs = match existing_store(&args.store.store).await {
         Ok(r) => r,
         Err(code) => return code,
     };
