@@ -3,6 +3,11 @@
 //! in and opened on the way out, so the store never holds one in clear; a
 //! resumed run runs the flow's text it started with, whatever the file says
 //! now. The CLI (`run --durable`, `resume`, `runs`) works through this.
+//!
+//! One process runs a run at a time: it holds a lease on the row, renewed
+//! while it lives, and every checkpoint is fenced by it. `resume` takes a run
+//! only when its lease ran out, or when its holder is known to be dead (a
+//! process on this host that is gone, as after kill -9).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,13 +22,66 @@ use crate::source::Source;
 use crate::state::RunState;
 use crate::store::seal::{KeySource, Sealer};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Checkpoint, NewRun, RunFilter, Saved, Store, StoredRun, flow_hash, unix_ms};
+use crate::store::{
+    Checkpoint, Claimed, Lease, NewRun, RunFilter, Saved, Store, StoredRun, flow_hash, unix_ms,
+};
+
+/// How long a claim on a run holds without renewal.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// This process, as a lease names it: `host/pid/start`. The start time tells
+/// a live process from a later one that got the same pid.
+pub fn this_process() -> String {
+    let pid = std::process::id();
+    format!("{}/{pid}/{}", hostname(), start_time(pid).unwrap_or(0))
+}
+
+/// Whether the process a lease names is known to be gone: on this host, no
+/// process with its pid and start time. A process elsewhere is not known.
+pub fn is_gone(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, '/');
+    let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if host != hostname() || !Path::new("/proc/self/stat").exists() {
+        return false;
+    }
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+        return false;
+    };
+    start_time(pid) != Some(start)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// A process's start time in clock ticks since boot (Linux `/proc`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: count after its `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Renews a run's lease while it is held; stops renewing when dropped.
+pub struct Held(tokio::task::JoinHandle<()>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// A store, and the key that seals what goes into it.
 pub struct DurableRuns {
     pub store: Arc<dyn Store>,
     sealer: Sealer,
     pub key: KeySource,
+    /// This process, in the leases it takes.
+    owner: String,
 }
 
 /// A stored run made ready to go on: its pinned flow and its opened state.
@@ -51,6 +109,7 @@ impl DurableRuns {
             store: Arc::new(store),
             sealer,
             key,
+            owner: this_process(),
         })
     }
 
@@ -80,8 +139,74 @@ impl DurableRuns {
             inputs: serde_json::to_string(&sealed_inputs).unwrap_or_default(),
             state: self.seal_state(state),
             created_ms: unix_ms(now),
+            lease: self.lease(now),
         };
         self.store.create(&run).await.map_err(|e| e.0)
+    }
+
+    fn lease(&self, now: std::time::SystemTime) -> Lease {
+        Lease {
+            owner: self.owner.clone(),
+            until_ms: unix_ms(now + LEASE),
+        }
+    }
+
+    /// Takes a stored run for this process: when no one holds it, its lease
+    /// ran out, or its holder is gone. Says who holds it otherwise.
+    pub async fn claim(&self, id: &str) -> Result<(), String> {
+        let now = std::time::SystemTime::now();
+        let lease = self.lease(now);
+        let first = self
+            .store
+            .claim(id, &lease, unix_ms(now), None)
+            .await
+            .map_err(|e| e.0)?;
+        let held = match first {
+            Claimed::Taken => return Ok(()),
+            Claimed::Unavailable => {
+                return Err(format!(
+                    "run `{id}` is not in the store, or has already ended"
+                ));
+            }
+            Claimed::Held(held) => held,
+        };
+        if is_gone(&held.owner) {
+            let again = self
+                .store
+                .claim(id, &lease, unix_ms(now), Some(&held.owner))
+                .await
+                .map_err(|e| e.0)?;
+            if again == Claimed::Taken {
+                return Ok(());
+            }
+        }
+        let until = crate::clock::rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(held.until_ms.max(0) as u64),
+        );
+        Err(format!(
+            "run `{id}` is being run by another process ({}); resume it once that process has stopped, or after its lease runs out at {until}",
+            held.owner
+        ))
+    }
+
+    /// Keeps this process's lease on a run alive until the guard is dropped.
+    pub fn hold(&self, id: &str) -> Held {
+        let store = self.store.clone();
+        let owner = self.owner.clone();
+        let id = id.to_string();
+        Held(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let lease = Lease {
+                    owner: owner.clone(),
+                    until_ms: unix_ms(std::time::SystemTime::now() + LEASE),
+                };
+                // A lost lease shows at the next checkpoint, which stops the run.
+                if !matches!(store.renew(&id, &lease).await, Ok(true)) {
+                    return;
+                }
+            }
+        }))
     }
 
     /// Where the engine hands this run's progress.
@@ -146,6 +271,7 @@ impl Checkpoints for RunCheckpoints<'_> {
                 .collect();
             let point = Checkpoint {
                 run_id: self.run_id.clone(),
+                owner: self.runs.owner.clone(),
                 status: progress.status,
                 step: progress.step.map(str::to_string),
                 wake_at_ms: progress.state.wake_at_ms,

@@ -372,6 +372,13 @@ impl Engine<'_> {
                 step,
                 "the run was canceled".to_string(),
             )),
+            // Another process goes on with it; this one must write nothing more.
+            Ok(Saved::Lost) => Err((
+                RunStatus::Interrupted,
+                step,
+                "another process holds this run now (this one's lease ran out), so this one stops"
+                    .to_string(),
+            )),
             Err(e) => Err((
                 RunStatus::Failed,
                 step,

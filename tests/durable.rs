@@ -330,3 +330,46 @@ fn durable_runs_need_a_real_run() {
         assert!(!db.exists() && !db.with_file_name("handoff.db.key").exists());
     }
 }
+
+#[test]
+fn a_run_is_never_resumed_beside_the_process_that_still_runs_it() {
+    let db = store("leased");
+    let mut original = handoff(
+        &[
+            "run",
+            "tests/files/durable/wait.yaml",
+            "--set",
+            "pause=3s",
+            "--durable",
+            "--store",
+            db.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(until(|| runs(&db).contains("  waiting  ")), "{}", runs(&db));
+    let id = runs(&db)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    // Alive and holding it: a resume is refused, and runs nothing.
+    let out = resume(&id, &db, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("is being run by another process"), "{err}");
+    assert!(err.contains("once that process has stopped"), "{err}");
+    assert_eq!(text(&out.stdout), "");
+    // Once it is gone (kill -9, no chance to say so), the run is free at once.
+    original.kill().unwrap();
+    original.wait().unwrap();
+    let out = resume(&id, &db, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("log: version A"));
+}

@@ -621,11 +621,14 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
         None
     };
     let checkpoints = runs.as_ref().map(|r| r.checkpoints(&run_id));
+    let mut _held = None;
     if let Some(runs) = &runs {
         if let Err(e) = runs.create(&run_id, &flow, &state, SystemTime::now()).await {
             eprintln!("error: {e}");
             return EXIT_FAILED;
         }
+        // This process holds the run while it lives; a resume waits for that.
+        _held = Some(runs.hold(&run_id));
         eprintln!(
             "run {run_id} is durable: if it stops, `handoff resume {run_id}` goes on from its last step"
         );

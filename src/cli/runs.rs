@@ -205,6 +205,12 @@ async fn resume_one(
         );
         return EXIT_INVALID;
     }
+    // One process at a time: never run it beside the process that still does.
+    if let Err(e) = runs.claim(id).await {
+        eprintln!("error: {e}");
+        return EXIT_INVALID;
+    }
+    let _held = runs.hold(id);
     let transport = match ReqwestTransport::new() {
         Ok(t) => t,
         Err(e) => {

@@ -74,12 +74,16 @@ pub struct NewRun {
     /// The starting state, secret values sealed (JSON).
     pub state: String,
     pub created_ms: i64,
+    /// The process that runs it first.
+    pub lease: Lease,
 }
 
 /// What the engine writes after a step, in one transaction.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     pub run_id: String,
+    /// The process writing it: the write is refused unless it holds the run.
+    pub owner: String,
     pub status: DurableStatus,
     /// The step the run is at (to run next, or waiting in).
     pub step: Option<String>,
@@ -101,6 +105,26 @@ pub enum Saved {
     /// The run was canceled meanwhile: the checkpoint was not applied, and
     /// the run should stop.
     Canceled,
+    /// Another process holds the run now (this one's lease ran out): the
+    /// checkpoint was not applied, and this process must stop.
+    Lost,
+}
+
+/// Who runs a run, and until when that claim holds unless renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub until_ms: i64,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    Taken,
+    /// Someone else holds it.
+    Held(Lease),
+    /// It has finished, or it is not in the store.
+    Unavailable,
 }
 
 /// A stored run.
@@ -120,6 +144,7 @@ pub struct StoredRun {
     pub outcome: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    pub lease: Option<Lease>,
 }
 
 /// Which runs a listing shows.
@@ -155,6 +180,21 @@ pub trait Store: Send + Sync {
     fn events<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
     /// Marks an unfinished run canceled. `false` when it was already finished or unknown.
     fn cancel<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Takes an unfinished run for `lease.owner`, when no one else holds it:
+    /// its lease ran out, or its holder is `gone` (known to be dead).
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        lease: &'a Lease,
+        now_ms: i64,
+        gone: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Claimed, StoreError>>;
+    /// Extends the lease of a run this owner holds. `false` when it does not.
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
 /// A flow's version: SHA-256 of its text, hex.

@@ -19,7 +19,8 @@ use crate::clock::BoxFuture;
 
 /// The schema, one migration per entry, in order. Never edit one that has
 /// shipped: add another.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE runs (
     id           TEXT PRIMARY KEY,
     flow         TEXT NOT NULL,
@@ -44,7 +45,12 @@ CREATE TABLE events (
     event   TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE runs ADD COLUMN owner TEXT;
+ALTER TABLE runs ADD COLUMN lease_until_ms INTEGER;
+"#,
+];
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -130,6 +136,14 @@ fn stored(row: &SqliteRow) -> Result<StoredRun, StoreError> {
         outcome: row.try_get("outcome").map_err(get)?,
         created_ms: row.try_get("created_ms").map_err(get)?,
         updated_ms: row.try_get("updated_ms").map_err(get)?,
+        lease: match (
+            row.try_get::<Option<String>, _>("owner").map_err(get)?,
+            row.try_get::<Option<i64>, _>("lease_until_ms")
+                .map_err(get)?,
+        ) {
+            (Some(owner), Some(until_ms)) => Some(super::Lease { owner, until_ms }),
+            _ => None,
+        },
     })
 }
 
@@ -137,8 +151,8 @@ impl Store for SqliteStore {
     fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             sqlx::query(
-                "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, 'running', NULL, 0, ?, ?, ?)",
+                "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, 'running', NULL, 0, ?, ?, ?, ?, ?)",
             )
             .bind(&run.id)
             .bind(&run.flow)
@@ -149,6 +163,8 @@ impl Store for SqliteStore {
             .bind(&run.state)
             .bind(run.created_ms)
             .bind(run.created_ms)
+            .bind(&run.lease.owner)
+            .bind(run.lease.until_ms)
             .execute(&self.pool)
             .await
             .map_err(failed("create a run"))?;
@@ -159,10 +175,11 @@ impl Store for SqliteStore {
     fn checkpoint<'a>(&'a self, p: &'a Checkpoint) -> BoxFuture<'a, Result<Saved, StoreError>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(failed("checkpoint"))?;
-            // A canceled run is not written over: the run stops instead.
+            // Fenced: only the process that holds the run writes, and a
+            // canceled run is not written over; the writer stops instead.
             let updated = sqlx::query(
                 "UPDATE runs SET status = ?, step = ?, wake_at_ms = ?, steps_taken = ?, state = ?, outcome = ?, updated_ms = ?
-                 WHERE id = ? AND status <> 'canceled'",
+                 WHERE id = ? AND status <> 'canceled' AND owner = ?",
             )
             .bind(p.status.as_str())
             .bind(&p.step)
@@ -172,11 +189,22 @@ impl Store for SqliteStore {
             .bind(&p.outcome)
             .bind(p.updated_ms)
             .bind(&p.run_id)
+            .bind(&p.owner)
             .execute(&mut *tx)
             .await
             .map_err(failed("checkpoint"))?;
             if updated.rows_affected() == 0 {
-                return Ok(Saved::Canceled);
+                let status: Option<String> = sqlx::query("SELECT status FROM runs WHERE id = ?")
+                    .bind(&p.run_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+                    .map_err(failed("checkpoint"))?;
+                return Ok(if status.as_deref() == Some("canceled") {
+                    Saved::Canceled
+                } else {
+                    Saved::Lost
+                });
             }
             for (seq, event) in &p.events {
                 // A step re-run after a crash writes its events again: keep the last.
@@ -251,11 +279,70 @@ impl Store for SqliteStore {
             Ok(done.rows_affected() == 1)
         })
     }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        lease: &'a super::Lease,
+        now_ms: i64,
+        gone: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<super::Claimed, StoreError>> {
+        Box::pin(async move {
+            let taken = sqlx::query(
+                "UPDATE runs SET owner = ?1, lease_until_ms = ?2
+                 WHERE id = ?3 AND status IN ('running', 'waiting')
+                   AND (owner IS NULL OR owner = ?1 OR lease_until_ms < ?4 OR owner = ?5)",
+            )
+            .bind(&lease.owner)
+            .bind(lease.until_ms)
+            .bind(id)
+            .bind(now_ms)
+            .bind(gone)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("claim a run"))?;
+            if taken.rows_affected() == 1 {
+                return Ok(super::Claimed::Taken);
+            }
+            let run = self.load(id).await?;
+            Ok(match run {
+                Some(r) if !r.status.is_finished() => match self.holder(id).await? {
+                    Some(held) => super::Claimed::Held(held),
+                    None => super::Claimed::Unavailable,
+                },
+                _ => super::Claimed::Unavailable,
+            })
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        lease: &'a super::Lease,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let done = sqlx::query("UPDATE runs SET lease_until_ms = ? WHERE id = ? AND owner = ?")
+                .bind(lease.until_ms)
+                .bind(id)
+                .bind(&lease.owner)
+                .execute(&self.pool)
+                .await
+                .map_err(failed("renew a lease"))?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+}
+
+impl SqliteStore {
+    async fn holder(&self, id: &str) -> Result<Option<super::Lease>, StoreError> {
+        Ok(self.load(id).await?.and_then(|r| r.lease))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Claimed, Lease};
 
     fn run(id: &str) -> NewRun {
         NewRun {
@@ -267,6 +354,10 @@ mod tests {
             inputs: "{}".into(),
             state: "{}".into(),
             created_ms: 1,
+            lease: Lease {
+                owner: "me".into(),
+                until_ms: 1_000,
+            },
         }
     }
 
@@ -286,6 +377,7 @@ mod tests {
             store.create(&run("b")).await.unwrap();
             let point = Checkpoint {
                 run_id: "a".into(),
+                owner: "me".into(),
                 status: DurableStatus::Waiting,
                 step: Some("wait".into()),
                 wake_at_ms: Some(99),
@@ -300,11 +392,61 @@ mod tests {
             assert_eq!(a.status, DurableStatus::Waiting);
             assert_eq!((a.wake_at_ms, a.steps_taken), (Some(99), 3));
             assert_eq!(store.events("a").await.unwrap().len(), 2);
+            // Leases: another process cannot take a held run, nor write to it…
+            let other = Lease {
+                owner: "other".into(),
+                until_ms: 9_000,
+            };
+            let held = store.claim("b", &other, 500, None).await.unwrap();
+            assert_eq!(
+                held,
+                Claimed::Held(Lease {
+                    owner: "me".into(),
+                    until_ms: 1_000
+                })
+            );
+            let theirs = Checkpoint {
+                run_id: "b".into(),
+                owner: "other".into(),
+                ..point.clone()
+            };
+            assert_eq!(store.checkpoint(&theirs).await.unwrap(), Saved::Lost);
+            // …until the lease runs out, or its holder is known to be gone.
+            assert_eq!(
+                store.claim("b", &other, 2_000, None).await.unwrap(),
+                Claimed::Taken
+            );
+            assert_eq!(store.checkpoint(&theirs).await.unwrap(), Saved::Saved);
+            let mine = Checkpoint {
+                run_id: "b".into(),
+                ..point.clone()
+            };
+            assert_eq!(
+                store.checkpoint(&mine).await.unwrap(),
+                Saved::Lost,
+                "fenced"
+            );
+            assert_eq!(
+                store
+                    .claim(
+                        "b",
+                        &Lease {
+                            owner: "me".into(),
+                            until_ms: 9_500
+                        },
+                        2_100,
+                        Some("other")
+                    )
+                    .await
+                    .unwrap(),
+                Claimed::Taken
+            );
+            assert!(!store.renew("b", &other).await.unwrap(), "no longer theirs");
             let waiting = RunFilter {
                 status: Some(DurableStatus::Waiting),
                 ..RunFilter::default()
             };
-            assert_eq!(store.list(&waiting).await.unwrap().len(), 1);
+            assert_eq!(store.list(&waiting).await.unwrap().len(), 2);
             assert!(store.cancel("a", 6).await.unwrap());
             assert!(!store.cancel("a", 7).await.unwrap(), "once");
             // A canceled run is not written over.
