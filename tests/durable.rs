@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -39,16 +38,7 @@ fn kill_at(mut cmd: Command, marker: &str, ready: impl Fn() -> bool) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut seen = Vec::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        let found = line.contains(marker);
-        seen.push(line);
-        if found {
-            break;
-        }
-    }
-    assert!(seen.last().is_some_and(|l| l.contains(marker)), "{seen:#?}");
+    let (seen, _) = common::read_until(&mut child, marker);
     assert!(until(ready), "the moment to kill never came: {seen:#?}");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -237,13 +227,9 @@ fn a_keyed_post_in_flight_at_the_kill_is_sent_again_with_its_key() {
     }
 }
 
-#[test]
-fn a_run_resumes_on_the_flow_version_it_started_with_and_can_be_canceled() {
-    let dir = store("pinned");
-    let flow = dir.with_file_name("wait.yaml");
-    std::fs::copy("tests/files/durable/wait.yaml", &flow).unwrap();
-    let db = dir;
-    let id = kill_at(
+/// Starts a durable run of `flow` and kills it once the store says it waits.
+fn killed_while_waiting(flow: &Path, db: &Path) -> String {
+    kill_at(
         handoff(
             &[
                 "run",
@@ -257,8 +243,17 @@ fn a_run_resumes_on_the_flow_version_it_started_with_and_can_be_canceled() {
             &[],
         ),
         "waits 200ms",
-        || runs(&db).contains("  waiting  "),
-    );
+        || runs(db).contains("  waiting  "),
+    )
+}
+
+#[test]
+fn a_run_resumes_on_the_flow_version_it_started_with_and_can_be_canceled() {
+    let dir = store("pinned");
+    let flow = dir.with_file_name("wait.yaml");
+    std::fs::copy("tests/files/durable/wait.yaml", &flow).unwrap();
+    let db = dir;
+    let id = killed_while_waiting(&flow, &db);
     // The file changes while the run waits; the run keeps its own version.
     let changed = std::fs::read_to_string(&flow)
         .unwrap()
@@ -270,22 +265,7 @@ fn a_run_resumes_on_the_flow_version_it_started_with_and_can_be_canceled() {
     assert!(said.contains("log: version A"), "{said}");
 
     // A canceled run does not resume.
-    let id = kill_at(
-        handoff(
-            &[
-                "run",
-                flow.to_str().unwrap(),
-                "--set",
-                "pause=200ms",
-                "--durable",
-                "--store",
-                db.to_str().unwrap(),
-            ],
-            &[],
-        ),
-        "waits 200ms",
-        || runs(&db).contains("  waiting  "),
-    );
+    let id = killed_while_waiting(&flow, &db);
     let out = handoff(
         &["runs", "cancel", &id, "--store", db.to_str().unwrap()],
         &[],

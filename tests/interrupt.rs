@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 fn start(args: &[&str], env: &[(&str, &str)]) -> Child {
@@ -22,17 +21,7 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Child {
 /// Reads the trace until a line contains `marker`, sends SIGINT, and returns
 /// the exit code and the rest of the trace.
 fn interrupt_at(mut child: Child, marker: &str) -> (Option<i32>, Vec<String>) {
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let found = line.contains(marker);
-        seen.push(line);
-        if found {
-            break;
-        }
-    }
-    assert!(seen.last().is_some_and(|l| l.contains(marker)), "{seen:#?}");
+    let (mut seen, lines) = common::read_until(&mut child, marker);
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

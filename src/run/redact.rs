@@ -136,6 +136,20 @@ impl Redactor {
         replace(self.long.as_ref(), text)
     }
 
+    /// Masks every secret in data, in place: nothing is copied when none is there.
+    pub fn redact_in_place(&self, text: &mut String) {
+        if let Some(ac) = self.all.as_ref().filter(|ac| ac.is_match(text.as_str())) {
+            *text = replace(Some(ac), text);
+        }
+    }
+
+    /// [`Redactor::redact_wording`], in place.
+    pub fn redact_wording_in_place(&self, text: &mut String) {
+        if let Some(ac) = self.long.as_ref().filter(|ac| ac.is_match(text.as_str())) {
+            *text = replace(Some(ac), text);
+        }
+    }
+
     /// Masks every string in a JSON value, keys included, in place.
     pub fn redact_json(&self, value: &mut Value) {
         if self.all.is_none() {

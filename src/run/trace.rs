@@ -218,8 +218,9 @@ impl EventKind {
         if r.is_empty() {
             return;
         }
-        let data = |s: &mut String| *s = r.redact(s);
-        let wording = |s: &mut String| *s = r.redact_wording(s);
+        // Every event passes here: a string changes only when a secret is in it.
+        let data = |s: &mut String| r.redact_in_place(s);
+        let wording = |s: &mut String| r.redact_wording_in_place(s);
         match self {
             EventKind::FlowStarted { fields, .. } => {
                 fields.values_mut().for_each(|v| r.redact_json(v))
@@ -306,7 +307,7 @@ pub fn new_run_id(now: std::time::SystemTime) -> String {
 
 fn wording_json(value: &mut Value, r: &Redactor) {
     match value {
-        Value::String(s) => *s = r.redact_wording(s),
+        Value::String(s) => r.redact_wording_in_place(s),
         Value::Array(items) => items.iter_mut().for_each(|v| wording_json(v, r)),
         Value::Object(map) => map.values_mut().for_each(|v| wording_json(v, r)),
         _ => {}

@@ -201,6 +201,29 @@ pub fn hanging_server() -> String {
     base
 }
 
+/// Reads a child's stdout until a line contains `marker`: the lines so far,
+/// and the rest of the stream. Fails when the stream ends first.
+pub fn read_until(
+    child: &mut std::process::Child,
+    marker: &str,
+) -> (
+    Vec<String>,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let found = line.contains(marker);
+        seen.push(line);
+        if found {
+            return (seen, lines);
+        }
+    }
+    panic!("the trace ended before `{marker}`: {seen:#?}");
+}
+
 /// One request a [`Loopback`] server received.
 #[derive(Debug, Clone)]
 pub struct Seen {
