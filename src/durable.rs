@@ -23,7 +23,8 @@ use crate::state::RunState;
 use crate::store::seal::{KeySource, Sealer};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
-    Checkpoint, Claimed, Lease, NewRun, RunFilter, Saved, Store, StoredRun, flow_hash, unix_ms,
+    Checkpoint, Claimed, Created, IdempotencyKey, Lease, NewRun, RunFilter, Saved, Store,
+    StoredRun, flow_hash, unix_ms,
 };
 
 /// How long a claim on a run holds without renewal.
@@ -113,14 +114,16 @@ impl DurableRuns {
         })
     }
 
-    /// Records a new run, before its first step.
+    /// Records a new run, before its first step; with a key, unless a run
+    /// with that key exists (then its id comes back).
     pub async fn create(
         &self,
         id: &str,
         flow: &Flow,
         state: &RunState,
         now: std::time::SystemTime,
-    ) -> Result<(), String> {
+        key: Option<IdempotencyKey>,
+    ) -> Result<Created, String> {
         let inputs: IndexMap<String, Value> = flow
             .fields
             .values()
@@ -140,6 +143,7 @@ impl DurableRuns {
             state: self.seal_state(state),
             created_ms: unix_ms(now),
             lease: self.lease(now),
+            idempotency: key,
         };
         self.store.create(&run).await.map_err(|e| e.0)
     }
@@ -226,19 +230,22 @@ impl DurableRuns {
             .await
             .map_err(|e| e.0)?
             .ok_or_else(|| format!("there is no run `{id}` in the store"))?;
-        let source = Source::new(run.flow_path.clone(), run.flow_source.clone());
-        let flow = crate::analyze::analyze(&source)
-            .map_err(|_| {
-                format!(
-                    "run `{id}` started with a version of `{}` that no longer loads",
-                    run.flow_path
-                )
-            })?
-            .flow;
-        let mut state: RunState = serde_json::from_str(&run.state)
-            .map_err(|_| format!("run `{id}` has a damaged state in the store"))?;
-        state.fields = Arc::new(self.sealer.unseal_fields(&state.fields)?);
+        let flow = pinned_flow(&run)?;
+        let state = self.open_state(&run)?;
         Ok(Resumable { run, flow, state })
+    }
+
+    /// A stored run's state, its secrets opened.
+    pub fn open_state(&self, run: &StoredRun) -> Result<RunState, String> {
+        let mut state: RunState = serde_json::from_str(&run.state)
+            .map_err(|_| format!("run `{}` has a damaged state in the store", run.id))?;
+        state.fields = Arc::new(self.sealer.unseal_fields(&state.fields)?);
+        Ok(state)
+    }
+
+    /// This process, as its leases name it.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     pub async fn list(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, String> {
@@ -253,6 +260,19 @@ impl DurableRuns {
         );
         serde_json::to_string(&sealed).unwrap_or_default()
     }
+}
+
+/// The flow a stored run started with, re-read from its stored text.
+pub fn pinned_flow(run: &StoredRun) -> Result<Flow, String> {
+    let source = Source::new(run.flow_path.clone(), run.flow_source.clone());
+    crate::analyze::analyze(&source)
+        .map(|checked| checked.flow)
+        .map_err(|_| {
+            format!(
+                "run `{}` started with a version of `{}` that no longer loads",
+                run.id, run.flow_path
+            )
+        })
 }
 
 /// One run's checkpoints, into its store.

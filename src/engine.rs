@@ -12,6 +12,7 @@
 //! step that was under way runs again, except a request that may have reached
 //! the server and is not safe to repeat, which fails as `in_doubt`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -27,10 +28,15 @@ use crate::transport::Transport;
 
 pub use crate::inputs::{Inputs, initial_state};
 
-/// A finished run. Its trace went to the observer as it happened.
+/// A finished run, or one that stopped at a checkpoint to go on later. Its
+/// trace went to the observer as it happened.
 pub struct RunResult {
     pub outcome: Outcome,
     pub state: RunState,
+    /// The run is not over: it waits in a timer as a row (`suspend_timers`),
+    /// or it stopped for a shutdown. Its last checkpoint says where it is, and
+    /// no `flow_finished` was recorded.
+    pub paused: bool,
 }
 
 /// Where a durable run's progress goes.
@@ -54,7 +60,30 @@ pub struct Durable<'a> {
     pub checkpoints: &'a dyn Checkpoints,
     /// Set when the run resumes: "the process was restarted", say.
     pub resumed: Option<String>,
+    /// The worker service: a timer ends the run's turn, and the run waits as
+    /// a row with `wake_at` (no task, no thread) until the scheduler wakes it.
+    pub suspend_timers: bool,
+    /// The scheduler woke the run from its timer: it goes on quietly.
+    pub woken: bool,
+    /// Set when the process shuts down: the run stops at its next checkpoint.
+    pub stop: Option<&'a AtomicBool>,
 }
+
+impl<'a> Durable<'a> {
+    /// A run checkpointed into `checkpoints`, waiting in its own timers.
+    pub fn new(checkpoints: &'a dyn Checkpoints) -> Durable<'a> {
+        Durable {
+            checkpoints,
+            resumed: None,
+            suspend_timers: false,
+            woken: false,
+            stop: None,
+        }
+    }
+}
+
+/// Why a run's turn ended before the run did.
+const PAUSED: &str = "paused at a checkpoint";
 
 pub struct Engine<'a> {
     /// The run's id, on every trace event.
@@ -89,7 +118,9 @@ impl Engine<'_> {
             }
         }
         let resumed = self.durable.as_ref().and_then(|d| d.resumed.clone());
+        let woken = self.durable.as_ref().is_some_and(|d| d.woken);
         match &resumed {
+            _ if woken => {}
             Some(why) => rec.emit(
                 None,
                 EventKind::RunResumed {
@@ -101,13 +132,23 @@ impl Engine<'_> {
         }
         // Only the first step after a restart can find its request in flight.
         let mut in_flight = resumed.is_some() && state.in_flight == Some(state.pc);
+        let mut paused = false;
         let (status, at_step, reason) = loop {
             let index = state.pc;
             let step = &flow.steps[index];
+            if self.stopping() {
+                paused = true;
+                break (
+                    RunStatus::Interrupted,
+                    Some(step.id.clone()),
+                    PAUSED.to_string(),
+                );
+            }
             if let Some(wake_ms) = state.wake_at_ms {
                 // In a timer: wait what is left of it, then go on.
-                self.wait(&mut rec, step, wake_ms).await;
+                self.wait(&mut rec, step, wake_ms, state.timer_ms).await;
                 state.wake_at_ms = None;
+                state.timer_ms = None;
                 match self.finish_step(&mut state, &mut rec, step, flow.next_after(index)) {
                     Some(ending) => break ending,
                     None => {
@@ -177,11 +218,24 @@ impl Engine<'_> {
                 Ok(Next::WaitUntil(wake)) => {
                     // Durable timers: the run waits as a row with `wake_at`.
                     state.wake_at_ms = Some(unix_ms(wake));
+                    state.timer_ms = Some(
+                        wake.duration_since(self.clock.now())
+                            .unwrap_or_default()
+                            .as_millis() as u64,
+                    );
                     if let Err(ending) = self
                         .save(&state, &mut rec, DurableStatus::Waiting, None)
                         .await
                     {
                         break ending;
+                    }
+                    if self.durable.as_ref().is_some_and(|d| d.suspend_timers) {
+                        paused = true;
+                        break (
+                            RunStatus::Interrupted,
+                            Some(step.id.clone()),
+                            PAUSED.to_string(),
+                        );
                     }
                     continue;
                 }
@@ -237,6 +291,14 @@ impl Engine<'_> {
             reason,
             self.clock,
         );
+        if paused {
+            // Not over: the last checkpoint says where it goes on from.
+            return RunResult {
+                outcome,
+                state,
+                paused,
+            };
+        }
         rec.emit(None, EventKind::FlowFinished(outcome.clone()));
         // The outcome reported is redacted like the one recorded.
         let mut redacted = EventKind::FlowFinished(outcome.clone());
@@ -257,7 +319,19 @@ impl Engine<'_> {
             // Nothing is left to stop if this fails; the outcome says how it ended.
             let _ = self.save(&state, &mut rec, last, Some(&outcome)).await;
         }
-        RunResult { outcome, state }
+        RunResult {
+            outcome,
+            state,
+            paused,
+        }
+    }
+
+    /// Whether the process shuts down, so the run should stop at this checkpoint.
+    fn stopping(&self) -> bool {
+        self.durable
+            .as_ref()
+            .and_then(|d| d.stop)
+            .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// The first event of a fresh run: the flow, its inputs, the route.
@@ -318,10 +392,10 @@ impl Engine<'_> {
 
     /// Waits until `wake_ms` on the run's clock, saying now and then that it
     /// still waits when the clock asks for heartbeats.
-    async fn wait(&self, rec: &mut Recorder<'_>, step: &Step, wake_ms: i64) {
+    async fn wait(&self, rec: &mut Recorder<'_>, step: &Step, wake_ms: i64, timer_ms: Option<u64>) {
         let now = unix_ms(self.clock.now());
         let mut left = Duration::from_millis(wake_ms.saturating_sub(now).max(0) as u64);
-        let total = left;
+        let total = timer_ms.map_or(left, Duration::from_millis).max(left);
         if let Some(every) = self.clock.heartbeat().filter(|e| !e.is_zero()) {
             while left > every {
                 self.clock.sleep(every).await;

@@ -11,6 +11,7 @@
 //! engine     runs a Flow: RunState in, trace events out, an Outcome at the end
 //! durable    a run kept in the store: created, checkpointed, resumed
 //! store/     where durable runs live between steps: SQLite, secrets sealed
+//! serve/     the worker service: runs started by the API or a webhook, woken by a scheduler
 //! sim/       a local NWC to run against
 //! cli/       the command line, the live console and the trace reports
 //! ```
@@ -32,10 +33,13 @@ pub mod durable;
 pub mod engine;
 pub mod language;
 pub mod run;
+pub mod serve;
 pub mod sim;
 pub mod steps;
 pub mod store;
 
 pub use cli::{console, demo, report};
-pub use language::{analyze, analyzer, diagnostic, fields, flow, lint, raw, source, template};
+pub use language::{
+    analyze, analyzer, diagnostic, fields, flow, lint, raw, source, template, trigger,
+};
 pub use run::{clock, inputs, mock, redact, retry, state, trace, transport};

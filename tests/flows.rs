@@ -81,7 +81,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
     let flow = checked.flow;
     let inputs = Inputs {
         set: pairs(get(&case.header, "set")),
-        file: None,
+        ..Inputs::default()
     };
     let env = pairs(get(&case.header, "env"));
     let lookup = |var: &str| env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone());

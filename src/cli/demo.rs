@@ -97,7 +97,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
             ),
             ("outcome".into(), options.outcome.clone()),
         ],
-        file: None,
+        ..Inputs::default()
     };
     let env = |name: &str| match name {
         "NWC_BASE_URL" => Some(base.clone()),

@@ -9,6 +9,7 @@ pub mod console;
 pub mod demo;
 pub mod report;
 mod runs;
+mod serve;
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -124,6 +125,14 @@ GET /_sim/state, GET /_sim/requests. See docs/simulator.md.")]
   handoff runs show 0190b1e2-… --trace jsonl
   handoff runs cancel 0190b1e2-…")]
     Runs(runs::RunsArgs),
+    /// Serve a folder of flows as a worker: runs started by the API or a webhook, kept in the store.
+    #[command(after_help = "Examples:
+  handoff serve flows/                              (http://127.0.0.1:8080, store ./handoff.db)
+  HANDOFF_API_TOKEN=… handoff serve flows/ --listen 0.0.0.0:8080
+  curl -X POST localhost:8080/v1/flows/complete-nwc-task/runs -d '{\"inputs\": {\"instance_id\": \"…\"}}'
+
+See docs/serve.md for the API, hooks, signatures and deployment.")]
+    Serve(serve::ServeArgs),
     /// Run the reference flow against an in-process simulator, over real HTTP.
     #[command(after_help = "Example:
   handoff demo --task-delay 5s --poll-interval 2s")]
@@ -393,6 +402,7 @@ where
         Command::Demo(args) => runtime.block_on(demo_command(args, color)),
         Command::Resume(args) => runtime.block_on(runs::resume_command(args, color)),
         Command::Runs(args) => runtime.block_on(runs::runs_command(args, color)),
+        Command::Serve(args) => runtime.block_on(serve::serve_command(args, color)),
     }
 }
 
@@ -623,7 +633,10 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
     let checkpoints = runs.as_ref().map(|r| r.checkpoints(&run_id));
     let mut _held = None;
     if let Some(runs) = &runs {
-        if let Err(e) = runs.create(&run_id, &flow, &state, SystemTime::now()).await {
+        if let Err(e) = runs
+            .create(&run_id, &flow, &state, SystemTime::now(), None)
+            .await
+        {
             eprintln!("error: {e}");
             return EXIT_FAILED;
         }
@@ -640,10 +653,7 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
         clock,
         transport: &*transport,
         dry_run,
-        durable: checkpoints.as_ref().map(|c| crate::engine::Durable {
-            checkpoints: c,
-            resumed: None,
-        }),
+        durable: checkpoints.as_ref().map(|c| crate::engine::Durable::new(c)),
     };
     match run_live(&engine, state, &mut printer).await {
         Some(r) => exit_code(r.outcome.status),
@@ -710,7 +720,7 @@ fn load_mock(path: &str, flow: &Flow) -> Result<Mock, Vec<Diagnostic>> {
 fn parse_inputs(args: &RunArgs) -> Result<Inputs, Vec<Diagnostic>> {
     let mut inputs = Inputs {
         set: crate::inputs::parse_set(&args.set)?,
-        file: None,
+        ..Inputs::default()
     };
     if let Some(path) = &args.input {
         let source = read_source(&path.to_string_lossy()).map_err(|d| vec![d])?;

@@ -227,8 +227,8 @@ async fn resume_one(
         transport: &transport,
         dry_run: false,
         durable: Some(Durable {
-            checkpoints: &checkpoints,
             resumed: Some("the run went on from its last checkpoint".to_string()),
+            ..Durable::new(&checkpoints)
         }),
     };
     let mut printer = Printer::new(look, file, false);
@@ -280,6 +280,7 @@ async fn list(runs: &DurableRuns, args: &RunsArgs) -> i32 {
         flow: args.flow.clone(),
         unfinished: false,
         limit: Some(args.limit),
+        before: None,
     };
     let list = match runs.list(&filter).await {
         Ok(l) => l,

@@ -284,6 +284,24 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// A template that may read only `names` (a trigger's `event`), not fields.
+    pub fn template_over(&mut self, node: &Node, names: &[&str], help: &str) -> Option<Template> {
+        let template = match Template::compile(self.env, node) {
+            Ok(t) if !self.known_names(&t) => return None,
+            Ok(t) => t,
+            Err(e) => {
+                self.error(e.span, e.message);
+                return None;
+            }
+        };
+        if let Some(stray) = template.reads.iter().find(|r| !names.contains(&r.as_str())) {
+            let message = format!("template reads `{stray}`, which it cannot see here");
+            self.error_help(template.span, message, help);
+            return None;
+        }
+        Some(template)
+    }
+
     /// A condition such as `tries >= max_tries`.
     pub fn condition(&mut self, node: &Node) -> Option<Template> {
         let template = self.item_condition(node)?;

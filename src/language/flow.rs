@@ -29,6 +29,8 @@ pub struct Flow {
     /// Credentials written into the file itself (see [`crate::lint`]): the
     /// trace masks them like any secret.
     pub literal_secrets: Vec<String>,
+    /// How an external event starts a run (`handoff serve`'s hooks).
+    pub trigger: Option<crate::trigger::Trigger>,
 }
 
 #[derive(Debug, Clone)]

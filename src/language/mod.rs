@@ -7,7 +7,7 @@
 //!
 //! Beside the pipeline: [`diagnostic`] (the one error type of this half),
 //! [`fields`] (types and coercion), [`template`] (minijinja, with its limits
-//! and secrecy scan) and [`lint`] (credentials written into a file).
+//! and secrecy scan), [`trigger`] (a webhook's event into inputs) and [`lint`] (credentials written into a file).
 
 pub mod analyze;
 pub mod analyzer;
@@ -18,3 +18,4 @@ pub mod lint;
 pub mod raw;
 pub mod source;
 pub mod template;
+pub mod trigger;

@@ -49,6 +49,22 @@ impl SystemClock {
     }
 }
 
+impl SystemClock {
+    /// For a run the worker service runs: no countdown and no heartbeat (its
+    /// timers are rows, not sleeps), and time counted from when the run
+    /// started, which may be before this process did.
+    pub fn quiet(started: SystemTime) -> SystemClock {
+        let ago = SystemTime::now()
+            .duration_since(started)
+            .unwrap_or_default();
+        SystemClock {
+            start: Instant::now().checked_sub(ago).unwrap_or_else(Instant::now),
+            countdown: false,
+            heartbeat: None,
+        }
+    }
+}
+
 impl Default for SystemClock {
     fn default() -> Self {
         SystemClock::new()

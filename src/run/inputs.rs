@@ -26,6 +26,9 @@ pub struct Inputs {
     pub set: Vec<(String, String)>,
     /// A JSON or YAML mapping, with the file it came from.
     pub file: Option<(Arc<Source>, Node)>,
+    /// What errors call where `file` came from: "the input file" unless set
+    /// (a request's inputs, under `handoff serve`).
+    pub file_label: Option<String>,
 }
 
 /// Reads an input file. A YAML error is shown against a copy with every
@@ -169,7 +172,8 @@ pub fn initial_state(
         let given = if let Some(text) = from_set {
             Some((Err(text.clone()), format!("`--set {}`", field.name)))
         } else if let Some(v) = from_file.get(&field.name) {
-            Some((Ok(v.clone()), "the input file".to_string()))
+            let label = inputs.file_label.as_deref().unwrap_or("the input file");
+            Some((Ok(v.clone()), label.to_string()))
         } else {
             field
                 .env

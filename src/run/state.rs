@@ -32,6 +32,10 @@ pub struct RunState {
     /// In a timer until then (Unix milliseconds): a durable run resumes the wait.
     #[serde(default)]
     pub wake_at_ms: Option<i64>,
+    /// How long the timer the run waits in lasts, to report it whole when
+    /// the wait ends in another process.
+    #[serde(default)]
+    pub timer_ms: Option<u64>,
     /// The step whose request, not safe to send twice, was about to go out.
     #[serde(default)]
     pub in_flight: Option<usize>,

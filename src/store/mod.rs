@@ -76,6 +76,30 @@ pub struct NewRun {
     pub created_ms: i64,
     /// The process that runs it first.
     pub lease: Lease,
+    /// A start retried with the same key finds this run instead of making another.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// What makes two starts the same start: a key, in a scope (a flow's API
+/// starts, or its hook). The store keeps the key's hash, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+}
+
+impl IdempotencyKey {
+    pub fn hash(&self) -> String {
+        flow_hash(&format!("{}\n{}", self.scope, self.key))
+    }
+}
+
+/// What a create did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// A run with the same idempotency key exists: this one, not a new one.
+    Existing(String),
 }
 
 /// What the engine writes after a step, in one transaction.
@@ -155,6 +179,8 @@ pub struct RunFilter {
     /// Only runs that are not finished.
     pub unfinished: bool,
     pub limit: Option<u32>,
+    /// Only runs older than this one (ids sort by creation time): the next page.
+    pub before: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,9 +192,13 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// How many runs there are, by flow and status.
+pub type Counts = Vec<(String, DurableStatus, u64)>;
+
 /// A run store. Every method is one short transaction.
 pub trait Store: Send + Sync {
-    fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Records a run, unless its idempotency key names one already.
+    fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<Created, StoreError>>;
     fn checkpoint<'a>(&'a self, point: &'a Checkpoint) -> BoxFuture<'a, Result<Saved, StoreError>>;
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<StoredRun>, StoreError>>;
     /// Newest first.
@@ -178,6 +208,12 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<StoredRun>, StoreError>>;
     /// The run's trace events, in order, as JSON lines.
     fn events<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    /// The run's trace events numbered after `seq`, with their numbers.
+    fn events_after<'a>(
+        &'a self,
+        id: &'a str,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<Vec<(u64, String)>, StoreError>>;
     /// Marks an unfinished run canceled. `false` when it was already finished or unknown.
     fn cancel<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Takes an unfinished run for `lease.owner`, when no one else holds it:
@@ -189,6 +225,24 @@ pub trait Store: Send + Sync {
         now_ms: i64,
         gone: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Claimed, StoreError>>;
+    /// Gives up this owner's lease on a run, so that any worker may take it.
+    fn release<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Runs due to go on, oldest wake first: waiting with `wake_at` passed, or
+    /// running with no holder. Runs held by another live lease are left out.
+    fn due<'a>(
+        &'a self,
+        now_ms: i64,
+        owner: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    /// The earliest `wake_at` of a waiting run.
+    fn next_wake(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
+    /// How many runs there are, by flow and status, in that order.
+    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>>;
     /// Extends the lease of a run this owner holds. `false` when it does not.
     fn renew<'a>(
         &'a self,

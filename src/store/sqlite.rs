@@ -14,12 +14,14 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{Checkpoint, DurableStatus, NewRun, RunFilter, Saved, Store, StoreError, StoredRun};
+use super::{
+    Checkpoint, Created, DurableStatus, NewRun, RunFilter, Saved, Store, StoreError, StoredRun,
+};
 use crate::clock::BoxFuture;
 
 /// The schema, one migration per entry, in order. Never edit one that has
 /// shipped: add another.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE runs (
     id           TEXT PRIMARY KEY,
@@ -49,6 +51,14 @@ CREATE TABLE events (
     r#"
 ALTER TABLE runs ADD COLUMN owner TEXT;
 ALTER TABLE runs ADD COLUMN lease_until_ms INTEGER;
+"#,
+    r#"
+CREATE TABLE idempotency (
+    key_hash    TEXT PRIMARY KEY,
+    run_id      TEXT NOT NULL REFERENCES runs (id),
+    created_ms  INTEGER NOT NULL
+);
+CREATE INDEX runs_waking ON runs (wake_at_ms) WHERE status = 'waiting';
 "#,
 ];
 
@@ -148,8 +158,22 @@ fn stored(row: &SqliteRow) -> Result<StoredRun, StoreError> {
 }
 
 impl Store for SqliteStore {
-    fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<Created, StoreError>> {
         Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(failed("create a run"))?;
+            if let Some(key) = &run.idempotency {
+                // The key and the run go in together: a retry finds one or neither.
+                let existing: Option<String> =
+                    sqlx::query("SELECT run_id FROM idempotency WHERE key_hash = ?")
+                        .bind(key.hash())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+                        .map_err(failed("create a run"))?;
+                if let Some(id) = existing {
+                    return Ok(Created::Existing(id));
+                }
+            }
             sqlx::query(
                 "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms)
                  VALUES (?, ?, ?, ?, ?, ?, 'running', NULL, 0, ?, ?, ?, ?, ?)",
@@ -165,10 +189,22 @@ impl Store for SqliteStore {
             .bind(run.created_ms)
             .bind(&run.lease.owner)
             .bind(run.lease.until_ms)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(failed("create a run"))?;
-            Ok(())
+            if let Some(key) = &run.idempotency {
+                sqlx::query(
+                    "INSERT INTO idempotency (key_hash, run_id, created_ms) VALUES (?, ?, ?)",
+                )
+                .bind(key.hash())
+                .bind(&run.id)
+                .bind(run.created_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("create a run"))?;
+            }
+            tx.commit().await.map_err(failed("create a run"))?;
+            Ok(Created::New)
         })
     }
 
@@ -239,13 +275,15 @@ impl Store for SqliteStore {
                  WHERE (?1 IS NULL OR status = ?1)
                    AND (?2 IS NULL OR flow = ?2)
                    AND (?3 = 0 OR status IN ('running', 'waiting'))
-                 ORDER BY created_ms DESC, id DESC
+                   AND (?5 IS NULL OR id < ?5)
+                 ORDER BY id DESC
                  LIMIT ?4",
             )
             .bind(f.status.map(DurableStatus::as_str))
             .bind(&f.flow)
             .bind(f.unfinished as i64)
             .bind(f.limit.map_or(-1, i64::from))
+            .bind(&f.before)
             .fetch_all(&self.pool)
             .await
             .map_err(failed("list runs"))?;
@@ -263,6 +301,108 @@ impl Store for SqliteStore {
             rows.iter()
                 .map(|r| r.try_get(0).map_err(failed("read a trace")))
                 .collect()
+        })
+    }
+
+    fn events_after<'a>(
+        &'a self,
+        id: &'a str,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<Vec<(u64, String)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT seq, event FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
+            )
+            .bind(id)
+            .bind(seq as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("read a trace"))?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<i64, _>(0).map_err(failed("read a trace"))? as u64,
+                        r.try_get(1).map_err(failed("read a trace"))?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE runs SET owner = NULL, lease_until_ms = NULL WHERE id = ? AND owner = ?",
+            )
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("release a run"))?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn due<'a>(
+        &'a self,
+        now_ms: i64,
+        owner: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id FROM runs
+                 WHERE ((status = 'waiting' AND wake_at_ms <= ?1) OR status = 'running')
+                   AND (owner IS NULL OR owner = ?2 OR lease_until_ms < ?1)
+                 ORDER BY COALESCE(wake_at_ms, updated_ms), id
+                 LIMIT ?3",
+            )
+            .bind(now_ms)
+            .bind(owner)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("find runs due"))?;
+            rows.iter()
+                .map(|r| r.try_get(0).map_err(failed("find runs due")))
+                .collect()
+        })
+    }
+
+    fn next_wake(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT MIN(wake_at_ms) FROM runs WHERE status = 'waiting'")
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|r| r.try_get(0))
+                .map_err(failed("find the next timer"))
+        })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<super::Counts, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT flow, status, COUNT(*) FROM runs GROUP BY flow, status ORDER BY flow, status",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("count runs"))?;
+            let mut counts = Vec::new();
+            for r in &rows {
+                let status: String = r.try_get(1).map_err(failed("count runs"))?;
+                if let Some(status) = DurableStatus::parse(&status) {
+                    counts.push((
+                        r.try_get(0).map_err(failed("count runs"))?,
+                        status,
+                        r.try_get::<i64, _>(2).map_err(failed("count runs"))? as u64,
+                    ));
+                }
+            }
+            Ok(counts)
         })
     }
 
@@ -358,6 +498,7 @@ mod tests {
                 owner: "me".into(),
                 until_ms: 1_000,
             },
+            idempotency: None,
         }
     }
 

@@ -52,6 +52,7 @@ impl Sim {
             let client = reqwest::Client::new();
             let request = match method {
                 "POST" => client.post(url).json(&body),
+                "DELETE" => client.delete(url),
                 _ => client.get(url),
             };
             request.send().await.unwrap().json().await.unwrap()
@@ -334,4 +335,152 @@ pub fn handoff(args: &[&str], env: &[(&str, &str)]) -> Output {
         .envs(env.iter().copied())
         .output()
         .unwrap()
+}
+
+/// `handoff serve` (the real binary) on an ephemeral loopback port, with
+/// what it logs kept, and a client for its API.
+pub struct Served {
+    child: std::process::Child,
+    pub base: String,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Served {
+    /// Starts it and waits for the line that says it listens.
+    pub fn start(flows: &std::path::Path, db: &std::path::Path, env: &[(&str, &str)]) -> Served {
+        Served::start_with(flows, db, env, &[])
+    }
+
+    pub fn start_with(
+        flows: &std::path::Path,
+        db: &std::path::Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Served {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .args(["--color", "never", "serve"])
+            .arg(flows)
+            .args(["--listen", "127.0.0.1:0", "--store"])
+            .arg(db)
+            .args(args)
+            .env_remove("HANDOFF_API_TOKEN")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let Ok(base) = rx.recv_timeout(std::time::Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve did not start: {:#?}", log.lock().unwrap());
+        };
+        Served {
+            child,
+            base,
+            log,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// A request: status, headers (lower-case names) and body.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> (u16, Vec<(String, String)>, String) {
+        self.rt.block_on(async {
+            let mut request = self.client.request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", self.base),
+            );
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            if let Some(body) = body {
+                request = request.body(body.to_vec());
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            (status, headers, response.text().await.unwrap())
+        })
+    }
+
+    /// A JSON request with no extra headers: status and JSON answer.
+    pub fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let (status, _, text) = self.call(method, path, &[], body.as_deref());
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// SIGKILL: no chance to save anything.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, and the exit code once it has stopped.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls a condition on what others can observe (a server's state, the
+/// store), for up to 20 s: the moment it holds, not a length of time.
+pub fn until(ready: impl Fn() -> bool) -> bool {
+    for _ in 0..4000 {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
+/// A fresh folder for a test.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("handoff-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -96,7 +96,14 @@ pub fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-const TOP_KEYS: [&str; 5] = ["flow", "description", "fields", "steps", "max_steps"];
+const TOP_KEYS: [&str; 6] = [
+    "flow",
+    "description",
+    "fields",
+    "steps",
+    "max_steps",
+    "trigger",
+];
 const FIELD_KEYS: [&str; 7] = [
     "type",
     "input",
@@ -171,6 +178,10 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
     if steps.len() != step_nodes.len() {
         return None;
     }
+    let trigger = match body.get("trigger") {
+        Some(node) => Some(crate::trigger::Trigger::parse(&mut cx, node)?),
+        None => None,
+    };
     let fields = std::mem::take(&mut cx.fields);
     secrets::check_secrets(&mut cx, &fields, &steps);
     graph::check_graph(&mut cx, &steps);
@@ -183,6 +194,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         max_steps,
         env,
         literal_secrets: Vec::new(),
+        trigger,
     })
 }
 

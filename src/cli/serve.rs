@@ -1,0 +1,118 @@
+//! `handoff serve FOLDER`: the worker service, in the foreground, as a
+//! systemd unit runs it. It logs to stderr; SIGTERM or Ctrl-C stops it
+//! cleanly (exit 0), and the next start goes on where it stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::runs::StoreArg;
+use super::{Colors, EXIT_FAILED, EXIT_INVALID, EXIT_OK, duration_arg, print_diagnostics};
+use crate::serve::{Config, Server, StartError, TOKEN_VAR};
+use crate::store::seal::KeySource;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The folder of flows to serve (`*.yaml`, not `*.mock.yaml`); all are
+    /// checked before the worker starts.
+    pub flows: PathBuf,
+    /// The address to listen on. Anything but loopback needs $HANDOFF_API_TOKEN.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Requests in flight to one host, at most; the rest wait their turn.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_inflight: u32,
+    /// On SIGTERM, how long the steps in flight may take to end.
+    #[arg(long, default_value = "30s", value_parser = duration_arg)]
+    pub grace: Duration,
+    /// No line per run that ends.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
+    let config = Config {
+        flows: args.flows.clone(),
+        listen: args.listen,
+        store: args.store.store.clone(),
+        max_inflight: args.max_inflight as usize,
+        log: !args.quiet,
+    };
+    let env = Arc::new(|var: &str| std::env::var(var).ok());
+    let server = match Server::prepare(&config, env).await {
+        Ok(s) => s,
+        Err(StartError::Invalid(diagnostics)) => {
+            print_diagnostics(&diagnostics, color);
+            return EXIT_INVALID;
+        }
+        Err(StartError::Failed(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    print_diagnostics(&server.warnings, color);
+    if let KeySource::NewFile(file) = &server.app.worker.runs.key {
+        eprintln!(
+            "note: created the key that seals secrets in the store: `{}` (mode 0600); keep it with the store, or set HANDOFF_STORE_KEY",
+            file.display()
+        );
+    }
+    let names: Vec<&str> = server
+        .app
+        .flows
+        .by_name
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let access = if server.app.token.required() {
+        format!("bearer token from ${TOKEN_VAR}")
+    } else {
+        "no token (loopback only)".to_string()
+    };
+    eprintln!(
+        "handoff serve: {} ({}), store `{}`, {access}",
+        super::plural(names.len(), "flow"),
+        names.join(", "),
+        config.store.display()
+    );
+    // The line scripts and tests wait for: the port is open from here on.
+    eprintln!("listening on http://{}", server.addr);
+    match server.run(stop_signal(), args.grace).await {
+        Ok(true) => {
+            eprintln!("stopped; unfinished runs go on at the next start");
+            EXIT_OK
+        }
+        Ok(false) => {
+            eprintln!(
+                "stopped after the {} grace period with steps still in flight; they go on at the next start",
+                crate::clock::format_duration(args.grace)
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// SIGTERM (systemd, docker, kill) or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            eprintln!("stopping: no new runs; waiting for the steps in flight");
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("stopping: no new runs; waiting for the steps in flight");
+}

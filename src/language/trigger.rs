@@ -1,0 +1,215 @@
+//! A flow's `trigger:` section: how an external event (a webhook's JSON
+//! body) becomes a run's inputs, under `handoff serve`.
+//!
+//! ```yaml
+//! trigger:
+//!   inputs:
+//!     instance_id: "{{ event.instanceId }}"
+//!     outcome: "{{ 'Completed' if event.status == 'passed' else 'Canceled' }}"
+//!   idempotency_key: "{{ event.id }}"
+//!   signature: { secret_env: HANDOFF_HOOK_SECRET, header: X-Hub-Signature-256 }
+//! ```
+//!
+//! Templates see `event` (the body) and `headers` (the request's headers,
+//! lower-case names), nothing else: an event never reads the flow's fields.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::analyzer::{Analyzer, list};
+use crate::raw::Node;
+use crate::source::Span;
+use crate::template::{Scope, Template};
+
+/// The names a trigger's templates may read.
+const NAMES: [&str; 2] = ["event", "headers"];
+
+/// The header a signature comes in unless the flow says otherwise (GitHub's).
+pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
+
+#[derive(Debug)]
+pub struct Trigger {
+    /// Input field → the template that fills it from the event.
+    pub inputs: IndexMap<String, Template>,
+    /// Two events with the same key start one run.
+    pub idempotency_key: Option<Template>,
+    pub signature: Option<Signature>,
+    pub span: Span,
+}
+
+/// An HMAC-SHA256 of the raw body, with a secret shared with the sender.
+#[derive(Debug, Clone)]
+pub struct Signature {
+    /// The header it comes in, as `sha256=<hex>` (or bare hex).
+    pub header: String,
+    /// The environment variable that holds the shared secret.
+    pub secret_env: String,
+}
+
+impl Trigger {
+    pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Trigger> {
+        let body = cx.body(
+            node,
+            "`trigger`",
+            &["inputs", "idempotency_key", "signature"],
+            &["inputs"],
+        )?;
+        let inputs_node = body.get("inputs")?;
+        let Some(entries) = inputs_node.as_map() else {
+            cx.error(
+                inputs_node.span,
+                format!(
+                    "`trigger.inputs` maps input fields to templates over `event`, found {}",
+                    inputs_node.type_name()
+                ),
+            );
+            return None;
+        };
+        let mut ok = true;
+        let mut inputs = IndexMap::new();
+        for (key, value) in entries {
+            let Some(name) = key.as_str() else {
+                cx.not_text(key, "`trigger.inputs`");
+                ok = false;
+                continue;
+            };
+            match cx.fields.get(name) {
+                Some(f) if f.input => {}
+                Some(_) => {
+                    cx.error_help(
+                        key.span,
+                        format!("field `{name}` is not an input"),
+                        "a trigger fills input fields: declare it with `input: true`",
+                    );
+                    ok = false;
+                }
+                None => {
+                    let names: Vec<&str> = cx
+                        .fields
+                        .values()
+                        .filter(|f| f.input)
+                        .map(|f| f.name.as_str())
+                        .collect();
+                    cx.error_help(
+                        key.span,
+                        format!("the flow has no field `{name}`"),
+                        crate::diagnostic::did_you_mean(name, names.iter().copied())
+                            .unwrap_or_else(|| format!("its inputs are {}", list(&names))),
+                    );
+                    ok = false;
+                }
+            }
+            match event_template(cx, value) {
+                Some(t) => {
+                    inputs.insert(name.to_string(), t);
+                }
+                None => ok = false,
+            }
+        }
+        let idempotency_key = match body.get("idempotency_key") {
+            Some(n) => Some(event_template(cx, n)?),
+            None => None,
+        };
+        let signature = match body.get("signature") {
+            Some(n) => Some(parse_signature(cx, n)?),
+            None => None,
+        };
+        ok.then_some(Trigger {
+            inputs,
+            idempotency_key,
+            signature,
+            span: node.span,
+        })
+    }
+
+    /// The inputs an event gives, as JSON, in the order the flow lists them.
+    /// An error names the input whose template failed; it quotes no value.
+    pub fn inputs(
+        &self,
+        env: &minijinja::Environment<'static>,
+        event: &Value,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<IndexMap<String, Value>, String> {
+        let scope = scope(event, headers);
+        let mut out = IndexMap::new();
+        for (name, template) in &self.inputs {
+            let value = template
+                .render(env, &scope)
+                .map_err(|e| format!("`trigger.inputs.{name}`: {e}"))?;
+            out.insert(name.clone(), value);
+        }
+        Ok(out)
+    }
+
+    /// The event's idempotency key, when the trigger has one and it is not empty.
+    pub fn key(
+        &self,
+        env: &minijinja::Environment<'static>,
+        event: &Value,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, String> {
+        let Some(template) = &self.idempotency_key else {
+            return Ok(None);
+        };
+        let value = template
+            .render(env, &scope(event, headers))
+            .map_err(|e| format!("`trigger.idempotency_key`: {e}"))?;
+        let text = crate::fields::display_text(&value);
+        Ok((!text.trim().is_empty()).then_some(text))
+    }
+}
+
+fn scope(event: &Value, headers: &BTreeMap<String, String>) -> Arc<Scope> {
+    let mut names = IndexMap::new();
+    names.insert("event".to_string(), event.clone());
+    names.insert(
+        "headers".to_string(),
+        serde_json::to_value(headers).unwrap_or_default(),
+    );
+    Scope::new(Arc::new(names))
+}
+
+/// A template that reads only `event` and `headers`.
+fn event_template(cx: &mut Analyzer, node: &Node) -> Option<Template> {
+    cx.template_over(
+        node,
+        &NAMES,
+        "a trigger sees the event as `event` and its headers as `headers`, not the flow's fields",
+    )
+}
+
+fn parse_signature(cx: &mut Analyzer, node: &Node) -> Option<Signature> {
+    let body = cx.body(
+        node,
+        "`trigger.signature`",
+        &["secret_env", "header"],
+        &["secret_env"],
+    )?;
+    let secret_env = cx.string(body.get("secret_env")?, "`secret_env`")?;
+    if secret_env.is_empty()
+        || !secret_env
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        cx.error(
+            body.get("secret_env")?.span,
+            "`secret_env` names an environment variable, such as `HANDOFF_HOOK_SECRET`",
+        );
+        return None;
+    }
+    let header = match body.get("header") {
+        Some(n) => {
+            let h = cx.string(n, "`header`")?;
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                cx.error(n.span, "`header` is a header name, such as `X-Signature`");
+                return None;
+            }
+            h
+        }
+        None => DEFAULT_SIGNATURE_HEADER.to_string(),
+    };
+    Some(Signature { header, secret_env })
+}

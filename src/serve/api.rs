@@ -1,0 +1,673 @@
+//! The worker's HTTP API (JSON, under `/v1`), its hooks, `/healthz` and
+//! `/metrics`. docs/serve.md has every route with a `curl` example.
+//!
+//! Errors are RFC 9457 problem documents with a stable `code`. No answer
+//! quotes a secret: inputs are checked by the same code as `--set` (which
+//! quotes only values that are not secret), run summaries show no field
+//! values, and traces come from the store, redacted when they were written.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::inputs::{Inputs, initial_state};
+use crate::serve::access::{ApiToken, Denied, signature_ok};
+use crate::serve::flows::{Flows, Served};
+use crate::serve::worker::{Entry, Worker};
+use crate::source::Source;
+use crate::store::{Created, DurableStatus, IdempotencyKey, RunFilter, StoredRun};
+
+/// The largest request body the API reads.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// The longest idempotency key kept.
+const MAX_KEY: usize = 255;
+/// How many runs a page lists, at most and by default.
+const MAX_PAGE: u32 = 500;
+const PAGE: u32 = 50;
+
+pub struct App {
+    pub worker: Arc<Worker>,
+    pub flows: Flows,
+    pub token: ApiToken,
+    /// Hook signature secrets, by flow, read once at start.
+    pub hook_secrets: BTreeMap<String, Vec<u8>>,
+    /// Where `env:` fields are read from.
+    pub env: crate::serve::Env,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/flows", get(list_flows))
+        .route("/v1/flows/{flow}/runs", post(start_run))
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{id}", get(show_run))
+        .route("/v1/runs/{id}/trace", get(trace))
+        .route("/v1/runs/{id}/cancel", post(cancel))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), guard));
+    Router::new()
+        .route("/healthz", get(health))
+        // A hook checks its own access: a signature, or the bearer token.
+        .route("/v1/hooks/{flow}", post(hook))
+        .merge(guarded)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// A problem document: RFC 9457, with a `code` to branch on.
+pub fn problem(status: u16, code: &str, detail: impl Into<String>) -> Response {
+    problem_with(status, code, detail, json!({}))
+}
+
+fn problem_with(status: u16, code: &str, detail: impl Into<String>, extra: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "code": code,
+        "detail": detail.into(),
+    });
+    if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        b.extend(extra);
+    }
+    let mut r = respond(status.as_u16(), &body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+fn respond(status: u16, body: &Value) -> Response {
+    let mut r = Response::new(Body::from(format!("{body}\n")));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn denied(d: Denied) -> Response {
+    problem(401, "unauthorized", d.0)
+}
+
+async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let auth = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match app.token.check(auth, request.uri().query()) {
+        Ok(()) => next.run(request).await,
+        Err(d) => denied(d),
+    }
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    if app.worker.stopping() {
+        return problem(503, "stopping", "the worker is shutting down");
+    }
+    respond(200, &json!({ "status": "ok" }))
+}
+
+async fn not_found() -> Response {
+    problem(404, "not_found", "no such route; see docs/serve.md")
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let counts = match app.worker.runs.store.counts().await {
+        Ok(c) => c,
+        Err(e) => return problem(503, "store", e.0),
+    };
+    let text = app.worker.metrics.render(&counts, app.worker.active());
+    let mut r = Response::new(Body::from(text));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+async fn list_flows(State(app): State<Arc<App>>) -> Response {
+    let flows: Vec<Value> = app
+        .flows
+        .by_name
+        .values()
+        .map(|s| {
+            json!({
+                "name": s.flow.name,
+                "path": s.flow.source.name,
+                "version": s.hash,
+                "hook": s.flow.trigger.is_some(),
+                "inputs": s.flow.fields.values().filter(|f| f.input).map(|f| f.name.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    respond(200, &json!({ "flows": flows }))
+}
+
+fn served<'a>(app: &'a App, flow: &str) -> Result<&'a Served, Box<Response>> {
+    app.flows.by_name.get(flow).ok_or_else(|| {
+        Box::new({
+            let names: Vec<&str> = app.flows.by_name.keys().map(String::as_str).collect();
+            problem(
+                404,
+                "unknown_flow",
+                format!(
+                    "there is no flow `{}`; this worker serves {}",
+                    shown(flow),
+                    crate::analyzer::list(&names)
+                ),
+            )
+        })
+    })
+}
+
+/// A name from a URL, cut short and without control characters, to quote.
+fn shown(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k) if !k.trim().is_empty() && k.len() <= MAX_KEY => Ok(Some(k.trim().to_string())),
+        _ => Err(Box::new(problem(
+            400,
+            "bad_idempotency_key",
+            format!("`Idempotency-Key` is 1 to {MAX_KEY} printable characters"),
+        ))),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        // serde's message names a line and column, never the text there.
+        Box::new(problem(
+            400,
+            "bad_json",
+            format!(
+                "the body is not JSON: {}",
+                e.to_string().split(" at line").next().unwrap_or("")
+            ),
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+struct StartBody {
+    #[serde(default)]
+    inputs: Option<Value>,
+}
+
+async fn start_run(
+    State(app): State<Arc<App>>,
+    Path(flow): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let served = match served(&app, &flow) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let key = match idempotency_header(&headers) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    let inputs = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        let value = match parse_json(&body) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        };
+        match serde_json::from_value::<StartBody>(value) {
+            Ok(b) => b.inputs.unwrap_or(Value::Object(Default::default())),
+            Err(_) => {
+                return problem(
+                    422,
+                    "bad_body",
+                    "the body is `{\"inputs\": {\"name\": value, …}}`",
+                );
+            }
+        }
+    };
+    let key = key.map(|key| IdempotencyKey {
+        scope: format!("api/{}", served.flow.name),
+        key,
+    });
+    start(&app, served, inputs, key).await
+}
+
+/// Creates a run from inputs (a JSON object) and starts it; with a key
+/// that names a run already, answers that run instead.
+async fn start(app: &App, served: &Served, inputs: Value, key: Option<IdempotencyKey>) -> Response {
+    if app.worker.stopping() {
+        return problem(503, "stopping", "the worker is shutting down; try again");
+    }
+    let Value::Object(map) = inputs else {
+        return problem(
+            422,
+            "bad_inputs",
+            "`inputs` is an object of input field names to values",
+        );
+    };
+    let flow = &served.flow;
+    let text = serde_json::to_string(&map).unwrap_or_default();
+    let source = Source::new("the request's inputs", text);
+    let node = match crate::inputs::parse_input_file(&source) {
+        Ok(n) => n,
+        Err(_) => return problem(422, "bad_inputs", "`inputs` could not be read"),
+    };
+    let given = Inputs {
+        file: Some((source, node)),
+        file_label: Some("the request".to_string()),
+        ..Inputs::default()
+    };
+    let env = app.env.clone();
+    let state = match initial_state(flow, &given, &|var| env(var)) {
+        Ok(s) => s,
+        Err(diagnostics) => {
+            let errors: Vec<String> = diagnostics.iter().map(|d| d.message.clone()).collect();
+            return problem_with(
+                422,
+                "bad_inputs",
+                format!("the inputs do not fit flow `{}`", flow.name),
+                json!({ "errors": errors }),
+            );
+        }
+    };
+    let now = SystemTime::now();
+    let id = crate::trace::new_run_id(now);
+    match app.worker.runs.create(&id, flow, &state, now, key).await {
+        Ok(Created::New) => {}
+        Ok(Created::Existing(existing)) => {
+            return match app.worker.runs.store.load(&existing).await {
+                Ok(Some(run)) => {
+                    let mut r = respond(200, &summary(&run));
+                    r.headers_mut()
+                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                    r
+                }
+                _ => problem(503, "store", "the run for this key could not be read"),
+            };
+        }
+        Err(e) => return problem(503, "store", e),
+    }
+    app.worker.pin(&served.hash, flow.clone());
+    app.worker
+        .spawn(id.clone(), Entry::Fresh(flow.clone(), state));
+    let mut r = respond(
+        201,
+        &json!({
+            "id": id,
+            "flow": flow.name,
+            "status": "running",
+            "url": format!("/v1/runs/{id}"),
+        }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/runs/{id}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+async fn hook(
+    State(app): State<Arc<App>>,
+    Path(flow): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Access first: a caller who may not call learns nothing, not even
+    // which flows exist.
+    let signature = app.flows.by_name.get(&flow).and_then(|s| {
+        let sig = s.flow.trigger.as_ref()?.signature.as_ref()?;
+        Some((sig, app.hook_secrets.get(&s.flow.name)?))
+    });
+    match signature {
+        Some((signature, secret)) => {
+            // The signature is the credential; a URL must still carry none.
+            if let Err(d) = ApiToken::none().check(None, uri.query()) {
+                return denied(d);
+            }
+            let given = headers
+                .get(signature.header.as_str())
+                .and_then(|v| v.to_str().ok());
+            match given {
+                None => {
+                    return problem(
+                        401,
+                        "unsigned",
+                        format!("the event has no `{}` header", signature.header),
+                    );
+                }
+                Some(sig) if !signature_ok(secret, &body, sig) => {
+                    return problem(
+                        401,
+                        "bad_signature",
+                        format!(
+                            "the `{}` header is not the body's signature",
+                            signature.header
+                        ),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        None => {
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes);
+            if let Err(d) = app.token.check(auth, uri.query()) {
+                return denied(d);
+            }
+        }
+    }
+    let served = match served(&app, &flow) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let Some(trigger) = &served.flow.trigger else {
+        return problem(
+            404,
+            "no_trigger",
+            format!(
+                "flow `{}` has no `trigger:`, so it takes no events; start it with POST /v1/flows/{}/runs",
+                served.flow.name, served.flow.name
+            ),
+        );
+    };
+    let event = match parse_json(&body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    // Header names lower-case; credentials never reach a template.
+    let seen: BTreeMap<String, String> = headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            n != "authorization"
+                && n != "cookie"
+                && Some(n)
+                    != trigger
+                        .signature
+                        .as_ref()
+                        .map(|s| s.header.to_ascii_lowercase())
+                        .as_deref()
+        })
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect();
+    let env = &served.flow.env;
+    let inputs: IndexMap<String, Value> = match trigger.inputs(env, &event, &seen) {
+        Ok(i) => i,
+        Err(e) => {
+            return problem(
+                422,
+                "bad_event",
+                format!(
+                    "the event does not fit flow `{}`'s trigger: {e}",
+                    served.flow.name
+                ),
+            );
+        }
+    };
+    let key = match trigger.key(env, &event, &seen) {
+        Ok(Some(k)) => Some(k),
+        Ok(None) => match idempotency_header(&headers) {
+            Ok(k) => k,
+            Err(r) => return *r,
+        },
+        Err(e) => {
+            return problem(
+                422,
+                "bad_event",
+                format!("the event's idempotency key: {e}"),
+            );
+        }
+    };
+    let key = key.map(|key| IdempotencyKey {
+        scope: format!("hook/{}", served.flow.name),
+        key,
+    });
+    let inputs = Value::Object(inputs.into_iter().collect());
+    start(&app, served, inputs, key).await
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    flow: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    before: Option<String>,
+}
+
+async fn list_runs(
+    State(app): State<Arc<App>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return problem(
+            400,
+            "bad_query",
+            "the query takes `flow`, `status`, `limit` and `before`",
+        );
+    };
+    let status = match q.status.as_deref().map(DurableStatus::parse) {
+        None => None,
+        Some(Some(s)) => Some(s),
+        Some(None) => {
+            return problem(
+                400,
+                "bad_query",
+                "`status` is one of `waiting`, `running`, `succeeded`, `failed`, `canceled`",
+            );
+        }
+    };
+    let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let filter = RunFilter {
+        status,
+        flow: q.flow,
+        unfinished: false,
+        limit: Some(limit),
+        before: q.before,
+    };
+    match app.worker.runs.list(&filter).await {
+        Ok(runs) => {
+            let next = (runs.len() as u32 == limit)
+                .then(|| runs.last().map(|r| r.id.clone()))
+                .flatten();
+            let runs: Vec<Value> = runs.iter().map(summary).collect();
+            respond(200, &json!({ "runs": runs, "next_before": next }))
+        }
+        Err(e) => problem(503, "store", e),
+    }
+}
+
+/// A run as the API shows it: where it is and how it ended, no field values.
+fn summary(run: &StoredRun) -> Value {
+    let time = |ms: i64| {
+        crate::clock::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+    };
+    let outcome = run
+        .outcome
+        .as_deref()
+        .and_then(|o| serde_json::from_str::<Value>(o).ok());
+    json!({
+        "id": run.id,
+        "flow": run.flow,
+        "flow_version": run.flow_hash,
+        "status": run.status.as_str(),
+        "step": run.step,
+        "wake_at": run.wake_at_ms.filter(|_| run.status == DurableStatus::Waiting).map(time),
+        "steps_taken": run.steps_taken,
+        "outcome": outcome,
+        "created": time(run.created_ms),
+        "updated": time(run.updated_ms),
+    })
+}
+
+async fn load(app: &App, id: &str) -> Result<StoredRun, Box<Response>> {
+    match app.worker.runs.store.load(id).await {
+        Ok(Some(run)) => Ok(run),
+        Ok(None) => Err(Box::new(problem(
+            404,
+            "unknown_run",
+            format!("there is no run `{}`", shown(id)),
+        ))),
+        Err(e) => Err(Box::new(problem(503, "store", e.0))),
+    }
+}
+
+async fn show_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match load(&app, &id).await {
+        Ok(run) => respond(200, &summary(&run)),
+        Err(r) => *r,
+    }
+}
+
+async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let run = match load(&app, &id).await {
+        Ok(run) => run,
+        Err(r) => return *r,
+    };
+    let now = crate::store::unix_ms(SystemTime::now());
+    match app.worker.runs.store.cancel(&id, now).await {
+        Ok(true) => {
+            app.worker.changed.send_modify(|n| *n = n.wrapping_add(1));
+            match load(&app, &id).await {
+                Ok(run) => respond(200, &summary(&run)),
+                Err(r) => *r,
+            }
+        }
+        Ok(false) => problem(
+            409,
+            "finished",
+            format!(
+                "run `{}` has already ended: {}",
+                run.id,
+                run.status.as_str()
+            ),
+        ),
+        Err(e) => problem(503, "store", e.0),
+    }
+}
+
+#[derive(Deserialize)]
+struct TraceQuery {
+    #[serde(default)]
+    follow: Option<String>,
+}
+
+/// The run's trace as JSON lines; with `?follow=true`, the answer stays
+/// open and streams new events until the run ends.
+async fn trace(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    query: Result<Query<TraceQuery>, QueryRejection>,
+) -> Response {
+    let run = match load(&app, &id).await {
+        Ok(run) => run,
+        Err(r) => return *r,
+    };
+    let Ok(Query(query)) = query else {
+        return problem(400, "bad_query", "the query takes `follow`");
+    };
+    let follow = match query.follow {
+        None => false,
+        Some(f) if matches!(f.as_str(), "" | "1" | "true") => true,
+        Some(f) if matches!(f.as_str(), "0" | "false") => false,
+        Some(_) => return problem(400, "bad_query", "`follow` is `true` or `false`"),
+    };
+    let worker = app.worker.clone();
+    let changed = worker.changed.subscribe();
+    let start = Follow {
+        worker,
+        id: run.id,
+        seq: 0,
+        follow,
+        changed,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(start, |mut f| async move {
+        let chunk = f.next().await?;
+        Some((Ok::<Bytes, std::io::Error>(chunk), f))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
+}
+
+/// Reads a trace from the store, and when following, waits for more.
+struct Follow {
+    worker: Arc<Worker>,
+    id: String,
+    seq: u64,
+    follow: bool,
+    changed: tokio::sync::watch::Receiver<u64>,
+    done: bool,
+}
+
+impl Follow {
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if self.done {
+                return None;
+            }
+            // Marked before reading, so a checkpoint written meanwhile is not missed.
+            self.changed.borrow_and_update();
+            let events = self
+                .worker
+                .runs
+                .store
+                .events_after(&self.id, self.seq)
+                .await
+                .ok()?;
+            if let Some((last, _)) = events.last() {
+                self.seq = *last;
+                let mut text = String::new();
+                for (_, e) in events {
+                    text.push_str(&e);
+                    text.push('\n');
+                }
+                return Some(Bytes::from(text));
+            }
+            let finished = match self.worker.runs.store.load(&self.id).await {
+                Ok(Some(run)) => run.status.is_finished(),
+                _ => true,
+            };
+            if !self.follow || finished || self.worker.stopping() {
+                self.done = true;
+                continue;
+            }
+            // Woken by the next checkpoint anywhere in this process; a run
+            // another worker runs shows within a second.
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.changed.changed()).await;
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! What `GET /metrics` reports, in the Prometheus text format: runs by flow
+//! and status (counted in the store, so they survive restarts), and, since
+//! this process started, steps taken, HTTP requests by host and status, and
+//! how late timers woke.
+//!
+//! Labels are flow names, host names and status codes: never a URL, a
+//! header or a value, so nothing secret can reach a scrape.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::store::DurableStatus;
+
+/// Upper bounds of the timer lag histogram, in seconds.
+const LAG_BUCKETS: [f64; 8] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub steps: AtomicU64,
+    pub runs_started: AtomicU64,
+    /// (host, status or `error`) → requests.
+    requests: Mutex<BTreeMap<(String, String), u64>>,
+    lag: Mutex<Lag>,
+}
+
+#[derive(Default)]
+struct Lag {
+    buckets: [u64; LAG_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Metrics {
+    pub fn request(&self, host: &str, status: Option<u16>) {
+        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        if let Ok(mut r) = self.requests.lock() {
+            *r.entry((host.to_string(), status)).or_default() += 1;
+        }
+    }
+
+    /// A timer woke `late_ms` after its `wake_at`.
+    pub fn timer_lag(&self, late_ms: i64) {
+        let seconds = late_ms.max(0) as f64 / 1000.0;
+        if let Ok(mut lag) = self.lag.lock() {
+            for (i, bound) in LAG_BUCKETS.iter().enumerate() {
+                if seconds <= *bound {
+                    lag.buckets[i] += 1;
+                }
+            }
+            lag.count += 1;
+            lag.sum += seconds;
+        }
+    }
+
+    /// The text a scrape gets. `runs` comes from the store.
+    pub fn render(&self, runs: &[(String, DurableStatus, u64)], active: usize) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP handoff_runs Runs in the store, by flow and status.\n");
+        out.push_str("# TYPE handoff_runs gauge\n");
+        for (flow, status, n) in runs {
+            let _ = writeln!(
+                out,
+                "handoff_runs{{flow=\"{}\",status=\"{}\"}} {n}",
+                label(flow),
+                status.as_str()
+            );
+        }
+        out.push_str("# HELP handoff_runs_active Runs this process is running now.\n");
+        out.push_str("# TYPE handoff_runs_active gauge\n");
+        let _ = writeln!(out, "handoff_runs_active {active}");
+        out.push_str("# HELP handoff_runs_started_total Runs started by this process.\n");
+        out.push_str("# TYPE handoff_runs_started_total counter\n");
+        let _ = writeln!(
+            out,
+            "handoff_runs_started_total {}",
+            self.runs_started.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP handoff_steps_total Steps taken by this process.\n");
+        out.push_str("# TYPE handoff_steps_total counter\n");
+        let _ = writeln!(
+            out,
+            "handoff_steps_total {}",
+            self.steps.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP handoff_http_requests_total Requests sent, by host and status (`error` when none came back).\n",
+        );
+        out.push_str("# TYPE handoff_http_requests_total counter\n");
+        if let Ok(requests) = self.requests.lock() {
+            for ((host, status), n) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "handoff_http_requests_total{{host=\"{}\",status=\"{status}\"}} {n}",
+                    label(host)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP handoff_timer_lag_seconds How late timers woke after their wake_at.\n",
+        );
+        out.push_str("# TYPE handoff_timer_lag_seconds histogram\n");
+        if let Ok(lag) = self.lag.lock() {
+            for (bound, n) in LAG_BUCKETS.iter().zip(lag.buckets) {
+                let _ = writeln!(
+                    out,
+                    "handoff_timer_lag_seconds_bucket{{le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "handoff_timer_lag_seconds_bucket{{le=\"+Inf\"}} {}",
+                lag.count
+            );
+            let _ = writeln!(out, "handoff_timer_lag_seconds_sum {:.3}", lag.sum);
+            let _ = writeln!(out, "handoff_timer_lag_seconds_count {}", lag.count);
+        }
+        out
+    }
+}
+
+/// A label value, escaped as the text format wants.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_requests_and_lag() {
+        let m = Metrics::default();
+        m.steps.fetch_add(3, Ordering::Relaxed);
+        m.request("api.example", Some(200));
+        m.request("api.example", Some(200));
+        m.request("api.example", None);
+        m.timer_lag(20);
+        m.timer_lag(2_000);
+        let text = m.render(&[("a\"b".to_string(), DurableStatus::Waiting, 4)], 1);
+        assert!(text.contains("handoff_runs{flow=\"a\\\"b\",status=\"waiting\"} 4\n"));
+        assert!(text.contains("handoff_steps_total 3\n"));
+        assert!(
+            text.contains("handoff_http_requests_total{host=\"api.example\",status=\"200\"} 2\n")
+        );
+        assert!(
+            text.contains("handoff_http_requests_total{host=\"api.example\",status=\"error\"} 1\n")
+        );
+        assert!(text.contains("handoff_timer_lag_seconds_bucket{le=\"0.05\"} 1\n"));
+        assert!(text.contains("handoff_timer_lag_seconds_bucket{le=\"5\"} 2\n"));
+        assert!(text.contains("handoff_timer_lag_seconds_count 2\n"));
+    }
+}

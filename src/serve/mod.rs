@@ -1,0 +1,169 @@
+//! `handoff serve`: the worker service that replaces the K2 server.
+//!
+//! - [`flows`]: the folder of flows, all checked before anything starts.
+//! - [`worker`]: runs as tasks while they take steps, rows while they wait;
+//!   the scheduler that wakes them.
+//! - [`api`]: the HTTP API under `/v1`, the hooks, `/healthz`, `/metrics`.
+//! - [`access`]: the bearer token and webhook signatures.
+//! - [`limits`]: the one shared HTTP client, bounded per host.
+//! - [`metrics`]: what `/metrics` counts.
+
+pub mod access;
+pub mod api;
+pub mod flows;
+pub mod limits;
+pub mod metrics;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::diagnostic::Diagnostic;
+use crate::durable::DurableRuns;
+use crate::serve::access::{ApiToken, MIN_TOKEN_LEN};
+use crate::serve::api::App;
+use crate::serve::flows::Flows;
+use crate::serve::worker::Worker;
+use crate::transport::ReqwestTransport;
+
+/// The environment variable that holds the API's bearer token.
+pub const TOKEN_VAR: &str = "HANDOFF_API_TOKEN";
+
+pub struct Config {
+    pub flows: PathBuf,
+    pub listen: SocketAddr,
+    pub store: PathBuf,
+    /// Requests in flight to one host, at most.
+    pub max_inflight: usize,
+    /// A line on stderr per run that ends.
+    pub log: bool,
+}
+
+/// Why the worker did not start.
+pub enum StartError {
+    /// The flows or the settings are wrong: exit 2.
+    Invalid(Vec<Diagnostic>),
+    /// Something outside failed (the store, the port): exit 1.
+    Failed(String),
+}
+
+/// A worker ready to serve: flows checked, store open, port bound.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub warnings: Vec<Diagnostic>,
+    listener: tokio::net::TcpListener,
+}
+
+/// Where settings and `env:` fields are read from: the process environment,
+/// or a test's.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+impl Server {
+    pub async fn prepare(config: &Config, env: Env) -> Result<Server, StartError> {
+        let flows = Flows::load(&config.flows).map_err(StartError::Invalid)?;
+        let problems = flows.check_env(&|v| env(v));
+        if !problems.is_empty() {
+            return Err(StartError::Invalid(problems));
+        }
+        let token = match env(TOKEN_VAR).filter(|t| !t.is_empty()) {
+            Some(t) if t.trim().len() < MIN_TOKEN_LEN => {
+                return Err(StartError::Invalid(vec![
+                    Diagnostic::error(format!(
+                        "`${TOKEN_VAR}` is shorter than {MIN_TOKEN_LEN} characters"
+                    ))
+                    .help("make one with `openssl rand -base64 32`"),
+                ]));
+            }
+            Some(t) => ApiToken::new(t.trim()),
+            None if config.listen.ip().is_loopback() => ApiToken::none(),
+            None => {
+                return Err(StartError::Invalid(vec![
+                    Diagnostic::error(format!(
+                        "listening on {} needs an API token: set `${TOKEN_VAR}`",
+                        config.listen
+                    ))
+                    .help(
+                        "anyone who can reach the port could start and cancel runs; without a token, listen on 127.0.0.1 only (make one with `openssl rand -base64 32`)",
+                    ),
+                ]));
+            }
+        };
+        let mut hook_secrets = BTreeMap::new();
+        for served in flows.by_name.values() {
+            if let Some(sig) = served
+                .flow
+                .trigger
+                .as_ref()
+                .and_then(|t| t.signature.as_ref())
+                && let Some(secret) = env(&sig.secret_env)
+            {
+                hook_secrets.insert(served.flow.name.clone(), secret.into_bytes());
+            }
+        }
+        let runs = DurableRuns::open(&config.store, &|v| env(v))
+            .await
+            .map_err(StartError::Failed)?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let client = ReqwestTransport::new().map_err(StartError::Failed)?;
+        let transport = Arc::new(limits::Limited::new(
+            Box::new(client),
+            config.max_inflight,
+            metrics.clone(),
+        ));
+        let worker = Worker::new(runs, transport, metrics, config.log);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Failed(e.to_string()))?;
+        let warnings = flows.warnings.clone();
+        let app = Arc::new(App {
+            worker,
+            flows,
+            token,
+            hook_secrets,
+            env,
+        });
+        Ok(Server {
+            addr,
+            app,
+            warnings,
+            listener,
+        })
+    }
+
+    /// Serves until `shutdown` resolves: frees runs left by a process that is
+    /// gone, wakes every run that is due, and answers the API. On shutdown it
+    /// stops taking requests, lets the steps in flight end and checkpoint
+    /// (for up to `grace`), and returns whether they all did.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<bool, String> {
+        let worker = self.app.worker.clone();
+        worker.adopt_orphans().await?;
+        let scheduler = tokio::spawn(worker.clone().schedule());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let router = api::router(self.app.clone());
+        let http = tokio::spawn(
+            axum::serve(self.listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .into_future(),
+        );
+        shutdown.await;
+        let _ = stop_tx.send(());
+        let clean = worker.shutdown(grace).await;
+        scheduler.abort();
+        // Open trace streams end at the shutdown; give them a moment to say so.
+        let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+        Ok(clean)
+    }
+}

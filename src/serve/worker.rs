@@ -1,0 +1,359 @@
+//! The worker: every run is a task on one runtime while it takes steps, and
+//! only a row while it waits. A timer ends the run's turn (the engine
+//! checkpoints it as `waiting` with its `wake_at` and gives up its lease);
+//! the scheduler wakes it when that time comes, in this process or, after a
+//! restart, in the next one.
+//!
+//! The scheduler asks the store what is due: waiting runs whose `wake_at`
+//! has passed, and running runs that nobody holds (this process was stopped
+//! in the middle of them). It sleeps until the next `wake_at`, or until a run
+//! is started or suspended here, and at least once a second.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, watch};
+
+use crate::clock::{BoxFuture, SystemClock};
+use crate::durable::{DurableRuns, is_gone, pinned_flow};
+use crate::engine::{Checkpoints, Durable, Engine, Progress};
+use crate::flow::Flow;
+use crate::serve::metrics::Metrics;
+use crate::state::RunState;
+use crate::store::{DurableStatus, RunFilter, Saved, StoredRun, unix_ms};
+use crate::trace::{EventKind, RunStatus, TraceEvent};
+use crate::transport::Transport;
+
+/// How many due runs the scheduler takes at a time.
+const BATCH: u32 = 256;
+/// The longest the scheduler sleeps: runs another worker leaves behind are
+/// found within this.
+const POLL: Duration = Duration::from_secs(1);
+/// The shortest: a run due but held elsewhere is not asked about in a loop.
+const MIN_SLEEP: Duration = Duration::from_millis(10);
+
+pub struct Worker {
+    pub runs: DurableRuns,
+    pub transport: Arc<dyn Transport>,
+    pub metrics: Arc<Metrics>,
+    /// Set on SIGTERM: runs stop at their next checkpoint, nothing new starts.
+    pub stop: AtomicBool,
+    /// Bumped after every checkpoint, for trace followers.
+    pub changed: watch::Sender<u64>,
+    /// Runs this process is running now.
+    active: Mutex<HashSet<String>>,
+    /// Flows by version (hash), so a waking run does not parse its flow again.
+    pinned: Mutex<HashMap<String, Arc<Flow>>>,
+    /// Something for the scheduler to look at: a run started or suspended.
+    nudge: Notify,
+    /// The last active run ended.
+    idle: Notify,
+    log: bool,
+}
+
+/// How a run's turn begins.
+pub enum Entry {
+    /// Just created: its first step.
+    Fresh(Arc<Flow>, RunState),
+    /// From the store: a timer that is due, or a run left running.
+    Stored,
+}
+
+impl Worker {
+    pub fn new(
+        runs: DurableRuns,
+        transport: Arc<dyn Transport>,
+        metrics: Arc<Metrics>,
+        log: bool,
+    ) -> Arc<Worker> {
+        Arc::new(Worker {
+            runs,
+            transport,
+            metrics,
+            stop: AtomicBool::new(false),
+            changed: watch::channel(0).0,
+            active: Mutex::new(HashSet::new()),
+            pinned: Mutex::new(HashMap::new()),
+            nudge: Notify::new(),
+            idle: Notify::new(),
+            log,
+        })
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.lock().map_or(0, |a| a.len())
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn say(&self, line: String) {
+        if self.log {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Frees the runs that a process now gone (killed, say) still holds, so
+    /// the scheduler takes them at once instead of when their leases run out.
+    pub async fn adopt_orphans(&self) -> Result<usize, String> {
+        let unfinished = RunFilter {
+            unfinished: true,
+            ..RunFilter::default()
+        };
+        let mut adopted = 0;
+        for run in self.runs.list(&unfinished).await? {
+            if let Some(lease) = &run.lease
+                && lease.owner != self.runs.owner()
+                && is_gone(&lease.owner)
+                && matches!(
+                    self.runs.store.release(&run.id, &lease.owner).await,
+                    Ok(true)
+                )
+            {
+                adopted += 1;
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Starts a run's turn as a task, unless this process runs it already.
+    pub fn spawn(self: &Arc<Self>, id: String, entry: Entry) {
+        {
+            let Ok(mut active) = self.active.lock() else {
+                return;
+            };
+            if !active.insert(id.clone()) {
+                return;
+            }
+        }
+        let worker = self.clone();
+        tokio::spawn(async move {
+            worker.turn(&id, entry).await;
+            let now_idle = match worker.active.lock() {
+                Ok(mut active) => {
+                    active.remove(&id);
+                    active.is_empty()
+                }
+                Err(_) => true,
+            };
+            // A suspended run has a new wake_at; a finished one frees a place.
+            worker.nudge.notify_one();
+            if now_idle {
+                worker.idle.notify_waiters();
+            }
+        });
+    }
+
+    /// One turn of a run: from its entry until it ends, waits in a timer, or
+    /// stops for a shutdown.
+    async fn turn(self: &Arc<Self>, id: &str, entry: Entry) {
+        let (flow, state, created, durable_entry) = match entry {
+            Entry::Fresh(flow, state) => {
+                self.metrics.runs_started.fetch_add(1, Ordering::Relaxed);
+                (flow, state, SystemTime::now(), DurableEntry::Fresh)
+            }
+            Entry::Stored => match self.take(id).await {
+                Some(taken) => taken,
+                None => return,
+            },
+        };
+        let _held = self.runs.hold(id);
+        let checkpoints = Notifying {
+            inner: self.runs.checkpoints(id),
+            changed: &self.changed,
+        };
+        let clock = SystemClock::quiet(created);
+        let (resumed, woken) = match durable_entry {
+            DurableEntry::Fresh => (None, false),
+            DurableEntry::Woken => (None, true),
+            DurableEntry::Resumed(why) => (Some(why), false),
+        };
+        let engine = Engine {
+            run_id: id.to_string(),
+            flow: &flow,
+            clock: &clock,
+            transport: &*self.transport,
+            dry_run: false,
+            durable: Some(Durable {
+                checkpoints: &checkpoints,
+                resumed,
+                suspend_timers: true,
+                woken,
+                stop: Some(&self.stop),
+            }),
+        };
+        let metrics = self.metrics.clone();
+        let mut observe = move |event: &TraceEvent| {
+            if matches!(event.kind, EventKind::StepFinished { .. }) {
+                metrics.steps.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let result = engine.run(state, &mut observe).await;
+        if result.paused {
+            // Waiting as a row, or stopped for a shutdown: any worker may take it.
+            let _ = self.runs.store.release(id, self.runs.owner()).await;
+            if self.stopping() {
+                self.say(format!(
+                    "run {id} paused for the shutdown; it goes on at the next start"
+                ));
+            }
+            return;
+        }
+        let o = &result.outcome;
+        let status = match o.status {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Canceled => "canceled",
+            RunStatus::Interrupted => "stopped",
+        };
+        // The reason was redacted by the engine; it names steps, not values.
+        self.say(format!("run {id} ({}) {status}: {}", flow.name, o.reason));
+    }
+
+    /// Takes a stored run for this process: loads it, claims it, and says
+    /// how it goes on. `None` when it is not this process's to run now.
+    async fn take(&self, id: &str) -> Option<(Arc<Flow>, RunState, SystemTime, DurableEntry)> {
+        let run = self.runs.store.load(id).await.ok()??;
+        if run.status.is_finished() {
+            return None;
+        }
+        let why = match (&run.lease, run.status) {
+            (None, DurableStatus::Waiting) => DurableEntry::Woken,
+            (Some(lease), _) if lease.until_ms < unix_ms(SystemTime::now()) => {
+                DurableEntry::Resumed(
+                    "its lease ran out (the process running it stopped answering)".into(),
+                )
+            }
+            _ => DurableEntry::Resumed("the worker was restarted".into()),
+        };
+        if let Err(e) = self.runs.claim(id).await {
+            self.say(format!("run {id} is not taken: {e}"));
+            return None;
+        }
+        let flow = match self.pinned(&run) {
+            Ok(f) => f,
+            Err(e) => {
+                self.say(format!("run {id} cannot go on: {e}"));
+                return None;
+            }
+        };
+        let state = match self.runs.open_state(&run) {
+            Ok(s) => s,
+            Err(e) => {
+                self.say(format!("run {id} cannot go on: {e}"));
+                return None;
+            }
+        };
+        if let (DurableEntry::Woken, Some(wake)) = (&why, run.wake_at_ms) {
+            self.metrics
+                .timer_lag(unix_ms(SystemTime::now()).saturating_sub(wake));
+        }
+        let created = SystemTime::UNIX_EPOCH + Duration::from_millis(run.created_ms.max(0) as u64);
+        Some((flow, state, created, why))
+    }
+
+    /// The version of the flow a run started with, parsed once per version.
+    fn pinned(&self, run: &StoredRun) -> Result<Arc<Flow>, String> {
+        if let Some(flow) = self
+            .pinned
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&run.flow_hash).cloned())
+        {
+            return Ok(flow);
+        }
+        let flow = Arc::new(pinned_flow(run)?);
+        if let Ok(mut p) = self.pinned.lock() {
+            p.insert(run.flow_hash.clone(), flow.clone());
+        }
+        Ok(flow)
+    }
+
+    /// Remembers a flow version this process already parsed.
+    pub fn pin(&self, hash: &str, flow: Arc<Flow>) {
+        if let Ok(mut p) = self.pinned.lock() {
+            p.insert(hash.to_string(), flow);
+        }
+    }
+
+    /// Tells the scheduler to look again: a run was created or changed.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Wakes runs when they are due, until the worker stops.
+    pub async fn schedule(self: Arc<Self>) {
+        loop {
+            if self.stopping() {
+                return;
+            }
+            let now = unix_ms(SystemTime::now());
+            let due = match self.runs.store.due(now, self.runs.owner(), BATCH).await {
+                Ok(due) => due,
+                Err(e) => {
+                    self.say(format!("the scheduler cannot read the store: {e}"));
+                    Vec::new()
+                }
+            };
+            let full = due.len() as u32 == BATCH;
+            for id in due {
+                self.spawn(id, Entry::Stored);
+            }
+            if full {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let next = self.runs.store.next_wake().await.ok().flatten();
+            let wait = next.map_or(POLL, |at| {
+                Duration::from_millis(at.saturating_sub(now).max(0) as u64).clamp(MIN_SLEEP, POLL)
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.nudge.notified() => {}
+            }
+        }
+    }
+
+    /// Stops: no run starts a new step; waits up to `grace` for the steps in
+    /// flight to end and checkpoint. `false` when some did not end in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        self.nudge.notify_one();
+        self.changed.send_modify(|n| *n += 1);
+        let idle = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.active() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(grace, idle).await.is_ok()
+    }
+}
+
+enum DurableEntry {
+    Fresh,
+    Woken,
+    Resumed(String),
+}
+
+/// Checkpoints that tell trace followers something changed.
+struct Notifying<'a> {
+    inner: crate::durable::RunCheckpoints<'a>,
+    changed: &'a watch::Sender<u64>,
+}
+
+impl Checkpoints for Notifying<'_> {
+    fn save<'a>(&'a self, progress: Progress<'a>) -> BoxFuture<'a, Result<Saved, String>> {
+        Box::pin(async move {
+            let saved = self.inner.save(progress).await;
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+            saved
+        })
+    }
+}

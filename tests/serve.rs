@@ -1,0 +1,554 @@
+//! `handoff serve`, the real binary, against the simulator and loopback
+//! servers: runs started by the API and by a webhook, killed with SIGKILL at
+//! the worst moments and started again, stopped with SIGTERM, and its access
+//! rules. Every wait is for something observable (a log line, the store, the
+//! simulator's state), never for a length of time.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Loopback, Served, Sim, TOKEN, json_answer, scratch, until};
+use handoff::serve::access::sign;
+use serde_json::{Value, json};
+
+/// A folder with the given flows (paths in this repository).
+fn flows(dir: &Path, files: &[&str]) -> PathBuf {
+    let flows = dir.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    for file in files {
+        let name = Path::new(file).file_name().unwrap();
+        std::fs::copy(file, flows.join(name)).unwrap();
+    }
+    flows
+}
+
+fn sim_env(sim: &Sim) -> Vec<(&'static str, String)> {
+    vec![
+        ("NWC_BASE_URL", sim.base.clone()),
+        ("NWC_TOKEN", TOKEN.to_string()),
+    ]
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The runs the API lists with a status, up to 500.
+fn runs_with(served: &Served, status: &str) -> Vec<Value> {
+    let (code, body) = served.json("GET", &format!("/v1/runs?status={status}&limit=500"), None);
+    assert_eq!(code, 200, "{body}");
+    body["runs"].as_array().unwrap().clone()
+}
+
+fn start_run(served: &Served, flow: &str, inputs: Value) -> String {
+    let (code, body) = served.json(
+        "POST",
+        &format!("/v1/flows/{flow}/runs"),
+        Some(json!({ "inputs": inputs })),
+    );
+    assert_eq!(code, 201, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// The outcome a task was completed with.
+fn outcome(task: &Value) -> Option<&str> {
+    task["taskAssignments"][0]["outcome"].as_str()
+}
+
+/// How many requests the simulator has matched against the one fault rule
+/// set, which matches `times` requests in all (spent rules are dropped).
+fn fault_hits(sim: &Sim, times: u64) -> u64 {
+    let faults = sim.control("GET", "/_sim/faults", json!(null));
+    let left: u64 = faults["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["remaining"].as_u64().unwrap())
+        .sum();
+    times - left
+}
+
+#[test]
+fn two_hundred_runs_survive_sigkill_in_timers_requests_and_patches() {
+    let sim = Sim::new();
+    let dir = scratch("serve-chaos");
+    let flows = flows(&dir, &["flows/complete-nwc-task.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = sim_env(&sim);
+    let env = env_refs(&env);
+    let mut served = Served::start(&flows, &db, &env);
+    // Tasks appear after 0 to 4 polls; every third run cancels its task.
+    let mut expected = Vec::new();
+    for i in 0..200 {
+        let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": i % 5 }));
+        let outcome = if i % 3 == 0 { "Canceled" } else { "Completed" };
+        let run = start_run(
+            &served,
+            "complete-nwc-task",
+            json!({
+                "instance_id": instance,
+                "outcome": outcome,
+                "poll_interval": "1s",
+                "max_tries": 50,
+            }),
+        );
+        expected.push((run, task, outcome));
+    }
+
+    // 1. Killed while runs wait in their timers.
+    assert!(
+        until(|| runs_with(&served, "waiting").len() >= 40),
+        "{} waiting, {} succeeded\n{}",
+        runs_with(&served, "waiting").len(),
+        runs_with(&served, "succeeded").len(),
+        served.log()
+    );
+    served.kill();
+    served = Served::start(&flows, &db, &env);
+
+    // 2. Killed while a task list is held by the simulator.
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        json!({ "method": "GET", "path": "/workflows/v2/tasks*", "times": 3, "delay": "5s" }),
+    );
+    assert!(until(|| fault_hits(&sim, 3) >= 1), "no list was held");
+    served.kill();
+    sim.control("DELETE", "/_sim/faults", json!(null));
+    served = Served::start(&flows, &db, &env);
+
+    // 3. Killed between PATCHes that took effect and their answers.
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        json!({ "method": "PATCH", "times": 3, "delay": "5s", "apply": true }),
+    );
+    assert!(until(|| fault_hits(&sim, 3) >= 2), "no PATCH was held");
+    served.kill();
+    sim.control("DELETE", "/_sim/faults", json!(null));
+    served = Served::start(&flows, &db, &env);
+
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 200),
+        "not every run succeeded: {} waiting, {} running, {} failed\n{}",
+        runs_with(&served, "waiting").len(),
+        runs_with(&served, "running").len(),
+        runs_with(&served, "failed").len(),
+        served.log()
+    );
+    let state = sim.control("GET", "/_sim/state", json!(null));
+    let tasks = state["tasks"].as_array().unwrap();
+    let mut resumed = 0;
+    for (run, task, wanted) in &expected {
+        let t = tasks.iter().find(|t| t["id"] == task.as_str()).unwrap();
+        assert_eq!(t["completions"], 1, "task {task} of run {run}: {t}");
+        assert_eq!(outcome(t), Some(*wanted), "task {task} of run {run}: {t}");
+        let (_, _, trace) = served.call("GET", &format!("/v1/runs/{run}/trace"), &[], None);
+        resumed += usize::from(trace.contains("\"event\":\"run_resumed\""));
+        assert_eq!(
+            trace.matches("\"event\":\"flow_finished\"").count(),
+            1,
+            "{trace}"
+        );
+    }
+    assert!(
+        resumed >= 3,
+        "only {resumed} runs were caught mid-step by a kill"
+    );
+    // The PATCHes held at the kill were sent again and found already done.
+    let attempts: u64 = tasks
+        .iter()
+        .map(|t| t["completionAttempts"].as_u64().unwrap())
+        .sum();
+    assert!(attempts >= 202, "{attempts} completion attempts");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_post_in_flight_at_sigkill_is_in_doubt_and_never_sent_again() {
+    let server = Loopback::start(|n, _| {
+        if n == 0 {
+            loop {
+                std::thread::park();
+            }
+        }
+        json_answer(201, &json!({ "ok": true }))
+    });
+    let dir = scratch("serve-doubt");
+    let flows = flows(&dir, &["tests/files/durable/post.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = [("TARGET", server.base.as_str())];
+    let mut served = Served::start(&flows, &db, &env);
+    let run = start_run(&served, "post-once", json!({}));
+    assert!(until(|| server.seen().len() == 1));
+    served.kill();
+    let served = Served::start(&flows, &db, &env);
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 1),
+        "{}",
+        served.log()
+    );
+    let (_, body) = served.json("GET", &format!("/v1/runs/{run}"), None);
+    assert_eq!(body["outcome"]["reason"], "result: in_doubt", "{body}");
+    let (_, _, trace) = served.call("GET", &format!("/v1/runs/{run}/trace"), &[], None);
+    assert!(
+        trace.contains("\"why\":\"the worker was restarted\""),
+        "{trace}"
+    );
+    assert!(trace.contains("\"error_kind\":\"in_doubt\""), "{trace}");
+    assert_eq!(server.seen().len(), 1, "the POST was not sent again");
+}
+
+const HOOK_SECRET: &str = "hook-secret-for-tests-8d2e";
+
+/// A hook call, signed with `secret` unless it is empty.
+fn hook(served: &Served, body: &str, secret: &str) -> (u16, Value) {
+    let signature = sign(secret.as_bytes(), body.as_bytes());
+    let headers: Vec<(&str, &str)> = if secret.is_empty() {
+        vec![]
+    } else {
+        vec![("X-Signature", signature.as_str())]
+    };
+    let (code, _, text) = served.call(
+        "POST",
+        "/v1/hooks/inspection-done",
+        &headers,
+        Some(body.as_bytes()),
+    );
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_signed_event_starts_one_run_and_bad_events_start_none() {
+    let sim = Sim::new();
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
+    let dir = scratch("serve-hook");
+    let flows = flows(&dir, &["tests/files/serve/inspection-done.yaml"]);
+    let db = dir.join("handoff.db");
+    let mut env = sim_env(&sim);
+    env.push(("HOOK_SECRET", HOOK_SECRET.to_string()));
+    let env = env_refs(&env);
+    let served = Served::start(&flows, &db, &env);
+    let count = || {
+        let (_, body) = served.json("GET", "/v1/runs", None);
+        body["runs"].as_array().unwrap().len()
+    };
+
+    let event = json!({ "delivery": "d-1", "instance": instance, "result": "passed" }).to_string();
+    let (code, first) = hook(&served, &event, HOOK_SECRET);
+    assert_eq!(code, 201, "{first}");
+    // The sender retries the same delivery: the same run, not a second one.
+    let (code, again) = hook(&served, &event, HOOK_SECRET);
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(count(), 1);
+
+    let other = json!({ "delivery": "d-2", "instance": instance, "result": "passed" }).to_string();
+    for (body, secret, status, code_name) in [
+        (other.as_str(), "not-the-secret", 401, "bad_signature"),
+        (other.as_str(), "", 401, "unsigned"),
+        ("{\"delivery\": \"d-3\", ", HOOK_SECRET, 400, "bad_json"),
+        (
+            r#"{"delivery": "d-4", "instance": "x", "result": "passed", "tries": "many"}"#,
+            HOOK_SECRET,
+            422,
+            "bad_inputs",
+        ),
+        (
+            r#"{"delivery": "d-5", "result": "passed"}"#,
+            HOOK_SECRET,
+            422,
+            "bad_event",
+        ),
+        (
+            r#"{"delivery": "d-6", "instance": "", "result": "passed"}"#,
+            HOOK_SECRET,
+            422,
+            "bad_inputs",
+        ),
+    ] {
+        let (code, problem) = hook(&served, body, secret);
+        assert_eq!(
+            (code, problem["code"].as_str()),
+            (status, Some(code_name)),
+            "{body}: {problem}"
+        );
+        assert!(problem["detail"].is_string(), "{problem}");
+    }
+    assert_eq!(count(), 1, "no bad event created a run");
+    let (code, problem) = served.json("POST", "/v1/hooks/no-such-flow", Some(json!({})));
+    assert_eq!(
+        (code, problem["code"].as_str()),
+        (404, Some("unknown_flow"))
+    );
+
+    let id = first["id"].as_str().unwrap().to_string();
+    assert!(until(|| served
+        .json("GET", &format!("/v1/runs/{id}"), None)
+        .1["status"]
+        == "succeeded"));
+    let t = sim.task(&task);
+    assert_eq!(
+        (t["completions"].as_u64(), outcome(&t)),
+        (Some(1), Some("Completed")),
+        "{t}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_api_wants_its_token_in_the_header_and_nowhere_else() {
+    const API_TOKEN: &str = "api-token-for-tests-51c0ffee";
+    let dir = scratch("serve-auth");
+    let flows = flows(&dir, &["tests/files/durable/post.yaml"]);
+    let db = dir.join("handoff.db");
+    let served = Served::start(
+        &flows,
+        &db,
+        &[
+            ("HANDOFF_API_TOKEN", API_TOKEN),
+            ("TARGET", "http://127.0.0.1:9"),
+        ],
+    );
+    let bearer = format!("Bearer {API_TOKEN}");
+    let wrong = format!("Bearer {API_TOKEN}x");
+    for (path, headers) in [
+        ("/v1/runs", vec![]),
+        ("/v1/runs", vec![("Authorization", wrong.as_str())]),
+        ("/v1/runs", vec![("Authorization", API_TOKEN)]),
+        (&*format!("/v1/runs?access_token={API_TOKEN}"), vec![]),
+        (
+            &*format!("/v1/runs?token={API_TOKEN}"),
+            vec![("Authorization", bearer.as_str())],
+        ),
+        ("/metrics", vec![]),
+    ] {
+        let (code, answer_headers, body) = served.call("GET", path, &headers, None);
+        assert_eq!(code, 401, "{path} {headers:?}: {body}");
+        assert!(
+            !body.contains(API_TOKEN) && !body.contains("51c0ffee"),
+            "{body}"
+        );
+        assert!(
+            answer_headers
+                .iter()
+                .any(|(n, v)| n == "www-authenticate" && v == "Bearer")
+        );
+    }
+    let (code, _, body) = served.call("POST", "/v1/flows/post-once/runs", &[], Some(b"{}"));
+    assert_eq!(code, 401, "{body}");
+    // A hook without a signature rule needs the token too.
+    let (code, _, body) = served.call("POST", "/v1/hooks/post-once", &[], Some(b"{}"));
+    assert_eq!(code, 401, "{body}");
+    let (code, _, body) = served.call("GET", "/v1/runs", &[("Authorization", &bearer)], None);
+    assert_eq!(code, 200, "{body}");
+    let (code, _, _) = served.call("GET", "/healthz", &[], None);
+    assert_eq!(code, 200, "health needs no token");
+    assert!(!served.log().contains(API_TOKEN));
+
+    // Listening beyond loopback without a token is refused before it starts.
+    let out = common::handoff(
+        &[
+            "serve",
+            flows.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+            "--store",
+            db.to_str().unwrap(),
+        ],
+        &[("HANDOFF_API_TOKEN", "")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        common::text(&out.stderr).contains("needs an API token"),
+        "{}",
+        common::text(&out.stderr)
+    );
+    let out = common::handoff(
+        &[
+            "serve",
+            flows.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            db.to_str().unwrap(),
+        ],
+        &[("HANDOFF_API_TOKEN", "short")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!common::text(&out.stderr).contains("short`"));
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_a_run_resumes_on_the_version_it_started_with() {
+    let sim = Sim::new();
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 2 }));
+    let dir = scratch("serve-version");
+    let flows = flows(&dir, &["flows/complete-nwc-task.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = sim_env(&sim);
+    let env = env_refs(&env);
+    let mut served = Served::start(&flows, &db, &env);
+    let run = start_run(
+        &served,
+        "complete-nwc-task",
+        json!({ "instance_id": instance, "poll_interval": "300ms" }),
+    );
+    assert!(until(|| runs_with(&served, "waiting").len() == 1));
+    let (_, before) = served.json("GET", &format!("/v1/runs/{run}"), None);
+    assert_eq!(served.terminate(), Some(0), "{}", served.log());
+    assert!(
+        served
+            .log()
+            .contains("stopped; unfinished runs go on at the next start"),
+        "{}",
+        served.log()
+    );
+
+    // The file changes while the worker is down: the waiting run keeps its version.
+    let file = flows.join("complete-nwc-task.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("outcome: \"{{ outcome }}\"", "outcome: Canceled"),
+    )
+    .unwrap();
+    let served = Served::start(&flows, &db, &env);
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 1),
+        "{}",
+        served.log()
+    );
+    let (_, after) = served.json("GET", &format!("/v1/runs/{run}"), None);
+    assert_eq!(after["flow_version"], before["flow_version"]);
+    let t = sim.task(&task);
+    assert_eq!(
+        (t["completions"].as_u64(), outcome(&t)),
+        (Some(1), Some("Completed")),
+        "{t}"
+    );
+    // A new run gets the new version.
+    let (instance, task) = sim.instance(json!({ "delay": "0s" }));
+    let second = start_run(
+        &served,
+        "complete-nwc-task",
+        json!({ "instance_id": instance }),
+    );
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 2),
+        "{}",
+        served.log()
+    );
+    let (_, newer) = served.json("GET", &format!("/v1/runs/{second}"), None);
+    assert_ne!(newer["flow_version"], before["flow_version"]);
+    assert_eq!(outcome(&sim.task(&task)), Some("Canceled"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn runs_are_listed_paged_followed_and_canceled() {
+    let sim = Sim::new();
+    let dir = scratch("serve-api");
+    let flows = flows(&dir, &["flows/complete-nwc-task.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = sim_env(&sim);
+    let env = env_refs(&env);
+    let served = Served::start(&flows, &db, &env);
+    // Tasks that never appear: the runs wait until canceled.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (instance, _) = sim.instance(json!({ "delay": "0s", "after_polls": 1000 }));
+        ids.push(start_run(
+            &served,
+            "complete-nwc-task",
+            json!({ "instance_id": instance, "poll_interval": "1h", "max_tries": 2 }),
+        ));
+    }
+    assert!(until(|| runs_with(&served, "waiting").len() == 3));
+    let (_, page) = served.json("GET", "/v1/runs?limit=2", None);
+    assert_eq!(page["runs"].as_array().unwrap().len(), 2);
+    let next = page["next_before"].as_str().unwrap();
+    let (_, rest) = served.json("GET", &format!("/v1/runs?limit=2&before={next}"), None);
+    let mut seen: Vec<String> = page["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["runs"].as_array().unwrap())
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    seen.reverse();
+    assert_eq!(seen, ids, "newest first, every run once");
+    let waiting = &runs_with(&served, "waiting")[0];
+    assert!(
+        waiting["wake_at"].is_string() && waiting["step"] == "wait",
+        "{waiting}"
+    );
+
+    // A follower sees the run end when it is canceled.
+    let id = ids[0].clone();
+    let base = served.base.clone();
+    let follower = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            reqwest::get(format!("{base}/v1/runs/{id}/trace?follow=true"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    });
+    let (code, canceled) = served.json("POST", &format!("/v1/runs/{}/cancel", ids[0]), None);
+    assert_eq!(
+        (code, canceled["status"].as_str()),
+        (200, Some("canceled")),
+        "{canceled}"
+    );
+    let trace = follower.join().unwrap();
+    assert!(
+        trace
+            .lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok())
+    );
+    assert!(trace.contains("\"event\":\"timer_started\""), "{trace}");
+    let (code, again) = served.json("POST", &format!("/v1/runs/{}/cancel", ids[0]), None);
+    assert_eq!((code, again["code"].as_str()), (409, Some("finished")));
+    for (path, code) in [
+        ("/v1/runs/nope", 404),
+        ("/v1/runs?status=sleeping", 400),
+        ("/v1/flows/nope/runs", 405),
+    ] {
+        assert_eq!(served.json("GET", path, None).0, code, "{path}");
+    }
+    let (code, problem) = served.json(
+        "POST",
+        "/v1/flows/complete-nwc-task/runs",
+        Some(json!({ "inputs": { "instance_id": "x", "max_tries": "lots" } })),
+    );
+    assert_eq!(code, 422, "{problem}");
+    assert!(
+        problem["errors"][0].as_str().unwrap().contains("max_tries"),
+        "{problem}"
+    );
+    let (_, _, metrics) = served.call("GET", "/metrics", &[], None);
+    assert!(
+        metrics.contains("handoff_runs{flow=\"complete-nwc-task\",status=\"waiting\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("handoff_runs{flow=\"complete-nwc-task\",status=\"canceled\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "handoff_http_requests_total{{host=\"{}\",status=\"200\"}} 3",
+            sim.base.trim_start_matches("http://")
+        )),
+        "{metrics}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
