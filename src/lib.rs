@@ -8,8 +8,8 @@
 //! language/  source text ─raw──▶ nodes with spans ─analyze──▶ Flow
 //! run/       what a run is given: inputs, state, clock, transport (or mock), retry, trace, redaction
 //! steps/     one file per step kind: its parser and what it does when run
-//! engine     runs a Flow: RunState in, trace events out, an Outcome at the end
-//! durable    a run kept in the store: created, checkpointed, resumed
+//! engine/    runs a Flow: RunState in, trace events out, an Outcome at the end;
+//!            durable runs, kept in the store: created, checkpointed, resumed
 //! store/     where durable runs live between steps: SQLite, secrets sealed
 //! serve/     the worker service: runs started by the API or a webhook, woken by a scheduler
 //! sim/       a local NWC to run against
@@ -29,7 +29,6 @@
 //! `handoff::trace`, …), so paths stay short.
 
 pub mod cli;
-pub mod durable;
 pub mod engine;
 pub mod language;
 pub mod run;
@@ -39,6 +38,7 @@ pub mod steps;
 pub mod store;
 
 pub use cli::{console, demo, report};
+pub use engine::durable;
 pub use language::{
     analyze, analyzer, diagnostic, fields, flow, lint, raw, source, template, trigger,
 };

@@ -571,3 +571,157 @@ fn the_run_store_never_holds_the_token_in_clear() {
     assert_clean(&runs);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_worker_service_never_shows_a_secret() {
+    use common::{Served, scratch, until};
+    let sim = Sim::start(SimConfig {
+        token: CANARY.to_string(),
+        ..config()
+    });
+    let (instance, _) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
+    let dir = scratch("canary-serve");
+    let flows = dir.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::copy(
+        "tests/files/serve/inspection-done.yaml",
+        flows.join("inspection-done.yaml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        "flows/complete-nwc-task.yaml",
+        flows.join("complete-nwc-task.yaml"),
+    )
+    .unwrap();
+    let db = dir.join("handoff.db");
+    // The NWC token, the API token and the hook's secret: all canaries.
+    let env = [
+        ("NWC_BASE_URL", sim.base.as_str()),
+        ("NWC_TOKEN", CANARY),
+        ("HANDOFF_API_TOKEN", COOKIE),
+        ("HOOK_SECRET", CANARY),
+    ];
+    let served = Served::start(&flows, &db, &env);
+    let bearer = format!("Bearer {COOKIE}");
+    let auth = [("Authorization", bearer.as_str())];
+    let mut answers = Vec::new();
+    let mut call = |name: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str| {
+        let (code, _, text) = served.call(method, path, headers, Some(body.as_bytes()));
+        answers.push(Written {
+            name: name.to_string(),
+            code: Some(i32::from(code)),
+            text,
+        });
+    };
+    let event = json!({ "delivery": "c-1", "instance": instance, "result": "passed" }).to_string();
+    let signature = handoff::serve::access::sign(CANARY.as_bytes(), event.as_bytes());
+    call(
+        "hook",
+        "POST",
+        "/v1/hooks/inspection-done",
+        &[("X-Signature", &signature)],
+        &event,
+    );
+    // A run that fails: its task never appears, and it gives up at once.
+    let failing = json!({ "inputs": { "instance_id": "no-such-instance", "max_tries": 1 } });
+    call(
+        "start",
+        "POST",
+        "/v1/flows/complete-nwc-task/runs",
+        &auth,
+        &failing.to_string(),
+    );
+    // Refusals quote nothing they were given.
+    let wrong = format!("Bearer {CANARY}");
+    call(
+        "wrong token",
+        "GET",
+        "/v1/runs",
+        &[("Authorization", &wrong)],
+        "",
+    );
+    call(
+        "token in URL",
+        "GET",
+        &format!("/v1/runs?token={COOKIE}"),
+        &[],
+        "",
+    );
+    call(
+        "bad signature",
+        "POST",
+        "/v1/hooks/inspection-done",
+        &[("X-Signature", CANARY)],
+        &event,
+    );
+    let secret_input = json!({ "inputs": { "instance_id": "x", "max_tries": CANARY } });
+    call(
+        "bad input",
+        "POST",
+        "/v1/flows/complete-nwc-task/runs",
+        &auth,
+        &secret_input.to_string(),
+    );
+    assert!(until(|| {
+        let (_, _, text) = served.call("GET", "/v1/runs?status=waiting", &auth, None);
+        let (_, _, running) = served.call("GET", "/v1/runs?status=running", &auth, None);
+        text.contains("\"runs\":[]") && running.contains("\"runs\":[]")
+    }));
+    let (_, _, list) = served.call("GET", "/v1/runs", &auth, None);
+    let runs: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let mut statuses = Vec::new();
+    for run in runs["runs"].as_array().unwrap() {
+        let id = run["id"].as_str().unwrap();
+        statuses.push(run["status"].as_str().unwrap().to_string());
+        for path in [format!("/v1/runs/{id}"), format!("/v1/runs/{id}/trace")] {
+            let (code, _, text) = served.call("GET", &path, &auth, None);
+            answers.push(Written {
+                name: path,
+                code: Some(i32::from(code)),
+                text,
+            });
+        }
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["failed", "succeeded"], "{list}");
+    for path in ["/v1/runs", "/v1/flows", "/metrics"] {
+        let (code, _, text) = served.call("GET", path, &auth, None);
+        answers.push(Written {
+            name: path.to_string(),
+            code: Some(i32::from(code)),
+            text,
+        });
+    }
+    let log = served.log();
+    drop(served);
+    answers.push(Written {
+        name: "serve's log".to_string(),
+        code: Some(0),
+        text: log,
+    });
+    for file in ["handoff.db", "handoff.db-wal"] {
+        let bytes = std::fs::read(dir.join(file)).unwrap_or_default();
+        if bytes.is_empty() {
+            continue;
+        }
+        answers.push(Written {
+            name: file.to_string(),
+            code: Some(0),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+    }
+    let codes: Vec<_> = answers.iter().take(6).map(|a| a.code).collect();
+    assert_eq!(
+        codes,
+        [
+            Some(201),
+            Some(201),
+            Some(401),
+            Some(401),
+            Some(401),
+            Some(422)
+        ]
+    );
+    assert_clean(&answers);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -77,11 +77,17 @@ fn two_hundred_runs_survive_sigkill_in_timers_requests_and_patches() {
     let db = dir.join("handoff.db");
     let env = sim_env(&sim);
     let env = env_refs(&env);
+    // Every task list is held: the runs cannot get past their first request.
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        json!({ "method": "GET", "path": "/workflows/v2/tasks*", "times": 200, "delay": "60s" }),
+    );
     let mut served = Served::start(&flows, &db, &env);
-    // Tasks appear after 0 to 4 polls; every third run cancels its task.
+    // Tasks appear after 2 to 6 polls; every third run cancels its task.
     let mut expected = Vec::new();
     for i in 0..200 {
-        let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": i % 5 }));
+        let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": i % 5 + 2 }));
         let outcome = if i % 3 == 0 { "Canceled" } else { "Completed" };
         let run = start_run(
             &served,
@@ -96,9 +102,19 @@ fn two_hundred_runs_survive_sigkill_in_timers_requests_and_patches() {
         expected.push((run, task, outcome));
     }
 
-    // 1. Killed while runs wait in their timers.
+    // 1. Killed during `get_tasks`: 8 lists held by the simulator (the
+    //    default --max-inflight), the other runs queued behind them.
     assert!(
-        until(|| runs_with(&served, "waiting").len() >= 40),
+        until(|| fault_hits(&sim, 200) >= 8),
+        "the lists were not held"
+    );
+    served.kill();
+    sim.control("DELETE", "/_sim/faults", json!(null));
+    served = Served::start(&flows, &db, &env);
+
+    // 2. Killed while runs wait in their timers.
+    assert!(
+        until(|| runs_with(&served, "waiting").len() >= 20),
         "{} waiting, {} succeeded\n{}",
         runs_with(&served, "waiting").len(),
         runs_with(&served, "succeeded").len(),
@@ -107,22 +123,11 @@ fn two_hundred_runs_survive_sigkill_in_timers_requests_and_patches() {
     served.kill();
     served = Served::start(&flows, &db, &env);
 
-    // 2. Killed while a task list is held by the simulator.
-    sim.control(
-        "POST",
-        "/_sim/faults",
-        json!({ "method": "GET", "path": "/workflows/v2/tasks*", "times": 3, "delay": "5s" }),
-    );
-    assert!(until(|| fault_hits(&sim, 3) >= 1), "no list was held");
-    served.kill();
-    sim.control("DELETE", "/_sim/faults", json!(null));
-    served = Served::start(&flows, &db, &env);
-
     // 3. Killed between PATCHes that took effect and their answers.
     sim.control(
         "POST",
         "/_sim/faults",
-        json!({ "method": "PATCH", "times": 3, "delay": "5s", "apply": true }),
+        json!({ "method": "PATCH", "times": 3, "delay": "60s", "apply": true }),
     );
     assert!(until(|| fault_hits(&sim, 3) >= 2), "no PATCH was held");
     served.kill();
@@ -383,20 +388,27 @@ fn the_api_wants_its_token_in_the_header_and_nowhere_else() {
 #[test]
 fn sigterm_stops_cleanly_and_a_run_resumes_on_the_version_it_started_with() {
     let sim = Sim::new();
-    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 2 }));
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
     let dir = scratch("serve-version");
     let flows = flows(&dir, &["flows/complete-nwc-task.yaml"]);
     let db = dir.join("handoff.db");
     let env = sim_env(&sim);
     let env = env_refs(&env);
+    // The first task list takes a second: SIGTERM arrives while it is in flight.
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        json!({ "method": "GET", "path": "/workflows/v2/tasks*", "delay": "1s" }),
+    );
     let mut served = Served::start(&flows, &db, &env);
     let run = start_run(
         &served,
         "complete-nwc-task",
-        json!({ "instance_id": instance, "poll_interval": "300ms" }),
+        json!({ "instance_id": instance, "poll_interval": "2s" }),
     );
-    assert!(until(|| runs_with(&served, "waiting").len() == 1));
+    assert!(until(|| fault_hits(&sim, 1) == 1));
     let (_, before) = served.json("GET", &format!("/v1/runs/{run}"), None);
+    // The step in flight ends and is checkpointed; then the worker exits 0.
     assert_eq!(served.terminate(), Some(0), "{}", served.log());
     assert!(
         served
@@ -404,6 +416,16 @@ fn sigterm_stops_cleanly_and_a_run_resumes_on_the_version_it_started_with() {
             .contains("stopped; unfinished runs go on at the next start"),
         "{}",
         served.log()
+    );
+    let listed = common::handoff(&["runs", "--store", db.to_str().unwrap()], &[]);
+    let listed = common::text(&listed.stdout);
+    // Stopped after the list, before the next step: still running, at `read_id`.
+    let line = listed.lines().find(|l| l.starts_with(&run)).unwrap_or("");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        words.get(1..4),
+        Some(&["running", "complete-nwc-task", "read_id"][..]),
+        "{listed}"
     );
 
     // The file changes while the worker is down: the waiting run keeps its version.
@@ -422,6 +444,16 @@ fn sigterm_stops_cleanly_and_a_run_resumes_on_the_version_it_started_with() {
     );
     let (_, after) = served.json("GET", &format!("/v1/runs/{run}"), None);
     assert_eq!(after["flow_version"], before["flow_version"]);
+    let (_, _, trace) = served.call("GET", &format!("/v1/runs/{run}/trace"), &[], None);
+    assert!(
+        trace.contains("\"event\":\"run_resumed\",\"at_step\":\"read_id\""),
+        "{trace}"
+    );
+    assert_eq!(
+        trace.matches("\"event\":\"request_sent\"").count(),
+        3,
+        "{trace}"
+    );
     let t = sim.task(&task);
     assert_eq!(
         (t["completions"].as_u64(), outcome(&t)),

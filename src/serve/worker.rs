@@ -22,7 +22,7 @@ use crate::engine::{Checkpoints, Durable, Engine, Progress};
 use crate::flow::Flow;
 use crate::serve::metrics::Metrics;
 use crate::state::RunState;
-use crate::store::{DurableStatus, RunFilter, Saved, StoredRun, unix_ms};
+use crate::store::{DurableStatus, Saved, StoredRun, unix_ms};
 use crate::trace::{EventKind, RunStatus, TraceEvent};
 use crate::transport::Transport;
 
@@ -99,19 +99,12 @@ impl Worker {
     /// Frees the runs that a process now gone (killed, say) still holds, so
     /// the scheduler takes them at once instead of when their leases run out.
     pub async fn adopt_orphans(&self) -> Result<usize, String> {
-        let unfinished = RunFilter {
-            unfinished: true,
-            ..RunFilter::default()
-        };
         let mut adopted = 0;
-        for run in self.runs.list(&unfinished).await? {
-            if let Some(lease) = &run.lease
-                && lease.owner != self.runs.owner()
+        let leases = self.runs.store.leases().await.map_err(|e| e.0)?;
+        for (id, lease) in leases {
+            if lease.owner != self.runs.owner()
                 && is_gone(&lease.owner)
-                && matches!(
-                    self.runs.store.release(&run.id, &lease.owner).await,
-                    Ok(true)
-                )
+                && matches!(self.runs.store.release(&id, &lease.owner).await, Ok(true))
             {
                 adopted += 1;
             }

@@ -225,14 +225,16 @@ pub trait Store: Send + Sync {
         now_ms: i64,
         gone: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Claimed, StoreError>>;
+    /// The leases on unfinished runs, by run id: who holds what.
+    fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, Lease)>, StoreError>>;
     /// Gives up this owner's lease on a run, so that any worker may take it.
     fn release<'a>(
         &'a self,
         id: &'a str,
         owner: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
-    /// Runs due to go on, oldest wake first: waiting with `wake_at` passed, or
-    /// running with no holder. Runs held by another live lease are left out.
+    /// Runs due to go on, oldest wake first: waiting with `wake_at` passed
+    /// (and not held by another live lease), or running with no live holder.
     fn due<'a>(
         &'a self,
         now_ms: i64,

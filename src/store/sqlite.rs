@@ -329,6 +329,30 @@ impl Store for SqliteStore {
         })
     }
 
+    fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, super::Lease)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, owner, lease_until_ms FROM runs
+                 WHERE status IN ('running', 'waiting') AND owner IS NOT NULL",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("read leases"))?;
+            rows.iter()
+                .map(|r| {
+                    let get = failed("read leases");
+                    Ok((
+                        r.try_get(0).map_err(&get)?,
+                        super::Lease {
+                            owner: r.try_get(1).map_err(&get)?,
+                            until_ms: r.try_get::<Option<i64>, _>(2).map_err(&get)?.unwrap_or(0),
+                        },
+                    ))
+                })
+                .collect()
+        })
+    }
+
     fn release<'a>(
         &'a self,
         id: &'a str,
@@ -356,8 +380,10 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT id FROM runs
-                 WHERE ((status = 'waiting' AND wake_at_ms <= ?1) OR status = 'running')
-                   AND (owner IS NULL OR owner = ?2 OR lease_until_ms < ?1)
+                 WHERE (status = 'waiting' AND wake_at_ms <= ?1
+                        AND (owner IS NULL OR owner = ?2 OR lease_until_ms < ?1))
+                    -- A running run of this owner's is under way here: not due.
+                    OR (status = 'running' AND (owner IS NULL OR lease_until_ms < ?1))
                  ORDER BY COALESCE(wake_at_ms, updated_ms), id
                  LIMIT ?3",
             )
@@ -600,6 +626,112 @@ mod tests {
             // Opening again keeps everything, and migrates nothing twice.
             let again = SqliteStore::open(&path).await.unwrap();
             assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 2);
+            std::fs::remove_dir_all(&dir).unwrap();
+        });
+    }
+
+    #[test]
+    fn due_runs_keys_and_leases() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = std::env::temp_dir().join(format!("handoff-due-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("t.db");
+            let _ = std::fs::remove_file(&path);
+            let store = SqliteStore::open(&path).await.unwrap();
+            let key = |k: &str| crate::store::IdempotencyKey {
+                scope: "api/f".into(),
+                key: k.into(),
+            };
+            let keyed = |id: &str, k: &str| NewRun {
+                idempotency: Some(key(k)),
+                ..run(id)
+            };
+            assert_eq!(store.create(&keyed("a", "k1")).await.unwrap(), Created::New);
+            // The same key: the first run, and no second row.
+            assert_eq!(
+                store.create(&keyed("b", "k1")).await.unwrap(),
+                Created::Existing("a".into())
+            );
+            assert!(store.load("b").await.unwrap().is_none());
+            // Another scope with the same key is another start.
+            let other = NewRun {
+                idempotency: Some(crate::store::IdempotencyKey {
+                    scope: "hook/f".into(),
+                    key: "k1".into(),
+                }),
+                ..run("c")
+            };
+            assert_eq!(store.create(&other).await.unwrap(), Created::New);
+            // A waits in a timer until 100; C runs, held by `me` until 1_000.
+            let wait = Checkpoint {
+                run_id: "a".into(),
+                owner: "me".into(),
+                status: DurableStatus::Waiting,
+                step: Some("wait".into()),
+                wake_at_ms: Some(100),
+                steps_taken: 1,
+                state: "{}".into(),
+                outcome: None,
+                events: vec![(1, "e1".into()), (2, "e2".into())],
+                updated_ms: 5,
+            };
+            store.checkpoint(&wait).await.unwrap();
+            assert_eq!(store.next_wake().await.unwrap(), Some(100));
+            assert!(store.due(99, "me", 10).await.unwrap().is_empty(), "not yet");
+            assert_eq!(store.due(100, "me", 10).await.unwrap(), ["a"]);
+            assert!(
+                store.due(100, "other", 10).await.unwrap().is_empty(),
+                "held by a live lease"
+            );
+            assert!(store.release("a", "me").await.unwrap());
+            assert!(!store.release("a", "me").await.unwrap(), "once");
+            assert_eq!(store.due(100, "other", 10).await.unwrap(), ["a"]);
+            // A running run is due to no one while its lease holds, even its holder.
+            assert!(
+                !store
+                    .due(500, "me", 10)
+                    .await
+                    .unwrap()
+                    .contains(&"c".to_string())
+            );
+            assert!(
+                store
+                    .due(1_001, "x", 10)
+                    .await
+                    .unwrap()
+                    .contains(&"c".to_string())
+            );
+            let leases = store.leases().await.unwrap();
+            assert_eq!(leases.len(), 1);
+            assert_eq!(leases[0].0, "c");
+            assert_eq!(
+                store.events_after("a", 1).await.unwrap(),
+                [(2, "e2".to_string())]
+            );
+            let counts = store.counts().await.unwrap();
+            assert_eq!(
+                counts,
+                [
+                    ("f".to_string(), DurableStatus::Running, 1),
+                    ("f".to_string(), DurableStatus::Waiting, 1)
+                ]
+            );
+            let page = store
+                .list(&RunFilter {
+                    limit: Some(1),
+                    before: Some("c".into()),
+                    ..RunFilter::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+                ["a"]
+            );
             std::fs::remove_dir_all(&dir).unwrap();
         });
     }

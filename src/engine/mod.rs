@@ -12,6 +12,8 @@
 //! step that was under way runs again, except a request that may have reached
 //! the server and is not safe to repeat, which fails as `in_doubt`.
 
+pub mod durable;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
