@@ -57,8 +57,12 @@ impl Metrics {
     /// The text a scrape gets. `runs` comes from the store.
     pub fn render(&self, runs: &[(String, DurableStatus, u64)], active: usize) -> String {
         let mut out = String::new();
-        out.push_str("# HELP handoff_runs Runs in the store, by flow and status.\n");
-        out.push_str("# TYPE handoff_runs gauge\n");
+        family(
+            &mut out,
+            "handoff_runs",
+            "gauge",
+            "Runs in the store, by flow and status.",
+        );
         for (flow, status, n) in runs {
             let _ = writeln!(
                 out,
@@ -67,27 +71,36 @@ impl Metrics {
                 status.as_str()
             );
         }
-        out.push_str("# HELP handoff_runs_active Runs this process is running now.\n");
-        out.push_str("# TYPE handoff_runs_active gauge\n");
-        let _ = writeln!(out, "handoff_runs_active {active}");
-        out.push_str("# HELP handoff_runs_started_total Runs started by this process.\n");
-        out.push_str("# TYPE handoff_runs_started_total counter\n");
-        let _ = writeln!(
-            out,
-            "handoff_runs_started_total {}",
-            self.runs_started.load(Ordering::Relaxed)
+        let single = [
+            (
+                "handoff_runs_active",
+                "gauge",
+                "Runs this process is running now.",
+                active as u64,
+            ),
+            (
+                "handoff_runs_started_total",
+                "counter",
+                "Runs started by this process.",
+                self.runs_started.load(Ordering::Relaxed),
+            ),
+            (
+                "handoff_steps_total",
+                "counter",
+                "Steps taken by this process.",
+                self.steps.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in single {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        family(
+            &mut out,
+            "handoff_http_requests_total",
+            "counter",
+            "Requests sent, by host and status (`error` when none came back).",
         );
-        out.push_str("# HELP handoff_steps_total Steps taken by this process.\n");
-        out.push_str("# TYPE handoff_steps_total counter\n");
-        let _ = writeln!(
-            out,
-            "handoff_steps_total {}",
-            self.steps.load(Ordering::Relaxed)
-        );
-        out.push_str(
-            "# HELP handoff_http_requests_total Requests sent, by host and status (`error` when none came back).\n",
-        );
-        out.push_str("# TYPE handoff_http_requests_total counter\n");
         if let Ok(requests) = self.requests.lock() {
             for ((host, status), n) in requests.iter() {
                 let _ = writeln!(
@@ -97,10 +110,12 @@ impl Metrics {
                 );
             }
         }
-        out.push_str(
-            "# HELP handoff_timer_lag_seconds How late timers woke after their wake_at.\n",
+        family(
+            &mut out,
+            "handoff_timer_lag_seconds",
+            "histogram",
+            "How late timers woke after their wake_at.",
         );
-        out.push_str("# TYPE handoff_timer_lag_seconds histogram\n");
         if let Ok(lag) = self.lag.lock() {
             for (bound, n) in LAG_BUCKETS.iter().zip(lag.buckets) {
                 let _ = writeln!(
@@ -118,6 +133,11 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A metric family's header lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// A label value, escaped as the text format wants.
