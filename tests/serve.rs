@@ -576,3 +576,58 @@ fn runs_are_listed_paged_followed_and_canceled() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn at_most_max_inflight_requests_go_to_one_host() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    // Each request is held until the test lets it go, so any beyond the
+    // limit would be at the server together with the held ones.
+    let released = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let server = {
+        let (released, now, most) = (released.clone(), now.clone(), most.clone());
+        Loopback::start(move |n, _| {
+            let inside = now.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(inside, Ordering::SeqCst);
+            let (lock, go) = &*released;
+            let mut count = lock.lock().unwrap();
+            while *count <= n {
+                count = go.wait(count).unwrap();
+            }
+            now.fetch_sub(1, Ordering::SeqCst);
+            json_answer(200, &json!({ "pong": n }))
+        })
+    };
+    let dir = scratch("serve-inflight");
+    let flows = flows(&dir, &["tests/files/serve/ping.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = [("TARGET", server.base.as_str())];
+    let served = Served::start_with(&flows, &db, &env, &["--max-inflight", "2"]);
+    for _ in 0..6 {
+        start_run(&served, "ping", json!({}));
+    }
+    for k in 0..6 {
+        // Two are in flight (fewer at the end); then one is let go.
+        assert!(
+            until(|| server.seen().len() >= (k + 2).min(6)),
+            "{}",
+            served.log()
+        );
+        assert!(now.load(Ordering::SeqCst) <= 2);
+        let (lock, go) = &*released;
+        *lock.lock().unwrap() += 1;
+        go.notify_all();
+    }
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 6),
+        "{}",
+        served.log()
+    );
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "never more than --max-inflight"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
