@@ -111,6 +111,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
         transport: &transport,
         dry_run: true,
         durable: None,
+        stop: None,
     };
     let lines = Arc::new(Mutex::new(String::new()));
     let jsonl = Arc::new(Mutex::new((0usize, String::new())));
@@ -229,6 +230,7 @@ fn a_long_timer_says_it_is_still_waiting_when_no_one_watches_a_terminal() {
         transport: &transport,
         dry_run: true,
         durable: None,
+        stop: None,
     };
     let mut beats = Vec::new();
     let mut observer = |e: &handoff::trace::TraceEvent| {

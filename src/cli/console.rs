@@ -32,8 +32,16 @@ struct InFlight {
 }
 
 /// Prints events as they happen, to the terminal and the trace file.
+///
+/// Output is buffered, and flushed when the run is about to wait (a timer,
+/// a request, a retry), when it ends, and at least every [`FLUSH_EVERY`]:
+/// a long dry run makes a handful of writes, not one per event, and a live
+/// run still shows each step as it waits.
 pub struct Printer {
     look: Look,
+    out: BufWriter<std::io::Stdout>,
+    last_flush: Instant,
+    since_flush: u64,
     file: Option<(TraceFormat, BufWriter<File>)>,
     started: Instant,
     last_step: Option<String>,
@@ -51,6 +59,9 @@ impl Printer {
     pub fn new(look: Look, file: Option<(TraceFormat, BufWriter<File>)>, dry_run: bool) -> Printer {
         Printer {
             look,
+            out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+            last_flush: Instant::now(),
+            since_flush: 0,
             file,
             started: Instant::now(),
             last_step: None,
@@ -88,9 +99,15 @@ impl Printer {
             | EventKind::StepFinished { .. } => self.in_flight = None,
             _ => {}
         }
-        let real = self.dry_run.then(|| self.started.elapsed());
+        // Wall-clock time shows only on the final line: read the clock for it alone.
+        let finished = matches!(event.kind, EventKind::FlowFinished(_));
+        let real = (self.dry_run && finished).then(|| self.started.elapsed());
         let look = self.look;
-        let mut out = std::io::stdout().lock();
+        // Serialised once, for stdout and the file alike.
+        let wants_jsonl = (!look.quiet && look.format == TraceFormat::Jsonl)
+            || matches!(self.file, Some((TraceFormat::Jsonl, _)));
+        let line = wants_jsonl.then(|| report::jsonl(event));
+        let out = &mut self.out;
         let _ = match (look.quiet, look.format, &event.kind) {
             (true, _, EventKind::FlowFinished(outcome)) => {
                 writeln!(out, "{}", report::summary(outcome, look.out, real))
@@ -99,16 +116,24 @@ impl Printer {
             (false, TraceFormat::Pretty, _) => {
                 out.write_all(report::pretty(event, look.out, real).as_bytes())
             }
-            (false, TraceFormat::Jsonl, _) => writeln!(out, "{}", report::jsonl(event)),
+            (false, TraceFormat::Jsonl, _) => {
+                writeln!(out, "{}", line.as_deref().unwrap_or_default())
+            }
         };
-        let _ = out.flush();
         if let Some((format, file)) = &mut self.file {
             let _ = match format {
                 TraceFormat::Pretty => {
                     file.write_all(report::pretty(event, Style { color: false }, real).as_bytes())
                 }
-                TraceFormat::Jsonl => writeln!(file, "{}", report::jsonl(event)),
+                TraceFormat::Jsonl => writeln!(file, "{}", line.as_deref().unwrap_or_default()),
             };
+        }
+        // The time is read every few events only: reading it costs as much as an event.
+        self.since_flush += 1;
+        if waits_after(&event.kind)
+            || (self.since_flush.is_multiple_of(64) && self.last_flush.elapsed() >= FLUSH_EVERY)
+        {
+            self.flush();
         }
         if let (EventKind::FlowFinished(outcome), TraceFormat::Jsonl, false) =
             (&event.kind, look.format, look.quiet)
@@ -118,11 +143,36 @@ impl Printer {
         }
     }
 
-    pub fn finish(&mut self) {
+    /// Writes out what is buffered, on stdout and in the trace file.
+    fn flush(&mut self) {
+        let _ = self.out.flush();
         if let Some((_, file)) = &mut self.file {
             let _ = file.flush();
         }
+        self.last_flush = Instant::now();
+        self.since_flush = 0;
     }
+
+    pub fn finish(&mut self) {
+        self.flush();
+    }
+}
+
+/// The longest a printed event waits in the buffer.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Events after which the run may wait a while: what they say should show now.
+fn waits_after(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::FlowStarted { .. }
+            | EventKind::RunResumed { .. }
+            | EventKind::RequestSent { .. }
+            | EventKind::RetryScheduled { .. }
+            | EventKind::TimerStarted { .. }
+            | EventKind::TimerWaiting { .. }
+            | EventKind::FlowFinished(_)
+    )
 }
 
 /// Records the interruption as the trace's last event: where it stopped,

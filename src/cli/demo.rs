@@ -114,6 +114,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
         transport: &transport,
         dry_run: false,
         durable: None,
+        stop: None,
     };
     let look = Look {
         format: options.format,

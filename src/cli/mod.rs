@@ -5,6 +5,7 @@
 //! trivial and every exit code is decided here:
 //! 0 success, 1 the run failed, 2 invalid flow, inputs or usage, 130 interrupted.
 
+mod batch;
 pub mod console;
 pub mod demo;
 pub mod report;
@@ -342,6 +343,28 @@ pub struct RunArgs {
     pub durable: bool,
     #[command(flatten)]
     pub store: runs::StoreArg,
+    /// One run per row of FILE: JSON lines, or CSV with a header (`-` reads stdin).
+    /// A row's keys are the flow's inputs; `--set` fills in what a row leaves out.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "durable", "trace_file"])]
+    pub each: Option<PathBuf>,
+    /// With --each: runs at a time (also the requests in flight to one host).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: u32,
+    /// With --each: a JSONL trace file a run in this folder (`row-00042-<first input>.jsonl`).
+    #[arg(long, value_name = "DIR", requires = "each")]
+    pub trace_dir: Option<PathBuf>,
+    /// With --each: at most this many requests a second, for the whole batch (`20` or `20/s`).
+    #[arg(long, value_name = "N/s", value_parser = rate_arg, requires = "each")]
+    pub rate: Option<f64>,
+}
+
+/// `20` or `20/s`: requests a second.
+fn rate_arg(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches("/s");
+    match number.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok(n),
+        _ => Err("a rate is requests a second, such as `20` or `20/s`".to_string()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -559,6 +582,9 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
     };
     print_diagnostics(&checked.warnings, color);
     let flow = checked.flow;
+    if let Some(each) = &args.each {
+        return batch::batch_command(&args, flow, each, color).await;
+    }
     let inputs = match parse_inputs(&args) {
         Ok(i) => i,
         Err(diags) => {
@@ -654,6 +680,7 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
         transport: &*transport,
         dry_run,
         durable: checkpoints.as_ref().map(|c| crate::engine::Durable::new(c)),
+        stop: None,
     };
     match run_live(&engine, state, &mut printer).await {
         Some(r) => exit_code(r.outcome.status),

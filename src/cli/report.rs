@@ -56,7 +56,8 @@ impl Style {
 /// the line.
 pub fn jsonl(event: &TraceEvent) -> String {
     let line = serde_json::to_string(event).unwrap_or_default();
-    if !line.contains(is_bidi) {
+    // Every such character is encoded starting with the byte 0xE2: most lines have none.
+    if !line.as_bytes().contains(&0xE2) || !line.contains(is_bidi) {
         return line;
     }
     // They can only stand inside JSON strings, where `\uXXXX` means the same.

@@ -230,6 +230,7 @@ async fn resume_one(
             resumed: Some("the run went on from its last checkpoint".to_string()),
             ..Durable::new(&checkpoints)
         }),
+        stop: None,
     };
     let mut printer = Printer::new(look, file, false);
     match run_live(&engine, resumable.state, &mut printer).await {

@@ -12,6 +12,7 @@
 //! step that was under way runs again, except a request that may have reached
 //! the server and is not safe to repeat, which fails as `in_doubt`.
 
+pub mod batch;
 pub mod durable;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,8 +68,6 @@ pub struct Durable<'a> {
     pub suspend_timers: bool,
     /// The scheduler woke the run from its timer: it goes on quietly.
     pub woken: bool,
-    /// Set when the process shuts down: the run stops at its next checkpoint.
-    pub stop: Option<&'a AtomicBool>,
 }
 
 impl<'a> Durable<'a> {
@@ -79,7 +78,6 @@ impl<'a> Durable<'a> {
             resumed: None,
             suspend_timers: false,
             woken: false,
-            stop: None,
         }
     }
 }
@@ -95,6 +93,10 @@ pub struct Engine<'a> {
     pub transport: &'a dyn Transport,
     pub dry_run: bool,
     pub durable: Option<Durable<'a>>,
+    /// Set when the process is asked to stop (a shutdown, Ctrl-C in a batch):
+    /// the run stops before its next step. A durable run is then paused at
+    /// its last checkpoint; any other run ends as interrupted.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// How the run ended: its status, the step, and why.
@@ -139,12 +141,19 @@ impl Engine<'_> {
             let index = state.pc;
             let step = &flow.steps[index];
             if self.stopping() {
-                paused = true;
-                break (
-                    RunStatus::Interrupted,
-                    Some(step.id.clone()),
-                    PAUSED.to_string(),
+                if self.durable.is_some() {
+                    paused = true;
+                    break (
+                        RunStatus::Interrupted,
+                        Some(step.id.clone()),
+                        PAUSED.to_string(),
+                    );
+                }
+                let reason = format!(
+                    "stopped before step `{}`, as asked; nothing was in flight",
+                    step.id
                 );
+                break (RunStatus::Interrupted, Some(step.id.clone()), reason);
             }
             if let Some(wake_ms) = state.wake_at_ms {
                 // In a timer: wait what is left of it, then go on.
@@ -330,10 +339,7 @@ impl Engine<'_> {
 
     /// Whether the process shuts down, so the run should stop at this checkpoint.
     fn stopping(&self) -> bool {
-        self.durable
-            .as_ref()
-            .and_then(|d| d.stop)
-            .is_some_and(|s| s.load(Ordering::Relaxed))
+        self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// The first event of a fresh run: the flow, its inputs, the route.

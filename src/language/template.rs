@@ -15,7 +15,7 @@
 //! at render time, by a [`Scope`] that notes every field it is asked for.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 use indexmap::IndexMap;
@@ -130,7 +130,20 @@ pub struct Template {
     /// The filters and tests it uses, which minijinja checks only at run time.
     pub filters: BTreeSet<String>,
     pub tests: BTreeSet<String>,
+    /// Compiled at its first render, then reused.
+    compiled: Compiled,
 }
+
+/// A template compiled once, in an environment of its own holding only it,
+/// at its first render: parsing it again on every render was a large part
+/// of a dry run's time. Clones of the template share it.
+#[derive(Debug, Clone, Default)]
+struct Compiled(Arc<OnceLock<Option<Environment<'static>>>>);
+
+/// The name of the one template in a [`Compiled`] environment.
+const COMPILED: &str = "t";
+/// Where an expression's value is left: `{% set … %}` keeps it as a value.
+const VALUE: &str = "__handoff_value";
 
 /// A compile problem, with the span to point at.
 pub struct TemplateError {
@@ -158,6 +171,7 @@ impl Template {
                     mentions: BTreeSet::new(),
                     filters: BTreeSet::new(),
                     tests: BTreeSet::new(),
+                    compiled: Compiled::default(),
                 });
             }
         };
@@ -178,6 +192,7 @@ impl Template {
                 mentions: BTreeSet::new(),
                 filters: BTreeSet::new(),
                 tests: BTreeSet::new(),
+                compiled: Compiled::default(),
             });
         }
         let scanned = scan(text, false).map_err(|message| TemplateError { message, span })?;
@@ -200,6 +215,7 @@ impl Template {
             mentions,
             filters: scanned.filters,
             tests: scanned.tests,
+            compiled: Compiled::default(),
         })
     }
 
@@ -232,7 +248,26 @@ impl Template {
             mentions,
             filters: scanned.filters,
             tests: scanned.tests,
+            compiled: Compiled::default(),
         })
+    }
+
+    /// This template's own compiled environment; `None` when it does not
+    /// compile there (then each render compiles it, as before).
+    fn compiled(&self, env: &Environment<'static>) -> Option<&Environment<'static>> {
+        self.compiled
+            .0
+            .get_or_init(|| {
+                let text = match &self.kind {
+                    TemplateKind::Literal(_) => return None,
+                    TemplateKind::Text => self.source.clone(),
+                    TemplateKind::Expr(expr) => format!("{{% set {VALUE} = ({expr}) %}}"),
+                };
+                let mut own = env.clone();
+                own.add_template_owned(COMPILED, text).ok()?;
+                Some(own)
+            })
+            .as_ref()
     }
 
     pub fn is_literal(&self) -> bool {
@@ -245,15 +280,27 @@ impl Template {
         let ctx = || minijinja::Value::from_dyn_object(scope.clone());
         match &self.kind {
             TemplateKind::Literal(v) => Ok(v.clone()),
-            TemplateKind::Text => env
-                .render_str(&self.source, ctx())
-                .map(Value::String)
-                .map_err(|e| describe_error(&e)),
+            TemplateKind::Text => match self.compiled(env) {
+                Some(own) => own.get_template(COMPILED).and_then(|t| t.render(ctx())),
+                None => env.render_str(&self.source, ctx()),
+            }
+            .map(Value::String)
+            .map_err(|e| describe_error(&e)),
             TemplateKind::Expr(expr) => {
-                let compiled = env
-                    .compile_expression(expr)
-                    .map_err(|e| describe_error(&e))?;
-                let value = compiled.eval(ctx()).map_err(|e| describe_error(&e))?;
+                let value = match self.compiled(env) {
+                    Some(own) => {
+                        let t = own.get_template(COMPILED).map_err(|e| describe_error(&e))?;
+                        let done = t.render_captured(ctx()).map_err(|e| describe_error(&e))?;
+                        done.state()
+                            .lookup(VALUE)
+                            .unwrap_or(minijinja::Value::UNDEFINED)
+                    }
+                    None => env
+                        .compile_expression(expr)
+                        .map_err(|e| describe_error(&e))?
+                        .eval(ctx())
+                        .map_err(|e| describe_error(&e))?,
+                };
                 if value.is_undefined() {
                     return Err("undefined value".to_string());
                 }

@@ -212,7 +212,7 @@ pub fn initial_state(
             None => match &field.default {
                 Some(default) => Ok(default.clone()),
                 None if field.is_required() => {
-                    problems.push(missing_input(flow, field));
+                    problems.push(missing_input(flow, field, inputs.file_label.as_deref()));
                     continue;
                 }
                 None => Ok(field.ty.empty()),
@@ -292,14 +292,20 @@ fn empty_input(flow: &Flow, field: &FieldDecl, origin: &str) -> Diagnostic {
         ))
 }
 
-fn missing_input(flow: &Flow, field: &FieldDecl) -> Diagnostic {
-    let how = match (&field.env, field.input) {
-        (Some(var), true) => format!("pass `--set {}=VALUE` or set ${var}", field.name),
-        (Some(var), false) => format!("set the environment variable ${var}"),
+/// `row`: where the inputs came from when not the command line (a batch's row).
+fn missing_input(flow: &Flow, field: &FieldDecl, row: Option<&str>) -> Diagnostic {
+    let how = match (&field.env, field.input, row) {
+        (_, true, Some(_)) => format!(
+            "give the row a value for `{0}`, or `--set {0}=VALUE` for every row",
+            field.name
+        ),
+        (Some(var), true, None) => format!("pass `--set {}=VALUE` or set ${var}", field.name),
+        (Some(var), false, _) => format!("set the environment variable ${var}"),
         _ => format!("pass `--set {}=VALUE`", field.name),
     };
+    let from = row.map(|r| format!(" in {r}")).unwrap_or_default();
     Diagnostic::error(format!(
-        "missing input `{}` ({})",
+        "missing input `{}` ({}){from}",
         field.name,
         field.ty.name()
     ))

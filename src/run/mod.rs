@@ -1,10 +1,12 @@
 //! What a run is given and keeps: its inputs and [`state::RunState`], the
 //! injected edges ([`clock::Clock`], [`transport::Transport`], and the
-//! [`mock`] transport for dry runs), the [`retry`] policy, and the [`trace`]
+//! [`mock`] transport for dry runs, and [`limits`] for a client many runs
+//! share), the [`retry`] policy, and the [`trace`]
 //! it writes, kept clean of secrets by [`redact`].
 
 pub mod clock;
 pub mod inputs;
+pub mod limits;
 pub mod mock;
 pub mod redact;
 pub mod retry;

@@ -327,6 +327,9 @@ pub struct Recorder<'a> {
     pub last_decision: Option<(String, String)>,
     clock: &'a dyn Clock,
     observer: &'a mut (dyn FnMut(&TraceEvent) + Send),
+    /// The last `time` written, by its millisecond: events within one
+    /// millisecond (all of a dry run's, on its still clock) share the text.
+    last_time: (i64, String),
 }
 
 impl<'a> Recorder<'a> {
@@ -340,6 +343,7 @@ impl<'a> Recorder<'a> {
             run: run.to_string(),
             seq: 0,
             kept: None,
+            last_time: (i64::MIN, String::new()),
             last_decision: None,
             clock,
             observer,
@@ -355,7 +359,7 @@ impl<'a> Recorder<'a> {
         let event = TraceEvent {
             seq: self.seq,
             at_ms: self.clock.elapsed().as_millis() as u64,
-            time: crate::clock::rfc3339(self.clock.now()),
+            time: self.time(),
             run: self.run.clone(),
             step: step.map(str::to_string),
             kind,
@@ -364,6 +368,18 @@ impl<'a> Recorder<'a> {
         if let Some(kept) = &mut self.kept {
             kept.push(event);
         }
+    }
+
+    /// Now on the run's clock, as RFC 3339, formatted once a millisecond.
+    fn time(&mut self) -> String {
+        let now = self.clock.now();
+        let ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if ms != self.last_time.0 {
+            self.last_time = (ms, crate::clock::rfc3339(now));
+        }
+        self.last_time.1.clone()
     }
 
     /// Keeps events for checkpoints, numbering on from `seq`.

@@ -5,13 +5,11 @@
 //!   the scheduler that wakes them.
 //! - [`api`]: the HTTP API under `/v1`, the hooks, `/healthz`, `/metrics`.
 //! - [`access`]: the bearer token and webhook signatures.
-//! - [`limits`]: the one shared HTTP client, bounded per host.
 //! - [`metrics`]: what `/metrics` counts.
 
 pub mod access;
 pub mod api;
 pub mod flows;
-pub mod limits;
 pub mod metrics;
 pub mod worker;
 
@@ -109,11 +107,11 @@ impl Server {
             .map_err(StartError::Failed)?;
         let metrics = Arc::new(metrics::Metrics::default());
         let client = ReqwestTransport::new().map_err(StartError::Failed)?;
-        let transport = Arc::new(limits::Limited::new(
-            Box::new(client),
-            config.max_inflight,
-            metrics.clone(),
-        ));
+        let counted = metrics.clone();
+        let transport = Arc::new(
+            crate::run::limits::Limited::new(Box::new(client), config.max_inflight)
+                .on_answer(Box::new(move |host, status| counted.request(host, status))),
+        );
         let worker = Worker::new(runs, transport, metrics, config.log);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -175,8 +175,8 @@ impl Worker {
                 resumed,
                 suspend_timers: true,
                 woken,
-                stop: Some(&self.stop),
             }),
+            stop: Some(&self.stop),
         };
         let metrics = self.metrics.clone();
         let mut observe = move |event: &TraceEvent| {

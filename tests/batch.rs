@@ -1,0 +1,274 @@
+//! `handoff run --each`: many instances in one process, the real binary
+//! against the simulator. Every check reads the simulator's state: each task
+//! completed once, with its row's outcome.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::{Sim, TOKEN, scratch, text, until};
+use serde_json::{Value, json};
+
+/// `count` waiting instances (tasks after `after_polls` polls): their ids and tasks' ids.
+fn instances(sim: &Sim, count: usize, after_polls: u32) -> Vec<(String, String)> {
+    let created = sim.control(
+        "POST",
+        "/_sim/instances",
+        json!({ "count": count, "delay": "0s", "after_polls": after_polls }),
+    );
+    created["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["taskId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn rows_file(dir: &std::path::Path, rows: &[Value]) -> PathBuf {
+    let path = dir.join("rows.jsonl");
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn batch(sim: &Sim, rows: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_handoff"));
+    cmd.args([
+        "--color",
+        "never",
+        "run",
+        "flows/complete-nwc-task.yaml",
+        "--each",
+    ])
+    .arg(rows)
+    .args(args)
+    .env("NWC_BASE_URL", &sim.base)
+    .env("NWC_TOKEN", TOKEN);
+    cmd
+}
+
+fn outcome(task: &Value) -> Option<&str> {
+    task["taskAssignments"][0]["outcome"].as_str()
+}
+
+fn tasks(sim: &Sim) -> Vec<Value> {
+    sim.control("GET", "/_sim/state", json!(null))["tasks"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn three_hundred_instances_are_completed_once_each() {
+    let sim = Sim::new();
+    let made = instances(&sim, 300, 1);
+    let dir = scratch("batch-300");
+    let rows: Vec<Value> = made
+        .iter()
+        .enumerate()
+        .map(|(i, (instance, _))| {
+            let outcome = if i % 4 == 0 { "Canceled" } else { "Completed" };
+            json!({ "instance_id": instance, "outcome": outcome })
+        })
+        .collect();
+    let file = rows_file(&dir, &rows);
+    let trace_dir = dir.join("traces");
+    let out = batch(
+        &sim,
+        &file,
+        &[
+            "--set",
+            "poll_interval=10ms",
+            "--jobs",
+            "16",
+            "--quiet",
+            "--trace-dir",
+            trace_dir.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(said.contains("300 runs in "), "{said}");
+    assert!(said.contains(": 300 succeeded, 0 failed\n"), "{said}");
+    let all = tasks(&sim);
+    for (i, (_, task)) in made.iter().enumerate() {
+        let t = all.iter().find(|t| t["id"] == task.as_str()).unwrap();
+        assert_eq!(t["completions"], 1, "{t}");
+        let wanted = if i % 4 == 0 { "Canceled" } else { "Completed" };
+        assert_eq!(outcome(t), Some(wanted), "{t}");
+    }
+    // A trace a run, named by row and instance, each ending in its outcome.
+    let first = trace_dir.join(format!("row-00001-{}.jsonl", made[0].0));
+    let trace = std::fs::read_to_string(&first).unwrap();
+    assert!(
+        trace
+            .lines()
+            .last()
+            .unwrap()
+            .contains("\"event\":\"flow_finished\"")
+    );
+    assert_eq!(std::fs::read_dir(&trace_dir).unwrap().count(), 300);
+    assert!(!trace.contains(TOKEN));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bad_row_stops_the_batch_before_anything_is_sent() {
+    let sim = Sim::new();
+    let made = instances(&sim, 3, 0);
+    let dir = scratch("batch-bad");
+    let csv = dir.join("rows.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "instance_id,max_tries\n{},3\n{},lots\n,3\n",
+            made[0].0, made[1].0
+        ),
+    )
+    .unwrap();
+    let out = batch(&sim, &csv, &[]).output().unwrap();
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("invalid value for `max_tries` from row 2 of"),
+        "{said}"
+    );
+    assert!(
+        said.contains("missing input `instance_id` (text) in row 3 of"),
+        "{said}"
+    );
+    assert!(said.contains("no run was started"), "{said}");
+    assert!(sim.requests().is_empty(), "nothing was sent");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn rows_whose_task_never_comes_fail_and_are_grouped() {
+    let sim = Sim::new();
+    let found = instances(&sim, 6, 0);
+    let lost = instances(&sim, 4, 1_000_000);
+    let dir = scratch("batch-lost");
+    let rows: Vec<Value> = found
+        .iter()
+        .chain(&lost)
+        .map(|(instance, _)| json!({ "instance_id": instance }))
+        .collect();
+    let file = rows_file(&dir, &rows);
+    let out = batch(
+        &sim,
+        &file,
+        &["--set", "poll_interval=10ms", "--set", "max_tries=3"],
+    )
+    .output()
+    .unwrap();
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}{}", text(&out.stderr));
+    assert!(said.contains("10 runs in "), "{said}");
+    assert!(said.contains(": 6 succeeded, 4 failed\n"), "{said}");
+    assert!(
+        said.contains("    4  at `give_up`: no task for instance … after … tries\n"),
+        "{said}"
+    );
+    for (n, (instance, _)) in lost.iter().enumerate() {
+        let line = format!(
+            "row {}  ✘ failed: no task for instance {instance} after 3 tries",
+            7 + n
+        );
+        assert!(said.contains(&line), "{said}");
+    }
+    let all = tasks(&sim);
+    for (_, task) in &found {
+        let t = all.iter().find(|t| t["id"] == task.as_str()).unwrap();
+        assert_eq!(t["completions"], 1, "{t}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_stops_the_batch_between_steps_and_sends_nothing_twice() {
+    let sim = Sim::new();
+    let made = instances(&sim, 40, 0);
+    // Completions take a second: Ctrl-C lands while some are in flight.
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        json!({ "method": "PATCH", "times": 40, "delay": "1s", "apply": true }),
+    );
+    let dir = scratch("batch-int");
+    let rows: Vec<Value> = made
+        .iter()
+        .map(|(instance, _)| json!({ "instance_id": instance }))
+        .collect();
+    let file = rows_file(&dir, &rows);
+    let child = batch(&sim, &file, &["--jobs", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let patches = || {
+        sim.requests()
+            .iter()
+            .filter(|r| r["method"] == "PATCH")
+            .count()
+    };
+    assert!(until(|| patches() >= 4), "no completion was in flight");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{said}{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("stopping: no new runs"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(said.contains("40 runs in "), "{said}");
+    assert!(said.contains("not started"), "{said}");
+    // The completions in flight ended; none was sent twice.
+    let all = tasks(&sim);
+    let attempts: Vec<u64> = all
+        .iter()
+        .map(|t| t["completionAttempts"].as_u64().unwrap())
+        .collect();
+    assert!(attempts.iter().all(|&a| a <= 1), "{attempts:?}");
+    let done = attempts.iter().filter(|&&a| a == 1).count();
+    assert!((4..40).contains(&done), "{done} completed");
+    assert_eq!(said.matches("✔ succeeded").count(), done, "{said}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_storm_of_429s_slows_the_batch_and_every_task_is_still_completed_once() {
+    let sim = Sim::new();
+    let made = instances(&sim, 30, 0);
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        json!({ "method": "GET", "times": 8, "status": 429, "retry_after": "1" }),
+    );
+    let dir = scratch("batch-429");
+    let rows: Vec<Value> = made
+        .iter()
+        .map(|(instance, _)| json!({ "instance_id": instance }))
+        .collect();
+    let file = rows_file(&dir, &rows);
+    let out = batch(&sim, &file, &["--quiet", "--rate", "200/s"])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(said.contains(": 30 succeeded, 0 failed\n"), "{said}");
+    let all = tasks(&sim);
+    assert!(all.iter().all(|t| t["completions"] == 1), "{all:?}");
+    let refused = sim.requests().iter().filter(|r| r["status"] == 429).count();
+    assert_eq!(refused, 8);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
