@@ -17,6 +17,8 @@
 //! [`Redactor::redact_wording`]): data put into a message is redacted before
 //! it is put there.
 
+use std::collections::HashMap;
+
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use base64::Engine as _;
 use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -58,6 +60,36 @@ const QUERY: &AsciiSet = &CONTROLS
     .add(b'<')
     .add(b'>')
     .add(b'\'');
+
+/// Automata already built, by their sorted roots. Building one is costly
+/// (every form of every secret, as a DFA), and the runs of a batch or a
+/// worker mostly share their secrets: the same token, the same header.
+static BUILT: std::sync::LazyLock<std::sync::Mutex<HashMap<Vec<String>, Option<AhoCorasick>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The most automata kept; past it the cache starts again.
+const MAX_BUILT: usize = 256;
+
+fn cached(roots: Vec<String>) -> Option<AhoCorasick> {
+    if let Some(found) = BUILT.lock().ok().and_then(|b| b.get(&roots).cloned()) {
+        return found;
+    }
+    let mut patterns: Vec<String> = roots.iter().flat_map(|r| forms(r)).collect();
+    patterns.sort();
+    patterns.dedup();
+    let built = AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(&patterns)
+        .ok();
+    if let Ok(mut b) = BUILT.lock() {
+        if b.len() >= MAX_BUILT {
+            b.clear();
+        }
+        b.insert(roots, built.clone());
+    }
+    built
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -103,14 +135,9 @@ impl Redactor {
 
     fn rebuild(&mut self) {
         let build = |roots: &mut dyn Iterator<Item = &String>| {
-            let mut patterns: Vec<String> = roots.flat_map(|r| forms(r)).collect();
-            patterns.sort();
-            patterns.dedup();
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&patterns)
-                .ok()
+            let mut roots: Vec<String> = roots.cloned().collect();
+            roots.sort();
+            cached(roots)
         };
         self.all = build(&mut self.roots.iter());
         let mut long = self

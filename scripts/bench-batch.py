@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Completions a second: `handoff run --each` against `handoff sim`, beside
+the old way, one `handoff run` process per instance, 8 at a time (`xargs -P
+8`), in the same run on the same machine. Hurl and wrk are compared too when
+they are installed (`cargo install hurl --locked`, `apt-get install wrk`).
+
+Each way completes its own N waiting instances (a list and a PATCH each);
+the script then checks through /_sim/state that every task was completed
+exactly once.
+
+    cargo build --release && scripts/bench-batch.py [N]      # N defaults to 2000
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "release", "handoff")
+FLOW = os.path.join(ROOT, "flows", "complete-nwc-task.yaml")
+TOKEN = "bench-token-0123456789"
+
+
+def start_sim():
+    proc = subprocess.Popen([BIN, "--color", "never", "sim", "--port", "0", "--quiet",
+                             "--token", TOKEN, "--task-delay", "0s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        found = re.search(r"listening on http://([\d.]+):(\d+)", line)
+        if found:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, found.group(1), int(found.group(2))
+    raise SystemExit("the simulator did not start")
+
+
+def call(conn, method, path, body=None):
+    conn.request(method, path, body=json.dumps(body) if body is not None else None)
+    r = conn.getresponse()
+    return json.loads(r.read() or b"null")
+
+
+def instances(conn, n):
+    out = []
+    while len(out) < n:
+        made = call(conn, "POST", "/_sim/instances", {"count": min(1000, n - len(out)), "delay": "0s"})
+        out += [(i["id"], i["taskId"]) for i in made["instances"]]
+    return out
+
+
+def check(conn, made):
+    tasks = {t["id"]: t for t in call(conn, "GET", "/_sim/state")["tasks"]}
+    bad = [t for _, t in made if tasks[t]["completions"] != 1]
+    if bad:
+        raise SystemExit(f"{len(bad)} tasks were not completed exactly once")
+
+
+def timed(label, made, conn, run):
+    start = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - start
+    check(conn, made)
+    rate = len(made) / seconds
+    print(f"{label:<48} {rate:8.0f} completions/s  ({len(made)} in {seconds:.2f} s)")
+    return rate
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    sim, host, port = start_sim()
+    base = f"http://{host}:{port}"
+    env = {**os.environ, "NWC_BASE_URL": base, "NWC_TOKEN": TOKEN}
+    conn = http.client.HTTPConnection(host, port)
+    work = tempfile.mkdtemp(prefix="handoff-bench-")
+    try:
+        rates = {}
+        made = instances(conn, n)
+        rows = os.path.join(work, "rows.jsonl")
+        with open(rows, "w") as f:
+            for instance, _ in made:
+                f.write(json.dumps({"instance_id": instance}) + "\n")
+        rates["batch"] = timed("handoff run --each --jobs 8", made, conn, lambda: subprocess.run(
+            [BIN, "--color", "never", "run", FLOW, "--each", rows, "--jobs", "8", "--quiet"],
+            env=env, stdout=subprocess.DEVNULL, check=True))
+
+        # The old way, on fewer instances (it is slow): a process each.
+        few = instances(conn, max(1, n // 4))
+        ids = "\n".join(f"instance_id={i}" for i, _ in few)
+        rates["process"] = timed("handoff run, a process an instance (xargs -P 8)", few, conn,
+                                 lambda: subprocess.run(
+                                     ["xargs", "-P", "8", "-I{}", BIN, "--color", "never", "run", FLOW,
+                                      "--quiet", "--set", "{}"],
+                                     input=ids, text=True, env=env, stdout=subprocess.DEVNULL, check=True))
+
+        if shutil.which("hurl"):
+            more = instances(conn, n)
+            files = []
+            for k, (instance, _) in enumerate(more):
+                path = os.path.join(work, f"complete-{k}.hurl")
+                with open(path, "w") as f:
+                    f.write(f"GET {base}/workflows/v2/tasks?workflowInstanceId={instance}\n"
+                            f"Authorization: Bearer {TOKEN}\nHTTP 200\n"
+                            "[Captures]\ntask: jsonpath \"$.tasks[0].id\"\n\n"
+                            f"PATCH {base}/workflows/v1/tasks/{{{{task}}}}\n"
+                            f"Authorization: Bearer {TOKEN}\n"
+                            "{\"outcome\": \"Completed\"}\nHTTP 204\n")
+                files.append(path)
+            rates["hurl"] = timed("hurl --jobs 8 (GET, capture the id, PATCH)", more, conn,
+                                  lambda: subprocess.run(["hurl", "--jobs", "8", "--test", *files],
+                                                         stdout=subprocess.DEVNULL,
+                                                         stderr=subprocess.DEVNULL, check=True))
+        else:
+            print("hurl is not installed: no comparison with it (cargo install hurl --locked)")
+        if not shutil.which("wrk"):
+            print("wrk is not installed: no HTTP ceiling (apt-get install wrk)")
+        print(f"ratio: --each is {rates['batch'] / rates['process']:.1f}x a process an instance")
+        if "hurl" in rates:
+            print(f"ratio: --each is {rates['batch'] / rates['hurl']:.2f}x hurl")
+    finally:
+        sim.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
