@@ -168,7 +168,12 @@ pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 /// The real thing: reqwest over rustls, one connection pool per run.
 pub struct ReqwestTransport {
-    client: reqwest::Client,
+    /// For `http://`: no trust store, so none is loaded.
+    plain: reqwest::Client,
+    /// For `https://`, built at the first such request: loading the system's
+    /// certificates was a third of a short run's CPU, even when it made only
+    /// plain-HTTP requests.
+    tls: std::sync::OnceLock<Result<reqwest::Client, String>>,
     proxies: Option<String>,
 }
 
@@ -184,16 +189,41 @@ const PROXY_VARS: [&str; 6] = [
 
 impl ReqwestTransport {
     pub fn new() -> Result<ReqwestTransport, String> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("handoff/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
+        let plain = builder()
+            .tls_certs_only([])
             .build()
             .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
         Ok(ReqwestTransport {
-            client,
+            plain,
+            tls: std::sync::OnceLock::new(),
             proxies: proxies_in_use(&|v| std::env::var(v).ok()),
         })
     }
+
+    /// The client for a URL: the TLS one, built now if need be, for `https`.
+    fn client_for(&self, url: &str) -> Result<&reqwest::Client, TransportError> {
+        if !url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Ok(&self.plain);
+        }
+        self.tls
+            .get_or_init(|| {
+                builder()
+                    .build()
+                    .map_err(|e| format!("cannot start the HTTPS client: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| TransportError::Other(e.clone()))
+    }
+}
+
+/// Both clients' settings: who we are, and no redirect followed.
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("handoff/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 /// The proxies the environment sets, without any password in them.
@@ -241,7 +271,7 @@ impl Transport for ReqwestTransport {
                 TransportError::Other(format!("`{}` is not an HTTP method", request.method))
             })?;
             let mut builder = self
-                .client
+                .client_for(&request.url)?
                 .request(method, &request.url)
                 .timeout(request.timeout);
             for (name, value) in &request.headers {
