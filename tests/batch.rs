@@ -272,3 +272,72 @@ fn a_storm_of_429s_slows_the_batch_and_every_task_is_still_completed_once() {
     assert_eq!(refused, 8);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_durable_batch_run_again_skips_what_succeeded_and_retries_what_failed() {
+    let sim = Sim::new();
+    let quick = instances(&sim, 4, 0);
+    // Hidden for three polls: two in the first batch, one more in the second.
+    let slow = instances(&sim, 2, 3);
+    let dir = scratch("batch-durable");
+    let rows: Vec<Value> = quick
+        .iter()
+        .chain(&slow)
+        .map(|(instance, _)| json!({ "instance_id": instance }))
+        .collect();
+    let file = rows_file(&dir, &rows);
+    let db = dir.join("handoff.db");
+    let args = [
+        "--durable",
+        "--store",
+        db.to_str().unwrap(),
+        "--set",
+        "poll_interval=10ms",
+        "--set",
+        "max_tries=2",
+    ];
+    let first = batch(&sim, &file, &args).output().unwrap();
+    let said = text(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "{said}{}",
+        text(&first.stderr)
+    );
+    assert!(said.contains(": 4 succeeded, 2 failed\n"), "{said}");
+    let again = batch(&sim, &file, &args).output().unwrap();
+    let said = text(&again.stdout);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{said}{}",
+        text(&again.stderr)
+    );
+    assert!(
+        said.contains(": 2 succeeded, 0 failed, 4 had already succeeded\n"),
+        "{said}"
+    );
+    assert_eq!(
+        said.matches("already succeeded  (run ").count(),
+        4,
+        "{said}"
+    );
+    let all = tasks(&sim);
+    for (_, task) in quick.iter().chain(&slow) {
+        let t = all.iter().find(|t| t["id"] == task.as_str()).unwrap();
+        assert_eq!(
+            (t["completions"].as_u64(), t["completionAttempts"].as_u64()),
+            (Some(1), Some(1)),
+            "{t}"
+        );
+    }
+    // The store holds both attempts of each slow row, and one run of each quick row.
+    let listed = common::handoff(
+        &["runs", "--store", db.to_str().unwrap(), "--limit", "100"],
+        &[],
+    );
+    let listed = text(&listed.stdout);
+    assert_eq!(listed.matches(" succeeded ").count(), 6, "{listed}");
+    assert_eq!(listed.matches(" failed ").count(), 2, "{listed}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

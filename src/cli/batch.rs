@@ -166,12 +166,21 @@ fn states(
     for (number, values) in rows {
         let label = format!("row {number} of `{shown}`");
         // A row's own value wins over `--set`, which fills in the rest.
-        let common = set
+        let common: Vec<(String, String)> = set
             .iter()
             .filter(|(name, _)| !values.contains_key(name))
             .cloned()
             .collect();
         let text = serde_json::to_string(&values).unwrap_or_default();
+        // The row's inputs, in a canonical order, name it across reruns.
+        let mut all: BTreeMap<&str, Value> = values
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        for (name, value) in &common {
+            all.insert(name, Value::String(value.clone()));
+        }
+        let key = crate::store::flow_hash(&serde_json::to_string(&all).unwrap_or_default());
         let source = Source::new(label.clone(), text);
         let node = match crate::inputs::parse_input_file(&source) {
             Ok(n) => n,
@@ -181,12 +190,12 @@ fn states(
             }
         };
         let inputs = Inputs {
-            set: common,
+            set: common.clone(),
             file: Some((source, node)),
             file_label: Some(label),
         };
         match initial_state(flow, &inputs, &env) {
-            Ok(state) => out.push(Row { number, state }),
+            Ok(state) => out.push(Row { number, state, key }),
             Err(diagnostics) => {
                 bad_rows += 1;
                 if bad_rows <= MAX_BAD_ROWS {
@@ -215,16 +224,22 @@ struct Tally {
     succeeded: usize,
     failed: usize,
     interrupted: usize,
+    /// A durable batch run again: rows whose run had already succeeded.
+    skipped: usize,
     /// Failures by where and why, with ids and numbers left out.
     reasons: BTreeMap<(String, String), usize>,
 }
 
 impl Tally {
     fn done(&self) -> usize {
-        self.succeeded + self.failed + self.interrupted
+        self.succeeded + self.failed + self.interrupted + self.skipped
     }
 
-    fn add(&mut self, outcome: &Outcome) {
+    fn add(&mut self, outcome: &Outcome, skipped: bool) {
+        if skipped {
+            self.skipped += 1;
+            return;
+        }
         match outcome.status {
             RunStatus::Succeeded => self.succeeded += 1,
             RunStatus::Interrupted => self.interrupted += 1,
@@ -429,6 +444,18 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
             }
         }
     };
+    if dry_run && args.durable {
+        eprintln!("error: `--durable` keeps real runs; a dry run has nothing to resume");
+        return EXIT_INVALID;
+    }
+    let runs = if args.durable {
+        match super::runs::open_store(&args.store.store).await {
+            Ok(r) => Some(r),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
     let route = match &transport {
         Some(t) => Route::Real(t),
         None => Route::Dry(&mock),
@@ -468,7 +495,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
     let finished = |done: Finished| {
         let line = {
             let Ok(mut t) = tally.lock() else { return };
-            t.add(&done.outcome);
+            t.add(&done.outcome, done.skipped);
             t.line(started.elapsed())
         };
         if let Some(bar) = &bar {
@@ -476,12 +503,12 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
             bar.set_message(line);
         }
         if pretty {
-            let text = format!(
-                "row {}  {}  (run {})",
-                done.row,
-                report::summary(&done.outcome, style, None),
-                done.run_id
-            );
+            let said = if done.skipped {
+                format!("{} already succeeded", style.green("✔"))
+            } else {
+                report::summary(&done.outcome, style, None)
+            };
+            let text = format!("row {}  {said}  (run {})", done.row, done.run_id);
             match &bar {
                 Some(bar) => bar.println(text),
                 None => println!("{text}"),
@@ -493,6 +520,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         route,
         jobs: args.jobs as usize,
         stop: &stop,
+        durable: runs.as_ref(),
     };
     let ticker = {
         let stop = &stop;
@@ -560,6 +588,9 @@ fn summary(tally: &Tally, elapsed: Duration, style: Style) -> String {
     );
     if tally.interrupted > 0 {
         out.push_str(&format!(", {} interrupted", tally.interrupted));
+    }
+    if tally.skipped > 0 {
+        out.push_str(&format!(", {} had already succeeded", tally.skipped));
     }
     let left = tally.total - tally.done();
     if left > 0 {

@@ -345,7 +345,8 @@ pub struct RunArgs {
     pub store: runs::StoreArg,
     /// One run per row of FILE: JSON lines, or CSV with a header (`-` reads stdin).
     /// A row's keys are the flow's inputs; `--set` fills in what a row leaves out.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "durable", "trace_file"])]
+    /// With --durable, a rerun skips the rows whose run succeeded.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "trace_file"])]
     pub each: Option<PathBuf>,
     /// With --each: runs at a time (also the requests in flight to one host).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]

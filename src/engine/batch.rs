@@ -2,6 +2,10 @@
 //! one HTTP client and its connection pool, at most `jobs` runs at a time.
 //! A run's failure never stops the others; a stop (Ctrl-C) starts no new
 //! run and lets each run in flight end its current step.
+//!
+//! A durable batch keeps each row's run in the store, keyed by the row's
+//! inputs: run again, it skips the rows whose run succeeded, goes on with
+//! those left unfinished, and runs the failed ones anew.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,17 +14,22 @@ use std::time::SystemTime;
 use futures_util::StreamExt;
 
 use crate::clock::{Clock, SystemClock, VirtualClock};
-use crate::engine::Engine;
+use crate::engine::durable::DurableRuns;
+use crate::engine::{Durable, Engine};
 use crate::flow::Flow;
 use crate::mock::{Mock, MockTransport};
 use crate::state::RunState;
-use crate::trace::{Outcome, TraceEvent};
+use crate::store::{Created, DurableStatus, IdempotencyKey};
+use crate::trace::{Outcome, RunStatus, TraceEvent};
 use crate::transport::Transport;
 
 /// One run to make: its row's number (from 1) and its starting state.
 pub struct Row {
     pub number: usize,
     pub state: RunState,
+    /// What makes two rows the same row, for a durable batch run again: a
+    /// hash of its inputs.
+    pub key: String,
 }
 
 /// How one row's run ended.
@@ -28,7 +37,12 @@ pub struct Finished {
     pub row: usize,
     pub run_id: String,
     pub outcome: Outcome,
+    /// A durable batch run again: this row's run had already succeeded.
+    pub skipped: bool,
 }
+
+/// The most times a durable batch runs a failed row anew.
+const MAX_ATTEMPTS: u32 = 1000;
 
 /// Where the batch's runs send their requests.
 pub enum Route<'a> {
@@ -45,6 +59,8 @@ pub struct Batch<'a> {
     pub jobs: usize,
     /// Set to stop: no new run starts, and each run stops before its next step.
     pub stop: &'a AtomicBool,
+    /// Where a durable batch keeps its runs.
+    pub durable: Option<&'a DurableRuns>,
 }
 
 impl Batch<'_> {
@@ -60,12 +76,9 @@ impl Batch<'_> {
         futures_util::stream::iter(rows)
             .take_while(|_| std::future::ready(!self.stop.load(Ordering::Relaxed)))
             .map(|row| async move {
-                let number = row.number;
-                let done = self.one(row, events).await;
-                finished(Finished {
-                    row: number,
-                    run_id: done.0,
-                    outcome: done.1,
+                finished(match self.durable {
+                    Some(runs) => self.durable_one(runs, row, events).await,
+                    None => self.one(row, events).await,
                 });
             })
             .buffer_unordered(self.jobs.max(1))
@@ -73,11 +86,7 @@ impl Batch<'_> {
             .await;
     }
 
-    async fn one(
-        &self,
-        row: Row,
-        events: &(dyn Fn(usize, &TraceEvent) + Sync),
-    ) -> (String, Outcome) {
+    async fn one(&self, row: Row, events: &(dyn Fn(usize, &TraceEvent) + Sync)) -> Finished {
         let now = SystemTime::now();
         let run_id = crate::trace::new_run_id(now);
         let number = row.number;
@@ -102,6 +111,126 @@ impl Batch<'_> {
             stop: Some(self.stop),
         };
         let result = engine.run(row.state, &mut observer).await;
-        (run_id, result.outcome)
+        Finished {
+            row: number,
+            run_id,
+            outcome: result.outcome,
+            skipped: false,
+        }
+    }
+
+    /// A row of a durable batch: its run found by the row's key and skipped,
+    /// gone on with, or made.
+    async fn durable_one(
+        &self,
+        runs: &DurableRuns,
+        row: Row,
+        events: &(dyn Fn(usize, &TraceEvent) + Sync),
+    ) -> Finished {
+        let number = row.number;
+        let now = SystemTime::now();
+        let fresh_id = crate::trace::new_run_id(now);
+        let ended = |run_id: String, reason: String| Finished {
+            row: number,
+            run_id,
+            outcome: Outcome {
+                status: RunStatus::Failed,
+                at_step: None,
+                reason,
+                last_branch: None,
+                tries: None,
+                steps_taken: 0,
+                elapsed_ms: 0,
+            },
+            skipped: false,
+        };
+        // Attempt N of a row is key `KEY#N`: a failed attempt leaves its key
+        // to its run, and the next attempt takes the next key.
+        let mut resumed = None;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let key = IdempotencyKey {
+                scope: format!("batch/{}", self.flow.name),
+                key: format!("{}#{attempt}", row.key),
+            };
+            match runs
+                .create(&fresh_id, self.flow, &row.state, now, Some(key))
+                .await
+            {
+                Ok(Created::New) => break,
+                Ok(Created::Existing(id)) => {
+                    let stored = match runs.store.load(&id).await {
+                        Ok(Some(r)) => r,
+                        _ => return ended(id, "its run in the store cannot be read".into()),
+                    };
+                    match stored.status {
+                        DurableStatus::Succeeded => {
+                            let outcome = stored
+                                .outcome
+                                .as_deref()
+                                .and_then(|o| serde_json::from_str::<Outcome>(o).ok());
+                            return match outcome {
+                                Some(outcome) => Finished {
+                                    row: number,
+                                    run_id: id,
+                                    outcome,
+                                    skipped: true,
+                                },
+                                None => ended(id, "its run in the store has no outcome".into()),
+                            };
+                        }
+                        DurableStatus::Failed | DurableStatus::Canceled => continue,
+                        DurableStatus::Running | DurableStatus::Waiting => {
+                            resumed = Some(id);
+                            break;
+                        }
+                    }
+                }
+                Err(e) => return ended(fresh_id, e),
+            }
+        }
+        let (run_id, flow, state, why) = match resumed {
+            None => (fresh_id, None, row.state, None),
+            Some(id) => {
+                if let Err(e) = runs.claim(&id).await {
+                    return ended(id, e);
+                }
+                match runs.load(&id).await {
+                    Ok(r) => (
+                        id,
+                        Some(r.flow),
+                        r.state,
+                        Some("the batch was run again".to_string()),
+                    ),
+                    Err(e) => return ended(id, e),
+                }
+            }
+        };
+        let _held = runs.hold(&run_id);
+        let checkpoints = runs.checkpoints(&run_id);
+        let flow = flow.as_ref().unwrap_or(self.flow);
+        let system = SystemClock::quiet(now);
+        let Route::Real(transport) = &self.route else {
+            return ended(run_id, "a dry run is not durable".into());
+        };
+        let mut observer = |e: &TraceEvent| events(number, e);
+        let engine = Engine {
+            run_id: run_id.clone(),
+            flow,
+            clock: &system,
+            transport: *transport,
+            dry_run: false,
+            durable: Some(Durable {
+                resumed: why,
+                ..Durable::new(&checkpoints)
+            }),
+            stop: Some(self.stop),
+        };
+        let result = engine.run(state, &mut observer).await;
+        Finished {
+            row: number,
+            run_id,
+            outcome: result.outcome,
+            skipped: false,
+        }
     }
 }

@@ -95,8 +95,15 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// A transaction that writes: it takes the write lock at its start, so
+    /// that one which reads first (a create checks its key) waits its turn
+    /// rather than failing as "locked" when another writer got there first.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(failed("migrate"))?;
+        let mut tx = self.write().await.map_err(failed("migrate"))?;
         sqlx::query("CREATE TABLE IF NOT EXISTS handoff_schema (version INTEGER NOT NULL)")
             .execute(&mut *tx)
             .await
@@ -160,7 +167,7 @@ fn stored(row: &SqliteRow) -> Result<StoredRun, StoreError> {
 impl Store for SqliteStore {
     fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<Created, StoreError>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(failed("create a run"))?;
+            let mut tx = self.write().await.map_err(failed("create a run"))?;
             if let Some(key) = &run.idempotency {
                 // The key and the run go in together: a retry finds one or neither.
                 let existing: Option<String> =
@@ -210,7 +217,7 @@ impl Store for SqliteStore {
 
     fn checkpoint<'a>(&'a self, p: &'a Checkpoint) -> BoxFuture<'a, Result<Saved, StoreError>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(failed("checkpoint"))?;
+            let mut tx = self.write().await.map_err(failed("checkpoint"))?;
             // Fenced: only the process that holds the run writes, and a
             // canceled run is not written over; the writer stops instead.
             let updated = sqlx::query(
