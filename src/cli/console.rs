@@ -42,6 +42,8 @@ pub struct Printer {
     out: BufWriter<std::io::Stdout>,
     last_flush: Instant,
     since_flush: u64,
+    /// The JSON line of the event being printed, its buffer reused.
+    line: Vec<u8>,
     file: Option<(TraceFormat, BufWriter<File>)>,
     started: Instant,
     last_step: Option<String>,
@@ -62,6 +64,7 @@ impl Printer {
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             last_flush: Instant::now(),
             since_flush: 0,
+            line: Vec::new(),
             file,
             started: Instant::now(),
             last_step: None,
@@ -79,7 +82,7 @@ impl Printer {
         self.last_seq = event.seq;
         self.last_at_ms = event.at_ms;
         if self.run.is_empty() {
-            self.run = event.run.clone();
+            self.run = event.run.to_string();
         }
         match &event.kind {
             EventKind::StepStarted { kind } => {
@@ -106,7 +109,11 @@ impl Printer {
         // Serialised once, for stdout and the file alike.
         let wants_jsonl = (!look.quiet && look.format == TraceFormat::Jsonl)
             || matches!(self.file, Some((TraceFormat::Jsonl, _)));
-        let line = wants_jsonl.then(|| report::jsonl(event));
+        let line = &mut self.line;
+        if wants_jsonl {
+            report::jsonl_into(event, line);
+            line.push(b'\n');
+        }
         let out = &mut self.out;
         let _ = match (look.quiet, look.format, &event.kind) {
             (true, _, EventKind::FlowFinished(outcome)) => {
@@ -116,16 +123,14 @@ impl Printer {
             (false, TraceFormat::Pretty, _) => {
                 out.write_all(report::pretty(event, look.out, real).as_bytes())
             }
-            (false, TraceFormat::Jsonl, _) => {
-                writeln!(out, "{}", line.as_deref().unwrap_or_default())
-            }
+            (false, TraceFormat::Jsonl, _) => out.write_all(line),
         };
         if let Some((format, file)) = &mut self.file {
             let _ = match format {
                 TraceFormat::Pretty => {
                     file.write_all(report::pretty(event, Style { color: false }, real).as_bytes())
                 }
-                TraceFormat::Jsonl => writeln!(file, "{}", line.as_deref().unwrap_or_default()),
+                TraceFormat::Jsonl => file.write_all(line),
             };
         }
         // The time is read every few events only: reading it costs as much as an event.
@@ -197,8 +202,8 @@ fn interrupted(printer: &mut Printer, flow: &Flow, elapsed_ms: u64, now: std::ti
     let event = TraceEvent {
         seq: printer.last_seq + 1,
         at_ms: elapsed_ms,
-        time: crate::clock::rfc3339(now),
-        run: printer.run.clone(),
+        time: crate::clock::rfc3339(now).into(),
+        run: printer.run.as_str().into(),
         step: None,
         kind: EventKind::FlowFinished(Outcome {
             status: RunStatus::Interrupted,

@@ -55,13 +55,31 @@ impl Style {
 /// the characters that reorder text are escaped too, as a terminal may show
 /// the line.
 pub fn jsonl(event: &TraceEvent) -> String {
-    let line = serde_json::to_string(event).unwrap_or_default();
+    let mut line = Vec::new();
+    jsonl_into(event, &mut line);
+    String::from_utf8(line).unwrap_or_default()
+}
+
+/// [`jsonl`], written over `line`: a printer reuses one buffer for every event.
+pub fn jsonl_into(event: &TraceEvent, line: &mut Vec<u8>) {
+    line.clear();
+    if serde_json::to_writer(&mut *line, event).is_err() {
+        line.clear();
+        return;
+    }
     // Every such character is encoded starting with the byte 0xE2: most lines have none.
-    if !line.as_bytes().contains(&0xE2) || !line.contains(is_bidi) {
-        return line;
+    if !line.contains(&0xE2) {
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(line) else {
+        return;
+    };
+    if !text.contains(is_bidi) {
+        return;
     }
     // They can only stand inside JSON strings, where `\uXXXX` means the same.
-    line.chars()
+    let escaped: String = text
+        .chars()
         .map(|c| {
             if is_bidi(c) {
                 format!("\\u{:04x}", c as u32)
@@ -69,7 +87,8 @@ pub fn jsonl(event: &TraceEvent) -> String {
                 c.to_string()
             }
         })
-        .collect()
+        .collect();
+    *line = escaped.into_bytes();
 }
 
 fn is_bidi(c: char) -> bool {
@@ -340,8 +359,8 @@ mod tests {
         let event = TraceEvent {
             seq: 1,
             at_ms: 0,
-            time: String::new(),
-            run: String::new(),
+            time: "".into(),
+            run: "".into(),
             step: Some("s".into()),
             kind: EventKind::StepFailed {
                 kind: "http".into(),
@@ -366,8 +385,8 @@ mod tests {
         let log = TraceEvent {
             seq: 2,
             at_ms: 0,
-            time: String::new(),
-            run: String::new(),
+            time: "".into(),
+            run: "".into(),
             step: None,
             kind: EventKind::Log {
                 message: "a\nb".into(),

@@ -10,10 +10,16 @@
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::flow::ERROR_FIELD;
 use crate::redact::Redactor;
+
+/// An empty shared string: the default of `time` and `run` in old traces.
+fn empty() -> Arc<str> {
+    Arc::from("")
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceEvent {
@@ -21,11 +27,12 @@ pub struct TraceEvent {
     /// Milliseconds since the run started, on the run's clock (virtual in dry runs).
     pub at_ms: u64,
     /// The wall-clock time, RFC 3339 in UTC with milliseconds, on the run's clock.
-    #[serde(default)]
-    pub time: String,
-    /// The run's id, the same on every event of one run.
-    #[serde(default)]
-    pub run: String,
+    /// Shared by the events of one millisecond, not copied into each.
+    #[serde(default = "empty")]
+    pub time: Arc<str>,
+    /// The run's id, the same on every event of one run (shared, not copied).
+    #[serde(default = "empty")]
+    pub run: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     #[serde(flatten)]
@@ -319,7 +326,7 @@ fn wording_json(value: &mut Value, r: &Redactor) {
 /// outcome needs: the last decision taken.
 pub struct Recorder<'a> {
     pub redactor: Redactor,
-    run: String,
+    run: Arc<str>,
     seq: u64,
     /// A durable run's events since its last checkpoint.
     kept: Option<Vec<TraceEvent>>,
@@ -329,7 +336,7 @@ pub struct Recorder<'a> {
     observer: &'a mut (dyn FnMut(&TraceEvent) + Send),
     /// The last `time` written, by its millisecond: events within one
     /// millisecond (all of a dry run's, on its still clock) share the text.
-    last_time: (i64, String),
+    last_time: (i64, Arc<str>),
 }
 
 impl<'a> Recorder<'a> {
@@ -340,10 +347,10 @@ impl<'a> Recorder<'a> {
     ) -> Recorder<'a> {
         Recorder {
             redactor: Redactor::default(),
-            run: run.to_string(),
+            run: Arc::from(run),
             seq: 0,
             kept: None,
-            last_time: (i64::MIN, String::new()),
+            last_time: (i64::MIN, empty()),
             last_decision: None,
             clock,
             observer,
@@ -371,13 +378,13 @@ impl<'a> Recorder<'a> {
     }
 
     /// Now on the run's clock, as RFC 3339, formatted once a millisecond.
-    fn time(&mut self) -> String {
+    fn time(&mut self) -> Arc<str> {
         let now = self.clock.now();
         let ms = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         if ms != self.last_time.0 {
-            self.last_time = (ms, crate::clock::rfc3339(now));
+            self.last_time = (ms, Arc::from(crate::clock::rfc3339(now)));
         }
         self.last_time.1.clone()
     }
