@@ -68,6 +68,7 @@ fn main() {
         ))
         .expect("the simulator starts");
     let base = server.base_url.clone();
+    handoff::transport::install_crypto();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()

@@ -333,3 +333,26 @@ fn quiet_prints_only_the_final_line_and_keeps_the_trace_file_whole() {
     assert!(timers[0]["wake_at"].as_str().unwrap().ends_with('Z'));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn completions_and_the_man_page_are_printed() {
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = handoff(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = text(&out.stdout);
+        assert!(
+            script.contains("handoff") && script.contains("serve"),
+            "{shell}: {script}"
+        );
+    }
+    let out = handoff(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = handoff(&["man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let page = text(&out.stdout);
+    assert!(
+        page.starts_with(".ie \\n(.g .ds Aq") || page.contains(".TH handoff"),
+        "{page}"
+    );
+    assert!(page.contains("graph"), "{page}");
+}

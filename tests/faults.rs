@@ -133,7 +133,7 @@ fn a_list_cut_off_mid_body_is_retried() {
 fn a_task_completed_by_someone_else_with_another_outcome_is_a_clear_conflict() {
     let (sim, instance, task) = setup();
     let theirs = sim.rt.block_on(async {
-        reqwest::Client::new()
+        common::client()
             .patch(format!("{}/workflows/v1/tasks/{task}", sim.base))
             .bearer_auth(TOKEN)
             .json(&json!({ "outcome": "Canceled" }))

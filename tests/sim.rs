@@ -280,7 +280,7 @@ fn the_token_endpoint_takes_a_form_and_its_token_works() {
     let sim = Sim::new();
     sim.instance(json!({ "delay": "0s" }));
     let (status, body, listed, wrong) = sim.rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = common::client();
         let token = |secret: &str| {
             client
                 .post(format!("{}/authentication/v1/token", sim.base))

@@ -63,6 +63,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
     .await
     .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let base = server.base_url.clone();
+    crate::transport::install_crypto();
     let client = reqwest::Client::new();
     let instance_id = start_instance(&client, &base, &token).await?;
 

@@ -8,6 +8,7 @@
 mod batch;
 pub mod console;
 pub mod demo;
+pub mod graph;
 pub mod report;
 mod runs;
 mod serve;
@@ -134,6 +135,23 @@ GET /_sim/state, GET /_sim/requests. See docs/simulator.md.")]
 
 See docs/serve.md for the API, hooks, signatures and deployment.")]
     Serve(serve::ServeArgs),
+    /// Draw a flow as a Mermaid flowchart or a Graphviz graph, with the path a run took.
+    #[command(after_help = "Examples:
+  handoff graph flows/complete-nwc-task.yaml > flow.mmd       (paste into a ```mermaid block)
+  handoff graph flows/complete-nwc-task.yaml --format dot | dot -Tsvg > flow.svg
+  handoff graph flows/complete-nwc-task.yaml --trace run.jsonl  (the steps a run took)
+  handoff graph flows/complete-nwc-task.yaml --run 0190b1e2-…   (a durable run, from the store)")]
+    Graph(GraphArgs),
+    /// Print a shell's completion script: bash, zsh, fish, powershell or elvish.
+    #[command(after_help = "Examples:
+  handoff completions bash > ~/.local/share/bash-completion/completions/handoff
+  handoff completions zsh > ~/.zfunc/_handoff        (with `fpath+=~/.zfunc` before `compinit`)
+  handoff completions fish > ~/.config/fish/completions/handoff.fish")]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), for `man -l -` or a man directory.
+    #[command(after_help = "Example:
+  handoff man > ~/.local/share/man/man1/handoff.1 && man handoff")]
+    Man,
     /// Run the reference flow against an in-process simulator, over real HTTP.
     #[command(after_help = "Example:
   handoff demo --task-delay 5s --poll-interval 2s")]
@@ -186,6 +204,29 @@ pub struct SimArgs {
     /// Do not print a line per request.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GraphArgs {
+    /// The flow file.
+    pub flow: PathBuf,
+    /// Mermaid (for Markdown on GitHub and most editors) or Graphviz DOT.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+    pub format: GraphFormat,
+    /// Highlight the steps a run took, from its JSONL trace (`--trace-file run.jsonl`).
+    #[arg(long, value_name = "FILE", conflicts_with = "run")]
+    pub trace: Option<PathBuf>,
+    /// Highlight the steps a durable run took, from the store.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub store: runs::StoreArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
 }
 
 #[derive(clap::Args, Debug)]
@@ -402,6 +443,24 @@ where
             };
         }
     };
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "handoff", &mut std::io::stdout());
+            return EXIT_OK;
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            return match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    eprintln!("error: cannot write the man page: {e}");
+                    EXIT_FAILED
+                }
+            };
+        }
+        _ => {}
+    }
     let color = Colors::resolve(
         cli.color,
         &|var| std::env::var(var).ok(),
@@ -424,9 +483,12 @@ where
         Command::Check(args) => check_command(&args, color),
         Command::Sim(args) => runtime.block_on(sim_command(args)),
         Command::Demo(args) => runtime.block_on(demo_command(args, color)),
+        // Answered above, before a runtime is started.
+        Command::Completions { .. } | Command::Man => EXIT_OK,
         Command::Resume(args) => runtime.block_on(runs::resume_command(args, color)),
         Command::Runs(args) => runtime.block_on(runs::runs_command(args, color)),
         Command::Serve(args) => runtime.block_on(serve::serve_command(args, color)),
+        Command::Graph(args) => runtime.block_on(graph_command(args, color)),
     }
 }
 
@@ -692,6 +754,79 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
             EXIT_INTERRUPTED
         }
     }
+}
+
+async fn graph_command(args: GraphArgs, color: Colors) -> i32 {
+    let flow = match crate::analyze::analyze_file(&args.flow.to_string_lossy()) {
+        Ok(checked) => checked.flow,
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics, color);
+            return EXIT_INVALID;
+        }
+    };
+    let events = if let Some(path) = &args.trace {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot read `{}`: {}",
+                    path.display(),
+                    crate::analyze::io_reason(&e)
+                );
+                return EXIT_INVALID;
+            }
+        };
+        let mut events = Vec::new();
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            match serde_json::from_str::<crate::trace::TraceEvent>(line) {
+                Ok(e) => events.push(e),
+                Err(_) => {
+                    eprintln!(
+                        "error: line {} of `{}` is not a trace event; write the trace with `--trace-file FILE.jsonl`",
+                        i + 1,
+                        path.display()
+                    );
+                    return EXIT_INVALID;
+                }
+            }
+        }
+        Some(events)
+    } else if let Some(id) = &args.run {
+        let runs = match runs::existing_store(&args.store.store).await {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        let lines = match runs.store.events(id).await {
+            Ok(l) if !l.is_empty() => l,
+            Ok(_) => {
+                eprintln!("error: there is no run `{id}` in the store, or it has no trace yet");
+                return EXIT_INVALID;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        };
+        Some(
+            lines
+                .iter()
+                .filter_map(|l| serde_json::from_str::<crate::trace::TraceEvent>(l).ok())
+                .collect(),
+        )
+    } else {
+        None
+    };
+    let taken = events.as_deref().map(graph::Taken::from_events);
+    let text = match args.format {
+        GraphFormat::Mermaid => graph::mermaid(&flow, taken.as_ref()),
+        GraphFormat::Dot => graph::dot(&flow, taken.as_ref()),
+    };
+    print!("{text}");
+    EXIT_OK
 }
 
 /// The `--trace-file`, when one was asked for: JSONL for `.jsonl` and

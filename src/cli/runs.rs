@@ -88,7 +88,7 @@ fn status_arg(text: &str) -> Result<DurableStatus, String> {
 }
 
 /// Opens a store that must exist already: looking creates nothing.
-async fn existing_store(path: &Path) -> Result<DurableRuns, i32> {
+pub async fn existing_store(path: &Path) -> Result<DurableRuns, i32> {
     if !path.exists() {
         eprintln!(
             "error: there is no run store at `{}`; `handoff run --durable` creates one (or name it with --store)",

@@ -189,6 +189,7 @@ const PROXY_VARS: [&str; 6] = [
 
 impl ReqwestTransport {
     pub fn new() -> Result<ReqwestTransport, String> {
+        install_crypto();
         let plain = builder()
             .tls_certs_only([])
             .build()
@@ -217,6 +218,12 @@ impl ReqwestTransport {
             .as_ref()
             .map_err(|e| TransportError::Other(e.clone()))
     }
+}
+
+/// Chooses rustls's cryptography (ring) for the whole process, before any
+/// HTTP client is built; calling it again does nothing.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Both clients' settings: who we are, and no redirect followed.

@@ -49,7 +49,7 @@ impl Sim {
     pub fn control(&self, method: &str, path: &str, body: Value) -> Value {
         let url = format!("{}{path}", self.base);
         self.rt.block_on(async {
-            let client = reqwest::Client::new();
+            let client = client();
             let request = match method {
                 "POST" => client.post(url).json(&body),
                 "DELETE" => client.delete(url),
@@ -118,6 +118,12 @@ impl Drop for Sim {
             self.rt.block_on(server.stop());
         }
     }
+}
+
+/// An HTTP client for tests to call servers with.
+pub fn client() -> reqwest::Client {
+    handoff::transport::install_crypto();
+    reqwest::Client::new()
 }
 
 pub fn config() -> SimConfig {
@@ -398,7 +404,7 @@ impl Served {
                 .enable_all()
                 .build()
                 .unwrap(),
-            client: reqwest::Client::new(),
+            client: client(),
         }
     }
 

@@ -1,0 +1,324 @@
+//! `handoff graph FLOW`: the flow as a picture, in Mermaid (for Markdown on
+//! GitHub) or Graphviz DOT, optionally with the path a run took.
+//!
+//! Nodes show what a step does: a decision is a diamond whose edges carry
+//! their conditions, a timer shows its duration, a request its method and
+//! URL. `on_error` edges are dashed. Labels quote the flow's own text (its
+//! templates), never a value, and a credential written into the file is
+//! masked as everywhere else.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use crate::flow::{Flow, Target};
+use crate::redact::Redactor;
+use crate::steps::StepKind;
+use crate::trace::{EventKind, RunStatus, TraceEvent};
+
+/// What a run did, for highlighting: the steps it started, and where and
+/// how it ended.
+#[derive(Debug, Default)]
+pub struct Taken {
+    pub steps: BTreeSet<String>,
+    pub ended_at: Option<String>,
+    pub status: Option<RunStatus>,
+}
+
+impl Taken {
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a TraceEvent>) -> Taken {
+        let mut taken = Taken::default();
+        for event in events {
+            match &event.kind {
+                EventKind::StepStarted { .. } => {
+                    if let Some(step) = &event.step {
+                        taken.steps.insert(step.clone());
+                    }
+                }
+                EventKind::FlowFinished(outcome) => {
+                    taken.ended_at = outcome.at_step.clone();
+                    taken.status = Some(outcome.status);
+                }
+                _ => {}
+            }
+        }
+        taken
+    }
+}
+
+/// One edge: from, to, its label, and whether it is an `on_error` edge.
+struct Edge {
+    from: usize,
+    to: Option<usize>,
+    label: Option<String>,
+    error: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Box,
+    Diamond,
+    Round,
+    Stop,
+}
+
+struct Node {
+    title: String,
+    detail: Option<String>,
+    shape: Shape,
+}
+
+/// The nodes and edges of a flow; `None` as a target is the end.
+fn layout(flow: &Flow) -> (Vec<Node>, Vec<Edge>) {
+    let mut redactor = Redactor::default();
+    for literal in &flow.literal_secrets {
+        redactor.add_secret(literal);
+    }
+    let text = |t: &str| short(&redactor.redact(t));
+    let target = |t: Target| match t {
+        Target::Step(i) => Some(i),
+        Target::End => None,
+    };
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    for (i, step) in flow.steps.iter().enumerate() {
+        let (detail, shape) = match &step.kind {
+            StepKind::SetHeader(s) => {
+                (Some(format!("header {}", text(&s.name.source))), Shape::Box)
+            }
+            StepKind::GetTasks(_) => (Some("GET tasks".to_string()), Shape::Box),
+            StepKind::DeserializeId(d) => (Some(format!("{} from {}", d.into, d.from)), Shape::Box),
+            StepKind::PatchTask(p) => (
+                Some(format!("PATCH task, outcome {}", text(&p.outcome.source))),
+                Shape::Box,
+            ),
+            StepKind::Decision(_) => (None, Shape::Diamond),
+            StepKind::Timer(crate::steps::Timer::Duration(t)) => {
+                (Some(format!("wait {}", text(&t.source))), Shape::Round)
+            }
+            StepKind::Timer(crate::steps::Timer::Until(t)) => (
+                Some(format!("wait until {}", text(&t.source))),
+                Shape::Round,
+            ),
+            StepKind::Set(s) => {
+                let names: Vec<&str> = s.assignments.iter().map(|(n, _)| n.as_str()).collect();
+                (Some(format!("set {}", names.join(", "))), Shape::Box)
+            }
+            StepKind::Http(h) => (
+                Some(format!("{} {}", h.method, text(&h.url.source))),
+                Shape::Box,
+            ),
+            StepKind::Log(_) => (Some("log".to_string()), Shape::Box),
+            StepKind::Fail(_) => (Some("fail".to_string()), Shape::Stop),
+            StepKind::End(_) => (Some("end".to_string()), Shape::Stop),
+        };
+        nodes.push(Node {
+            title: step.id.clone(),
+            detail,
+            shape,
+        });
+        match &step.kind {
+            StepKind::Decision(d) => {
+                for (condition, to) in &d.branches {
+                    edges.push(Edge {
+                        from: i,
+                        to: target(*to),
+                        label: Some(text(&condition.source)),
+                        error: false,
+                    });
+                }
+                if let Some(to) = d.otherwise {
+                    edges.push(Edge {
+                        from: i,
+                        to: target(to),
+                        label: Some("otherwise".to_string()),
+                        error: false,
+                    });
+                }
+            }
+            // They stop the run: no edge goes on.
+            StepKind::Fail(_) | StepKind::End(_) => {}
+            _ => edges.push(Edge {
+                from: i,
+                to: target(flow.next_after(i)),
+                label: None,
+                error: false,
+            }),
+        }
+        if let Some(to) = step.on_error {
+            edges.push(Edge {
+                from: i,
+                to: target(to),
+                label: Some("on_error".to_string()),
+                error: true,
+            });
+        }
+    }
+    (nodes, edges)
+}
+
+/// A label's text on one line, and not too long to read in a box.
+fn short(text: &str) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 60 {
+        format!("{}…", one.chars().take(59).collect::<String>())
+    } else {
+        one
+    }
+}
+
+/// Mermaid's entity escapes for text in a quoted label.
+fn mermaid_text(text: &str) -> String {
+    text.replace('&', "#amp;")
+        .replace('"', "#quot;")
+        .replace('<', "#lt;")
+        .replace('>', "#gt;")
+        .replace('|', "#124;")
+}
+
+/// The flow as a Mermaid flowchart.
+pub fn mermaid(flow: &Flow, taken: Option<&Taken>) -> String {
+    let (nodes, edges) = layout(flow);
+    let mut out = String::from("flowchart TD\n");
+    let _ = writeln!(out, "    start([\"{}\"])", mermaid_text(&flow.name));
+    for (i, node) in nodes.iter().enumerate() {
+        let label = match &node.detail {
+            Some(d) => format!(
+                "{}<br/><small>{}</small>",
+                mermaid_text(&node.title),
+                mermaid_text(d)
+            ),
+            None => mermaid_text(&node.title),
+        };
+        let (open, close) = match node.shape {
+            Shape::Box => ("[\"", "\"]"),
+            Shape::Diamond => ("{\"", "\"}"),
+            Shape::Round => ("(\"", "\")"),
+            Shape::Stop => ("([\"", "\"])"),
+        };
+        let _ = writeln!(out, "    s{i}{open}{label}{close}");
+    }
+    let ends = edges.iter().any(|e| e.to.is_none());
+    if ends {
+        out.push_str("    done((end))\n");
+    }
+    if !nodes.is_empty() {
+        out.push_str("    start --> s0\n");
+    }
+    for edge in &edges {
+        let to = edge.to.map_or("done".to_string(), |i| format!("s{i}"));
+        let arrow = if edge.error { "-.->" } else { "-->" };
+        match &edge.label {
+            Some(label) => {
+                let _ = writeln!(
+                    out,
+                    "    s{} {arrow}|\"{}\"| {to}",
+                    edge.from,
+                    mermaid_text(label)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "    s{} {arrow} {to}", edge.from);
+            }
+        }
+    }
+    if let Some(taken) = taken {
+        out.push_str("    classDef taken fill:#dbeafe,stroke:#1d4ed8,stroke-width:2px\n");
+        out.push_str("    classDef failed fill:#fee2e2,stroke:#b91c1c,stroke-width:3px\n");
+        out.push_str("    classDef stopped fill:#dcfce7,stroke:#15803d,stroke-width:3px\n");
+        for (class, ids) in classes(flow, taken) {
+            if !ids.is_empty() {
+                let _ = writeln!(out, "    class {} {class}", ids.join(","));
+            }
+        }
+    }
+    out
+}
+
+/// The node ids of each highlight class: steps taken, and the last one,
+/// coloured by how the run ended.
+fn classes(flow: &Flow, taken: &Taken) -> Vec<(&'static str, Vec<String>)> {
+    let mut path = Vec::new();
+    let mut last = Vec::new();
+    for (i, step) in flow.steps.iter().enumerate() {
+        if taken.ended_at.as_deref() == Some(step.id.as_str()) {
+            last.push(format!("s{i}"));
+        } else if taken.steps.contains(&step.id) {
+            path.push(format!("s{i}"));
+        }
+    }
+    let end_class = match taken.status {
+        Some(RunStatus::Succeeded) => "stopped",
+        _ => "failed",
+    };
+    vec![("taken", path), (end_class, last)]
+}
+
+/// DOT's escapes for a quoted string.
+fn dot_text(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The flow as a Graphviz digraph.
+pub fn dot(flow: &Flow, taken: Option<&Taken>) -> String {
+    let (nodes, edges) = layout(flow);
+    let mut out = format!("digraph \"{}\" {{\n", dot_text(&flow.name));
+    out.push_str("    rankdir=TB;\n    node [shape=box, style=rounded, fontname=\"Helvetica\"];\n");
+    out.push_str("    edge [fontname=\"Helvetica\", fontsize=10];\n");
+    let _ = writeln!(
+        out,
+        "    start [label=\"{}\", shape=oval];",
+        dot_text(&flow.name)
+    );
+    let highlight = taken.map(|t| classes(flow, t)).unwrap_or_default();
+    let fill = |id: &str| {
+        highlight.iter().find_map(|(class, ids)| {
+            ids.iter().any(|i| i == id).then_some(match *class {
+                "taken" => "#dbeafe",
+                "stopped" => "#dcfce7",
+                _ => "#fee2e2",
+            })
+        })
+    };
+    for (i, node) in nodes.iter().enumerate() {
+        let label = match &node.detail {
+            Some(d) => format!("{}\\n{}", dot_text(&node.title), dot_text(d)),
+            None => dot_text(&node.title),
+        };
+        let shape = match node.shape {
+            Shape::Box => "box",
+            Shape::Diamond => "diamond",
+            Shape::Round => "ellipse",
+            Shape::Stop => "doubleoctagon",
+        };
+        let id = format!("s{i}");
+        let style = match fill(&id) {
+            Some(colour) => format!(", style=\"rounded,filled\", fillcolor=\"{colour}\""),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "    {id} [label=\"{label}\", shape={shape}{style}];");
+    }
+    if edges.iter().any(|e| e.to.is_none()) {
+        out.push_str("    done [label=\"end\", shape=circle];\n");
+    }
+    if !nodes.is_empty() {
+        out.push_str("    start -> s0;\n");
+    }
+    for edge in &edges {
+        let to = edge.to.map_or("done".to_string(), |i| format!("s{i}"));
+        let mut attrs = Vec::new();
+        if let Some(label) = &edge.label {
+            attrs.push(format!("label=\"{}\"", dot_text(label)));
+        }
+        if edge.error {
+            attrs.push("style=dashed".to_string());
+        }
+        let attrs = if attrs.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", attrs.join(", "))
+        };
+        let _ = writeln!(out, "    s{} -> {to}{attrs};", edge.from);
+    }
+    out.push_str("}\n");
+    out
+}
