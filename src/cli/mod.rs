@@ -8,6 +8,7 @@
 mod batch;
 pub mod console;
 pub mod demo;
+pub mod diff;
 pub mod graph;
 pub mod report;
 mod runs;
@@ -142,6 +143,10 @@ See docs/serve.md for the API, hooks, signatures and deployment.")]
   handoff graph flows/complete-nwc-task.yaml --trace run.jsonl  (the steps a run took)
   handoff graph flows/complete-nwc-task.yaml --run 0190b1e2-…   (a durable run, from the store)")]
     Graph(GraphArgs),
+    /// Show where two runs part: two JSONL traces, aligned event by event.
+    #[command(after_help = "Example:
+  handoff diff recorded.jsonl replayed.jsonl          (exit 0: the same, 1: they differ)")]
+    Diff(DiffArgs),
     /// Print a shell's completion script: bash, zsh, fish, powershell or elvish.
     #[command(after_help = "Examples:
   handoff completions bash > ~/.local/share/bash-completion/completions/handoff
@@ -221,6 +226,23 @@ pub struct GraphArgs {
     pub run: Option<String>,
     #[command(flatten)]
     pub store: runs::StoreArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// The first trace (JSONL, as `--trace-file run.jsonl` writes it).
+    pub a: PathBuf,
+    /// The second trace.
+    pub b: PathBuf,
+    /// Text for people, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DiffFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -489,6 +511,7 @@ where
         Command::Runs(args) => runtime.block_on(runs::runs_command(args, color)),
         Command::Serve(args) => runtime.block_on(serve::serve_command(args, color)),
         Command::Graph(args) => runtime.block_on(graph_command(args, color)),
+        Command::Diff(args) => diff_command(&args, color),
     }
 }
 
@@ -753,6 +776,32 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
             }
             EXIT_INTERRUPTED
         }
+    }
+}
+
+fn diff_command(args: &DiffArgs, color: Colors) -> i32 {
+    let (a, b) = match (diff::read(&args.a), diff::read(&args.b)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let names = (args.a.to_string_lossy(), args.b.to_string_lossy());
+    let compared = diff::compare(
+        &a,
+        &b,
+        (&names.0, &names.1),
+        report::Style { color: color.out },
+    );
+    match args.format {
+        DiffFormat::Text => print!("{}", compared.text),
+        DiffFormat::Json => println!("{}", compared.json),
+    }
+    if compared.first.is_some() {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
     }
 }
 

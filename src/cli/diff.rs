@@ -1,0 +1,204 @@
+//! `handoff diff TRACE_A TRACE_B`: where two runs of a flow part.
+//!
+//! The two JSONL traces are walked event by event, leaving out what differs
+//! between any two runs (times, ids, latencies, heartbeats, a server's `Date`
+//! header), and the first event that differs is shown with the events
+//! before it, from both sides: another branch taken, another request,
+//! another value. A summary of each side follows. Exit 0 when the runs are
+//! the same, 1 when they differ, 2 when a trace cannot be read, as `diff`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::report::{self, Style};
+use crate::trace::{EventKind, TraceEvent};
+
+/// Events of context shown before the first difference.
+const CONTEXT: usize = 3;
+
+/// A trace as read: its events, in order.
+pub fn read(path: &Path) -> Result<Vec<TraceEvent>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read `{}`: {}",
+            path.display(),
+            crate::analyze::io_reason(&e)
+        )
+    })?;
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = serde_json::from_str::<TraceEvent>(line).map_err(|_| {
+            format!(
+                "line {} of `{}` is not a trace event; write traces with `--trace-file FILE.jsonl`",
+                i + 1,
+                path.display()
+            )
+        })?;
+        // Heartbeats depend on the wall clock, not on what the run did.
+        if !matches!(event.kind, EventKind::TimerWaiting { .. }) {
+            events.push(event);
+        }
+    }
+    if events.is_empty() {
+        return Err(format!("`{}` has no trace events", path.display()));
+    }
+    Ok(events)
+}
+
+/// What of an event must be the same in two runs that behaved alike.
+fn fact(event: &TraceEvent) -> Value {
+    let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        let kind = map
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        for key in [
+            "seq",
+            "at_ms",
+            "time",
+            "run",
+            "wake_at",
+            "elapsed_ms",
+            "left_ms",
+        ] {
+            map.remove(key);
+        }
+        // A timer's length is the flow's; how long a wait or an answer took is not.
+        if kind != "timer_started" {
+            map.remove("duration_ms");
+        }
+        if let Some(Value::Object(headers)) = map.get_mut("headers")
+            && kind == "response_received"
+        {
+            headers.retain(|name, _| !name.eq_ignore_ascii_case("date"));
+        }
+    }
+    value
+}
+
+/// One side's summary: steps, requests by method, virtual time, the ending.
+fn summary(events: &[TraceEvent]) -> Value {
+    let mut steps = 0;
+    let mut requests = std::collections::BTreeMap::<String, u64>::new();
+    let mut ending = None;
+    for e in events {
+        match &e.kind {
+            EventKind::StepStarted { .. } => steps += 1,
+            EventKind::RequestSent { method, .. } => {
+                *requests.entry(method.clone()).or_default() += 1
+            }
+            EventKind::FlowFinished(outcome) => ending = Some(outcome.clone()),
+            _ => {}
+        }
+    }
+    json!({
+        "steps": steps,
+        "requests": requests,
+        "clock_ms": events.last().map_or(0, |e| e.at_ms),
+        "status": ending.as_ref().map(|o| o.status),
+        "reason": ending.as_ref().map(|o| o.reason.clone()),
+    })
+}
+
+pub struct Compared {
+    /// The index of the first event that differs, when any does.
+    pub first: Option<usize>,
+    pub text: String,
+    pub json: Value,
+}
+
+pub fn compare(a: &[TraceEvent], b: &[TraceEvent], names: (&str, &str), style: Style) -> Compared {
+    let first = (0..a.len().max(b.len())).find(|&i| match (a.get(i), b.get(i)) {
+        (Some(x), Some(y)) => fact(x) != fact(y),
+        _ => true,
+    });
+    let (sa, sb) = (summary(a), summary(b));
+    let mut text = String::new();
+    match first {
+        None => {
+            let _ = writeln!(
+                text,
+                "no difference: {} events, the same on both sides",
+                a.len()
+            );
+        }
+        Some(i) => {
+            let step = a
+                .get(i)
+                .or(b.get(i))
+                .and_then(|e| e.step.clone())
+                .map_or_else(String::new, |s| format!(" at step `{s}`"));
+            let _ = writeln!(
+                text,
+                "{} the runs part at event {}{step}",
+                style.bold("≠"),
+                i + 1
+            );
+            let from = i.saturating_sub(CONTEXT);
+            if from < i {
+                let _ = writeln!(text, "{}", style.dim("  the same before it:"));
+                for e in &a[from..i] {
+                    for line in report::pretty(e, style, None).lines() {
+                        let _ = writeln!(text, "  {}", style.dim(line));
+                    }
+                }
+            }
+            for (name, side, colour) in [(names.0, a, "-"), (names.1, b, "+")] {
+                let _ = writeln!(text, "  {name}:");
+                match side.get(i) {
+                    Some(e) => {
+                        for line in report::pretty(e, style, None).lines() {
+                            let line = format!("{colour} {line}");
+                            let shown = if colour == "-" {
+                                style.red(&line)
+                            } else {
+                                style.green(&line)
+                            };
+                            let _ = writeln!(text, "  {shown}");
+                        }
+                    }
+                    None => {
+                        let _ = writeln!(text, "  {colour} (the trace ends here)");
+                    }
+                }
+            }
+        }
+    }
+    for (name, s) in [(names.0, &sa), (names.1, &sb)] {
+        let requests: Vec<String> = s["requests"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{v} {k}")).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "{name}: {} steps, {}, {:.1}s on the run's clock, {}: {}",
+            s["steps"],
+            if requests.is_empty() {
+                "no requests".to_string()
+            } else {
+                requests.join(", ")
+            },
+            s["clock_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+            s["status"].as_str().unwrap_or("no ending"),
+            s["reason"].as_str().unwrap_or(""),
+        );
+    }
+    let json = json!({
+        "same": first.is_none(),
+        "first_difference": first.map(|i| json!({
+            "event": i + 1,
+            "a": a.get(i),
+            "b": b.get(i),
+        })),
+        "a": sa,
+        "b": sb,
+    });
+    Compared { first, text, json }
+}
