@@ -10,6 +10,7 @@ pub mod console;
 pub mod demo;
 pub mod diff;
 pub mod graph;
+pub mod plan;
 pub mod report;
 mod runs;
 mod serve;
@@ -143,6 +144,10 @@ See docs/serve.md for the API, hooks, signatures and deployment.")]
   handoff graph flows/complete-nwc-task.yaml --trace run.jsonl  (the steps a run took)
   handoff graph flows/complete-nwc-task.yaml --run 0190b1e2-…   (a durable run, from the store)")]
     Graph(GraphArgs),
+    /// Work out a flow's worst case before it runs: loops, steps, requests and time.
+    #[command(after_help = "Example:
+  handoff plan flows/complete-nwc-task.yaml --format json")]
+    Plan(PlanArgs),
     /// Show where two runs part: two JSONL traces, aligned event by event.
     #[command(after_help = "Example:
   handoff diff recorded.jsonl replayed.jsonl          (exit 0: the same, 1: they differ)")]
@@ -226,6 +231,15 @@ pub struct GraphArgs {
     pub run: Option<String>,
     #[command(flatten)]
     pub store: runs::StoreArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// The flow file.
+    pub flow: PathBuf,
+    /// Text for people, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
 }
 
 #[derive(clap::Args, Debug)]
@@ -512,6 +526,20 @@ where
         Command::Serve(args) => runtime.block_on(serve::serve_command(args, color)),
         Command::Graph(args) => runtime.block_on(graph_command(args, color)),
         Command::Diff(args) => diff_command(&args, color),
+        Command::Plan(args) => match crate::analyze::analyze_file(&args.flow.to_string_lossy()) {
+            Ok(checked) => {
+                let plan = plan::plan(&checked.flow);
+                match args.format {
+                    DiffFormat::Text => print!("{}", plan.text(&checked.flow)),
+                    DiffFormat::Json => println!("{}", plan.json(&checked.flow)),
+                }
+                EXIT_OK
+            }
+            Err(diagnostics) => {
+                print_diagnostics(&diagnostics, color);
+                EXIT_INVALID
+            }
+        },
     }
 }
 

@@ -1,0 +1,645 @@
+//! `handoff plan FLOW`: the worst case of a flow, worked out before it runs.
+//!
+//! Every loop needs a bound. The one proven is the poll-loop pattern: a
+//! simple cycle entered at one step, where a `set` step adds 1 to a number
+//! field (and nothing else writes it), and a decision leaves the loop when
+//! that field reaches a bound, a number or a field nothing writes. From the
+//! bound come the rounds, and from the rounds each step's visits. From the
+//! visits come the steps, the requests by method and target, and the time
+//! in timers and, if every attempt timed out and every retry waited its
+//! longest, in requests. A loop whose bound cannot be proven is named, and
+//! then only `max_steps` bounds the run.
+//!
+//! "At most" adds up every branch, so a run that must take one of two ends
+//! is counted with both.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::flow::{Flow, Target};
+use crate::steps::{StepKind, Timer};
+use crate::template::{Template, TemplateKind};
+
+/// A loop and what bounds it.
+pub struct Loop {
+    /// Its steps, in the order a round takes them, from its entry.
+    pub steps: Vec<usize>,
+    /// The most rounds, and how that was proven; or why it could not be.
+    pub bound: Result<(u64, String), String>,
+}
+
+/// One kind of request a step sends.
+pub struct Requests {
+    pub step: usize,
+    pub method: &'static str,
+    /// What the request goes to: a host, or the template that makes it.
+    pub target: String,
+    /// Sent at most this many times, first attempts only.
+    pub times: Option<u64>,
+    pub attempts: u32,
+    pub pages: u64,
+    /// Each attempt's timeout, and the longest wait before each retry.
+    pub timeout: Duration,
+    pub retry_waits: Duration,
+    /// A PATCH's read-back after a 409: at most one GET more a visit.
+    pub read_back: bool,
+}
+
+pub struct Plan {
+    pub loops: Vec<Loop>,
+    /// Each step's visits at most; `None` when no bound was proven.
+    pub visits: Vec<Option<u64>>,
+    pub requests: Vec<Requests>,
+    /// Timers: step, visits, duration (when known), and where it came from.
+    pub timers: Vec<(usize, Option<u64>, Result<Duration, String>)>,
+}
+
+fn successors(flow: &Flow, i: usize) -> Vec<Target> {
+    let step = &flow.steps[i];
+    let mut out = match &step.kind {
+        StepKind::Decision(d) => {
+            let mut t: Vec<Target> = d.branches.iter().map(|(_, t)| *t).collect();
+            t.extend(d.otherwise);
+            t
+        }
+        StepKind::Fail(_) | StepKind::End(_) => Vec::new(),
+        _ => vec![flow.next_after(i)],
+    };
+    out.extend(step.on_error);
+    out
+}
+
+fn step_successors(flow: &Flow, i: usize) -> Vec<usize> {
+    successors(flow, i)
+        .into_iter()
+        .filter_map(|t| match t {
+            Target::Step(j) => Some(j),
+            Target::End => None,
+        })
+        .collect()
+}
+
+/// Strongly connected components (Tarjan's algorithm), each in index order.
+fn components(flow: &Flow) -> Vec<Vec<usize>> {
+    struct Walk<'f> {
+        flow: &'f Flow,
+        index: Vec<Option<usize>>,
+        low: Vec<usize>,
+        on_stack: Vec<bool>,
+        stack: Vec<usize>,
+        next: usize,
+        out: Vec<Vec<usize>>,
+    }
+    fn visit(w: &mut Walk, v: usize) {
+        w.index[v] = Some(w.next);
+        w.low[v] = w.next;
+        w.next += 1;
+        w.stack.push(v);
+        w.on_stack[v] = true;
+        for u in step_successors(w.flow, v) {
+            match w.index[u] {
+                None => {
+                    visit(w, u);
+                    w.low[v] = w.low[v].min(w.low[u]);
+                }
+                Some(iu) if w.on_stack[u] => w.low[v] = w.low[v].min(iu),
+                Some(_) => {}
+            }
+        }
+        if Some(w.low[v]) == w.index[v] {
+            let mut component = Vec::new();
+            while let Some(u) = w.stack.pop() {
+                w.on_stack[u] = false;
+                component.push(u);
+                if u == v {
+                    break;
+                }
+            }
+            component.sort();
+            w.out.push(component);
+        }
+    }
+    let n = flow.steps.len();
+    let mut w = Walk {
+        flow,
+        index: vec![None; n],
+        low: vec![0; n],
+        on_stack: vec![false; n],
+        stack: Vec::new(),
+        next: 0,
+        out: Vec::new(),
+    };
+    if n > 0 {
+        visit(&mut w, 0);
+    }
+    w.out
+}
+
+/// The fields each step writes, from templates and from its outputs.
+fn writers(flow: &Flow, field: &str) -> Vec<usize> {
+    flow.steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            s.kind.writes().iter().any(|(f, _)| *f == field)
+                || s.output.values().any(|f| f == field)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// `{{ name }}` alone: the field it reads.
+fn single_field(template: &Template) -> Option<&str> {
+    match &template.kind {
+        TemplateKind::Expr(expr) if crate::analyzer::is_identifier(expr.trim()) => {
+            Some(expr.trim())
+        }
+        _ => None,
+    }
+}
+
+/// A number field's value when the run starts: its default, when it is
+/// not an input that could be given another.
+fn fixed_number(flow: &Flow, name: &str) -> Option<(i64, bool)> {
+    let field = flow.fields.get(name)?;
+    let value = field.default.clone().unwrap_or_else(|| field.ty.empty());
+    Some((value.as_i64()?, field.input || field.env.is_some()))
+}
+
+/// Tries to prove a loop's rounds from the poll-loop pattern.
+fn bound(flow: &Flow, component: &[usize]) -> Result<(Vec<usize>, u64, String), String> {
+    let inside = |i: usize| component.contains(&i);
+    // A simple cycle: one way on from each step, inside the loop.
+    for &i in component {
+        let on: Vec<usize> = step_successors(flow, i)
+            .into_iter()
+            .filter(|&j| inside(j))
+            .collect();
+        if on.len() != 1 {
+            return Err(format!(
+                "step `{}` has {} ways on inside the loop; only a simple cycle is worked out",
+                flow.steps[i].id,
+                on.len()
+            ));
+        }
+    }
+    let mut entries: Vec<usize> = component
+        .iter()
+        .copied()
+        .filter(|&i| {
+            i == 0
+                || (0..flow.steps.len())
+                    .any(|p| !inside(p) && step_successors(flow, p).contains(&i))
+        })
+        .collect();
+    entries.dedup();
+    let [entry] = entries[..] else {
+        return Err("it is entered at more than one step".to_string());
+    };
+    let mut order = vec![entry];
+    loop {
+        let last = *order.last().unwrap_or(&entry);
+        let next = step_successors(flow, last)
+            .into_iter()
+            .find(|&j| inside(j))
+            .unwrap_or(entry);
+        if next == entry {
+            break;
+        }
+        order.push(next);
+    }
+    let mut why_not = "no decision leaves it when a counter reaches a bound".to_string();
+    for (d_at, &d) in order.iter().enumerate() {
+        let StepKind::Decision(decision) = &flow.steps[d].kind else {
+            continue;
+        };
+        for (b, (condition, target)) in decision.branches.iter().enumerate() {
+            let leaves = match target {
+                Target::End => true,
+                Target::Step(j) => !inside(*j),
+            };
+            if !leaves {
+                continue;
+            }
+            let text = match &condition.kind {
+                TemplateKind::Expr(e) => e.clone(),
+                _ => condition.source.clone(),
+            };
+            let parts: Vec<&str> = text.split_whitespace().collect();
+            let [counter, op @ (">=" | ">"), limit] = parts[..] else {
+                continue;
+            };
+            // Branches before this one must not keep the run in the loop.
+            let bypassed = decision.branches[..b].iter().any(|(_, t)| match t {
+                Target::Step(j) => inside(*j),
+                Target::End => false,
+            });
+            if bypassed {
+                why_not = format!("a branch before `{text}` stays in the loop");
+                continue;
+            }
+            let (limit_value, limit_from) = match limit.parse::<i64>() {
+                Ok(n) => (n, String::new()),
+                Err(_) => {
+                    let Some((n, input)) = fixed_number(flow, limit) else {
+                        why_not = format!("`{limit}` is not a number field with a known value");
+                        continue;
+                    };
+                    if !writers(flow, limit).is_empty() {
+                        why_not = format!("a step writes `{limit}`");
+                        continue;
+                    }
+                    let by_default = if input { " by default" } else { "" };
+                    (n, format!("; `{limit}` is {n}{by_default}"))
+                }
+            };
+            let Some((start, start_input)) = fixed_number(flow, counter) else {
+                why_not = format!("`{counter}` is not a number field");
+                continue;
+            };
+            if start_input {
+                why_not = format!("`{counter}` is an input: it could start anywhere");
+                continue;
+            }
+            let counting = writers(flow, counter);
+            let [c] = counting[..] else {
+                why_not = format!("more than one step writes `{counter}`");
+                continue;
+            };
+            let adds_one = match &flow.steps[c].kind {
+                StepKind::Set(s) => s.assignments.iter().any(|(f, t)| {
+                    f == counter && {
+                        let e = match &t.kind {
+                            TemplateKind::Expr(e) => e.split_whitespace().collect::<String>(),
+                            _ => String::new(),
+                        };
+                        e == format!("{counter}+1")
+                    }
+                }),
+                _ => false,
+            };
+            let Some(c_at) = order.iter().position(|&i| i == c).filter(|_| adds_one) else {
+                why_not = format!("no step in the loop adds 1 to `{counter}`");
+                continue;
+            };
+            // The value the decision sees in round r: start + r, or start + r - 1
+            // when the count comes after it in the round.
+            let seen_first = if c_at < d_at { start + 1 } else { start };
+            let leave_at = if op == ">" {
+                limit_value + 1
+            } else {
+                limit_value
+            };
+            let rounds = (leave_at - seen_first + 1).max(1) as u64;
+            let how = format!(
+                "`{}` adds 1 to `{counter}` (from {start}), and `{}` leaves when `{counter} {op} {limit}`{limit_from}",
+                flow.steps[c].id, flow.steps[d].id
+            );
+            return Ok((order.clone(), rounds, how));
+        }
+    }
+    Err(why_not)
+}
+
+/// A duration a timer waits: literal, or a field's default.
+fn timer_duration(flow: &Flow, template: &Template) -> Result<Duration, String> {
+    let text = match (&template.kind, single_field(template)) {
+        (TemplateKind::Literal(v), _) => crate::fields::display_text(v),
+        (_, Some(field)) => match flow.fields.get(field).and_then(|f| f.default.clone()) {
+            Some(v) => crate::fields::display_text(&v),
+            None => return Err(format!("depends on `{field}`, which has no default")),
+        },
+        _ => return Err(format!("depends on `{}`", template.source)),
+    };
+    crate::clock::parse_duration(&text)
+}
+
+/// Where a request goes, as far as the flow says before it runs.
+fn target(flow: &Flow, template: &Template) -> String {
+    let host = |url: &str| {
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+    };
+    match (&template.kind, single_field(template)) {
+        (TemplateKind::Literal(v), _) => {
+            let text = crate::fields::display_text(v);
+            host(&text).unwrap_or(text)
+        }
+        (_, Some(field)) => {
+            let default = flow
+                .fields
+                .get(field)
+                .and_then(|f| f.default.as_ref())
+                .map(crate::fields::display_text)
+                .and_then(|d| host(&d));
+            match default {
+                Some(h) => format!("{h} (`{field}` by default)"),
+                None => format!("`{field}`"),
+            }
+        }
+        _ => format!("`{}`", template.source),
+    }
+}
+
+pub fn plan(flow: &Flow) -> Plan {
+    let n = flow.steps.len();
+    let mut visits: Vec<Option<u64>> = vec![Some(0); n];
+    let mut loops = Vec::new();
+    for component in components(flow) {
+        let looping = component.len() > 1
+            || component
+                .first()
+                .is_some_and(|&i| step_successors(flow, i).contains(&i));
+        if !looping {
+            if let [i] = component[..] {
+                visits[i] = Some(1);
+            }
+            continue;
+        }
+        match bound(flow, &component) {
+            Ok((order, rounds, how)) => {
+                let decision_at = order
+                    .iter()
+                    .position(|&i| matches!(flow.steps[i].kind, StepKind::Decision(_)))
+                    .unwrap_or(order.len());
+                for (at, &i) in order.iter().enumerate() {
+                    visits[i] = Some(if at <= decision_at {
+                        rounds
+                    } else {
+                        rounds - 1
+                    });
+                }
+                loops.push(Loop {
+                    steps: order,
+                    bound: Ok((rounds, how)),
+                });
+            }
+            Err(why) => {
+                for &i in &component {
+                    visits[i] = None;
+                }
+                loops.push(Loop {
+                    steps: component,
+                    bound: Err(why),
+                });
+            }
+        }
+    }
+    let mut requests = Vec::new();
+    let mut timers = Vec::new();
+    for (i, step) in flow.steps.iter().enumerate() {
+        let sending = match &step.kind {
+            StepKind::GetTasks(g) => Some(("GET", &g.base_url, &g.sending, g.max_pages, false)),
+            StepKind::PatchTask(p) => Some(("PATCH", &p.base_url, &p.sending, 1, true)),
+            StepKind::Http(h) => Some((method(&h.method), &h.url, &h.sending, 1, false)),
+            StepKind::Timer(Timer::Duration(t)) => {
+                timers.push((i, visits[i], timer_duration(flow, t)));
+                None
+            }
+            StepKind::Timer(Timer::Until(_)) => {
+                timers.push((i, visits[i], Err("waits until a time".to_string())));
+                None
+            }
+            _ => None,
+        };
+        if let Some((method, url, sending, pages, read_back)) = sending {
+            let retry = &sending.retry;
+            let mut waits = Duration::ZERO;
+            for k in 1..retry.attempts {
+                let backoff = retry
+                    .backoff
+                    .checked_mul(2u32.saturating_pow(k - 1))
+                    .unwrap_or(retry.max_backoff)
+                    .min(retry.max_backoff);
+                waits += backoff.max(retry.max_retry_after);
+            }
+            requests.push(Requests {
+                step: i,
+                method,
+                target: target(flow, url),
+                times: visits[i],
+                attempts: retry.attempts,
+                pages,
+                timeout: sending.timeout,
+                retry_waits: waits,
+                read_back,
+            });
+        }
+    }
+    Plan {
+        loops,
+        visits,
+        requests,
+        timers,
+    }
+}
+
+/// A method as the plan counts it.
+fn method(m: &str) -> &'static str {
+    match m.to_ascii_uppercase().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        _ => "other",
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    crate::clock::format_duration(d)
+}
+
+impl Plan {
+    pub fn total_steps(&self) -> Option<u64> {
+        self.visits
+            .iter()
+            .try_fold(0u64, |sum, v| Some(sum + (*v)?))
+    }
+
+    /// First attempts, by method and target.
+    fn by_method(&self) -> BTreeMap<(&'static str, String), Option<u64>> {
+        let mut out: BTreeMap<(&'static str, String), Option<u64>> = BTreeMap::new();
+        let mut add = |key: (&'static str, String), n: Option<u64>| {
+            let entry = out.entry(key).or_insert(Some(0));
+            *entry = match (*entry, n) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            };
+        };
+        for r in &self.requests {
+            add((r.method, r.target.clone()), r.times);
+            if r.read_back {
+                add(("GET", r.target.clone()), r.times);
+            }
+        }
+        out
+    }
+
+    fn timer_time(&self) -> Result<Duration, String> {
+        let mut total = Duration::ZERO;
+        for (_, visits, duration) in &self.timers {
+            let Some(v) = visits else {
+                return Err("a timer is in a loop with no proven bound".to_string());
+            };
+            total += duration.clone()?.saturating_mul(*v as u32);
+        }
+        Ok(total)
+    }
+
+    fn request_time(&self) -> Option<Duration> {
+        let mut total = Duration::ZERO;
+        for r in &self.requests {
+            let per = r.timeout.saturating_mul(r.attempts) + r.retry_waits;
+            let each = per.saturating_mul(r.pages as u32 + u32::from(r.read_back));
+            total += each.saturating_mul(r.times? as u32);
+        }
+        Some(total)
+    }
+
+    pub fn text(&self, flow: &Flow) -> String {
+        let name = |i: usize| flow.steps[i].id.as_str();
+        let mut out = format!("flow `{}`: the worst case, before it runs\n\n", flow.name);
+        for l in &self.loops {
+            let mut path: Vec<&str> = l.steps.iter().map(|&i| name(i)).collect();
+            if let Some(&first) = l.steps.first() {
+                path.push(name(first));
+            }
+            match &l.bound {
+                Ok((rounds, how)) => {
+                    let _ = writeln!(out, "loop {}: at most {rounds} rounds", path.join(" → "));
+                    let _ = writeln!(out, "  {how}");
+                }
+                Err(why) => {
+                    let _ = writeln!(
+                        out,
+                        "loop {}: no bound proven ({why}); only `max_steps` stops it",
+                        path.join(" → ")
+                    );
+                }
+            }
+        }
+        if !self.loops.is_empty() {
+            out.push('\n');
+        }
+        match self.total_steps() {
+            Some(n) => {
+                let over = if n > flow.max_steps {
+                    " — more than max_steps: a run could stop on its step budget"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "steps     at most {n} (max_steps: {}){over}",
+                    flow.max_steps
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "steps     at most {} (max_steps), as a loop has no proven bound",
+                    flow.max_steps
+                );
+            }
+        }
+        let counted: Vec<String> = self
+            .by_method()
+            .iter()
+            .map(|((m, t), n)| match n {
+                Some(n) => format!("{n} {m} to {t}"),
+                None => format!("any number of {m} to {t}"),
+            })
+            .collect();
+        if counted.is_empty() {
+            out.push_str("requests  none\n");
+        } else {
+            let _ = writeln!(out, "requests  at most {}", counted.join(", "));
+            if self.requests.iter().any(|r| r.read_back) {
+                out.push_str(
+                    "          (a PATCH refused with 409 reads its task back: one GET more each)\n",
+                );
+            }
+            for r in &self.requests {
+                let mut more = Vec::new();
+                if r.attempts > 1 {
+                    more.push(format!("{} attempts", r.attempts));
+                }
+                if r.pages > 1 {
+                    more.push(format!("up to {} pages", r.pages));
+                }
+                if !more.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "          `{}`: each {} may take {}",
+                        name(r.step),
+                        r.method,
+                        more.join(" and ")
+                    );
+                }
+            }
+        }
+        match self.timer_time() {
+            Ok(d) if self.timers.is_empty() || d.is_zero() => {
+                let _ = writeln!(out, "timers    none");
+            }
+            Ok(d) => {
+                let parts: Vec<String> = self
+                    .timers
+                    .iter()
+                    .filter_map(|(i, v, d)| {
+                        Some(format!(
+                            "{} × {} at `{}`",
+                            v.as_ref()?,
+                            seconds(*d.as_ref().ok()?),
+                            name(*i)
+                        ))
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "timers    at most {} ({})",
+                    seconds(d),
+                    parts.join(", ")
+                );
+            }
+            Err(why) => {
+                let _ = writeln!(out, "timers    unknown: {why}");
+            }
+        }
+        match self.request_time() {
+            Some(d) if !self.requests.is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "waiting   at most {} more on requests, if every attempt timed out and every retry waited its longest",
+                    seconds(d)
+                );
+            }
+            _ => {}
+        }
+        out
+    }
+
+    pub fn json(&self, flow: &Flow) -> Value {
+        let name = |i: usize| flow.steps[i].id.clone();
+        json!({
+            "flow": flow.name,
+            "loops": self.loops.iter().map(|l| json!({
+                "steps": l.steps.iter().map(|&i| name(i)).collect::<Vec<_>>(),
+                "rounds": l.bound.as_ref().ok().map(|(r, _)| r),
+                "why": match &l.bound { Ok((_, how)) => how.clone(), Err(why) => why.clone() },
+            })).collect::<Vec<_>>(),
+            "visits": flow.steps.iter().zip(&self.visits).map(|(s, v)| (s.id.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "steps": self.total_steps(),
+            "max_steps": flow.max_steps,
+            "requests": self.by_method().iter().map(|((m, t), n)| json!({"method": m, "target": t, "at_most": n})).collect::<Vec<_>>(),
+            "timer_ms": self.timer_time().ok().map(|d| d.as_millis() as u64),
+            "request_wait_ms": self.request_time().map(|d| d.as_millis() as u64),
+        })
+    }
+}
