@@ -42,4 +42,4 @@ pub use engine::durable;
 pub use language::{
     analyze, analyzer, diagnostic, fields, flow, lint, raw, source, template, trigger,
 };
-pub use run::{clock, inputs, mock, redact, retry, state, trace, transport};
+pub use run::{clock, inputs, mock, record, redact, retry, state, trace, transport};

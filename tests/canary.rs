@@ -725,3 +725,109 @@ fn the_worker_service_never_shows_a_secret() {
     assert_clean(&answers);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_recording_replays_the_run_and_holds_no_secret() {
+    use common::scratch;
+    let sim = Sim::start(SimConfig {
+        token: CANARY.to_string(),
+        client_secret: COOKIE.to_string(),
+        ..config()
+    });
+    // The task appears on the third poll, after a 503 with Retry-After.
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 2 }));
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        json!({ "method": "GET", "times": 1, "status": 503, "retry_after": "1" }),
+    );
+    let dir = scratch("record");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let set = format!("instance_id={instance}");
+    let env = [("NWC_BASE_URL", sim.base.as_str()), ("NWC_TOKEN", CANARY)];
+    let flow = "flows/complete-nwc-task.yaml";
+    let common_args = ["--set", &set, "--set", "poll_interval=100ms", "--quiet"];
+    let recorded = run(
+        "record",
+        &[
+            &["run", flow, "--record", &path("run.mock.yaml")][..],
+            &common_args,
+        ]
+        .concat(),
+        &env,
+    );
+    assert_eq!(recorded.code, Some(0), "{}", recorded.text);
+    assert_eq!(sim.task(&task)["completions"], 1);
+    // Offline: the same steps, branch and requests, from the recording alone.
+    let replayed = run(
+        "replay",
+        &[
+            &["run", flow, "--mock", &path("run.mock.yaml")][..],
+            &common_args,
+        ]
+        .concat(),
+        &[
+            ("NWC_BASE_URL", sim.base.as_str()),
+            ("NWC_TOKEN", "replay-placeholder-token"),
+        ],
+    );
+    assert_eq!(replayed.code, Some(0), "{}", replayed.text);
+    // `run` wrote each trace where its name says.
+    let traces = std::env::temp_dir().join(format!("handoff-canary-{}", std::process::id()));
+    let trace = |name: &str| traces.join(name).to_str().unwrap().to_string();
+    let diff = run(
+        "diff",
+        &["diff", &trace("record.jsonl"), &trace("replay.jsonl")],
+        &[],
+    );
+    assert_eq!(diff.code, Some(0), "{}", diff.text);
+    assert!(diff.text.starts_with("no difference: "), "{}", diff.text);
+    let mock = std::fs::read_to_string(path("run.mock.yaml")).unwrap();
+    assert!(
+        mock.contains("\"status\": 503") && mock.contains("\"retry-after\": \"1\""),
+        "{mock}"
+    );
+
+    // An app token the run received is masked in the recording, and the replay takes the mask.
+    let recorded = run(
+        "record-app-token",
+        &[
+            "run",
+            "flows/app-token.yaml",
+            "--record",
+            &path("app.mock.yaml"),
+            "--quiet",
+        ],
+        &[
+            ("NWC_BASE_URL", sim.base.as_str()),
+            ("NWC_CLIENT_ID", "sim-client"),
+            ("NWC_CLIENT_SECRET", COOKIE),
+        ],
+    );
+    assert_eq!(recorded.code, Some(0), "{}", recorded.text);
+    let app = std::fs::read_to_string(path("app.mock.yaml")).unwrap();
+    assert!(app.contains("\"access_token\": \"***\""), "{app}");
+    let replayed = run(
+        "replay-app-token",
+        &[
+            "run",
+            "flows/app-token.yaml",
+            "--mock",
+            &path("app.mock.yaml"),
+            "--quiet",
+        ],
+        &[
+            ("NWC_CLIENT_ID", "sim-client"),
+            ("NWC_CLIENT_SECRET", "placeholder-secret"),
+        ],
+    );
+    assert_eq!(replayed.code, Some(0), "{}", replayed.text);
+    let files = ["run.mock.yaml", "app.mock.yaml"].map(|f| Written {
+        name: f.to_string(),
+        code: Some(0),
+        text: std::fs::read_to_string(path(f)).unwrap(),
+    });
+    assert_clean(&files);
+    assert_clean(&[recorded, replayed, diff]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

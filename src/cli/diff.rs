@@ -2,7 +2,8 @@
 //!
 //! The two JSONL traces are walked event by event, leaving out what differs
 //! between any two runs (times, ids, latencies, heartbeats, a server's `Date`
-//! header), and the first event that differs is shown with the events
+//! header and the others a flow cannot read, and whether it was a dry run,
+//! as a replay is), and the first event that differs is shown with the events
 //! before it, from both sides: another branch taken, another request,
 //! another value. A summary of each side follows. Exit 0 when the runs are
 //! the same, 1 when they differ, 2 when a trace cannot be read, as `diff`.
@@ -59,7 +60,10 @@ fn fact(event: &TraceEvent) -> Value {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
+        // A replay is a dry run of a real one, and may go by another route.
         for key in [
+            "dry_run",
+            "route",
             "seq",
             "at_ms",
             "time",
@@ -77,7 +81,17 @@ fn fact(event: &TraceEvent) -> Value {
         if let Some(Value::Object(headers)) = map.get_mut("headers")
             && kind == "response_received"
         {
-            headers.retain(|name, _| !name.eq_ignore_ascii_case("date"));
+            // The headers a flow reads; the rest (`Date`, `Content-Length`) vary by transport.
+            headers.retain(|name, _| {
+                crate::record::KEPT_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+            });
+        }
+        // No headers and an empty set of them are the same.
+        if map
+            .get("headers")
+            .is_some_and(|h| h.as_object().is_some_and(|h| h.is_empty()))
+        {
+            map.remove("headers");
         }
     }
     value

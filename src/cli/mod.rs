@@ -428,6 +428,9 @@ pub struct RunArgs {
     /// With --each: runs at a time (also the requests in flight to one host).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: u32,
+    /// Write every answer the run receives as a mock file, to replay the run offline with --mock.
+    #[arg(long, value_name = "FILE.mock.yaml", conflicts_with_all = ["mock", "dry_run", "each"])]
+    pub record: Option<PathBuf>,
     /// With --each: a JSONL trace file a run in this folder (`row-00042-<first input>.jsonl`).
     #[arg(long, value_name = "DIR", requires = "each")]
     pub trace_dir: Option<PathBuf>,
@@ -787,16 +790,59 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
         );
     }
     let durable_id = args.durable.then(|| run_id.clone());
+    let recording = args
+        .record
+        .as_ref()
+        .map(|_| crate::record::Recording::new(&*transport));
+    let sending: &dyn Transport = match &recording {
+        Some(r) => r,
+        None => &*transport,
+    };
+    let secrets_given = state.clone();
     let engine = Engine {
         run_id,
         flow: &flow,
         clock,
-        transport: &*transport,
+        transport: sending,
         dry_run,
         durable: checkpoints.as_ref().map(|c| crate::engine::Durable::new(c)),
         stop: None,
     };
-    match run_live(&engine, state, &mut printer).await {
+    let result = run_live(&engine, state, &mut printer).await;
+    if let (Some(path), Some(recording)) = (&args.record, &recording) {
+        match &result {
+            Some(r) => {
+                // Every secret the run knew, those it received included.
+                let mut redactor = crate::redact::Redactor::default();
+                for literal in &flow.literal_secrets {
+                    redactor.add_secret(literal);
+                }
+                for known in [&secrets_given, &r.state] {
+                    for name in &known.secret {
+                        if let Some(v) = known.get(name) {
+                            redactor.add_secret_value(v);
+                        }
+                    }
+                }
+                let text = recording.mock_text(&flow.name, &redactor);
+                match std::fs::write(path, text) {
+                    Ok(()) => eprintln!(
+                        "recorded the answers in `{}`; replay with `--mock {}`",
+                        path.display(),
+                        path.display()
+                    ),
+                    Err(e) => eprintln!(
+                        "error: cannot write `{}`: {}",
+                        path.display(),
+                        crate::analyze::io_reason(&e)
+                    ),
+                }
+            }
+            // What it received may hold a secret it had not yet marked.
+            None => eprintln!("the run was interrupted: no recording was written"),
+        }
+    }
+    match result {
         Some(r) => exit_code(r.outcome.status),
         None => {
             if let Some(id) = durable_id {

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod inputs;
 pub mod limits;
 pub mod mock;
+pub mod record;
 pub mod redact;
 pub mod retry;
 pub mod state;

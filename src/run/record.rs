@@ -1,0 +1,143 @@
+//! `handoff run --record FILE`: every answer a real run received, written as
+//! a mock file, so that the run can be replayed offline as a dry run
+//! (`--mock FILE`), on the virtual clock, step by step.
+//!
+//! A recording keeps, per step and in order, each answer's status, the
+//! headers a flow can use (`Content-Type`, `Retry-After`, `Location`,
+//! `ETag`, `Link`), its body and how long it took. A connection that failed
+//! is kept as the error it was. Nothing secret goes in. No request header is
+//! kept, and answers are redacted like the trace: a secret the run knew,
+//! including one it received (an app token), becomes `***`, which a replay
+//! takes as it would the value. A body longer than [`MAX_BODY`] is cut, with
+//! a marker, and a replay that needs the rest fails on it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+use crate::redact::Redactor;
+use crate::transport::{BoxFuture, HttpRequest, HttpResponse, Transport, TransportError};
+
+/// The longest body kept whole.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The answer headers a flow can read, and so a replay needs.
+pub const KEPT_HEADERS: [&str; 5] = ["content-type", "retry-after", "location", "etag", "link"];
+
+struct Recorded {
+    step: String,
+    answer: Result<HttpResponse, TransportError>,
+    took: Duration,
+}
+
+/// A transport that keeps what came back.
+pub struct Recording<'a> {
+    inner: &'a dyn Transport,
+    kept: Mutex<Vec<Recorded>>,
+}
+
+impl<'a> Recording<'a> {
+    pub fn new(inner: &'a dyn Transport) -> Recording<'a> {
+        Recording {
+            inner,
+            kept: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The mock file's text: JSON, which a mock file may be, with every
+    /// secret `redactor` knows masked.
+    pub fn mock_text(&self, flow: &str, redactor: &Redactor) -> String {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_step: IndexMap<&str, Vec<Value>> = IndexMap::new();
+        for r in kept.iter() {
+            by_step
+                .entry(r.step.as_str())
+                .or_default()
+                .push(reply(r, redactor));
+        }
+        let responses: Vec<Value> = by_step
+            .into_iter()
+            .map(|(step, replies)| json!({ "step": step, "replies": replies }))
+            .collect();
+        let mock = json!({
+            "description": format!("answers recorded from a real run of `{flow}`"),
+            "responses": responses,
+        });
+        let text = serde_json::to_string_pretty(&mock).unwrap_or_default();
+        format!("# Recorded by `handoff run --record`: replay with `--mock`.\n{text}\n")
+    }
+}
+
+fn reply(r: &Recorded, redactor: &Redactor) -> Value {
+    let delay = format!("{}ms", r.took.as_millis());
+    let response = match &r.answer {
+        Ok(response) => response,
+        Err(e) => {
+            let error = match e {
+                TransportError::Timeout(_) => "timeout",
+                TransportError::Connect(_) => "refused",
+                _ => "reset",
+            };
+            return json!({ "error": error, "delay": delay });
+        }
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("status".into(), json!(response.status));
+    let headers: serde_json::Map<String, Value> = response
+        .headers
+        .iter()
+        .filter(|(name, _)| KEPT_HEADERS.contains(&name.to_ascii_lowercase().as_str()))
+        .map(|(name, value)| (name.to_ascii_lowercase(), json!(redactor.redact(value))))
+        .collect();
+    if !headers.is_empty() {
+        out.insert("headers".into(), Value::Object(headers));
+    }
+    if !response.body.is_empty() {
+        let cut = response.body.len() > MAX_BODY;
+        match (cut, serde_json::from_slice::<Value>(&response.body)) {
+            (false, Ok(mut body)) => {
+                redactor.redact_json(&mut body);
+                out.insert("body".into(), body);
+            }
+            _ => {
+                let kept = &response.body[..response.body.len().min(MAX_BODY)];
+                let mut text = redactor.redact(&String::from_utf8_lossy(kept));
+                if cut {
+                    text.push_str(&format!(
+                        "\n[cut by handoff record: {} more bytes]",
+                        response.body.len() - MAX_BODY
+                    ));
+                }
+                out.insert("text".into(), json!(text));
+            }
+        }
+    }
+    out.insert("delay".into(), json!(delay));
+    Value::Object(out)
+}
+
+impl Transport for Recording<'_> {
+    fn send<'a>(
+        &'a self,
+        request: &'a HttpRequest,
+    ) -> BoxFuture<'a, Result<HttpResponse, TransportError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let answer = self.inner.send(request).await;
+            if let Ok(mut kept) = self.kept.lock() {
+                kept.push(Recorded {
+                    step: request.step.clone(),
+                    answer: answer.clone(),
+                    took: started.elapsed(),
+                });
+            }
+            answer
+        })
+    }
+
+    fn route(&self) -> Option<String> {
+        self.inner.route()
+    }
+}
