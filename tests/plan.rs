@@ -66,3 +66,25 @@ fn a_loop_with_no_counter_is_named_and_left_to_max_steps() {
     assert!(said.contains("timers    unknown"), "{said}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn check_warns_when_the_worst_case_passes_max_steps() {
+    let dir = scratch("plan-check");
+    let flow = dir.join("tight.yaml");
+    let source = std::fs::read_to_string("flows/complete-nwc-task.yaml").unwrap();
+    std::fs::write(
+        &flow,
+        source.replacen("fields:", "max_steps: 40\n\nfields:", 1),
+    )
+    .unwrap();
+    let out = handoff(&["check", flow.to_str().unwrap()], &[]);
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("in the worst case a run takes 52 steps, more than `max_steps: 40`"),
+        "{said}"
+    );
+    let out = handoff(&["check", "flows/complete-nwc-task.yaml"], &[]);
+    assert!(!text(&out.stderr).contains("worst case"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

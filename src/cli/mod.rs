@@ -641,6 +641,22 @@ fn check_one(path: &str) -> Result<(String, Vec<Diagnostic>), Vec<Diagnostic>> {
     let source = read_source(path).map_err(|d| vec![d])?;
     let checked = analyze(&source)?;
     let flow = &checked.flow;
+    let mut warnings = checked.warnings.clone();
+    // The worst case, worked out as `handoff plan` does: a run that could
+    // spend its step budget before it ends is worth a warning.
+    if let Some(steps) = plan::plan(flow).total_steps()
+        && steps > flow.max_steps
+    {
+        warnings.push(
+            Diagnostic::warning(format!(
+                "in the worst case a run takes {steps} steps, more than `max_steps: {}`",
+                flow.max_steps
+            ))
+            .help(
+                "raise `max_steps`, or lower the loop's bound; `handoff plan` shows the worst case",
+            ),
+        );
+    }
     Ok((
         format!(
             "flow `{}`, {} fields, {} steps",
@@ -648,7 +664,7 @@ fn check_one(path: &str) -> Result<(String, Vec<Diagnostic>), Vec<Diagnostic>> {
             flow.fields.len(),
             flow.steps.len()
         ),
-        checked.warnings,
+        warnings,
     ))
 }
 
