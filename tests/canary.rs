@@ -662,10 +662,15 @@ fn the_worker_service_never_shows_a_secret() {
         &auth,
         &secret_input.to_string(),
     );
+    // Both runs have ended, read from one listing (two could straddle a change).
     assert!(until(|| {
-        let (_, _, text) = served.call("GET", "/v1/runs?status=waiting", &auth, None);
-        let (_, _, running) = served.call("GET", "/v1/runs?status=running", &auth, None);
-        text.contains("\"runs\":[]") && running.contains("\"runs\":[]")
+        let (_, _, text) = served.call("GET", "/v1/runs", &auth, None);
+        let runs: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        runs["runs"].as_array().is_some_and(|r| {
+            r.len() == 2
+                && r.iter()
+                    .all(|run| matches!(run["status"].as_str(), Some("succeeded" | "failed")))
+        })
     }));
     let (_, _, list) = served.call("GET", "/v1/runs", &auth, None);
     let runs: serde_json::Value = serde_json::from_str(&list).unwrap();
@@ -782,6 +787,33 @@ fn a_recording_replays_the_run_and_holds_no_secret() {
     );
     assert_eq!(diff.code, Some(0), "{}", diff.text);
     assert!(diff.text.starts_with("no difference: "), "{}", diff.text);
+    // `--strict`: the same requests pass; another outcome in the PATCH body is named.
+    let strict = |name: &str, extra: &[&str]| {
+        run(
+            name,
+            &[
+                &["run", flow, "--mock", &path("run.mock.yaml"), "--strict"][..],
+                &common_args,
+                extra,
+            ]
+            .concat(),
+            &[
+                ("NWC_BASE_URL", sim.base.as_str()),
+                ("NWC_TOKEN", "replay-placeholder-token"),
+            ],
+        )
+    };
+    let same = strict("strict", &[]);
+    assert_eq!(same.code, Some(0), "{}", same.text);
+    let changed = strict("strict-changed", &["--set", "outcome=Canceled"]);
+    assert_eq!(changed.code, Some(1), "{}", changed.text);
+    assert!(
+        changed
+            .text
+            .contains("strict replay: step `complete` sent a body that differs from the recording at `$.outcome`"),
+        "{}",
+        changed.text
+    );
     let mock = std::fs::read_to_string(path("run.mock.yaml")).unwrap();
     assert!(
         mock.contains("\"status\": 503") && mock.contains("\"retry-after\": \"1\""),
@@ -828,6 +860,6 @@ fn a_recording_replays_the_run_and_holds_no_secret() {
         text: std::fs::read_to_string(path(f)).unwrap(),
     });
     assert_clean(&files);
-    assert_clean(&[recorded, replayed, diff]);
+    assert_clean(&[recorded, replayed, diff, same, changed]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -428,6 +428,9 @@ pub struct RunArgs {
     /// With --each: runs at a time (also the requests in flight to one host).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: u32,
+    /// With --mock: every request must be the one the recording (`--record`) has, and no more.
+    #[arg(long, requires = "mock")]
+    pub strict: bool,
     /// Write every answer the run receives as a mock file, to replay the run offline with --mock.
     #[arg(long, value_name = "FILE.mock.yaml", conflicts_with_all = ["mock", "dry_run", "each"])]
     pub record: Option<PathBuf>,
@@ -758,7 +761,10 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
         };
         (
             &*virtual_clock,
-            Box::new(MockTransport::new(mock, virtual_clock.clone())),
+            Box::new({
+                let replay = MockTransport::new(mock, virtual_clock.clone());
+                if args.strict { replay.strict() } else { replay }
+            }),
         )
     } else {
         match ReqwestTransport::new() {

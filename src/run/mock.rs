@@ -6,6 +6,7 @@
 //! connection. A request nothing matches fails its step, and no connection is
 //! ever opened.
 
+use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +46,17 @@ pub struct Reply {
     pub body: Vec<u8>,
     pub delay: Duration,
     pub fault: Option<Fault>,
+    /// The request this reply answered, as recorded: `--strict` checks it.
+    pub expect: Option<Expected>,
+}
+
+/// A recorded request: its method, its target (path and query, secrets
+/// masked) and its body; `***` in the recording stands for anything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub method: String,
+    pub target: String,
+    pub body: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,7 +67,9 @@ pub enum Fault {
 }
 
 const ENTRY_KEYS: [&str; 4] = ["step", "request", "replies", "reply"];
-const REPLY_KEYS: [&str; 6] = ["status", "headers", "body", "text", "delay", "error"];
+const REPLY_KEYS: [&str; 7] = [
+    "status", "headers", "body", "text", "delay", "error", "expect",
+];
 
 impl Mock {
     /// Reads the `responses` list of a mock file or a test case's header.
@@ -368,12 +382,41 @@ fn parse_reply_fields(
         },
         None => None,
     };
+    let expect = match get("expect") {
+        Some(e) => {
+            let field = |key: &str| {
+                e.as_map()?
+                    .iter()
+                    .find(|(k, _)| k.as_str() == Some(key))
+                    .map(|(_, v)| v)
+            };
+            match (
+                field("method").and_then(Node::scalar_text),
+                field("target").and_then(Node::scalar_text),
+            ) {
+                (Some(method), Some(target)) => Some(Expected {
+                    method,
+                    target,
+                    body: field("body").map(Node::to_json),
+                }),
+                _ => {
+                    err(
+                        e,
+                        "`expect` has the request's `method` and `target`, and may have its `body`",
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     (problems.len() == before).then_some(Reply {
         status,
         headers,
         body,
         delay,
         fault,
+        expect,
     })
 }
 
@@ -402,6 +445,8 @@ pub struct MockTransport {
     mock: Mock,
     clock: Arc<VirtualClock>,
     cursors: Mutex<Vec<usize>>,
+    /// `--strict`: a request must be the one recorded, and no more are sent.
+    strict: bool,
 }
 
 impl MockTransport {
@@ -411,7 +456,147 @@ impl MockTransport {
             mock,
             clock,
             cursors,
+            strict: false,
         }
+    }
+
+    /// Replays a recording strictly: see [`strict_check`].
+    pub fn strict(mut self) -> MockTransport {
+        self.strict = true;
+        self
+    }
+}
+
+/// `--strict`: the request a step sends must be the recorded one. The
+/// error names what differs, never a value the run sent.
+fn strict_check(request: &HttpRequest, reply: Option<&Reply>) -> Result<(), String> {
+    let Some(reply) = reply else {
+        return Err(format!(
+            "strict replay: step `{}` sent a request the recording does not have",
+            request.step
+        ));
+    };
+    let Some(expected) = &reply.expect else {
+        return Ok(());
+    };
+    if !expected.method.eq_ignore_ascii_case(&request.method) {
+        return Err(format!(
+            "strict replay: step `{}` sent {}, the recording has {}",
+            request.step, request.method, expected.method
+        ));
+    }
+    let target = target_of(&request.shown_url);
+    if !masked_matches(&expected.target, &target) {
+        return Err(format!(
+            "strict replay: step `{}` sent {} {target}, the recording has {} {}",
+            request.step, request.method, expected.method, expected.target
+        ));
+    }
+    let sent = request.body.as_ref().map(body_json);
+    match (&expected.body, &sent) {
+        (None, None) => Ok(()),
+        (Some(e), Some(s)) => match first_difference(e, s, "$") {
+            None => Ok(()),
+            Some(at) => Err(format!(
+                "strict replay: step `{}` sent a body that differs from the recording at `{at}`",
+                request.step
+            )),
+        },
+        _ => Err(format!(
+            "strict replay: step `{}` sent {} body where the recording has {}",
+            request.step,
+            if sent.is_some() { "a" } else { "no" },
+            if expected.body.is_some() {
+                "one"
+            } else {
+                "none"
+            }
+        )),
+    }
+}
+
+/// A URL's path and query.
+pub fn target_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+        Err(_) => url.to_string(),
+    }
+}
+
+/// A request body as JSON, as a recording keeps it.
+pub fn body_json(body: &crate::transport::RequestBody) -> Value {
+    use crate::transport::RequestBody;
+    match body {
+        RequestBody::Json(v) => v.clone(),
+        RequestBody::Form(pairs) => Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
+        RequestBody::Text(t) => Value::String(t.clone()),
+    }
+}
+
+/// Whether `actual` fits `recorded`, where each `***` stands for any text.
+fn masked_matches(recorded: &str, actual: &str) -> bool {
+    let mut parts = recorded.split(crate::redact::MASK);
+    let Some(first) = parts.next() else {
+        return true;
+    };
+    let Some(mut rest) = actual.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    if parts.is_empty() {
+        return rest.is_empty();
+    }
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Where two JSON values first differ, as a path; `***` strings match anything.
+fn first_difference(recorded: &Value, sent: &Value, at: &str) -> Option<String> {
+    match (recorded, sent) {
+        (Value::String(r), Value::String(s)) => (!masked_matches(r, s)).then(|| at.to_string()),
+        (Value::String(r), other) if r == crate::redact::MASK && !other.is_null() => None,
+        (Value::Object(r), Value::Object(s)) => {
+            for (k, v) in r {
+                let here = format!("{at}.{k}");
+                match s.get(k) {
+                    Some(w) => {
+                        if let Some(d) = first_difference(v, w, &here) {
+                            return Some(d);
+                        }
+                    }
+                    None => return Some(here),
+                }
+            }
+            s.keys()
+                .find(|k| !r.contains_key(*k))
+                .map(|k| format!("{at}.{k}"))
+        }
+        (Value::Array(r), Value::Array(s)) => {
+            if r.len() != s.len() {
+                return Some(at.to_string());
+            }
+            r.iter()
+                .zip(s)
+                .enumerate()
+                .find_map(|(i, (a, b))| first_difference(a, b, &format!("{at}[{i}]")))
+        }
+        (r, s) => (r != s).then(|| at.to_string()),
     }
 }
 
@@ -430,6 +615,9 @@ impl Transport for MockTransport {
                 let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
                 let n = cursors[index];
                 cursors[index] += 1;
+                if self.strict {
+                    strict_check(request, entry.replies.get(n)).map_err(TransportError::Other)?;
+                }
                 &entry.replies[n.min(entry.replies.len() - 1)]
             };
             if reply.fault == Some(Fault::Timeout) || reply.delay >= request.timeout {
@@ -464,6 +652,29 @@ impl Transport for MockTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recording_masks_stand_for_any_text() {
+        assert!(masked_matches("/tasks/abc", "/tasks/abc"));
+        assert!(!masked_matches("/tasks/abc", "/tasks/abd"));
+        assert!(masked_matches("/x?token=***&a=1", "/x?token=s3cr3t&a=1"));
+        assert!(!masked_matches("/x?token=***&a=1", "/x?token=s3cr3t&a=2"));
+        assert!(masked_matches("Bearer ***", "Bearer anything"));
+        let recorded = serde_json::json!({ "outcome": "Completed", "secret": "***", "n": [1, 2] });
+        let same = serde_json::json!({ "outcome": "Completed", "secret": "xyz", "n": [1, 2] });
+        assert_eq!(first_difference(&recorded, &same, "$"), None);
+        let other = serde_json::json!({ "outcome": "Canceled", "secret": "xyz", "n": [1, 2] });
+        assert_eq!(
+            first_difference(&recorded, &other, "$").as_deref(),
+            Some("$.outcome")
+        );
+        let more =
+            serde_json::json!({ "outcome": "Completed", "secret": "x", "n": [1, 2], "extra": 1 });
+        assert_eq!(
+            first_difference(&recorded, &more, "$").as_deref(),
+            Some("$.extra")
+        );
+    }
 
     #[test]
     fn star_matches_within_one_segment() {

@@ -28,6 +28,10 @@ pub const KEPT_HEADERS: [&str; 5] = ["content-type", "retry-after", "location", 
 
 struct Recorded {
     step: String,
+    method: String,
+    /// Path and query, as the trace shows them (secrets masked).
+    target: String,
+    body: Option<Value>,
     answer: Result<HttpResponse, TransportError>,
     took: Duration,
 }
@@ -72,6 +76,13 @@ impl<'a> Recording<'a> {
 
 fn reply(r: &Recorded, redactor: &Redactor) -> Value {
     let delay = format!("{}ms", r.took.as_millis());
+    // The request it answered, for `--strict`: no header, secrets masked.
+    let mut expect = json!({ "method": r.method, "target": redactor.redact(&r.target) });
+    if let Some(body) = &r.body {
+        let mut body = body.clone();
+        redactor.redact_json(&mut body);
+        expect["body"] = body;
+    }
     let response = match &r.answer {
         Ok(response) => response,
         Err(e) => {
@@ -80,7 +91,7 @@ fn reply(r: &Recorded, redactor: &Redactor) -> Value {
                 TransportError::Connect(_) => "refused",
                 _ => "reset",
             };
-            return json!({ "error": error, "delay": delay });
+            return json!({ "error": error, "delay": delay, "expect": expect });
         }
     };
     let mut out = serde_json::Map::new();
@@ -115,6 +126,7 @@ fn reply(r: &Recorded, redactor: &Redactor) -> Value {
         }
     }
     out.insert("delay".into(), json!(delay));
+    out.insert("expect".into(), expect);
     Value::Object(out)
 }
 
@@ -129,6 +141,9 @@ impl Transport for Recording<'_> {
             if let Ok(mut kept) = self.kept.lock() {
                 kept.push(Recorded {
                     step: request.step.clone(),
+                    method: request.method.clone(),
+                    target: crate::mock::target_of(&request.shown_url),
+                    body: request.body.as_ref().map(crate::mock::body_json),
                     answer: answer.clone(),
                     took: started.elapsed(),
                 });
