@@ -353,3 +353,72 @@ fn a_run_is_never_resumed_beside_the_process_that_still_runs_it() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("log: version A"));
 }
+
+#[test]
+fn a_stored_run_is_recorded_from_its_trace_and_replays_the_same() {
+    let sim = Sim::new();
+    let (instance, _) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
+    let db = store("record");
+    let dir = db.parent().unwrap().to_path_buf();
+    let set = format!("instance_id={instance}");
+    let env = [("NWC_BASE_URL", sim.base.as_str()), ("NWC_TOKEN", TOKEN)];
+    let flow = "flows/complete-nwc-task.yaml";
+    let args = [
+        "--set",
+        set.as_str(),
+        "--set",
+        "poll_interval=50ms",
+        "--quiet",
+    ];
+    let out = handoff(
+        &[
+            &["run", flow, "--durable", "--store", db.to_str().unwrap()][..],
+            &args,
+        ]
+        .concat(),
+        &env,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("run ")?.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let stored = |action: &[&str]| {
+        let out = handoff(
+            &[&["runs"][..], action, &["--store", db.to_str().unwrap()]].concat(),
+            &[],
+        )
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let mock = dir.join("run.mock.yaml");
+    std::fs::write(&mock, stored(&["record", &id])).unwrap();
+    let real = dir.join("real.jsonl");
+    std::fs::write(&real, stored(&["show", &id, "--trace", "jsonl"])).unwrap();
+    let replay = dir.join("replay.jsonl");
+    let out = handoff(
+        &[
+            &["run", flow, "--mock", mock.to_str().unwrap(), "--strict"][..],
+            &args,
+            &["--trace-file", replay.to_str().unwrap()],
+        ]
+        .concat(),
+        &env,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let out = handoff(
+        &["diff", real.to_str().unwrap(), replay.to_str().unwrap()],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(!std::fs::read_to_string(&mock).unwrap().contains(TOKEN));
+}

@@ -80,6 +80,8 @@ pub enum RunsAction {
     },
     /// Cancel a run that has not finished: it stops at its next checkpoint.
     Cancel { id: String },
+    /// Print a run's answers as a mock file, from its stored trace, to replay it offline with --mock.
+    Record { id: String },
 }
 
 fn status_arg(text: &str) -> Result<DurableStatus, String> {
@@ -256,6 +258,7 @@ pub async fn runs_command(args: RunsArgs, color: Colors) -> i32 {
     match args.action {
         None => list(&runs, &args).await,
         Some(RunsAction::Show { id, trace }) => show(&runs, &id, trace, color).await,
+        Some(RunsAction::Record { id }) => record(&runs, &id).await,
         Some(RunsAction::Cancel { id }) => {
             match runs.store.cancel(&id, unix_ms(SystemTime::now())).await {
                 Ok(true) => {
@@ -273,6 +276,33 @@ pub async fn runs_command(args: RunsArgs, color: Colors) -> i32 {
             }
         }
     }
+}
+
+/// A stored run's answers as a mock file, on stdout.
+async fn record(runs: &DurableRuns, id: &str) -> i32 {
+    let run = match runs.store.load(id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => {
+            eprintln!("error: there is no run `{id}` in the store");
+            return EXIT_INVALID;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let events: Vec<TraceEvent> = match runs.store.events(id).await {
+        Ok(lines) => lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    print!("{}", crate::record::from_events(&run.flow, &events));
+    EXIT_OK
 }
 
 async fn list(runs: &DurableRuns, args: &RunsArgs) -> i32 {

@@ -54,24 +54,122 @@ impl<'a> Recording<'a> {
     /// secret `redactor` knows masked.
     pub fn mock_text(&self, flow: &str, redactor: &Redactor) -> String {
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let mut by_step: IndexMap<&str, Vec<Value>> = IndexMap::new();
-        for r in kept.iter() {
-            by_step
-                .entry(r.step.as_str())
-                .or_default()
-                .push(reply(r, redactor));
-        }
-        let responses: Vec<Value> = by_step
-            .into_iter()
-            .map(|(step, replies)| json!({ "step": step, "replies": replies }))
-            .collect();
-        let mock = json!({
-            "description": format!("answers recorded from a real run of `{flow}`"),
-            "responses": responses,
-        });
-        let text = serde_json::to_string_pretty(&mock).unwrap_or_default();
-        format!("# Recorded by `handoff run --record`: replay with `--mock`.\n{text}\n")
+        mock_text(&kept, flow, redactor)
     }
+}
+
+/// A recording made from a trace: its requests and the answers to them, as
+/// the trace shows them (redacted, and a body over 64 KB as an excerpt,
+/// which a replay cannot use). `handoff runs record ID` makes one from a
+/// stored run.
+pub fn from_events(flow: &str, events: &[crate::trace::TraceEvent]) -> String {
+    use crate::trace::EventKind;
+    let mut kept: Vec<Recorded> = Vec::new();
+    // The request waiting for its answer, and when it went (on the run's clock).
+    let mut pending: Option<(Recorded, u64)> = None;
+    let failed = |r: Recorded, why: &str| Recorded {
+        answer: Err(if why.contains("timed out") {
+            TransportError::Timeout(Duration::ZERO)
+        } else if why.contains("could not connect") {
+            TransportError::Connect(String::new())
+        } else {
+            TransportError::Reset(String::new())
+        }),
+        ..r
+    };
+    for event in events {
+        let step = event.step.clone().unwrap_or_default();
+        match &event.kind {
+            EventKind::RequestSent {
+                method, url, body, ..
+            } => {
+                if let Some((r, _)) = pending.take() {
+                    kept.push(failed(r, ""));
+                }
+                pending = Some((
+                    Recorded {
+                        step,
+                        method: method.clone(),
+                        target: crate::mock::target_of(url),
+                        body: body.clone(),
+                        answer: Err(TransportError::Reset(String::new())),
+                        took: Duration::ZERO,
+                    },
+                    event.at_ms,
+                ));
+            }
+            EventKind::ResponseReceived {
+                status,
+                headers,
+                body,
+                duration_ms,
+            } => {
+                if let Some((r, _)) = pending.take() {
+                    let bytes = match body {
+                        Some(Value::String(text)) => text.clone().into_bytes(),
+                        Some(v) => serde_json::to_vec(v).unwrap_or_default(),
+                        None => Vec::new(),
+                    };
+                    kept.push(Recorded {
+                        answer: Ok(HttpResponse {
+                            status: *status,
+                            headers: headers
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                            body: bytes,
+                        }),
+                        took: Duration::from_millis(*duration_ms),
+                        ..r
+                    });
+                }
+            }
+            EventKind::RetryScheduled { reason, .. } => {
+                if let Some((r, at)) = pending.take() {
+                    let took = Duration::from_millis(event.at_ms.saturating_sub(at));
+                    kept.push(Recorded {
+                        took,
+                        ..failed(r, reason)
+                    });
+                }
+            }
+            EventKind::StepFailed { error, .. } => {
+                if let Some((r, at)) = pending.take() {
+                    let took = Duration::from_millis(event.at_ms.saturating_sub(at));
+                    kept.push(Recorded {
+                        took,
+                        ..failed(r, error)
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((r, _)) = pending.take() {
+        kept.push(failed(r, ""));
+    }
+    // Already redacted when the trace was written.
+    mock_text(&kept, flow, &Redactor::default())
+}
+
+fn mock_text(kept: &[Recorded], flow: &str, redactor: &Redactor) -> String {
+    let mut by_step: IndexMap<&str, Vec<Value>> = IndexMap::new();
+    for r in kept {
+        by_step
+            .entry(r.step.as_str())
+            .or_default()
+            .push(reply(r, redactor));
+    }
+    let responses: Vec<Value> = by_step
+        .into_iter()
+        .map(|(step, replies)| json!({ "step": step, "replies": replies }))
+        .collect();
+    let mock = json!({
+        "description": format!("answers recorded from a real run of `{flow}`"),
+        "responses": responses,
+    });
+    let text = serde_json::to_string_pretty(&mock).unwrap_or_default();
+    format!("# Recorded by handoff: replay with `--mock`.\n{text}\n")
 }
 
 fn reply(r: &Recorded, redactor: &Redactor) -> Value {
