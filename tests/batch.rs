@@ -341,3 +341,58 @@ fn a_durable_batch_run_again_skips_what_succeeded_and_retries_what_failed() {
     assert_eq!(listed.matches(" failed ").count(), 2, "{listed}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_batch_records_a_mock_per_row_that_replays_the_row() {
+    let sim = Sim::new();
+    let made = instances(&sim, 3, 1);
+    let dir = scratch("batch-record");
+    let rows: Vec<Value> = made
+        .iter()
+        .map(|(instance, _)| json!({ "instance_id": instance }))
+        .collect();
+    let file = rows_file(&dir, &rows);
+    let recorded = dir.join("recorded");
+    let out = batch(
+        &sim,
+        &file,
+        &[
+            "--set",
+            "poll_interval=10ms",
+            "--quiet",
+            "--record",
+            recorded.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_dir(&recorded).unwrap().count(), 3);
+    // Row 2, replayed offline and strictly, against its own recording.
+    let mock = recorded.join("row-00002.mock.yaml");
+    assert!(!std::fs::read_to_string(&mock).unwrap().contains(TOKEN));
+    let set = format!("instance_id={}", made[1].0);
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args([
+            "--color",
+            "never",
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--mock",
+        ])
+        .arg(&mock)
+        .args([
+            "--strict",
+            "--quiet",
+            "--set",
+            &set,
+            "--set",
+            "poll_interval=10ms",
+        ])
+        .env("NWC_BASE_URL", &sim.base)
+        .env("NWC_TOKEN", "replay-token-placeholder")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -444,6 +444,22 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
             }
         }
     };
+    if let Some(dir) = &args.record {
+        if args.durable {
+            eprintln!(
+                "error: `--record` records fresh runs; a durable batch's runs are recorded with `handoff runs record ID`"
+            );
+            return EXIT_INVALID;
+        }
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!(
+                "error: cannot create `{}`: {}",
+                dir.display(),
+                crate::analyze::io_reason(&e)
+            );
+            return EXIT_INVALID;
+        }
+    }
     if dry_run && args.durable {
         eprintln!("error: `--durable` keeps real runs; a dry run has nothing to resume");
         return EXIT_INVALID;
@@ -521,6 +537,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         jobs: args.jobs as usize,
         stop: &stop,
         durable: runs.as_ref(),
+        record: args.record.as_deref(),
     };
     let ticker = {
         let stop = &stop;

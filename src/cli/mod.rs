@@ -432,7 +432,8 @@ pub struct RunArgs {
     #[arg(long, requires = "mock")]
     pub strict: bool,
     /// Write every answer the run receives as a mock file, to replay the run offline with --mock.
-    #[arg(long, value_name = "FILE.mock.yaml", conflicts_with_all = ["mock", "dry_run", "each"])]
+    /// With --each, a folder: a file a row, `row-00042.mock.yaml`.
+    #[arg(long, value_name = "FILE.mock.yaml", conflicts_with_all = ["mock", "dry_run"])]
     pub record: Option<PathBuf>,
     /// With --each: a JSONL trace file a run in this folder (`row-00042-<first input>.jsonl`).
     #[arg(long, value_name = "DIR", requires = "each")]

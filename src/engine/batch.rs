@@ -61,6 +61,8 @@ pub struct Batch<'a> {
     pub stop: &'a AtomicBool,
     /// Where a durable batch keeps its runs.
     pub durable: Option<&'a DurableRuns>,
+    /// `--record DIR`: each row's answers as `row-00042.mock.yaml` there.
+    pub record: Option<&'a std::path::Path>,
 }
 
 impl Batch<'_> {
@@ -101,6 +103,15 @@ impl Batch<'_> {
                 (&*virtual_clock, &mock, true)
             }
         };
+        let recording = match (&self.route, self.record) {
+            (Route::Real(t), Some(_)) => Some(crate::record::Recording::new(*t)),
+            _ => None,
+        };
+        let transport: &dyn Transport = match &recording {
+            Some(r) => r,
+            None => transport,
+        };
+        let given = recording.as_ref().map(|_| row.state.clone());
         let engine = Engine {
             run_id: run_id.clone(),
             flow: self.flow,
@@ -111,11 +122,49 @@ impl Batch<'_> {
             stop: Some(self.stop),
         };
         let result = engine.run(row.state, &mut observer).await;
+        if let (Some(recording), Some(dir), Some(given)) = (&recording, self.record, &given) {
+            self.write_recording(recording, dir, number, given, &result);
+        }
         Finished {
             row: number,
             run_id,
             outcome: result.outcome,
             skipped: false,
+        }
+    }
+
+    /// Writes a row's recording, with every secret its run knew masked. An
+    /// interrupted run is not recorded: what it received last may hold a
+    /// secret it had not yet marked.
+    fn write_recording(
+        &self,
+        recording: &crate::record::Recording<'_>,
+        dir: &std::path::Path,
+        number: usize,
+        given: &RunState,
+        result: &crate::engine::RunResult,
+    ) {
+        if result.outcome.status == RunStatus::Interrupted {
+            return;
+        }
+        let mut redactor = crate::redact::Redactor::default();
+        for literal in &self.flow.literal_secrets {
+            redactor.add_secret(literal);
+        }
+        for known in [given, &result.state] {
+            for name in &known.secret {
+                if let Some(v) = known.get(name) {
+                    redactor.add_secret_value(v);
+                }
+            }
+        }
+        let path = dir.join(format!("row-{number:05}.mock.yaml"));
+        if let Err(e) = std::fs::write(&path, recording.mock_text(&self.flow.name, &redactor)) {
+            eprintln!(
+                "warning: cannot write `{}`: {}",
+                path.display(),
+                crate::analyze::io_reason(&e)
+            );
         }
     }
 
