@@ -814,6 +814,44 @@ fn a_recording_replays_the_run_and_holds_no_secret() {
         "{}",
         changed.text
     );
+    // A changed flow: its list now filters by status too, and the strict replay says so.
+    let source = std::fs::read_to_string(flow).unwrap();
+    let extra = source.replacen(
+        "      workflow_instance_id: \"{{ instance_id }}\"\n",
+        "      workflow_instance_id: \"{{ instance_id }}\"\n      status: active\n",
+        1,
+    );
+    assert_ne!(extra, source);
+    std::fs::write(path("filtered.yaml"), extra).unwrap();
+    let filtered = run(
+        "strict-filtered",
+        &[
+            &[
+                "run",
+                &path("filtered.yaml"),
+                "--mock",
+                &path("run.mock.yaml"),
+                "--strict",
+            ][..],
+            &common_args,
+        ]
+        .concat(),
+        &[
+            ("NWC_BASE_URL", sim.base.as_str()),
+            ("NWC_TOKEN", "replay-placeholder-token"),
+        ],
+    );
+    assert_eq!(filtered.code, Some(1), "{}", filtered.text);
+    assert!(
+        filtered
+            .text
+            .contains("strict replay: step `find_task` sent GET /workflows/v2/tasks?")
+            && filtered
+                .text
+                .contains("&status=active, the recording has GET /workflows/v2/tasks?"),
+        "{}",
+        filtered.text
+    );
     let mock = std::fs::read_to_string(path("run.mock.yaml")).unwrap();
     assert!(
         mock.contains("\"status\": 503") && mock.contains("\"retry-after\": \"1\""),
@@ -860,6 +898,6 @@ fn a_recording_replays_the_run_and_holds_no_secret() {
         text: std::fs::read_to_string(path(f)).unwrap(),
     });
     assert_clean(&files);
-    assert_clean(&[recorded, replayed, diff, same, changed]);
+    assert_clean(&[recorded, replayed, diff, same, changed, filtered]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
