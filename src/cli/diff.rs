@@ -9,7 +9,6 @@
 //! the same, 1 when they differ, 2 when a trace cannot be read, as `diff`.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde_json::{Value, json};
 
@@ -18,38 +17,6 @@ use crate::trace::{EventKind, TraceEvent};
 
 /// Events of context shown before the first difference.
 const CONTEXT: usize = 3;
-
-/// A trace as read: its events, in order.
-pub fn read(path: &Path) -> Result<Vec<TraceEvent>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "cannot read `{}`: {}",
-            path.display(),
-            crate::analyze::io_reason(&e)
-        )
-    })?;
-    let mut events = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event = serde_json::from_str::<TraceEvent>(line).map_err(|_| {
-            format!(
-                "line {} of `{}` is not a trace event; write traces with `--trace-file FILE.jsonl`",
-                i + 1,
-                path.display()
-            )
-        })?;
-        // Heartbeats depend on the wall clock, not on what the run did.
-        if !matches!(event.kind, EventKind::TimerWaiting { .. }) {
-            events.push(event);
-        }
-    }
-    if events.is_empty() {
-        return Err(format!("`{}` has no trace events", path.display()));
-    }
-    Ok(events)
-}
 
 /// What of an event must be the same in two runs that behaved alike.
 fn fact(event: &TraceEvent) -> Value {

@@ -69,10 +69,7 @@ struct Node {
 
 /// The nodes and edges of a flow; `None` as a target is the end.
 fn layout(flow: &Flow) -> (Vec<Node>, Vec<Edge>) {
-    let mut redactor = Redactor::default();
-    for literal in &flow.literal_secrets {
-        redactor.add_secret(literal);
-    }
+    let redactor = Redactor::for_run(&flow.literal_secrets, &[]);
     let text = |t: &str| short(&redactor.redact(t));
     let target = |t: Target| match t {
         Target::Step(i) => Some(i),

@@ -836,17 +836,10 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
         match &result {
             Some(r) => {
                 // Every secret the run knew, those it received included.
-                let mut redactor = crate::redact::Redactor::default();
-                for literal in &flow.literal_secrets {
-                    redactor.add_secret(literal);
-                }
-                for known in [&secrets_given, &r.state] {
-                    for name in &known.secret {
-                        if let Some(v) = known.get(name) {
-                            redactor.add_secret_value(v);
-                        }
-                    }
-                }
+                let redactor = crate::redact::Redactor::for_run(
+                    &flow.literal_secrets,
+                    &[&secrets_given, &r.state],
+                );
                 let text = recording.mock_text(&flow.name, &redactor);
                 match std::fs::write(path, text) {
                     Ok(()) => eprintln!(
@@ -877,7 +870,7 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
 }
 
 fn diff_command(args: &DiffArgs, color: Colors) -> i32 {
-    let (a, b) = match (diff::read(&args.a), diff::read(&args.b)) {
+    let (a, b) = match (report::read_trace(&args.a), report::read_trace(&args.b)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
@@ -911,43 +904,20 @@ async fn graph_command(args: GraphArgs, color: Colors) -> i32 {
         }
     };
     let events = if let Some(path) = &args.trace {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        match report::read_trace(path) {
+            Ok(events) => Some(events),
             Err(e) => {
-                eprintln!(
-                    "error: cannot read `{}`: {}",
-                    path.display(),
-                    crate::analyze::io_reason(&e)
-                );
+                eprintln!("error: {e}");
                 return EXIT_INVALID;
             }
-        };
-        let mut events = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            match serde_json::from_str::<crate::trace::TraceEvent>(line) {
-                Ok(e) => events.push(e),
-                Err(_) => {
-                    eprintln!(
-                        "error: line {} of `{}` is not a trace event; write the trace with `--trace-file FILE.jsonl`",
-                        i + 1,
-                        path.display()
-                    );
-                    return EXIT_INVALID;
-                }
-            }
         }
-        Some(events)
     } else if let Some(id) = &args.run {
         let runs = match runs::existing_store(&args.store.store).await {
             Ok(r) => r,
             Err(code) => return code,
         };
-        let lines = match runs.store.events(id).await {
-            Ok(l) if !l.is_empty() => l,
+        match runs.trace(id).await {
+            Ok(events) if !events.is_empty() => Some(events),
             Ok(_) => {
                 eprintln!("error: there is no run `{id}` in the store, or it has no trace yet");
                 return EXIT_INVALID;
@@ -956,13 +926,7 @@ async fn graph_command(args: GraphArgs, color: Colors) -> i32 {
                 eprintln!("error: {e}");
                 return EXIT_FAILED;
             }
-        };
-        Some(
-            lines
-                .iter()
-                .filter_map(|l| serde_json::from_str::<crate::trace::TraceEvent>(l).ok())
-                .collect(),
-        )
+        }
     } else {
         None
     };

@@ -348,6 +348,39 @@ pub fn esc(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A JSONL trace file as read (`--trace-file run.jsonl`): its events, in
+/// order, less the heartbeats, which say only that time passed.
+pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceEvent>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read `{}`: {}",
+            path.display(),
+            crate::analyze::io_reason(&e)
+        )
+    })?;
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = serde_json::from_str::<TraceEvent>(line).map_err(|_| {
+            format!(
+                "line {} of `{}` is not a trace event; write traces with `--trace-file FILE.jsonl`",
+                i + 1,
+                path.display()
+            )
+        })?;
+        // Heartbeats depend on the wall clock, not on what the run did.
+        if !matches!(event.kind, EventKind::TimerWaiting { .. }) {
+            events.push(event);
+        }
+    }
+    if events.is_empty() {
+        return Err(format!("`{}` has no trace events", path.display()));
+    }
+    Ok(events)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,31 +278,37 @@ pub async fn runs_command(args: RunsArgs, color: Colors) -> i32 {
     }
 }
 
-/// A stored run's answers as a mock file, on stdout.
-async fn record(runs: &DurableRuns, id: &str) -> i32 {
-    let run = match runs.store.load(id).await {
-        Ok(Some(run)) => run,
+/// A stored run, or the exit code after saying why there is none.
+async fn load_run(runs: &DurableRuns, id: &str) -> Result<crate::store::StoredRun, i32> {
+    match runs.store.load(id).await {
+        Ok(Some(run)) => Ok(run),
         Ok(None) => {
             eprintln!("error: there is no run `{id}` in the store");
-            return EXIT_INVALID;
+            Err(EXIT_INVALID)
         }
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_FAILED;
+            Err(EXIT_FAILED)
         }
+    }
+}
+
+/// A stored run's answers as a mock file, on stdout.
+async fn record(runs: &DurableRuns, id: &str) -> i32 {
+    let run = match load_run(runs, id).await {
+        Ok(run) => run,
+        Err(code) => return code,
     };
-    let events: Vec<TraceEvent> = match runs.store.events(id).await {
-        Ok(lines) => lines
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
+    match runs.trace(id).await {
+        Ok(events) => {
+            print!("{}", crate::record::from_events(&run.flow, &events));
+            EXIT_OK
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_FAILED;
+            EXIT_FAILED
         }
-    };
-    print!("{}", crate::record::from_events(&run.flow, &events));
-    EXIT_OK
+    }
 }
 
 async fn list(runs: &DurableRuns, args: &RunsArgs) -> i32 {
@@ -351,16 +357,9 @@ async fn list(runs: &DurableRuns, args: &RunsArgs) -> i32 {
 }
 
 async fn show(runs: &DurableRuns, id: &str, trace: TraceArg, color: Colors) -> i32 {
-    let run = match runs.store.load(id).await {
-        Ok(Some(run)) => run,
-        Ok(None) => {
-            eprintln!("error: there is no run `{id}` in the store");
-            return EXIT_INVALID;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+    let run = match load_run(runs, id).await {
+        Ok(run) => run,
+        Err(code) => return code,
     };
     let events = match runs.store.events(id).await {
         Ok(e) => e,

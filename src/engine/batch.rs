@@ -147,17 +147,8 @@ impl Batch<'_> {
         if result.outcome.status == RunStatus::Interrupted {
             return;
         }
-        let mut redactor = crate::redact::Redactor::default();
-        for literal in &self.flow.literal_secrets {
-            redactor.add_secret(literal);
-        }
-        for known in [given, &result.state] {
-            for name in &known.secret {
-                if let Some(v) = known.get(name) {
-                    redactor.add_secret_value(v);
-                }
-            }
-        }
+        let redactor =
+            crate::redact::Redactor::for_run(&self.flow.literal_secrets, &[given, &result.state]);
         let path = dir.join(format!("row-{number:05}.mock.yaml"));
         if let Err(e) = std::fs::write(&path, recording.mock_text(&self.flow.name, &redactor)) {
             eprintln!(

@@ -248,6 +248,15 @@ impl DurableRuns {
         &self.owner
     }
 
+    /// A stored run's trace events, in order.
+    pub async fn trace(&self, id: &str) -> Result<Vec<crate::trace::TraceEvent>, String> {
+        let lines = self.store.events(id).await.map_err(|e| e.0)?;
+        Ok(lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
     pub async fn list(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, String> {
         self.store.list(filter).await.map_err(|e| e.0)
     }

@@ -113,14 +113,7 @@ impl Engine<'_> {
         if self.durable.is_some() {
             rec.keep_events(state.last_seq);
         }
-        for literal in &flow.literal_secrets {
-            rec.redactor.add_secret(literal);
-        }
-        for name in &state.secret {
-            if let Some(v) = state.get(name) {
-                rec.redactor.add_secret_value(v);
-            }
-        }
+        rec.redactor = crate::redact::Redactor::for_run(&flow.literal_secrets, &[&state]);
         let resumed = self.durable.as_ref().and_then(|d| d.resumed.clone());
         let woken = self.durable.as_ref().is_some_and(|d| d.woken);
         match &resumed {

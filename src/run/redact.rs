@@ -116,6 +116,24 @@ impl Redactor {
         for_each_text(value, &mut |text| self.add_secret(text));
     }
 
+    /// Every secret a run knows: the credentials written into its flow, and
+    /// the values of the secret fields of each of `states` (its start, its
+    /// end, which holds what it received).
+    pub fn for_run(literals: &[String], states: &[&crate::state::RunState]) -> Redactor {
+        let mut redactor = Redactor::default();
+        for literal in literals {
+            redactor.add_secret(literal);
+        }
+        for state in states {
+            for name in &state.secret {
+                if let Some(v) = state.get(name) {
+                    redactor.add_secret_value(v);
+                }
+            }
+        }
+        redactor
+    }
+
     /// A value a server handed over into a secret field: its longer strings.
     pub fn add_received(&mut self, value: &Value) {
         let mut long = Vec::new();
