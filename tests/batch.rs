@@ -396,3 +396,65 @@ fn a_batch_records_a_mock_per_row_that_replays_the_row() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Five hundred runs of an app flow share its managed token. Tokens live 2 s
+/// and `--rate` stretches the batch over at least 3 s, so the shared token
+/// must be renewed on the way: a handful of token requests, never one a run.
+/// The upper bound is worked out from the time the batch really took, so a
+/// slow machine does not fail it.
+#[test]
+fn five_hundred_app_runs_share_a_handful_of_renewed_tokens() {
+    let sim = Sim::start(handoff::sim::SimConfig {
+        token_ttl: std::time::Duration::from_secs(2),
+        ..common::config()
+    });
+    let made = instances(&sim, 500, 0);
+    let dir = scratch("batch-tokens");
+    let rows: Vec<Value> = made
+        .iter()
+        .map(|(instance, _)| json!({ "instance_id": instance }))
+        .collect();
+    let file = rows_file(&dir, &rows);
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args([
+            "--color",
+            "never",
+            "run",
+            "tests/files/app-complete.yaml",
+            "--each",
+        ])
+        .arg(&file)
+        .args(["--quiet", "--rate", "500/s", "--jobs", "16"])
+        .env("NWC_BASE_URL", &sim.base)
+        .env("NWC_CLIENT_ID", "sim-client")
+        .env("NWC_CLIENT_SECRET", "sim-secret")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(said.contains(": 500 succeeded, 0 failed\n"), "{said}");
+    let all = tasks(&sim);
+    assert!(
+        all.iter().all(|t| t["completions"] == 1),
+        "a task not completed once"
+    );
+    let requests = sim.requests();
+    let fetched = requests
+        .iter()
+        .filter(|r| r["path"] == "/authentication/v1/token")
+        .count();
+    // 500 × (list, read, PATCH) at 500 requests a second: at least 3 s, so
+    // the token first fetched is renewed (1.6 s on) at least once.
+    let renewals_possible = (took.as_secs_f64() / 1.6).ceil() as usize + 1;
+    assert!(
+        (2..=renewals_possible).contains(&fetched),
+        "{fetched} token requests in {took:?}"
+    );
+    assert!(
+        requests.iter().all(|r| r["auth"] != "wrong token"),
+        "a request went with an expired or wrong token"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

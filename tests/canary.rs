@@ -66,6 +66,13 @@ fn forms_of(secret: &str) -> Vec<String> {
     out
 }
 
+/// Where the runs write their traces. Not named after the canary: paths show
+/// in outputs (`diff` names its files), and `handoff-canary-7…` for a process
+/// id starting with 7 holds the canary's first piece, `canary-7`.
+fn leak_dir(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("handoff-leakcheck{what}-{}", std::process::id()))
+}
+
 /// A run's every output, with the trace file it wrote.
 struct Written {
     name: String,
@@ -74,13 +81,13 @@ struct Written {
 }
 
 fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> Written {
-    let dir = std::env::temp_dir().join(format!("handoff-canary-{}", std::process::id()));
+    let dir = leak_dir("");
     std::fs::create_dir_all(&dir).unwrap();
     let trace = dir.join(format!("{name}.jsonl"));
     let _ = std::fs::remove_file(&trace);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_handoff"));
     cmd.args(["--color", "never"]).args(args);
-    if args.first() == Some(&"run") {
+    if args.first() == Some(&"run") && !args.contains(&"--each") {
         cmd.args(["--trace-file", trace.to_str().unwrap()]);
     }
     let out: Output = cmd.envs(env.iter().copied()).output().unwrap();
@@ -169,6 +176,8 @@ fn real_runs_and_failures_against_the_simulator_never_leak() {
     let sim = Sim::start(SimConfig {
         token: CANARY.to_string(),
         client_secret: CANARY.to_string(),
+        // The app tokens it issues are canaries too: managed tokens never show.
+        issued_token_prefix: CANARY.to_string(),
         ..config()
     });
     let base = sim.base.clone();
@@ -228,6 +237,41 @@ fn real_runs_and_failures_against_the_simulator_never_leak() {
             ("NWC_CLIENT_SECRET", CANARY),
         ]),
     );
+
+    // A batch of app runs sharing one managed token, each with its trace file.
+    let rows_dir = leak_dir("-rows");
+    std::fs::create_dir_all(&rows_dir).unwrap();
+    let rows: String = (0..3)
+        .map(|_| {
+            format!(
+                "{}\n",
+                json!({ "instance_id": sim.instance(json!({ "delay": "0s" })).0 })
+            )
+        })
+        .collect();
+    let rows_file = rows_dir.join("rows.jsonl");
+    std::fs::write(&rows_file, rows).unwrap();
+    let traces = rows_dir.join("traces");
+    go(
+        "app-batch",
+        &[
+            "run",
+            "tests/files/app-complete.yaml",
+            "--each",
+            rows_file.to_str().unwrap(),
+            "--trace-dir",
+            traces.to_str().unwrap(),
+        ],
+        env(&[
+            ("NWC_CLIENT_ID", "sim-client"),
+            ("NWC_CLIENT_SECRET", CANARY),
+        ]),
+    );
+    let mut written = String::new();
+    for entry in std::fs::read_dir(&traces).unwrap() {
+        written.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    assert_eq!(written.matches("\"event\":\"flow_finished\"").count(), 3);
 
     // 401: the flow's token is the canary; the simulator wants another.
     let (instance, _) = sim.instance(json!({ "delay": "0s" }));
@@ -292,6 +336,11 @@ fn real_runs_and_failures_against_the_simulator_never_leak() {
         ],
         env(&[]),
     );
+    runs.push(Written {
+        name: "app-batch trace files".into(),
+        code: Some(0),
+        text: written,
+    });
 
     let codes: Vec<(&str, Option<i32>)> = runs.iter().map(|r| (r.name.as_str(), r.code)).collect();
     assert_eq!(
@@ -300,14 +349,17 @@ fn real_runs_and_failures_against_the_simulator_never_leak() {
             ("reference", Some(0)),
             ("cancel-on-failure", Some(0)),
             ("app-token", Some(0)),
+            ("app-batch", Some(0)),
             ("401", Some(1)),
             ("timeout", Some(1)),
             ("template-errors", Some(1)),
             ("wrong-type-env", Some(2)),
             ("wrong-type-set", Some(2)),
             ("wrong-type-number", Some(2)),
+            ("app-batch trace files", Some(0)),
         ]
     );
+    let _ = std::fs::remove_dir_all(&rows_dir);
     let cancel = &runs[1].text;
     assert!(cancel.contains("\"outcome\":\"Canceled\""), "{cancel}");
     assert_clean(&runs);
@@ -429,7 +481,7 @@ fn the_wire_echoes_cookies_redirects_and_cut_bodies_never_leak() {
 
 #[test]
 fn input_diagnostics_never_show_values() {
-    let dir = std::env::temp_dir().join(format!("handoff-canary-inputs-{}", std::process::id()));
+    let dir = leak_dir("-inputs");
     std::fs::create_dir_all(&dir).unwrap();
     let file = |name: &str, text: String| {
         let path = dir.join(name);
@@ -516,7 +568,7 @@ fn the_run_store_never_holds_the_token_in_clear() {
         ..config()
     });
     let (instance, _) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
-    let dir = std::env::temp_dir().join(format!("handoff-canary-store-{}", std::process::id()));
+    let dir = leak_dir("-store");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("handoff.db");
@@ -778,7 +830,7 @@ fn a_recording_replays_the_run_and_holds_no_secret() {
     );
     assert_eq!(replayed.code, Some(0), "{}", replayed.text);
     // `run` wrote each trace where its name says.
-    let traces = std::env::temp_dir().join(format!("handoff-canary-{}", std::process::id()));
+    let traces = leak_dir("");
     let trace = |name: &str| traces.join(name).to_str().unwrap().to_string();
     let diff = run(
         "diff",

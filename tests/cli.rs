@@ -82,7 +82,7 @@ fn a_task_that_never_appears_fails_on_the_give_up_path() {
     let last = regex_free_real(last);
     assert_eq!(
         last,
-        "✘ failed: no task for instance inst-404 after 10 tries · task_ready → give_up on try 10 · 51 steps · 45s virtual, [real time] real"
+        "✘ failed: no task for instance inst-404 after 10 tries · task_ready → give_up on try 10 · 50 steps · 45s virtual, [real time] real"
     );
 }
 
@@ -200,7 +200,7 @@ fn inputs_come_from_a_file_and_set_wins_over_it() {
     let stdout = text(&out.stdout);
     assert_eq!(
         regex_free_real(stdout.lines().last().unwrap()),
-        "✘ failed: no task for instance from-input-file after 3 tries · task_ready → give_up on try 3 · 16 steps · 2m virtual, [real time] real"
+        "✘ failed: no task for instance from-input-file after 3 tries · task_ready → give_up on try 3 · 15 steps · 2m virtual, [real time] real"
     );
 }
 
@@ -234,8 +234,10 @@ fn demo_completes_the_task_and_shows_the_instance_resumed() {
     );
     assert_eq!(
         end[1],
-        "  its task was found on poll 1 (0 empty, 10ms apart) and completed once"
+        "  its task was found on poll 1 (0 empty, 10ms apart) and completed once through svc-worker@contoso.com's assignment"
     );
+    // The demo's simulator has the legacy task-level route off.
+    assert!(stdout.contains("/assignments/"), "{stdout}");
     assert!(stdout.contains("← 204 No Content"), "{stdout}");
 }
 

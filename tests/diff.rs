@@ -43,16 +43,16 @@ fn two_runs_that_part_at_the_decision_show_it_first() {
     let said = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
-        said.contains("the runs part at event 18 at step `task_ready`"),
+        said.contains("the runs part at event 15 at step `task_ready`"),
         "{said}"
     );
     assert!(said.contains("max_tries = 10"), "{said}");
     assert!(
-        said.contains(": 51 steps, 10 GET, 45.0s on the run's clock, failed"),
+        said.contains(": 50 steps, 10 GET, 45.0s on the run's clock, failed"),
         "{said}"
     );
     assert!(
-        said.contains(": 11 steps, 2 GET, 5.0s on the run's clock, failed"),
+        said.contains(": 10 steps, 2 GET, 5.0s on the run's clock, failed"),
         "{said}"
     );
     assert!(!said.contains("diff-test-token"));
@@ -70,7 +70,7 @@ fn two_runs_that_part_at_the_decision_show_it_first() {
     assert_eq!(json["same"], false);
     assert_eq!(json["first_difference"]["a"]["step"], "task_ready");
     assert_eq!(json["first_difference"]["a"]["event"], "decision_taken");
-    assert_eq!(json["b"]["steps"], 11);
+    assert_eq!(json["b"]["steps"], 10);
     // A trace against itself, and another run of the same flow: no difference.
     let again = trace(&dir, flow, "again.jsonl");
     let out = handoff(&["diff", a.to_str().unwrap(), again.to_str().unwrap()], &[]);

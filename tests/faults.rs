@@ -51,7 +51,8 @@ fn retry_after_on_503_is_honoured_up_to_its_cap_then_the_run_succeeds() {
         stdout.contains("↻ attempt 2 of 4: 503 Service Unavailable"),
         "{stdout}"
     );
-    assert_eq!(gets_and_patches(&sim.requests()), (3, 1));
+    // Three tries at the list, one read of the task, one PATCH.
+    assert_eq!(gets_and_patches(&sim.requests()), (4, 1));
     assert_eq!(completions(&sim, &task), (1, 1));
 }
 
@@ -159,7 +160,9 @@ fn a_task_completed_by_someone_else_with_another_outcome_is_a_clear_conflict() {
         stdout.contains("handoff never completes a task twice"),
         "{stdout}"
     );
-    assert_eq!(completions(&sim, &task), (1, 2));
+    // Seen closed when the step read the task: no PATCH was sent.
+    assert!(!stdout.contains("→ PATCH"), "{stdout}");
+    assert_eq!(completions(&sim, &task), (1, 1));
     assert_eq!(
         sim.instance_state(&instance)["outcome"],
         "Canceled",
@@ -197,7 +200,9 @@ fn unusable_answers_are_step_errors() {
 
 /// The contract's [guess] parts, set the other way: completion answers 200
 /// with the task, and a finished task answers 400, not 409. The worker copes
-/// with both, and a repeat run is still "nothing to do".
+/// with both, and a repeat run is still "nothing to do". The repeat uses the
+/// legacy task-level form, which PATCHes without reading first, so the 400
+/// really comes and is read back over HTTP.
 #[test]
 fn the_guessed_statuses_set_the_other_way() {
     let sim = Sim::start(handoff::sim::SimConfig {
@@ -210,10 +215,26 @@ fn the_guessed_statuses_set_the_other_way() {
     let first = sim.run(FLOW, TOKEN, &[&set]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stdout));
     assert!(text(&first.stdout).contains("← 200 OK"));
-    let again = sim.run(FLOW, TOKEN, &[&set]);
+    let dir = common::scratch("guessed");
+    let legacy = dir.join("legacy.yaml");
+    let source = std::fs::read_to_string(FLOW).unwrap();
+    std::fs::write(
+        &legacy,
+        source.replace(
+            "      outcome: \"{{ outcome }}\"\n",
+            "      outcome: \"{{ outcome }}\"\n      legacy_task_level: true\n",
+        ),
+    )
+    .unwrap();
+    let again = sim.run(legacy.to_str().unwrap(), TOKEN, &[&set]);
     let stdout = text(&again.stdout);
     assert_eq!(again.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("← 400 Bad Request"), "{stdout}");
     assert!(stdout.contains("nothing to do"), "{stdout}");
+    assert!(
+        stdout.contains("→ PATCH") && stdout.contains("/workflows/v1/tasks/"),
+        "{stdout}"
+    );
     assert_eq!(completions(&sim, &task), (1, 2));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

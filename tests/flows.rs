@@ -112,6 +112,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
         dry_run: true,
         durable: None,
         stop: None,
+        tokens: None,
     };
     let lines = Arc::new(Mutex::new(String::new()));
     let jsonl = Arc::new(Mutex::new((0usize, String::new())));
@@ -180,6 +181,12 @@ fn flows() {
         eprintln!("case {stem}");
         let (output, status, secrets) = run_case(&case);
         assert_no_secret(&output, &secrets);
+        // Every credential in these cases starts so, app tokens handed out by
+        // a mock included, which no field holds.
+        assert!(
+            !output.contains("canary-7f3a9c1d"),
+            "{stem}: a canary credential leaked"
+        );
         if stem.starts_with("invalid_") {
             assert_eq!(status, None, "{stem} should stop before running:\n{output}");
         } else if stem.starts_with("fail_") {
@@ -231,6 +238,7 @@ fn a_long_timer_says_it_is_still_waiting_when_no_one_watches_a_terminal() {
         dry_run: true,
         durable: None,
         stop: None,
+        tokens: None,
     };
     let mut beats = Vec::new();
     let mut observer = |e: &handoff::trace::TraceEvent| {

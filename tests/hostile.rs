@@ -395,14 +395,17 @@ fn ids_cannot_change_the_patch_path() {
         assert!(said.contains("`task_id`"), "{said}");
         assert_eq!(api.seen().len(), 1, "{id:?}: only the list was sent");
     }
-    for (id, path) in [
-        ("%2e%2e", "/workflows/v1/tasks/%252e%252e"),
-        ("../../v2/x", "/workflows/v1/tasks/..%2F..%2Fv2%2Fx"),
-        ("a/b?c#d", "/workflows/v1/tasks/a%2Fb%3Fc%23d"),
+    // The task's id, and an assignment id as hostile, are one segment each.
+    for (id, encoded) in [
+        ("%2e%2e", "%252e%252e"),
+        ("../../v2/x", "..%2F..%2Fv2%2Fx"),
+        ("a/b?c#d", "a%2Fb%3Fc%23d"),
     ] {
-        let task = json!({ "tasks": [{ "id": id }] });
+        let list = json!({ "tasks": [{ "id": id }] });
+        let task = json!({ "id": id, "status": "active", "taskAssignments": [{ "id": id, "status": "active" }] });
         let api = Loopback::start(move |n, _| match n {
-            0 => json_answer(200, &task),
+            0 => json_answer(200, &list),
+            1 => json_answer(200, &task),
             _ => (204, vec![], Vec::new()),
         });
         let out = against(
@@ -415,7 +418,12 @@ fn ids_cannot_change_the_patch_path() {
             &api,
         );
         assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
-        assert_eq!(api.seen()[1].target, path);
+        let seen = api.seen();
+        assert_eq!(seen[1].target, format!("/workflows/v2/tasks/{encoded}"));
+        assert_eq!(
+            seen[2].target,
+            format!("/workflows/v2/tasks/{encoded}/assignments/{encoded}")
+        );
     }
 }
 

@@ -93,10 +93,15 @@ fn ctrl_c_during_a_request_that_hangs() {
 
 #[test]
 fn ctrl_c_during_a_patch_says_it_may_have_taken_effect_and_a_rerun_is_safe() {
-    // The list answers; the PATCH never does.
+    // The list and the task answer; the PATCH never does.
     let api = common::Loopback::start(|n, _| {
         if n == 0 {
             common::json_answer(200, &serde_json::json!({ "tasks": [{ "id": "t-1" }] }))
+        } else if n == 1 {
+            common::json_answer(
+                200,
+                &serde_json::json!({ "id": "t-1", "status": "active", "taskAssignments": [{ "id": "a-1", "status": "active" }] }),
+            )
         } else {
             loop {
                 std::thread::park();
@@ -123,7 +128,7 @@ fn ctrl_c_during_a_patch_says_it_may_have_taken_effect_and_a_rerun_is_safe() {
         "{last}"
     );
     assert!(
-        last.contains("running the flow again is safe, as `patch_task` reads a refused task back"),
+        last.contains("running the flow again is safe, as `patch_task` reads the task first"),
         "{last}"
     );
 }

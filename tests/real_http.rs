@@ -28,12 +28,17 @@ fn serve(empty_polls: usize) -> (String, Seen) {
                 .unwrap()
                 .push((method.clone(), path.clone(), auth, body));
             let (status, body) = match method.as_str() {
+                "GET" if path == "/workflows/v2/tasks/task-42" => (
+                    "200 OK",
+                    r#"{"id":"task-42","status":"active","outcomes":["Completed"],"taskAssignments":[{"id":"as-1","assignee":"svc-worker@contoso.com","status":"active"}]}"#
+                        .to_string(),
+                ),
                 "GET" if lists < empty_polls => ("200 OK", r#"{"tasks":[]}"#.to_string()),
                 "GET" => (
                     "200 OK",
                     r#"{"tasks":[{"id":"task-42","status":"active"}]}"#.to_string(),
                 ),
-                "PATCH" if path == "/workflows/v1/tasks/task-42" => {
+                "PATCH" if path == "/workflows/v2/tasks/task-42/assignments/as-1" => {
                     ("204 No Content", String::new())
                 }
                 _ => (
@@ -122,10 +127,11 @@ fn a_real_run_polls_then_completes_the_task_once() {
     );
     let seen = seen.lock().unwrap();
     let methods: Vec<&str> = seen.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(methods, ["GET", "GET", "GET", "PATCH"]);
+    assert_eq!(methods, ["GET", "GET", "GET", "GET", "PATCH"]);
     assert_eq!(seen[0].1, "/workflows/v2/tasks?workflowInstanceId=inst-7");
+    assert_eq!(seen[3].1, "/workflows/v2/tasks/task-42");
     assert!(seen.iter().all(|r| r.2 == format!("Bearer {TOKEN}")));
-    assert_eq!(seen[3].3, r#"{"outcome":"Completed"}"#);
+    assert_eq!(seen[4].3, r#"{"outcome":"Completed"}"#);
 }
 
 #[test]

@@ -9,10 +9,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use common::{Sim, TOKEN, assert_no_token, config, gets_and_patches, stable, text};
 use handoff::sim::SimConfig;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[test]
 fn the_task_appears_after_two_empty_polls_and_the_instance_resumes() {
@@ -29,8 +30,8 @@ fn the_task_appears_after_two_empty_polls_and_the_instance_resumes() {
     let requests = sim.requests();
     assert_eq!(
         gets_and_patches(&requests),
-        (3, 1),
-        "three polls, one PATCH"
+        (4, 1),
+        "three polls, one read of the task, one PATCH"
     );
     assert!(requests.iter().all(|r| r["auth"] == "token ok"));
     let task = sim.task(&task);
@@ -72,6 +73,7 @@ fn pagination_finds_the_task_on_the_third_page() {
         .iter()
         .filter(|r| r["method"] == "GET")
         .map(|r| r["path"].as_str().unwrap().to_string())
+        .filter(|p| p.starts_with("/workflows/v2/tasks?"))
         .collect();
     assert_eq!(lists.len(), 3, "{lists:?}");
     assert!(
@@ -113,20 +115,21 @@ fn a_wrong_token_fails_the_first_call_with_401_and_never_shows_the_token() {
 }
 
 #[test]
-fn an_outcome_the_task_does_not_have_is_a_clear_400() {
+fn an_outcome_the_task_does_not_have_fails_before_anything_is_sent() {
     let sim = Sim::new();
     let (instance, task) = sim.instance(json!({ "delay": "0s" }));
     let out = sim.run(
         "flows/complete-nwc-task.yaml",
         TOKEN,
-        &[&format!("instance_id={instance}"), "outcome=Approved"],
+        &[&format!("instance_id={instance}"), "outcome=Complete"],
     );
     assert_eq!(out.status.code(), Some(1));
     let stdout = stable(&text(&out.stdout), &sim.base);
-    assert!(stdout.contains("← 400 Bad Request"), "{stdout}");
+    assert!(!stdout.contains("→ PATCH"), "{stdout}");
     assert!(
-        stdout
-            .contains("outcome `Approved` is not one of the task's outcomes: Completed, Canceled"),
+        stdout.contains("outcome `Complete` is not one of task `")
+            && stdout.contains("outcomes: `Completed`, `Canceled`")
+            && stdout.contains("did you mean `Completed`? (nothing was sent)"),
         "{stdout}"
     );
     assert!(
@@ -139,13 +142,14 @@ fn an_outcome_the_task_does_not_have_is_a_clear_400() {
             task["completions"].clone(),
             task["completionAttempts"].clone()
         ),
-        (json!(0), json!(1))
+        (json!(0), json!(0))
     );
     assert_eq!(sim.instance_state(&instance)["status"], "running");
 }
 
+/// The second run finds the task closed when it reads it, and sends nothing.
 #[test]
-fn a_second_completion_is_a_clear_409_and_the_task_stays_completed_once() {
+fn a_second_completion_with_another_outcome_is_a_clear_conflict_and_sends_nothing() {
     let sim = Sim::new();
     let (instance, task) = sim.instance(json!({ "delay": "0s" }));
     let id = format!("instance_id={instance}");
@@ -158,9 +162,9 @@ fn a_second_completion_is_a_clear_409_and_the_task_stays_completed_once() {
     );
     assert_eq!(second.status.code(), Some(1));
     let stdout = stable(&text(&second.stdout), &sim.base);
-    assert!(stdout.contains("← 409 Conflict"), "{stdout}");
+    assert!(!stdout.contains("→ PATCH"), "{stdout}");
     assert!(
-        stdout.contains("is already complete with outcome `Completed`"),
+        stdout.contains("is already complete with outcome `Completed`, not `Canceled`"),
         "{stdout}"
     );
     let task = sim.task(&task);
@@ -169,7 +173,7 @@ fn a_second_completion_is_a_clear_409_and_the_task_stays_completed_once() {
             task["completions"].clone(),
             task["completionAttempts"].clone()
         ),
-        (json!(1), json!(2))
+        (json!(1), json!(1))
     );
     assert_eq!(
         sim.instance_state(&instance)["outcome"],
@@ -224,6 +228,7 @@ fn sim_and_run_as_two_processes() {
             "0s",
             "--instances",
             "1",
+            "--no-legacy-task-patch",
         ])
         .env("HANDOFF_SIM_TOKEN", TOKEN)
         .stdout(Stdio::piped())
@@ -249,14 +254,14 @@ fn sim_and_run_as_two_processes() {
         .env("NWC_TOKEN", TOKEN)
         .output()
         .unwrap();
-    // The simulator logs each request on its stdout: the list, then the PATCH.
+    // The simulator logs each request on its stdout: the list, the task, then the PATCH.
     let mut request_line = || loop {
         let line = next();
         if line.trim_start().starts_with(|c: char| c.is_ascii_digit()) {
             break line;
         }
     };
-    let logged = [request_line(), request_line()];
+    let logged = [request_line(), request_line(), request_line()];
     let _ = sim.kill();
     let _ = sim.wait();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
@@ -267,7 +272,13 @@ fn sim_and_run_as_two_processes() {
         "{logged:?}"
     );
     assert!(
-        logged[1].contains("PATCH /workflows/v1/tasks/") && logged[1].contains("→ 204 · token ok"),
+        logged[1].contains("GET /workflows/v2/tasks/") && logged[1].contains("→ 200 · token ok"),
+        "{logged:?}"
+    );
+    assert!(
+        logged[2].contains("PATCH /workflows/v2/tasks/")
+            && logged[2].contains("/assignments/")
+            && logged[2].contains("→ 204 · token ok"),
         "{logged:?}"
     );
     assert!(logged.iter().all(|l| !l.contains(TOKEN)));
@@ -313,4 +324,176 @@ fn the_token_endpoint_takes_a_form_and_its_token_works() {
     assert_eq!(listed["tasks"].as_array().unwrap().len(), 1);
     assert_eq!(wrong.0, 401);
     assert!(!wrong.1.contains("not-the-secret"), "{}", wrong.1);
+}
+
+/// The reference flow against a simulator whose task-level route is off: a
+/// task assigned to a person and to the service account is completed
+/// through the service account's assignment; the person's is overridden.
+#[test]
+fn the_reference_flow_completes_the_service_accounts_assignment_without_the_legacy_route() {
+    let sim = Sim::start(SimConfig {
+        legacy_task_patch: false,
+        ..config()
+    });
+    let created = sim.control(
+        "POST",
+        "/_sim/instances",
+        json!({ "delay": "0s", "assignees": ["someone@contoso.com", "svc-worker@contoso.com"] }),
+    );
+    let instance = created["instances"][0]["id"].as_str().unwrap().to_string();
+    let task = created["instances"][0]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = sim.run(
+        "flows/complete-nwc-task.yaml",
+        TOKEN,
+        &[
+            &format!("instance_id={instance}"),
+            "assignee=svc-worker@contoso.com",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let t = sim.task(&task);
+    let assignments = t["taskAssignments"].as_array().unwrap();
+    let by = |who: &str| {
+        assignments
+            .iter()
+            .find(|a| a["assignee"] == who)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("svc-worker@contoso.com")["status"], "complete", "{t}");
+    assert_eq!(by("svc-worker@contoso.com")["outcome"], "Completed", "{t}");
+    assert_eq!(by("someone@contoso.com")["status"], "overridden", "{t}");
+    assert_eq!(
+        (t["completions"].clone(), t["completionAttempts"].clone()),
+        (json!(1), json!(1))
+    );
+    let patches: Vec<Value> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r["method"] == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    assert!(
+        patches[0]["path"]
+            .as_str()
+            .unwrap()
+            .contains("/assignments/")
+    );
+    assert_eq!(sim.instance_state(&instance)["status"], "completed");
+
+    // The legacy route is really off: a task-level PATCH is a 404.
+    let (instance, task) = sim.instance(json!({ "delay": "0s" }));
+    let status = sim.rt.block_on(async {
+        common::client()
+            .patch(format!("{}/workflows/v1/tasks/{task}", sim.base))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "outcome": "Completed" }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 404);
+    assert_eq!(sim.instance_state(&instance)["status"], "running");
+}
+
+/// `--token-ttl`: an issued app token works until its lifetime has passed on
+/// the simulator's clock, then gets 401.
+#[test]
+fn issued_app_tokens_expire() {
+    let clock = Arc::new(handoff::clock::VirtualClock::fixed());
+    let sim = Sim::start_clocked(
+        SimConfig {
+            token_ttl: std::time::Duration::from_secs(2),
+            ..config()
+        },
+        clock.clone(),
+    );
+    let list = |token: &str| {
+        sim.rt.block_on(async {
+            common::client()
+                .get(format!("{}/workflows/v2/tasks", sim.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let answer: Value = sim.rt.block_on(async {
+        common::client()
+            .post(format!("{}/authentication/v1/token", sim.base))
+            .json(&json!({ "client_id": "sim-client", "client_secret": "sim-secret", "grant_type": "client_credentials" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(answer["expires_in"], 2, "{answer}");
+    let token = answer["access_token"].as_str().unwrap().to_string();
+    assert_eq!(list(&token), 200);
+    clock.advance(std::time::Duration::from_millis(1999));
+    assert_eq!(list(&token), 200);
+    clock.advance(std::time::Duration::from_millis(1));
+    assert_eq!(list(&token), 401, "expired at its lifetime");
+}
+
+/// Paused means an action failed, not "waiting on a task": it needs
+/// `/resolve`. Retry runs it again; fail ends it. Terminate takes the task too.
+#[test]
+fn instance_statuses_follow_nwc() {
+    let sim = Sim::new();
+    let (waiting, _) = sim.instance(json!({ "delay": "0s" }));
+    assert_eq!(sim.instance_state(&waiting)["status"], "running");
+    let (paused, _) = sim.instance(json!({ "delay": "0s", "paused": true }));
+    let state = sim.instance_state(&paused);
+    assert_eq!(state["status"], "paused");
+    assert!(state["actions"][0]["errorMessage"].is_string(), "{state}");
+    let post = |path: String, body: Value| {
+        sim.rt.block_on(async {
+            common::client()
+                .post(format!("{}{path}", sim.base))
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let resolve = |id: &str, kind: &str| {
+        post(
+            format!("/workflows/v1/instances/{id}/resolve"),
+            json!({ "resolveType": kind, "message": "retried by the test" }),
+        )
+    };
+    assert_eq!(
+        resolve(&waiting, "1"),
+        409,
+        "a running instance has nothing to resolve"
+    );
+    assert_eq!(resolve(&paused, "1"), 204);
+    assert_eq!(sim.instance_state(&paused)["status"], "running");
+    let (failing, _) = sim.instance(json!({ "delay": "0s", "paused": true }));
+    assert_eq!(resolve(&failing, "3"), 400);
+    assert_eq!(resolve(&failing, "2"), 204);
+    assert_eq!(sim.instance_state(&failing)["status"], "failed");
+    let (ended, task) = sim.instance(json!({ "delay": "0s" }));
+    assert_eq!(
+        post(
+            format!("/workflows/v1/instances/{ended}/terminate"),
+            json!({})
+        ),
+        204
+    );
+    assert_eq!(sim.instance_state(&ended)["status"], "terminated");
+    assert_eq!(sim.task(&task)["status"], "terminated");
 }

@@ -538,6 +538,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         stop: &stop,
         durable: runs.as_ref(),
         record: args.record.as_deref(),
+        tokens: Default::default(),
     };
     let ticker = {
         let stop = &stop;

@@ -195,7 +195,7 @@ fn interrupted(printer: &mut Printer, flow: &Flow, elapsed_ms: u64, now: std::ti
         ));
         if printer.last_kind.as_deref() == Some("patch_task") {
             reason.push_str(
-                "; running the flow again is safe, as `patch_task` reads a refused task back and finds it completed",
+                "; running the flow again is safe, as `patch_task` reads the task first and finds it completed",
             );
         }
     }

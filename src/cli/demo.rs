@@ -48,11 +48,13 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
     let style = options.style;
     // A fresh token each time: nothing to configure, and nothing worth stealing.
     let mut ids = sim::model::Ids::new(seed_from_time());
-    let token = ids.token();
+    let token = ids.token("demo-");
     let config = SimConfig {
         token: token.clone(),
         task_delay: options.task_delay,
         seed: ids.next_u64(),
+        // As current NWC may: only the assignment form completes a task.
+        legacy_task_patch: false,
         ..SimConfig::default()
     };
     let server = sim::start(
@@ -65,14 +67,14 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
     let base = server.base_url.clone();
     crate::transport::install_crypto();
     let client = reqwest::Client::new();
-    let instance_id = start_instance(&client, &base, &token).await?;
+    let instance_id = start_instance(&client, &base, options.task_delay).await?;
 
     println!(
         "{} a local NWC simulator is listening on {base}",
         style.bold("handoff demo ·")
     );
     println!(
-        "  started instance {instance_id}; NWC creates its task in {}",
+        "  started instance {instance_id}; NWC creates its task in {}, assigned to {SERVICE_ACCOUNT} and {PERSON}",
         format_duration(options.task_delay)
     );
     println!(
@@ -97,6 +99,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
                 format_duration(options.poll_interval),
             ),
             ("outcome".into(), options.outcome.clone()),
+            ("assignee".into(), SERVICE_ACCOUNT.into()),
         ],
         ..Inputs::default()
     };
@@ -116,6 +119,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
         dry_run: false,
         durable: None,
         stop: None,
+        tokens: None,
     };
     let look = Look {
         format: options.format,
@@ -141,15 +145,20 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
         })
         .count();
     let instance = get_instance(&client, &base, &token, &instance_id).await?;
-    let completions = server.shared.state_json()["tasks"]
-        .as_array()
-        .and_then(|tasks| {
-            tasks
-                .iter()
-                .find(|t| t["workflowInstanceId"] == instance_id.as_str())
-        })
-        .and_then(|t| t["completions"].as_u64())
-        .unwrap_or(0);
+    let state = server.shared.state_json();
+    let task = state["tasks"].as_array().and_then(|tasks| {
+        tasks
+            .iter()
+            .find(|t| t["workflowInstanceId"] == instance_id.as_str())
+    });
+    let completions = task.and_then(|t| t["completions"].as_u64()).unwrap_or(0);
+    // Whose assignment was completed, as the simulator saw it.
+    let completed_by = task
+        .and_then(|t| t["taskAssignments"].as_array())
+        .and_then(|list| list.iter().find(|a| a["status"] == "complete"))
+        .and_then(|a| a["assignee"].as_str())
+        .unwrap_or("nobody")
+        .to_string();
     server.stop().await;
     println!();
     let status = instance["status"].as_str().unwrap_or("unknown");
@@ -161,7 +170,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
                 style.green("✔")
             );
             println!(
-                "  its task was found on poll {polls} ({} empty, {} apart) and completed {}",
+                "  its task was found on poll {polls} ({} empty, {} apart) and completed {} through {completed_by}'s assignment",
                 polls.saturating_sub(1),
                 format_duration(options.poll_interval),
                 match completions {
@@ -194,17 +203,25 @@ fn seed_from_time() -> u64 {
     nanos ^ u64::from(std::process::id()).rotate_left(32)
 }
 
+/// The service account the worker completes as, and a person the task is
+/// also assigned to, whose assignment must be left alone.
+const SERVICE_ACCOUNT: &str = crate::sim::model::DEFAULT_ASSIGNEE;
+const PERSON: &str = "inspector@contoso.com";
+
+/// Starts a waiting instance through the simulator's control endpoint, which
+/// can give its task two assignments.
 async fn start_instance(
     client: &reqwest::Client,
     base: &str,
-    token: &str,
+    delay: Duration,
 ) -> Result<String, String> {
     let response = client
-        .post(format!(
-            "{base}/workflows/v1/designs/container-inspection/instances"
-        ))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "startData": { "se_container": "MSKU 123456-7" } }))
+        .post(format!("{base}/_sim/instances"))
+        .json(&serde_json::json!({
+            "delay": format!("{}ms", delay.as_millis()),
+            "assignees": [SERVICE_ACCOUNT, PERSON],
+            "start_data": { "se_container": "MSKU 123456-7" },
+        }))
         .send()
         .await
         .map_err(|e| format!("cannot start an instance on the simulator: {e}"))?;
@@ -212,7 +229,7 @@ async fn start_instance(
         .json()
         .await
         .map_err(|e| format!("the simulator's answer to starting an instance: {e}"))?;
-    body["id"]
+    body["instances"][0]["id"]
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| "the simulator did not return an instance id".to_string())

@@ -85,7 +85,15 @@ fn layout(flow: &Flow) -> (Vec<Node>, Vec<Edge>) {
             StepKind::GetTasks(_) => (Some("GET tasks".to_string()), Shape::Box),
             StepKind::DeserializeId(d) => (Some(format!("{} from {}", d.into, d.from)), Shape::Box),
             StepKind::PatchTask(p) => (
-                Some(format!("PATCH task, outcome {}", text(&p.outcome.source))),
+                Some(format!(
+                    "PATCH {}, outcome {}",
+                    if p.legacy_task_level {
+                        "task"
+                    } else {
+                        "assignment"
+                    },
+                    text(&p.outcome.source)
+                )),
                 Shape::Box,
             ),
             StepKind::Decision(_) => (None, Shape::Diamond),

@@ -208,6 +208,13 @@ pub struct SimArgs {
     /// The status for completing a task that is already complete: 409 or 400.
     #[arg(long, default_value_t = 409, value_parser = conflict_status)]
     pub conflict_status: u16,
+    /// How long an app token from `POST /authentication/v1/token` is accepted.
+    #[arg(long, default_value = "1h", value_parser = duration_arg)]
+    pub token_ttl: std::time::Duration,
+    /// Refuse the task-level completion (`PATCH /workflows/v1/tasks/{id}`),
+    /// as current NWC may: only the assignment form works then.
+    #[arg(long)]
+    pub no_legacy_task_patch: bool,
     /// Start this many waiting instances, and print their ids.
     #[arg(long, default_value_t = 0)]
     pub instances: u32,
@@ -298,6 +305,9 @@ async fn sim_command(args: SimArgs) -> i32 {
         complete_status: args.complete_status,
         conflict_status: args.conflict_status,
         print_requests: !args.quiet,
+        token_ttl: args.token_ttl,
+        issued_token_prefix: "sim-app-".to_string(),
+        legacy_task_patch: !args.no_legacy_task_patch,
     };
     let addr = std::net::SocketAddr::new(args.host, args.port);
     let server = match crate::sim::start(config, Arc::new(SystemClock::new()), addr).await {
@@ -830,6 +840,7 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
         dry_run,
         durable: checkpoints.as_ref().map(|c| crate::engine::Durable::new(c)),
         stop: None,
+        tokens: None,
     };
     let result = run_live(&engine, state, &mut printer).await;
     if let (Some(path), Some(recording)) = (&args.record, &recording) {

@@ -44,8 +44,10 @@ pub struct Requests {
     /// Each attempt's timeout, and the longest wait before each retry.
     pub timeout: Duration,
     pub retry_waits: Duration,
-    /// A PATCH's read-back after a 409: at most one GET more a visit.
-    pub read_back: bool,
+    /// GETs of the task around a PATCH: one to pick the assignment (unless
+    /// the flow names it, or uses the legacy form), one to read it back
+    /// after a 409.
+    pub reads: u64,
 }
 
 pub struct Plan {
@@ -393,9 +395,9 @@ pub fn plan(flow: &Flow) -> Plan {
     let mut timers = Vec::new();
     for (i, step) in flow.steps.iter().enumerate() {
         let sending = match &step.kind {
-            StepKind::GetTasks(g) => Some(("GET", &g.base_url, &g.sending, g.max_pages, false)),
-            StepKind::PatchTask(p) => Some(("PATCH", &p.base_url, &p.sending, 1, true)),
-            StepKind::Http(h) => Some((method(&h.method), &h.url, &h.sending, 1, false)),
+            StepKind::GetTasks(g) => Some(("GET", &g.base_url, &g.sending, g.max_pages, 0)),
+            StepKind::PatchTask(p) => Some(("PATCH", &p.base_url, &p.sending, 1, p.task_reads())),
+            StepKind::Http(h) => Some((method(&h.method), &h.url, &h.sending, 1, 0)),
             StepKind::Timer(Timer::Duration(t)) => {
                 timers.push((i, visits[i], timer_duration(flow, t)));
                 None
@@ -406,7 +408,7 @@ pub fn plan(flow: &Flow) -> Plan {
             }
             _ => None,
         };
-        if let Some((method, url, sending, pages, read_back)) = sending {
+        if let Some((method, url, sending, pages, reads)) = sending {
             let retry = &sending.retry;
             let mut waits = Duration::ZERO;
             for k in 1..retry.attempts {
@@ -426,7 +428,7 @@ pub fn plan(flow: &Flow) -> Plan {
                 pages,
                 timeout: sending.timeout,
                 retry_waits: waits,
-                read_back,
+                reads,
             });
         }
     }
@@ -474,8 +476,8 @@ impl Plan {
         };
         for r in &self.requests {
             add((r.method, r.target.clone()), r.times);
-            if r.read_back {
-                add(("GET", r.target.clone()), r.times);
+            if r.reads > 0 {
+                add(("GET", r.target.clone()), r.times.map(|t| t * r.reads));
             }
         }
         out
@@ -496,7 +498,7 @@ impl Plan {
         let mut total = Duration::ZERO;
         for r in &self.requests {
             let per = r.timeout.saturating_mul(r.attempts) + r.retry_waits;
-            let each = per.saturating_mul(r.pages as u32 + u32::from(r.read_back));
+            let each = per.saturating_mul((r.pages + r.reads) as u32);
             total += each.saturating_mul(r.times? as u32);
         }
         Some(total)
@@ -560,7 +562,11 @@ impl Plan {
             out.push_str("requests  none\n");
         } else {
             let _ = writeln!(out, "requests  at most {}", counted.join(", "));
-            if self.requests.iter().any(|r| r.read_back) {
+            if self.requests.iter().any(|r| r.reads > 1) {
+                out.push_str(
+                    "          (`patch_task` reads its task to pick the assignment, and again after a 409)\n",
+                );
+            } else if self.requests.iter().any(|r| r.reads > 0) {
                 out.push_str(
                     "          (a PATCH refused with 409 reads its task back: one GET more each)\n",
                 );

@@ -233,6 +233,7 @@ async fn resume_one(
             ..Durable::new(&checkpoints)
         }),
         stop: None,
+        tokens: None,
     };
     let mut printer = Printer::new(look, file, false);
     match run_live(&engine, resumable.state, &mut printer).await {

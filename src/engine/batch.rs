@@ -63,6 +63,9 @@ pub struct Batch<'a> {
     pub durable: Option<&'a DurableRuns>,
     /// `--record DIR`: each row's answers as `row-00042.mock.yaml` there.
     pub record: Option<&'a std::path::Path>,
+    /// App tokens the real runs share (a dry run's clock is its own, so
+    /// each dry run keeps its own tokens).
+    pub tokens: crate::tokens::TokenCache,
 }
 
 impl Batch<'_> {
@@ -120,6 +123,7 @@ impl Batch<'_> {
             dry_run,
             durable: None,
             stop: Some(self.stop),
+            tokens: (!dry_run).then_some(&self.tokens),
         };
         let result = engine.run(row.state, &mut observer).await;
         if let (Some(recording), Some(dir), Some(given)) = (&recording, self.record, &given) {
@@ -264,6 +268,7 @@ impl Batch<'_> {
                 ..Durable::new(&checkpoints)
             }),
             stop: Some(self.stop),
+            tokens: Some(&self.tokens),
         };
         let result = engine.run(state, &mut observer).await;
         Finished {

@@ -97,6 +97,9 @@ pub struct Engine<'a> {
     /// the run stops before its next step. A durable run is then paused at
     /// its last checkpoint; any other run ends as interrupted.
     pub stop: Option<&'a AtomicBool>,
+    /// App tokens shared with other runs (a batch, `serve`); without, the
+    /// run keeps its own.
+    pub tokens: Option<&'a crate::tokens::TokenCache>,
 }
 
 /// How the run ended: its status, the step, and why.
@@ -110,6 +113,8 @@ impl Engine<'_> {
     ) -> RunResult {
         let flow = self.flow;
         let mut rec = Recorder::new(&self.run_id, self.clock, observer);
+        let own_tokens = crate::tokens::TokenCache::default();
+        let tokens = self.tokens.unwrap_or(&own_tokens);
         if self.durable.is_some() {
             rec.keep_events(state.last_seq);
         }
@@ -212,6 +217,8 @@ impl Engine<'_> {
                     clock: self.clock,
                     transport: self.transport,
                     rec: &mut rec,
+                    tokens,
+                    fetching_token: false,
                 };
                 step.kind.run(&mut cx).await
             };

@@ -46,6 +46,8 @@ pub struct Analyzer<'a> {
     pub env: &'a Environment<'static>,
     pub fields: IndexMap<String, FieldDecl>,
     pub ids: IndexMap<String, usize>,
+    /// The flow has an `auth:` section, which `http` steps may use.
+    pub has_auth: bool,
     known: crate::template::Known,
     diagnostics: &'a mut Vec<Diagnostic>,
 }
@@ -76,6 +78,7 @@ impl<'a> Analyzer<'a> {
             env,
             fields: IndexMap::new(),
             ids: IndexMap::new(),
+            has_auth: false,
             known: crate::template::Known::default(),
             diagnostics,
         }

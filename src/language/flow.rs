@@ -31,6 +31,8 @@ pub struct Flow {
     pub literal_secrets: Vec<String>,
     /// How an external event starts a run (`handoff serve`'s hooks).
     pub trigger: Option<crate::trigger::Trigger>,
+    /// How the NWC steps get their bearer token, when the flow says.
+    pub auth: Option<crate::auth::Auth>,
 }
 
 #[derive(Debug, Clone)]

@@ -7,10 +7,11 @@
 //!
 //! Beside the pipeline: [`diagnostic`] (the one error type of this half),
 //! [`fields`] (types and coercion), [`template`] (minijinja, with its limits
-//! and secrecy scan), [`trigger`] (a webhook's event into inputs) and [`lint`] (credentials written into a file).
+//! and secrecy scan), [`trigger`] (a webhook's event into inputs), [`auth`] (how NWC steps get a token) and [`lint`] (credentials written into a file).
 
 pub mod analyze;
 pub mod analyzer;
+pub mod auth;
 pub mod diagnostic;
 pub mod fields;
 pub mod flow;

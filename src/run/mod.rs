@@ -12,5 +12,6 @@ pub mod record;
 pub mod redact;
 pub mod retry;
 pub mod state;
+pub mod tokens;
 pub mod trace;
 pub mod transport;

@@ -153,6 +153,19 @@ pub fn from_events(flow: &str, events: &[crate::trace::TraceEvent]) -> String {
 }
 
 fn mock_text(kept: &[Recorded], flow: &str, redactor: &Redactor) -> String {
+    // A token answer is a credential whether or not the run held it in a
+    // field (a managed `auth:` token never is): hunt it in every reply.
+    let mut redactor = redactor.clone();
+    for r in kept {
+        if let Ok(response) = &r.answer
+            && let Ok(json) = serde_json::from_slice::<Value>(&response.body)
+        {
+            for credential in crate::tokens::credentials_in(&json) {
+                redactor.add_secret_value(credential);
+            }
+        }
+    }
+    let redactor = &redactor;
     let mut by_step: IndexMap<&str, Vec<Value>> = IndexMap::new();
     for r in kept {
         by_step

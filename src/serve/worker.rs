@@ -50,6 +50,8 @@ pub struct Worker {
     nudge: Notify,
     /// The last active run ended.
     idle: Notify,
+    /// App tokens every run shares: one fetch per client, not one per run.
+    tokens: crate::tokens::TokenCache,
     log: bool,
 }
 
@@ -78,6 +80,7 @@ impl Worker {
             pinned: Mutex::new(HashMap::new()),
             nudge: Notify::new(),
             idle: Notify::new(),
+            tokens: crate::tokens::TokenCache::default(),
             log,
         })
     }
@@ -177,6 +180,7 @@ impl Worker {
                 woken,
             }),
             stop: Some(&self.stop),
+            tokens: Some(&self.tokens),
         };
         let metrics = self.metrics.clone();
         let mut observe = move |event: &TraceEvent| {

@@ -31,6 +31,20 @@ struct NewInstances {
     /// How long ago the instances started: `40d` puts them outside the 30-day window.
     age: Option<String>,
     start_data: Option<Value>,
+    /// Paused on a failed action, needing `/resolve`, as NWC's default error handling does.
+    paused: Option<bool>,
+    /// "Call a web service – Wait for callback": no task; the instance calls
+    /// this worker URL and waits on its callback.
+    callout: Option<CalloutSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalloutSpec {
+    url: String,
+    /// Sent with the call-out, such as the worker's `Authorization`.
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
 }
 
 const MAX_NEW: u32 = 100_000;
@@ -81,7 +95,32 @@ pub async fn create_instances(State(shared): State<Arc<Shared>>, body: Bytes) ->
         if let Some(d) = req.start_data {
             spec.start_data = d;
         }
+        spec.paused = req.paused.unwrap_or(false);
         let now = shared.clock.now();
+        if let Some(callout) = req.callout {
+            let url = reqwest::Url::parse(&callout.url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    Problem::bad_request("`callout.url` must be an http or https URL")
+                })?;
+            let headers: Vec<(String, String)> = callout.headers.into_iter().collect();
+            let mut world = shared.lock_world();
+            let mut created = Vec::new();
+            let mut ids = Vec::new();
+            for _ in 0..count {
+                let (id, callback_id) =
+                    world.start_callout(spec.clone(), url.to_string(), headers.clone(), now);
+                created.push(json!({
+                    "id": id,
+                    "callbackUrl": format!("http://{}{}", shared.addr, crate::sim::callouts::callback_path(&id, &callback_id)),
+                }));
+                ids.push(id);
+            }
+            drop(world);
+            crate::sim::callouts::call_out(shared.clone(), shared.client(), ids);
+            return Ok(json_response(201, &json!({ "instances": created })));
+        }
         let mut world = shared.lock_world();
         let mut created = Vec::new();
         for _ in 0..count {

@@ -6,11 +6,13 @@
 //! - [`control`]: `/_sim/…` endpoints for tests and users.
 //! - [`faults`]: answers spoiled on purpose, rule by rule.
 //! - [`requests`]: the request log, with tokens masked.
+//! - [`callouts`]: NAC's "Call a web service – Wait for callback" side.
 //!
 //! The world sits behind one mutex that handlers hold only while they read or
 //! change it, never while an answer is written, so the server keeps up with
 //! thousands of keep-alive requests a second on two cores.
 
+pub mod callouts;
 pub mod control;
 pub mod faults;
 pub mod model;
@@ -54,6 +56,13 @@ pub struct SimConfig {
     pub conflict_status: u16,
     /// Print one line per request to stdout.
     pub print_requests: bool,
+    /// How long an issued app token is accepted.
+    pub token_ttl: Duration,
+    /// What every issued app token starts with (a test's canary, say).
+    pub issued_token_prefix: String,
+    /// Accept the task-level completion (`PATCH /workflows/v1/tasks/{id}`
+    /// and `…/v2/tasks/{id}`), which current clients no longer send.
+    pub legacy_task_patch: bool,
 }
 
 pub const DEFAULT_TOKEN: &str = "sim-token";
@@ -71,6 +80,9 @@ impl Default for SimConfig {
             complete_status: 204,
             conflict_status: 409,
             print_requests: false,
+            token_ttl: Duration::from_secs(3600),
+            issued_token_prefix: "sim-app-".to_string(),
+            legacy_task_patch: true,
         }
     }
 }
@@ -84,6 +96,8 @@ pub struct Shared {
     tokens: Mutex<HashMap<String, SystemTime>>,
     faults: Mutex<Vec<Fault>>,
     pub log: RequestLog,
+    /// For call-outs to workers, built on the first one.
+    client: std::sync::OnceLock<reqwest::Client>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -102,6 +116,18 @@ impl Shared {
 
     pub fn lock_faults(&self) -> MutexGuard<'_, Vec<Fault>> {
         lock(&self.faults)
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        self.client
+            .get_or_init(|| {
+                crate::transport::install_crypto();
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .unwrap_or_default()
+            })
+            .clone()
     }
 
     pub fn state_json(&self) -> Value {
@@ -176,6 +202,7 @@ pub async fn start(
         tokens: Mutex::default(),
         faults: Mutex::default(),
         log: RequestLog::default(),
+        client: std::sync::OnceLock::new(),
     });
     let app = router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
@@ -207,6 +234,18 @@ fn router(shared: Arc<Shared>) -> Router {
             post(routes::start_instance),
         )
         .route("/workflows/v2/instances/{id}", get(routes::get_instance))
+        .route(
+            "/workflows/v1/instances/{id}/resolve",
+            post(routes::resolve_instance),
+        )
+        .route(
+            "/workflows/v1/instances/{id}/terminate",
+            post(routes::terminate_instance),
+        )
+        .route(
+            "/workflows/v1/instances/{id}/callbacks/{cid}",
+            post(routes::callback),
+        )
         .route("/workflows/v2/tasks", get(routes::list_tasks))
         .route(
             "/workflows/v2/tasks/{id}",

@@ -51,6 +51,9 @@ pub struct InstanceSpec {
     /// Backdates the start, for the 30-day window.
     pub age: Duration,
     pub start_data: Value,
+    /// Starts paused, as when an action failed and the workflow's error
+    /// handling paused the instance: it needs `/resolve`.
+    pub paused: bool,
 }
 
 pub const DEFAULT_ASSIGNEE: &str = "svc-worker@contoso.com";
@@ -67,6 +70,7 @@ impl InstanceSpec {
             after_polls: 0,
             age: Duration::ZERO,
             start_data: json!({}),
+            paused: false,
         }
     }
 }
@@ -78,10 +82,32 @@ pub struct Instance {
     pub workflow_name: String,
     pub started: SystemTime,
     pub start_data: Value,
+    /// Empty for an instance that waits on a callback instead.
     pub task_id: String,
+    /// `running` (waiting on its task or callback, too), `paused` (an action
+    /// failed), `completed`, `failed` or `terminated`, as NWC says them.
+    pub status: &'static str,
+    /// The error of the action that paused it.
+    pub error: Option<String>,
     /// Set when the task is completed: the branch the instance continued down.
     pub outcome: Option<String>,
     pub finished: Option<SystemTime>,
+    /// "Call a web service – Wait for callback": where it called, and what it
+    /// waits for.
+    pub callout: Option<Callout>,
+}
+
+/// An instance's call-out to a worker, and the callback it waits on.
+#[derive(Debug, Clone)]
+pub struct Callout {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// The id in the callback URL: only the instance knows it.
+    pub callback_id: String,
+    pub outcomes: Vec<String>,
+    /// What the worker's endpoint answered: a status, or why it could not.
+    pub answers: Vec<String>,
+    pub called_back: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -240,8 +266,9 @@ impl Ids {
         )
     }
 
-    pub fn token(&mut self) -> String {
-        format!("sim-app-{:016x}{:016x}", self.next_u64(), self.next_u64())
+    /// An app token: `prefix` and 32 hex digits.
+    pub fn token(&mut self, prefix: &str) -> String {
+        format!("{prefix}{:016x}{:016x}", self.next_u64(), self.next_u64())
     }
 }
 
@@ -306,6 +333,7 @@ impl World {
             completion_attempts: 0,
             cached_json: None,
         });
+        let paused = spec.paused;
         self.instances.push(Instance {
             id: id.clone(),
             workflow_id,
@@ -313,10 +341,155 @@ impl World {
             started,
             start_data: spec.start_data,
             task_id: task_id.clone(),
+            status: if paused { "paused" } else { "running" },
+            error: paused.then(|| "Call a web service: the service answered 500".to_string()),
             outcome: None,
             finished: None,
+            callout: None,
         });
         (id, task_id)
+    }
+
+    /// Starts an instance whose "Call a web service – Wait for callback"
+    /// action calls `url`: it has no task, and waits until its callback URL
+    /// is called with one of `spec.outcomes`.
+    pub fn start_callout(
+        &mut self,
+        spec: InstanceSpec,
+        url: String,
+        headers: Vec<(String, String)>,
+        now: SystemTime,
+    ) -> (String, String) {
+        let id = self.ids.guid();
+        let callback_id = self.ids.guid();
+        let workflow_id = if spec.workflow_id.is_empty() {
+            self.ids.guid()
+        } else {
+            spec.workflow_id.clone()
+        };
+        self.instances.push(Instance {
+            id: id.clone(),
+            workflow_id,
+            workflow_name: spec.workflow_name,
+            started: now,
+            start_data: spec.start_data,
+            task_id: String::new(),
+            status: "running",
+            error: None,
+            outcome: None,
+            finished: None,
+            callout: Some(Callout {
+                url,
+                headers,
+                callback_id: callback_id.clone(),
+                outcomes: spec.outcomes,
+                answers: Vec::new(),
+                called_back: 0,
+            }),
+        });
+        (id, callback_id)
+    }
+
+    /// The callback: the instance continues down `outcome`'s branch. A second
+    /// callback is a 409, as the action has already gone on.
+    pub fn call_back(
+        &mut self,
+        instance_id: &str,
+        callback_id: &str,
+        outcome: &str,
+        now: SystemTime,
+    ) -> Result<(), Problem> {
+        let instance = self.instance_mut(instance_id)?;
+        let Some(callout) = instance
+            .callout
+            .as_mut()
+            .filter(|c| c.callback_id.eq_ignore_ascii_case(callback_id))
+        else {
+            return Err(Problem::not_found(format!(
+                "instance `{instance_id}` waits on no callback with this id"
+            )));
+        };
+        callout.called_back += 1;
+        if let Some(done) = &instance.outcome {
+            return Err(Problem::new(
+                409,
+                "Conflict",
+                format!("instance `{instance_id}` was already called back with `{done}`"),
+            ));
+        }
+        if !callout.outcomes.iter().any(|o| o == outcome) {
+            return Err(Problem::bad_request(format!(
+                "`{outcome}` is not one of the action's branches: {}",
+                callout.outcomes.join(", ")
+            )));
+        }
+        instance.outcome = Some(outcome.to_string());
+        instance.finished = Some(now);
+        instance.status = "completed";
+        Ok(())
+    }
+
+    /// `POST /workflows/v1/instances/{id}/resolve`: `1` retries the failed
+    /// action (the instance runs again), `2` fails the instance.
+    pub fn resolve(
+        &mut self,
+        id: &str,
+        resolve_type: &str,
+        now: SystemTime,
+    ) -> Result<(), Problem> {
+        let instance = self.instance_mut(id)?;
+        if instance.status != "paused" {
+            return Err(Problem::new(
+                409,
+                "Conflict",
+                format!(
+                    "instance `{id}` is {}, not paused: there is nothing to resolve",
+                    instance.status
+                ),
+            ));
+        }
+        match resolve_type {
+            "1" => {
+                instance.status = "running";
+                instance.error = None;
+            }
+            "2" => {
+                instance.status = "failed";
+                instance.finished = Some(now);
+            }
+            _ => {
+                return Err(Problem::bad_request(
+                    "`resolveType` is \"1\" (retry the action) or \"2\" (fail the instance)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /workflows/v1/instances/{id}/terminate`: its task goes too.
+    pub fn terminate(&mut self, id: &str, now: SystemTime) -> Result<(), Problem> {
+        let instance = self.instance_mut(id)?;
+        if instance.finished.is_some() {
+            return Err(Problem::new(
+                409,
+                "Conflict",
+                format!("instance `{id}` has already ended ({})", instance.status),
+            ));
+        }
+        instance.status = "terminated";
+        instance.finished = Some(now);
+        let task_id = instance.task_id.clone();
+        if let Some(task) = self.tasks.iter_mut().find(|t| t.id == task_id) {
+            task.status = "terminated";
+            task.modified = now;
+            task.cached_json = None;
+            for a in &mut task.assignments {
+                if a.status == "active" {
+                    a.status = "terminated";
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Lists tasks as NWC does: the filters, the default window, one page.
@@ -378,6 +551,13 @@ impl World {
             .iter()
             .find(|t| t.id.eq_ignore_ascii_case(id) && t.exists(now))
             .ok_or_else(|| Problem::not_found(format!("no task with id `{id}`")))
+    }
+
+    fn instance_mut(&mut self, id: &str) -> Result<&mut Instance, Problem> {
+        self.instances
+            .iter_mut()
+            .find(|i| i.id.eq_ignore_ascii_case(id))
+            .ok_or_else(|| Problem::not_found(format!("no workflow instance with id `{id}`")))
     }
 
     pub fn instance(&self, id: &str) -> Result<&Instance, Problem> {
@@ -458,6 +638,7 @@ impl World {
         if let Some(instance) = self.instances.iter_mut().find(|i| i.id == instance_id) {
             instance.outcome = Some(outcome.to_string());
             instance.finished = Some(now);
+            instance.status = "completed";
         }
         Ok(())
     }
@@ -503,16 +684,31 @@ pub fn task_json(t: &Task) -> Value {
 /// An instance as NWC shows it. `outcome` is the simulator's own addition:
 /// the branch the instance continued down once its task was completed.
 pub fn instance_json(i: &Instance) -> Value {
-    json!({
+    let waiting = i.finished.is_none() && !i.task_id.is_empty();
+    let mut v = json!({
         "instanceId": i.id,
-        "status": if i.finished.is_some() { "completed" } else { "running" },
+        "status": i.status,
         "startDateTime": timestamp(i.started),
         "endDateTime": opt_timestamp(i.finished),
         "workflow": { "id": i.workflow_id, "name": i.workflow_name },
         "startData": i.start_data,
-        "waitingOnTask": if i.finished.is_some() { Value::Null } else { Value::String(i.task_id.clone()) },
+        "actions": [{
+            "actionInstanceId": format!("{}-action", i.id),
+            "startDateTime": timestamp(i.started),
+            "endDateTime": opt_timestamp(i.finished),
+            "errorMessage": i.error,
+        }],
+        "waitingOnTask": if waiting { Value::String(i.task_id.clone()) } else { Value::Null },
         "outcome": i.outcome,
-    })
+    });
+    if let Some(c) = &i.callout {
+        v["callout"] = json!({
+            "url": c.url,
+            "answers": c.answers,
+            "calledBack": c.called_back,
+        });
+    }
+    v
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 //! and builds its answer after letting go.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -15,8 +14,6 @@ use serde_json::{Value, json};
 
 use crate::sim::Shared;
 use crate::sim::model::{InstanceSpec, Problem, TaskQuery, instance_json, task_json, timestamp};
-
-const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 pub fn json_response(status: u16, value: &Value) -> Response<Body> {
     json_text(status, value.to_string())
@@ -174,15 +171,19 @@ fn issue_token(
         ));
     }
     let now = shared.clock.now();
-    let expires = now + TOKEN_LIFETIME;
-    let token = shared.lock_world().ids.token();
+    let lifetime = shared.config.token_ttl;
+    let expires = now + lifetime;
+    let token = shared
+        .lock_world()
+        .ids
+        .token(&shared.config.issued_token_prefix);
     shared.lock_tokens().insert(token.clone(), expires);
     Ok(json_response(
         200,
         &json!({
             "access_token": token,
             "token_type": "Bearer",
-            "expires_in": TOKEN_LIFETIME.as_secs(),
+            "expires_in": if lifetime.subsec_nanos() == 0 { json!(lifetime.as_secs()) } else { json!(lifetime.as_secs_f64()) },
             "expires_at": timestamp(expires),
             "scope": "workflows tasks",
         }),
@@ -273,13 +274,94 @@ pub async fn get_task(State(shared): State<Arc<Shared>>, Path(id): Path<String>)
 }
 
 /// `PATCH /workflows/v1/tasks/{id}` and `PATCH /workflows/v2/tasks/{id}`:
-/// the task-level form, applied to the active assignment.
+/// the task-level form, applied to the active assignment, unless the
+/// simulator was started with `--no-legacy-task-patch`.
 pub async fn complete_task(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    uri: Uri,
+    body: Bytes,
+) -> Response<Body> {
+    if !shared.config.legacy_task_patch {
+        return problem_response(&Problem::not_found(format!(
+            "the simulator has no route for `PATCH {}`: task-level completion is off (--no-legacy-task-patch); complete through `/workflows/v2/tasks/{{id}}/assignments/{{assignmentId}}`",
+            uri.path()
+        )));
+    }
+    answer(complete(&shared, &id, None, &body))
+}
+
+/// The body of an instance call: JSON, or nothing.
+fn json_body(body: &[u8]) -> Result<Value, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|_| Problem::bad_request("the body is not JSON"))
+}
+
+/// `POST /workflows/v1/instances/{id}/resolve` with `{"resolveType": "1"|"2", "message"}`.
+pub async fn resolve_instance(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response<Body> {
-    answer(complete(&shared, &id, None, &body))
+    answer((|| {
+        let value = json_body(&body)?;
+        let kind = match value.get("resolveType") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(Problem::bad_request(
+                    "the body needs `resolveType`: \"1\" or \"2\"",
+                ));
+            }
+        };
+        let now = shared.clock.now();
+        shared.lock_world().resolve(&id, &kind, now)?;
+        Ok(no_content())
+    })())
+}
+
+/// `POST /workflows/v1/instances/{id}/terminate`.
+pub async fn terminate_instance(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Response<Body> {
+    answer((|| {
+        let now = shared.clock.now();
+        shared.lock_world().terminate(&id, now)?;
+        Ok(no_content())
+    })())
+}
+
+/// `POST /workflows/v1/instances/{id}/callbacks/{callbackId}` with
+/// `{"outcome": "Completed"}`: the "Wait for callback" action goes on down
+/// that branch. The route and body are this simulator's assumption.
+pub async fn callback(
+    State(shared): State<Arc<Shared>>,
+    Path((id, callback_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response<Body> {
+    answer((|| {
+        let value = json_body(&body)?;
+        let outcome = value
+            .get("outcome")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                Problem::bad_request("the callback needs `outcome`, the branch to take")
+            })?;
+        let now = shared.clock.now();
+        shared
+            .lock_world()
+            .call_back(&id, &callback_id, outcome, now)?;
+        Ok(no_content())
+    })())
+}
+
+fn no_content() -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
 }
 
 /// `PATCH /workflows/v2/tasks/{id}/assignments/{aid}`.

@@ -34,6 +34,8 @@ pub struct Http {
     /// Sent as `Idempotency-Key`: the server acts once per key, so a request
     /// that is not otherwise safe to repeat may be sent again.
     pub idempotency_key: Option<Template>,
+    /// Send the flow's managed token (`auth:`), as the NWC steps do.
+    pub auth: bool,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,7 @@ impl Http {
             "accept",
             "allow_secret_in_url",
             "idempotency_key",
+            "auth",
         ];
         let body = cx.body(node, "`http`", &keys, &["url"])?;
         let method = match body.get("method") {
@@ -123,6 +126,15 @@ impl Http {
             Some(n) => Some(cx.template(n)?),
             None => None,
         };
+        let auth = body.get("auth").map_or(Some(false), |n| cx.boolean(n))?;
+        if auth && !cx.has_auth {
+            cx.error_help(
+                body.get("auth")?.span,
+                "`auth: true` sends the flow's managed token, but the flow has no `auth:`",
+                "add a top-level `auth:` with `token` or `client_id` and `client_secret`",
+            );
+            return None;
+        }
         let mut sending = request::parse_sending(cx, &body)?;
         // A status the step accepts is an answer the flow wants, not a failure to retry.
         match &accept {
@@ -138,6 +150,7 @@ impl Http {
             body: request_body,
             sending,
             accept,
+            auth,
             allow_secret_in_url,
             idempotency_key,
         })

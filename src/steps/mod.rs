@@ -5,6 +5,7 @@
 //! a file and a variant; the compiler then points at every `match` that still
 //! needs to handle it.
 
+mod auth;
 mod decision;
 mod deserialize_id;
 mod end;
@@ -162,6 +163,15 @@ impl StepKind {
         }
     }
 
+    /// Whether the step sends the flow's managed token (`auth:`).
+    pub fn uses_auth(&self) -> bool {
+        match self {
+            StepKind::GetTasks(_) | StepKind::PatchTask(_) => true,
+            StepKind::Http(s) => s.auth,
+            _ => false,
+        }
+    }
+
     /// Templates that end up in a URL, unless the step explicitly allows secrets there.
     pub fn url_templates(&self) -> Vec<&Template> {
         match self {
@@ -288,6 +298,10 @@ pub struct StepCx<'a, 'r> {
     pub clock: &'a dyn Clock,
     pub transport: &'a dyn Transport,
     pub rec: &'a mut Recorder<'r>,
+    /// App tokens, shared with the other runs of a batch or a `serve`.
+    pub tokens: &'a crate::tokens::TokenCache,
+    /// Set while the managed token is fetched: its answer is a credential.
+    pub fetching_token: bool,
 }
 
 impl StepCx<'_, '_> {

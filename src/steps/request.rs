@@ -131,6 +131,7 @@ pub fn parse_sending(cx: &mut Analyzer, body: &Body) -> Option<Sending> {
 }
 
 /// A request header with whether its value derives from a secret.
+#[derive(Clone)]
 pub struct Header {
     pub name: String,
     pub value: String,
@@ -178,8 +179,81 @@ impl StepCx<'_, '_> {
     /// retries as the step's policy says. `repeatable`: sending it twice does
     /// no harm, so a timeout or a dropped connection may be retried. The
     /// answer may be at most `max_body` bytes.
+    ///
+    /// When the flow has `auth:` and the step uses it (and sets no
+    /// `Authorization` of its own), the managed token goes along; a 401 gets
+    /// one new token and one more try, which is safe even for a POST, as the
+    /// server refused it before doing anything.
     #[allow(clippy::too_many_arguments)]
     pub async fn exchange(
+        &mut self,
+        method: &str,
+        url: &RequestUrl,
+        mut headers: Vec<Header>,
+        body: Option<OutgoingBody>,
+        sending: &Sending,
+        repeatable: bool,
+        max_body: usize,
+    ) -> Result<HttpResponse, StepError> {
+        let managed = self.flow.auth.is_some()
+            && self.step.kind.uses_auth()
+            && !headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("authorization"));
+        if !managed {
+            return self
+                .send_recorded(method, url, headers, body, sending, repeatable, max_body)
+                .await;
+        }
+        let token = self.bearer(sending, None).await?;
+        headers.push(Header {
+            name: "Authorization".into(),
+            value: format!("Bearer {token}"),
+            secret: true,
+        });
+        let again = body.as_ref().map(|b| OutgoingBody {
+            wire: b.wire.clone(),
+            shown: b.shown.clone(),
+        });
+        let response = self
+            .send_recorded(
+                method,
+                url,
+                headers.clone(),
+                body,
+                sending,
+                repeatable,
+                max_body,
+            )
+            .await?;
+        if response.status != 401 || !self.renewable() {
+            return Ok(response);
+        }
+        self.emit(EventKind::Log {
+            message: "the token was refused (401): getting a new one and sending once more".into(),
+        });
+        let renewed = self.bearer(sending, Some(&token)).await?;
+        for h in &mut headers {
+            if h.name == "Authorization" {
+                h.value = format!("Bearer {renewed}");
+            }
+        }
+        let response = self
+            .send_recorded(method, url, headers, again, sending, repeatable, max_body)
+            .await?;
+        if response.status == 401 {
+            let e = status_error(method, &url.shown, &response, &self.rec.redactor);
+            return Err(StepError {
+                message: format!("{}, even with a newly issued token", e.message),
+                hint: Some("the token URL gives tokens that this API refuses: check the app's permissions, the client and the region in `base_url`".into()),
+                ..e
+            });
+        }
+        Ok(response)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn send_recorded(
         &mut self,
         method: &str,
         url: &RequestUrl,
@@ -344,7 +418,9 @@ impl StepCx<'_, '_> {
             .output
             .values()
             .any(|f| self.state.secret.contains(f));
-        let body = if secret {
+        let body = if self.fetching_token {
+            crate::steps::auth::token_answer_for_trace(response, &mut self.rec.redactor)
+        } else if secret {
             if let Some(json) = response.json() {
                 self.rec.redactor.add_received(&json);
             } else {

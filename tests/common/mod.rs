@@ -21,17 +21,18 @@ pub struct Sim {
 
 impl Sim {
     pub fn start(config: SimConfig) -> Sim {
+        Sim::start_clocked(config, Arc::new(VirtualClock::fixed()))
+    }
+
+    /// On a clock the test moves, for token lifetimes.
+    pub fn start_clocked(config: SimConfig, clock: Arc<VirtualClock>) -> Sim {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let server = rt
-            .block_on(sim::start(
-                config,
-                Arc::new(VirtualClock::fixed()),
-                "127.0.0.1:0".parse().unwrap(),
-            ))
+            .block_on(sim::start(config, clock, "127.0.0.1:0".parse().unwrap()))
             .unwrap();
         let base = server.base_url.clone();
         Sim {

@@ -96,10 +96,11 @@ pub fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-const TOP_KEYS: [&str; 6] = [
+const TOP_KEYS: [&str; 7] = [
     "flow",
     "description",
     "fields",
+    "auth",
     "steps",
     "max_steps",
     "trigger",
@@ -150,6 +151,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         cx.fields = parse_fields(&mut cx, fields);
     }
     declare_error_field(&mut cx, body.get("steps"));
+    cx.has_auth = body.get("auth").is_some();
     let steps_node = body.get("steps")?;
     let Some(step_nodes) = steps_node.as_seq() else {
         cx.error(
@@ -182,8 +184,12 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         Some(node) => Some(crate::trigger::Trigger::parse(&mut cx, node)?),
         None => None,
     };
+    let auth = match body.get("auth") {
+        Some(node) => Some(crate::auth::Auth::parse(&mut cx, node)?),
+        None => None,
+    };
     let fields = std::mem::take(&mut cx.fields);
-    secrets::check_secrets(&mut cx, &fields, &steps);
+    secrets::check_secrets(&mut cx, &fields, &steps, auth.as_ref());
     graph::check_graph(&mut cx, &steps);
     Some(Flow {
         name: name?,
@@ -195,6 +201,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         env,
         literal_secrets: Vec::new(),
         trigger,
+        auth,
     })
 }
 

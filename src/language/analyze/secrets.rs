@@ -11,7 +11,12 @@ use crate::diagnostic::Diagnostic;
 use crate::flow::{FieldDecl, Step};
 
 /// Which fields can hold secrets, and whether any reaches a URL.
-pub fn check_secrets(cx: &mut Analyzer, fields: &IndexMap<String, FieldDecl>, steps: &[Step]) {
+pub fn check_secrets(
+    cx: &mut Analyzer,
+    fields: &IndexMap<String, FieldDecl>,
+    steps: &[Step],
+    auth: Option<&crate::auth::Auth>,
+) {
     let mut secret: BTreeSet<String> = fields
         .values()
         .filter(|f| f.secret)
@@ -44,6 +49,18 @@ pub fn check_secrets(cx: &mut Analyzer, fields: &IndexMap<String, FieldDecl>, st
             .label("not marked secret")
             .help("add `secret: true`; handoff masks it either way, but the flow should say so"),
         );
+    }
+    for template in auth.map(|a| a.url_templates()).unwrap_or_default() {
+        if let Some(name) = template.mentions.iter().find(|r| secret.contains(*r)) {
+            cx.push(
+                Diagnostic::error(format!(
+                    "`auth.token_url` puts secret field `{name}` into a URL"
+                ))
+                .at(&cx.source, template.span)
+                .label("URLs end up in logs and proxies")
+                .help("send secrets in headers"),
+            );
+        }
     }
     for step in steps {
         for template in step.kind.url_templates() {

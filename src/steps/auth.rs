@@ -1,0 +1,198 @@
+//! The managed token behind a flow's `auth:`: what the NWC steps send as
+//! `Authorization: Bearer …` when the flow does not build the header itself.
+//!
+//! A personal access token is read from its secret field. An app token is
+//! fetched from the token URL with client credentials, kept in the shared
+//! [`TokenCache`](crate::tokens::TokenCache), and fetched again shortly
+//! before it expires or once after a 401. The fetch is an ordinary request in
+//! the trace, with the client secret and the token masked.
+
+use serde_json::{Map, Value};
+
+use crate::auth::{Auth, TOKEN_PATH};
+use crate::redact::{MASK, Redactor};
+use crate::steps::request::{self, OutgoingBody, Sending};
+use crate::steps::{ErrorKind, StepCx, StepError};
+use crate::trace::EventKind;
+use crate::transport::{HttpResponse, RequestBody};
+
+/// A token answer is small; anything larger is not one.
+const MAX_TOKEN_ANSWER: usize = 64 * 1024;
+
+impl StepCx<'_, '_> {
+    /// Whether a refused token can be replaced: only an app's can.
+    pub fn renewable(&self) -> bool {
+        matches!(self.flow.auth, Some(Auth::Client(_)))
+    }
+
+    /// The bearer token to send. `stale`: the token that was just refused,
+    /// which is not handed out again.
+    pub async fn bearer(
+        &mut self,
+        sending: &Sending,
+        stale: Option<&str>,
+    ) -> Result<String, StepError> {
+        let flow = self.flow;
+        let client = match &flow.auth {
+            None => return Err(StepError::new("the flow has no `auth:`")),
+            Some(Auth::Token { token, .. }) => {
+                let (token, _) = self.render_text(token)?;
+                let token = token.trim().to_string();
+                if token.is_empty() {
+                    return Err(StepError::new("`auth.token` is empty")
+                        .hint("set the token's environment variable, or pass it with `--set`"));
+                }
+                self.rec.redactor.add_secret(&token);
+                return Ok(token);
+            }
+            Some(Auth::Client(c)) => c,
+        };
+        let (client_id, _) = self.render_text(&client.client_id)?;
+        let (secret, _) = self.render_text(&client.client_secret)?;
+        if client_id.trim().is_empty() || secret.is_empty() {
+            return Err(
+                StepError::new("`auth.client_id` or `auth.client_secret` is empty")
+                    .hint("set them (usually from the environment) before the run"),
+            );
+        }
+        let token_url = match &client.token_url {
+            Some(t) => {
+                let (url, tainted) = self.render_text(t)?;
+                if tainted {
+                    return Err(StepError::new(
+                        "`auth.token_url` is built from a secret, and URLs end up in logs",
+                    ));
+                }
+                url
+            }
+            None => {
+                let base = self
+                    .state
+                    .get("base_url")
+                    .map(crate::fields::display_text)
+                    .unwrap_or_default();
+                format!("{}{TOKEN_PATH}", base.trim_end_matches('/'))
+            }
+        };
+        let url = request::build_url(&token_url, false, "", &[])?;
+        let slot = self.tokens.slot(&url.wire, &client_id, &secret);
+        // Held while fetching: the runs that need the same token wait for this one.
+        let mut cached = slot.lock().await;
+        if let Some(c) = cached.as_ref()
+            && c.fresh(self.clock.now())
+            && stale != Some(c.token.as_str())
+        {
+            self.rec.redactor.add_secret(&c.token);
+            return Ok(c.token.clone());
+        }
+        let (wire, shown) = credentials(&client_id, &secret, client.form);
+        self.fetching_token = true;
+        let answer = self
+            .send_recorded(
+                "POST",
+                &url,
+                Vec::new(),
+                Some(OutgoingBody { wire, shown }),
+                sending,
+                true,
+                MAX_TOKEN_ANSWER,
+            )
+            .await;
+        self.fetching_token = false;
+        let answer = answer.map_err(|e| StepError {
+            message: format!("getting a token: {}", e.message),
+            ..e
+        })?;
+        if !answer.is_success() {
+            let e = request::status_error("POST", &url.shown, &answer, &self.rec.redactor);
+            return Err(StepError {
+                message: format!("getting a token: {}", e.message),
+                hint: Some(
+                    "check `auth.client_id` and `auth.client_secret`, and the token URL".into(),
+                ),
+                ..e
+            });
+        }
+        let fresh = answer
+            .json()
+            .and_then(|json| crate::tokens::read_answer(&json, self.clock.now()))
+            .ok_or_else(|| {
+                StepError::new(format!(
+                    "getting a token: POST {} answered no `access_token`",
+                    url.shown
+                ))
+                .kind(ErrorKind::Response)
+                .hint("a token URL answers JSON such as {\"access_token\": \"…\", \"expires_in\": 3600}")
+            })?;
+        self.rec.redactor.add_secret(&fresh.token);
+        let lasts = match fresh.lifetime {
+            Some(d) => format!(
+                "valid for {}",
+                humantime::format_duration(std::time::Duration::from_secs(d.as_secs().max(1)))
+            ),
+            None => "with no expiry given: kept until it is refused".to_string(),
+        };
+        self.emit(EventKind::Log {
+            message: format!("got a new token, {lasts}"),
+        });
+        let token = fresh.token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+}
+
+/// The credentials for the wire, and as the trace shows them.
+fn credentials(client_id: &str, secret: &str, form: bool) -> (RequestBody, Value) {
+    let pairs = [
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("client_secret", secret),
+    ];
+    let shown: Map<String, Value> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let v = if *k == "client_secret" { MASK } else { v };
+            (k.to_string(), Value::String(v.to_string()))
+        })
+        .collect();
+    let wire = if form {
+        RequestBody::Form(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    } else {
+        RequestBody::Json(Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect(),
+        ))
+    };
+    (wire, Value::Object(shown))
+}
+
+/// A token answer as the trace shows it: the credentials in it masked (and
+/// hunted from now on), the rest, such as `expires_in`, kept.
+pub fn token_answer_for_trace(response: &HttpResponse, redactor: &mut Redactor) -> Option<Value> {
+    if response.body.is_empty() {
+        return None;
+    }
+    match response.json() {
+        Some(Value::Object(mut map)) => {
+            for key in crate::tokens::CREDENTIAL_KEYS {
+                if let Some(v) = map.get_mut(key) {
+                    redactor.add_secret_value(v);
+                    *v = Value::String(MASK.to_string());
+                }
+            }
+            Some(Value::Object(map))
+        }
+        // Not a token answer: nothing in it is kept, as it may still be one.
+        _ => {
+            redactor.add_received(&Value::String(response.text().trim().to_string()));
+            Some(Value::String(MASK.to_string()))
+        }
+    }
+}
