@@ -13,7 +13,9 @@ pub mod graph;
 pub mod plan;
 pub mod report;
 mod runs;
+pub mod schema;
 mod serve;
+mod test;
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -105,7 +107,7 @@ pub enum Command {
   handoff run flows/complete-nwc-task.yaml --mock flows/complete-nwc-task.mock.yaml \\
       --set instance_id=7c1e --set token=dry-run --trace jsonl")]
     Run(RunArgs),
-    /// Load and validate flows (and `*.mock.yaml` files) without running them.
+    /// Load and validate flows (and `*.mock.yaml` and `*.test.yaml` files) without running them.
     #[command(after_help = "Example:
   handoff check flows/*.yaml")]
     Check(CheckArgs),
@@ -152,6 +154,22 @@ See docs/serve.md for the API, hooks, signatures and deployment.")]
     #[command(after_help = "Example:
   handoff diff recorded.jsonl replayed.jsonl          (exit 0: the same, 1: they differ)")]
     Diff(DiffArgs),
+    /// Run the cases of `*.test.yaml` files: dry runs checked against what they expect.
+    #[command(after_help = "Examples:
+  handoff test                                   (every *.test.yaml under the current folder)
+  handoff test flows/complete-nwc-task.test.yaml --case 'third poll'
+  handoff test --snapshot                        (also compare each case's whole trace with its stored .trace)
+  handoff test --update                          (write the stored traces)
+  handoff test --report junit=results.xml        (for CI)
+
+Exit codes: 0 every case passed, 1 a case failed, 2 a test file is invalid.")]
+    Test(test::TestArgs),
+    /// Print the JSON Schema of flow, mock and test files, for editors.
+    #[command(after_help = "Example:
+  handoff schema > schema/handoff.schema.json
+Then, as the first line of a flow, a mock or a test file (VS Code's YAML extension, Neovim):
+  # yaml-language-server: $schema=../schema/handoff.schema.json")]
+    Schema,
     /// Print a shell's completion script: bash, zsh, fish, powershell or elvish.
     #[command(after_help = "Examples:
   handoff completions bash > ~/.local/share/bash-completion/completions/handoff
@@ -470,7 +488,8 @@ pub enum TraceArg {
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// Flow files, and mock files named `NAME.mock.yaml` next to `NAME.yaml`.
+    /// Flow files, mock files named `NAME.mock.yaml` and test files named
+    /// `NAME.test.yaml` next to `NAME.yaml`.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Also check these mock files against the flow (one flow file), whatever their names.
@@ -543,6 +562,12 @@ where
         Command::Serve(args) => runtime.block_on(serve::serve_command(args, color)),
         Command::Graph(args) => runtime.block_on(graph_command(args, color)),
         Command::Diff(args) => diff_command(&args, color),
+        Command::Test(args) => runtime.block_on(test::test_command(args, color)),
+        Command::Schema => {
+            let text = serde_json::to_string_pretty(&schema::schema()).unwrap_or_default();
+            println!("{text}");
+            EXIT_OK
+        }
         Command::Plan(args) => match crate::analyze::analyze_file(&args.flow.to_string_lossy()) {
             Ok(checked) => {
                 let plan = plan::plan(&checked.flow);
@@ -575,7 +600,7 @@ fn quiet_panics() {
     }));
 }
 
-fn print_diagnostics(diagnostics: &[Diagnostic], color: Colors) {
+pub(crate) fn print_diagnostics(diagnostics: &[Diagnostic], color: Colors) {
     let text = render_all(diagnostics, color.err);
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(text.as_bytes());
@@ -651,6 +676,17 @@ fn check_one(path: &str) -> Result<(String, Vec<Diagnostic>), Vec<Diagnostic>> {
         .or_else(|| path.strip_suffix(".mock.yml").map(|s| format!("{s}.yml")));
     if let Some(flow_path) = mock_of {
         return check_mock(path, &flow_path);
+    }
+    if crate::cases::is_test_file(std::path::Path::new(path)) {
+        let file = crate::cases::load(path)?;
+        return Ok((
+            format!(
+                "tests for {}, {}",
+                file.flow_path,
+                plural(file.cases.len(), "case")
+            ),
+            Vec::new(),
+        ));
     }
     let source = read_source(path).map_err(|d| vec![d])?;
     let checked = analyze(&source)?;

@@ -44,7 +44,7 @@ pub struct ClientCredentials {
     pub span: Span,
 }
 
-const KEYS: [&str; 5] = ["token", "client_id", "client_secret", "token_url", "format"];
+pub const KEYS: [&str; 5] = ["token", "client_id", "client_secret", "token_url", "format"];
 
 impl Auth {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Auth> {

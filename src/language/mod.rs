@@ -15,6 +15,7 @@ pub mod auth;
 pub mod diagnostic;
 pub mod fields;
 pub mod flow;
+pub mod keys;
 pub mod lint;
 pub mod raw;
 pub mod source;

@@ -24,6 +24,10 @@ use crate::raw::Node;
 use crate::source::Span;
 use crate::template::{Scope, Template};
 
+/// What `trigger` takes, and its `signature`.
+pub const KEYS: [&str; 3] = ["inputs", "idempotency_key", "signature"];
+pub const SIGNATURE_KEYS: [&str; 2] = ["secret_env", "header"];
+
 /// The names a trigger's templates may read.
 const NAMES: [&str; 2] = ["event", "headers"];
 
@@ -51,12 +55,7 @@ pub struct Signature {
 
 impl Trigger {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Trigger> {
-        let body = cx.body(
-            node,
-            "`trigger`",
-            &["inputs", "idempotency_key", "signature"],
-            &["inputs"],
-        )?;
+        let body = cx.body(node, "`trigger`", &KEYS, &["inputs"])?;
         let inputs_node = body.get("inputs")?;
         let Some(entries) = inputs_node.as_map() else {
             cx.error(
@@ -185,7 +184,7 @@ fn parse_signature(cx: &mut Analyzer, node: &Node) -> Option<Signature> {
     let body = cx.body(
         node,
         "`trigger.signature`",
-        &["secret_env", "header"],
+        &SIGNATURE_KEYS,
         &["secret_env"],
     )?;
     let secret_env = cx.string(body.get("secret_env")?, "`secret_env`")?;

@@ -66,8 +66,8 @@ pub enum Fault {
     Reset,
 }
 
-const ENTRY_KEYS: [&str; 4] = ["step", "request", "replies", "reply"];
-const REPLY_KEYS: [&str; 7] = [
+pub const ENTRY_KEYS: [&str; 4] = ["step", "request", "replies", "reply"];
+pub const REPLY_KEYS: [&str; 7] = [
     "status", "headers", "body", "text", "delay", "error", "expect",
 ];
 
@@ -420,7 +420,8 @@ fn parse_reply_fields(
     })
 }
 
-fn path_matches(pattern: &str, path: &str) -> bool {
+/// Whether a path matches a pattern where `*` stands for any text within one segment.
+pub fn path_matches(pattern: &str, path: &str) -> bool {
     let p: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
     let s: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     p.len() == s.len() && p.iter().zip(&s).all(|(p, s)| segment_matches(p, s))

@@ -4,6 +4,7 @@
 //! share), the [`retry`] policy, and the [`trace`]
 //! it writes, kept clean of secrets by [`redact`].
 
+pub mod cases;
 pub mod clock;
 pub mod inputs;
 pub mod limits;

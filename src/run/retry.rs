@@ -187,7 +187,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-const KEYS: [&str; 6] = [
+pub const KEYS: [&str; 6] = [
     "attempts",
     "backoff",
     "max_backoff",

@@ -1,5 +1,5 @@
 //! The folder of flows a worker serves: every `*.yaml` and `*.yml` in it
-//! (not `*.mock.yaml`), each checked before the worker starts. A flow is
+//! (not `*.mock.yaml` or `*.test.yaml`), each checked before the worker starts. A flow is
 //! addressed by its `flow:` name; two files with one name are an error.
 
 use std::collections::BTreeMap;
@@ -40,7 +40,9 @@ impl Flows {
             .filter(|p| {
                 let name = p.file_name().map(|n| n.to_string_lossy().to_string());
                 name.is_some_and(|n| {
-                    (n.ends_with(".yaml") || n.ends_with(".yml")) && !n.contains(".mock.")
+                    (n.ends_with(".yaml") || n.ends_with(".yml"))
+                        && !n.contains(".mock.")
+                        && !n.contains(".test.")
                 })
             })
             .collect();

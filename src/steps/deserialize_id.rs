@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::analyzer::Analyzer;
 use crate::fields::FieldType;
+use crate::keys::{Key, Shape, names, opt, req};
 use crate::raw::Node;
 use crate::steps::{Next, StepCx, StepError, truthy};
 use crate::template::{Scope, Template};
@@ -85,14 +86,39 @@ impl Path {
     }
 }
 
+/// What `deserialize_id` takes.
+pub const KEYS: &[Key] = &[
+    req(
+        "from",
+        Shape::Field,
+        "A `json` field holding a list, such as the tasks.",
+    ),
+    req(
+        "property",
+        Shape::Template,
+        "The path to take from each item: `id`, `taskAssignments[0].id`.",
+    ),
+    req(
+        "into",
+        Shape::Field,
+        "The field that gets the first match, or empty text.",
+    ),
+    opt(
+        "where",
+        Shape::Template,
+        "A condition over `item` and the fields, such as `item.status == 'active'`.",
+    ),
+    opt(
+        "single",
+        Shape::Bool,
+        "Fail when more than one item matches.",
+    ),
+];
+
 impl DeserializeId {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<DeserializeId> {
-        let body = cx.body(
-            node,
-            "`deserialize_id`",
-            &["from", "property", "into", "where", "single"],
-            &["from", "property", "into"],
-        )?;
+        let (keys, required) = names(KEYS);
+        let body = cx.body(node, "`deserialize_id`", &keys, &required)?;
         let from = body
             .get("from")
             .and_then(|n| cx.field_ref(n, &[FieldType::Json], "`from`"));

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::analyzer::Analyzer;
 use crate::fields::FieldType;
+use crate::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
 use crate::raw::Node;
 use crate::steps::request::{self, HeaderSource, Sending};
 use crate::steps::{ErrorKind, Next, StepCx, StepError};
@@ -36,6 +37,58 @@ const FILTERS: [(&str, &str); 6] = [
 
 const DEFAULT_MAX_PAGES: u64 = 20;
 
+/// What `get_tasks` takes.
+pub const KEYS: &[Key] = &[
+    req(
+        "base_url",
+        Shape::Template,
+        "The API's base URL, such as `https://us.nintex.io`.",
+    ),
+    opt(
+        "workflow_instance_id",
+        Shape::Template,
+        "Only the tasks of this instance (`workflowInstanceId`); never empty.",
+    ),
+    opt(
+        "workflow_name",
+        Shape::Template,
+        "Only the tasks of this workflow (`workflowName`).",
+    ),
+    opt(
+        "assignee",
+        Shape::Template,
+        "Only the tasks assigned to this address (`assignee`).",
+    ),
+    opt(
+        "status",
+        Shape::Template,
+        "`active`, `active-escalated`, `expired`, `complete`, `overridden`, `terminated`, `paused` or `all`.",
+    ),
+    opt(
+        "from",
+        Shape::Template,
+        "Tasks created from this ISO-8601 date; without it NWC lists about 30 days.",
+    ),
+    opt(
+        "to",
+        Shape::Template,
+        "Tasks created until this ISO-8601 date.",
+    ),
+    HEADERS,
+    opt(
+        "max_pages",
+        Shape::Count,
+        "The most `nextLink` pages to follow (default 20).",
+    ),
+    opt(
+        "max_bytes",
+        Shape::Size,
+        "The most bytes of all pages together (default 10MB).",
+    ),
+    TIMEOUT,
+    RETRY,
+];
+
 /// The default budget for all pages' bytes together.
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
@@ -52,16 +105,8 @@ pub struct GetTasks {
 
 impl GetTasks {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<GetTasks> {
-        let mut keys = vec![
-            "base_url",
-            "headers",
-            "max_pages",
-            "max_bytes",
-            "timeout",
-            "retry",
-        ];
-        keys.extend(FILTERS.iter().map(|(k, _)| *k));
-        let body = cx.body(node, "`get_tasks`", &keys, &["base_url"])?;
+        let (keys, required) = names(KEYS);
+        let body = cx.body(node, "`get_tasks`", &keys, &required)?;
         let base_url = body.get("base_url").and_then(|n| cx.template(n));
         let mut filters = Vec::new();
         let mut ok = true;

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::analyzer::Analyzer;
 use crate::fields::FieldType;
+use crate::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
 use crate::raw::{Node, NodeValue};
 use crate::redact::MASK;
 use crate::retry::Accepted;
@@ -20,6 +21,55 @@ pub const OUTPUTS: &[(&str, FieldType)] = &[
 ];
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// What `http` takes.
+pub const KEYS: &[Key] = &[
+    req("url", Shape::Template, "The whole URL."),
+    opt(
+        "method",
+        Shape::OneOf(&METHODS),
+        "The HTTP method (default GET).",
+    ),
+    opt(
+        "query",
+        Shape::Pairs,
+        "Query parameters: names mapped to templates.",
+    ),
+    HEADERS,
+    opt(
+        "json",
+        Shape::Json,
+        "A JSON body: YAML with templates in its strings.",
+    ),
+    opt(
+        "form",
+        Shape::Pairs,
+        "A form body (`application/x-www-form-urlencoded`).",
+    ),
+    opt("body", Shape::Template, "A raw text body."),
+    TIMEOUT,
+    RETRY,
+    opt(
+        "accept",
+        Shape::Accept,
+        "Which statuses are success: `2xx` (the default), `any`, or a list such as `[200, 404]`.",
+    ),
+    opt(
+        "allow_secret_in_url",
+        Shape::Bool,
+        "Let a secret into the URL, which logs and proxies see.",
+    ),
+    opt(
+        "idempotency_key",
+        Shape::Template,
+        "Sent as `Idempotency-Key`: the server acts once per key, so the request may be sent again.",
+    ),
+    opt(
+        "auth",
+        Shape::Bool,
+        "Send the flow's managed token (`auth:`), as the NWC steps do.",
+    ),
+];
 
 #[derive(Debug)]
 pub struct Http {
@@ -56,22 +106,8 @@ pub enum Accept {
 
 impl Http {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Http> {
-        let keys = [
-            "method",
-            "url",
-            "query",
-            "headers",
-            "json",
-            "form",
-            "body",
-            "timeout",
-            "retry",
-            "accept",
-            "allow_secret_in_url",
-            "idempotency_key",
-            "auth",
-        ];
-        let body = cx.body(node, "`http`", &keys, &["url"])?;
+        let (keys, required) = names(KEYS);
+        let body = cx.body(node, "`http`", &keys, &required)?;
         let method = match body.get("method") {
             Some(n) => {
                 let m = cx.string(n, "an HTTP method")?.to_ascii_uppercase();

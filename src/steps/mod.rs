@@ -114,6 +114,53 @@ impl StepKind {
         })
     }
 
+    /// What goes under a kind's name, as the analyser checks it and the JSON
+    /// Schema describes it.
+    pub fn body_of(kind: &str) -> Option<crate::keys::Body> {
+        use crate::keys::Body;
+        Some(match kind {
+            "set_header" => Body::Keys(set_header::KEYS),
+            "get_tasks" => Body::Keys(get_tasks::KEYS),
+            "deserialize_id" => Body::Keys(deserialize_id::KEYS),
+            "patch_task" => Body::Keys(patch_task::KEYS),
+            "decision" => Body::Branches,
+            "timer" => Body::Keys(timer::KEYS),
+            "set" => Body::Assignments,
+            "http" => Body::Keys(http::KEYS),
+            "log" | "fail" => Body::Text,
+            "end" => Body::TextOrNull,
+            _ => return None,
+        })
+    }
+
+    /// What a kind does, in a line, for editors' hover help.
+    pub fn doc(kind: &str) -> &'static str {
+        match kind {
+            "set_header" => {
+                "Adds a header to a `headers` field, such as `Authorization: Bearer …`."
+            }
+            "get_tasks" => {
+                "Lists NWC tasks (`GET /workflows/v2/tasks`), following `nextLink` pages."
+            }
+            "deserialize_id" => {
+                "Takes a property from the items of a JSON list, such as the task's id."
+            }
+            "patch_task" => {
+                "Completes an NWC task with an outcome, through the service account's assignment."
+            }
+            "decision" => {
+                "Ordered branches: the first `when` that holds is taken, else `otherwise`."
+            }
+            "timer" => "Waits a duration, or until a time; a dry run moves the virtual clock.",
+            "set" => "Assigns fields from templates, each through its field's type.",
+            "http" => "Any HTTP request.",
+            "log" => "Writes a line to the trace.",
+            "fail" => "Ends the run as failed, with this reason.",
+            "end" => "Ends the run as succeeded, with an optional reason.",
+            _ => "",
+        }
+    }
+
     /// The named outputs a kind offers to `output:`, with their types.
     pub fn outputs(kind: &str) -> &'static [(&'static str, FieldType)] {
         match kind {

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::analyzer::Analyzer;
 use crate::fields::FieldType;
+use crate::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
 use crate::raw::Node;
 use crate::steps::request::{self, HeaderSource, OutgoingBody, Sending};
 use crate::steps::{ErrorKind, Next, StepCx, StepError, shown_text};
@@ -23,6 +24,44 @@ pub const OUTPUTS: &[(&str, FieldType)] = &[
     ("status", FieldType::Number),
     ("already_completed", FieldType::Boolean),
     ("assignment_id", FieldType::Text),
+];
+
+/// What `patch_task` takes.
+pub const KEYS: &[Key] = &[
+    req(
+        "base_url",
+        Shape::Template,
+        "The API's base URL, such as `https://us.nintex.io`.",
+    ),
+    req(
+        "task_id",
+        Shape::Template,
+        "The task's `id`, from the task list.",
+    ),
+    req(
+        "outcome",
+        Shape::Template,
+        "One of the task's outcomes, such as `Completed` or `Canceled`; checked before anything is sent.",
+    ),
+    opt(
+        "assignee",
+        Shape::Template,
+        "The service account whose assignment to complete; empty: the task's only active assignment.",
+    ),
+    opt(
+        "assignment_id",
+        Shape::Template,
+        "Complete this assignment, without reading the task first.",
+    ),
+    opt("comment", Shape::Template, "Sent only when not empty."),
+    opt(
+        "legacy_task_level",
+        Shape::Bool,
+        "`true`: the seed's K2-era `PATCH /workflows/v1/tasks/{id}`, which current clients no longer use.",
+    ),
+    HEADERS,
+    TIMEOUT,
+    RETRY,
 ];
 
 #[derive(Debug)]
@@ -42,24 +81,8 @@ pub struct PatchTask {
 
 impl PatchTask {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<PatchTask> {
-        let keys = [
-            "base_url",
-            "task_id",
-            "assignment_id",
-            "assignee",
-            "legacy_task_level",
-            "outcome",
-            "comment",
-            "headers",
-            "timeout",
-            "retry",
-        ];
-        let body = cx.body(
-            node,
-            "`patch_task`",
-            &keys,
-            &["base_url", "task_id", "outcome"],
-        )?;
+        let (keys, required) = names(KEYS);
+        let body = cx.body(node, "`patch_task`", &keys, &required)?;
         let base_url = body.get("base_url").and_then(|n| cx.template(n));
         let task_id = body.get("task_id").and_then(|n| cx.template(n));
         let outcome = body.get("outcome").and_then(|n| cx.template(n));

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::analyzer::Analyzer;
 use crate::fields::FieldType;
+use crate::keys::{Key, Shape, names, req};
 use crate::raw::Node;
 use crate::steps::{Next, StepCx, StepError};
 use crate::template::Template;
@@ -19,14 +20,25 @@ pub struct SetHeader {
     pub into: String,
 }
 
+/// What `set_header` takes.
+pub const KEYS: &[Key] = &[
+    req(
+        "name",
+        Shape::Template,
+        "The header's name, such as `Authorization`.",
+    ),
+    req(
+        "value",
+        Shape::Template,
+        "Its value, such as `Bearer {{ token }}`.",
+    ),
+    req("into", Shape::Field, "The `headers` field it is added to."),
+];
+
 impl SetHeader {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<SetHeader> {
-        let body = cx.body(
-            node,
-            "`set_header`",
-            &["name", "value", "into"],
-            &["name", "value", "into"],
-        )?;
+        let (keys, required) = names(KEYS);
+        let body = cx.body(node, "`set_header`", &keys, &required)?;
         let name = body.get("name").and_then(|n| cx.template(n));
         let value = body.get("value").and_then(|n| cx.template(n));
         let into = body

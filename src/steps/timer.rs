@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::analyzer::Analyzer;
+use crate::keys::{Key, Shape, names, opt};
 use crate::raw::Node;
 use crate::steps::{Next, StepCx, StepError, shown_text};
 use crate::template::Template;
@@ -19,9 +20,24 @@ pub enum Timer {
     Until(Template),
 }
 
+/// What `timer` takes: one of the two.
+pub const KEYS: &[Key] = &[
+    opt(
+        "duration",
+        Shape::Duration,
+        "How long to wait: `5s`, `30m`, `1h 30m`; at most 7 days.",
+    ),
+    opt(
+        "until",
+        Shape::Template,
+        "A UTC time to wait until, such as `2025-06-02T09:30:00Z`.",
+    ),
+];
+
 impl Timer {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Timer> {
-        let body = cx.body(node, "`timer`", &["duration", "until"], &[])?;
+        let (keys, required) = names(KEYS);
+        let body = cx.body(node, "`timer`", &keys, &required)?;
         match (body.get("duration"), body.get("until")) {
             (Some(d), None) => {
                 let t = cx.template(d)?;

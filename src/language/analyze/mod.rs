@@ -96,7 +96,7 @@ pub fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-const TOP_KEYS: [&str; 7] = [
+pub const TOP_KEYS: [&str; 7] = [
     "flow",
     "description",
     "fields",
@@ -105,7 +105,7 @@ const TOP_KEYS: [&str; 7] = [
     "max_steps",
     "trigger",
 ];
-const FIELD_KEYS: [&str; 7] = [
+pub const FIELD_KEYS: [&str; 7] = [
     "type",
     "input",
     "secret",
@@ -114,7 +114,7 @@ const FIELD_KEYS: [&str; 7] = [
     "default",
     "description",
 ];
-const STEP_KEYS: [&str; 5] = ["id", "goto", "on_error", "output", "description"];
+pub const STEP_KEYS: [&str; 5] = ["id", "goto", "on_error", "output", "description"];
 
 fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -> Option<Flow> {
     let env = crate::template::environment();
