@@ -14,6 +14,7 @@
 
 pub mod batch;
 pub mod durable;
+pub mod picture;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

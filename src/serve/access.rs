@@ -39,6 +39,13 @@ impl ApiToken {
         self.0.is_some()
     }
 
+    /// The run page's session cookie value: an HMAC of the token's digest,
+    /// so the browser never holds the token itself. `None` without a token.
+    pub fn session(&self) -> Option<String> {
+        let digest = self.0?;
+        Some(sign(&digest, b"handoff run page session v1"))
+    }
+
     /// Checks a request's `Authorization` header and query string.
     pub fn check(&self, authorization: Option<&[u8]>, query: Option<&str>) -> Result<(), Denied> {
         if query.is_some_and(has_url_credential) {
@@ -67,6 +74,16 @@ impl ApiToken {
             Err(Denied("the token is not the worker's API token"))
         }
     }
+}
+
+/// Whether two secrets are equal, in constant time (through their digests,
+/// so not even the length shows).
+pub fn same(a: &str, b: &str) -> bool {
+    let (x, y): ([u8; 32], [u8; 32]) = (
+        Sha256::digest(a.as_bytes()).into(),
+        Sha256::digest(b.as_bytes()).into(),
+    );
+    bool::from(x.ct_eq(&y))
 }
 
 fn has_url_credential(query: &str) -> bool {

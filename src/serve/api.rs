@@ -62,6 +62,7 @@ pub fn router(app: Arc<App>) -> Router {
         // A hook checks its own access: a signature, or the bearer token.
         .route("/v1/hooks/{flow}", post(hook))
         .merge(guarded)
+        .merge(crate::serve::page::router(app.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)

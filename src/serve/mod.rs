@@ -6,11 +6,13 @@
 //! - [`api`]: the HTTP API under `/v1`, the hooks, `/healthz`, `/metrics`.
 //! - [`access`]: the bearer token and webhook signatures.
 //! - [`metrics`]: what `/metrics` counts.
+//! - [`page`]: the read-only run page at `/`.
 
 pub mod access;
 pub mod api;
 pub mod flows;
 pub mod metrics;
+pub mod page;
 pub mod worker;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,8 @@
 //! share: running the binary against it, and reading its state back.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::sync::Arc;

@@ -1,0 +1,167 @@
+//! A flow as nodes and edges, for pictures: `handoff graph` draws them as
+//! Mermaid or DOT, and `serve`'s run page as SVG. Labels quote the flow's
+//! own text (its templates), never a value; a credential written into the
+//! file is masked as everywhere else.
+
+use std::collections::BTreeSet;
+
+use crate::flow::{Flow, Target};
+use crate::redact::Redactor;
+use crate::steps::StepKind;
+use crate::trace::{EventKind, RunStatus, TraceEvent};
+
+/// What a run did, for highlighting: the steps it started, and where and
+/// how it ended.
+#[derive(Debug, Default)]
+pub struct Taken {
+    pub steps: BTreeSet<String>,
+    pub ended_at: Option<String>,
+    pub status: Option<RunStatus>,
+}
+
+impl Taken {
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a TraceEvent>) -> Taken {
+        let mut taken = Taken::default();
+        for event in events {
+            match &event.kind {
+                EventKind::StepStarted { .. } => {
+                    if let Some(step) = &event.step {
+                        taken.steps.insert(step.clone());
+                    }
+                }
+                EventKind::FlowFinished(outcome) => {
+                    taken.ended_at = outcome.at_step.clone();
+                    taken.status = Some(outcome.status);
+                }
+                _ => {}
+            }
+        }
+        taken
+    }
+}
+
+/// One edge: from, to, its label, and whether it is an `on_error` edge.
+pub struct Edge {
+    pub from: usize,
+    pub to: Option<usize>,
+    pub label: Option<String>,
+    pub error: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Shape {
+    Box,
+    Diamond,
+    Round,
+    Stop,
+}
+
+pub struct Node {
+    pub title: String,
+    pub detail: Option<String>,
+    pub shape: Shape,
+}
+
+/// The nodes and edges of a flow; `None` as a target is the end.
+pub fn layout(flow: &Flow) -> (Vec<Node>, Vec<Edge>) {
+    let redactor = Redactor::for_run(&flow.literal_secrets, &[]);
+    let text = |t: &str| short(&redactor.redact(t));
+    let target = |t: Target| match t {
+        Target::Step(i) => Some(i),
+        Target::End => None,
+    };
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    for (i, step) in flow.steps.iter().enumerate() {
+        let (detail, shape) = match &step.kind {
+            StepKind::SetHeader(s) => {
+                (Some(format!("header {}", text(&s.name.source))), Shape::Box)
+            }
+            StepKind::GetTasks(_) => (Some("GET tasks".to_string()), Shape::Box),
+            StepKind::DeserializeId(d) => (Some(format!("{} from {}", d.into, d.from)), Shape::Box),
+            StepKind::PatchTask(p) => (
+                Some(format!(
+                    "PATCH {}, outcome {}",
+                    if p.legacy_task_level {
+                        "task"
+                    } else {
+                        "assignment"
+                    },
+                    text(&p.outcome.source)
+                )),
+                Shape::Box,
+            ),
+            StepKind::Decision(_) => (None, Shape::Diamond),
+            StepKind::Timer(crate::steps::Timer::Duration(t)) => {
+                (Some(format!("wait {}", text(&t.source))), Shape::Round)
+            }
+            StepKind::Timer(crate::steps::Timer::Until(t)) => (
+                Some(format!("wait until {}", text(&t.source))),
+                Shape::Round,
+            ),
+            StepKind::Set(s) => {
+                let names: Vec<&str> = s.assignments.iter().map(|(n, _)| n.as_str()).collect();
+                (Some(format!("set {}", names.join(", "))), Shape::Box)
+            }
+            StepKind::Http(h) => (
+                Some(format!("{} {}", h.method, text(&h.url.source))),
+                Shape::Box,
+            ),
+            StepKind::Log(_) => (Some("log".to_string()), Shape::Box),
+            StepKind::Fail(_) => (Some("fail".to_string()), Shape::Stop),
+            StepKind::End(_) => (Some("end".to_string()), Shape::Stop),
+        };
+        nodes.push(Node {
+            title: step.id.clone(),
+            detail,
+            shape,
+        });
+        match &step.kind {
+            StepKind::Decision(d) => {
+                for (condition, to) in &d.branches {
+                    edges.push(Edge {
+                        from: i,
+                        to: target(*to),
+                        label: Some(text(&condition.source)),
+                        error: false,
+                    });
+                }
+                if let Some(to) = d.otherwise {
+                    edges.push(Edge {
+                        from: i,
+                        to: target(to),
+                        label: Some("otherwise".to_string()),
+                        error: false,
+                    });
+                }
+            }
+            // They stop the run: no edge goes on.
+            StepKind::Fail(_) | StepKind::End(_) => {}
+            _ => edges.push(Edge {
+                from: i,
+                to: target(flow.next_after(i)),
+                label: None,
+                error: false,
+            }),
+        }
+        if let Some(to) = step.on_error {
+            edges.push(Edge {
+                from: i,
+                to: target(to),
+                label: Some("on_error".to_string()),
+                error: true,
+            });
+        }
+    }
+    (nodes, edges)
+}
+
+/// A label's text on one line, and not too long to read in a box.
+fn short(text: &str) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 60 {
+        format!("{}…", one.chars().take(59).collect::<String>())
+    } else {
+        one
+    }
+}

@@ -1,0 +1,114 @@
+//! The run page in real headless Chromium (Debian's chromium and
+//! chromium-driver, which `.ci/run` installs): sign in with the API token,
+//! see a waiting run, watch it finish as the page refreshes itself, and take
+//! a screenshot. No secret is in the page or its cookie.
+
+mod common;
+
+use common::browser::Browser;
+use common::{Served, Sim, TOKEN, scratch, until};
+use serde_json::{Value, json};
+
+const API_TOKEN: &str = "page-api-token-for-tests-4e11";
+
+#[test]
+fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
+    let browser = match Browser::start() {
+        Ok(b) => b,
+        // CI installs the browser; a machine without it says so and skips.
+        Err(why) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped: {why}; `.ci/run` installs chromium and chromium-driver");
+            return;
+        }
+        Err(why) => panic!("{why}"),
+    };
+    let sim = Sim::new();
+    // The task appears on the second poll; between the two, the run waits.
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
+    let dir = scratch("page");
+    let flows = dir.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::copy(
+        "flows/complete-nwc-task.yaml",
+        flows.join("complete-nwc-task.yaml"),
+    )
+    .unwrap();
+    let db = dir.join("handoff.db");
+    let served = Served::start(
+        &flows,
+        &db,
+        &[
+            ("HANDOFF_API_TOKEN", API_TOKEN),
+            ("NWC_BASE_URL", sim.base.as_str()),
+            ("NWC_TOKEN", TOKEN),
+        ],
+    );
+    let bearer = format!("Bearer {API_TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    let body = json!({ "inputs": { "instance_id": instance, "poll_interval": "4s" } }).to_string();
+    let (code, _, created) = served.call(
+        "POST",
+        "/v1/flows/complete-nwc-task/runs",
+        &auth,
+        Some(body.as_bytes()),
+    );
+    assert_eq!(code, 201, "{created}");
+    let run = serde_json::from_str::<Value>(&created).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = || {
+        let (_, _, body) = served.call("GET", &format!("/v1/runs/{run}"), &auth, None);
+        serde_json::from_str::<Value>(&body).unwrap()["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(until(|| status() == "waiting"), "{}", served.log());
+
+    // Without the token, the page asks for it.
+    browser.goto(&format!("{}/", served.base));
+    let field = browser.find("input#token").expect("the sign-in form");
+    browser.type_into(&field, API_TOKEN);
+    browser.click(&browser.find("#sign-in").unwrap());
+    let row = format!("tr.run.waiting[data-run=\"{run}\"] a");
+    assert!(
+        until(|| browser.find(&row).is_some()),
+        "no waiting run on the page: {}",
+        browser.source()
+    );
+    assert_eq!(browser.title(), "Runs · handoff");
+    browser.click(&browser.find(&row).unwrap());
+    let diagram = browser.find("svg#diagram").expect("the flow's diagram");
+    assert!(browser.text(&diagram).contains("find_task"));
+    let badge = browser.find("#status").unwrap();
+    assert_eq!(browser.text(&badge), "waiting");
+    // The page refreshes itself while the run is unfinished.
+    assert!(
+        until(|| browser.find("#status.succeeded").is_some()),
+        "the run page never showed the run succeeded: {}",
+        browser.source()
+    );
+    let png = browser.screenshot();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let shot = std::path::Path::new("target").join("run-page.png");
+    std::fs::write(&shot, &png).unwrap();
+
+    let page = browser.source();
+    assert!(
+        page.contains("class=\"step current\" data-step=\"complete\""),
+        "the path ends at `complete`: {page}"
+    );
+    assert!(page.contains("id=\"trace\"") && page.contains("flow finished"));
+    for secret in [TOKEN, API_TOKEN, "4e11", "5c1d"] {
+        assert!(!page.contains(secret), "a secret is in the page");
+    }
+    let cookies = browser.cookies();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert_eq!(cookies[0]["httpOnly"], true);
+    let value = cookies[0]["value"].as_str().unwrap();
+    assert!(!value.contains(API_TOKEN) && !value.contains("4e11"));
+    assert_eq!(sim.task(&task)["completions"], 1);
+    drop(browser);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
