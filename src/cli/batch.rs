@@ -465,7 +465,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         return EXIT_INVALID;
     }
     let runs = if args.durable {
-        match super::runs::open_store(&args.store.store).await {
+        match super::runs::open_store(&args.store.target()).await {
             Ok(r) => Some(r),
             Err(code) => return code,
         }

@@ -835,7 +835,7 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
     let mut printer = Printer::new(look, file, dry_run);
     let run_id = crate::trace::new_run_id(SystemTime::now());
     let runs = if args.durable {
-        match runs::open_store(&args.store.store).await {
+        match runs::open_store(&args.store.target()).await {
             Ok(runs) => Some(runs),
             Err(code) => return code,
         }
@@ -959,7 +959,7 @@ async fn graph_command(args: GraphArgs, color: Colors) -> i32 {
             }
         }
     } else if let Some(id) = &args.run {
-        let runs = match runs::existing_store(&args.store.store).await {
+        let runs = match runs::existing_store(&args.store.target()).await {
             Ok(r) => r,
             Err(code) => return code,
         };

@@ -24,15 +24,26 @@ use crate::transport::ReqwestTransport;
 /// Where durable runs are kept.
 #[derive(clap::Args, Debug)]
 pub struct StoreArg {
-    /// The run store (a SQLite file; its key file sits beside it).
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "HANDOFF_STORE",
-        default_value = "handoff.db",
-        global = true
-    )]
-    pub store: PathBuf,
+    /// The run store: a SQLite file (its key file sits beside it), or a
+    /// Postgres URL (`postgres://…`; also from $HANDOFF_STORE_URL) that
+    /// several workers share. Default: handoff.db.
+    #[arg(long, value_name = "PATH|URL", env = "HANDOFF_STORE", global = true)]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArg {
+    /// What to open: `--store`, else $HANDOFF_STORE_URL, else `handoff.db`.
+    pub fn target(&self) -> PathBuf {
+        self.store
+            .clone()
+            .or_else(|| {
+                std::env::var("HANDOFF_STORE_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("handoff.db"))
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -91,7 +102,8 @@ fn status_arg(text: &str) -> Result<DurableStatus, String> {
 
 /// Opens a store that must exist already: looking creates nothing.
 pub async fn existing_store(path: &Path) -> Result<DurableRuns, i32> {
-    if !path.exists() {
+    let url = path.to_str().is_some_and(crate::store::postgres::is_url);
+    if !url && !path.exists() {
         eprintln!(
             "error: there is no run store at `{}`; `handoff run --durable` creates one (or name it with --store)",
             path.display()
@@ -103,7 +115,7 @@ pub async fn existing_store(path: &Path) -> Result<DurableRuns, i32> {
 
 /// Opens the store and its key; says where a new key file went.
 pub async fn open_store(path: &Path) -> Result<DurableRuns, i32> {
-    match DurableRuns::open(path, &|var| std::env::var(var).ok()).await {
+    match DurableRuns::open_target(path, &|var| std::env::var(var).ok(), 4).await {
         Ok(runs) => {
             if let KeySource::NewFile(file) = &runs.key {
                 eprintln!(
@@ -121,7 +133,7 @@ pub async fn open_store(path: &Path) -> Result<DurableRuns, i32> {
 }
 
 pub async fn resume_command(args: ResumeArgs, color: Colors) -> i32 {
-    let runs = match existing_store(&args.store.store).await {
+    let runs = match existing_store(&args.store.target()).await {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -142,7 +154,10 @@ pub async fn resume_command(args: ResumeArgs, color: Colors) -> i32 {
         }
     };
     if ids.is_empty() {
-        println!("no unfinished runs in `{}`", args.store.store.display());
+        println!(
+            "no unfinished runs in `{}`",
+            crate::store::postgres::shown_target(&args.store.target())
+        );
         return EXIT_OK;
     }
     let quiet = args.all;
@@ -252,7 +267,7 @@ async fn resume_one(
 }
 
 pub async fn runs_command(args: RunsArgs, color: Colors) -> i32 {
-    let runs = match existing_store(&args.store.store).await {
+    let runs = match existing_store(&args.store.target()).await {
         Ok(r) => r,
         Err(code) => return code,
     };

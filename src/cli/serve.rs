@@ -31,15 +31,24 @@ pub struct ServeArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub store: StoreArg,
+    /// How long a worker's claim on a run holds without renewal (renewed
+    /// every third of it): how soon another worker takes over a dead one's runs.
+    #[arg(long, default_value = "30s", env = "HANDOFF_LEASE", value_parser = duration_arg)]
+    pub lease: Duration,
+    /// Connections to a Postgres store, at most.
+    #[arg(long, default_value_t = 10, env = "HANDOFF_STORE_POOL", value_parser = clap::value_parser!(u32).range(2..=200))]
+    pub store_pool: u32,
 }
 
 pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
     let config = Config {
         flows: args.flows.clone(),
         listen: args.listen,
-        store: args.store.store.clone(),
+        store: args.store.target(),
         max_inflight: args.max_inflight as usize,
         log: !args.quiet,
+        lease: args.lease,
+        store_pool: args.store_pool,
     };
     let env = Arc::new(|var: &str| std::env::var(var).ok());
     let server = match Server::prepare(&config, env).await {
@@ -76,7 +85,7 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
         "handoff serve: {} ({}), store `{}`, {access}",
         super::plural(names.len(), "flow"),
         names.join(", "),
-        config.store.display()
+        crate::store::postgres::shown_target(&config.store)
     );
     // The line scripts and tests wait for: the port is open from here on.
     eprintln!("listening on http://{}", server.addr);

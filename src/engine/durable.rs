@@ -27,8 +27,12 @@ use crate::store::{
     StoredRun, flow_hash, unix_ms,
 };
 
-/// How long a claim on a run holds without renewal.
+/// How long a claim on a run holds without renewal, unless `serve --lease` says.
 pub const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a checkpoint waits for a store that does not answer before the
+/// run gives up (and is taken up again from its last checkpoint).
+const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// This process, as a lease names it: `host/pid/start`. The start time tells
 /// a live process from a later one that got the same pid.
@@ -83,6 +87,8 @@ pub struct DurableRuns {
     pub key: KeySource,
     /// This process, in the leases it takes.
     owner: String,
+    /// How long its leases hold unless renewed.
+    lease: std::time::Duration,
 }
 
 /// A stored run made ready to go on: its pinned flow and its opened state.
@@ -111,7 +117,63 @@ impl DurableRuns {
             sealer,
             key,
             owner: this_process(),
+            lease: LEASE,
         })
+    }
+
+    /// Opens a store by what `--store` says: a Postgres URL, or a SQLite file.
+    pub async fn open_target(
+        target: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        pool_size: u32,
+    ) -> Result<DurableRuns, String> {
+        match target
+            .to_str()
+            .filter(|t| crate::store::postgres::is_url(t))
+        {
+            Some(url) => DurableRuns::open_postgres(url, env, pool_size).await,
+            None => DurableRuns::open(target, env).await,
+        }
+    }
+
+    /// Opens the Postgres store that several workers share. Every worker
+    /// must be given the same `$HANDOFF_STORE_KEY`: there is no key file,
+    /// and a worker with another key refuses to start.
+    pub async fn open_postgres(
+        url: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        pool_size: u32,
+    ) -> Result<DurableRuns, String> {
+        let Some(text) = env("HANDOFF_STORE_KEY").filter(|t| !t.trim().is_empty()) else {
+            return Err("with a Postgres store, every worker needs the same HANDOFF_STORE_KEY (32 random bytes, base64: `openssl rand -base64 32`); it is not set".to_string());
+        };
+        let sealer = Sealer::from_key(&crate::store::seal::decode_key(&text)?);
+        let store = crate::store::postgres::PgStore::open(url, pool_size)
+            .await
+            .map_err(|e| format!("{} ({})", e.0, crate::store::postgres::masked(url)))?;
+        // The first worker seals a known text; the others must open it.
+        const CHECK: &str = "handoff store key check";
+        let sealed = sealer.seal(&Value::String(CHECK.into())).to_string();
+        let agreed = store.agree("key_check", &sealed).await.map_err(|e| e.0)?;
+        let opened = serde_json::from_str::<Value>(&agreed)
+            .ok()
+            .and_then(|v| sealer.unseal(&v).ok());
+        if opened != Some(Value::String(CHECK.into())) {
+            return Err("HANDOFF_STORE_KEY is not the key this store's other workers use: give every worker the same key".to_string());
+        }
+        Ok(DurableRuns {
+            store: Arc::new(store),
+            sealer,
+            key: KeySource::Env,
+            owner: this_process(),
+            lease: LEASE,
+        })
+    }
+
+    /// Leases that hold this long unless renewed (renewed every third).
+    pub fn with_lease(mut self, lease: std::time::Duration) -> DurableRuns {
+        self.lease = lease.max(std::time::Duration::from_millis(300));
+        self
     }
 
     /// Records a new run, before its first step; with a key, unless a run
@@ -151,7 +213,7 @@ impl DurableRuns {
     fn lease(&self, now: std::time::SystemTime) -> Lease {
         Lease {
             owner: self.owner.clone(),
-            until_ms: unix_ms(now + LEASE),
+            until_ms: unix_ms(now + self.lease),
         }
     }
 
@@ -198,12 +260,13 @@ impl DurableRuns {
         let store = self.store.clone();
         let owner = self.owner.clone();
         let id = id.to_string();
+        let period = self.lease;
         Held(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(LEASE / 3).await;
+                tokio::time::sleep(period / 3).await;
                 let lease = Lease {
                     owner: owner.clone(),
-                    until_ms: unix_ms(std::time::SystemTime::now() + LEASE),
+                    until_ms: unix_ms(std::time::SystemTime::now() + period),
                 };
                 // A lost lease shows at the next checkpoint, which stops the run.
                 if !matches!(store.renew(&id, &lease).await, Ok(true)) {
@@ -312,7 +375,23 @@ impl Checkpoints for RunCheckpoints<'_> {
                 events,
                 updated_ms: unix_ms(std::time::SystemTime::now()),
             };
-            self.runs.store.checkpoint(&point).await.map_err(|e| e.0)
+            // A store that is away (Postgres restarting, a lock held too
+            // long) is waited for, with backoff: a checkpoint is never dropped.
+            // The lease is renewed meanwhile, and a write that comes too late
+            // is fenced off like any other.
+            let mut pause = std::time::Duration::from_millis(50);
+            let mut waited = std::time::Duration::ZERO;
+            loop {
+                match self.runs.store.checkpoint(&point).await {
+                    Ok(saved) => return Ok(saved),
+                    Err(e) if waited >= STORE_PATIENCE => return Err(e.0),
+                    Err(_) => {
+                        tokio::time::sleep(pause).await;
+                        waited += pause;
+                        pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                    }
+                }
+            }
         })
     }
 }

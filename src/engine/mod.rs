@@ -328,8 +328,14 @@ impl Engine<'_> {
         if let Some(last) = last
             && outcome.status != RunStatus::Canceled
         {
-            // Nothing is left to stop if this fails; the outcome says how it ended.
-            let _ = self.save(&state, &mut rec, last, Some(&outcome)).await;
+            // Refused (another process holds the run; its ending stands) or
+            // not kept: this process says so rather than claim the ending.
+            if let Err((status, _, reason)) =
+                self.save(&state, &mut rec, last, Some(&outcome)).await
+            {
+                outcome.status = status;
+                outcome.reason = reason;
+            }
         }
         RunResult {
             outcome,

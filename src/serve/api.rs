@@ -126,6 +126,9 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     if app.worker.stopping() {
         return problem(503, "stopping", "the worker is shutting down");
     }
+    if let Err(e) = app.worker.runs.store.ping().await {
+        return problem(503, "store", e.0);
+    }
     respond(200, &json!({ "status": "ok" }))
 }
 

@@ -40,6 +40,10 @@ pub struct Config {
     pub max_inflight: usize,
     /// A line on stderr per run that ends.
     pub log: bool,
+    /// How long a claim on a run holds without renewal.
+    pub lease: Duration,
+    /// Connections to a Postgres store, at most.
+    pub store_pool: u32,
 }
 
 /// Why the worker did not start.
@@ -104,9 +108,10 @@ impl Server {
                 hook_secrets.insert(served.flow.name.clone(), secret.into_bytes());
             }
         }
-        let runs = DurableRuns::open(&config.store, &|v| env(v))
+        let runs = DurableRuns::open_target(&config.store, &|v| env(v), config.store_pool)
             .await
-            .map_err(StartError::Failed)?;
+            .map_err(StartError::Failed)?
+            .with_lease(config.lease);
         let metrics = Arc::new(metrics::Metrics::default());
         let client = ReqwestTransport::new().map_err(StartError::Failed)?;
         let counted = metrics.clone();
@@ -151,8 +156,14 @@ impl Server {
         let scheduler = tokio::spawn(worker.clone().schedule());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = api::router(self.app.clone());
+        use axum::serve::ListenerExt;
+        // Small answers and streamed trace lines should not wait for Nagle
+        // (and the peer's delayed ACK): 40 ms a request otherwise.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let http = tokio::spawn(
-            axum::serve(self.listener, router)
+            axum::serve(listener, router)
                 .with_graceful_shutdown(async {
                     let _ = stop_rx.await;
                 })

@@ -307,9 +307,18 @@ impl Worker {
             let wait = next.map_or(POLL, |at| {
                 Duration::from_millis(at.saturating_sub(now).max(0) as u64).clamp(MIN_SLEEP, POLL)
             });
+            // Another worker's news (a shared store's NOTIFY) wakes it too.
+            let news = self.runs.store.changes();
+            let other = async {
+                match &news {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.nudge.notified() => {}
+                _ = other => {}
             }
         }
     }

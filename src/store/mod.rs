@@ -7,9 +7,10 @@
 //! a secret in clear: values are sealed by [`seal::Sealer`] before they reach
 //! it, with a key the store does not keep.
 //!
-//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; the trait is the
-//! seam for the Postgres store that several workers will share.
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; Postgres
+//! ([`postgres::PgStore`]) is the store several workers share.
 
+pub mod postgres;
 pub mod seal;
 pub mod sqlite;
 
@@ -251,6 +252,52 @@ pub trait Store: Send + Sync {
         id: &'a str,
         lease: &'a Lease,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Whether the store answers, for `/healthz`.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Notified when another process created or canceled a run: a shared
+    /// store's news, for the scheduler. `None` when only this process writes.
+    fn changes(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+}
+
+/// A stored run from a row of either database: the columns are the same.
+pub(crate) fn stored<R>(row: &R) -> Result<StoredRun, StoreError>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let get = |e: sqlx::Error| StoreError(format!("a stored run is damaged: {e}"));
+    let status: String = row.try_get("status").map_err(get)?;
+    Ok(StoredRun {
+        id: row.try_get("id").map_err(get)?,
+        flow: row.try_get("flow").map_err(get)?,
+        flow_path: row.try_get("flow_path").map_err(get)?,
+        flow_source: row.try_get("flow_source").map_err(get)?,
+        flow_hash: row.try_get("flow_hash").map_err(get)?,
+        inputs: row.try_get("inputs").map_err(get)?,
+        status: DurableStatus::parse(&status)
+            .ok_or_else(|| StoreError(format!("a stored run has an unknown status `{status}`")))?,
+        step: row.try_get("step").map_err(get)?,
+        wake_at_ms: row.try_get("wake_at_ms").map_err(get)?,
+        steps_taken: row.try_get::<i64, _>("steps_taken").map_err(get)? as u64,
+        state: row.try_get("state").map_err(get)?,
+        outcome: row.try_get("outcome").map_err(get)?,
+        created_ms: row.try_get("created_ms").map_err(get)?,
+        updated_ms: row.try_get("updated_ms").map_err(get)?,
+        lease: match (
+            row.try_get::<Option<String>, _>("owner").map_err(get)?,
+            row.try_get::<Option<i64>, _>("lease_until_ms")
+                .map_err(get)?,
+        ) {
+            (Some(owner), Some(until_ms)) => Some(Lease { owner, until_ms }),
+            _ => None,
+        },
+    })
 }
 
 /// A flow's version: SHA-256 of its text, hex.

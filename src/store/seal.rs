@@ -134,7 +134,7 @@ impl Sealer {
     }
 }
 
-fn decode_key(text: &str) -> Result<[u8; 32], String> {
+pub fn decode_key(text: &str) -> Result<[u8; 32], String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map_err(|_| "HANDOFF_STORE_KEY must be base64, as `openssl rand -base64 32` prints it")?;

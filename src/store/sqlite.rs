@@ -10,12 +10,12 @@ use std::str::FromStr;
 
 use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use super::{
     Checkpoint, Created, DurableStatus, NewRun, RunFilter, Saved, Store, StoreError, StoredRun,
+    stored,
 };
 use crate::clock::BoxFuture;
 
@@ -132,36 +132,6 @@ impl SqliteStore {
         }
         tx.commit().await.map_err(failed("migrate"))
     }
-}
-
-fn stored(row: &SqliteRow) -> Result<StoredRun, StoreError> {
-    let get = |e: sqlx::Error| StoreError(format!("a stored run is damaged: {e}"));
-    let status: String = row.try_get("status").map_err(get)?;
-    Ok(StoredRun {
-        id: row.try_get("id").map_err(get)?,
-        flow: row.try_get("flow").map_err(get)?,
-        flow_path: row.try_get("flow_path").map_err(get)?,
-        flow_source: row.try_get("flow_source").map_err(get)?,
-        flow_hash: row.try_get("flow_hash").map_err(get)?,
-        inputs: row.try_get("inputs").map_err(get)?,
-        status: DurableStatus::parse(&status)
-            .ok_or_else(|| StoreError(format!("a stored run has an unknown status `{status}`")))?,
-        step: row.try_get("step").map_err(get)?,
-        wake_at_ms: row.try_get("wake_at_ms").map_err(get)?,
-        steps_taken: row.try_get::<i64, _>("steps_taken").map_err(get)? as u64,
-        state: row.try_get("state").map_err(get)?,
-        outcome: row.try_get("outcome").map_err(get)?,
-        created_ms: row.try_get("created_ms").map_err(get)?,
-        updated_ms: row.try_get("updated_ms").map_err(get)?,
-        lease: match (
-            row.try_get::<Option<String>, _>("owner").map_err(get)?,
-            row.try_get::<Option<i64>, _>("lease_until_ms")
-                .map_err(get)?,
-        ) {
-            (Some(owner), Some(until_ms)) => Some(super::Lease { owner, until_ms }),
-            _ => None,
-        },
-    })
 }
 
 impl Store for SqliteStore {

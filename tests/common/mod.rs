@@ -19,6 +19,8 @@ pub struct Sim {
     pub rt: tokio::runtime::Runtime,
     server: Option<SimServer>,
     pub base: String,
+    /// One client for the control calls: a new one each time costs its TLS setup.
+    control_client: reqwest::Client,
 }
 
 impl Sim {
@@ -41,6 +43,7 @@ impl Sim {
             rt,
             server: Some(server),
             base,
+            control_client: client(),
         }
     }
 
@@ -52,7 +55,7 @@ impl Sim {
     pub fn control(&self, method: &str, path: &str, body: Value) -> Value {
         let url = format!("{}{path}", self.base);
         self.rt.block_on(async {
-            let client = client();
+            let client = &self.control_client;
             let request = match method {
                 "POST" => client.post(url).json(&body),
                 "DELETE" => client.delete(url),
@@ -457,6 +460,12 @@ impl Served {
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Sends a signal: SIGSTOP to pause it, SIGCONT to let it go on.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
     }
 
     /// SIGTERM, and the exit code once it has stopped.
