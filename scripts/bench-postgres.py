@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Several `handoff serve` workers on one Postgres, against `handoff sim`:
 
-1. throughput: N runs started through the workers' API and completed (a list
-   and a PATCH each), with 1, 2 and 3 workers, in runs a second and a minute;
+1. throughput: N runs started through the workers' API and completed (a list,
+   a read of the task and a PATCH each), with 1, 2 and 3 workers, in runs a
+   second and a minute;
 2. timer lag: RUNS runs waiting in a timer at once; when they wake, the
    median and 99th percentile of the time between `wake_at` and the step
    starting, from the workers' `handoff_timer_lag_seconds` histograms.
@@ -144,7 +145,7 @@ def main():
                             "--task-delay", "0s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sim_port = read_port(sim, r"listening on http://[\d.]+:(\d+)")
     try:
-        print(f"throughput: {n} runs, each a list and a PATCH, started through the API")
+        print(f"throughput: {n} runs, each a list, a read of the task and a PATCH, started through the API")
         for count in (1, 2, 3):
             url = database(base, f"bench_{count}")
             workers = start_workers(url, sim_port, count, flows)
