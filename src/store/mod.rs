@@ -300,6 +300,85 @@ where
     })
 }
 
+/// A trace's events from rows of `(event)`.
+pub(crate) fn event_texts<R>(rows: &[R]) -> Result<Vec<String>, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+{
+    rows.iter()
+        .map(|r| {
+            r.try_get(0)
+                .map_err(|e| StoreError(format!("the run store could not read a trace: {e}")))
+        })
+        .collect()
+}
+
+/// Numbered events from rows of `(seq, event)`.
+pub(crate) fn numbered_events<R>(rows: &[R]) -> Result<Vec<(u64, String)>, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+{
+    let failed = |e: sqlx::Error| StoreError(format!("the run store could not read a trace: {e}"));
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>(0).map_err(failed)? as u64,
+                r.try_get(1).map_err(failed)?,
+            ))
+        })
+        .collect()
+}
+
+/// Leases from rows of `(id, owner, lease_until_ms)`.
+pub(crate) fn leases_from<R>(rows: &[R]) -> Result<Vec<(String, Lease)>, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+{
+    let failed = |e: sqlx::Error| StoreError(format!("the run store could not read leases: {e}"));
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0).map_err(failed)?,
+                Lease {
+                    owner: r.try_get(1).map_err(failed)?,
+                    until_ms: r.try_get::<Option<i64>, _>(2).map_err(failed)?.unwrap_or(0),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Counts from rows of `(flow, status, count)`.
+pub(crate) fn counts_from<R>(rows: &[R]) -> Result<Counts, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+{
+    let failed = |e: sqlx::Error| StoreError(format!("the run store could not count runs: {e}"));
+    let mut counts = Vec::new();
+    for r in rows {
+        let status: String = r.try_get(1).map_err(failed)?;
+        if let Some(status) = DurableStatus::parse(&status) {
+            counts.push((
+                r.try_get(0).map_err(failed)?,
+                status,
+                r.try_get::<i64, _>(2).map_err(failed)? as u64,
+            ));
+        }
+    }
+    Ok(counts)
+}
+
 /// A flow's version: SHA-256 of its text, hex.
 pub fn flow_hash(text: &str) -> String {
     use sha2::Digest;

@@ -336,9 +336,7 @@ impl Store for PgStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(failed("read a trace"))?;
-            rows.iter()
-                .map(|r| r.try_get(0).map_err(failed("read a trace")))
-                .collect()
+            super::event_texts(&rows)
         })
     }
 
@@ -356,14 +354,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(failed("read a trace"))?;
-            rows.iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get::<i64, _>(0).map_err(failed("read a trace"))? as u64,
-                        r.try_get(1).map_err(failed("read a trace"))?,
-                    ))
-                })
-                .collect()
+            super::numbered_events(&rows)
         })
     }
 
@@ -428,18 +419,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(failed("read leases"))?;
-            rows.iter()
-                .map(|r| {
-                    let get = failed("read leases");
-                    Ok((
-                        r.try_get(0).map_err(&get)?,
-                        Lease {
-                            owner: r.try_get(1).map_err(&get)?,
-                            until_ms: r.try_get::<Option<i64>, _>(2).map_err(&get)?.unwrap_or(0),
-                        },
-                    ))
-                })
-                .collect()
+            super::leases_from(&rows)
         })
     }
 
@@ -509,18 +489,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(failed("count runs"))?;
-            let mut counts = Vec::new();
-            for r in &rows {
-                let status: String = r.try_get(1).map_err(failed("count runs"))?;
-                if let Some(status) = DurableStatus::parse(&status) {
-                    counts.push((
-                        r.try_get(0).map_err(failed("count runs"))?,
-                        status,
-                        r.try_get::<i64, _>(2).map_err(failed("count runs"))? as u64,
-                    ));
-                }
-            }
-            Ok(counts)
+            super::counts_from(&rows)
         })
     }
 

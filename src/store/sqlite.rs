@@ -275,9 +275,7 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(failed("read a trace"))?;
-            rows.iter()
-                .map(|r| r.try_get(0).map_err(failed("read a trace")))
-                .collect()
+            super::event_texts(&rows)
         })
     }
 
@@ -295,14 +293,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(failed("read a trace"))?;
-            rows.iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get::<i64, _>(0).map_err(failed("read a trace"))? as u64,
-                        r.try_get(1).map_err(failed("read a trace"))?,
-                    ))
-                })
-                .collect()
+            super::numbered_events(&rows)
         })
     }
 
@@ -315,18 +306,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(failed("read leases"))?;
-            rows.iter()
-                .map(|r| {
-                    let get = failed("read leases");
-                    Ok((
-                        r.try_get(0).map_err(&get)?,
-                        super::Lease {
-                            owner: r.try_get(1).map_err(&get)?,
-                            until_ms: r.try_get::<Option<i64>, _>(2).map_err(&get)?.unwrap_or(0),
-                        },
-                    ))
-                })
-                .collect()
+            super::leases_from(&rows)
         })
     }
 
@@ -394,18 +374,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(failed("count runs"))?;
-            let mut counts = Vec::new();
-            for r in &rows {
-                let status: String = r.try_get(1).map_err(failed("count runs"))?;
-                if let Some(status) = DurableStatus::parse(&status) {
-                    counts.push((
-                        r.try_get(0).map_err(failed("count runs"))?,
-                        status,
-                        r.try_get::<i64, _>(2).map_err(failed("count runs"))? as u64,
-                    ));
-                }
-            }
-            Ok(counts)
+            super::counts_from(&rows)
         })
     }
 
