@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::{Auth, TOKEN_PATH};
 use crate::redact::{MASK, Redactor};
-use crate::steps::request::{self, OutgoingBody, Sending};
+use crate::steps::request::{self, OutgoingBody, RequestUrl, Sending};
 use crate::steps::{ErrorKind, StepCx, StepError};
 use crate::trace::EventKind;
 use crate::transport::{HttpResponse, RequestBody};
@@ -19,7 +19,48 @@ use crate::transport::{HttpResponse, RequestBody};
 /// A token answer is small; anything larger is not one.
 const MAX_TOKEN_ANSWER: usize = 64 * 1024;
 
+/// A URL's origin: scheme, host and port.
+fn origin(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    Some(format!(
+        "{}://{}:{}",
+        u.scheme(),
+        u.host_str()?.to_ascii_lowercase(),
+        u.port_or_known_default()?
+    ))
+}
+
 impl StepCx<'_, '_> {
+    /// The managed token goes only where NWC is: the origin of the flow's
+    /// `base_url` field, and of an app's token URL. A flow that sends it
+    /// elsewhere (an `http` step with `auth: true` and a URL an event chose,
+    /// say) fails before anything is sent. With neither known, any URL.
+    pub fn token_may_go_to(&mut self, url: &RequestUrl) -> Result<(), StepError> {
+        let mut trusted = Vec::new();
+        if let Some(base) = self.state.get("base_url").map(crate::fields::display_text)
+            && let Some(o) = origin(base.trim())
+        {
+            trusted.push(o);
+        }
+        if let Some(Auth::Client(c)) = &self.flow.auth
+            && let Some(t) = &c.token_url
+        {
+            let (text, _) = self.render_text(t)?;
+            if let Some(o) = origin(text.trim()) {
+                trusted.push(o);
+            }
+        }
+        if trusted.is_empty() || origin(&url.wire).is_some_and(|o| trusted.contains(&o)) {
+            return Ok(());
+        }
+        Err(StepError::new(format!(
+            "the flow's token goes only to {}, not to {}",
+            trusted.join(" and "),
+            origin(&url.shown).unwrap_or_else(|| "this URL".into())
+        ))
+        .hint("nothing was sent; send it elsewhere with a header of the step's own, if that is really meant"))
+    }
+
     /// Whether a refused token can be replaced: only an app's can.
     pub fn renewable(&self) -> bool {
         matches!(self.flow.auth, Some(Auth::Client(_)))

@@ -205,6 +205,7 @@ impl StepCx<'_, '_> {
                 .send_recorded(method, url, headers, body, sending, repeatable, max_body)
                 .await;
         }
+        self.token_may_go_to(url)?;
         let token = self.bearer(sending, None).await?;
         headers.push(Header {
             name: "Authorization".into(),
