@@ -45,12 +45,58 @@ def call(conn, method, path, body=None):
     return json.loads(r.read() or b"null")
 
 
-def instances(conn, n):
+def instances(conn, n, assignments=None):
     out = []
     while len(out) < n:
         made = call(conn, "POST", "/_sim/instances", {"count": min(1000, n - len(out)), "delay": "0s"})
         out += [(i["id"], i["taskId"]) for i in made["instances"]]
+        if assignments is not None:
+            assignments += [i["assignmentIds"][0] for i in made["instances"]]
     return out
+
+
+# The HTTP ceiling: wrk sends the flow's own request mix (the list, the read
+# of the task, the PATCH of its assignment), each instance at most once, over
+# 8 keep-alive connections, for a fixed time; the completions the simulator
+# counts in that time are the ceiling. No engine, no parsing: what the
+# simulator and loopback allow.
+WRK_LUA = r"""
+local plan = {}
+for line in io.lines(os.getenv("WRK_PLAN")) do
+  local i, t, a = line:match("([^ ]+) ([^ ]+) ([^ ]+)")
+  plan[#plan + 1] = { i, t, a }
+end
+local counter = 0
+function setup(thread)
+  thread:set("first", counter)
+  counter = counter + 1
+end
+function init(args)
+  k = first + 1
+  step = 0
+end
+function request()
+  local p = plan[k]
+  if p == nil then
+    return wrk.format("GET", "/_sim/health")
+  end
+  local auth = { ["Authorization"] = "Bearer " .. os.getenv("WRK_TOKEN"), ["Content-Type"] = "application/json" }
+  if step == 0 then
+    return wrk.format("GET", "/workflows/v2/tasks?workflowInstanceId=" .. p[1], auth)
+  elseif step == 1 then
+    return wrk.format("GET", "/workflows/v2/tasks/" .. p[2], auth)
+  else
+    return wrk.format("PATCH", "/workflows/v2/tasks/" .. p[2] .. "/assignments/" .. p[3], auth, '{"outcome":"Completed"}')
+  end
+end
+function response(status, headers, body)
+  step = step + 1
+  if step == 3 then
+    step = 0
+    k = k + 8
+  end
+end
+"""
 
 
 def check(conn, made):
@@ -106,21 +152,50 @@ def main():
                     f.write(f"GET {base}/workflows/v2/tasks?workflowInstanceId={instance}\n"
                             f"Authorization: Bearer {TOKEN}\nHTTP 200\n"
                             "[Captures]\ntask: jsonpath \"$.tasks[0].id\"\n\n"
-                            f"PATCH {base}/workflows/v1/tasks/{{{{task}}}}\n"
+                            f"GET {base}/workflows/v2/tasks/{{{{task}}}}\n"
+                            f"Authorization: Bearer {TOKEN}\nHTTP 200\n"
+                            "[Captures]\nassignment: jsonpath \"$.taskAssignments[0].id\"\n\n"
+                            f"PATCH {base}/workflows/v2/tasks/{{{{task}}}}/assignments/{{{{assignment}}}}\n"
                             f"Authorization: Bearer {TOKEN}\n"
                             "{\"outcome\": \"Completed\"}\nHTTP 204\n")
                 files.append(path)
-            rates["hurl"] = timed("hurl --jobs 8 (GET, capture the id, PATCH)", more, conn,
+            rates["hurl"] = timed("hurl --jobs 8 (list, read the task, PATCH)", more, conn,
                                   lambda: subprocess.run(["hurl", "--jobs", "8", "--test", *files],
                                                          stdout=subprocess.DEVNULL,
                                                          stderr=subprocess.DEVNULL, check=True))
         else:
             print("hurl is not installed: no comparison with it (cargo install hurl --locked)")
-        if not shutil.which("wrk"):
+        if shutil.which("wrk"):
+            assignments = []
+            # More than wrk can finish in the time, so that it never idles.
+            more = instances(conn, 20 * n, assignments)
+            plan = os.path.join(work, "plan.txt")
+            with open(plan, "w") as f:
+                for (instance, task), aid in zip(more, assignments):
+                    f.write(f"{instance} {task} {aid}\n")
+            lua = os.path.join(work, "mix.lua")
+            with open(lua, "w") as f:
+                f.write(WRK_LUA)
+            wrk_env = {**os.environ, "WRK_PLAN": plan, "WRK_TOKEN": TOKEN}
+            seconds = 2
+            subprocess.run(["wrk", "-t8", "-c8", f"-d{seconds}s", "-s", lua, base],
+                           env=wrk_env, stdout=subprocess.DEVNULL, check=True)
+            tasks = {t["id"]: t for t in call(conn, "GET", "/_sim/state")["tasks"]}
+            done = [t for _, t in more if tasks[t]["completions"] == 1]
+            if any(tasks[t]["completions"] > 1 for _, t in more):
+                raise SystemExit("wrk completed a task twice")
+            if len(done) == len(more):
+                raise SystemExit("wrk ran out of instances: raise N")
+            rates["wrk"] = len(done) / seconds
+            label = "wrk -t8 -c8, the same requests, no engine"
+            print(f"{label:<48} {rates['wrk']:8.0f} completions/s  ({len(done)} in {seconds} s)")
+        else:
             print("wrk is not installed: no HTTP ceiling (apt-get install wrk)")
         print(f"ratio: --each is {rates['batch'] / rates['process']:.1f}x a process an instance")
         if "hurl" in rates:
             print(f"ratio: --each is {rates['batch'] / rates['hurl']:.2f}x hurl")
+        if "wrk" in rates:
+            print(f"ratio: --each is {rates['batch'] / rates['wrk']:.0%} of the wrk ceiling")
     finally:
         sim.kill()
         shutil.rmtree(work, ignore_errors=True)

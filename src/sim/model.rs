@@ -5,6 +5,7 @@
 //! NWC contract (filters, the 30-day window, paging, completion) are tested
 //! without a server. `routes` and `control` call it under a short lock.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -280,6 +281,11 @@ pub struct World {
     /// How far back a list without `from` reaches.
     pub window: Duration,
     pub page_size: usize,
+    /// Positions by lower-case id: a lookup is not a scan of every task, so
+    /// the simulator stays as fast with 100,000 instances as with ten.
+    task_at: HashMap<String, usize>,
+    instance_at: HashMap<String, usize>,
+    tasks_of: HashMap<String, Vec<usize>>,
 }
 
 impl World {
@@ -290,7 +296,26 @@ impl World {
             tasks: Vec::new(),
             window,
             page_size: page_size.max(1),
+            task_at: HashMap::new(),
+            instance_at: HashMap::new(),
+            tasks_of: HashMap::new(),
         }
+    }
+
+    fn add_task(&mut self, task: Task) {
+        let at = self.tasks.len();
+        self.task_at.insert(task.id.to_ascii_lowercase(), at);
+        self.tasks_of
+            .entry(task.instance_id.to_ascii_lowercase())
+            .or_default()
+            .push(at);
+        self.tasks.push(task);
+    }
+
+    fn add_instance(&mut self, instance: Instance) {
+        self.instance_at
+            .insert(instance.id.to_ascii_lowercase(), self.instances.len());
+        self.instances.push(instance);
     }
 
     /// Starts an instance that waits on an "Await Completion" task, which NWC
@@ -317,7 +342,7 @@ impl World {
                 completed: None,
             })
             .collect();
-        self.tasks.push(Task {
+        self.add_task(Task {
             id: task_id.clone(),
             instance_id: id.clone(),
             workflow_id: workflow_id.clone(),
@@ -334,7 +359,7 @@ impl World {
             cached_json: None,
         });
         let paused = spec.paused;
-        self.instances.push(Instance {
+        self.add_instance(Instance {
             id: id.clone(),
             workflow_id,
             workflow_name: spec.workflow_name,
@@ -367,7 +392,7 @@ impl World {
         } else {
             spec.workflow_id.clone()
         };
-        self.instances.push(Instance {
+        self.add_instance(Instance {
             id: id.clone(),
             workflow_id,
             workflow_name: spec.workflow_name,
@@ -479,7 +504,8 @@ impl World {
         instance.status = "terminated";
         instance.finished = Some(now);
         let task_id = instance.task_id.clone();
-        if let Some(task) = self.tasks.iter_mut().find(|t| t.id == task_id) {
+        if let Some(&at) = self.task_at.get(&task_id.to_ascii_lowercase()) {
+            let task = &mut self.tasks[at];
             task.status = "terminated";
             task.modified = now;
             task.cached_json = None;
@@ -500,8 +526,18 @@ impl World {
                 .unwrap_or(SystemTime::UNIX_EPOCH)
         });
         let to = q.to.unwrap_or(now);
-        let mut matching = Vec::new();
-        for task in &mut self.tasks {
+        // By instance, the usual query: only that instance's tasks.
+        let candidates: Vec<usize> = match &q.instance_id {
+            Some(id) => self
+                .tasks_of
+                .get(&id.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_default(),
+            None => (0..self.tasks.len()).collect(),
+        };
+        let mut wanted_at = Vec::new();
+        for at in candidates {
+            let task = &mut self.tasks[at];
             let wanted = task.exists(now)
                 && task.created >= from
                 && task.created <= to
@@ -526,14 +562,13 @@ impl World {
                 task.hidden_polls -= 1;
                 continue;
             }
-            matching.push(task);
+            wanted_at.push(at);
         }
-        let end = (q.skip + self.page_size).min(matching.len());
-        let tasks = matching
-            .get_mut(q.skip.min(end)..end)
-            .unwrap_or_default()
-            .iter_mut()
-            .map(|t| {
+        let end = (q.skip + self.page_size).min(wanted_at.len());
+        let tasks = wanted_at[q.skip.min(end)..end]
+            .iter()
+            .map(|&at| {
+                let t = &mut self.tasks[at];
                 if t.cached_json.is_none() {
                     t.cached_json = Some(task_json(t).to_string().into());
                 }
@@ -542,28 +577,35 @@ impl World {
             .collect();
         Page {
             tasks,
-            next_skip: (end < matching.len()).then_some(end),
+            next_skip: (end < wanted_at.len()).then_some(end),
         }
     }
 
     pub fn task(&self, id: &str, now: SystemTime) -> Result<&Task, Problem> {
-        self.tasks
-            .iter()
-            .find(|t| t.id.eq_ignore_ascii_case(id) && t.exists(now))
+        self.task_at
+            .get(&id.to_ascii_lowercase())
+            .map(|&at| &self.tasks[at])
+            .filter(|t| t.exists(now))
+            .ok_or_else(|| Problem::not_found(format!("no task with id `{id}`")))
+    }
+
+    fn task_mut(&mut self, id: &str, now: SystemTime) -> Result<&mut Task, Problem> {
+        let at = self.task_at.get(&id.to_ascii_lowercase()).copied();
+        at.map(|at| &mut self.tasks[at])
+            .filter(|t| t.exists(now))
             .ok_or_else(|| Problem::not_found(format!("no task with id `{id}`")))
     }
 
     fn instance_mut(&mut self, id: &str) -> Result<&mut Instance, Problem> {
-        self.instances
-            .iter_mut()
-            .find(|i| i.id.eq_ignore_ascii_case(id))
+        let at = self.instance_at.get(&id.to_ascii_lowercase()).copied();
+        at.map(|at| &mut self.instances[at])
             .ok_or_else(|| Problem::not_found(format!("no workflow instance with id `{id}`")))
     }
 
     pub fn instance(&self, id: &str) -> Result<&Instance, Problem> {
-        self.instances
-            .iter()
-            .find(|i| i.id.eq_ignore_ascii_case(id))
+        self.instance_at
+            .get(&id.to_ascii_lowercase())
+            .map(|&at| &self.instances[at])
             .ok_or_else(|| Problem::not_found(format!("no workflow instance with id `{id}`")))
     }
 
@@ -578,11 +620,7 @@ impl World {
         now: SystemTime,
         conflict_status: u16,
     ) -> Result<(), Problem> {
-        let task = self
-            .tasks
-            .iter_mut()
-            .find(|t| t.id.eq_ignore_ascii_case(task_id) && t.exists(now))
-            .ok_or_else(|| Problem::not_found(format!("no task with id `{task_id}`")))?;
+        let task = self.task_mut(task_id, now)?;
         task.completion_attempts += 1;
         let index = match assignment_id {
             Some(aid) => task
@@ -635,7 +673,8 @@ impl World {
         task.completions += 1;
         task.cached_json = None;
         let instance_id = task.instance_id.clone();
-        if let Some(instance) = self.instances.iter_mut().find(|i| i.id == instance_id) {
+        if let Some(&at) = self.instance_at.get(&instance_id.to_ascii_lowercase()) {
+            let instance = &mut self.instances[at];
             instance.outcome = Some(outcome.to_string());
             instance.finished = Some(now);
             instance.status = "completed";
