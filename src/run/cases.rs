@@ -275,11 +275,19 @@ fn parse_case(
     let set = text_pairs(source, get(map, "set"), "set", problems);
     for (field, _) in &set {
         if !flow.fields.get(field).is_some_and(|f| f.input) {
+            // Point at the key itself.
+            let span = get(map, "set")
+                .and_then(Node::as_map)
+                .and_then(|m| {
+                    m.iter()
+                        .find(|(k, _)| k.scalar_text().as_deref() == Some(field.as_str()))
+                })
+                .map_or(node.span, |(k, _)| k.span);
             problems.push(
                 Diagnostic::error(format!(
                     "`set` names `{field}`, which is not an input of the flow"
                 ))
-                .at(source, get(map, "set").map_or(node.span, |n| n.span))
+                .at(source, span)
                 .help_opt(did_you_mean(
                     field,
                     flow.fields
