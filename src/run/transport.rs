@@ -74,6 +74,15 @@ pub fn form_component(text: &str) -> String {
         .replace("%20", "+")
 }
 
+/// Query or form pairs (`a=1&b=x+y`), decoded: what [`form_component`] encodes.
+pub fn decode_pairs(text: &str) -> Vec<(String, String)> {
+    let mut url = reqwest::Url::parse("http://form.invalid/").expect("static URL parses");
+    url.set_query(Some(text));
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
 impl HttpRequest {
     /// The path and query, as a scripted response matches it.
     pub fn path(&self) -> String {

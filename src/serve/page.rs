@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::engine::picture::{Shape, Taken, layout};
 use crate::flow::Flow;
 use crate::serve::api::App;
-use crate::store::{DurableStatus, RunFilter, StoredRun};
+use crate::store::{DurableStatus, RunFilter};
 use crate::trace::{EventKind, RunStatus, TraceEvent};
 
 /// The session cookie's name.
@@ -79,14 +79,17 @@ async fn login_form() -> Response {
     page(200, "Sign in", &login_body(None))
 }
 
-#[derive(Deserialize)]
-struct LoginForm {
-    token: String,
+/// The token from the sign-in form's body.
+fn form_token(body: &[u8]) -> String {
+    crate::transport::decode_pairs(&String::from_utf8_lossy(body))
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }
 
 async fn login(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let form: Option<LoginForm> = serde_urlencoded_form(&body);
-    let given = form.map(|f| f.token).unwrap_or_default();
+    let given = form_token(&body);
     let header = format!("Bearer {}", given.trim());
     if !app.token.required() || app.token.check(Some(header.as_bytes()), None).is_ok() {
         let mut r = Response::new(Body::empty());
@@ -107,30 +110,6 @@ async fn login(State(app): State<Arc<App>>, body: Bytes) -> Response {
         "Sign in",
         &login_body(Some("That is not the worker's API token.")),
     )
-}
-
-/// A form body, as `application/x-www-form-urlencoded`.
-fn serde_urlencoded_form<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Option<T> {
-    let text = std::str::from_utf8(body).ok()?;
-    let pairs: serde_json::Map<String, Value> = url_pairs(text)
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    serde_json::from_value(Value::Object(pairs)).ok()
-}
-
-fn url_pairs(text: &str) -> Vec<(String, String)> {
-    text.split('&')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (!k.is_empty()).then(|| (decode(k), decode(v)))
-        })
-        .collect()
 }
 
 fn login_body(error: Option<&str>) -> String {
@@ -239,7 +218,8 @@ async fn run_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respon
         Err(e) => return page(503, "Run", &format!("<p class=\"error\">{}</p>", esc(&e.0))),
     };
     let events = app.worker.runs.trace(&run.id).await.unwrap_or_default();
-    let flow = pinned(&run);
+    // Parsed once per flow version, as the worker does for its runs.
+    let flow = app.worker.pinned(&run).ok();
     let mut taken = Taken::from_events(&events);
     if !run.status.is_finished() {
         // Where it is now: outlined, neither green nor red.
@@ -289,11 +269,6 @@ async fn run_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respon
     body.push_str("<h2>Trace</h2>");
     body.push_str(&timeline(&events));
     page_with(200, &run.flow, &body, !run.status.is_finished())
-}
-
-/// The flow the run is pinned to.
-fn pinned(run: &StoredRun) -> Option<Flow> {
-    crate::durable::pinned_flow(run).ok()
 }
 
 /// The trace as a table: when, which step, what.
@@ -629,7 +604,6 @@ mod tests {
 
     #[test]
     fn a_form_body_is_decoded() {
-        let form: LoginForm = serde_urlencoded_form(b"token=a%2Bb+c&x=1").unwrap();
-        assert_eq!(form.token, "a+b c");
+        assert_eq!(form_token(b"token=a%2Bb+c&x=1"), "a+b c");
     }
 }

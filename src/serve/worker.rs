@@ -253,7 +253,7 @@ impl Worker {
     }
 
     /// The version of the flow a run started with, parsed once per version.
-    fn pinned(&self, run: &StoredRun) -> Result<Arc<Flow>, String> {
+    pub fn pinned(&self, run: &StoredRun) -> Result<Arc<Flow>, String> {
         if let Some(flow) = self
             .pinned
             .lock()

@@ -108,14 +108,7 @@ pub fn refusal(auth: Auth) -> Option<Problem> {
     }
 }
 
-/// Query or form pairs, decoded.
-pub fn decode_pairs(text: &str) -> Vec<(String, String)> {
-    let mut url = reqwest::Url::parse("http://sim.invalid/").expect("static URL parses");
-    url.set_query(Some(text));
-    url.query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
+pub use crate::transport::decode_pairs;
 
 /// `POST /authentication/v1/token`: client credentials, as JSON or a form.
 pub async fn token(

@@ -152,10 +152,6 @@ impl PgStore {
             .execute(&self.pool)
             .await;
     }
-
-    async fn holder(&self, id: &str) -> Result<Option<Lease>, StoreError> {
-        Ok(self.load(id).await?.and_then(|r| r.lease))
-    }
 }
 
 /// Listens on the channel for as long as the process lives, reconnecting
@@ -399,9 +395,9 @@ impl Store for PgStore {
             if taken.rows_affected() == 1 {
                 return Ok(Claimed::Taken);
             }
-            let run = self.load(id).await?;
-            Ok(match run {
-                Some(r) if !r.status.is_finished() => match self.holder(id).await? {
+            // Not taken: say who holds it, from one read of the run.
+            Ok(match self.load(id).await? {
+                Some(r) if !r.status.is_finished() => match r.lease {
                     Some(held) => Claimed::Held(held),
                     None => Claimed::Unavailable,
                 },

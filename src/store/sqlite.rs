@@ -416,9 +416,9 @@ impl Store for SqliteStore {
             if taken.rows_affected() == 1 {
                 return Ok(super::Claimed::Taken);
             }
-            let run = self.load(id).await?;
-            Ok(match run {
-                Some(r) if !r.status.is_finished() => match self.holder(id).await? {
+            // Not taken: say who holds it, from one read of the run.
+            Ok(match self.load(id).await? {
+                Some(r) if !r.status.is_finished() => match r.lease {
                     Some(held) => super::Claimed::Held(held),
                     None => super::Claimed::Unavailable,
                 },
@@ -442,12 +442,6 @@ impl Store for SqliteStore {
                 .map_err(failed("renew a lease"))?;
             Ok(done.rows_affected() == 1)
         })
-    }
-}
-
-impl SqliteStore {
-    async fn holder(&self, id: &str) -> Result<Option<super::Lease>, StoreError> {
-        Ok(self.load(id).await?.and_then(|r| r.lease))
     }
 }
 
