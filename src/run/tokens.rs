@@ -20,12 +20,20 @@ use sha2::{Digest, Sha256};
 /// shown or kept.
 pub const CREDENTIAL_KEYS: [&str; 3] = ["access_token", "refresh_token", "id_token"];
 
-/// Every credential in a token answer: what a redactor must hunt.
-pub fn credentials_in(answer: &Value) -> Vec<&Value> {
-    CREDENTIAL_KEYS
-        .iter()
-        .filter_map(|k| answer.get(*k))
-        .collect()
+/// Every credential in a token answer's body, as JSON or as a form
+/// (`access_token=…&expires_in=…`): what a redactor must hunt.
+pub fn credentials_in(body: &[u8]) -> Vec<Value> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(answer) => CREDENTIAL_KEYS
+            .iter()
+            .filter_map(|k| answer.get(*k).cloned())
+            .collect(),
+        Err(_) => crate::transport::decode_pairs(&String::from_utf8_lossy(body))
+            .into_iter()
+            .filter(|(k, _)| CREDENTIAL_KEYS.contains(&k.as_str()))
+            .map(|(_, v)| Value::String(v))
+            .collect(),
+    }
 }
 
 /// Renew this long before expiry at most, so a request never carries a token
@@ -180,6 +188,15 @@ mod tests {
         assert!(forever.renew_at.is_none() && forever.fresh(at(1_000_000)));
         assert!(read_answer(&json!({"access_token": ""}), at(0)).is_none());
         assert!(read_answer(&json!({"token": "x"}), at(0)).is_none());
+    }
+
+    #[test]
+    fn credentials_are_found_in_json_and_form_answers() {
+        let json = br#"{"access_token":"a1","expires_in":60,"refresh_token":"r1"}"#;
+        assert_eq!(credentials_in(json), [json!("a1"), json!("r1")]);
+        let form = b"access_token=a%2B2&token_type=Bearer&expires_in=60";
+        assert_eq!(credentials_in(form), [json!("a+2")]);
+        assert!(credentials_in(b"{\"tasks\": []}").is_empty());
     }
 
     #[test]
