@@ -40,6 +40,9 @@ pub mod store;
 pub use cli::{console, demo, report};
 pub use engine::durable;
 pub use language::{
-    analyze, analyzer, auth, diagnostic, fields, flow, keys, lint, raw, source, template, trigger,
+    analyze, analyzer, auth, diagnostic, fields, flow, keys, lint, raw, simple, source, template,
+    trigger,
 };
-pub use run::{cases, clock, inputs, mock, record, redact, retry, state, tokens, trace, transport};
+pub use run::{
+    cases, clock, inputs, jsonl, mock, record, redact, retry, state, tokens, trace, transport,
+};

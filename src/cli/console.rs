@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::time::Instant;
 
+use super::offload::Offload;
 use crate::engine::{Engine, RunResult};
 use crate::flow::Flow;
 use crate::report::{self, Style, TraceFormat};
@@ -44,10 +45,13 @@ pub struct Printer {
     since_flush: u64,
     /// The JSON line of the event being printed, its buffer reused.
     line: Vec<u8>,
-    file: Option<(TraceFormat, BufWriter<File>)>,
+    lines: crate::jsonl::Lines,
+    /// The trace file, written by a thread of its own.
+    file: Option<(TraceFormat, Offload)>,
     started: Instant,
-    last_step: Option<String>,
-    last_kind: Option<String>,
+    last_step: Option<std::sync::Arc<str>>,
+    /// The kind of the last step started; its buffer reused.
+    last_kind: String,
     in_flight: Option<InFlight>,
     last_seq: u64,
     last_at_ms: u64,
@@ -58,17 +62,18 @@ pub struct Printer {
 }
 
 impl Printer {
-    pub fn new(look: Look, file: Option<(TraceFormat, BufWriter<File>)>, dry_run: bool) -> Printer {
+    pub fn new(look: Look, file: Option<(TraceFormat, File)>, dry_run: bool) -> Printer {
         Printer {
             look,
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             last_flush: Instant::now(),
             since_flush: 0,
             line: Vec::new(),
-            file,
+            lines: Default::default(),
+            file: file.map(|(format, f)| (format, Offload::new(f))),
             started: Instant::now(),
             last_step: None,
-            last_kind: None,
+            last_kind: String::new(),
             in_flight: None,
             last_seq: 0,
             last_at_ms: 0,
@@ -87,7 +92,8 @@ impl Printer {
         match &event.kind {
             EventKind::StepStarted { kind } => {
                 self.last_step = event.step.clone();
-                self.last_kind = Some(kind.clone());
+                self.last_kind.clear();
+                self.last_kind.push_str(kind);
                 self.steps_taken += 1;
             }
             EventKind::RequestSent { method, url, .. } => {
@@ -111,7 +117,7 @@ impl Printer {
             || matches!(self.file, Some((TraceFormat::Jsonl, _)));
         let line = &mut self.line;
         if wants_jsonl {
-            report::jsonl_into(event, line);
+            report::jsonl_into(event, &mut self.lines, line);
             line.push(b'\n');
         }
         let out = &mut self.out;
@@ -126,16 +132,16 @@ impl Printer {
             (false, TraceFormat::Jsonl, _) => out.write_all(line),
         };
         if let Some((format, file)) = &mut self.file {
-            let _ = match format {
+            match format {
                 TraceFormat::Pretty => {
                     file.write_all(report::pretty(event, Style { color: false }, real).as_bytes())
                 }
                 TraceFormat::Jsonl => file.write_all(line),
-            };
+            }
         }
         // The time is read every few events only: reading it costs as much as an event.
         self.since_flush += 1;
-        if waits_after(&event.kind)
+        if waits_after(&event.kind, self.dry_run)
             || (self.since_flush.is_multiple_of(64) && self.last_flush.elapsed() >= FLUSH_EVERY)
         {
             self.flush();
@@ -152,22 +158,40 @@ impl Printer {
     fn flush(&mut self) {
         let _ = self.out.flush();
         if let Some((_, file)) = &mut self.file {
-            let _ = file.flush();
+            file.flush();
         }
         self.last_flush = Instant::now();
         self.since_flush = 0;
     }
 
+    /// Writes out everything, the trace file included, and says so if
+    /// the trace file could not be written.
     pub fn finish(&mut self) {
         self.flush();
+        if let Some((_, file)) = &mut self.file
+            && let Err(e) = file.finish()
+        {
+            eprintln!(
+                "warning: the trace file is incomplete: {}",
+                crate::analyze::io_reason(&e)
+            );
+        }
     }
 }
 
 /// The longest a printed event waits in the buffer.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Events after which the run may wait a while: what they say should show now.
-fn waits_after(kind: &EventKind) -> bool {
+/// Events after which the run may wait a while: what they say should show
+/// now. A dry run's waits are on its virtual clock and take no time, so only
+/// its start and end count.
+fn waits_after(kind: &EventKind, dry_run: bool) -> bool {
+    if dry_run {
+        return matches!(
+            kind,
+            EventKind::FlowStarted { .. } | EventKind::FlowFinished(_)
+        );
+    }
     matches!(
         kind,
         EventKind::FlowStarted { .. }
@@ -183,7 +207,7 @@ fn waits_after(kind: &EventKind) -> bool {
 /// Records the interruption as the trace's last event: where it stopped,
 /// what was in flight, and when Ctrl-C came on the run's clock.
 fn interrupted(printer: &mut Printer, flow: &Flow, elapsed_ms: u64, now: std::time::SystemTime) {
-    let step = printer.last_step.clone();
+    let step = printer.last_step.as_deref().map(str::to_string);
     let mut reason = match &step {
         Some(s) => format!("stopped by Ctrl-C at step `{s}`"),
         None => format!("stopped by Ctrl-C before flow `{}` started", flow.name),
@@ -193,7 +217,7 @@ fn interrupted(printer: &mut Printer, flow: &Flow, elapsed_ms: u64, now: std::ti
             " while {} {} was in flight: the server may have acted on it",
             request.method, request.url
         ));
-        if printer.last_kind.as_deref() == Some("patch_task") {
+        if printer.last_kind == "patch_task" {
             reason.push_str(
                 "; running the flow again is safe, as `patch_task` reads the task first and finds it completed",
             );

@@ -10,6 +10,7 @@ pub mod console;
 pub mod demo;
 pub mod diff;
 pub mod graph;
+mod offload;
 pub mod plan;
 pub mod report;
 mod runs;
@@ -18,7 +19,7 @@ mod serve;
 mod test;
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -991,7 +992,7 @@ async fn graph_command(args: GraphArgs, color: Colors) -> i32 {
 fn open_trace_file(
     path: Option<&std::path::Path>,
     trace: TraceArg,
-) -> Result<Option<(TraceFormat, BufWriter<File>)>, i32> {
+) -> Result<Option<(TraceFormat, File)>, i32> {
     let Some(path) = path else {
         return Ok(None);
     };
@@ -1003,7 +1004,7 @@ fn open_trace_file(
             } else {
                 trace_format(trace)
             };
-            Ok(Some((format, BufWriter::new(f))))
+            Ok(Some((format, f)))
         }
         Err(e) => {
             eprintln!(

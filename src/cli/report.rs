@@ -56,19 +56,16 @@ impl Style {
 /// the line.
 pub fn jsonl(event: &TraceEvent) -> String {
     let mut line = Vec::new();
-    jsonl_into(event, &mut line);
+    jsonl_into(event, &mut crate::jsonl::Lines::default(), &mut line);
     String::from_utf8(line).unwrap_or_default()
 }
 
-/// [`jsonl`], written over `line`: a printer reuses one buffer for every event.
-pub fn jsonl_into(event: &TraceEvent, line: &mut Vec<u8>) {
+/// [`jsonl`], written over `line`: a printer reuses one buffer, and one
+/// writer, for every event of its run.
+pub fn jsonl_into(event: &TraceEvent, lines: &mut crate::jsonl::Lines, line: &mut Vec<u8>) {
     line.clear();
-    if serde_json::to_writer(&mut *line, event).is_err() {
-        line.clear();
-        return;
-    }
-    // Every such character is encoded starting with the byte 0xE2: most lines have none.
-    if !line.contains(&0xE2) {
+    // Lines of ASCII alone (most) hold none of them.
+    if !lines.write(event, line) || !line.contains(&0xE2) {
         return;
     }
     let Ok(text) = std::str::from_utf8(line) else {

@@ -206,7 +206,7 @@ async fn resume_one(
     runs: &DurableRuns,
     id: &str,
     look: Look,
-    file: Option<(TraceFormat, std::io::BufWriter<std::fs::File>)>,
+    file: Option<(TraceFormat, std::fs::File)>,
 ) -> i32 {
     let resumable = match runs.load(id).await {
         Ok(r) => r,

@@ -359,7 +359,7 @@ impl Checkpoints for RunCheckpoints<'_> {
             let events = progress
                 .events
                 .iter()
-                .map(|e| (e.seq, serde_json::to_string(e).unwrap_or_default()))
+                .map(|e| (e.seq, crate::jsonl::to_string(e)))
                 .collect();
             let point = Checkpoint {
                 run_id: self.run_id.clone(),

@@ -26,7 +26,7 @@ impl Taken {
             match &event.kind {
                 EventKind::StepStarted { .. } => {
                     if let Some(step) = &event.step {
-                        taken.steps.insert(step.clone());
+                        taken.steps.insert(step.to_string());
                     }
                 }
                 EventKind::FlowFinished(outcome) => {

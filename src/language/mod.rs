@@ -18,6 +18,7 @@ pub mod flow;
 pub mod keys;
 pub mod lint;
 pub mod raw;
+pub mod simple;
 pub mod source;
 pub mod template;
 pub mod trigger;

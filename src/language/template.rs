@@ -132,6 +132,8 @@ pub struct Template {
     pub tests: BTreeSet<String>,
     /// Compiled at its first render, then reused.
     compiled: Compiled,
+    /// The expression in a shape handoff evaluates itself, when it is one.
+    pub simple: Option<Box<crate::simple::Simple>>,
 }
 
 /// A template compiled once, in an environment of its own holding only it,
@@ -172,6 +174,7 @@ impl Template {
                     filters: BTreeSet::new(),
                     tests: BTreeSet::new(),
                     compiled: Compiled::default(),
+                    simple: None,
                 });
             }
         };
@@ -193,6 +196,7 @@ impl Template {
                 filters: BTreeSet::new(),
                 tests: BTreeSet::new(),
                 compiled: Compiled::default(),
+                simple: None,
             });
         }
         let scanned = scan(text, false).map_err(|message| TemplateError { message, span })?;
@@ -207,6 +211,10 @@ impl Template {
             }
             _ => TemplateKind::Text,
         };
+        let simple = match &kind {
+            TemplateKind::Expr(expr) => crate::simple::Simple::parse(expr).map(Box::new),
+            _ => None,
+        };
         Ok(Template {
             source: text.to_string(),
             span,
@@ -216,6 +224,7 @@ impl Template {
             filters: scanned.filters,
             tests: scanned.tests,
             compiled: Compiled::default(),
+            simple,
         })
     }
 
@@ -243,6 +252,7 @@ impl Template {
         Ok(Template {
             source: text.clone(),
             span: node.span,
+            simple: crate::simple::Simple::parse(&expr).map(Box::new),
             kind: TemplateKind::Expr(expr),
             reads,
             mentions,
@@ -475,8 +485,9 @@ fn probe(
 pub struct Scope {
     fields: Arc<IndexMap<String, Value>>,
     item: Option<minijinja::Value>,
-    /// Fields read so far, converted once each.
-    read: Mutex<IndexMap<String, minijinja::Value>>,
+    /// Fields read so far, by their index in `fields`, converted once each.
+    /// A template reads a few: a list beats hashing the name again.
+    read: Mutex<Vec<(usize, minijinja::Value)>>,
 }
 
 impl Scope {
@@ -491,16 +502,30 @@ impl Scope {
         Arc::new(Scope {
             fields,
             item,
-            read: Mutex::new(IndexMap::new()),
+            read: Mutex::new(Vec::new()),
         })
     }
 
     /// The fields read so far.
     pub fn read(&self) -> Vec<String> {
-        self.read
-            .lock()
-            .map(|r| r.keys().cloned().collect())
-            .unwrap_or_default()
+        let mut names = Vec::new();
+        self.read_any(|name| {
+            names.push(name.to_string());
+            false
+        });
+        names
+    }
+
+    /// Whether any field read so far is one `pick` picks.
+    pub fn read_any(&self, mut pick: impl FnMut(&str) -> bool) -> bool {
+        let Ok(read) = self.read.lock() else {
+            return false;
+        };
+        read.iter().any(|(i, _)| {
+            self.fields
+                .get_index(*i)
+                .is_some_and(|(name, _)| pick(name))
+        })
     }
 }
 
@@ -523,16 +548,40 @@ impl Object for Scope {
             }
         }
         let mut read = self.read.lock().ok()?;
-        if let Some(v) = read.get(name) {
+        let fields = &self.fields;
+        let seen = read
+            .iter()
+            .find(|(i, _)| fields.get_index(*i).is_some_and(|(n, _)| n == name));
+        if let Some((_, v)) = seen {
             return Some(v.clone());
         }
-        let value = minijinja::Value::from(minijinja::value::Serde(self.fields.get(name)?));
-        read.insert(name.to_string(), value.clone());
+        let (index, _, value) = fields.get_full(name)?;
+        let value = to_template_value(value);
+        read.push((index, value.clone()));
         Some(value)
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         Enumerator::Empty
+    }
+}
+
+/// A field's value as a template sees it: what minijinja's serde bridge
+/// makes of it, with scalars (most reads: a counter, an id) made directly.
+fn to_template_value(value: &Value) -> minijinja::Value {
+    match value {
+        Value::Null => minijinja::Value::from(()),
+        Value::Bool(b) => minijinja::Value::from(*b),
+        Value::String(s) => minijinja::Value::from(s.as_str()),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => minijinja::Value::from(u),
+            (None, Some(i), _) => minijinja::Value::from(i),
+            (None, None, Some(f)) => minijinja::Value::from(f),
+            _ => minijinja::Value::from(minijinja::value::Serde(value)),
+        },
+        Value::Array(_) | Value::Object(_) => {
+            minijinja::Value::from(minijinja::value::Serde(value))
+        }
     }
 }
 

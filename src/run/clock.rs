@@ -19,6 +19,11 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> SystemTime;
     fn sleep(&self, duration: Duration) -> BoxFuture<'_, ()>;
     fn is_virtual(&self) -> bool;
+    /// [`Clock::elapsed`] and [`Clock::now`] at one instant: every trace
+    /// event reads both.
+    fn read(&self) -> (Duration, SystemTime) {
+        (self.elapsed(), self.now())
+    }
     /// How often a long timer says it is still waiting, when anyone watches
     /// a log rather than a countdown.
     fn heartbeat(&self) -> Option<Duration> {
@@ -152,6 +157,11 @@ impl Clock for VirtualClock {
 
     fn now(&self) -> SystemTime {
         self.start_wall + self.elapsed()
+    }
+
+    fn read(&self) -> (Duration, SystemTime) {
+        let elapsed = self.elapsed();
+        (elapsed, self.start_wall + elapsed)
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'_, ()> {

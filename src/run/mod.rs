@@ -2,11 +2,12 @@
 //! injected edges ([`clock::Clock`], [`transport::Transport`], and the
 //! [`mock`] transport for dry runs, and [`limits`] for a client many runs
 //! share), the [`retry`] policy, and the [`trace`]
-//! it writes, kept clean of secrets by [`redact`].
+//! it writes, kept clean of secrets by [`redact`], and written as JSON by [`jsonl`].
 
 pub mod cases;
 pub mod clock;
 pub mod inputs;
+pub mod jsonl;
 pub mod limits;
 pub mod mock;
 pub mod record;

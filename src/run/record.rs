@@ -88,7 +88,7 @@ pub fn from_events(flow: &str, events: &[crate::trace::TraceEvent]) -> String {
                 }
                 pending = Some((
                     Recorded {
-                        step,
+                        step: step.to_string(),
                         method: method.clone(),
                         target: crate::mock::target_of(url),
                         body: body.clone(),

@@ -33,8 +33,9 @@ pub struct TraceEvent {
     /// The run's id, the same on every event of one run (shared, not copied).
     #[serde(default = "empty")]
     pub run: Arc<str>,
+    /// The step it happened in; the events of one step share the text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
+    pub step: Option<Arc<str>>,
     #[serde(flatten)]
     pub kind: EventKind,
 }
@@ -172,6 +173,12 @@ pub const EXCERPT_CHARS: usize = 2000;
 /// A value as an event shows it: itself when small, else an excerpt. The
 /// size is measured without building the whole text.
 pub fn bounded(value: &Value) -> Value {
+    // Scalars, and text that cannot be too long even escaped, are shown whole.
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => return value.clone(),
+        Value::String(s) if s.len() * 6 + 2 <= MAX_SHOWN_BYTES => return value.clone(),
+        _ => {}
+    }
     let mut counter = Counter(0);
     if serde_json::to_writer(&mut counter, value).is_ok() {
         return value.clone();
@@ -217,6 +224,27 @@ impl std::io::Write for Limited<'_> {
 }
 
 impl EventKind {
+    /// The event's name: its `event` in the trace.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            EventKind::RunResumed { .. } => "run_resumed",
+            EventKind::FlowStarted { .. } => "flow_started",
+            EventKind::StepStarted { .. } => "step_started",
+            EventKind::RequestSent { .. } => "request_sent",
+            EventKind::ResponseReceived { .. } => "response_received",
+            EventKind::FieldSet { .. } => "field_set",
+            EventKind::DecisionTaken { .. } => "decision_taken",
+            EventKind::RetryScheduled { .. } => "retry_scheduled",
+            EventKind::TimerStarted { .. } => "timer_started",
+            EventKind::TimerWaiting { .. } => "timer_waiting",
+            EventKind::TimerWaited { .. } => "timer_waited",
+            EventKind::Log { .. } => "log",
+            EventKind::StepFinished { .. } => "step_finished",
+            EventKind::StepFailed { .. } => "step_failed",
+            EventKind::FlowFinished(_) => "flow_finished",
+        }
+    }
+
     /// Masks secrets where they may be: data (URLs, headers, bodies, values,
     /// a flow's own text) with every secret; handoff's wording (errors,
     /// reasons, hints), whose data was redacted when it was put in, only with
@@ -337,6 +365,7 @@ pub struct Recorder<'a> {
     /// The last `time` written, by its millisecond: events within one
     /// millisecond (all of a dry run's, on its still clock) share the text.
     last_time: (i64, Arc<str>),
+    last_step: Option<Arc<str>>,
 }
 
 impl<'a> Recorder<'a> {
@@ -351,6 +380,7 @@ impl<'a> Recorder<'a> {
             seq: 0,
             kept: None,
             last_time: (i64::MIN, empty()),
+            last_step: None,
             last_decision: None,
             clock,
             observer,
@@ -363,12 +393,13 @@ impl<'a> Recorder<'a> {
             self.last_decision = Some((step.to_string(), goto.clone()));
         }
         self.seq += 1;
+        let (elapsed, now) = self.clock.read();
         let event = TraceEvent {
             seq: self.seq,
-            at_ms: self.clock.elapsed().as_millis() as u64,
-            time: self.time(),
+            at_ms: elapsed.as_millis() as u64,
+            time: self.time(now),
             run: self.run.clone(),
-            step: step.map(str::to_string),
+            step: step.map(|s| self.step_text(s)),
             kind,
         };
         (self.observer)(&event);
@@ -377,9 +408,20 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// The step's name, shared by consecutive events of one step.
+    fn step_text(&mut self, step: &str) -> Arc<str> {
+        match &self.last_step {
+            Some(last) if &**last == step => last.clone(),
+            _ => {
+                let text: Arc<str> = Arc::from(step);
+                self.last_step = Some(text.clone());
+                text
+            }
+        }
+    }
+
     /// Now on the run's clock, as RFC 3339, formatted once a millisecond.
-    fn time(&mut self) -> Arc<str> {
-        let now = self.clock.now();
+    fn time(&mut self, now: std::time::SystemTime) -> Arc<str> {
         let ms = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);

@@ -367,6 +367,14 @@ impl StepCx<'_, '_> {
     /// Renders a template; the flag says whether the result derives from a
     /// secret: the template read one while rendering, or mentions one.
     pub fn render(&mut self, template: &Template) -> Result<(Value, bool), StepError> {
+        // What it reads, it mentions: the taint is the same either way.
+        if let Some(value) = template
+            .simple
+            .as_ref()
+            .and_then(|s| s.eval(&self.state.fields))
+        {
+            return Ok((value, self.mentions_secret(template)));
+        }
         let scope = self.state.scope();
         self.render_in(template, &scope)
     }
@@ -384,8 +392,8 @@ impl StepCx<'_, '_> {
             ))
             .kind(ErrorKind::Template)
         })?;
-        let tainted = self.mentions_secret(template)
-            || scope.read().iter().any(|r| self.state.secret.contains(r));
+        let tainted =
+            self.mentions_secret(template) || scope.read_any(|r| self.state.secret.contains(r));
         Ok((value, tainted))
     }
 
@@ -423,10 +431,22 @@ impl StepCx<'_, '_> {
             .get(field)
             .ok_or_else(|| StepError::new(format!("field `{field}` is not declared")))?;
         // Quote what was got, unless it is secret; redacted, as it is data.
-        let quoted = (!tainted && !self.state.secret.contains(field))
-            .then(|| self.data(&crate::fields::quote(&value)));
+        // A JSON field takes anything, and a scalar is kept to quote only if
+        // it fails: the loop's counter costs nothing here.
+        let shows = !tainted
+            && decl.ty != crate::fields::FieldType::Json
+            && !self.state.secret.contains(field);
+        let quoted = shows.then(|| match &value {
+            Value::Number(_) | Value::Bool(_) | Value::Null => Err(value.clone()),
+            other => Ok(crate::fields::quote(other)),
+        });
         let value = decl.ty.coerce(value).map_err(|e| {
-            let got = quoted.map(|q| format!(": {q}")).unwrap_or_default();
+            let got = quoted
+                .map(|q| {
+                    let q = q.unwrap_or_else(|v| crate::fields::quote(&v));
+                    format!(": {}", self.data(&q))
+                })
+                .unwrap_or_default();
             StepError::new(format!(
                 "cannot write field `{field}` ({}): {e}{got}",
                 decl.ty.name()
