@@ -3,7 +3,7 @@
 
 Runs scripts/bench/loop.yaml (a counting loop with a secret field, as
 `--dry-run --trace jsonl --trace-file`, stdout to /dev/null) at 10, 10,000
-and 100,000 iterations, best of five each, with the release build. The
+and 100,000 iterations, best of nine each, with the release build. The
 10-iteration run is the baseline: what starting the process costs. Steps a
 second are measured past it, (steps - baseline steps) / (time - baseline
 time), so the figure is the engine's, whatever the machine's start-up.
@@ -36,7 +36,7 @@ def once(iterations, trace_file, quiet):
     return wall, after.ru_maxrss
 
 
-def best(iterations, trace_file, quiet, runs=5):
+def best(iterations, trace_file, quiet, runs=9):
     results = [once(iterations, trace_file, quiet) for _ in range(runs)]
     return min(r[0] for r in results), max(r[1] for r in results)
 

@@ -113,6 +113,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
         durable: None,
         stop: None,
         tokens: None,
+        traced: true,
     };
     let lines = Arc::new(Mutex::new(String::new()));
     let jsonl = Arc::new(Mutex::new((0usize, String::new())));
@@ -239,6 +240,7 @@ fn a_long_timer_says_it_is_still_waiting_when_no_one_watches_a_terminal() {
         durable: None,
         stop: None,
         tokens: None,
+        traced: true,
     };
     let mut beats = Vec::new();
     let mut observer = |e: &handoff::trace::TraceEvent| {

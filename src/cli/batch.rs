@@ -182,6 +182,17 @@ fn states(
         }
         let key = crate::store::flow_hash(&serde_json::to_string(&all).unwrap_or_default());
         let source = Source::new(label.clone(), text);
+        // A row is JSON already: read as YAML would read it, without parsing
+        // its text again. Only a row with a problem is parsed, to point at it.
+        let quick = crate::raw::Node::from_json_map(&values).map(|node| Inputs {
+            set: common.clone(),
+            file: Some((source.clone(), node)),
+            file_label: Some(label.clone()),
+        });
+        if let Some(Ok(state)) = quick.map(|inputs| initial_state(flow, &inputs, &env)) {
+            out.push(Row { number, state, key });
+            continue;
+        }
         let node = match crate::inputs::parse_input_file(&source) {
             Ok(n) => n,
             Err(d) => {
@@ -539,6 +550,9 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         durable: runs.as_ref(),
         record: args.record.as_deref(),
         tokens: Default::default(),
+        traced: outputs
+            .lock()
+            .is_ok_and(|o| o.jsonl.is_some() || o.dir.is_some()),
     };
     let ticker = {
         let stop = &stop;

@@ -120,6 +120,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
         durable: None,
         stop: None,
         tokens: None,
+        traced: true,
     };
     let look = Look {
         format: options.format,

@@ -540,11 +540,20 @@ where
         std::io::stdout().is_terminal(),
         std::io::stderr().is_terminal(),
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // `run` (one run, or a batch of thousands) waits on the network, and on
+    // one thread its runs, their connections and their timers wake each
+    // other without crossing threads: a batch did a third of its work in
+    // the scheduler when they did. `serve` and the simulator take requests
+    // from many clients at once, on every core.
+    let one_thread = matches!(cli.command, Command::Run(_));
+    let mut builder = if one_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -878,6 +887,7 @@ async fn run_command(args: RunArgs, color: Colors) -> i32 {
         durable: checkpoints.as_ref().map(|c| crate::engine::Durable::new(c)),
         stop: None,
         tokens: None,
+        traced: true,
     };
     let result = run_live(&engine, state, &mut printer).await;
     if let (Some(path), Some(recording)) = (&args.record, &recording) {

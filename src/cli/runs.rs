@@ -249,6 +249,7 @@ async fn resume_one(
         }),
         stop: None,
         tokens: None,
+        traced: true,
     };
     let mut printer = Printer::new(look, file, false);
     match run_live(&engine, resumable.state, &mut printer).await {

@@ -219,6 +219,7 @@ async fn run_case(file: &TestFile, case: &Case, args: &TestArgs) -> Ran {
         durable: None,
         stop: None,
         tokens: None,
+        traced: true,
     };
     let mut trace = String::new();
     let mut sent = Vec::new();

@@ -66,6 +66,8 @@ pub struct Batch<'a> {
     /// App tokens the real runs share (a dry run's clock is its own, so
     /// each dry run keeps its own tokens).
     pub tokens: crate::tokens::TokenCache,
+    /// Whether the runs' events are read (`--trace jsonl`, `--trace-dir`).
+    pub traced: bool,
 }
 
 impl Batch<'_> {
@@ -124,6 +126,7 @@ impl Batch<'_> {
             durable: None,
             stop: Some(self.stop),
             tokens: (!dry_run).then_some(&self.tokens),
+            traced: self.traced,
         };
         let result = engine.run(row.state, &mut observer).await;
         if let (Some(recording), Some(dir), Some(given)) = (&recording, self.record, &given) {
@@ -269,6 +272,7 @@ impl Batch<'_> {
             }),
             stop: Some(self.stop),
             tokens: Some(&self.tokens),
+            traced: true,
         };
         let result = engine.run(state, &mut observer).await;
         Finished {

@@ -101,6 +101,10 @@ pub struct Engine<'a> {
     /// App tokens shared with other runs (a batch, `serve`); without, the
     /// run keeps its own.
     pub tokens: Option<&'a crate::tokens::TokenCache>,
+    /// Whether anyone reads the trace. A quiet batch with no trace output
+    /// has no reader: the run then builds no event (a durable run still
+    /// does, for its checkpoints). Secrets are hunted all the same.
+    pub traced: bool,
 }
 
 /// How the run ended: its status, the step, and why.
@@ -119,6 +123,7 @@ impl Engine<'_> {
         if self.durable.is_some() {
             rec.keep_events(state.last_seq);
         }
+        rec.listening = self.traced || self.durable.is_some();
         rec.redactor = crate::redact::Redactor::for_run(&flow.literal_secrets, &[&state]);
         let resumed = self.durable.as_ref().and_then(|d| d.resumed.clone());
         let woken = self.durable.as_ref().is_some_and(|d| d.woken);
@@ -351,6 +356,9 @@ impl Engine<'_> {
 
     /// The first event of a fresh run: the flow, its inputs, the route.
     fn start(&self, state: &RunState, rec: &mut Recorder<'_>) {
+        if !rec.listening {
+            return;
+        }
         let shown_fields = self
             .flow
             .fields

@@ -36,6 +36,59 @@ pub enum NodeValue {
 }
 
 impl Node {
+    /// The node YAML would read from this JSON, for the values where that is
+    /// certain (no integer beyond `i64`); `None` for any other. Its spans
+    /// are empty: a caller that must point at a problem parses the text.
+    pub fn from_json(value: &serde_json::Value) -> Option<Node> {
+        use serde_json::Value;
+        let value = match value {
+            Value::Null => NodeValue::Null,
+            Value::Bool(b) => NodeValue::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.is_f64()) {
+                (Some(i), _) => NodeValue::Int(i),
+                (None, true) => NodeValue::Float(n.as_f64()?),
+                (None, false) => return None,
+            },
+            Value::String(s) => NodeValue::Str(s.clone()),
+            Value::Array(items) => {
+                NodeValue::Seq(items.iter().map(Node::from_json).collect::<Option<_>>()?)
+            }
+            Value::Object(map) => NodeValue::Map(
+                map.iter()
+                    .map(|(k, v)| {
+                        let key = Node {
+                            span: Span::new(0, 0),
+                            value: NodeValue::Str(k.clone()),
+                        };
+                        Some((key, Node::from_json(v)?))
+                    })
+                    .collect::<Option<_>>()?,
+            ),
+        };
+        Some(Node {
+            span: Span::new(0, 0),
+            value,
+        })
+    }
+
+    /// [`Node::from_json`] of an object held as a map.
+    pub fn from_json_map(map: &indexmap::IndexMap<String, serde_json::Value>) -> Option<Node> {
+        let entries = map
+            .iter()
+            .map(|(k, v)| {
+                let key = Node {
+                    span: Span::new(0, 0),
+                    value: NodeValue::Str(k.clone()),
+                };
+                Some((key, Node::from_json(v)?))
+            })
+            .collect::<Option<_>>()?;
+        Some(Node {
+            span: Span::new(0, 0),
+            value: NodeValue::Map(entries),
+        })
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self.value {
             NodeValue::Null => "null",
@@ -323,6 +376,53 @@ impl<'de> Visitor<'de> for RawVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn without_spans(node: &Node) -> Node {
+        let value = match &node.value {
+            NodeValue::Seq(items) => NodeValue::Seq(items.iter().map(without_spans).collect()),
+            NodeValue::Map(entries) => NodeValue::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| (without_spans(k), without_spans(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        Node {
+            span: Span::new(0, 0),
+            value,
+        }
+    }
+
+    /// A batch row read from its JSON is what parsing its text gives.
+    #[test]
+    fn from_json_is_what_parsing_the_json_gives() {
+        let rows = [
+            r#"{"instance_id": "abc", "n": 3, "neg": -7, "f": 2.5, "z": -0.0, "big": 1e300}"#,
+            r#"{"yes": "yes", "no": "no", "null": "null", "t": true, "nothing": null}"#,
+            r#"{"quote": "it's \"x\"", "nl": "a\nb", "tab": "\t", "uni": "日本 → é"}"#,
+            r#"{"list": [1, "two", [3.5, null], {"k": false}], "empty": "", "e": {}, "a": []}"#,
+            r##"{"min": -9223372036854775808, "max": 9223372036854775807, "colon": "a: b", "hash": "# x"}"##,
+            r#"{"num_text": "0123", "octal": "0o17", "tilde": "~", "star": "*a", "amp": "&a"}"#,
+        ];
+        for row in rows {
+            let value: serde_json::Value = serde_json::from_str(row).unwrap();
+            let text = serde_json::to_string(&value).unwrap();
+            let parsed = parse(&Source::new("row", text.clone())).unwrap();
+            let quick = Node::from_json(&value).expect(row);
+            assert_eq!(without_spans(&quick), without_spans(&parsed), "{text}");
+            let serde_json::Value::Object(map) = value else {
+                unreachable!()
+            };
+            let as_map: indexmap::IndexMap<String, serde_json::Value> = map.into_iter().collect();
+            assert_eq!(
+                without_spans(&Node::from_json_map(&as_map).unwrap()),
+                without_spans(&parsed)
+            );
+        }
+        // Beyond `i64`, YAML's reading is its own: no quick answer.
+        assert_eq!(Node::from_json(&serde_json::json!(u64::MAX)), None);
+    }
 
     #[test]
     fn keeps_spans_of_keys_and_values() {

@@ -72,7 +72,11 @@ impl Limited {
             *next = at + self.every.unwrap_or_default();
             at
         };
-        tokio::time::sleep_until(at).await;
+        // tokio's timers tick once a millisecond: a sleep until now would
+        // still wait for the next tick, a millisecond on every request.
+        if at > Instant::now() {
+            tokio::time::sleep_until(at).await;
+        }
     }
 
     /// A 429 asked to wait: no request goes before then.
@@ -87,6 +91,42 @@ impl Limited {
 
 /// `host:port` of a URL, as the limit and the metrics count it.
 pub fn host_of(url: &str) -> String {
+    // Every request asks, and a batch's all go to one or two hosts: the
+    // answer is kept by the URL's `scheme://authority`, which alone decides it.
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<(String, String)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let Some(prefix) = authority_prefix(url) else {
+        return parse_host(url);
+    };
+    if let Some(found) = SEEN.with_borrow(|seen| {
+        seen.iter()
+            .find(|(p, _)| p == prefix)
+            .map(|(_, h)| h.clone())
+    }) {
+        return found;
+    }
+    let found = parse_host(prefix);
+    SEEN.with_borrow_mut(|seen| {
+        if seen.len() >= 8 {
+            seen.remove(0);
+        }
+        seen.push((prefix.to_string(), found.clone()));
+    });
+    found
+}
+
+/// `scheme://authority` of a URL: up to the path, the query or the fragment.
+fn authority_prefix(url: &str) -> Option<&str> {
+    let start = url.find("://")? + 3;
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    Some(&url[..end])
+}
+
+fn parse_host(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => match (u.host_str(), u.port_or_known_default()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -137,6 +177,29 @@ impl Transport for Limited {
 mod tests {
     use super::*;
 
+    /// The kept answers are the parser's, whatever follows the authority,
+    /// and a URL without one is parsed whole.
+    #[test]
+    fn host_of_agrees_with_parsing_each_url() {
+        for url in [
+            "http://127.0.0.1:8787/workflows/v2/tasks?x=1",
+            "http://127.0.0.1:8787?x=/y",
+            "http://127.0.0.1:8787#frag",
+            "http://127.0.0.1:8787",
+            "https://US.Nintex.io/a",
+            "https://us.nintex.io:443/b",
+            "https://user:pw@host.example/c",
+            "http://[::1]:9000/d",
+            "http://127.0.0.1:8787/workflows/v2/tasks/abc",
+            "not a url",
+            "mailto:x@y",
+        ] {
+            for _ in 0..2 {
+                assert_eq!(host_of(url), parse_host(url), "{url}");
+            }
+        }
+    }
+
     /// Answers 429 (Retry-After: 5) to the first request, 200 after; notes
     /// when, on tokio's clock, each request reached it.
     struct Busy(Mutex<Vec<Instant>>);
@@ -150,11 +213,11 @@ mod tests {
                 let mut seen = self.0.lock().unwrap();
                 seen.push(Instant::now());
                 let status = if seen.len() == 1 { 429 } else { 200 };
-                Ok(HttpResponse {
+                Ok(HttpResponse::new(
                     status,
-                    headers: vec![("Retry-After".into(), "5".into())],
-                    body: Vec::new(),
-                })
+                    vec![("Retry-After".into(), "5".into())],
+                    Vec::new(),
+                ))
             })
         }
     }

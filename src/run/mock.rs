@@ -640,11 +640,11 @@ impl Transport for MockTransport {
             if reply.body.len() > limit {
                 return Err(TransportError::TooLarge(limit));
             }
-            Ok(HttpResponse {
-                status: reply.status,
-                headers: reply.headers.clone(),
-                body: reply.body.clone(),
-            })
+            Ok(HttpResponse::new(
+                reply.status,
+                reply.headers.clone(),
+                reply.body.clone(),
+            ))
         })();
         Box::pin(std::future::ready(result))
     }

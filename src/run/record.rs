@@ -111,14 +111,14 @@ pub fn from_events(flow: &str, events: &[crate::trace::TraceEvent]) -> String {
                         None => Vec::new(),
                     };
                     kept.push(Recorded {
-                        answer: Ok(HttpResponse {
-                            status: *status,
-                            headers: headers
+                        answer: Ok(HttpResponse::new(
+                            *status,
+                            headers
                                 .iter()
                                 .map(|(k, v)| (k.clone(), v.clone()))
                                 .collect(),
-                            body: bytes,
-                        }),
+                            bytes,
+                        )),
                         took: Duration::from_millis(*duration_ms),
                         ..r
                     });

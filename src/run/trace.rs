@@ -360,6 +360,9 @@ pub struct Recorder<'a> {
     kept: Option<Vec<TraceEvent>>,
     /// The last decision: its step and where it went.
     pub last_decision: Option<(String, String)>,
+    /// Someone reads the events; when not, [`Recorder::emit`] only counts
+    /// them, and steps need not build what an event would show.
+    pub listening: bool,
     clock: &'a dyn Clock,
     observer: &'a mut (dyn FnMut(&TraceEvent) + Send),
     /// The last `time` written, by its millisecond: events within one
@@ -381,6 +384,7 @@ impl<'a> Recorder<'a> {
             kept: None,
             last_time: (i64::MIN, empty()),
             last_step: None,
+            listening: true,
             last_decision: None,
             clock,
             observer,
@@ -388,11 +392,14 @@ impl<'a> Recorder<'a> {
     }
 
     pub fn emit(&mut self, step: Option<&str>, mut kind: EventKind) {
-        kind.redact(&self.redactor);
         if let (EventKind::DecisionTaken { goto, .. }, Some(step)) = (&kind, step) {
             self.last_decision = Some((step.to_string(), goto.clone()));
         }
         self.seq += 1;
+        if !self.listening && self.kept.is_none() {
+            return;
+        }
+        kind.redact(&self.redactor);
         let (elapsed, now) = self.clock.read();
         let event = TraceEvent {
             seq: self.seq,

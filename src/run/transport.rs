@@ -98,6 +98,8 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The body as JSON, parsed at most once: the trace and the step both read it.
+    parsed: std::sync::OnceLock<Option<Value>>,
 }
 
 impl HttpResponse {
@@ -112,12 +114,25 @@ impl HttpResponse {
         (200..300).contains(&self.status)
     }
 
+    pub fn new(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers,
+            body,
+            parsed: Default::default(),
+        }
+    }
+
     /// The body as JSON, when it is JSON.
     pub fn json(&self) -> Option<Value> {
-        if self.body.iter().all(u8::is_ascii_whitespace) {
-            return None;
-        }
-        serde_json::from_slice(&self.body).ok()
+        self.parsed
+            .get_or_init(|| {
+                if self.body.iter().all(u8::is_ascii_whitespace) {
+                    return None;
+                }
+                serde_json::from_slice(&self.body).ok()
+            })
+            .clone()
     }
 
     pub fn text(&self) -> String {
@@ -337,11 +352,7 @@ impl Transport for ReqwestTransport {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(HttpResponse {
-                status,
-                headers,
-                body,
-            })
+            Ok(HttpResponse::new(status, headers, body))
         })
     }
 }

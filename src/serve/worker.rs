@@ -181,6 +181,7 @@ impl Worker {
             }),
             stop: Some(&self.stop),
             tokens: Some(&self.tokens),
+            traced: true,
         };
         let metrics = self.metrics.clone();
         let mut observe = move |event: &TraceEvent| {

@@ -96,7 +96,8 @@ impl Decision {
 
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         let mut values = IndexMap::new();
-        for (condition, _) in &self.branches {
+        // The values are for the trace; the last decision is kept regardless.
+        for (condition, _) in self.branches.iter().filter(|_| cx.rec.listening) {
             for name in condition
                 .mentions
                 .iter()

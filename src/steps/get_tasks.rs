@@ -255,10 +255,7 @@ impl GetTasks {
                         .hint("narrow the filters, or raise `max_pages`"),
                 );
             }
-            url = request::RequestUrl {
-                shown: cx.data(&next),
-                wire: next,
-            };
+            url = request::RequestUrl::whole(next.clone(), cx.data(&next));
         }
         let count = tasks.len();
         cx.output("tasks", Value::Array(tasks))?;

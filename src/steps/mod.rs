@@ -438,6 +438,7 @@ impl StepCx<'_, '_> {
             && !self.state.secret.contains(field);
         let quoted = shows.then(|| match &value {
             Value::Number(_) | Value::Bool(_) | Value::Null => Err(value.clone()),
+            Value::String(s) if s.len() <= 1024 => Err(value.clone()),
             other => Ok(crate::fields::quote(other)),
         });
         let value = decl.ty.coerce(value).map_err(|e| {
@@ -456,6 +457,10 @@ impl StepCx<'_, '_> {
             self.state.secret.insert(field.to_string());
         } else if self.state.secret.contains(field) {
             self.rec.redactor.add_received(&value);
+        }
+        if !self.rec.listening {
+            self.state.set(field, value);
+            return Ok(());
         }
         let shown = if self.state.secret.contains(field) {
             Value::String(MASK.to_string())

@@ -60,6 +60,29 @@ pub fn is_credential_header(name: &str) -> bool {
 pub struct RequestUrl {
     pub wire: String,
     pub shown: String,
+    /// `scheme://host:port` of `wire`, for where the token may go.
+    pub origin: Option<String>,
+}
+
+impl RequestUrl {
+    /// A URL given whole (a `nextLink`, say).
+    pub fn whole(wire: String, shown: String) -> RequestUrl {
+        RequestUrl {
+            origin: reqwest::Url::parse(&wire).ok().as_ref().and_then(origin_of),
+            wire,
+            shown,
+        }
+    }
+}
+
+/// `scheme://host:port`, the port spelled out even when it is the scheme's own.
+pub fn origin_of(u: &reqwest::Url) -> Option<String> {
+    Some(format!(
+        "{}://{}:{}",
+        u.scheme(),
+        u.host_str()?.to_ascii_lowercase(),
+        u.port_or_known_default()?
+    ))
 }
 
 /// A request body for the wire, and as the trace shows it.
@@ -297,8 +320,10 @@ impl StepCx<'_, '_> {
             shown.insert(name.to_string(), value.to_string());
             wire.push((name.to_string(), value.to_string()));
         }
+        let tracing = self.rec.listening;
         let (body, shown_body) = match body {
-            Some(b) => (Some(b.wire), Some(crate::trace::bounded(&b.shown))),
+            Some(b) if tracing => (Some(b.wire), Some(crate::trace::bounded(&b.shown))),
+            Some(b) => (Some(b.wire), None),
             None => (None, None),
         };
         let request = HttpRequest {
@@ -314,13 +339,15 @@ impl StepCx<'_, '_> {
         let policy = &sending.retry;
         let mut attempt = 1;
         loop {
-            self.emit(EventKind::RequestSent {
-                method: method.to_string(),
-                url: request.shown_url.clone(),
-                headers: shown.clone(),
-                body: shown_body.clone(),
-                attempt: (attempt > 1).then_some(attempt),
-            });
+            if tracing {
+                self.emit(EventKind::RequestSent {
+                    method: method.to_string(),
+                    url: request.shown_url.clone(),
+                    headers: shown.clone(),
+                    body: shown_body.clone(),
+                    attempt: (attempt > 1).then_some(attempt),
+                });
+            }
             let started = self.clock.elapsed();
             let result = self.transport.send(&request).await;
             let last = attempt >= policy.attempts;
@@ -430,9 +457,14 @@ impl StepCx<'_, '_> {
                     .add_received(&Value::String(response.text().trim().to_string()));
             }
             (!response.body.is_empty()).then(|| Value::String(MASK.to_string()))
+        } else if !self.rec.listening {
+            return;
         } else {
             body_for_trace(response, &self.rec.redactor)
         };
+        if !self.rec.listening {
+            return;
+        }
         self.emit(EventKind::ResponseReceived {
             status: response.status,
             headers: shown_headers(&response.headers),
@@ -620,6 +652,7 @@ pub fn build_url(
         shown.to_string()
     };
     Ok(RequestUrl {
+        origin: origin_of(&url),
         wire: url.to_string(),
         shown,
     })
