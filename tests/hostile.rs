@@ -438,7 +438,15 @@ fn answers_cannot_paint_the_terminal() {
         )
     });
     let vars = env(&api.base);
+    let dir = std::env::temp_dir().join(format!("handoff-paint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     for trace in ["pretty", "jsonl"] {
+        // The trace file is written apart from stdout (in place, by a thread
+        // of its own): it is checked the same.
+        let file = dir.join(format!(
+            "trace.{}",
+            if trace == "jsonl" { "jsonl" } else { "txt" }
+        ));
         let out = run(
             &[
                 "run",
@@ -447,6 +455,8 @@ fn answers_cannot_paint_the_terminal() {
                 "instance_id=i-1",
                 "--trace",
                 trace,
+                "--trace-file",
+                file.to_str().unwrap(),
             ],
             &refs(&vars),
         );
@@ -454,7 +464,21 @@ fn answers_cannot_paint_the_terminal() {
         let said = all_output(&out);
         assert!(!said.contains(['\r', '\u{1b}', '\u{202e}']), "{said:?}");
         assert!(said.contains("✘ failed"), "{said}");
+        let written = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !written.contains(['\r', '\u{1b}', '\u{202e}']),
+            "{written:?}"
+        );
+        assert!(written.contains("failed"), "{written}");
+        if trace == "jsonl" {
+            // Escaped, not dropped: the line still says what came.
+            assert!(written.contains("\\u202e"), "{written}");
+            for line in written.lines() {
+                serde_json::from_str::<serde_json::Value>(line).unwrap();
+            }
+        }
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

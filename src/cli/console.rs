@@ -112,14 +112,25 @@ impl Printer {
         let finished = matches!(event.kind, EventKind::FlowFinished(_));
         let real = (self.dry_run && finished).then(|| self.started.elapsed());
         let look = self.look;
-        // Serialised once, for stdout and the file alike.
-        let wants_jsonl = (!look.quiet && look.format == TraceFormat::Jsonl)
-            || matches!(self.file, Some((TraceFormat::Jsonl, _)));
-        let line = &mut self.line;
-        if wants_jsonl {
-            report::jsonl_into(event, &mut self.lines, line);
-            line.push(b'\n');
-        }
+        // Serialised once, for stdout and the file alike: straight into the
+        // trace file's buffer when it takes JSONL, then copied to stdout.
+        let stdout_jsonl = !look.quiet && look.format == TraceFormat::Jsonl;
+        let line: &[u8] = match &mut self.file {
+            Some((TraceFormat::Jsonl, file)) => {
+                let buf = file.buffer();
+                let start = buf.len();
+                report::jsonl_append(event, &mut self.lines, buf);
+                buf.push(b'\n');
+                &buf[start..]
+            }
+            _ if stdout_jsonl => {
+                self.line.clear();
+                report::jsonl_append(event, &mut self.lines, &mut self.line);
+                self.line.push(b'\n');
+                &self.line
+            }
+            _ => &[],
+        };
         let out = &mut self.out;
         let _ = match (look.quiet, look.format, &event.kind) {
             (true, _, EventKind::FlowFinished(outcome)) => {
@@ -136,7 +147,8 @@ impl Printer {
                 TraceFormat::Pretty => {
                     file.write_all(report::pretty(event, Style { color: false }, real).as_bytes())
                 }
-                TraceFormat::Jsonl => file.write_all(line),
+                // Written above, in place.
+                TraceFormat::Jsonl => file.written(),
             }
         }
         // The time is read every few events only: reading it costs as much as an event.

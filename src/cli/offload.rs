@@ -56,6 +56,17 @@ impl Offload {
 
     pub fn write_all(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+        self.written();
+    }
+
+    /// The buffer being filled, to write into in place; call
+    /// [`Offload::written`] after.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Hands the buffer over once it is full.
+    pub fn written(&mut self) {
         if self.buf.len() >= CHUNK {
             self.hand_over();
         }

@@ -56,19 +56,19 @@ impl Style {
 /// the line.
 pub fn jsonl(event: &TraceEvent) -> String {
     let mut line = Vec::new();
-    jsonl_into(event, &mut crate::jsonl::Lines::default(), &mut line);
+    jsonl_append(event, &mut crate::jsonl::Lines::default(), &mut line);
     String::from_utf8(line).unwrap_or_default()
 }
 
-/// [`jsonl`], written over `line`: a printer reuses one buffer, and one
-/// writer, for every event of its run.
-pub fn jsonl_into(event: &TraceEvent, lines: &mut crate::jsonl::Lines, line: &mut Vec<u8>) {
-    line.clear();
+/// [`jsonl`], added to the end of `out`: a printer writes every event of its
+/// run with one writer, into one buffer.
+pub fn jsonl_append(event: &TraceEvent, lines: &mut crate::jsonl::Lines, out: &mut Vec<u8>) {
+    let start = out.len();
     // Lines of ASCII alone (most) hold none of them.
-    if !lines.write(event, line) || !line.contains(&0xE2) {
+    if !lines.write(event, out) || !out[start..].contains(&0xE2) {
         return;
     }
-    let Ok(text) = std::str::from_utf8(line) else {
+    let Ok(text) = std::str::from_utf8(&out[start..]) else {
         return;
     };
     if !text.contains(is_bidi) {
@@ -85,7 +85,8 @@ pub fn jsonl_into(event: &TraceEvent, lines: &mut crate::jsonl::Lines, line: &mu
             }
         })
         .collect();
-    *line = escaped.into_bytes();
+    out.truncate(start);
+    out.extend_from_slice(escaped.as_bytes());
 }
 
 fn is_bidi(c: char) -> bool {

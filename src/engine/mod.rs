@@ -199,7 +199,7 @@ impl Engine<'_> {
             rec.emit(
                 Some(&step.id),
                 EventKind::StepStarted {
-                    kind: step.kind.name().to_string(),
+                    kind: step.kind.name().into(),
                 },
             );
             let doubtful = std::mem::take(&mut in_flight) && step.kind.unrepeatable();

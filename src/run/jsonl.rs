@@ -489,7 +489,7 @@ mod tests {
                 fields: IndexMap::new(),
                 route: None,
             },
-            EventKind::StepStarted { kind: t() },
+            EventKind::StepStarted { kind: t().into() },
             EventKind::RequestSent {
                 method: t(),
                 url: t(),

@@ -58,7 +58,8 @@ pub enum EventKind {
         route: Option<String>,
     },
     StepStarted {
-        kind: String,
+        /// A step kind's name: handoff's own text, not copied for each step.
+        kind: std::borrow::Cow<'static, str>,
     },
     RequestSent {
         method: String,
@@ -368,6 +369,7 @@ pub struct Recorder<'a> {
     /// The last `time` written, by its millisecond: events within one
     /// millisecond (all of a dry run's, on its still clock) share the text.
     last_time: (i64, Arc<str>),
+    last_now: Option<std::time::SystemTime>,
     last_step: Option<Arc<str>>,
 }
 
@@ -383,6 +385,7 @@ impl<'a> Recorder<'a> {
             seq: 0,
             kept: None,
             last_time: (i64::MIN, empty()),
+            last_now: None,
             last_step: None,
             listening: true,
             last_decision: None,
@@ -429,6 +432,11 @@ impl<'a> Recorder<'a> {
 
     /// Now on the run's clock, as RFC 3339, formatted once a millisecond.
     fn time(&mut self, now: std::time::SystemTime) -> Arc<str> {
+        // A dry run's clock stands still between waits: the same instant again.
+        if self.last_now == Some(now) {
+            return self.last_time.1.clone();
+        }
+        self.last_now = Some(now);
         let ms = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
