@@ -289,6 +289,33 @@ fn real_runs_and_failures_against_the_simulator_never_leak() {
         ],
     );
 
+    // The same refusal in a quiet batch, which builds no trace events: its
+    // failures, grouped in the summary, are still redacted.
+    let quiet_rows = rows_dir.join("quiet.jsonl");
+    std::fs::write(
+        &quiet_rows,
+        format!(
+            "{}\n{}\n",
+            json!({ "instance_id": instance }),
+            json!({ "instance_id": instance })
+        ),
+    )
+    .unwrap();
+    go(
+        "401-quiet-batch",
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--each",
+            quiet_rows.to_str().unwrap(),
+            "--quiet",
+        ],
+        vec![
+            ("NWC_BASE_URL", wrong.base.clone()),
+            ("NWC_TOKEN", CANARY.to_string()),
+        ],
+    );
+
     sim.control(
         "POST",
         "/_sim/faults",
@@ -351,6 +378,7 @@ fn real_runs_and_failures_against_the_simulator_never_leak() {
             ("app-token", Some(0)),
             ("app-batch", Some(0)),
             ("401", Some(1)),
+            ("401-quiet-batch", Some(1)),
             ("timeout", Some(1)),
             ("template-errors", Some(1)),
             ("wrong-type-env", Some(2)),
