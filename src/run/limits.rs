@@ -91,30 +91,13 @@ impl Limited {
 
 /// `host:port` of a URL, as the limit and the metrics count it.
 pub fn host_of(url: &str) -> String {
-    // Every request asks, and a batch's all go to one or two hosts: the
-    // answer is kept by the URL's `scheme://authority`, which alone decides it.
-    thread_local! {
-        static SEEN: std::cell::RefCell<Vec<(String, String)>> =
-            const { std::cell::RefCell::new(Vec::new()) };
+    // A batch's requests all go to one or two hosts: the answer is kept by
+    // the URL's `scheme://authority`, which alone decides it.
+    match authority_prefix(url) {
+        Some(prefix) => crate::transport::remembered("host", prefix, |p| Some(parse_host(p)))
+            .unwrap_or_else(|| parse_host(prefix)),
+        None => parse_host(url),
     }
-    let Some(prefix) = authority_prefix(url) else {
-        return parse_host(url);
-    };
-    if let Some(found) = SEEN.with_borrow(|seen| {
-        seen.iter()
-            .find(|(p, _)| p == prefix)
-            .map(|(_, h)| h.clone())
-    }) {
-        return found;
-    }
-    let found = parse_host(prefix);
-    SEEN.with_borrow_mut(|seen| {
-        if seen.len() >= 8 {
-            seen.remove(0);
-        }
-        seen.push((prefix.to_string(), found.clone()));
-    });
-    found
 }
 
 /// `scheme://authority` of a URL: up to the path, the query or the fragment.

@@ -386,6 +386,37 @@ fn classify(err: &reqwest::Error, timeout: Duration) -> TransportError {
     })
 }
 
+/// What a URL says of itself (its origin, its `host:port`), kept for the
+/// last few URLs asked about on this thread: every request of every run asks
+/// again about the same base URL, and parsing it each time showed in a batch's
+/// profile. `what` tells the questions apart.
+pub fn remembered(
+    what: &'static str,
+    url: &str,
+    answer: impl FnOnce(&str) -> Option<String>,
+) -> Option<String> {
+    type Seen = Vec<(&'static str, String, Option<String>)>;
+    thread_local! {
+        static SEEN: std::cell::RefCell<Seen> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let kept = SEEN.with_borrow(|seen| {
+        seen.iter()
+            .find(|(w, u, _)| *w == what && u == url)
+            .map(|(_, _, a)| a.clone())
+    });
+    if let Some(kept) = kept {
+        return kept;
+    }
+    let found = answer(url);
+    SEEN.with_borrow_mut(|seen| {
+        if seen.len() >= 8 {
+            seen.remove(0);
+        }
+        seen.push((what, url.to_string(), found.clone()));
+    });
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

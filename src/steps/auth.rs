@@ -21,28 +21,12 @@ const MAX_TOKEN_ANSWER: usize = 64 * 1024;
 
 /// A URL's origin: scheme, host and port.
 fn origin(url: &str) -> Option<String> {
-    // The base URL is the same for every request of every run: the last few
-    // answers are kept, so it is parsed once, not once a request.
-    thread_local! {
-        static SEEN: std::cell::RefCell<Vec<(String, Option<String>)>> =
-            const { std::cell::RefCell::new(Vec::new()) };
-    }
-    if let Some(found) =
-        SEEN.with_borrow(|seen| seen.iter().find(|(u, _)| u == url).map(|(_, o)| o.clone()))
-    {
-        return found;
-    }
-    let found = reqwest::Url::parse(url)
-        .ok()
-        .as_ref()
-        .and_then(crate::steps::request::origin_of);
-    SEEN.with_borrow_mut(|seen| {
-        if seen.len() >= 4 {
-            seen.remove(0);
-        }
-        seen.push((url.to_string(), found.clone()));
-    });
-    found
+    crate::transport::remembered("origin", url, |url| {
+        reqwest::Url::parse(url)
+            .ok()
+            .as_ref()
+            .and_then(crate::steps::request::origin_of)
+    })
 }
 
 impl StepCx<'_, '_> {
