@@ -712,16 +712,21 @@ fn nac_calls_the_worker_and_its_callback_moves_the_instance_on() {
             .starts_with("/workflows/v2/tasks")),
         "{requests:?}"
     );
+    // The instance moves on when the callback is answered; the run that sent
+    // it records its ending just after: wait for both endings.
     let bearer = format!("Bearer {API_TOKEN}");
-    let (code, _, listed) = served.call(
-        "GET",
-        "/v1/runs?status=succeeded",
-        &[("Authorization", bearer.as_str())],
-        None,
-    );
-    assert_eq!(code, 200, "{listed}");
-    let listed: Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(listed["runs"].as_array().unwrap().len(), 2, "{listed}");
+    let succeeded = || {
+        let (code, _, listed) = served.call(
+            "GET",
+            "/v1/runs?status=succeeded",
+            &[("Authorization", bearer.as_str())],
+            None,
+        );
+        assert_eq!(code, 200, "{listed}");
+        let listed: Value = serde_json::from_str(&listed).unwrap();
+        listed["runs"].as_array().unwrap().len()
+    };
+    assert!(until(|| succeeded() == 2), "{}", served.log());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
