@@ -311,9 +311,13 @@ struct Outputs {
 }
 
 impl Outputs {
+    /// Whether the events go anywhere: else the runs need not build them.
+    fn wanted(&self) -> bool {
+        self.jsonl.is_some() || self.dir.is_some()
+    }
+
     fn event(&mut self, row: usize, event: &TraceEvent) {
-        let wants = self.jsonl.is_some() || self.dir.is_some();
-        if !wants {
+        if !self.wanted() {
             return;
         }
         let line = report::jsonl(event);
@@ -550,9 +554,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         durable: runs.as_ref(),
         record: args.record.as_deref(),
         tokens: Default::default(),
-        traced: outputs
-            .lock()
-            .is_ok_and(|o| o.jsonl.is_some() || o.dir.is_some()),
+        traced: outputs.lock().is_ok_and(|o| o.wanted()),
     };
     let ticker = {
         let stop = &stop;

@@ -123,7 +123,7 @@ impl Engine<'_> {
         if self.durable.is_some() {
             rec.keep_events(state.last_seq);
         }
-        rec.listening = self.traced || self.durable.is_some();
+        rec.readers = self.traced;
         rec.redactor = crate::redact::Redactor::for_run(&flow.literal_secrets, &[&state]);
         let resumed = self.durable.as_ref().and_then(|d| d.resumed.clone());
         let woken = self.durable.as_ref().is_some_and(|d| d.woken);
@@ -356,7 +356,7 @@ impl Engine<'_> {
 
     /// The first event of a fresh run: the flow, its inputs, the route.
     fn start(&self, state: &RunState, rec: &mut Recorder<'_>) {
-        if !rec.listening {
+        if !rec.listening() {
             return;
         }
         let shown_fields = self

@@ -87,6 +87,13 @@ impl Clock for SystemClock {
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // tokio's timers tick once a millisecond: a zero wait (`timer: 0s`,
+            // `Retry-After: 0`) would still wait for the next tick. It only
+            // gives the runtime its turn (Ctrl-C, other runs).
+            if duration.is_zero() {
+                tokio::task::yield_now().await;
+                return;
+            }
             if !self.countdown || duration < Duration::from_secs(2) {
                 tokio::time::sleep(duration).await;
                 return;

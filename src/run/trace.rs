@@ -361,9 +361,8 @@ pub struct Recorder<'a> {
     kept: Option<Vec<TraceEvent>>,
     /// The last decision: its step and where it went.
     pub last_decision: Option<(String, String)>,
-    /// Someone reads the events; when not, [`Recorder::emit`] only counts
-    /// them, and steps need not build what an event would show.
-    pub listening: bool,
+    /// Whether anyone outside reads the events (see [`Recorder::listening`]).
+    pub readers: bool,
     clock: &'a dyn Clock,
     observer: &'a mut (dyn FnMut(&TraceEvent) + Send),
     /// The last `time` written, by its millisecond: events within one
@@ -387,7 +386,7 @@ impl<'a> Recorder<'a> {
             last_time: (i64::MIN, empty()),
             last_now: None,
             last_step: None,
-            listening: true,
+            readers: true,
             last_decision: None,
             clock,
             observer,
@@ -399,7 +398,7 @@ impl<'a> Recorder<'a> {
             self.last_decision = Some((step.to_string(), goto.clone()));
         }
         self.seq += 1;
-        if !self.listening && self.kept.is_none() {
+        if !self.listening() {
             return;
         }
         kind.redact(&self.redactor);
@@ -444,6 +443,13 @@ impl<'a> Recorder<'a> {
             self.last_time = (ms, Arc::from(crate::clock::rfc3339(now)));
         }
         self.last_time.1.clone()
+    }
+
+    /// Whether the events go anywhere: to a reader, or into checkpoints.
+    /// When not, [`Recorder::emit`] only counts them, and steps need not
+    /// build what an event would show.
+    pub fn listening(&self) -> bool {
+        self.readers || self.kept.is_some()
     }
 
     /// Keeps events for checkpoints, numbering on from `seq`.

@@ -97,7 +97,12 @@ impl Decision {
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         let mut values = IndexMap::new();
         // The values are for the trace; the last decision is kept regardless.
-        for (condition, _) in self.branches.iter().filter(|_| cx.rec.listening) {
+        let shown = if cx.rec.listening() {
+            &self.branches[..]
+        } else {
+            &[]
+        };
+        for (condition, _) in shown {
             for name in condition
                 .mentions
                 .iter()

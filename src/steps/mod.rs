@@ -458,7 +458,7 @@ impl StepCx<'_, '_> {
         } else if self.state.secret.contains(field) {
             self.rec.redactor.add_received(&value);
         }
-        if !self.rec.listening {
+        if !self.rec.listening() {
             self.state.set(field, value);
             return Ok(());
         }

@@ -320,7 +320,7 @@ impl StepCx<'_, '_> {
             shown.insert(name.to_string(), value.to_string());
             wire.push((name.to_string(), value.to_string()));
         }
-        let tracing = self.rec.listening;
+        let tracing = self.rec.listening();
         let (body, shown_body) = match body {
             Some(b) if tracing => (Some(b.wire), Some(crate::trace::bounded(&b.shown))),
             Some(b) => (Some(b.wire), None),
@@ -457,12 +457,12 @@ impl StepCx<'_, '_> {
                     .add_received(&Value::String(response.text().trim().to_string()));
             }
             (!response.body.is_empty()).then(|| Value::String(MASK.to_string()))
-        } else if !self.rec.listening {
-            return;
-        } else {
+        } else if self.rec.listening() {
             body_for_trace(response, &self.rec.redactor)
+        } else {
+            None
         };
-        if !self.rec.listening {
+        if !self.rec.listening() {
             return;
         }
         self.emit(EventKind::ResponseReceived {
