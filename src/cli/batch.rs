@@ -184,9 +184,12 @@ fn states(
         let source = Source::new(label.clone(), text);
         // A row is JSON already: read as YAML would read it, without parsing
         // its text again. Only a row with a problem is parsed, to point at it.
+        // `--set` is the operator's; a row is a caller's: it sets inputs only.
         let quick = crate::raw::Node::from_json_map(&values).map(|node| Inputs {
             set: common.clone(),
+            set_by: crate::inputs::Giver::Operator,
             file: Some((source.clone(), node)),
+            file_by: crate::inputs::Giver::Caller,
             file_label: Some(label.clone()),
         });
         if let Some(Ok(state)) = quick.map(|inputs| initial_state(flow, &inputs, &env)) {
@@ -202,7 +205,9 @@ fn states(
         };
         let inputs = Inputs {
             set: common.clone(),
+            set_by: crate::inputs::Giver::Operator,
             file: Some((source, node)),
+            file_by: crate::inputs::Giver::Caller,
             file_label: Some(label),
         };
         match initial_state(flow, &inputs, &env) {

@@ -99,13 +99,13 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
                 format_duration(options.poll_interval),
             ),
             ("outcome".into(), options.outcome.clone()),
-            ("assignee".into(), SERVICE_ACCOUNT.into()),
         ],
         ..Inputs::default()
     };
     let env = |name: &str| match name {
         "NWC_BASE_URL" => Some(base.clone()),
         "NWC_TOKEN" => Some(token.clone()),
+        "NWC_ASSIGNEE" => Some(SERVICE_ACCOUNT.into()),
         _ => std::env::var(name).ok(),
     };
     let state = initial_state(&flow, &inputs, &env).map_err(|d| diagnostics(&d))?;

@@ -1049,8 +1049,11 @@ fn load_mock(path: &str, flow: &Flow) -> Result<Mock, Vec<Diagnostic>> {
 }
 
 fn parse_inputs(args: &RunArgs) -> Result<Inputs, Vec<Diagnostic>> {
+    // The command line is the operator's: it may set `env:` fields too.
     let mut inputs = Inputs {
         set: crate::inputs::parse_set(&args.set)?,
+        set_by: crate::inputs::Giver::Operator,
+        file_by: crate::inputs::Giver::Operator,
         ..Inputs::default()
     };
     if let Some(path) = &args.input {

@@ -33,6 +33,23 @@ pub struct Flow {
     pub trigger: Option<crate::trigger::Trigger>,
     /// How the NWC steps get their bearer token, when the flow says.
     pub auth: Option<crate::auth::Auth>,
+    /// Where the flow's secrets may be sent.
+    pub destinations: Destinations,
+}
+
+/// Where a flow's secrets may be sent: origins the operator named, never
+/// values a caller chose (see [`crate::language::analyze::reach`]).
+#[derive(Debug, Clone, Default)]
+pub struct Destinations {
+    /// Text fields that stay configuration for the whole run: no caller
+    /// sets them and no step writes them. Their values' origins are trusted.
+    pub config: Vec<String>,
+    /// The `base_url` field is one of them: its origin is NWC's.
+    pub nwc_field: bool,
+    /// Origins fixed by the text of the NWC steps' base URLs and the token URL.
+    pub nwc_literal: Vec<String>,
+    /// Origins fixed by the text of any step's URL.
+    pub literal: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +69,13 @@ pub struct FieldDecl {
 }
 
 impl FieldDecl {
+    /// Whether a caller (the API, a hook, a batch row, a test case) may set
+    /// it. An `env:` field is the operator's configuration: only the
+    /// command line, which is the operator's, may set it besides.
+    pub fn caller_settable(&self) -> bool {
+        self.input
+    }
+
     pub fn is_required(&self) -> bool {
         (self.input || self.env.is_some()) && self.default.is_none()
     }

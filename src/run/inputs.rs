@@ -19,13 +19,28 @@ use crate::raw::Node;
 use crate::source::{Source, Span};
 use crate::state::RunState;
 
+/// Who gives a run its values. A caller (a request to `serve`, a hook's
+/// event, a batch row, a test case's `set`) may set only `input: true`
+/// fields. The operator (the command line's `--set` and `--input`) may also
+/// set `env:` fields: it holds the environment anyway.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Giver {
+    Operator,
+    #[default]
+    Caller,
+}
+
 /// Values for input fields, from `--set` and `--input`.
 #[derive(Debug, Default, Clone)]
 pub struct Inputs {
     /// `NAME=VALUE` pairs, in the order given; later ones win.
     pub set: Vec<(String, String)>,
+    /// Who gave `set`.
+    pub set_by: Giver,
     /// A JSON or YAML mapping, with the file it came from.
     pub file: Option<(Arc<Source>, Node)>,
+    /// Who gave `file`.
+    pub file_by: Giver,
     /// What errors call where `file` came from: "the input file" unless set
     /// (a request's inputs, under `handoff serve`).
     pub file_label: Option<String>,
@@ -88,10 +103,10 @@ pub fn initial_state(
 ) -> Result<RunState, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     let names = || flow.fields.keys().map(String::as_str);
-    let settable = |name: &str| {
-        flow.fields
-            .get(name)
-            .is_some_and(|f| f.input || f.env.is_some())
+    let settable = |name: &str, by: Giver| {
+        flow.fields.get(name).is_some_and(|f| {
+            f.caller_settable() || (by == Giver::Operator && f.env.is_some())
+        })
     };
     for (name, _) in &inputs.set {
         if !flow.fields.contains_key(name) {
@@ -99,14 +114,8 @@ pub fn initial_state(
                 Diagnostic::error(format!("`--set {name}=…`: the flow has no field `{name}`"))
                     .help_opt(did_you_mean(name, names())),
             );
-        } else if !settable(name) {
-            problems.push(
-                Diagnostic::error(format!("`--set {name}=…`: field `{name}` is not an input"))
-                    .help(format!(
-                        "declare it with `input: true` in `{}`",
-                        flow.source.name
-                    )),
-            );
+        } else if !settable(name, inputs.set_by) {
+            problems.push(not_settable(flow, name, &format!("`--set {name}=…`: ")));
         }
     }
     let mut from_file: IndexMap<String, Value> = IndexMap::new();
@@ -126,11 +135,8 @@ pub fn initial_state(
                             .at(&shown, k.span)
                             .help_opt(did_you_mean(&name, names())),
                         );
-                    } else if !settable(&name) {
-                        problems.push(
-                            Diagnostic::error(format!("field `{name}` is not an input"))
-                                .at(&shown, k.span),
-                        );
+                    } else if !settable(&name, inputs.file_by) {
+                        problems.push(not_settable(flow, &name, "").at(&shown, k.span));
                     } else {
                         from_file.insert(name, v.to_json());
                     }
@@ -237,6 +243,20 @@ pub fn initial_state(
         Ok(state)
     } else {
         Err(problems)
+    }
+}
+
+/// A field the giver may not set: configuration, or no input at all.
+fn not_settable(flow: &Flow, name: &str, prefix: &str) -> Diagnostic {
+    match flow.fields.get(name).and_then(|f| f.env.as_deref()) {
+        Some(var) => Diagnostic::error(format!(
+            "{prefix}field `{name}` is configuration (read from ${var}), which a caller cannot set"
+        ))
+        .help("the operator sets it in the worker's environment; only `input: true` fields come from a request, an event, a row or a test case"),
+        None => Diagnostic::error(format!("{prefix}field `{name}` is not an input")).help(format!(
+            "declare it with `input: true` in `{}`",
+            flow.source.name
+        )),
     }
 }
 

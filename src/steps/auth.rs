@@ -9,6 +9,7 @@
 
 use serde_json::{Map, Value};
 
+
 use crate::auth::{Auth, TOKEN_PATH};
 use crate::redact::{MASK, Redactor};
 use crate::steps::request::{self, OutgoingBody, RequestUrl, Sending};
@@ -30,34 +31,65 @@ fn origin(url: &str) -> Option<String> {
 }
 
 impl StepCx<'_, '_> {
-    /// The managed token goes only where NWC is: the origin of the flow's
-    /// `base_url` field, and of an app's token URL. A flow that sends it
-    /// elsewhere (an `http` step with `auth: true` and a URL an event chose,
-    /// say) fails before anything is sent. With neither known, any URL.
-    pub fn token_may_go_to(&mut self, url: &RequestUrl) -> Result<(), StepError> {
-        let mut trusted = Vec::new();
-        if let Some(base) = self.state.get("base_url").map(crate::fields::display_text)
-            && let Some(o) = origin(base.trim())
+    /// A secret goes only where the operator said: never to a host a
+    /// caller chose. The managed token (`managed`) goes only to NWC: the
+    /// origin of the `base_url` field when it is configuration, of an app's
+    /// token URL, and of the NWC steps' literal base URLs. A hand-built
+    /// secret header may also go to the origin of any configuration field's
+    /// value or of a URL written in the flow. Anything else fails before a
+    /// byte is sent.
+    pub fn secret_may_go_to(&mut self, url: &RequestUrl, managed: bool) -> Result<(), StepError> {
+        let places = &self.flow.destinations;
+        let mut trusted: Vec<String> = places.nwc_literal.clone();
+        let add = |trusted: &mut Vec<String>, text: &str| {
+            if let Some(o) = origin(text.trim())
+                && !trusted.contains(&o)
+            {
+                trusted.push(o);
+            }
+        };
+        if places.nwc_field
+            && let Some(base) = self.state.get("base_url").and_then(Value::as_str)
         {
-            trusted.push(o);
+            add(&mut trusted, base);
         }
         if let Some(Auth::Client(c)) = &self.flow.auth
             && let Some(t) = &c.token_url
         {
             let (text, _) = self.render_text(t)?;
-            if let Some(o) = origin(text.trim()) {
-                trusted.push(o);
+            add(&mut trusted, &text);
+        }
+        if !managed {
+            for o in &places.literal {
+                add(&mut trusted, o);
+            }
+            for field in &places.config {
+                if let Some(v) = self.state.get(field).and_then(Value::as_str) {
+                    add(&mut trusted, v);
+                }
             }
         }
-        if trusted.is_empty() || url.origin.as_ref().is_some_and(|o| trusted.contains(o)) {
+        if url.origin.as_ref().is_some_and(|o| trusted.contains(o)) {
             return Ok(());
         }
-        Err(StepError::new(format!(
-            "the flow's token goes only to {}, not to {}",
-            trusted.join(" and "),
-            origin(&url.shown).unwrap_or_else(|| "this URL".into())
-        ))
-        .hint("nothing was sent; send it elsewhere with a header of the step's own, if that is really meant"))
+        let what = if managed { "the flow's token" } else { "a secret header" };
+        let to = origin(&url.shown).unwrap_or_else(|| "this URL".into());
+        Err(if trusted.is_empty() {
+            StepError::new(format!(
+                "{what} goes only to an origin the flow's configuration names, and it names none: not sending it to {to}"
+            ))
+            .hint("declare `base_url` with `env:` (not `input: true`), or write the URL in the flow; nothing was sent")
+        } else {
+            StepError::new(format!(
+                "{what} goes only to {}, not to {to}",
+                trusted.join(" and ")
+            ))
+            .hint(if managed {
+                "nothing was sent; a credential for another host configured in the flow goes in a header of the step's own"
+            } else {
+                "nothing was sent; a secret goes only to origins the operator named: `env:` fields that callers cannot set, and URLs written in the flow"
+            })
+        })
     }
 
     /// Whether a refused token can be replaced: only an app's can.

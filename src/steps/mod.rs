@@ -229,6 +229,21 @@ impl StepKind {
         }
     }
 
+    /// Templates that decide which host a request goes to.
+    pub fn origin_templates(&self) -> Vec<&Template> {
+        match self {
+            StepKind::GetTasks(s) => vec![&s.base_url],
+            StepKind::PatchTask(s) => vec![&s.base_url],
+            StepKind::Http(s) => vec![&s.url],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the step talks to NWC itself, where the managed token belongs.
+    pub fn is_nwc(&self) -> bool {
+        matches!(self, StepKind::GetTasks(_) | StepKind::PatchTask(_))
+    }
+
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         match self {
             StepKind::SetHeader(s) => s.run(cx).await,

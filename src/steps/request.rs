@@ -224,11 +224,14 @@ impl StepCx<'_, '_> {
                 .iter()
                 .any(|h| h.name.eq_ignore_ascii_case("authorization"));
         if !managed {
+            if headers.iter().any(|h| h.secret) {
+                self.secret_may_go_to(url, false)?;
+            }
             return self
                 .send_recorded(method, url, headers, body, sending, repeatable, max_body)
                 .await;
         }
-        self.token_may_go_to(url)?;
+        self.secret_may_go_to(url, true)?;
         let token = self.bearer(sending, None).await?;
         headers.push(Header {
             name: "Authorization".into(),

@@ -10,6 +10,7 @@
 //! steps that are never reached and loops with no way out.
 
 mod graph;
+pub mod reach;
 mod secrets;
 
 use std::collections::HashMap;
@@ -190,6 +191,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
     };
     let fields = std::mem::take(&mut cx.fields);
     secrets::check_secrets(&mut cx, &fields, &steps, auth.as_ref());
+    let destinations = reach::check_reach(&mut cx, &fields, &steps, auth.as_ref());
     graph::check_graph(&mut cx, &steps);
     Some(Flow {
         name: name?,
@@ -202,6 +204,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         literal_secrets: Vec::new(),
         trigger,
         auth,
+        destinations,
     })
 }
 
