@@ -40,7 +40,7 @@ pub mod store;
 pub use cli::{console, demo, report};
 pub use engine::durable;
 pub use language::{
-    analyze, analyzer, auth, diagnostic, fields, flow, keys, lint, raw, simple, source, template,
+    analyze, analyzer, auth, diagnostic, event, fields, flow, keys, lint, paths, raw, simple, source, template,
     trigger,
 };
 pub use run::{

@@ -261,7 +261,13 @@ fn a_signed_event_starts_one_run_and_bad_events_start_none() {
             r#"{"delivery": "d-4", "instance": "x", "result": "passed", "tries": "many"}"#,
             HOOK_SECRET,
             422,
-            "bad_inputs",
+            "bad_event",
+        ),
+        (
+            r#"{"delivery": "d-7", "instance": "x", "result": "PASSED"}"#,
+            HOOK_SECRET,
+            422,
+            "bad_event",
         ),
         (
             r#"{"delivery": "d-5", "result": "passed"}"#,

@@ -80,6 +80,13 @@ fn doc(section: &str, key: &str) -> Option<&'static str> {
             "Where to get the app token (default: the `base_url` field + `/authentication/v1/token`)."
         }
         ("auth", "format") => "How the credentials are sent: `json` (the default) or `form`.",
+        ("trigger", "event") => {
+            "The event's keys and their types (`text`, `number`, `boolean`, `object`, `list`, or `enum`); an event that does not fit gets 422."
+        }
+        ("event key", "type") => "`text`, `number`, `boolean`, `object` or `list`, strictly as JSON has them.",
+        ("event key", "enum") => "The values allowed, exactly.",
+        ("event key", "required") => "Whether the event must have it (default true); `null` counts as missing.",
+        ("event key", "description") => "For people, and for senders reading `GET /v1/flows`.",
         ("trigger", "inputs") => {
             "Input fields mapped to templates over `event` (the body) and `headers`."
         }
@@ -347,8 +354,22 @@ fn trigger() -> Value {
     object(
         "trigger",
         &crate::trigger::KEYS,
-        &["inputs"],
+        &["event", "inputs"],
         &|k| match k {
+            "event" => json!({
+                "type": "object",
+                "additionalProperties": {
+                    "anyOf": [
+                        { "enum": crate::event::TYPES },
+                        object("event key", &crate::event::KEY_KEYS, &[], &|k| match k {
+                            "type" => json!({ "enum": crate::event::TYPES }),
+                            "enum" => json!({ "type": "array", "items": { "type": ["string", "integer"] }, "minItems": 1 }),
+                            "required" => json!({ "type": "boolean" }),
+                            _ => json!({ "type": "string" }),
+                        }),
+                    ]
+                }
+            }),
             "inputs" => json!({ "type": "object", "additionalProperties": r("template") }),
             "idempotency_key" => r("template"),
             "signature" => object(
@@ -483,6 +504,7 @@ mod tests {
             ("auth", crate::auth::KEYS.to_vec()),
             ("trigger", crate::trigger::KEYS.to_vec()),
             ("signature", crate::trigger::SIGNATURE_KEYS.to_vec()),
+            ("event key", crate::event::KEY_KEYS.to_vec()),
             ("retry", crate::retry::KEYS.to_vec()),
             ("response", crate::mock::ENTRY_KEYS.to_vec()),
             ("reply", crate::mock::REPLY_KEYS.to_vec()),

@@ -279,7 +279,10 @@ impl<'a> Analyzer<'a> {
     pub fn template(&mut self, node: &Node) -> Option<Template> {
         match Template::compile(self.env, node) {
             Ok(t) if !self.known_names(&t) => None,
-            Ok(t) => self.checked(t),
+            Ok(t) => {
+                self.truth_tests(&t, false);
+                self.checked(t)
+            }
             Err(e) => {
                 self.error(e.span, e.message);
                 None
@@ -308,7 +311,43 @@ impl<'a> Analyzer<'a> {
     /// A condition such as `tries >= max_tries`.
     pub fn condition(&mut self, node: &Node) -> Option<Template> {
         let template = self.item_condition(node)?;
+        self.truth_tests(&template, true);
         self.checked(template)
+    }
+
+    /// Warns of each field a template tests for truth that may hold text:
+    /// the text `"false"` is true. Numbers and booleans test plainly.
+    fn truth_tests(&mut self, template: &Template, whole: bool) {
+        let text = match &template.kind {
+            crate::template::TemplateKind::Expr(e) if whole => e.clone(),
+            crate::template::TemplateKind::Literal(_) => return,
+            _ => template.source.clone(),
+        };
+        for path in crate::paths::truth_tests(&text, whole) {
+            // `error.status` is handoff's own: a number, or null without an answer.
+            if path[0] == crate::flow::ERROR_FIELD && path.get(1).is_some_and(|k| k == "status") {
+                continue;
+            }
+            let why = match self.fields.get(&path[0]).map(|f| f.ty) {
+                Some(FieldType::Text) => "it is a text field",
+                Some(FieldType::Json) => "a JSON value may be text",
+                _ => continue,
+            };
+            self.truth_warning(template.span, &path.join("."), why);
+        }
+    }
+
+    /// `what` is tested for truth, and may be text.
+    pub fn truth_warning(&mut self, span: Span, what: &str, why: &str) {
+        let d = Diagnostic::warning(format!(
+            "`{what}` is tested for truth, but {why}: the text \"false\" is true"
+        ))
+        .at(&self.source, span)
+        .label("compare it explicitly")
+        .help(format!(
+            "write `{what} == true`, `{what} == 'passed'` or `{what} | length > 0`, whichever is meant"
+        ));
+        self.push(d);
     }
 
     /// A condition over an item whose names cannot be known ahead.

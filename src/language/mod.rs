@@ -7,16 +7,18 @@
 //!
 //! Beside the pipeline: [`diagnostic`] (the one error type of this half),
 //! [`fields`] (types and coercion), [`template`] (minijinja, with its limits
-//! and secrecy scan), [`trigger`] (a webhook's event into inputs), [`auth`] (how NWC steps get a token) and [`lint`] (credentials written into a file).
+//! and secrecy scan), [`trigger`] (a webhook's event into inputs) with its [`event`] shape, [`paths`] (what a template reads by path, and tests for truth), [`auth`] (how NWC steps get a token) and [`lint`] (credentials written into a file).
 
 pub mod analyze;
 pub mod analyzer;
 pub mod auth;
 pub mod diagnostic;
+pub mod event;
 pub mod fields;
 pub mod flow;
 pub mod keys;
 pub mod lint;
+pub mod paths;
 pub mod raw;
 pub mod simple;
 pub mod source;

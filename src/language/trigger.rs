@@ -3,6 +3,7 @@
 //!
 //! ```yaml
 //! trigger:
+//!   event: { id: text, instanceId: text, status: { enum: [passed, failed] } }
 //!   inputs:
 //!     instance_id: "{{ event.instanceId }}"
 //!     outcome: "{{ 'Completed' if event.status == 'passed' else 'Canceled' }}"
@@ -12,6 +13,8 @@
 //!
 //! Templates see `event` (the body) and `headers` (the request's headers,
 //! lower-case names), nothing else: an event never reads the flow's fields.
+//! Every event key a template reads is declared under `event:` with its type
+//! ([`crate::event`]), and an event that does not fit starts no run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,12 +23,13 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::analyzer::{Analyzer, list};
+use crate::event::{EventShape, EventType};
 use crate::raw::Node;
 use crate::source::Span;
 use crate::template::{Scope, Template};
 
 /// What `trigger` takes, and its `signature`.
-pub const KEYS: [&str; 3] = ["inputs", "idempotency_key", "signature"];
+pub const KEYS: [&str; 4] = ["event", "inputs", "idempotency_key", "signature"];
 pub const SIGNATURE_KEYS: [&str; 2] = ["secret_env", "header"];
 
 /// The names a trigger's templates may read.
@@ -36,6 +40,8 @@ pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
 
 #[derive(Debug)]
 pub struct Trigger {
+    /// The event's keys and their types.
+    pub event: EventShape,
     /// Input field → the template that fills it from the event.
     pub inputs: IndexMap<String, Template>,
     /// Two events with the same key start one run.
@@ -56,6 +62,15 @@ pub struct Signature {
 impl Trigger {
     pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<Trigger> {
         let body = cx.body(node, "`trigger`", &KEYS, &["inputs"])?;
+        let Some(event_node) = body.get("event") else {
+            cx.error_help(
+                node.span,
+                "`trigger` needs `event:`, the event's keys and their types",
+                "declare each key the trigger reads, such as `event: { instanceId: text, passed: boolean }`; an event that does not fit is refused with 422",
+            );
+            return None;
+        };
+        let event = EventShape::parse(cx, event_node)?;
         let inputs_node = body.get("inputs")?;
         let Some(entries) = inputs_node.as_map() else {
             cx.error(
@@ -101,7 +116,7 @@ impl Trigger {
                     ok = false;
                 }
             }
-            match event_template(cx, value) {
+            match event_template(cx, value, &event) {
                 Some(t) => {
                     inputs.insert(name.to_string(), t);
                 }
@@ -109,7 +124,7 @@ impl Trigger {
             }
         }
         let idempotency_key = match body.get("idempotency_key") {
-            Some(n) => Some(event_template(cx, n)?),
+            Some(n) => Some(event_template(cx, n, &event)?),
             None => None,
         };
         let signature = match body.get("signature") {
@@ -117,6 +132,7 @@ impl Trigger {
             None => None,
         };
         ok.then_some(Trigger {
+            event,
             inputs,
             idempotency_key,
             signature,
@@ -171,13 +187,64 @@ fn scope(event: &Value, headers: &BTreeMap<String, String>) -> Arc<Scope> {
     Scope::new(Arc::new(names))
 }
 
-/// A template that reads only `event` and `headers`.
-fn event_template(cx: &mut Analyzer, node: &Node) -> Option<Template> {
-    cx.template_over(
+/// A template that reads only `event` and `headers`, and of the event only
+/// the keys `shape` declares.
+fn event_template(cx: &mut Analyzer, node: &Node, shape: &EventShape) -> Option<Template> {
+    let template = cx.template_over(
         node,
         &NAMES,
         "a trigger sees the event as `event` and its headers as `headers`, not the flow's fields",
-    )
+    )?;
+    let mut ok = true;
+    for path in crate::paths::reads(&template.source, false) {
+        if path[0] != "event" {
+            continue;
+        }
+        let Some(key) = path.get(1) else {
+            cx.error_help(
+                template.span,
+                "the template reads `event` whole",
+                "read each key by name (`event.instanceId`), so each is declared and checked",
+            );
+            ok = false;
+            continue;
+        };
+        match shape.keys.get(key) {
+            None => {
+                let help =
+                    crate::diagnostic::did_you_mean(key, shape.keys.keys().map(String::as_str))
+                        .unwrap_or_else(|| format!("declare it: `event: {{ {key}: text }}`"));
+                cx.error_help(
+                    template.span,
+                    format!(
+                        "the template reads `event.{key}`, which `trigger.event` does not declare"
+                    ),
+                    help,
+                );
+                ok = false;
+            }
+            Some(k) if path.len() > 2 && k.ty != EventType::Object => {
+                cx.error(
+                    template.span,
+                    format!(
+                        "the template reads `{}`, but `{key}` is not declared an `object`",
+                        path.join(".")
+                    ),
+                );
+                ok = false;
+            }
+            Some(_) => {}
+        }
+    }
+    for path in crate::paths::truth_tests(&template.source, false) {
+        let plain = path[0] == "event"
+            && path.len() == 2
+            && shape.keys.get(&path[1]).is_some_and(|k| k.ty.tests_plainly());
+        if !plain {
+            cx.truth_warning(template.span, &path.join("."), "an event's value may be text");
+        }
+    }
+    ok.then_some(template)
 }
 
 fn parse_signature(cx: &mut Analyzer, node: &Node) -> Option<Signature> {

@@ -161,6 +161,7 @@ async fn list_flows(State(app): State<Arc<App>>) -> Response {
                 "path": s.flow.source.name,
                 "version": s.hash,
                 "hook": s.flow.trigger.is_some(),
+                "event": s.flow.trigger.as_ref().map(|t| t.event.json_schema()),
                 "inputs": s.flow.fields.values().filter(|f| f.input).map(|f| f.name.clone()).collect::<Vec<_>>(),
             })
         })
@@ -424,6 +425,17 @@ async fn hook(
             Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
         })
         .collect();
+    if let Err(errors) = trigger.event.check(&event) {
+        return problem_with(
+            422,
+            "bad_event",
+            format!(
+                "the event does not fit flow `{}`'s `trigger.event`",
+                served.flow.name
+            ),
+            json!({ "errors": errors }),
+        );
+    }
     let env = &served.flow.env;
     let inputs: IndexMap<String, Value> = match trigger.inputs(env, &event, &seen) {
         Ok(i) => i,
