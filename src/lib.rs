@@ -40,8 +40,8 @@ pub mod store;
 pub use cli::{console, demo, report};
 pub use engine::durable;
 pub use language::{
-    analyze, analyzer, auth, diagnostic, event, fields, flow, keys, lint, paths, raw, simple, source, template,
-    trigger,
+    analyze, analyzer, auth, diagnostic, event, fields, flow, keys, lint, paths, raw, simple,
+    source, template, trigger,
 };
 pub use run::{
     cases, clock, inputs, jsonl, mock, record, redact, retry, state, tokens, trace, transport,

@@ -92,6 +92,7 @@ fn the_store_keeps_the_contract_on_postgres() {
         let key = handoff::store::IdempotencyKey {
             scope: "api/f".into(),
             key: "k1".into(),
+            fingerprint: Some("inputs-1".into()),
         };
         let keyed = NewRun {
             idempotency: Some(key.clone()),
@@ -104,12 +105,27 @@ fn the_store_keeps_the_contract_on_postgres() {
         assert_eq!(
             store2
                 .create(&NewRun {
-                    idempotency: Some(key),
+                    idempotency: Some(key.clone()),
                     ..new_run("b", "me", 1_000)
                 })
                 .await
                 .unwrap(),
             handoff::store::Created::Existing("a".into())
+        );
+        assert!(store.load("b").await.unwrap().is_none());
+        // The same key with other inputs: a conflict, and no second row.
+        assert_eq!(
+            store2
+                .create(&NewRun {
+                    idempotency: Some(handoff::store::IdempotencyKey {
+                        fingerprint: Some("inputs-2".into()),
+                        ..key
+                    }),
+                    ..new_run("b", "me", 1_000)
+                })
+                .await
+                .unwrap(),
+            handoff::store::Created::Conflict("a".into())
         );
         assert!(store.load("b").await.unwrap().is_none());
         store.create(&new_run("c", "me", 1_000)).await.unwrap();

@@ -83,9 +83,13 @@ fn doc(section: &str, key: &str) -> Option<&'static str> {
         ("trigger", "event") => {
             "The event's keys and their types (`text`, `number`, `boolean`, `object`, `list`, or `enum`); an event that does not fit gets 422."
         }
-        ("event key", "type") => "`text`, `number`, `boolean`, `object` or `list`, strictly as JSON has them.",
+        ("event key", "type") => {
+            "`text`, `number`, `boolean`, `object` or `list`, strictly as JSON has them."
+        }
         ("event key", "enum") => "The values allowed, exactly.",
-        ("event key", "required") => "Whether the event must have it (default true); `null` counts as missing.",
+        ("event key", "required") => {
+            "Whether the event must have it (default true); `null` counts as missing."
+        }
         ("event key", "description") => "For people, and for senders reading `GET /v1/flows`.",
         ("trigger", "inputs") => {
             "Input fields mapped to templates over `event` (the body) and `headers`."

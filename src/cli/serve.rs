@@ -38,6 +38,16 @@ pub struct ServeArgs {
     /// Connections to a Postgres store, at most.
     #[arg(long, default_value_t = 10, env = "HANDOFF_STORE_POOL", value_parser = clap::value_parser!(u32).range(2..=200))]
     pub store_pool: u32,
+    /// Connections held at once (default: the open-files limit less 256).
+    /// At the cap, a new connection replaces the one idle longest.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+    /// How long a connection may take to send a request's headers.
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may sit between requests.
+    #[arg(long, default_value = "120s", value_parser = duration_arg)]
+    pub idle_timeout: Duration,
 }
 
 pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
@@ -49,6 +59,9 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
         log: !args.quiet,
         lease: args.lease,
         store_pool: args.store_pool,
+        max_connections: args.max_connections.map(|n| n as usize),
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
     };
     let env = Arc::new(|var: &str| std::env::var(var).ok());
     let server = match Server::prepare(&config, env).await {
@@ -86,6 +99,18 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
         super::plural(names.len(), "flow"),
         names.join(", "),
         crate::store::postgres::shown_target(&config.store)
+    );
+    let (was, now) = server.fd_limit;
+    eprintln!(
+        "open files: {now}{}; connections: at most {}, {} for a request's headers, {} idle",
+        if was != now {
+            format!(" (raised from {was})")
+        } else {
+            String::new()
+        },
+        server.limits.max_connections,
+        crate::clock::format_duration(server.limits.header_timeout),
+        crate::clock::format_duration(server.limits.idle_timeout),
     );
     // The line scripts and tests wait for: the port is open from here on.
     eprintln!("listening on http://{}", server.addr);

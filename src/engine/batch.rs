@@ -198,13 +198,16 @@ impl Batch<'_> {
             let key = IdempotencyKey {
                 scope: format!("batch/{}", self.flow.name),
                 key: format!("{}#{attempt}", row.key),
+                // The key is a digest of the row's inputs already.
+                fingerprint: None,
             };
             match runs
                 .create(&fresh_id, self.flow, &row.state, now, Some(key))
                 .await
             {
                 Ok(Created::New) => break,
-                Ok(Created::Existing(id)) => {
+                // No fingerprint is kept for a row (its key is one), so no conflict.
+                Ok(Created::Existing(id) | Created::Conflict(id)) => {
                     let stored = match runs.store.load(&id).await {
                         Ok(Some(r)) => r,
                         _ => return ended(id, "its run in the store cannot be read".into()),

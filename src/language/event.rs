@@ -102,7 +102,10 @@ impl EventShape {
         let Some(entries) = node.as_map() else {
             cx.error_help(
                 node.span,
-                format!("`trigger.event` maps the event's keys to their types, found {}", node.type_name()),
+                format!(
+                    "`trigger.event` maps the event's keys to their types, found {}",
+                    node.type_name()
+                ),
                 "such as `event: { instanceId: text, passed: boolean }`",
             );
             return None;
@@ -117,7 +120,13 @@ impl EventShape {
             };
             match parse_key(cx, name, decl) {
                 Some(k) => {
-                    keys.insert(name.to_string(), EventKey { span: key.span, ..k });
+                    keys.insert(
+                        name.to_string(),
+                        EventKey {
+                            span: key.span,
+                            ..k
+                        },
+                    );
                 }
                 None => ok = false,
             }
@@ -205,7 +214,10 @@ fn parse_key(cx: &mut Analyzer, name: &str, node: &Node) -> Option<EventKey> {
                     EventType::Enum(v)
                 }
                 _ => {
-                    cx.error(e.span, "`enum` is a list of the values allowed: text or whole numbers");
+                    cx.error(
+                        e.span,
+                        "`enum` is a list of the values allowed: text or whole numbers",
+                    );
                     return None;
                 }
             }
@@ -283,7 +295,10 @@ mod tests {
         keys.insert("tries".to_string(), key(EventType::Number, false));
         keys.insert(
             "result".to_string(),
-            key(EventType::Enum(vec![json!("passed"), json!("failed")]), false),
+            key(
+                EventType::Enum(vec![json!("passed"), json!("failed")]),
+                false,
+            ),
         );
         EventShape { keys }
     }
@@ -292,7 +307,13 @@ mod tests {
     fn text_that_looks_false_is_not_a_boolean() {
         let s = shape();
         assert!(s.check(&json!({"id": "e", "passed": false})).is_ok());
-        for bad in [json!("false"), json!("0"), json!("no"), json!(0), json!(null)] {
+        for bad in [
+            json!("false"),
+            json!("0"),
+            json!("no"),
+            json!(0),
+            json!(null),
+        ] {
             let e = s.check(&json!({"id": "e", "passed": bad})).unwrap_err();
             assert_eq!(e.len(), 1, "{e:?}");
             assert!(e[0].starts_with("`passed`"), "{e:?}");
@@ -309,9 +330,6 @@ mod tests {
             ]
         );
         assert!(s.check(&json!([1])).is_err());
-        assert_eq!(
-            s.json_schema()["required"],
-            json!(["id", "passed"])
-        );
+        assert_eq!(s.json_schema()["required"], json!(["id", "passed"]));
     }
 }

@@ -80,8 +80,8 @@ pub fn truth_tests(text: &str, whole: bool) -> Vec<Path> {
 }
 
 const WORDS: [&str; 17] = [
-    "and", "or", "not", "in", "if", "elif", "else", "is", "true", "false", "none", "True",
-    "False", "None", "for", "set", "endif",
+    "and", "or", "not", "in", "if", "elif", "else", "is", "true", "false", "none", "True", "False",
+    "None", "for", "set", "endif",
 ];
 
 /// A name that starts a path: not a keyword, not after `.`, `|` or `is`.
@@ -187,9 +187,9 @@ fn tokenize(tag: &str) -> Vec<Token<'_>> {
         } else {
             let len = tag[i..].chars().next().map_or(1, char::len_utf8);
             // Two-character operators stay whole, so `==` is not `=` twice.
-            let two = tag.get(i..i + 2).filter(|t| {
-                matches!(*t, "==" | "!=" | "<=" | ">=" | "//" | "**")
-            });
+            let two = tag
+                .get(i..i + 2)
+                .filter(|t| matches!(*t, "==" | "!=" | "<=" | ">=" | "//" | "**"));
             let t = two.unwrap_or(&tag[i..i + len]);
             out.push(Token::Other(t));
             i += t.len();
@@ -209,10 +209,19 @@ mod tests {
     #[test]
     fn paths_follow_dots_and_quoted_keys() {
         assert_eq!(
-            reads("{{ event.startData.container }}-{{ event['odd key'] | default(1) }}", false),
-            [p(&["event", "startData", "container"]), p(&["event", "odd key"])]
+            reads(
+                "{{ event.startData.container }}-{{ event['odd key'] | default(1) }}",
+                false
+            ),
+            [
+                p(&["event", "startData", "container"]),
+                p(&["event", "odd key"])
+            ]
         );
-        assert_eq!(reads("x.y | length > 0 and z", true), [p(&["x", "y"]), p(&["z"])]);
+        assert_eq!(
+            reads("x.y | length > 0 and z", true),
+            [p(&["x", "y"]), p(&["z"])]
+        );
         assert_eq!(reads("{{ 'event.passed' }}", false), Vec::<Path>::new());
     }
 
@@ -224,8 +233,14 @@ mod tests {
             [p(&["event", "passed"])]
         );
         assert_eq!(t("ready", true), [p(&["ready"])]);
-        assert_eq!(t("not ready and (done or x == 1)", true), [p(&["ready"]), p(&["done"])]);
-        assert_eq!(t("{% if event.ok %}a{% endif %}", false), [p(&["event", "ok"])]);
+        assert_eq!(
+            t("not ready and (done or x == 1)", true),
+            [p(&["ready"]), p(&["done"])]
+        );
+        assert_eq!(
+            t("{% if event.ok %}a{% endif %}", false),
+            [p(&["event", "ok"])]
+        );
         // Compared, filtered or tested: explicit, not a truth test.
         assert!(t("{{ 'a' if event.passed == true else 'b' }}", false).is_empty());
         assert!(t("task_id | length > 0", true).is_empty());

@@ -239,9 +239,16 @@ fn event_template(cx: &mut Analyzer, node: &Node, shape: &EventShape) -> Option<
     for path in crate::paths::truth_tests(&template.source, false) {
         let plain = path[0] == "event"
             && path.len() == 2
-            && shape.keys.get(&path[1]).is_some_and(|k| k.ty.tests_plainly());
+            && shape
+                .keys
+                .get(&path[1])
+                .is_some_and(|k| k.ty.tests_plainly());
         if !plain {
-            cx.truth_warning(template.span, &path.join("."), "an event's value may be text");
+            cx.truth_warning(
+                template.span,
+                &path.join("."),
+                "an event's value may be text",
+            );
         }
     }
     ok.then_some(template)

@@ -104,9 +104,9 @@ pub fn initial_state(
     let mut problems = Vec::new();
     let names = || flow.fields.keys().map(String::as_str);
     let settable = |name: &str, by: Giver| {
-        flow.fields.get(name).is_some_and(|f| {
-            f.caller_settable() || (by == Giver::Operator && f.env.is_some())
-        })
+        flow.fields
+            .get(name)
+            .is_some_and(|f| f.caller_settable() || (by == Giver::Operator && f.env.is_some()))
     };
     for (name, _) in &inputs.set {
         if !flow.fields.contains_key(name) {

@@ -260,8 +260,24 @@ async fn start_run(
     let key = key.map(|key| IdempotencyKey {
         scope: format!("api/{}", served.flow.name),
         key,
+        fingerprint: None,
     });
     start(&app, served, inputs, key).await
+}
+
+/// What makes two starts with one key the same start: their inputs. A
+/// secret input counts by name, not value, so the store keeps no digest of
+/// a secret.
+fn inputs_fingerprint(flow: &crate::flow::Flow, inputs: &Value) -> String {
+    let mut shown = inputs.clone();
+    if let Value::Object(map) = &mut shown {
+        for (name, value) in map.iter_mut() {
+            if flow.fields.get(name).is_some_and(|f| f.secret) {
+                *value = Value::String("***".into());
+            }
+        }
+    }
+    crate::store::fingerprint(&shown)
 }
 
 /// Creates a run from inputs (a JSON object) and starts it; with a key
@@ -270,6 +286,7 @@ async fn start(app: &App, served: &Served, inputs: Value, key: Option<Idempotenc
     if app.worker.stopping() {
         return problem(503, "stopping", "the worker is shutting down; try again");
     }
+    let fingerprint = inputs_fingerprint(&served.flow, &inputs);
     let Value::Object(map) = inputs else {
         return problem(
             422,
@@ -302,10 +319,35 @@ async fn start(app: &App, served: &Served, inputs: Value, key: Option<Idempotenc
             );
         }
     };
+    let key = key.map(|k| IdempotencyKey {
+        fingerprint: Some(fingerprint.clone()),
+        ..k
+    });
     let now = SystemTime::now();
     let id = crate::trace::new_run_id(now);
-    match app.worker.runs.create(&id, flow, &state, now, key).await {
+    match app
+        .worker
+        .runs
+        .create(&id, flow, &state, now, key.clone())
+        .await
+    {
         Ok(Created::New) => {}
+        Ok(Created::Conflict(_)) => {
+            app.worker
+                .metrics
+                .refused(&flow.name, "idempotency_conflict");
+            let hash = key.map(|k| k.hash()).unwrap_or_default();
+            app.worker.warn(format!(
+                "idempotency conflict on flow `{}`: key {}… was used before with other inputs; no run started",
+                flow.name,
+                &hash[..hash.len().min(12)]
+            ));
+            return problem(
+                409,
+                "idempotency_conflict",
+                "this idempotency key started a run with other inputs; use a new key for new work",
+            );
+        }
         Ok(Created::Existing(existing)) => {
             return match app.worker.runs.store.load(&existing).await {
                 Ok(Some(run)) => {
@@ -467,6 +509,7 @@ async fn hook(
     let key = key.map(|key| IdempotencyKey {
         scope: format!("hook/{}", served.flow.name),
         key,
+        fingerprint: None,
     });
     let inputs = Value::Object(inputs.into_iter().collect());
     start(&app, served, inputs, key).await

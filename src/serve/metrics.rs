@@ -22,6 +22,10 @@ pub struct Metrics {
     pub runs_started: AtomicU64,
     /// (host, status or `error`) → requests.
     requests: Mutex<BTreeMap<(String, String), u64>>,
+    /// The listening socket's connections.
+    pub conns: std::sync::Arc<crate::serve::conns::ConnStats>,
+    /// (flow, code) → starts refused for a reason an operator alerts on.
+    refused: Mutex<BTreeMap<(String, &'static str), u64>>,
     lag: Mutex<Lag>,
 }
 
@@ -37,6 +41,14 @@ impl Metrics {
         let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
         if let Ok(mut r) = self.requests.lock() {
             *r.entry((host.to_string(), status)).or_default() += 1;
+        }
+    }
+
+    /// A start refused: `code` is the problem's code, such as
+    /// `idempotency_conflict` or `replayed_signature`.
+    pub fn refused(&self, flow: &str, code: &'static str) {
+        if let Ok(mut r) = self.refused.lock() {
+            *r.entry((flow.to_string(), code)).or_default() += 1;
         }
     }
 
@@ -91,7 +103,59 @@ impl Metrics {
                 self.steps.load(Ordering::Relaxed),
             ),
         ];
-        for (name, kind, help, value) in single {
+        let c = &self.conns;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let conns = [
+            (
+                "handoff_open_files_limit",
+                "gauge",
+                "The open-files limit (raised to the hard limit at start).",
+                load(&c.fd_limit),
+            ),
+            (
+                "handoff_connections_max",
+                "gauge",
+                "Connections held at once, at most.",
+                load(&c.max_connections),
+            ),
+            (
+                "handoff_connections_open",
+                "gauge",
+                "Connections open now.",
+                c.open.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "handoff_connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+                load(&c.accepted),
+            ),
+            (
+                "handoff_connections_timed_out_total",
+                "counter",
+                "Connections closed for sending no request in time.",
+                load(&c.timed_out),
+            ),
+            (
+                "handoff_connections_evicted_total",
+                "counter",
+                "Idle connections closed to make room at the cap.",
+                load(&c.evicted),
+            ),
+            (
+                "handoff_connections_refused_total",
+                "counter",
+                "Connections turned away: at the cap, every one busy.",
+                load(&c.refused),
+            ),
+            (
+                "handoff_accept_errors_total",
+                "counter",
+                "Failed accepts (out of descriptors).",
+                load(&c.accept_errors),
+            ),
+        ];
+        for (name, kind, help, value) in single.into_iter().chain(conns) {
             family(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
         }
@@ -107,6 +171,21 @@ impl Metrics {
                     out,
                     "handoff_http_requests_total{{host=\"{}\",status=\"{status}\"}} {n}",
                     label(host)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "handoff_starts_refused_total",
+            "counter",
+            "Starts refused, by flow and code: idempotency_conflict (a key reused with other inputs), replayed_signature, stale_signature.",
+        );
+        if let Ok(refused) = self.refused.lock() {
+            for ((flow, code), n) in refused.iter() {
+                let _ = writeln!(
+                    out,
+                    "handoff_starts_refused_total{{flow=\"{}\",code=\"{code}\"}} {n}",
+                    label(flow)
                 );
             }
         }

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod api;
+pub mod conns;
 pub mod flows;
 pub mod metrics;
 pub mod page;
@@ -44,6 +45,12 @@ pub struct Config {
     pub lease: Duration,
     /// Connections to a Postgres store, at most.
     pub store_pool: u32,
+    /// Connections held at once; `None`: the open-files limit less a reserve.
+    pub max_connections: Option<usize>,
+    /// How long a connection may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may sit idle.
+    pub idle_timeout: Duration,
 }
 
 /// Why the worker did not start.
@@ -59,6 +66,9 @@ pub struct Server {
     pub addr: SocketAddr,
     pub app: Arc<App>,
     pub warnings: Vec<Diagnostic>,
+    /// The open-files limit before and after raising it.
+    pub fd_limit: (u64, u64),
+    pub limits: conns::Limits,
     listener: tokio::net::TcpListener,
 }
 
@@ -112,7 +122,18 @@ impl Server {
             .await
             .map_err(StartError::Failed)?
             .with_lease(config.lease);
+        let fd_limit = conns::raise_fd_limit();
+        let mut limits = conns::Limits::for_fd_limit(fd_limit.1);
+        if let Some(max) = config.max_connections {
+            limits.max_connections = max;
+        }
+        limits.header_timeout = config.header_timeout;
+        limits.idle_timeout = config.idle_timeout;
         let metrics = Arc::new(metrics::Metrics::default());
+        metrics
+            .conns
+            .fd_limit
+            .store(fd_limit.1, std::sync::atomic::Ordering::Relaxed);
         let client = ReqwestTransport::new().map_err(StartError::Failed)?;
         let counted = metrics.clone();
         let transport = Arc::new(
@@ -138,6 +159,8 @@ impl Server {
             addr,
             app,
             warnings,
+            fd_limit,
+            limits,
             listener,
         })
     }
@@ -156,19 +179,15 @@ impl Server {
         let scheduler = tokio::spawn(worker.clone().schedule());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = api::router(self.app.clone());
-        use axum::serve::ListenerExt;
-        // Small answers and streamed trace lines should not wait for Nagle
-        // (and the peer's delayed ACK): 40 ms a request otherwise.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let http = tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
-                .into_future(),
-        );
+        let http = tokio::spawn(conns::serve(
+            self.listener,
+            router,
+            self.limits,
+            self.app.worker.metrics.conns.clone(),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
         shutdown.await;
         let _ = stop_tx.send(());
         let clean = worker.shutdown(grace).await;

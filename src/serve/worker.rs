@@ -99,6 +99,11 @@ impl Worker {
         }
     }
 
+    /// A line an operator alerts on: written even with `--quiet`.
+    pub fn warn(&self, line: String) {
+        eprintln!("warning: {line}");
+    }
+
     /// Frees the runs that a process now gone (killed, say) still holds, so
     /// the scheduler takes them at once instead of when their leases run out.
     pub async fn adopt_orphans(&self) -> Result<usize, String> {

@@ -9,7 +9,6 @@
 
 use serde_json::{Map, Value};
 
-
 use crate::auth::{Auth, TOKEN_PATH};
 use crate::redact::{MASK, Redactor};
 use crate::steps::request::{self, OutgoingBody, RequestUrl, Sending};
@@ -72,7 +71,11 @@ impl StepCx<'_, '_> {
         if url.origin.as_ref().is_some_and(|o| trusted.contains(o)) {
             return Ok(());
         }
-        let what = if managed { "the flow's token" } else { "a secret header" };
+        let what = if managed {
+            "the flow's token"
+        } else {
+            "a secret header"
+        };
         let to = origin(&url.shown).unwrap_or_else(|| "this URL".into());
         Err(if trusted.is_empty() {
             StepError::new(format!(

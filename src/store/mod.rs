@@ -87,12 +87,40 @@ pub struct NewRun {
 pub struct IdempotencyKey {
     pub scope: String,
     pub key: String,
+    /// A digest of what the start asked for (its inputs): the same key with
+    /// other inputs is a conflict, not a replay. `None`: the key says it all.
+    pub fingerprint: Option<String>,
 }
 
 impl IdempotencyKey {
     pub fn hash(&self) -> String {
         flow_hash(&format!("{}\n{}", self.scope, self.key))
     }
+
+    /// What a create that found `run_id` under this key did: a replay when
+    /// the fingerprints agree (or either is unknown), a conflict when not.
+    pub fn found(&self, run_id: String, stored: Option<String>) -> Created {
+        match (&self.fingerprint, stored) {
+            (Some(asked), Some(kept)) if *asked != kept => Created::Conflict(run_id),
+            _ => Created::Existing(run_id),
+        }
+    }
+}
+
+/// A digest of a start's inputs, the same whatever order their keys came in.
+pub fn fingerprint(inputs: &serde_json::Value) -> String {
+    fn canonical(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let sorted: std::collections::BTreeMap<&String, serde_json::Value> =
+                    m.iter().map(|(k, v)| (k, canonical(v))).collect();
+                serde_json::to_value(sorted).unwrap_or_default()
+            }
+            serde_json::Value::Array(a) => a.iter().map(canonical).collect(),
+            other => other.clone(),
+        }
+    }
+    flow_hash(&canonical(inputs).to_string())
 }
 
 /// What a create did.
@@ -101,6 +129,9 @@ pub enum Created {
     New,
     /// A run with the same idempotency key exists: this one, not a new one.
     Existing(String),
+    /// A run with the same key exists, started with other inputs: nothing
+    /// was created, and the start is refused.
+    Conflict(String),
 }
 
 /// What the engine writes after a step, in one transaction.

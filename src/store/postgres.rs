@@ -32,11 +32,18 @@ use crate::clock::BoxFuture;
 const CHANNEL: &str = "handoff_runs";
 
 /// The schema's versions, embedded in the binary: `migrations/postgres/`.
-const MIGRATIONS: [(i64, &str, &str); 1] = [(
-    1,
-    "runs",
-    include_str!("../../migrations/postgres/0001_runs.sql"),
-)];
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (
+        1,
+        "runs",
+        include_str!("../../migrations/postgres/0001_runs.sql"),
+    ),
+    (
+        2,
+        "idempotency fingerprint",
+        include_str!("../../migrations/postgres/0002_idempotency_fingerprint.sql"),
+    ),
+];
 
 /// sqlx's migrator over the embedded versions: it records what ran in
 /// `_sqlx_migrations`, checks that no applied version changed, and holds an
@@ -181,15 +188,15 @@ impl Store for PgStore {
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(failed("create a run"))?;
             if let Some(key) = &run.idempotency {
-                let existing: Option<String> =
-                    sqlx::query("SELECT run_id FROM idempotency WHERE key_hash = $1")
+                let existing: Option<(String, Option<String>)> =
+                    sqlx::query("SELECT run_id, fingerprint FROM idempotency WHERE key_hash = $1")
                         .bind(key.hash())
                         .fetch_optional(&mut *tx)
                         .await
-                        .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+                        .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
                         .map_err(failed("create a run"))?;
-                if let Some(id) = existing {
-                    return Ok(Created::Existing(id));
+                if let Some((id, fingerprint)) = existing {
+                    return Ok(key.found(id, fingerprint));
                 }
             }
             sqlx::query(
@@ -211,26 +218,28 @@ impl Store for PgStore {
             .map_err(failed("create a run"))?;
             if let Some(key) = &run.idempotency {
                 let kept = sqlx::query(
-                    "INSERT INTO idempotency (key_hash, run_id, created_ms) VALUES ($1, $2, $3)
+                    "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (key_hash) DO NOTHING",
                 )
                 .bind(key.hash())
                 .bind(&run.id)
                 .bind(run.created_ms)
+                .bind(&key.fingerprint)
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("create a run"))?;
                 if kept.rows_affected() == 0 {
                     // Another worker kept the same key meanwhile: its run, not this one.
                     tx.rollback().await.map_err(failed("create a run"))?;
-                    let id: String =
-                        sqlx::query("SELECT run_id FROM idempotency WHERE key_hash = $1")
-                            .bind(key.hash())
-                            .fetch_one(&self.pool)
-                            .await
-                            .and_then(|r| r.try_get(0))
-                            .map_err(failed("create a run"))?;
-                    return Ok(Created::Existing(id));
+                    let (id, fingerprint): (String, Option<String>) = sqlx::query(
+                        "SELECT run_id, fingerprint FROM idempotency WHERE key_hash = $1",
+                    )
+                    .bind(key.hash())
+                    .fetch_one(&self.pool)
+                    .await
+                    .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .map_err(failed("create a run"))?;
+                    return Ok(key.found(id, fingerprint));
                 }
             }
             tx.commit().await.map_err(failed("create a run"))?;

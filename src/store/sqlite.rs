@@ -21,7 +21,7 @@ use crate::clock::BoxFuture;
 
 /// The schema, one migration per entry, in order. Never edit one that has
 /// shipped: add another.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE runs (
     id           TEXT PRIMARY KEY,
@@ -59,6 +59,9 @@ CREATE TABLE idempotency (
     created_ms  INTEGER NOT NULL
 );
 CREATE INDEX runs_waking ON runs (wake_at_ms) WHERE status = 'waiting';
+"#,
+    r#"
+ALTER TABLE idempotency ADD COLUMN fingerprint TEXT;
 "#,
 ];
 
@@ -140,15 +143,15 @@ impl Store for SqliteStore {
             let mut tx = self.write().await.map_err(failed("create a run"))?;
             if let Some(key) = &run.idempotency {
                 // The key and the run go in together: a retry finds one or neither.
-                let existing: Option<String> =
-                    sqlx::query("SELECT run_id FROM idempotency WHERE key_hash = ?")
+                let existing: Option<(String, Option<String>)> =
+                    sqlx::query("SELECT run_id, fingerprint FROM idempotency WHERE key_hash = ?")
                         .bind(key.hash())
                         .fetch_optional(&mut *tx)
                         .await
-                        .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+                        .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
                         .map_err(failed("create a run"))?;
-                if let Some(id) = existing {
-                    return Ok(Created::Existing(id));
+                if let Some((id, fingerprint)) = existing {
+                    return Ok(key.found(id, fingerprint));
                 }
             }
             sqlx::query(
@@ -171,11 +174,12 @@ impl Store for SqliteStore {
             .map_err(failed("create a run"))?;
             if let Some(key) = &run.idempotency {
                 sqlx::query(
-                    "INSERT INTO idempotency (key_hash, run_id, created_ms) VALUES (?, ?, ?)",
+                    "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES (?, ?, ?, ?)",
                 )
                 .bind(key.hash())
                 .bind(&run.id)
                 .bind(run.created_ms)
+                .bind(&key.fingerprint)
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("create a run"))?;
@@ -585,6 +589,7 @@ mod tests {
             let key = |k: &str| crate::store::IdempotencyKey {
                 scope: "api/f".into(),
                 key: k.into(),
+                fingerprint: Some("inputs-1".into()),
             };
             let keyed = |id: &str, k: &str| NewRun {
                 idempotency: Some(key(k)),
@@ -597,11 +602,22 @@ mod tests {
                 Created::Existing("a".into())
             );
             assert!(store.load("b").await.unwrap().is_none());
+            // The same key with other inputs: a conflict, and no second row.
+            let mut changed = keyed("b", "k1");
+            if let Some(k) = changed.idempotency.as_mut() {
+                k.fingerprint = Some("inputs-2".into());
+            }
+            assert_eq!(
+                store.create(&changed).await.unwrap(),
+                Created::Conflict("a".into())
+            );
+            assert!(store.load("b").await.unwrap().is_none());
             // Another scope with the same key is another start.
             let other = NewRun {
                 idempotency: Some(crate::store::IdempotencyKey {
                     scope: "hook/f".into(),
                     key: "k1".into(),
+                    fingerprint: None,
                 }),
                 ..run("c")
             };

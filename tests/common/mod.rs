@@ -502,3 +502,40 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Searches every text for `secret` in the forms it leaks in, with
+/// `shared/tools/secret-scan.py` beside the checkout (as CI lays it out),
+/// and with a plain search when that is not there.
+pub fn assert_clean(secret: &str, texts: &[(&str, &str)]) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/secret-scan.py");
+    for (name, text) in texts {
+        assert!(!text.contains(secret), "{name} holds the secret:\n{text}");
+    }
+    if !script.exists() {
+        eprintln!("secret-scan.py is not beside the checkout: plain search only");
+        return;
+    }
+    static SCANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SCANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = scratch(&format!("scan-{n}"));
+    let mut paths = Vec::new();
+    for (i, (_, text)) in texts.iter().enumerate() {
+        let path = dir.join(format!("output-{i}.txt"));
+        std::fs::write(&path, text).unwrap();
+        paths.push(path);
+    }
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(secret)
+        .args(&paths)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let names: Vec<&str> = texts.iter().map(|(n, _)| *n).collect();
+    assert!(
+        out.status.success(),
+        "secret-scan found the secret in {names:?}: {report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

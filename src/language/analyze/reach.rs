@@ -183,6 +183,9 @@ mod tests {
         assert_eq!(o("https://nwc.example{{ rest }}"), None);
         assert_eq!(o("https://nwc.example.{{ evil }}/"), None);
         assert_eq!(o("{{ base_url }}/x"), None);
-        assert_eq!(o("https://nwc.example?{{ q }}").as_deref(), Some("https://nwc.example:443"));
+        assert_eq!(
+            o("https://nwc.example?{{ q }}").as_deref(),
+            Some("https://nwc.example:443")
+        );
     }
 }
