@@ -4,6 +4,9 @@
 #   scripts/pg.sh start DIR   initdb into DIR, start it, print its URL
 #   scripts/pg.sh stop DIR    stop it (DIR can then be removed)
 #   scripts/pg.sh restart DIR stop and start it again on the same port
+#   scripts/pg.sh freeze DIR  SIGSTOP the server and its backends: a database
+#                             that takes connections and never answers
+#   scripts/pg.sh thaw DIR    SIGCONT them
 # Postgres refuses to run as root, so as root it runs as the `postgres` user.
 set -euo pipefail
 BIN=/usr/lib/postgresql/15/bin
@@ -36,8 +39,14 @@ case "$cmd" in
     port=$(cat "$dir/port")
     as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -m fast -w -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" restart >/dev/null
     ;;
+  freeze|thaw)
+    signal=STOP; [ "$cmd" = thaw ] && signal=CONT
+    pid=$(head -n 1 "$dir/data/postmaster.pid")
+    kill "-$signal" "$pid"
+    pkill "-$signal" -P "$pid" || true
+    ;;
   *)
-    echo "usage: scripts/pg.sh start|stop|restart DIR" >&2
+    echo "usage: scripts/pg.sh start|stop|restart|freeze|thaw DIR" >&2
     exit 2
     ;;
 esac

@@ -402,3 +402,178 @@ fn one_idempotency_key_with_other_inputs_is_a_conflict() {
     assert_clean(TOKEN, &[("log", &log), ("metrics", &scrape)]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// One request on a connection of its own (`Connection: close`): the
+/// status and the body. A fresh connection, so no pooled one can have been
+/// closed under it.
+fn fresh(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `count` connections: every other one idle, the rest sending half a
+/// request's headers and then nothing.
+fn flood(base: &str, count: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let mut held = Vec::new();
+    for i in 0..count {
+        if let Ok(mut s) =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        {
+            if i % 2 == 1 {
+                let _ = s.write_all(
+                    b"POST /v1/flows/complete-nwc-task/runs HTTP/1.1\r\nHost: x\r\nContent-Le",
+                );
+            }
+            held.push(s);
+        }
+    }
+    held
+}
+
+/// The two floods run one at a time: each needs its connections made
+/// within its server's deadline for a request, and two at once on two cores
+/// slow each other's down.
+static FLOODS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn metric(scrape: &str, name: &str) -> u64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {scrape}"))
+}
+
+fn run_to_the_end(sim: &Sim, served: &Served) -> (String, String) {
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 2 }));
+    let inputs =
+        json!({ "inputs": { "instance_id": instance, "poll_interval": "1s" } }).to_string();
+    let (code, made) = fresh(
+        &served.base,
+        "POST",
+        "/v1/flows/complete-nwc-task/runs",
+        &inputs,
+    );
+    assert_eq!(code, 201, "{made}");
+    let id = serde_json::from_str::<Value>(&made).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ended = until(|| {
+        let (_, run) = fresh(&served.base, "GET", &format!("/v1/runs/{id}"), "");
+        run.contains("\"status\":\"succeeded\"") || run.contains("\"status\":\"failed\"")
+    });
+    assert!(ended, "{}", served.log());
+    (id, task)
+}
+
+#[test]
+fn idle_and_slow_connections_do_not_starve_the_worker() {
+    let _one = FLOODS.lock().unwrap_or_else(|e| e.into_inner());
+    let sim = Sim::new();
+    let dir = scratch("boundary-flood");
+    let flows = flows(&dir, &["flows/complete-nwc-task.yaml"]);
+    let env = [("NWC_BASE_URL", sim.base.as_str()), ("NWC_TOKEN", TOKEN)];
+    let served = Served::start_limited(&flows, &dir.join("handoff.db"), &env, &[], 1024);
+    assert!(
+        served
+            .log()
+            .contains("open files: 1024; connections: at most 768"),
+        "{}",
+        served.log()
+    );
+
+    let held = flood(&served.base, 2000);
+    assert!(
+        held.len() >= 1900,
+        "only {} connections were made",
+        held.len()
+    );
+    // While they are held: the health check answers, and a run completes.
+    let (code, health) = fresh(&served.base, "GET", "/healthz", "");
+    assert_eq!(code, 200, "{health}");
+    let (id, task) = run_to_the_end(&sim, &served);
+    let (_, run) = fresh(&served.base, "GET", &format!("/v1/runs/{id}"), "");
+    assert!(run.contains("\"status\":\"succeeded\""), "{run}");
+    assert_eq!(sim.task(&task)["completions"], 1);
+    let (_, scrape) = fresh(&served.base, "GET", "/metrics", "");
+    assert_eq!(metric(&scrape, "handoff_open_files_limit"), 1024);
+    assert!(
+        metric(&scrape, "handoff_connections_open") <= 768,
+        "{scrape}"
+    );
+    assert!(
+        metric(&scrape, "handoff_connections_evicted_total") >= 1000,
+        "{scrape}"
+    );
+    drop(held);
+    assert_clean(TOKEN, &[("log", &served.log()), ("metrics", &scrape)]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn out_of_open_files_a_step_waits_and_the_run_goes_on() {
+    let _one = FLOODS.lock().unwrap_or_else(|e| e.into_inner());
+    let target = Loopback::start(|_, _| json_answer(200, &json!({ "ok": true })));
+    let dir = scratch("boundary-emfile");
+    let flows = flows(&dir, &["tests/files/boundary/ping.yaml"]);
+    let env = [("NWC_BASE_URL", target.base.as_str())];
+    // A cap above the limit (a misconfiguration): the connections take every
+    // descriptor until their deadline for a request frees them.
+    let args = ["--max-connections", "5000", "--header-timeout", "4s"];
+    let served = Served::start_limited(&flows, &dir.join("handoff.db"), &env, &args, 1024);
+    let (code, made) = fresh(&served.base, "POST", "/v1/flows/ping/runs", "{}");
+    assert_eq!(code, 201, "{made}");
+    let id = serde_json::from_str::<Value>(&made).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The run pings for four seconds at least: the flood lands meanwhile.
+    let held = flood(&served.base, 1100);
+    let held_count = held.len();
+    let ended = until(|| {
+        let (_, run) = fresh(&served.base, "GET", &format!("/v1/runs/{id}"), "");
+        run.contains("\"status\":\"succeeded\"") || run.contains("\"status\":\"failed\"")
+    });
+    drop(held);
+    assert!(ended, "{}", served.log());
+    let (_, run) = fresh(&served.base, "GET", &format!("/v1/runs/{id}"), "");
+    assert!(
+        run.contains("\"status\":\"succeeded\""),
+        "{run}\n{}",
+        served.log()
+    );
+    let (_, trace) = fresh(&served.base, "GET", &format!("/v1/runs/{id}/trace"), "");
+    let (_, scrape) = fresh(&served.base, "GET", "/metrics", "");
+    assert!(
+        trace.contains("this machine ran short: Too many open files"),
+        "{} connections held\n{scrape}",
+        held_count
+    );
+    assert_eq!(target.seen().len(), 40, "each ping sent once");
+    assert!(
+        metric(&scrape, "handoff_accept_errors_total") > 0,
+        "{scrape}"
+    );
+    assert!(
+        metric(&scrape, "handoff_connections_timed_out_total") >= 1000,
+        "{scrape}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

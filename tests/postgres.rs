@@ -476,6 +476,13 @@ fn runs_survive_a_database_restart() {
             .unwrap();
         assert!(out.status.success(), "{}", common::text(&out.stderr));
     };
+    // A database that takes connections and never answers: `/healthz`
+    // still answers, and says so, within its budget rather than hanging.
+    pg("freeze");
+    let (code, _, body) = workers[0].call("GET", "/healthz", &[], None);
+    pg("thaw");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("the store did not answer within 800 ms"), "{body}");
     pg("stop");
     let (code, _, body) = workers[0].call("GET", "/healthz", &[], None);
     assert_eq!(code, 503, "{body}");

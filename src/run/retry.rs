@@ -165,13 +165,20 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The longest wait between tries while this machine is short of open
+/// files or memory. Such a shortage is retried however often it happens,
+/// outside the step's `retry` policy, as nothing was sent: it never ends a run.
+pub const LOCAL_WAIT: Duration = Duration::from_secs(10);
+
 /// How a transport error reads to a policy; `None` is never retried.
 pub fn failure_of(error: &TransportError) -> Option<RetryOn> {
     match error {
         TransportError::Connect(_) => Some(RetryOn::Connect),
         TransportError::Timeout(_) => Some(RetryOn::Timeout),
         TransportError::Reset(_) => Some(RetryOn::Reset),
-        TransportError::TooLarge(_)
+        // Waited out apart from the policy: see `LOCAL_WAIT`.
+        TransportError::Local(_)
+        | TransportError::TooLarge(_)
         | TransportError::NoScriptedResponse
         | TransportError::Other(_) => None,
     }

@@ -152,6 +152,9 @@ pub enum TransportError {
     TooLarge(usize),
     /// A dry run with no scripted response for this request.
     NoScriptedResponse,
+    /// This machine ran short (open files, memory) before anything was sent:
+    /// the worker's own fault, not the server's, and always worth waiting out.
+    Local(String),
     Other(String),
 }
 
@@ -169,6 +172,7 @@ impl std::fmt::Display for TransportError {
             TransportError::NoScriptedResponse => {
                 f.write_str("no scripted response matches this request")
             }
+            TransportError::Local(m) => write!(f, "this machine ran short: {m}"),
             TransportError::Other(m) => f.write_str(m),
         }
     }
@@ -357,6 +361,13 @@ impl Transport for ReqwestTransport {
     }
 }
 
+/// Out of descriptors (EMFILE, ENFILE), buffers or memory: a shortage of
+/// this machine's, which passes when other connections close.
+pub fn is_local_shortage(e: &std::io::Error) -> bool {
+    // Linux's numbers: ENOMEM 12, ENFILE 23, EMFILE 24, ENOBUFS 105.
+    matches!(e.raw_os_error(), Some(12 | 23 | 24 | 105))
+}
+
 /// reqwest's error text includes the URL; ours is shown next to the redacted
 /// request instead, so only the cause is kept.
 fn classify(err: &reqwest::Error, timeout: Duration) -> TransportError {
@@ -364,10 +375,17 @@ fn classify(err: &reqwest::Error, timeout: Duration) -> TransportError {
         return TransportError::Timeout(timeout);
     }
     let mut cause = String::new();
+    let mut local = false;
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(err);
     while let Some(s) = source {
         cause = s.to_string();
+        local |= s
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(is_local_shortage);
         source = s.source();
+    }
+    if local {
+        return TransportError::Local(cause);
     }
     if err.is_connect() {
         return TransportError::Connect(if cause.is_empty() {

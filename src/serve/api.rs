@@ -31,6 +31,9 @@ use crate::store::{Created, DurableStatus, IdempotencyKey, RunFilter, StoredRun}
 
 /// The largest request body the API reads.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// How long `/healthz` waits for the store: it answers within a second.
+const HEALTH_BUDGET: Duration = Duration::from_millis(800);
+
 /// The longest idempotency key kept.
 const MAX_KEY: usize = 255;
 /// How many runs a page lists, at most and by default.
@@ -126,10 +129,20 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     if app.worker.stopping() {
         return problem(503, "stopping", "the worker is shutting down");
     }
-    if let Err(e) = app.worker.runs.store.ping().await {
-        return problem(503, "store", e.0);
+    // A load balancer needs an answer, not a hang: a store that does not
+    // answer in time counts as down.
+    match tokio::time::timeout(HEALTH_BUDGET, app.worker.runs.store.ping()).await {
+        Ok(Ok(())) => respond(200, &json!({ "status": "ok" })),
+        Ok(Err(e)) => problem(503, "store", e.0),
+        Err(_) => problem(
+            503,
+            "store",
+            format!(
+                "the store did not answer within {} ms",
+                HEALTH_BUDGET.as_millis()
+            ),
+        ),
     }
-    respond(200, &json!({ "status": "ok" }))
 }
 
 async fn not_found() -> Response {

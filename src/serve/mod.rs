@@ -141,8 +141,7 @@ impl Server {
                 .on_answer(Box::new(move |host, status| counted.request(host, status))),
         );
         let worker = Worker::new(runs, transport, metrics, config.log);
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let listener = conns::listen(config.listen)
             .map_err(|e| StartError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener
             .local_addr()

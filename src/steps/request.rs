@@ -341,6 +341,7 @@ impl StepCx<'_, '_> {
         };
         let policy = &sending.retry;
         let mut attempt = 1;
+        let mut shortages = 0u32;
         loop {
             if tracing {
                 self.emit(EventKind::RequestSent {
@@ -365,6 +366,23 @@ impl StepCx<'_, '_> {
                     }
                     let retry_after = response.header("retry-after").map(str::to_string);
                     (status_text(response.status), retry_after)
+                }
+                Err(TransportError::Local(cause)) => {
+                    // Nothing was sent: wait for descriptors to come back,
+                    // without spending one of the policy's attempts.
+                    shortages += 1;
+                    let wait = Duration::from_millis(50)
+                        .saturating_mul(2u32.saturating_pow(shortages.min(16)))
+                        .min(retry::LOCAL_WAIT);
+                    self.emit(EventKind::RetryScheduled {
+                        attempt,
+                        attempts: policy.attempts,
+                        reason: format!("this machine ran short: {}", self.data(&cause)),
+                        wait_ms: wait.as_millis() as u64,
+                        retry_after: None,
+                    });
+                    self.clock.sleep(wait).await;
+                    continue;
                 }
                 Err(e) => {
                     let failure = retry::failure_of(&e);
@@ -529,6 +547,7 @@ fn transport_error(request: &HttpRequest, err: &TransportError, r: &Redactor) ->
         TransportError::Reset(_) => ErrorKind::Reset,
         TransportError::TooLarge(_) => ErrorKind::Response,
         TransportError::NoScriptedResponse | TransportError::Other(_) => ErrorKind::Step,
+        TransportError::Local(_) => ErrorKind::Connect,
     };
     let e = StepError::new(format!("{target}: {}", r.redact(&err.to_string()))).kind(kind);
     match err {
@@ -548,6 +567,7 @@ fn transport_error(request: &HttpRequest, err: &TransportError, r: &Redactor) ->
         TransportError::TooLarge(_) => e.hint(
             "handoff keeps at most 10 MB of an answer; `get_tasks` takes `max_bytes` for all its pages",
         ),
+        TransportError::Local(_) => e.hint("the worker is out of open files or memory; raise its limits"),
         TransportError::Other(_) => e,
     }
 }

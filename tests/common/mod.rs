@@ -371,8 +371,41 @@ impl Served {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Served {
+        Served::spawn(
+            Command::new(env!("CARGO_BIN_EXE_handoff")),
+            flows,
+            db,
+            env,
+            args,
+        )
+    }
+
+    /// Under a limit on open files, soft and hard, as `ulimit -n` sets it.
+    pub fn start_limited(
+        flows: &std::path::Path,
+        db: &std::path::Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        open_files: u64,
+    ) -> Served {
+        let mut bash = Command::new("bash");
+        bash.args([
+            "-c",
+            &format!("ulimit -n {open_files} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_handoff"),
+        ]);
+        Served::spawn(bash, flows, db, env, args)
+    }
+
+    fn spawn(
+        mut command: Command,
+        flows: &std::path::Path,
+        db: &std::path::Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Served {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        let mut child = command
             .args(["--color", "never", "serve"])
             .arg(flows)
             .args(["--listen", "127.0.0.1:0", "--store"])
