@@ -577,3 +577,193 @@ fn out_of_open_files_a_step_waits_and_the_run_goes_on() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs SQL against a SQLite store, as someone with the file would.
+fn tamper(db: &Path, sql: &str) {
+    let script = format!(
+        "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn what_a_store_holds_is_read_as_input() {
+    let dir = scratch("boundary-store");
+    let flows = flows(&dir, &["tests/files/long-timer.yaml"]);
+    let db = dir.join("handoff.db");
+    let mut served = Served::start(&flows, &db, &[]);
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            let (code, run) = served.json("POST", "/v1/flows/long-timer/runs", Some(json!({})));
+            assert_eq!(code, 201, "{run}");
+            run["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(until(|| ids.iter().all(|id| {
+        served.json("GET", &format!("/v1/runs/{id}"), None).1["status"] == "waiting"
+    })));
+    assert_eq!(served.terminate(), Some(0));
+    let odd = "rün-ïd-ÿ-\u{1F600}-with-more-than-thirteen-characters";
+    // A: a timer at the end of time. B: an id of multi-byte characters, due
+    // now. C: its flow's text changed behind its recorded version.
+    tamper(
+        &db,
+        &format!(
+            "UPDATE runs SET wake_at_ms = 9223372036854775807, state = json_set(state, '$.wake_at_ms', 9223372036854775807) WHERE id = '{a}';
+             UPDATE runs SET id = '{odd}', wake_at_ms = 0, state = json_set(state, '$.wake_at_ms', 0) WHERE id = '{b}';
+             UPDATE events SET run_id = '{odd}' WHERE run_id = '{b}';
+             UPDATE runs SET flow_source = replace(flow_source, 'never reached', 'edited in the store') WHERE id = '{c}';",
+            a = ids[0],
+            b = ids[1],
+            c = ids[2]
+        ),
+    );
+    let store = db.to_str().unwrap();
+    let list = handoff(&["runs", "--store", store], &[]);
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list.stderr));
+    let listed = text(&list.stdout);
+    assert!(
+        listed.contains("until 9999-12-31T23:59:59.999Z"),
+        "{listed}"
+    );
+    assert!(listed.contains(odd), "{listed}");
+    let show = handoff(&["runs", "show", odd, "--store", store], &[]);
+    assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
+    let show = handoff(&["runs", "show", &ids[0], "--store", store], &[]);
+    assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
+
+    // The run page and the API list them all.
+    let served = Served::start(&flows, &db, &[]);
+    for path in ["/", "/v1/runs", &format!("/runs/{}", ids[0])] {
+        let (code, _, body) = served.call("GET", path, &[], None);
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let (code, _, page) = served.call("GET", "/", &[], None);
+    assert_eq!(code, 200);
+    assert!(page.contains("rün-ïd-ÿ-\u{1F600}"), "{page}");
+    drop(served);
+
+    // Resuming: B goes on; A and C are refused, each with why, and not run.
+    let resumed = handoff(&["resume", "--all", "--store", store], &[]);
+    let said = format!("{}{}", text(&resumed.stdout), text(&resumed.stderr));
+    assert!(
+        !said.contains("panicked") && !said.contains("internal error"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("run `{}` has a damaged state in the store: its timer wakes at 9999-12-31T23:59:59.999Z", ids[0])),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "run `{}`'s stored flow is not the version it started with",
+            ids[2]
+        )),
+        "{said}"
+    );
+    let status = |id: &str| {
+        let out = handoff(
+            &["runs", "show", id, "--store", store, "--trace", "jsonl"],
+            &[],
+        );
+        text(&out.stdout)
+    };
+    assert!(
+        status(odd).contains("\"status\":\"succeeded\""),
+        "{}",
+        status(odd)
+    );
+    assert!(!status(&ids[0]).contains("flow_finished"));
+    assert!(!status(&ids[2]).contains("edited in the store"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The readers behind `runs`, `runs show`, `diff` and serve's API, over
+/// extreme and pseudo-random stored values: a value or an error, never a
+/// panic. `fuzz/fuzz_targets/read_back.rs` does the same from any bytes.
+#[test]
+fn stored_values_of_any_shape_are_read_without_panic() {
+    use handoff::store::{DurableStatus, Lease, StoredRun};
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let texts = [
+        String::new(),
+        "ÿ".repeat(40),
+        "\u{1F600}a\u{0301}\u{202E}\u{0}".to_string(),
+        "flow: x\nsteps:\n  - id: a\n    end: ok\n".to_string(),
+        r#"{"fields":{},"secret":[],"pc":99,"steps_taken":1,"visits":[],"recent":[7],"wake_at_ms":-1}"#.to_string(),
+    ];
+    let times = [
+        i64::MIN,
+        -1,
+        0,
+        1,
+        handoff::clock::MAX_UNIX_MS,
+        handoff::clock::MAX_UNIX_MS + 1,
+        i64::MAX,
+    ];
+    for round in 0..2000 {
+        let pick = |n: u64| &texts[(n % texts.len() as u64) as usize];
+        let time = |n: u64| {
+            if n % 3 == 0 {
+                times[(n / 3 % times.len() as u64) as usize]
+            } else {
+                n as i64
+            }
+        };
+        let id = pick(next()).clone();
+        let source = pick(next()).clone();
+        let run = StoredRun {
+            id: id.clone(),
+            flow: id.clone(),
+            flow_path: id.clone(),
+            flow_hash: if round % 2 == 0 {
+                handoff::store::flow_hash(&source)
+            } else {
+                id.clone()
+            },
+            flow_source: source,
+            inputs: pick(next()).clone(),
+            status: DurableStatus::Waiting,
+            step: Some(id.clone()),
+            wake_at_ms: Some(time(next())),
+            steps_taken: next(),
+            state: pick(next()).clone(),
+            outcome: Some(pick(next()).clone()),
+            created_ms: time(next()),
+            updated_ms: time(next()),
+            lease: Some(Lease {
+                owner: id.clone(),
+                until_ms: time(next()),
+            }),
+        };
+        let summary = handoff::serve::api::summary(&run);
+        assert!(summary.is_object());
+        let _ = handoff::durable::pinned_flow(&run);
+        let shown = handoff::clock::rfc3339(handoff::clock::from_unix_ms(time(next())));
+        assert_eq!(shown.len(), 24, "{shown}");
+        let clipped = handoff::fields::clip(&id, (next() % 50) as usize);
+        assert!(id.starts_with(clipped));
+    }
+    // Trace lines, whole and cut anywhere.
+    let line = r#"{"seq":1,"at_ms":18446744073709551615,"time":"9999-12-31T23:59:59.999Z","run":"rün","step":"ÿ","event":"timer_started","duration_ms":18446744073709551615,"wake_at":"+999999-01-01T00:00:00Z"}"#;
+    let style = handoff::report::Style { color: false };
+    for end in 0..=line.len() {
+        let Some(cut) = line.get(..end) else { continue };
+        if let Ok(event) = serde_json::from_str::<handoff::trace::TraceEvent>(cut) {
+            let _ = handoff::report::pretty(&event, style, None);
+            let _ = handoff::report::jsonl(&event);
+        }
+    }
+}

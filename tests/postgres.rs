@@ -482,7 +482,10 @@ fn runs_survive_a_database_restart() {
     let (code, _, body) = workers[0].call("GET", "/healthz", &[], None);
     pg("thaw");
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("the store did not answer within 800 ms"), "{body}");
+    assert!(
+        body.contains("the store did not answer within 800 ms"),
+        "{body}"
+    );
     pg("stop");
     let (code, _, body) = workers[0].call("GET", "/healthz", &[], None);
     assert_eq!(code, 503, "{body}");

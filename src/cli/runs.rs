@@ -362,7 +362,7 @@ async fn list(runs: &DurableRuns, args: &RunsArgs) -> i32 {
         };
         println!(
             "{:<36}  {:<10}  {:<24}  {:<16}  {:>5}  {}",
-            run.id,
+            report::esc(&run.id),
             run.status.as_str(),
             report::esc(&run.flow),
             report::esc(&step),
@@ -398,7 +398,7 @@ async fn show(runs: &DurableRuns, id: &str, trace: TraceArg, color: Colors) -> i
                 run.status.as_str(),
                 report::esc(&run.flow),
                 report::esc(&run.flow_path),
-                &run.flow_hash[..12.min(run.flow_hash.len())],
+                crate::fields::clip(&run.flow_hash, 12),
                 run.steps_taken
             );
             if let (DurableStatus::Waiting, Some(ms)) = (run.status, run.wake_at_ms) {
@@ -421,6 +421,5 @@ async fn show(runs: &DurableRuns, id: &str, trace: TraceArg, color: Colors) -> i
 }
 
 fn rfc3339_ms(ms: i64) -> String {
-    let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    crate::clock::rfc3339(time)
+    crate::clock::rfc3339(crate::clock::from_unix_ms(ms))
 }

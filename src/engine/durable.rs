@@ -246,9 +246,7 @@ impl DurableRuns {
                 return Ok(());
             }
         }
-        let until = crate::clock::rfc3339(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(held.until_ms.max(0) as u64),
-        );
+        let until = crate::clock::rfc3339(crate::clock::from_unix_ms(held.until_ms));
         Err(format!(
             "run `{id}` is being run by another process ({}); resume it once that process has stopped, or after its lease runs out at {until}",
             held.owner
@@ -294,14 +292,35 @@ impl DurableRuns {
             .map_err(|e| e.0)?
             .ok_or_else(|| format!("there is no run `{id}` in the store"))?;
         let flow = pinned_flow(&run)?;
-        let state = self.open_state(&run)?;
+        let state = self.open_state(&run, &flow)?;
         Ok(Resumable { run, flow, state })
     }
 
-    /// A stored run's state, its secrets opened.
-    pub fn open_state(&self, run: &StoredRun) -> Result<RunState, String> {
-        let mut state: RunState = serde_json::from_str(&run.state)
-            .map_err(|_| format!("run `{}` has a damaged state in the store", run.id))?;
+    /// A stored run's state, its secrets opened, checked against its flow:
+    /// what a store holds is input, and a damaged row is refused, not run.
+    pub fn open_state(&self, run: &StoredRun, flow: &Flow) -> Result<RunState, String> {
+        let damaged =
+            |why: &str| format!("run `{}` has a damaged state in the store: {why}", run.id);
+        let mut state: RunState =
+            serde_json::from_str(&run.state).map_err(|_| damaged("it is not a run's state"))?;
+        let steps = flow.steps.len();
+        if state.pc >= steps || state.in_flight.is_some_and(|i| i >= steps) {
+            return Err(damaged("it is at a step its flow does not have"));
+        }
+        state.visits.resize(steps, 0);
+        state.recent.retain(|&i| i < steps);
+        if let Some(wake) = state.wake_at_ms {
+            let latest = unix_ms(std::time::SystemTime::now())
+                .saturating_add(crate::clock::MAX_TIMER.as_millis() as i64)
+                .saturating_add(CLOCK_SLACK_MS);
+            if !(0..=latest).contains(&wake) {
+                return Err(damaged(&format!(
+                    "its timer wakes at {}, and a timer waits at most {}",
+                    crate::clock::rfc3339(crate::clock::from_unix_ms(wake)),
+                    crate::clock::format_duration(crate::clock::MAX_TIMER)
+                )));
+            }
+        }
         state.fields = Arc::new(self.sealer.unseal_fields(&state.fields)?);
         Ok(state)
     }
@@ -334,8 +353,20 @@ impl DurableRuns {
     }
 }
 
-/// The flow a stored run started with, re-read from its stored text.
+/// How far a clock may have moved between the worker that set a timer and
+/// the one that reads it back.
+const CLOCK_SLACK_MS: i64 = 24 * 3600 * 1000;
+
+/// The flow a stored run started with, re-read from its stored text, which
+/// must still be the version the run recorded.
 pub fn pinned_flow(run: &StoredRun) -> Result<Flow, String> {
+    if flow_hash(&run.flow_source) != run.flow_hash {
+        return Err(format!(
+            "run `{}`'s stored flow is not the version it started with ({}): the store was changed; not going on with it",
+            run.id,
+            crate::fields::clip(&run.flow_hash, 12)
+        ));
+    }
     let source = Source::new(run.flow_path.clone(), run.flow_source.clone());
     crate::analyze::analyze(&source)
         .map(|checked| checked.flow)

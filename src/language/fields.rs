@@ -180,6 +180,15 @@ fn parse_number(s: &str) -> Option<Number> {
     Number::from_f64(f).map(normalize)
 }
 
+/// At most `chars` characters of `text`, cut at a character boundary: for
+/// text read back from a store or a trace, which may hold anything.
+pub fn clip(text: &str, chars: usize) -> &str {
+    match text.char_indices().nth(chars) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
 /// A value quoted for a message: at most 60 characters, control characters
 /// escaped, in backticks.
 pub fn quote(value: &Value) -> String {

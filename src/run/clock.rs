@@ -185,9 +185,25 @@ impl Clock for VirtualClock {
     }
 }
 
-/// A wall-clock time as RFC 3339 in UTC, with milliseconds.
+/// The longest a `timer` step waits.
+pub const MAX_TIMER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The last instant RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+pub const MAX_UNIX_MS: i64 = 253_402_300_799_999;
+
+/// A time read back as Unix milliseconds (from a store, a trace): clamped
+/// to what RFC 3339 can write, so a damaged value cannot overflow anything.
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.clamp(0, MAX_UNIX_MS) as u64)
+}
+
+/// A wall-clock time as RFC 3339 in UTC, with milliseconds. A time outside
+/// 1970 to 9999 is written as the nearest end of that range.
 pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
+    let ms = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(MAX_UNIX_MS as u128) as i64);
+    humantime::format_rfc3339_millis(from_unix_ms(ms)).to_string()
 }
 
 /// Formats a duration the way flows write them: `5s`, `1m30s`, `250ms`.

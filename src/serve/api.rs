@@ -579,10 +579,8 @@ async fn list_runs(
 }
 
 /// A run as the API shows it: where it is and how it ended, no field values.
-fn summary(run: &StoredRun) -> Value {
-    let time = |ms: i64| {
-        crate::clock::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-    };
+pub fn summary(run: &StoredRun) -> Value {
+    let time = |ms: i64| crate::clock::rfc3339(crate::clock::from_unix_ms(ms));
     let outcome = run
         .outcome
         .as_deref()

@@ -14,7 +14,7 @@
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -197,12 +197,12 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
                 body,
                 "<tr class=\"run {status}\" data-run=\"{id}\"><td><a href=\"/runs/{id}\">{short}</a></td><td>{flow}</td><td class=\"status\">{status}</td><td>{step}</td><td>{wake}</td><td>{age}</td></tr>",
                 id = esc(&run.id),
-                short = esc(&run.id[..run.id.len().min(13)]),
+                short = esc(crate::fields::clip(&run.id, 13)),
                 flow = esc(&run.flow),
                 status = run.status.as_str(),
                 step = esc(run.step.as_deref().unwrap_or("")),
                 wake = esc(&wake),
-                age = ago(now - run.created_ms),
+                age = ago(now.saturating_sub(run.created_ms)),
             );
         }
         body.push_str("</tbody></table>");
@@ -483,7 +483,7 @@ fn now_ms() -> i64 {
 }
 
 fn time(ms: i64) -> String {
-    crate::clock::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+    crate::clock::rfc3339(crate::clock::from_unix_ms(ms))
 }
 
 /// A span of milliseconds, roughly: `4s`, `3m`, `2h`, `5d`.

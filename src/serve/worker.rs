@@ -243,7 +243,7 @@ impl Worker {
                 return None;
             }
         };
-        let state = match self.runs.open_state(&run) {
+        let state = match self.runs.open_state(&run, &flow) {
             Ok(s) => s,
             Err(e) => {
                 self.say(format!("run {id} cannot go on: {e}"));
@@ -254,7 +254,7 @@ impl Worker {
             self.metrics
                 .timer_lag(unix_ms(SystemTime::now()).saturating_sub(wake));
         }
-        let created = SystemTime::UNIX_EPOCH + Duration::from_millis(run.created_ms.max(0) as u64);
+        let created = crate::clock::from_unix_ms(run.created_ms);
         Some((flow, state, created, why))
     }
 

@@ -12,7 +12,7 @@ use crate::template::Template;
 use crate::trace::EventKind;
 
 /// The longest single wait: a typo like `30d` should not park a worker for a month.
-const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_WAIT: Duration = crate::clock::MAX_TIMER;
 
 #[derive(Debug)]
 pub enum Timer {

@@ -315,7 +315,7 @@ where
             .ok_or_else(|| StoreError(format!("a stored run has an unknown status `{status}`")))?,
         step: row.try_get("step").map_err(get)?,
         wake_at_ms: row.try_get("wake_at_ms").map_err(get)?,
-        steps_taken: row.try_get::<i64, _>("steps_taken").map_err(get)? as u64,
+        steps_taken: row.try_get::<i64, _>("steps_taken").map_err(get)?.max(0) as u64,
         state: row.try_get("state").map_err(get)?,
         outcome: row.try_get("outcome").map_err(get)?,
         created_ms: row.try_get("created_ms").map_err(get)?,
