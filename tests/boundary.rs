@@ -580,11 +580,9 @@ fn out_of_open_files_a_step_waits_and_the_run_goes_on() {
 
 /// Runs SQL against a SQLite store, as someone with the file would.
 fn tamper(db: &Path, sql: &str) {
-    let script = format!(
-        "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()\n"
-    );
+    let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()\n";
     let out = std::process::Command::new("python3")
-        .args(["-c", &script])
+        .args(["-c", script])
         .arg(db)
         .arg(sql)
         .output()
@@ -716,7 +714,7 @@ fn stored_values_of_any_shape_are_read_without_panic() {
     for round in 0..2000 {
         let pick = |n: u64| &texts[(n % texts.len() as u64) as usize];
         let time = |n: u64| {
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 times[(n / 3 % times.len() as u64) as usize]
             } else {
                 n as i64
