@@ -765,3 +765,162 @@ fn stored_values_of_any_shape_are_read_without_panic() {
         }
     }
 }
+
+#[test]
+fn a_signed_hook_cannot_be_replayed() {
+    const SECRET: &str = "stamp-secret-for-tests-77a1";
+    let dir = scratch("boundary-stamped");
+    let flows = flows(&dir, &["tests/files/boundary/stamped.yaml"]);
+    let served = Served::start(&flows, &dir.join("handoff.db"), &[("STAMP_SECRET", SECRET)]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let send = |t: u64, body: &str| {
+        let mac = handoff::serve::access::sign(SECRET.as_bytes(), format!("{t}.{body}").as_bytes());
+        let header = format!("t={t},v1={}", mac.trim_start_matches("sha256="));
+        let (code, _, text) = served.call(
+            "POST",
+            "/v1/hooks/stamped",
+            &[("X-Signature", header.as_str())],
+            Some(body.as_bytes()),
+        );
+        (
+            code,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    };
+    let body = r#"{"note": "first"}"#;
+    let (code, run) = send(now, body);
+    assert_eq!(code, 201, "{run}");
+    let (code, again) = send(now, body);
+    assert_eq!(
+        (code, again["code"].as_str()),
+        (409, Some("replayed_signature")),
+        "{again}"
+    );
+    // Signed correctly an hour ago, or an hour ahead: outside the window.
+    for t in [now - 3600, now + 3600] {
+        let (code, stale) = send(t, r#"{"note": "old"}"#);
+        assert_eq!(
+            (code, stale["code"].as_str()),
+            (401, Some("stale_signature")),
+            "{stale}"
+        );
+    }
+    // A signature moved to a fresh time no longer matches.
+    let mac = handoff::serve::access::sign(
+        SECRET.as_bytes(),
+        format!("{}.{body}", now - 3600).as_bytes(),
+    );
+    let moved = format!("t={now},v1={}", mac.trim_start_matches("sha256="));
+    let (code, _, _) = served.call(
+        "POST",
+        "/v1/hooks/stamped",
+        &[("X-Signature", moved.as_str())],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(code, 401);
+    let (code, fresh) = send(now, r#"{"note": "second"}"#);
+    assert_eq!(code, 201, "{fresh}");
+    let (_, _, scrape) = served.call("GET", "/metrics", &[], None);
+    assert!(
+        scrape.contains(
+            "handoff_starts_refused_total{flow=\"stamped\",code=\"replayed_signature\"} 1"
+        ),
+        "{scrape}"
+    );
+    assert!(
+        scrape
+            .contains("handoff_starts_refused_total{flow=\"stamped\",code=\"stale_signature\"} 2"),
+        "{scrape}"
+    );
+    let (_, listed) = served.json("GET", "/v1/runs", None);
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 2);
+    assert_clean(SECRET, &[("log", &served.log()), ("metrics", &scrape)]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sign_ins_are_limited_sessions_are_their_own_and_the_store_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    const API_TOKEN: &str = "api-token-for-boundary-tests-9f0e";
+    let dir = scratch("boundary-sessions");
+    let flows = flows(&dir, &["tests/files/long-timer.yaml"]);
+    let db = dir.join("handoff.db");
+    let served = Served::start_with(
+        &flows,
+        &db,
+        &[("HANDOFF_API_TOKEN", API_TOKEN)],
+        &["--behind-tls"],
+    );
+    // A sign-in answers with a redirect, which a client must not follow
+    // here: the cookie is in the answer itself.
+    let login = |token: &str| {
+        use std::io::{Read, Write};
+        let addr = served.base.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let body = format!("token={token}");
+        let request = format!(
+            "POST /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let code: u16 = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let head = answer.split("\r\n\r\n").next().unwrap_or("");
+        let headers: Vec<(String, String)> = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        (code, headers, answer)
+    };
+    let cookie_of = |headers: &[(String, String)]| {
+        headers
+            .iter()
+            .find(|(n, _)| n == "set-cookie")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (code, first, _) = login(API_TOKEN);
+    assert_eq!(code, 303);
+    let (_, second, _) = login(API_TOKEN);
+    let (a, b) = (cookie_of(&first), cookie_of(&second));
+    assert!(
+        a.contains("; Secure") && a.contains("HttpOnly") && a.contains("Max-Age=43200"),
+        "{a}"
+    );
+    assert_ne!(a, b, "each sign-in gets its own session");
+    assert!(!a.contains(API_TOKEN));
+    for _ in 0..5 {
+        assert_eq!(login("not-the-token-at-all").0, 401);
+    }
+    let (code, headers, _) = login(API_TOKEN);
+    assert_eq!(
+        code, 429,
+        "the sixth try in a minute waits, even with the right token"
+    );
+    assert!(headers.iter().any(|(n, _)| n == "retry-after"));
+
+    // The store and its WAL files are the owner's alone.
+    let (code, _) = served.json("POST", "/v1/flows/long-timer/runs", Some(json!({})));
+    assert_eq!(code, 401, "the API wants the token");
+    let auth = format!("Bearer {API_TOKEN}");
+    let (code, _, _) = served.call(
+        "POST",
+        "/v1/flows/long-timer/runs",
+        &[("Authorization", auth.as_str())],
+        Some(b"{}"),
+    );
+    assert_eq!(code, 201);
+    for suffix in ["", "-wal", "-shm", ".key"] {
+        let path = format!("{}{suffix}", db.display());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{path} is {mode:o}");
+    }
+    assert_clean(API_TOKEN, &[("log", &served.log())]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -106,8 +106,29 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
     let cookies = browser.cookies();
     assert_eq!(cookies.len(), 1, "{cookies:?}");
     assert_eq!(cookies[0]["httpOnly"], true);
-    let value = cookies[0]["value"].as_str().unwrap();
+    let value = cookies[0]["value"].as_str().unwrap().to_string();
     assert!(!value.contains(API_TOKEN) && !value.contains("4e11"));
+    // No inline script runs: the refresh above came from a script file.
+    let (_, headers, _) = served.call("GET", "/", &auth, None);
+    let csp = headers
+        .iter()
+        .find(|(n, _)| n == "content-security-policy")
+        .unwrap();
+    assert!(
+        csp.1.contains("script-src 'self'") && !csp.1.contains("script-src 'unsafe-inline'"),
+        "{csp:?}"
+    );
+    // Signing out revokes the session: its cookie opens nothing any more.
+    let session = [("Cookie", format!("handoff_session={value}"))];
+    let session: Vec<(&str, &str)> = session.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(served.call("GET", "/", &session, None).0, 200);
+    browser.click(&browser.find("#sign-out").unwrap());
+    assert!(
+        until(|| browser.find("input#token").is_some()),
+        "{}",
+        browser.source()
+    );
+    assert_eq!(served.call("GET", "/", &session, None).0, 401);
     assert_eq!(sim.task(&task)["completions"], 1);
     drop(browser);
     std::fs::remove_dir_all(&dir).unwrap();

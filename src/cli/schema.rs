@@ -99,6 +99,12 @@ fn doc(section: &str, key: &str) -> Option<&'static str> {
             "An HMAC-SHA256 of the raw body: `secret_env` names the shared secret's variable; `header` (default X-Hub-Signature-256)."
         }
         ("signature", "secret_env") => "The environment variable holding the shared secret.",
+        ("signature", "format") => {
+            "`github` (the default): `sha256=<hex>` of the body; `timestamped`: `t=<unix seconds>,v1=<hex>` of `t.body`, refused outside `tolerance`."
+        }
+        ("signature", "tolerance") => {
+            "How far a timestamped signature's time may be from the worker's clock (default 5m)."
+        }
         ("signature", "header") => {
             "The header the signature comes in (default X-Hub-Signature-256)."
         }
@@ -380,7 +386,10 @@ fn trigger() -> Value {
                 "signature",
                 &crate::trigger::SIGNATURE_KEYS,
                 &["secret_env"],
-                &|_| json!({ "type": "string" }),
+                &|k| match k {
+                    "format" => json!({ "enum": ["github", "timestamped"] }),
+                    _ => json!({ "type": "string" }),
+                },
             ),
             _ => json!({}),
         },

@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// How long a keep-alive connection may sit between requests.
     #[arg(long, default_value = "120s", value_parser = duration_arg)]
     pub idle_timeout: Duration,
+    /// A proxy in front serves the worker over TLS: the run page's session
+    /// cookie is marked `Secure`, so a browser never sends it in the clear.
+    #[arg(long)]
+    pub behind_tls: bool,
 }
 
 pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
@@ -62,6 +66,7 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
         max_connections: args.max_connections.map(|n| n as usize),
         header_timeout: args.header_timeout,
         idle_timeout: args.idle_timeout,
+        behind_tls: args.behind_tls,
     };
     let env = Arc::new(|var: &str| std::env::var(var).ok());
     let server = match Server::prepare(&config, env).await {

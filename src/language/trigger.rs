@@ -30,7 +30,7 @@ use crate::template::{Scope, Template};
 
 /// What `trigger` takes, and its `signature`.
 pub const KEYS: [&str; 4] = ["event", "inputs", "idempotency_key", "signature"];
-pub const SIGNATURE_KEYS: [&str; 2] = ["secret_env", "header"];
+pub const SIGNATURE_KEYS: [&str; 4] = ["secret_env", "header", "format", "tolerance"];
 
 /// The names a trigger's templates may read.
 const NAMES: [&str; 2] = ["event", "headers"];
@@ -50,13 +50,24 @@ pub struct Trigger {
     pub span: Span,
 }
 
+/// The header a timestamped signature comes in unless the flow says otherwise.
+pub const DEFAULT_TIMESTAMPED_HEADER: &str = "X-Signature";
+
+/// How long a timestamped signature holds, unless the flow says otherwise.
+pub const DEFAULT_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// An HMAC-SHA256 of the raw body, with a secret shared with the sender.
 #[derive(Debug, Clone)]
 pub struct Signature {
-    /// The header it comes in, as `sha256=<hex>` (or bare hex).
+    /// The header it comes in.
     pub header: String,
     /// The environment variable that holds the shared secret.
     pub secret_env: String,
+    /// `sha256=<hex>` of the body (GitHub's form), or `t=…,v1=<hex>` of
+    /// `t.body` (Stripe's and Slack's), which expires.
+    pub timestamped: bool,
+    /// How far a timestamped signature's time may be from the worker's.
+    pub tolerance: std::time::Duration,
 }
 
 impl Trigger {
@@ -273,6 +284,29 @@ fn parse_signature(cx: &mut Analyzer, node: &Node) -> Option<Signature> {
         );
         return None;
     }
+    let timestamped = match body.get("format") {
+        None => false,
+        Some(n) => match n.as_str() {
+            Some("github") => false,
+            Some("timestamped") => true,
+            _ => {
+                cx.error_help(
+                    n.span,
+                    "`format` is `github` or `timestamped`",
+                    "`github`: `sha256=<hex>` of the body; `timestamped`: `t=<unix seconds>,v1=<hex>` of `t.body`, which a replay cannot reuse later",
+                );
+                return None;
+            }
+        },
+    };
+    let tolerance = match body.get("tolerance") {
+        None => DEFAULT_TOLERANCE,
+        Some(n) if !timestamped => {
+            cx.error(n.span, "`tolerance` goes with `format: timestamped`");
+            return None;
+        }
+        Some(n) => cx.duration(n)?,
+    };
     let header = match body.get("header") {
         Some(n) => {
             let h = cx.string(n, "`header`")?;
@@ -282,7 +316,13 @@ fn parse_signature(cx: &mut Analyzer, node: &Node) -> Option<Signature> {
             }
             h
         }
+        None if timestamped => DEFAULT_TIMESTAMPED_HEADER.to_string(),
         None => DEFAULT_SIGNATURE_HEADER.to_string(),
     };
-    Some(Signature { header, secret_env })
+    Some(Signature {
+        header,
+        secret_env,
+        timestamped,
+        tolerance,
+    })
 }

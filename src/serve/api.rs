@@ -23,7 +23,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::inputs::{Inputs, initial_state};
-use crate::serve::access::{ApiToken, Denied, signature_ok};
+use crate::serve::access::{ApiToken, Denied, signature_ok, timestamped_ok};
+
+/// How long a GitHub-form signature is remembered: it carries no time, so a
+/// captured request could be sent again at any later time; within this
+/// window, it starts no second run.
+const SEEN_SIGNATURE_MS: i64 = 10 * 60 * 1000;
 use crate::serve::flows::{Flows, Served};
 use crate::serve::worker::{Entry, Worker};
 use crate::source::Source;
@@ -48,6 +53,14 @@ pub struct App {
     pub hook_secrets: BTreeMap<String, Vec<u8>>,
     /// Where `env:` fields are read from.
     pub env: crate::serve::Env,
+    /// Hook signatures seen lately: one seen again starts no second run.
+    pub seen_signatures: crate::serve::access::Memory,
+    /// Run page sessions signed out before they expired.
+    pub revoked: crate::serve::access::Memory,
+    /// Failed sign-ins by client.
+    pub attempts: crate::serve::access::Attempts,
+    /// Cookies say `Secure`: the page is served over TLS (`--behind-tls`).
+    pub secure_cookies: bool,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -405,6 +418,7 @@ async fn hook(
         let sig = s.flow.trigger.as_ref()?.signature.as_ref()?;
         Some((sig, app.hook_secrets.get(&s.flow.name)?))
     });
+    let mut replayed = false;
     match signature {
         Some((signature, secret)) => {
             // The signature is the credential; a URL must still carry none.
@@ -422,6 +436,31 @@ async fn hook(
                         format!("the event has no `{}` header", signature.header),
                     );
                 }
+                Some(sig) if signature.timestamped => {
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    let tolerance = signature.tolerance.as_secs() as i64;
+                    if let Err(d) = timestamped_ok(secret, &body, sig, now, tolerance) {
+                        let stale = d.0.contains("tolerance");
+                        if stale {
+                            app.worker.metrics.refused(&flow, "stale_signature");
+                        }
+                        let code = if stale {
+                            "stale_signature"
+                        } else {
+                            "bad_signature"
+                        };
+                        return problem(401, code, format!("`{}`: {}", signature.header, d.0));
+                    }
+                    let now_ms = now.saturating_mul(1000);
+                    let until = now_ms.saturating_add(2 * tolerance.saturating_mul(1000));
+                    replayed = app.seen_signatures.seen(
+                        format!("{flow}\n{sig}").as_bytes(),
+                        now_ms,
+                        until,
+                    );
+                }
                 Some(sig) if !signature_ok(secret, &body, sig) => {
                     return problem(
                         401,
@@ -432,7 +471,14 @@ async fn hook(
                         ),
                     );
                 }
-                Some(_) => {}
+                Some(sig) => {
+                    let now_ms = crate::store::unix_ms(SystemTime::now());
+                    replayed = app.seen_signatures.seen(
+                        format!("{flow}\n{sig}").as_bytes(),
+                        now_ms,
+                        now_ms.saturating_add(SEEN_SIGNATURE_MS),
+                    );
+                }
             }
         }
         None => {
@@ -519,6 +565,22 @@ async fn hook(
             );
         }
     };
+    // A signed request seen before: with a key it finds its first run
+    // (a sender's retry); without one it would start a second, so no.
+    if replayed && key.is_none() {
+        app.worker
+            .metrics
+            .refused(&served.flow.name, "replayed_signature");
+        app.worker.warn(format!(
+            "a signed event for flow `{}` was sent again with the same signature; no run started",
+            served.flow.name
+        ));
+        return problem(
+            409,
+            "replayed_signature",
+            "this signed request was received before; a new event needs a new signature",
+        );
+    }
     let key = key.map(|key| IdempotencyKey {
         scope: format!("hook/{}", served.flow.name),
         key,

@@ -152,8 +152,8 @@ pub async fn serve(
             _ = &mut stop => break,
             a = listener.accept() => a,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
             Err(_) => {
                 // Out of descriptors (the cap is what normally prevents it):
                 // back off rather than spin; connections that owe a request
@@ -204,7 +204,7 @@ pub async fn serve(
                 .lock()
                 .map(|r| r.epoch)
                 .unwrap_or_else(|_| Instant::now());
-            one(tcp, router, conn, limits, &stats, epoch, &stopping).await;
+            one(tcp, peer, router, conn, limits, &stats, epoch, &stopping).await;
             if let Ok(mut reg) = registry.lock() {
                 reg.open.remove(&id);
                 stats.open.store(reg.open.len(), Ordering::Relaxed);
@@ -220,8 +220,10 @@ pub async fn serve(
 
 /// Serves one connection until it closes, times out, is evicted, or the
 /// server stops (then it finishes the request in flight, if any).
+#[allow(clippy::too_many_arguments)]
 async fn one(
     tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     conn: Arc<Conn>,
     limits: Limits,
@@ -230,8 +232,11 @@ async fn one(
     stopping: &Notify,
 ) {
     let tracked = conn.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let guard = Busy::start(tracked.clone(), epoch);
+        // Who is asking, for the sign-in limit (axum's `ConnectInfo`).
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         let mut router = router.clone();
         async move {
             let response = tower_service::Service::call(&mut router, req).await?;

@@ -51,6 +51,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// How long a keep-alive connection may sit idle.
     pub idle_timeout: Duration,
+    /// Served over TLS by a proxy in front: cookies are `Secure`.
+    pub behind_tls: bool,
 }
 
 /// Why the worker did not start.
@@ -153,6 +155,10 @@ impl Server {
             token,
             hook_secrets,
             env,
+            seen_signatures: Default::default(),
+            revoked: Default::default(),
+            attempts: Default::default(),
+            secure_cookies: config.behind_tls,
         });
         Ok(Server {
             addr,

@@ -6,11 +6,13 @@
 //! JavaScript to refresh while runs are unfinished, no front-end build.
 //!
 //! Access is the API's: the bearer token in a header, or a session cookie
-//! that `/login` sets once the token is given. The cookie holds an HMAC of
-//! the token's digest, never the token. Pages show what the API shows: the
-//! stored traces, redacted when they were written, and no field values
-//! beyond them. Every text is HTML-escaped, and a strict Content Security
-//! Policy keeps the page from loading anything.
+//! that `/login` sets once the token is given. The cookie is signed with the
+//! token's digest and holds no token; each sign-in gets its own, it expires
+//! after 12 hours, `/logout` revokes it, and it is `Secure` behind TLS. A
+//! client gets five wrong tokens a minute. Pages show what the API shows:
+//! the stored traces, redacted when they were written, and no field values
+//! beyond them. Every text is HTML-escaped, and the Content Security Policy
+//! runs no inline script: the refresh is a script file of this server's.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -18,11 +20,11 @@ use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -35,6 +37,10 @@ use crate::trace::{EventKind, RunStatus, TraceEvent};
 /// The session cookie's name.
 pub const COOKIE: &str = "handoff_session";
 
+/// The one script a page runs, served as a file so that the policy can
+/// forbid inline scripts: an injected `<script>` would not run.
+const REFRESH_JS: &str = "setTimeout(function(){location.reload()},2000);\n";
+
 pub fn router(app: Arc<App>) -> Router<Arc<App>> {
     let guarded = Router::new()
         .route("/", get(runs_page))
@@ -42,6 +48,8 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route_layer(axum::middleware::from_fn_with_state(app, guard));
     Router::new()
         .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/assets/refresh.js", get(refresh_js))
         .merge(guarded)
 }
 
@@ -63,16 +71,72 @@ async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Res
 }
 
 fn session_ok(app: &App, headers: &HeaderMap) -> bool {
-    let Some(expected) = app.token.session() else {
-        return false;
-    };
+    session_nonce(app, headers).is_some()
+}
+
+/// The nonce of the request's live session, if it has one.
+fn session_nonce(app: &App, headers: &HeaderMap) -> Option<String> {
+    let now = now_ms();
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(name, value)| name == COOKIE && crate::serve::access::same(value, &expected))
+        .filter(|(name, _)| *name == COOKIE)
+        .filter_map(|(_, value)| app.token.session_ok(value, now))
+        .find(|nonce| !app.revoked.holds(nonce.as_bytes(), now))
+}
+
+/// A cookie's attributes: HttpOnly, no script reads it; Strict, no other
+/// site sends it; Secure behind TLS.
+fn cookie(app: &App, value: &str, max_age_s: i64) -> Option<HeaderValue> {
+    let secure = if app.secure_cookies { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .ok()
+}
+
+/// The sign-out button, where there is anything to sign out of.
+fn sign_out(app: &App) -> String {
+    if app.token.required() {
+        "<form method=\"post\" action=\"/logout\" class=\"sign-out\"><button type=\"submit\" id=\"sign-out\">Sign out</button></form>".into()
+    } else {
+        String::new()
+    }
+}
+
+async fn refresh_js() -> Response {
+    let mut r = Response::new(Body::from(REFRESH_JS));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    r
+}
+
+async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let now = now_ms();
+    if let Some(nonce) = session_nonce(&app, &headers) {
+        app.revoked.seen(
+            nonce.as_bytes(),
+            now,
+            now.saturating_add(crate::serve::access::SESSION_TTL_MS),
+        );
+    }
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static("/login"));
+    if let Some(v) = cookie(&app, "", 0) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
 }
 
 async fn login_form() -> Response {
@@ -88,7 +152,26 @@ fn form_token(body: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-async fn login(State(app): State<Arc<App>>, body: Bytes) -> Response {
+async fn login(
+    State(app): State<Arc<App>>,
+    extensions: axum::http::Extensions,
+    body: Bytes,
+) -> Response {
+    let client = extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let now = now_ms();
+    if let Some(wait) = app.attempts.wait_ms(client, now) {
+        let mut r = page(
+            429,
+            "Sign in",
+            &login_body(Some("Too many wrong tokens from here: wait a minute.")),
+        );
+        if let Ok(v) = HeaderValue::from_str(&(wait / 1000 + 1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let given = form_token(&body);
     let header = format!("Bearer {}", given.trim());
     if !app.token.required() || app.token.check(Some(header.as_bytes()), None).is_ok() {
@@ -96,15 +179,15 @@ async fn login(State(app): State<Arc<App>>, body: Bytes) -> Response {
         *r.status_mut() = StatusCode::SEE_OTHER;
         r.headers_mut()
             .insert(header::LOCATION, HeaderValue::from_static("/"));
-        if let Some(session) = app.token.session() {
-            // HttpOnly: no script reads it; Strict: no other site sends it.
-            let cookie = format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
+        let nonce = crate::trace::new_run_id(SystemTime::now());
+        if let Some(session) = app.token.session(now, &nonce)
+            && let Some(v) = cookie(&app, &session, crate::serve::access::SESSION_TTL_MS / 1000)
+        {
+            r.headers_mut().insert(header::SET_COOKIE, v);
         }
         return r;
     }
+    app.attempts.failed(client, now);
     page(
         401,
         "Sign in",
@@ -158,7 +241,8 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
         }
     };
     let now = now_ms();
-    let mut body = String::from("<h1>Runs</h1><nav class=\"filters\">");
+    let mut body = sign_out(&app);
+    body.push_str("<h1>Runs</h1><nav class=\"filters\">");
     let current = status.map(DurableStatus::as_str);
     let _ = write!(
         body,
@@ -226,7 +310,7 @@ async fn run_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respon
         taken.ended_at = run.step.clone();
         taken.status = None;
     }
-    let mut body = String::new();
+    let mut body = sign_out(&app);
     let _ = write!(
         body,
         "<p><a href=\"/\">← runs</a></p><h1>{flow} <span class=\"badge {status}\" id=\"status\">{status}</span></h1>",
@@ -524,7 +608,7 @@ th{color:#475569;font-weight:600}.details{font:12px ui-monospace,monospace;word-
 .badge.succeeded{background:#dcfce7}.badge.failed{background:#fee2e2}.badge.waiting{background:#fef9c3}.badge.running{background:#dbeafe}\
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{color:#475569}dd{margin:0}\
 svg text{font:12px system-ui,sans-serif;fill:#0f172a}svg text.detail{fill:#475569;font-size:11px}svg text.edge{fill:#64748b;font-size:11px}\
-svg text.title{font-weight:600}.login label{display:block;margin:12px 0}";
+svg text.title{font-weight:600}.login label{display:block;margin:12px 0}.sign-out{float:right}";
 
 fn page(status: u16, title: &str, body: &str) -> Response {
     page_with(status, title, body, false)
@@ -533,7 +617,7 @@ fn page(status: u16, title: &str, body: &str) -> Response {
 /// A whole page. `live`: it reloads itself every two seconds.
 fn page_with(status: u16, title: &str, body: &str, live: bool) -> Response {
     let script = if live {
-        "<script>setTimeout(function(){location.reload()},2000)</script>"
+        "<script src=\"/assets/refresh.js\"></script>"
     } else {
         ""
     };
@@ -551,7 +635,7 @@ fn page_with(status: u16, title: &str, body: &str, live: bool) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

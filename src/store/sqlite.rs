@@ -69,13 +69,47 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+/// Creates `path` with mode 0600 if it is missing, or narrows it to 0600.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(|_| ())
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }),
+        Err(e) => Err(e),
+    }
+}
+
 fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError(format!("the run store could not {what}: {e}"))
 }
 
 impl SqliteStore {
     /// Opens (or creates) the store at `path`, and brings its schema up to date.
+    /// The file is created readable by its owner only (0600): it holds
+    /// traces and inputs. SQLite gives its `-wal` and `-shm` files the same
+    /// mode; files an older version left readable are narrowed.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        owner_only(path).map_err(|e| {
+            StoreError(format!(
+                "cannot create the run store `{}`: {e}",
+                path.display()
+            ))
+        })?;
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(failed("start"))?
             .filename(path)
@@ -95,7 +129,18 @@ impl SqliteStore {
             })?;
         let store = SqliteStore { pool };
         store.migrate().await?;
+        Self::narrow(path);
         Ok(store)
+    }
+
+    /// Narrows the store's files to 0600 once open (the `-wal` and `-shm`
+    /// files exist only then).
+    fn narrow(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = owner_only(Path::new(&name));
+        }
     }
 
     /// A transaction that writes: it takes the write lock at its start, so
