@@ -458,3 +458,35 @@ fn five_hundred_app_runs_share_a_handful_of_renewed_tokens() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A dry batch never waits on anything, so nothing but the signal itself
+/// can stop it: Ctrl-C halfway still gives the summary and exit 130.
+#[test]
+fn ctrl_c_stops_a_dry_batch_with_its_summary() {
+    let dir = scratch("batch-dry-int");
+    let path = dir.join("rows.jsonl");
+    let rows: String = (0..20_000)
+        .map(|i| format!("{{\"instance_id\": \"inst-{i}\"}}\n"))
+        .collect();
+    std::fs::write(&path, rows).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["--color", "never", "run", "flows/complete-nwc-task.yaml", "--each"])
+        .arg(&path)
+        .args(["--mock", "flows/complete-nwc-task.mock.yaml"])
+        .env("NWC_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Each row's line on stdout: the batch is under way at row 100.
+    let (_, rest) = common::read_until(&mut child, "row 100 ");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let said: Vec<String> = rest.map(Result::unwrap).collect();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let summary = said.last().cloned().unwrap_or_default();
+    assert!(summary.starts_with("20000 runs in "), "{summary}");
+    assert!(summary.contains("not started"), "{summary}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

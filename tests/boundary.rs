@@ -924,3 +924,22 @@ fn sign_ins_are_limited_sessions_are_their_own_and_the_store_is_private() {
     assert_clean(API_TOKEN, &[("log", &served.log())]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn endless_files_stop_at_a_named_limit() {
+    let diff = handoff(&["diff", "/dev/zero", "/dev/zero"], &[]);
+    assert_eq!(diff.status.code(), Some(2));
+    assert!(
+        text(&diff.stderr).contains("cannot read `/dev/zero`: a line is longer than 16 MB"),
+        "{}",
+        text(&diff.stderr)
+    );
+    let rows = handoff(
+        &["run", "flows/complete-nwc-task.yaml", "--each", "/dev/zero", "--dry-run"],
+        &[("NWC_TOKEN", TOKEN)],
+    );
+    assert_eq!(rows.status.code(), Some(2));
+    let said = text(&rows.stderr);
+    assert!(said.contains("a line is longer than 1 MB"), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+}

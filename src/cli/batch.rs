@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,120 +23,201 @@ use crate::engine::batch::{Batch, Finished, Route, Row};
 use crate::flow::Flow;
 use crate::inputs::{Inputs, initial_state};
 use crate::mock::Mock;
+use crate::run::bounded::Bounded;
 use crate::report::{self, Style};
 use crate::source::Source;
 use crate::trace::{EventKind, Outcome, RunStatus, TraceEvent};
 
-/// The largest rows file read: a million short rows.
-const MAX_ROWS_BYTES: u64 = 256 * 1024 * 1024;
 /// How often a summary line is printed when stderr is not a terminal.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Rows with problems shown before the rest are only counted.
 const MAX_BAD_ROWS: usize = 20;
+/// Kinds of failure the summary lists; the rest are counted together.
+const MAX_REASONS: usize = 50;
 
 /// Rows as read: their number and their values by column.
-type Rows = Vec<(usize, IndexMap<String, Value>)>;
+type RowValues = (usize, IndexMap<String, Value>);
 
-/// Reads the rows: JSON lines (a `.jsonl`, `.ndjson` or `.json` file, or
-/// text that starts with `{`) or CSV with a header.
-pub fn read_rows(path: &Path) -> Result<Rows, Diagnostic> {
-    let shown = path.display().to_string();
-    let mut text = String::new();
-    let read = if shown == "-" {
-        std::io::stdin()
-            .take(MAX_ROWS_BYTES + 1)
-            .read_to_string(&mut text)
-    } else {
-        File::open(path).and_then(|f| f.take(MAX_ROWS_BYTES + 1).read_to_string(&mut text))
-    };
-    read.map_err(|e| {
-        Diagnostic::error(format!(
-            "cannot read the rows in `{shown}`: {}",
-            crate::analyze::io_reason(&e)
-        ))
-    })?;
-    if text.len() as u64 > MAX_ROWS_BYTES {
-        return Err(Diagnostic::error(format!(
-            "`{shown}` is larger than 256 MB"
-        )));
-    }
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let jsonl = match ext {
-        "jsonl" | "ndjson" | "json" => true,
-        "csv" => false,
-        _ => text.trim_start().starts_with('{'),
-    };
-    let rows = if jsonl {
-        json_rows(&text, &shown)?
-    } else {
-        csv_rows(&text, &shown)?
-    };
-    if rows.is_empty() {
-        return Err(Diagnostic::error(format!("`{shown}` has no rows")));
-    }
-    Ok(rows)
+/// The rows of a JSON-lines file (`.jsonl`, `.ndjson`, `.json`, or text that
+/// starts with `{`) or a CSV file with a header, read one at a time: a
+/// batch's memory does not grow with its rows.
+pub struct RowReader {
+    shown: String,
+    number: usize,
+    kind: RowKind,
 }
 
-fn json_rows(text: &str, shown: &str) -> Result<Rows, Diagnostic> {
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let number = rows.len() + 1;
-        // serde's message names a line and column, never the text there.
-        let bad = |why: String| {
-            Diagnostic::error(format!("row {number} (line {}) of `{shown}` {why}", i + 1))
-                .help("each line is one JSON object: {\"instance_id\": \"…\", …}")
+/// A row is at most this long; a file without newlines stops here.
+const MAX_ROW_BYTES: u64 = 1024 * 1024;
+/// The largest rows file, or standard input, read.
+const MAX_ROWS_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
+type RowFile = BufReader<Bounded<File>>;
+
+enum RowKind {
+    Json {
+        lines: std::io::Lines<RowFile>,
+        line: usize,
+    },
+    Csv {
+        reader: csv::Reader<RowFile>,
+        headers: csv::StringRecord,
+    },
+}
+
+impl RowReader {
+    /// Opens `path` (`shown` names it in messages, as the user typed it).
+    pub fn open(path: &Path, shown: &str) -> Result<RowReader, Diagnostic> {
+        let cannot = |e: std::io::Error| {
+            Diagnostic::error(format!("cannot read the rows in `{shown}`: {}", reason(&e)))
         };
-        match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(map)) => rows.push((number, map.into_iter().collect())),
-            Ok(other) => {
-                return Err(bad(format!(
-                    "is {}, not an object",
-                    crate::fields::json_type_name(&other)
-                )));
+        let file = File::open(path).map_err(cannot)?;
+        let mut file = BufReader::new(Bounded::new(file, MAX_ROW_BYTES, MAX_ROWS_BYTES));
+        let ext = Path::new(shown).extension().and_then(|e| e.to_str()).unwrap_or("");
+        let jsonl = match ext {
+            "jsonl" | "ndjson" | "json" => true,
+            "csv" => false,
+            _ => {
+                let start = file.fill_buf().map_err(cannot)?;
+                start
+                    .iter()
+                    .find(|b| !b.is_ascii_whitespace())
+                    .is_some_and(|b| *b == b'{')
             }
-            Err(e) => {
-                let why = e.to_string();
-                let why = why.split(" at line").next().unwrap_or("");
-                return Err(bad(format!("is not JSON: {why}")));
+        };
+        let kind = if jsonl {
+            RowKind::Json {
+                lines: file.lines(),
+                line: 0,
+            }
+        } else {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .trim(csv::Trim::Headers)
+                .from_reader(file);
+            let headers = reader
+                .headers()
+                .map_err(|e| {
+                    Diagnostic::error(format!(
+                        "the header of `{shown}` cannot be read: {}",
+                        csv_reason(&e)
+                    ))
+                })?
+                .clone();
+            RowKind::Csv { reader, headers }
+        };
+        Ok(RowReader {
+            shown: shown.to_string(),
+            number: 0,
+            kind,
+        })
+    }
+}
+
+impl Iterator for RowReader {
+    type Item = Result<RowValues, Diagnostic>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let shown = &self.shown;
+        match &mut self.kind {
+            RowKind::Json { lines, line } => loop {
+                *line += 1;
+                let text = match lines.next()? {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return Some(Err(Diagnostic::error(format!(
+                            "line {line} of `{shown}` cannot be read: {}",
+                            reason(&e)
+                        ))));
+                    }
+                };
+                if text.trim().is_empty() {
+                    continue;
+                }
+                self.number += 1;
+                let number = self.number;
+                // serde's message names a line and column, never the text there.
+                let bad = |why: String| {
+                    Diagnostic::error(format!("row {number} (line {line}) of `{shown}` {why}"))
+                        .help("each line is one JSON object: {\"instance_id\": \"…\", …}")
+                };
+                return Some(match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(map)) => Ok((number, map.into_iter().collect())),
+                    Ok(other) => Err(bad(format!(
+                        "is {}, not an object",
+                        crate::fields::json_type_name(&other)
+                    ))),
+                    Err(e) => {
+                        let why = e.to_string();
+                        let why = why.split(" at line").next().unwrap_or("");
+                        Err(bad(format!("is not JSON: {why}")))
+                    }
+                });
+            },
+            RowKind::Csv { reader, headers } => {
+                let mut record = csv::StringRecord::new();
+                self.number += 1;
+                let number = self.number;
+                match reader.read_record(&mut record) {
+                    Ok(false) => None,
+                    Err(e) => Some(Err(Diagnostic::error(format!(
+                        "row {number} of `{shown}`: {}",
+                        csv_reason(&e)
+                    )))),
+                    // An empty cell is no value: the field's default applies.
+                    Ok(true) => Some(Ok((
+                        number,
+                        headers
+                            .iter()
+                            .zip(record.iter())
+                            .filter(|(_, cell)| !cell.is_empty())
+                            .map(|(name, cell)| (name.to_string(), Value::String(cell.to_string())))
+                            .collect(),
+                    ))),
+                }
             }
         }
     }
-    Ok(rows)
 }
 
-fn csv_rows(text: &str, shown: &str) -> Result<Rows, Diagnostic> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::Headers)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| {
-            Diagnostic::error(format!(
-                "the header of `{shown}` cannot be read: {}",
-                csv_reason(&e)
-            ))
-        })?
-        .clone();
-    let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let number = i + 1;
-        let record = record.map_err(|e| {
-            Diagnostic::error(format!("row {number} of `{shown}`: {}", csv_reason(&e)))
-        })?;
-        // An empty cell is no value: the field's default applies.
-        let row = headers
-            .iter()
-            .zip(record.iter())
-            .filter(|(_, cell)| !cell.is_empty())
-            .map(|(name, cell)| (name.to_string(), Value::String(cell.to_string())))
-            .collect();
-        rows.push((number, row));
+/// Standard input, copied to a file the batch can read twice (once to check
+/// every row, once to run them), removed when dropped.
+struct Spool(PathBuf);
+
+impl Spool {
+    fn stdin() -> std::io::Result<Spool> {
+        let path = std::env::temp_dir().join(format!(
+            "handoff-rows-{}-{}",
+            std::process::id(),
+            crate::trace::new_run_id(std::time::SystemTime::now())
+        ));
+        let spool = Spool(path);
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&spool.0)?
+        };
+        let stdin = std::io::stdin().lock();
+        std::io::copy(&mut Bounded::new(stdin, u64::MAX, MAX_ROWS_BYTES), &mut file)?;
+        Ok(spool)
     }
-    Ok(rows)
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Why a read failed: a limit says which, anything else as usual.
+fn reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData if e.get_ref().is_some() => e.to_string(),
+        _ => crate::analyze::io_reason(e),
+    }
 }
 
 /// A CSV error, in words that quote nothing from the file.
@@ -148,75 +229,79 @@ fn csv_reason(e: &csv::Error) -> String {
             format!("it has {len} cells where the header has {expected_len}")
         }
         csv::ErrorKind::Utf8 { .. } => "it is not UTF-8 text".to_string(),
+        csv::ErrorKind::Io(e) => reason(e),
         _ => "it is not valid CSV".to_string(),
     }
 }
 
-/// Each row's starting state; every problem of every row, or the states.
-fn states(
+/// A row's starting state, or its problems.
+fn state_of(
     flow: &Flow,
-    rows: Rows,
+    (number, values): RowValues,
     set: &[(String, String)],
     shown: &str,
-) -> Result<Vec<Row>, Vec<Diagnostic>> {
+) -> Result<Row, Vec<Diagnostic>> {
     let env = |var: &str| std::env::var(var).ok();
-    let mut out = Vec::with_capacity(rows.len());
+    let label = format!("row {number} of `{shown}`");
+    // A row's own value wins over `--set`, which fills in the rest.
+    let common: Vec<(String, String)> = set
+        .iter()
+        .filter(|(name, _)| !values.contains_key(name))
+        .cloned()
+        .collect();
+    // The row's inputs, in a canonical order, name it across reruns.
+    let mut all: BTreeMap<&str, Value> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    for (name, value) in &common {
+        all.insert(name, Value::String(value.clone()));
+    }
+    let key = crate::store::flow_hash(&serde_json::to_string(&all).unwrap_or_default());
+    let text = serde_json::to_string(&values).unwrap_or_default();
+    let source = Source::new(label.clone(), text);
+    // A row is JSON already: read as YAML would read it, without parsing
+    // its text again. Only a row with a problem is parsed, to point at it.
+    // `--set` is the operator's; a row is a caller's: it sets inputs only.
+    let quick = crate::raw::Node::from_json_map(&values).map(|node| Inputs {
+        set: common.clone(),
+        set_by: crate::inputs::Giver::Operator,
+        file: Some((source.clone(), node)),
+        file_by: crate::inputs::Giver::Caller,
+        file_label: Some(label.clone()),
+    });
+    if let Some(Ok(state)) = quick.map(|inputs| initial_state(flow, &inputs, &env)) {
+        return Ok(Row { number, state, key });
+    }
+    let node = crate::inputs::parse_input_file(&source).map_err(|d| vec![d])?;
+    let inputs = Inputs {
+        set: common,
+        set_by: crate::inputs::Giver::Operator,
+        file: Some((source, node)),
+        file_by: crate::inputs::Giver::Caller,
+        file_label: Some(label),
+    };
+    initial_state(flow, &inputs, &env).map(|state| Row { number, state, key })
+}
+
+/// Reads every row once and checks it, keeping no state: how many rows
+/// there are, or the first problems (and how many rows have one).
+fn check_rows(
+    flow: &Flow,
+    path: &Path,
+    set: &[(String, String)],
+    shown: &str,
+) -> Result<usize, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     let mut bad_rows = 0;
-    for (number, values) in rows {
-        let label = format!("row {number} of `{shown}`");
-        // A row's own value wins over `--set`, which fills in the rest.
-        let common: Vec<(String, String)> = set
-            .iter()
-            .filter(|(name, _)| !values.contains_key(name))
-            .cloned()
-            .collect();
-        let text = serde_json::to_string(&values).unwrap_or_default();
-        // The row's inputs, in a canonical order, name it across reruns.
-        let mut all: BTreeMap<&str, Value> = values
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        for (name, value) in &common {
-            all.insert(name, Value::String(value.clone()));
-        }
-        let key = crate::store::flow_hash(&serde_json::to_string(&all).unwrap_or_default());
-        let source = Source::new(label.clone(), text);
-        // A row is JSON already: read as YAML would read it, without parsing
-        // its text again. Only a row with a problem is parsed, to point at it.
-        // `--set` is the operator's; a row is a caller's: it sets inputs only.
-        let quick = crate::raw::Node::from_json_map(&values).map(|node| Inputs {
-            set: common.clone(),
-            set_by: crate::inputs::Giver::Operator,
-            file: Some((source.clone(), node)),
-            file_by: crate::inputs::Giver::Caller,
-            file_label: Some(label.clone()),
-        });
-        if let Some(Ok(state)) = quick.map(|inputs| initial_state(flow, &inputs, &env)) {
-            out.push(Row { number, state, key });
-            continue;
-        }
-        let node = match crate::inputs::parse_input_file(&source) {
-            Ok(n) => n,
-            Err(d) => {
-                problems.push(d);
-                continue;
-            }
-        };
-        let inputs = Inputs {
-            set: common.clone(),
-            set_by: crate::inputs::Giver::Operator,
-            file: Some((source, node)),
-            file_by: crate::inputs::Giver::Caller,
-            file_label: Some(label),
-        };
-        match initial_state(flow, &inputs, &env) {
-            Ok(state) => out.push(Row { number, state, key }),
-            Err(diagnostics) => {
-                bad_rows += 1;
-                if bad_rows <= MAX_BAD_ROWS {
-                    problems.extend(diagnostics);
-                }
+    let mut count = 0;
+    for row in RowReader::open(path, shown).map_err(|d| vec![d])? {
+        let row = row.map_err(|d| vec![d])?;
+        count += 1;
+        if let Err(diagnostics) = state_of(flow, row, set, shown) {
+            bad_rows += 1;
+            if bad_rows <= MAX_BAD_ROWS {
+                problems.extend(diagnostics);
             }
         }
     }
@@ -226,8 +311,11 @@ fn states(
             bad_rows - MAX_BAD_ROWS
         )));
     }
+    if count == 0 {
+        problems.push(Diagnostic::error(format!("`{shown}` has no rows")));
+    }
     if problems.is_empty() {
-        Ok(out)
+        Ok(count)
     } else {
         Err(problems)
     }
@@ -262,10 +350,12 @@ impl Tally {
             RunStatus::Failed | RunStatus::Canceled => {
                 self.failed += 1;
                 let step = outcome.at_step.clone().unwrap_or_default();
-                *self
-                    .reasons
-                    .entry((step, shape(&outcome.reason)))
-                    .or_default() += 1;
+                let mut group = (step, shape(&outcome.reason));
+                // Bounded, whatever the failures say.
+                if self.reasons.len() >= MAX_REASONS && !self.reasons.contains_key(&group) {
+                    group = (String::new(), "other reasons".to_string());
+                }
+                *self.reasons.entry(group).or_default() += 1;
             }
         }
     }
@@ -352,10 +442,11 @@ impl Outputs {
             if let Some(file) = self.files.get_mut(&row) {
                 let _ = writeln!(file, "{line}");
             }
-            if matches!(event.kind, EventKind::FlowFinished(_))
-                && let Some(mut file) = self.files.remove(&row)
-            {
-                let _ = file.flush();
+            if matches!(event.kind, EventKind::FlowFinished(_)) {
+                self.names.remove(&row);
+                if let Some(mut file) = self.files.remove(&row) {
+                    let _ = file.flush();
+                }
             }
         }
     }
@@ -396,13 +487,6 @@ fn file_name_part(flow: &Flow, row: &Row) -> String {
 
 pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Colors) -> i32 {
     let shown = each.display().to_string();
-    let rows = match read_rows(each) {
-        Ok(r) => r,
-        Err(d) => {
-            super::print_diagnostics(&[d], color);
-            return EXIT_INVALID;
-        }
-    };
     let set = match crate::inputs::parse_set(&args.set) {
         Ok(s) => s,
         Err(diagnostics) => {
@@ -410,11 +494,35 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
             return EXIT_INVALID;
         }
     };
-    let rows = match states(&flow, rows, &set, &shown) {
-        Ok(r) => r,
+    // Standard input is kept in a file: the rows are read twice.
+    let spool = if shown == "-" {
+        match Spool::stdin() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot read the rows from standard input: {}",
+                    reason(&e)
+                );
+                return EXIT_INVALID;
+            }
+        }
+    } else {
+        None
+    };
+    let path = spool.as_ref().map_or(each, |s| s.0.as_path());
+    // Every row is checked before anything is sent; then read again to run.
+    let total = match check_rows(&flow, path, &set, &shown) {
+        Ok(n) => n,
         Err(diagnostics) => {
             super::print_diagnostics(&diagnostics, color);
             eprintln!("no run was started: fix the rows above, then run the batch again");
+            return EXIT_INVALID;
+        }
+    };
+    let reader = match RowReader::open(path, &shown) {
+        Ok(r) => r,
+        Err(d) => {
+            super::print_diagnostics(&[d], color);
             return EXIT_INVALID;
         }
     };
@@ -497,7 +605,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         None => Route::Dry(&mock),
     };
     let tally = Mutex::new(Tally {
-        total: rows.len(),
+        total,
         ..Tally::default()
     });
     let outputs = Mutex::new(Outputs {
@@ -505,10 +613,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
             .then(|| BufWriter::new(std::io::stdout())),
         dir: args.trace_dir.clone(),
         files: HashMap::new(),
-        names: rows
-            .iter()
-            .map(|r| (r.number, file_name_part(&flow, r)))
-            .collect(),
+        names: HashMap::new(),
         failed_dir: false,
     });
     let pretty = !args.quiet && args.trace == super::TraceArg::Pretty;
@@ -516,7 +621,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
     let stop = AtomicBool::new(false);
     let started = Instant::now();
     let bar = (std::io::stderr().is_terminal() && !args.quiet).then(|| {
-        let bar = indicatif::ProgressBar::new(rows.len() as u64);
+        let bar = indicatif::ProgressBar::new(total as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -561,6 +666,16 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         tokens: Default::default(),
         traced: outputs.lock().is_ok_and(|o| o.wanted()),
     };
+    // Ctrl-C is caught from here on, before any row runs: a dry batch
+    // that never waits must still stop, summarise and exit 130.
+    let mut interrupts =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot catch Ctrl-C: {e}");
+                return EXIT_FAILED;
+            }
+        };
     let ticker = {
         let stop = &stop;
         let (bar, tally) = (&bar, &tally);
@@ -574,7 +689,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
                             eprintln!("progress: {}", t.line(started.elapsed()));
                         }
                     }
-                    _ = tokio::signal::ctrl_c() => {
+                    _ = interrupts.recv() => {
                         if !stop.swap(true, Ordering::Relaxed) {
                             let note = "stopping: no new runs; the runs in flight end their current step";
                             match &bar { Some(b) => b.println(note), None => eprintln!("{note}") }
@@ -584,9 +699,31 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
             }
         }
     };
+    // The rows as the runs take them; a file's name part is kept only while
+    // its run goes. A row that no longer reads (the file changed since it
+    // was checked) stops the batch.
+    let changed = AtomicBool::new(false);
+    let rows = reader.map_while(|row| {
+        let row = row
+            .ok()
+            .and_then(|values| state_of(&flow, values, &set, &shown).ok());
+        if row.is_none() {
+            changed.store(true, Ordering::Relaxed);
+        }
+        let row = row?;
+        if let Ok(mut o) = outputs.lock()
+            && o.dir.is_some()
+        {
+            o.names.insert(row.number, file_name_part(&flow, &row));
+        }
+        Some(row)
+    });
     tokio::select! {
         _ = batch.run(rows, &events, &finished) => {}
         _ = ticker => {}
+    }
+    if changed.load(Ordering::Relaxed) {
+        eprintln!("error: `{shown}` changed while the batch ran: a row no longer reads as it did; the rows after it were not run");
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
@@ -661,30 +798,36 @@ mod tests {
         assert_eq!(shape("step `complete` failed"), "step `complete` failed");
     }
 
+    fn rows_of(name: &str, text: &str) -> Vec<Result<RowValues, Diagnostic>> {
+        let dir = std::env::temp_dir().join(format!("handoff-rows-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let rows = RowReader::open(&path, name).unwrap().collect();
+        let _ = std::fs::remove_file(&path);
+        rows
+    }
+
     #[test]
     fn rows_come_from_json_lines_or_csv() {
-        let rows = json_rows("{\"a\": 1}\n\n{\"a\": \"x\"}\n", "f")
-            .ok()
-            .unwrap();
+        let rows = rows_of("a.jsonl", "{\"a\": 1}\n\n{\"a\": \"x\"}\n");
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1].0, 2);
-        let bad = json_rows("{\"a\": 1}\n[1]\n", "f").err().unwrap();
-        assert!(bad.message.contains("row 2 (line 2)"), "{}", bad.message);
-        let secretish = json_rows("{\"token\": \"s3cr3t-value\"\n", "f")
-            .err()
-            .unwrap();
-        assert!(
-            !secretish.message.contains("s3cr3t"),
-            "{}",
-            secretish.message
-        );
-        let rows = csv_rows("instance_id,outcome\nabc,\n\"d,e\",Canceled\n", "f")
-            .ok()
-            .unwrap();
+        assert_eq!(rows[1].as_ref().unwrap().0, 2);
+        let bad = rows_of("b.jsonl", "{\"a\": 1}\n[1]\n");
+        let message = &bad[1].as_ref().err().unwrap().message;
+        assert!(message.contains("row 2 (line 2)"), "{message}");
+        let secretish = rows_of("c.jsonl", "{\"token\": \"s3cr3t-value\"\n");
+        let message = &secretish[0].as_ref().err().unwrap().message;
+        assert!(!message.contains("s3cr3t"), "{message}");
+        // Without an extension, the first character tells.
+        let rows = rows_of("d", "instance_id,outcome\nabc,\n\"d,e\",Canceled\n");
+        let rows: Vec<RowValues> = rows.into_iter().map(Result::unwrap).collect();
         assert_eq!(rows[0].1.len(), 1, "an empty cell is no value");
         assert_eq!(rows[1].1["instance_id"], "d,e");
-        let bad = csv_rows("a,b\n1,2,s3cr3t\n", "f").err().unwrap();
-        assert!(bad.message.contains("row 1"), "{}", bad.message);
-        assert!(!bad.message.contains("s3cr3t"), "{}", bad.message);
+        let bad = rows_of("e.csv", "a,b\n1,2,s3cr3t\n");
+        let message = &bad[0].as_ref().err().unwrap().message;
+        assert!(message.contains("row 1"), "{message}");
+        assert!(!message.contains("s3cr3t"), "{message}");
+        assert_eq!(rows_of("f", "  {\"a\": 1}\n").len(), 1, "JSON sniffed");
     }
 }

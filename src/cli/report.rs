@@ -346,16 +346,27 @@ pub fn esc(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The largest trace file `diff` and `replay` read, and its longest line
+/// (an event keeps at most 64 KB of a body, so real lines are far shorter).
+const MAX_TRACE_BYTES: u64 = 512 * 1024 * 1024;
+const MAX_TRACE_LINE: u64 = 16 * 1024 * 1024;
+
 /// A JSONL trace file as read (`--trace-file run.jsonl`): its events, in
 /// order, less the heartbeats, which say only that time passed.
 pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceEvent>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "cannot read `{}`: {}",
-            path.display(),
-            crate::analyze::io_reason(&e)
-        )
-    })?;
+    use std::io::Read;
+    let cannot = |e: std::io::Error| {
+        let why = match e.kind() {
+            std::io::ErrorKind::InvalidData => e.to_string(),
+            _ => crate::analyze::io_reason(&e),
+        };
+        format!("cannot read `{}`: {why}", path.display())
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut text = String::new();
+    crate::run::bounded::Bounded::new(file, MAX_TRACE_LINE, MAX_TRACE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
     let mut events = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -76,13 +76,16 @@ impl Batch<'_> {
     /// batch was stopped are left out.
     pub async fn run(
         &self,
-        rows: Vec<Row>,
+        rows: impl IntoIterator<Item = Row>,
         events: &(dyn Fn(usize, &TraceEvent) + Sync),
         finished: &(dyn Fn(Finished) + Sync),
     ) {
         futures_util::stream::iter(rows)
             .take_while(|_| std::future::ready(!self.stop.load(Ordering::Relaxed)))
             .map(|row| async move {
+                // A dry run never waits: give the runtime its turn (Ctrl-C,
+                // progress) between rows.
+                tokio::task::yield_now().await;
                 finished(match self.durable {
                     Some(runs) => self.durable_one(runs, row, events).await,
                     None => self.one(row, events).await,

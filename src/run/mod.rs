@@ -2,8 +2,10 @@
 //! injected edges ([`clock::Clock`], [`transport::Transport`], and the
 //! [`mock`] transport for dry runs, and [`limits`] for a client many runs
 //! share), the [`retry`] policy, and the [`trace`]
-//! it writes, kept clean of secrets by [`redact`], and written as JSON by [`jsonl`].
+//! it writes, kept clean of secrets by [`redact`], and written as JSON by [`jsonl`];
+//! [`bounded`] readers for the files and streams a run or a command reads.
 
+pub mod bounded;
 pub mod cases;
 pub mod clock;
 pub mod inputs;

@@ -197,7 +197,9 @@ impl GetTasks {
                     &cx.rec.redactor,
                 ));
             }
-            let Some(body) = response.json() else {
+            // Only the tasks and the next link are built as values; the
+            // rest of the page is skipped as it is read.
+            let Ok(page) = serde_json::from_slice::<Page>(&response.body) else {
                 return Err(StepError::new(format!(
                     "GET {} answered {} without a JSON body",
                     url.shown,
@@ -207,21 +209,16 @@ impl GetTasks {
                 .status(status)
                 .hint("the tasks API answers JSON; is the base URL pointing at NWC?"));
             };
-            // The bytes are parsed; keep only the tasks and the next link.
             drop(response);
-            let (page, next) = match body {
-                Value::Object(mut map) => {
-                    let next = match map.remove("nextLink") {
-                        Some(Value::String(s)) if !s.is_empty() => Some(s),
-                        _ => None,
-                    };
-                    (map.remove("tasks"), next)
+            let (page, next) = match page {
+                Page::Listing { tasks, next_link } => {
+                    (tasks, next_link.filter(|s| !s.is_empty()))
                 }
-                list @ Value::Array(_) => (Some(list), None),
-                _ => (None, None),
+                Page::Bare(list) => (Some(list), None),
+                Page::Other => (None, None),
             };
             match page {
-                Some(Value::Array(items)) => tasks.extend(items),
+                Some(items) => tasks.extend(items),
                 _ => {
                     return Err(StepError::new(format!(
                         "GET {}: the answer has no `tasks` list",
@@ -263,6 +260,83 @@ impl GetTasks {
         cx.output("count", Value::from(count))?;
         cx.output("pages", Value::from(pages))?;
         Ok(Next::Continue)
+    }
+}
+
+/// A page of the tasks API as it is read: `{"tasks": […], "nextLink": …}`,
+/// or a bare list. Other keys are skipped unbuilt, in one pass over the
+/// bytes (serde's untagged enums would build the whole page first).
+enum Page {
+    Listing {
+        tasks: Option<Vec<Value>>,
+        next_link: Option<String>,
+    },
+    Bare(Vec<Value>),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Page {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Page, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = Page;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a page of tasks")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Page, A::Error> {
+                let (mut tasks, mut next_link) = (None, None);
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "tasks" => {
+                            tasks = match map.next_value::<Value>()? {
+                                Value::Array(items) => Some(items),
+                                _ => None,
+                            }
+                        }
+                        "nextLink" => {
+                            next_link = match map.next_value::<Value>()? {
+                                Value::String(s) => Some(s),
+                                _ => None,
+                            }
+                        }
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Page::Listing { tasks, next_link })
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Page, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Value>()? {
+                    items.push(item);
+                }
+                Ok(Page::Bare(items))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Page, E> {
+                Ok(Page::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Page, E> {
+                Ok(Page::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Page, E> {
+                Ok(Page::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Page, E> {
+                Ok(Page::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Page, E> {
+                Ok(Page::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Page, E> {
+                Ok(Page::Other)
+            }
+        }
+        d.deserialize_any(Shape)
     }
 }
 

@@ -524,9 +524,18 @@ fn body_for_trace(response: &HttpResponse, redactor: &Redactor) -> Option<Value>
     {
         return Some(json);
     }
-    Some(Value::String(excerpt(
-        &redactor.redact(&response.text()),
-        crate::trace::EXCERPT_CHARS,
+    // Only the head is shown: redact a head long enough to hold the
+    // excerpt and any secret that starts inside it, not the whole body.
+    let head_bytes = crate::trace::EXCERPT_CHARS * 4 + 4096;
+    let head = &response.body[..response.body.len().min(head_bytes)];
+    let shown = redactor.redact(&String::from_utf8_lossy(head));
+    let cut: String = shown.chars().take(crate::trace::EXCERPT_CHARS).collect();
+    if cut.len() == shown.len() && head.len() == response.body.len() {
+        return Some(Value::String(cut));
+    }
+    Some(Value::String(format!(
+        "{cut}… ({} bytes in all)",
+        response.body.len()
     )))
 }
 
