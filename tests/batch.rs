@@ -470,7 +470,13 @@ fn ctrl_c_stops_a_dry_batch_with_its_summary() {
         .collect();
     std::fs::write(&path, rows).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .args(["--color", "never", "run", "flows/complete-nwc-task.yaml", "--each"])
+        .args([
+            "--color",
+            "never",
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--each",
+        ])
         .arg(&path)
         .args(["--mock", "flows/complete-nwc-task.mock.yaml"])
         .env("NWC_TOKEN", TOKEN)

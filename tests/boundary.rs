@@ -935,7 +935,13 @@ fn endless_files_stop_at_a_named_limit() {
         text(&diff.stderr)
     );
     let rows = handoff(
-        &["run", "flows/complete-nwc-task.yaml", "--each", "/dev/zero", "--dry-run"],
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--each",
+            "/dev/zero",
+            "--dry-run",
+        ],
         &[("NWC_TOKEN", TOKEN)],
     );
     assert_eq!(rows.status.code(), Some(2));

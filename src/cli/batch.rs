@@ -23,8 +23,8 @@ use crate::engine::batch::{Batch, Finished, Route, Row};
 use crate::flow::Flow;
 use crate::inputs::{Inputs, initial_state};
 use crate::mock::Mock;
-use crate::run::bounded::Bounded;
 use crate::report::{self, Style};
+use crate::run::bounded::Bounded;
 use crate::source::Source;
 use crate::trace::{EventKind, Outcome, RunStatus, TraceEvent};
 
@@ -73,7 +73,10 @@ impl RowReader {
         };
         let file = File::open(path).map_err(cannot)?;
         let mut file = BufReader::new(Bounded::new(file, MAX_ROW_BYTES, MAX_ROWS_BYTES));
-        let ext = Path::new(shown).extension().and_then(|e| e.to_str()).unwrap_or("");
+        let ext = Path::new(shown)
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("");
         let jsonl = match ext {
             "jsonl" | "ndjson" | "json" => true,
             "csv" => false,
@@ -201,7 +204,10 @@ impl Spool {
                 .open(&spool.0)?
         };
         let stdin = std::io::stdin().lock();
-        std::io::copy(&mut Bounded::new(stdin, u64::MAX, MAX_ROWS_BYTES), &mut file)?;
+        std::io::copy(
+            &mut Bounded::new(stdin, u64::MAX, MAX_ROWS_BYTES),
+            &mut file,
+        )?;
         Ok(spool)
     }
 }
@@ -723,7 +729,9 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         _ = ticker => {}
     }
     if changed.load(Ordering::Relaxed) {
-        eprintln!("error: `{shown}` changed while the batch ran: a row no longer reads as it did; the rows after it were not run");
+        eprintln!(
+            "error: `{shown}` changed while the batch ran: a row no longer reads as it did; the rows after it were not run"
+        );
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();

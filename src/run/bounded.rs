@@ -86,7 +86,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.to_string(), "it is larger than 4 MB");
         let mut ok = String::new();
-        Bounded::new(&b"a\nbc\n"[..], 2, 5).read_to_string(&mut ok).unwrap();
+        Bounded::new(&b"a\nbc\n"[..], 2, 5)
+            .read_to_string(&mut ok)
+            .unwrap();
         assert_eq!(ok, "a\nbc\n");
     }
 }

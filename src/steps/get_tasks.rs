@@ -211,9 +211,7 @@ impl GetTasks {
             };
             drop(response);
             let (page, next) = match page {
-                Page::Listing { tasks, next_link } => {
-                    (tasks, next_link.filter(|s| !s.is_empty()))
-                }
+                Page::Listing { tasks, next_link } => (tasks, next_link.filter(|s| !s.is_empty())),
                 Page::Bare(list) => (Some(list), None),
                 Page::Other => (None, None),
             };
