@@ -234,41 +234,41 @@ fn a_batch_row_sets_inputs_only_and_the_command_line_is_the_operators() {
 }
 
 #[test]
-fn a_hand_built_secret_header_goes_only_where_the_operator_said() {
+fn a_secret_a_step_builds_goes_only_where_the_operator_said() {
     let thief = elsewhere();
     let nwc = Loopback::start(|_, _| json_answer(200, &json!({ "ok": true })));
     let env = [("NWC_BASE_URL", nwc.base.as_str()), ("NWC_TOKEN", TOKEN)];
-    let run = |target: &str| {
-        handoff(
-            &[
-                "run",
-                "tests/files/boundary/hand-built.yaml",
-                "--set",
-                &format!("target={target}"),
-            ],
-            &env,
-        )
+    let run_flow = |flow: &str, target: &str| {
+        handoff(&["run", flow, "--set", &format!("target={target}")], &env)
     };
-    for target in [
-        format!("{}/collect", thief.base),
-        format!(
-            "{}@{}/x",
-            nwc.base,
-            thief.base.trim_start_matches("http://")
-        ),
-    ] {
-        let out = run(&target);
-        let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
-        let all = format!("{}{stderr}", text(&out.stdout));
-        assert!(all.contains("a secret header goes only to"), "{all}");
-        assert_clean(TOKEN, &[("output", &all)]);
+    let flows = [
+        "tests/files/boundary/hand-built.yaml",
+        "tests/files/boundary/hand-built-body.yaml",
+    ];
+    for flow in flows {
+        for target in [
+            format!("{}/collect", thief.base),
+            format!(
+                "{}@{}/x",
+                nwc.base,
+                thief.base.trim_start_matches("http://")
+            ),
+        ] {
+            let out = run_flow(flow, &target);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{flow}: {stderr}");
+            let all = format!("{}{stderr}", text(&out.stdout));
+            assert!(all.contains("a secret goes only to"), "{flow}: {all}");
+            assert_clean(TOKEN, &[("output", &all)]);
+        }
     }
     assert!(thief.seen().is_empty(), "{:?}", thief.seen());
     // To the origin the operator configured, it goes.
-    let out = run(&format!("{}/ok", nwc.base));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(nwc.seen().len(), 1);
+    for flow in flows {
+        let out = run_flow(flow, &format!("{}/ok", nwc.base));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    assert_eq!(nwc.seen().len(), 2);
 }
 
 #[test]
@@ -427,8 +427,9 @@ fn fresh(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-/// `count` connections: every other one idle, the rest sending half a
-/// request's headers and then nothing.
+/// `count` connections: a third idle, a third sending half a request's
+/// headers and then nothing, a third sending whole headers and a body that
+/// never comes.
 fn flood(base: &str, count: usize) -> Vec<std::net::TcpStream> {
     use std::io::Write;
     let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
@@ -437,11 +438,12 @@ fn flood(base: &str, count: usize) -> Vec<std::net::TcpStream> {
         if let Ok(mut s) =
             std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
         {
-            if i % 2 == 1 {
-                let _ = s.write_all(
-                    b"POST /v1/flows/complete-nwc-task/runs HTTP/1.1\r\nHost: x\r\nContent-Le",
-                );
-            }
+            let start: &[u8] = match i % 3 {
+                0 => b"",
+                1 => b"POST /v1/flows/complete-nwc-task/runs HTTP/1.1\r\nHost: x\r\nContent-Le",
+                _ => b"POST /v1/hooks/complete-nwc-task HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{",
+            };
+            let _ = s.write_all(start);
             held.push(s);
         }
     }
@@ -571,8 +573,10 @@ fn out_of_open_files_a_step_waits_and_the_run_goes_on() {
         metric(&scrape, "handoff_accept_errors_total") > 0,
         "{scrape}"
     );
+    // Two thirds owed a request and were closed at their deadline; the
+    // rest, whose bodies never came, at the body's.
     assert!(
-        metric(&scrape, "handoff_connections_timed_out_total") >= 1000,
+        metric(&scrape, "handoff_connections_timed_out_total") >= 700,
         "{scrape}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -5,13 +5,15 @@
 //! of descriptors: `/healthz` times out and a run polling NWC fails with "Too
 //! many open files". So every connection here has a deadline while it owes
 //! us a request (`header_timeout` for its first, `idle_timeout` between
-//! keep-alive requests), the number held is capped below the descriptor
-//! limit, and at the cap a newcomer takes the place of the connection that
-//! has been idle longest: an idle flood cannot lock out `/healthz`. A
-//! connection with a request in flight (a followed trace, say) is never
-//! evicted.
+//! keep-alive requests, `body_timeout` for a request's whole body), the
+//! number held is capped below the descriptor limit, and at the cap a
+//! newcomer takes the place of the connection that has been idle longest:
+//! an idle or slow flood cannot lock out `/healthz`. A connection whose
+//! request is being served (a followed trace, say) is never evicted; one
+//! still receiving a request's body counts as idle.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// How long a keep-alive connection may sit between requests.
     pub idle_timeout: Duration,
+    /// How long a request's body may take to arrive, all of it.
+    pub body_timeout: Duration,
 }
 
 impl Limits {
@@ -47,6 +51,7 @@ impl Limits {
             // Longer than clients keep an idle connection pooled (reqwest
             // 90 s, curl and browsers less), so the client closes first.
             idle_timeout: Duration::from_secs(120),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -100,6 +105,9 @@ pub struct ConnStats {
 /// One connection's state, shared by its task, its requests and the registry.
 struct Conn {
     in_flight: AtomicUsize,
+    /// Requests whose body has not all arrived: not served yet, so the
+    /// connection may be evicted like an idle one.
+    receiving: AtomicUsize,
     served: AtomicU64,
     /// Milliseconds since `epoch` when it last became idle.
     idle_since: AtomicU64,
@@ -117,11 +125,14 @@ impl Registry {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// The connection idle longest, if any is idle.
+    /// The connection idle longest, if any is idle (or still receiving a
+    /// request's body).
     fn longest_idle(&self) -> Option<Arc<Conn>> {
         self.open
             .values()
-            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .filter(|c| {
+                c.in_flight.load(Ordering::Acquire) == 0 || c.receiving.load(Ordering::Acquire) > 0
+            })
             .min_by_key(|c| c.idle_since.load(Ordering::Acquire))
             .cloned()
     }
@@ -182,6 +193,7 @@ pub async fn serve(
             }
             let conn = Arc::new(Conn {
                 in_flight: AtomicUsize::new(0),
+                receiving: AtomicUsize::new(0),
                 served: AtomicU64::new(0),
                 idle_since: AtomicU64::new(reg.now_ms()),
                 close: Notify::new(),
@@ -232,8 +244,19 @@ async fn one(
     stopping: &Notify,
 ) {
     let tracked = conn.clone();
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+    let body_timeout = limits.body_timeout;
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let guard = Busy::start(tracked.clone(), epoch);
+        // A request body must arrive within its deadline: one sent a byte at
+        // a time would keep the connection busy, and never evicted, for ever.
+        let mut req = req.map(|body| {
+            let receiving = (!body.is_end_stream()).then(|| Receiving::start(tracked.clone()));
+            Body::new(Timed {
+                inner: body,
+                deadline: Box::pin(tokio::time::sleep(body_timeout)),
+                receiving,
+            })
+        });
         // Who is asking, for the sign-in limit (axum's `ConnectInfo`).
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
@@ -319,6 +342,62 @@ impl Drop for Busy {
             .idle_since
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request's body with a deadline for all of it.
+struct Timed {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Dropped once the body has all arrived (or failed).
+    receiving: Option<Receiving>,
+}
+
+/// A request whose body is still arriving, on its connection's count.
+struct Receiving(Arc<Conn>);
+
+impl Receiving {
+    fn start(conn: Arc<Conn>) -> Receiving {
+        conn.receiving.fetch_add(1, Ordering::AcqRel);
+        Receiving(conn)
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.0.receiving.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl HttpBody for Timed {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if frame.as_ref().is_none_or(|f| f.is_err()) || self.inner.is_end_stream() {
+                self.receiving = None;
+            }
+            return Poll::Ready(frame.map(|f| f.map_err(std::io::Error::other)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request's body did not arrive in time",
+            )))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

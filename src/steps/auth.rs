@@ -33,10 +33,10 @@ impl StepCx<'_, '_> {
     /// A secret goes only where the operator said: never to a host a
     /// caller chose. The managed token (`managed`) goes only to NWC: the
     /// origin of the `base_url` field when it is configuration, of an app's
-    /// token URL, and of the NWC steps' literal base URLs. A hand-built
-    /// secret header may also go to the origin of any configuration field's
-    /// value or of a URL written in the flow. Anything else fails before a
-    /// byte is sent.
+    /// token URL, and of the NWC steps' literal base URLs. A secret in a
+    /// header or body the step builds may also go to the origin of any
+    /// configuration field's value or of a URL written in the flow.
+    /// Anything else fails before a byte is sent.
     pub fn secret_may_go_to(&mut self, url: &RequestUrl, managed: bool) -> Result<(), StepError> {
         let places = &self.flow.destinations;
         let mut trusted: Vec<String> = places.nwc_literal.clone();
@@ -74,7 +74,7 @@ impl StepCx<'_, '_> {
         let what = if managed {
             "the flow's token"
         } else {
-            "a secret header"
+            "a secret"
         };
         let to = origin(&url.shown).unwrap_or_else(|| "this URL".into());
         Err(if trusted.is_empty() {

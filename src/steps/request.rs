@@ -91,6 +91,30 @@ pub struct OutgoingBody {
     pub shown: Value,
 }
 
+impl OutgoingBody {
+    /// Whether it carries a secret: the trace shows it otherwise than it is
+    /// sent, as only secrets are masked.
+    pub fn carries_secret(&self) -> bool {
+        match &self.wire {
+            RequestBody::Json(v) => *v != self.shown,
+            RequestBody::Text(t) => self.shown.as_str() != Some(t.as_str()),
+            RequestBody::Form(pairs) => {
+                let sent: Vec<String> = pairs
+                    .iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "{}={}",
+                            crate::transport::form_component(k),
+                            crate::transport::form_component(v)
+                        )
+                    })
+                    .collect();
+                self.shown.as_str() != Some(sent.join("&").as_str())
+            }
+        }
+    }
+}
+
 /// Where a request's headers come from: a `headers` field, or literals.
 #[derive(Debug)]
 pub enum HeaderSource {
@@ -224,7 +248,9 @@ impl StepCx<'_, '_> {
                 .iter()
                 .any(|h| h.name.eq_ignore_ascii_case("authorization"));
         if !managed {
-            if headers.iter().any(|h| h.secret) {
+            let carries = headers.iter().any(|h| h.secret)
+                || body.as_ref().is_some_and(OutgoingBody::carries_secret);
+            if carries {
                 self.secret_may_go_to(url, false)?;
             }
             return self
