@@ -5,22 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{
-    Loopback, Served, Sim, TOKEN, assert_clean, handoff, json_answer, scratch, text, until,
+    Loopback, Served, Sim, TOKEN, assert_clean, flows, handoff, json_answer, scratch, text, until,
 };
 use serde_json::{Value, json};
-
-fn flows(dir: &Path, files: &[&str]) -> PathBuf {
-    let flows = dir.join("flows");
-    std::fs::create_dir_all(&flows).unwrap();
-    for file in files {
-        let name = Path::new(file).file_name().unwrap();
-        std::fs::copy(file, flows.join(name)).unwrap();
-    }
-    flows
-}
 
 /// A server that answers 200 to anything, to show what reached it.
 fn elsewhere() -> Loopback {

@@ -6,22 +6,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::{Loopback, Served, Sim, TOKEN, json_answer, scratch, until};
+use common::{Loopback, Served, Sim, TOKEN, flows, json_answer, scratch, until};
 use handoff::serve::access::sign;
 use serde_json::{Value, json};
-
-/// A folder with the given flows (paths in this repository).
-fn flows(dir: &Path, files: &[&str]) -> PathBuf {
-    let flows = dir.join("flows");
-    std::fs::create_dir_all(&flows).unwrap();
-    for file in files {
-        let name = Path::new(file).file_name().unwrap();
-        std::fs::copy(file, flows.join(name)).unwrap();
-    }
-    flows
-}
 
 fn sim_env(sim: &Sim) -> Vec<(&'static str, String)> {
     vec![

@@ -150,7 +150,7 @@ impl EventShape {
                 Some(v) if !key.ty.fits(v) => problems.push(format!(
                     "`{name}` must be {}, found {}",
                     key.ty.name(),
-                    json_kind(v)
+                    crate::fields::json_type_name(v)
                 )),
                 Some(_) => {}
             }
@@ -264,18 +264,6 @@ fn type_named(cx: &mut Analyzer, node: &Node, word: &str) -> Option<EventType> {
             return None;
         }
     })
-}
-
-/// What a JSON value is, without the value.
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "text",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -572,3 +572,15 @@ pub fn assert_clean(secret: &str, texts: &[(&str, &str)]) {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A folder `flows` in `dir` with copies of the given flows (paths in this
+/// repository), for `serve`.
+pub fn flows(dir: &std::path::Path, files: &[&str]) -> std::path::PathBuf {
+    let flows = dir.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    for file in files {
+        let name = std::path::Path::new(file).file_name().unwrap();
+        std::fs::copy(file, flows.join(name)).unwrap();
+    }
+    flows
+}
