@@ -288,13 +288,21 @@ fn parse_case(
                     "`set` names `{field}`, which is not an input of the flow"
                 ))
                 .at(source, span)
-                .help_opt(did_you_mean(
-                    field,
-                    flow.fields
-                        .values()
-                        .filter(|f| f.input)
-                        .map(|f| f.name.as_str()),
-                )),
+                .help_opt(
+                    match flow.fields.get(field).and_then(|f| f.env.as_deref()) {
+                        // A case is a caller: configuration comes from its `env:`.
+                        Some(var) => Some(format!(
+                            "`{field}` is configuration: give the case `env: {{ {var}: … }}`"
+                        )),
+                        None => did_you_mean(
+                            field,
+                            flow.fields
+                                .values()
+                                .filter(|f| f.input)
+                                .map(|f| f.name.as_str()),
+                        ),
+                    },
+                ),
             );
         }
     }
