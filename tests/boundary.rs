@@ -902,6 +902,17 @@ fn sign_ins_are_limited_sessions_are_their_own_and_the_store_is_private() {
     // The store and its WAL files are the owner's alone.
     let (code, _) = served.json("POST", "/v1/flows/long-timer/runs", Some(json!({})));
     assert_eq!(code, 401, "the API wants the token");
+    // The scheme is case-insensitive (RFC 9110).
+    for scheme in ["BEARER", "bearer", "bEaReR"] {
+        let header = format!("{scheme} {API_TOKEN}");
+        let (code, _, body) = served.call(
+            "GET",
+            "/v1/runs",
+            &[("Authorization", header.as_str())],
+            None,
+        );
+        assert_eq!(code, 200, "{scheme}: {body}");
+    }
     let auth = format!("Bearer {API_TOKEN}");
     let (code, _, _) = served.call(
         "POST",
