@@ -108,24 +108,14 @@ pub fn check_reach(
 
 /// Fields a caller can reach: inputs, and every field a step builds from one.
 fn caller_reached(fields: &IndexMap<String, FieldDecl>, steps: &[Step]) -> BTreeSet<String> {
-    let mut reached: BTreeSet<String> = fields
-        .values()
-        .filter(|f| f.input)
-        .map(|f| f.name.clone())
-        .collect();
-    loop {
-        let before = reached.len();
-        for step in steps {
-            for (field, reads) in step.kind.writes() {
-                if reads.iter().any(|r| reached.contains(r)) {
-                    reached.insert(field.to_string());
-                }
-            }
-        }
-        if reached.len() == before {
-            return reached;
-        }
-    }
+    super::secrets::spread(
+        fields
+            .values()
+            .filter(|f| f.input)
+            .map(|f| f.name.clone())
+            .collect(),
+        steps,
+    )
 }
 
 /// The origin a URL template's own text fixes, before any `{{`: none when a

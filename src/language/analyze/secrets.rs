@@ -10,6 +10,24 @@ use crate::analyzer::Analyzer;
 use crate::diagnostic::Diagnostic;
 use crate::flow::{FieldDecl, Step};
 
+/// `seed`, and every field a step writes from a template that reads one of
+/// them, until nothing changes: how secrecy, or a caller's reach, spreads.
+pub fn spread(mut seed: BTreeSet<String>, steps: &[Step]) -> BTreeSet<String> {
+    loop {
+        let before = seed.len();
+        for step in steps {
+            for (field, reads) in step.kind.writes() {
+                if reads.iter().any(|r| seed.contains(r)) {
+                    seed.insert(field.to_string());
+                }
+            }
+        }
+        if seed.len() == before {
+            return seed;
+        }
+    }
+}
+
 /// Which fields can hold secrets, and whether any reaches a URL.
 pub fn check_secrets(
     cx: &mut Analyzer,
@@ -17,25 +35,14 @@ pub fn check_secrets(
     steps: &[Step],
     auth: Option<&crate::auth::Auth>,
 ) {
-    let mut secret: BTreeSet<String> = fields
-        .values()
-        .filter(|f| f.secret)
-        .map(|f| f.name.clone())
-        .collect();
-    // Secrecy spreads through writes until nothing changes.
-    loop {
-        let before = secret.len();
-        for step in steps {
-            for (field, reads) in step.kind.writes() {
-                if reads.iter().any(|r| secret.contains(r)) {
-                    secret.insert(field.to_string());
-                }
-            }
-        }
-        if secret.len() == before {
-            break;
-        }
-    }
+    let secret = spread(
+        fields
+            .values()
+            .filter(|f| f.secret)
+            .map(|f| f.name.clone())
+            .collect(),
+        steps,
+    );
     for field in fields
         .values()
         .filter(|f| !f.secret && secret.contains(&f.name))
