@@ -115,16 +115,11 @@ struct Conn {
 }
 
 struct Registry {
-    epoch: Instant,
     next: u64,
     open: BTreeMap<u64, Arc<Conn>>,
 }
 
 impl Registry {
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
     /// The connection idle longest, if any is idle (or still receiving a
     /// request's body).
     fn longest_idle(&self) -> Option<Arc<Conn>> {
@@ -150,12 +145,15 @@ pub async fn serve(
     stats
         .max_connections
         .store(limits.max_connections as u64, Ordering::Relaxed);
+    // Times of idleness are kept as milliseconds since this instant.
+    let epoch = Instant::now();
     let registry = Arc::new(Mutex::new(Registry {
-        epoch: Instant::now(),
         next: 0,
         open: BTreeMap::new(),
     }));
-    let stopping = Arc::new(Notify::new());
+    // A watch, not a notification: a connection between two waits still
+    // sees that the server stops.
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
@@ -195,7 +193,7 @@ pub async fn serve(
                 in_flight: AtomicUsize::new(0),
                 receiving: AtomicUsize::new(0),
                 served: AtomicU64::new(0),
-                idle_since: AtomicU64::new(reg.now_ms()),
+                idle_since: AtomicU64::new(epoch.elapsed().as_millis() as u64),
                 close: Notify::new(),
             });
             let id = reg.next;
@@ -204,19 +202,15 @@ pub async fn serve(
             stats.open.store(reg.open.len(), Ordering::Relaxed);
             (id, conn)
         };
-        let (registry, stats, router, stopping) = (
+        let (registry, stats, router, mut stop_seen) = (
             registry.clone(),
             stats.clone(),
             router.clone(),
-            stopping.clone(),
+            stop_seen.clone(),
         );
         tasks.spawn(async move {
             let (id, conn) = conn;
-            let epoch = registry
-                .lock()
-                .map(|r| r.epoch)
-                .unwrap_or_else(|_| Instant::now());
-            one(tcp, peer, router, conn, limits, &stats, epoch, &stopping).await;
+            one(tcp, peer, router, conn, limits, &stats, epoch, &mut stop_seen).await;
             if let Ok(mut reg) = registry.lock() {
                 reg.open.remove(&id);
                 stats.open.store(reg.open.len(), Ordering::Relaxed);
@@ -226,7 +220,7 @@ pub async fn serve(
         while tasks.try_join_next().is_some() {}
     }
     drop(listener);
-    stopping.notify_waiters();
+    let _ = stopping.send(true);
     while tasks.join_next().await.is_some() {}
 }
 
@@ -241,7 +235,7 @@ async fn one(
     limits: Limits,
     stats: &ConnStats,
     epoch: Instant,
-    stopping: &Notify,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
 ) {
     let tracked = conn.clone();
     let body_timeout = limits.body_timeout;
@@ -291,7 +285,7 @@ async fn one(
         tokio::select! {
             _ = http.as_mut() => return,
             _ = conn.close.notified() => return,
-            _ = stopping.notified(), if !shutting => {
+            _ = stopping.wait_for(|stop| *stop), if !shutting => {
                 shutting = true;
                 http.as_mut().graceful_shutdown();
             }
