@@ -147,6 +147,14 @@ pub fn signature_ok(secret: &[u8], body: &[u8], header: &str) -> bool {
     mac.verify_slice(&given).is_ok()
 }
 
+/// Why a timestamped signature is refused: it does not match, or it is
+/// outside its window (which an operator may alert on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Bad(Denied),
+    Stale(Denied),
+}
+
 /// A timestamped signature, `t=UNIX_SECONDS,v1=HEX[,v1=HEX]`, as Stripe and
 /// Slack sign: an HMAC-SHA256 of `t.body`, so a captured request cannot be
 /// replayed once `tolerance_s` has passed.
@@ -156,7 +164,7 @@ pub fn timestamped_ok(
     header: &str,
     now_s: i64,
     tolerance_s: i64,
-) -> Result<(), Denied> {
+) -> Result<(), Refused> {
     let mut t = None;
     let mut macs = Vec::new();
     for part in header.split(',') {
@@ -167,17 +175,21 @@ pub fn timestamped_ok(
         }
     }
     let (Some(t), false) = (t, macs.is_empty()) else {
-        return Err(Denied("the signature header is `t=UNIX_SECONDS,v1=HEX`"));
+        return Err(Refused::Bad(Denied(
+            "the signature header is `t=UNIX_SECONDS,v1=HEX`",
+        )));
     };
     let mut signed = format!("{t}.").into_bytes();
     signed.extend_from_slice(body);
     if !macs.iter().any(|m| signature_ok(secret, &signed, m)) {
-        return Err(Denied("the signature does not match the body"));
+        return Err(Refused::Bad(Denied(
+            "the signature does not match the body",
+        )));
     }
     if now_s.saturating_sub(t).abs() > tolerance_s {
-        return Err(Denied(
+        return Err(Refused::Stale(Denied(
             "the signature's timestamp is outside the tolerance window: a replay, or a clock far off",
-        ));
+        )));
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::inputs::{Inputs, initial_state};
-use crate::serve::access::{ApiToken, Denied, signature_ok, timestamped_ok};
+use crate::serve::access::{ApiToken, Denied, Refused, signature_ok, timestamped_ok};
 
 /// How long a GitHub-form signature is remembered: it carries no time, so a
 /// captured request could be sent again at any later time; within this
@@ -366,7 +366,7 @@ async fn start(app: &App, served: &Served, inputs: Value, key: Option<Idempotenc
             app.worker.warn(format!(
                 "idempotency conflict on flow `{}`: key {}… was used before with other inputs; no run started",
                 flow.name,
-                &hash[..hash.len().min(12)]
+                crate::fields::clip(&hash, 12)
             ));
             return problem(
                 409,
@@ -428,58 +428,48 @@ async fn hook(
             let given = headers
                 .get(signature.header.as_str())
                 .and_then(|v| v.to_str().ok());
-            match given {
-                None => {
-                    return problem(
-                        401,
-                        "unsigned",
-                        format!("the event has no `{}` header", signature.header),
-                    );
-                }
-                Some(sig) if signature.timestamped => {
-                    let now = SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() as i64);
-                    let tolerance = signature.tolerance.as_secs() as i64;
-                    if let Err(d) = timestamped_ok(secret, &body, sig, now, tolerance) {
-                        let stale = d.0.contains("tolerance");
-                        if stale {
-                            app.worker.metrics.refused(&flow, "stale_signature");
-                        }
-                        let code = if stale {
-                            "stale_signature"
-                        } else {
-                            "bad_signature"
-                        };
-                        return problem(401, code, format!("`{}`: {}", signature.header, d.0));
+            let Some(sig) = given else {
+                return problem(
+                    401,
+                    "unsigned",
+                    format!("the event has no `{}` header", signature.header),
+                );
+            };
+            let now_ms = crate::store::unix_ms(SystemTime::now());
+            // How long the signature is remembered: a timestamped one for
+            // the window either side of its time, a GitHub one (no time) a while.
+            let remember_ms = if signature.timestamped {
+                let tolerance_s = signature.tolerance.as_secs() as i64;
+                match timestamped_ok(secret, &body, sig, now_ms / 1000, tolerance_s) {
+                    Ok(()) => {}
+                    Err(Refused::Stale(d)) => {
+                        app.worker.metrics.refused(&flow, "stale_signature");
+                        let detail = format!("`{}`: {}", signature.header, d.0);
+                        return problem(401, "stale_signature", detail);
                     }
-                    let now_ms = now.saturating_mul(1000);
-                    let until = now_ms.saturating_add(2 * tolerance.saturating_mul(1000));
-                    replayed = app.seen_signatures.seen(
-                        format!("{flow}\n{sig}").as_bytes(),
-                        now_ms,
-                        until,
-                    );
+                    Err(Refused::Bad(d)) => {
+                        let detail = format!("`{}`: {}", signature.header, d.0);
+                        return problem(401, "bad_signature", detail);
+                    }
                 }
-                Some(sig) if !signature_ok(secret, &body, sig) => {
-                    return problem(
-                        401,
-                        "bad_signature",
-                        format!(
-                            "the `{}` header is not the body's signature",
-                            signature.header
-                        ),
-                    );
-                }
-                Some(sig) => {
-                    let now_ms = crate::store::unix_ms(SystemTime::now());
-                    replayed = app.seen_signatures.seen(
-                        format!("{flow}\n{sig}").as_bytes(),
-                        now_ms,
-                        now_ms.saturating_add(SEEN_SIGNATURE_MS),
-                    );
-                }
-            }
+                2 * tolerance_s.saturating_mul(1000)
+            } else if signature_ok(secret, &body, sig) {
+                SEEN_SIGNATURE_MS
+            } else {
+                return problem(
+                    401,
+                    "bad_signature",
+                    format!(
+                        "the `{}` header is not the body's signature",
+                        signature.header
+                    ),
+                );
+            };
+            replayed = app.seen_signatures.seen(
+                format!("{flow}\n{sig}").as_bytes(),
+                now_ms,
+                now_ms.saturating_add(remember_ms),
+            );
         }
         None => {
             let auth = headers

@@ -210,7 +210,17 @@ pub async fn serve(
         );
         tasks.spawn(async move {
             let (id, conn) = conn;
-            one(tcp, peer, router, conn, limits, &stats, epoch, &mut stop_seen).await;
+            one(
+                tcp,
+                peer,
+                router,
+                conn,
+                limits,
+                &stats,
+                epoch,
+                &mut stop_seen,
+            )
+            .await;
             if let Ok(mut reg) = registry.lock() {
                 reg.open.remove(&id);
                 stats.open.store(reg.open.len(), Ordering::Relaxed);
