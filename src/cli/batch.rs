@@ -717,8 +717,8 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
             changed.store(true, Ordering::Relaxed);
         }
         let row = row?;
-        if let Ok(mut o) = outputs.lock()
-            && o.dir.is_some()
+        if args.trace_dir.is_some()
+            && let Ok(mut o) = outputs.lock()
         {
             o.names.insert(row.number, file_name_part(&flow, &row));
         }

@@ -44,22 +44,29 @@ pub struct Destinations {
     /// Text fields that stay configuration for the whole run: no caller
     /// sets them and no step writes them. Their values' origins are trusted.
     pub config: Vec<String>,
-    /// The `base_url` field is one of them: its origin is NWC's.
-    pub nwc_field: bool,
     /// Origins fixed by the text of the NWC steps' base URLs and the token URL.
     pub nwc_literal: Vec<String>,
     /// Origins fixed by the text of any step's URL.
     pub literal: Vec<String>,
 }
 
+impl Destinations {
+    /// Whether the `base_url` field is configuration: then its origin is NWC's.
+    pub fn nwc_field(&self) -> bool {
+        self.config.iter().any(|f| f == "base_url")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FieldDecl {
     pub name: String,
     pub ty: FieldType,
-    /// Set from `--set` or `--input`; required unless there is a default.
+    /// Set by whoever starts a run (a caller, or the command line);
+    /// required unless there is a default.
     pub input: bool,
     pub secret: bool,
-    /// Read from this environment variable when not set as an input.
+    /// Configuration: read from this environment variable. Only the
+    /// operator sets it; see [`FieldDecl::caller_settable`].
     pub env: Option<String>,
     /// An empty value is accepted even when the field is required or secret.
     pub allow_empty: bool,

@@ -47,7 +47,7 @@ impl StepCx<'_, '_> {
                 trusted.push(o);
             }
         };
-        if places.nwc_field
+        if places.nwc_field()
             && let Some(base) = self.state.get("base_url").and_then(Value::as_str)
         {
             add(&mut trusted, base);

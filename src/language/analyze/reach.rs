@@ -99,7 +99,6 @@ pub fn check_reach(
         }
     }
     Destinations {
-        nwc_field: config.iter().any(|f| f == "base_url"),
         config,
         nwc_literal: nwc_literal.into_iter().collect(),
         literal: literal.into_iter().collect(),
