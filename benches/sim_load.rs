@@ -15,8 +15,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use handoff::clock::SystemClock;
-use handoff::sim::{self, SimConfig};
+use handoff::run::clock::SystemClock;
+use handoff::sim;
+use handoff::sim::shared::SimConfig;
 
 const TOKEN: &str = "bench-token";
 
@@ -68,7 +69,7 @@ fn main() {
         ))
         .expect("the simulator starts");
     let base = server.base_url.clone();
-    handoff::transport::install_crypto();
+    handoff::run::transport::install_crypto();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()

@@ -6,11 +6,13 @@
 //!
 //! ```text
 //! language/  source text ─raw──▶ nodes with spans ─analyze──▶ Flow
-//! run/       what a run is given: inputs, state, clock, transport (or mock), retry, trace, redaction
+//! run/       what a run is given: inputs, state, clock, transport (or mock), retry, trace,
+//!            redaction, and what a step runs against: its context and HTTP machinery
 //! steps/     one file per step kind: its parser and what it does when run
-//! engine/    runs a Flow: RunState in, trace events out, an Outcome at the end;
-//!            durable runs, kept in the store: created, checkpointed, resumed
-//! store/     where durable runs live between steps: SQLite, secrets sealed
+//! engine/    runs a Flow: RunState in, trace events out, an Outcome at the end,
+//!            and checkpoints out for a durable run
+//! store/     where durable runs live between steps (SQLite or Postgres, secrets
+//!            sealed), and the durable runner: created, checkpointed, resumed
 //! serve/     the worker service: runs started by the API or a webhook, woken by a scheduler
 //! sim/       a local NWC to run against
 //! cli/       the command line, the live console and the trace reports
@@ -25,8 +27,8 @@
 //!   under [`steps`].
 //! - [`run::trace`] is what a run did, as data; [`cli::report`] renders it.
 //!
-//! The modules are also reachable from the crate root (`handoff::analyze`,
-//! `handoff::trace`, …), so paths stay short.
+//! The modules are also reachable from the crate root (`handoff::language::analyze`,
+//! `handoff::run::trace`, …), so paths stay short.
 
 pub mod cli;
 pub mod engine;
@@ -36,13 +38,3 @@ pub mod serve;
 pub mod sim;
 pub mod steps;
 pub mod store;
-
-pub use cli::{console, demo, report};
-pub use engine::durable;
-pub use language::{
-    analyze, analyzer, auth, diagnostic, event, fields, flow, keys, lint, paths, raw, simple,
-    source, template, trigger,
-};
-pub use run::{
-    cases, clock, inputs, jsonl, mock, record, redact, retry, state, tokens, trace, transport,
-};

@@ -404,7 +404,7 @@ fn a_batch_records_a_mock_per_row_that_replays_the_row() {
 /// slow machine does not fail it.
 #[test]
 fn five_hundred_app_runs_share_a_handful_of_renewed_tokens() {
-    let sim = Sim::start(handoff::sim::SimConfig {
+    let sim = Sim::start(handoff::sim::shared::SimConfig {
         token_ttl: std::time::Duration::from_secs(2),
         ..common::config()
     });

@@ -681,7 +681,8 @@ fn what_a_store_holds_is_read_as_input() {
 /// panic. `fuzz/fuzz_targets/read_back.rs` does the same from any bytes.
 #[test]
 fn stored_values_of_any_shape_are_read_without_panic() {
-    use handoff::store::{DurableStatus, Lease, StoredRun};
+    use handoff::engine::checkpoint::DurableStatus;
+    use handoff::store::{Lease, StoredRun};
     let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
     let mut next = move || {
         seed ^= seed << 13;
@@ -701,8 +702,8 @@ fn stored_values_of_any_shape_are_read_without_panic() {
         -1,
         0,
         1,
-        handoff::clock::MAX_UNIX_MS,
-        handoff::clock::MAX_UNIX_MS + 1,
+        handoff::run::clock::MAX_UNIX_MS,
+        handoff::run::clock::MAX_UNIX_MS + 1,
         i64::MAX,
     ];
     for round in 0..2000 {
@@ -742,20 +743,20 @@ fn stored_values_of_any_shape_are_read_without_panic() {
         };
         let summary = handoff::serve::api::summary(&run);
         assert!(summary.is_object());
-        let _ = handoff::durable::pinned_flow(&run);
-        let shown = handoff::clock::rfc3339(handoff::clock::from_unix_ms(time(next())));
+        let _ = handoff::store::durable::pinned_flow(&run);
+        let shown = handoff::run::clock::rfc3339(handoff::run::clock::from_unix_ms(time(next())));
         assert_eq!(shown.len(), 24, "{shown}");
-        let clipped = handoff::fields::clip(&id, (next() % 50) as usize);
+        let clipped = handoff::language::fields::clip(&id, (next() % 50) as usize);
         assert!(id.starts_with(clipped));
     }
     // Trace lines, whole and cut anywhere.
     let line = r#"{"seq":1,"at_ms":18446744073709551615,"time":"9999-12-31T23:59:59.999Z","run":"rün","step":"ÿ","event":"timer_started","duration_ms":18446744073709551615,"wake_at":"+999999-01-01T00:00:00Z"}"#;
-    let style = handoff::report::Style { color: false };
+    let style = handoff::cli::report::Style { color: false };
     for end in 0..=line.len() {
         let Some(cut) = line.get(..end) else { continue };
-        if let Ok(event) = serde_json::from_str::<handoff::trace::TraceEvent>(cut) {
-            let _ = handoff::report::pretty(&event, style, None);
-            let _ = handoff::report::jsonl(&event);
+        if let Ok(event) = serde_json::from_str::<handoff::run::trace::TraceEvent>(cut) {
+            let _ = handoff::cli::report::pretty(&event, style, None);
+            let _ = handoff::cli::report::jsonl(&event);
         }
     }
 }

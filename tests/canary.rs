@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use common::{Sim, config};
-use handoff::sim::SimConfig;
+use handoff::sim::shared::SimConfig;
 use serde_json::json;
 
 /// `+`, `/` and `=` make every encoding differ from the raw text.

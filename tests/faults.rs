@@ -205,7 +205,7 @@ fn unusable_answers_are_step_errors() {
 /// really comes and is read back over HTTP.
 #[test]
 fn the_guessed_statuses_set_the_other_way() {
-    let sim = Sim::start(handoff::sim::SimConfig {
+    let sim = Sim::start(handoff::sim::shared::SimConfig {
         complete_status: 200,
         conflict_status: 400,
         ..common::config()

@@ -9,14 +9,15 @@
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use handoff::analyze::analyze;
-use handoff::diagnostic::render_all;
-use handoff::engine::{Engine, Inputs, initial_state};
-use handoff::mock::{Mock, MockTransport};
-use handoff::raw::{self, Node};
-use handoff::report::{self, Style};
-use handoff::source::Source;
-use handoff::trace::RunStatus;
+use handoff::cli::report::{self, Style};
+use handoff::engine::Engine;
+use handoff::language::analyze::analyze;
+use handoff::language::diagnostic::render_all;
+use handoff::language::raw::{self, Node};
+use handoff::language::source::Source;
+use handoff::run::inputs::{Inputs, initial_state};
+use handoff::run::mock::{Mock, MockTransport};
+use handoff::run::trace::RunStatus;
 
 struct Case {
     header: Node,
@@ -102,7 +103,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
         }),
     }
     .unwrap_or_else(|d| panic!("{}", render_all(&d, false)));
-    let clock = Arc::new(handoff::clock::VirtualClock::fixed());
+    let clock = Arc::new(handoff::run::clock::VirtualClock::fixed());
     let transport = MockTransport::new(mock, clock.clone());
     let engine = Engine {
         run_id: "test-run".to_string(),
@@ -118,7 +119,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
     let lines = Arc::new(Mutex::new(String::new()));
     let jsonl = Arc::new(Mutex::new((0usize, String::new())));
     let (sink, json_sink) = (lines.clone(), jsonl.clone());
-    let mut observer = move |e: &handoff::trace::TraceEvent| {
+    let mut observer = move |e: &handoff::run::trace::TraceEvent| {
         sink.lock()
             .unwrap()
             .push_str(&report::pretty(e, Style { color: false }, None));
@@ -142,7 +143,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
 }
 
 /// The text leaves of every secret field, long enough to be meaningful.
-fn secret_values(state: &handoff::state::RunState) -> Vec<String> {
+fn secret_values(state: &handoff::run::state::RunState) -> Vec<String> {
     fn leaves(v: &serde_json::Value, out: &mut Vec<String>) {
         match v {
             serde_json::Value::String(s) if s.len() >= 4 => out.push(s.clone()),
@@ -223,13 +224,13 @@ fn a_long_timer_says_it_is_still_waiting_when_no_one_watches_a_terminal() {
     let state = initial_state(&flow, &Inputs::default(), &|_| None).unwrap();
     // The real clock beats every minute when stdout is not a terminal; the
     // virtual one can be told to, so the test is instant and exact.
-    let clock =
-        handoff::clock::VirtualClock::fixed().with_heartbeat(std::time::Duration::from_secs(60));
+    let clock = handoff::run::clock::VirtualClock::fixed()
+        .with_heartbeat(std::time::Duration::from_secs(60));
     let transport = MockTransport::new(
         Mock {
             entries: Vec::new(),
         },
-        Arc::new(handoff::clock::VirtualClock::fixed()),
+        Arc::new(handoff::run::clock::VirtualClock::fixed()),
     );
     let engine = Engine {
         run_id: "test-run".to_string(),
@@ -243,8 +244,8 @@ fn a_long_timer_says_it_is_still_waiting_when_no_one_watches_a_terminal() {
         traced: true,
     };
     let mut beats = Vec::new();
-    let mut observer = |e: &handoff::trace::TraceEvent| {
-        if let handoff::trace::EventKind::TimerWaiting { left_ms } = e.kind {
+    let mut observer = |e: &handoff::run::trace::TraceEvent| {
+        if let handoff::run::trace::EventKind::TimerWaiting { left_ms } = e.kind {
             beats.push((e.at_ms, left_ms));
         }
     };

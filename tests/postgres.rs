@@ -13,8 +13,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{Served, Sim, TOKEN, scratch};
+use handoff::engine::checkpoint::DurableStatus;
+use handoff::engine::checkpoint::Saved;
 use handoff::store::postgres::PgStore;
-use handoff::store::{Checkpoint, Claimed, DurableStatus, Lease, NewRun, Saved, Store};
+use handoff::store::{Checkpoint, Claimed, Lease, NewRun, Store};
 use serde_json::json;
 
 /// The restart test stops the whole cluster: the others wait for it.

@@ -638,7 +638,7 @@ fn at_most_max_inflight_requests_go_to_one_host() {
 #[test]
 fn nac_calls_the_worker_and_its_callback_moves_the_instance_on() {
     const API_TOKEN: &str = "api-token-for-callbacks-7e57";
-    let sim = Sim::start(handoff::sim::SimConfig {
+    let sim = Sim::start(handoff::sim::shared::SimConfig {
         legacy_task_patch: false,
         ..common::config()
     });

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use common::{Sim, TOKEN, assert_no_token, config, gets_and_patches, stable, text};
-use handoff::sim::SimConfig;
+use handoff::sim::shared::SimConfig;
 use serde_json::{Value, json};
 
 #[test]
@@ -405,7 +405,7 @@ fn the_reference_flow_completes_the_service_accounts_assignment_without_the_lega
 /// the simulator's clock, then gets 401.
 #[test]
 fn issued_app_tokens_expire() {
-    let clock = Arc::new(handoff::clock::VirtualClock::fixed());
+    let clock = Arc::new(handoff::run::clock::VirtualClock::fixed());
     let sim = Sim::start_clocked(
         SimConfig {
             token_ttl: std::time::Duration::from_secs(2),

@@ -11,12 +11,13 @@
 
 use std::sync::Arc;
 
-use handoff::analyze::analyze;
-use handoff::clock::VirtualClock;
-use handoff::diagnostic::render_all;
-use handoff::engine::{Engine, Inputs, initial_state};
-use handoff::mock::{Mock, MockTransport};
-use handoff::source::Source;
+use handoff::language::analyze::analyze;
+use handoff::run::clock::VirtualClock;
+use handoff::language::diagnostic::render_all;
+use handoff::engine::Engine;
+use handoff::run::inputs::{Inputs, initial_state};
+use handoff::run::mock::{Mock, MockTransport};
+use handoff::language::source::Source;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -41,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let mut inputs = Inputs::default();
-    if let Ok(node) = handoff::inputs::parse_input_file(&source) {
+    if let Ok(node) = handoff::run::inputs::parse_input_file(&source) {
         inputs.file = Some((source.clone(), node));
     }
     let state = match initial_state(&flow, &inputs, &|_| Some("fuzz-secret-value".to_string())) {
@@ -61,8 +62,8 @@ fuzz_target!(|data: &[u8]| {
         dry_run: true,
         durable: None,
     };
-    let mut observer = |e: &handoff::trace::TraceEvent| {
-        let _ = handoff::report::jsonl(e);
+    let mut observer = |e: &handoff::run::trace::TraceEvent| {
+        let _ = handoff::cli::report::jsonl(e);
     };
     if let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() {
         let _ = rt.block_on(engine.run(state, &mut observer));

@@ -9,7 +9,8 @@
 
 #![no_main]
 
-use handoff::store::{DurableStatus, Lease, StoredRun};
+use handoff::store::{Lease, StoredRun};
+use handoff::engine::checkpoint::DurableStatus;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -44,16 +45,16 @@ fuzz_target!(|data: &[u8]| {
         lease: Some(Lease { owner: id.clone(), until_ms: number(0) }),
     };
     let _ = handoff::serve::api::summary(&run);
-    let _ = handoff::durable::pinned_flow(&run);
+    let _ = handoff::store::durable::pinned_flow(&run);
     for at in [0, 8, 16, 24] {
-        let _ = handoff::clock::rfc3339(handoff::clock::from_unix_ms(number(at)));
+        let _ = handoff::run::clock::rfc3339(handoff::run::clock::from_unix_ms(number(at)));
     }
-    let _ = handoff::fields::clip(&id, (number(8) as usize) % 64);
-    let style = handoff::report::Style { color: false };
+    let _ = handoff::language::fields::clip(&id, (number(8) as usize) % 64);
+    let style = handoff::cli::report::Style { color: false };
     for line in trace.lines() {
-        if let Ok(event) = serde_json::from_str::<handoff::trace::TraceEvent>(line) {
-            let _ = handoff::report::pretty(&event, style, None);
-            let _ = handoff::report::jsonl(&event);
+        if let Ok(event) = serde_json::from_str::<handoff::run::trace::TraceEvent>(line) {
+            let _ = handoff::cli::report::pretty(&event, style, None);
+            let _ = handoff::cli::report::jsonl(&event);
         }
     }
 });

@@ -6,12 +6,12 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::time::Instant;
 
-use super::offload::Offload;
+use crate::cli::offload::Offload;
+use crate::cli::report::{self, Style, TraceFormat};
 use crate::engine::{Engine, RunResult};
-use crate::flow::Flow;
-use crate::report::{self, Style, TraceFormat};
-use crate::state::RunState;
-use crate::trace::{EventKind, Outcome, RunStatus, TraceEvent};
+use crate::language::flow::Flow;
+use crate::run::state::RunState;
+use crate::run::trace::{EventKind, Outcome, RunStatus, TraceEvent};
 
 /// How the run's output looks: the trace's format, each stream's colour,
 /// and whether only the final line is printed.
@@ -45,7 +45,7 @@ pub struct Printer {
     since_flush: u64,
     /// The JSON line of the event being printed, its buffer reused.
     line: Vec<u8>,
-    lines: crate::jsonl::Lines,
+    lines: crate::run::jsonl::Lines,
     /// The trace file, written by a thread of its own.
     file: Option<(TraceFormat, Offload)>,
     started: Instant,
@@ -185,7 +185,7 @@ impl Printer {
         {
             eprintln!(
                 "warning: the trace file is incomplete: {}",
-                crate::analyze::io_reason(&e)
+                crate::language::analyze::io_reason(&e)
             );
         }
     }
@@ -238,7 +238,7 @@ fn interrupted(printer: &mut Printer, flow: &Flow, elapsed_ms: u64, now: std::ti
     let event = TraceEvent {
         seq: printer.last_seq + 1,
         at_ms: elapsed_ms,
-        time: crate::clock::rfc3339(now).into(),
+        time: crate::run::clock::rfc3339(now).into(),
         run: printer.run.as_str().into(),
         step: None,
         kind: EventKind::FlowFinished(Outcome {

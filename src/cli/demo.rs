@@ -11,16 +11,22 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::analyze::analyze;
-use crate::clock::{SystemClock, format_duration};
-use crate::console::{Look, Printer, run_live};
-use crate::diagnostic::{Diagnostic, render_all};
-use crate::engine::{Engine, Inputs, initial_state};
-use crate::report::{Style, TraceFormat};
-use crate::sim::{self, SimConfig};
-use crate::source::Source;
-use crate::trace::RunStatus;
-use crate::transport::ReqwestTransport;
+use crate::cli::console::{Look, Printer, run_live};
+use crate::cli::report::{Style, TraceFormat};
+use crate::engine::Engine;
+use crate::language::analyze::analyze;
+use crate::language::diagnostic::{Diagnostic, render_all};
+use crate::language::source::Source;
+use crate::run::clock::{SystemClock, format_duration};
+use crate::run::inputs::{Inputs, initial_state};
+use crate::run::trace::RunStatus;
+use crate::run::transport::ReqwestTransport;
+use crate::sim;
+use crate::sim::shared::SimConfig;
+
+use crate::cli::common::{
+    Colors, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TraceArg, duration_arg, trace_format,
+};
 
 /// The flow a user runs, built in so the demo works from any directory.
 pub const FLOW_PATH: &str = "flows/complete-nwc-task.yaml";
@@ -65,7 +71,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
     .await
     .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let base = server.base_url.clone();
-    crate::transport::install_crypto();
+    crate::run::transport::install_crypto();
     let client = reqwest::Client::new();
     let instance_id = start_instance(&client, &base, options.task_delay).await?;
 
@@ -112,7 +118,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
     let transport = ReqwestTransport::new().map_err(|e| e.to_string())?;
     let clock = SystemClock::new();
     let engine = Engine {
-        run_id: crate::trace::new_run_id(std::time::SystemTime::now()),
+        run_id: crate::run::trace::new_run_id(std::time::SystemTime::now()),
         flow: &flow,
         clock: &clock,
         transport: &transport,
@@ -146,7 +152,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
         })
         .count();
     let instance = get_instance(&client, &base, &token, &instance_id).await?;
-    let state = server.shared.state_json();
+    let state = crate::sim::control::state_json(&server.shared);
     let task = state["tasks"].as_array().and_then(|tasks| {
         tasks
             .iter()
@@ -251,4 +257,40 @@ async fn get_instance(
         .json()
         .await
         .map_err(|e| format!("the simulator's instance: {e}"))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// How long until NWC creates the task.
+    #[arg(long, default_value = "3s", value_parser = duration_arg)]
+    pub task_delay: std::time::Duration,
+    /// How long the flow waits between polls.
+    #[arg(long, default_value = "1s", value_parser = duration_arg)]
+    pub poll_interval: std::time::Duration,
+    /// The outcome to complete the task with.
+    #[arg(long, default_value = "Completed")]
+    pub outcome: String,
+    /// How the trace is printed.
+    #[arg(long, value_enum, default_value_t = TraceArg::Pretty)]
+    pub trace: TraceArg,
+}
+
+pub async fn demo_command(args: DemoArgs, color: Colors) -> i32 {
+    let options = crate::cli::demo::DemoOptions {
+        task_delay: args.task_delay,
+        poll_interval: args.poll_interval,
+        outcome: args.outcome,
+        format: trace_format(args.trace),
+        style: Style { color: color.out },
+        err_style: Style { color: color.err },
+    };
+    match crate::cli::demo::run(options).await {
+        Ok(crate::cli::demo::DemoEnd::Resumed) => EXIT_OK,
+        Ok(crate::cli::demo::DemoEnd::Failed) => EXIT_FAILED,
+        Ok(crate::cli::demo::DemoEnd::Interrupted) => EXIT_INTERRUPTED,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
 }

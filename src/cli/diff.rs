@@ -12,8 +12,10 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::report::{self, Style};
-use crate::trace::{EventKind, TraceEvent};
+use crate::cli::common::{Colors, EXIT_FAILED, EXIT_INVALID, EXIT_OK, OutputFormat};
+use crate::cli::report::Style;
+use crate::run::trace::{EventKind, TraceEvent};
+use std::path::PathBuf;
 
 /// Events of context shown before the first difference.
 const CONTEXT: usize = 3;
@@ -50,7 +52,7 @@ fn fact(event: &TraceEvent) -> Value {
         {
             // The headers a flow reads; the rest (`Date`, `Content-Length`) vary by transport.
             headers.retain(|name, _| {
-                crate::record::KEPT_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+                crate::run::record::KEPT_HEADERS.contains(&name.to_ascii_lowercase().as_str())
             });
         }
         // No headers and an empty set of them are the same.
@@ -126,7 +128,7 @@ pub fn compare(a: &[TraceEvent], b: &[TraceEvent], names: (&str, &str), style: S
             if from < i {
                 let _ = writeln!(text, "{}", style.dim("  the same before it:"));
                 for e in &a[from..i] {
-                    for line in report::pretty(e, style, None).lines() {
+                    for line in crate::cli::report::pretty(e, style, None).lines() {
                         let _ = writeln!(text, "  {}", style.dim(line));
                     }
                 }
@@ -135,7 +137,7 @@ pub fn compare(a: &[TraceEvent], b: &[TraceEvent], names: (&str, &str), style: S
                 let _ = writeln!(text, "  {name}:");
                 match side.get(i) {
                     Some(e) => {
-                        for line in report::pretty(e, style, None).lines() {
+                        for line in crate::cli::report::pretty(e, style, None).lines() {
                             let line = format!("{colour} {line}");
                             let shown = if colour == "-" {
                                 style.red(&line)
@@ -182,4 +184,44 @@ pub fn compare(a: &[TraceEvent], b: &[TraceEvent], names: (&str, &str), style: S
         "b": sb,
     });
     Compared { first, text, json }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// The first trace (JSONL, as `--trace-file run.jsonl` writes it).
+    pub a: PathBuf,
+    /// The second trace.
+    pub b: PathBuf,
+    /// Text for people, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+pub fn diff_command(args: &DiffArgs, color: Colors) -> i32 {
+    let (a, b) = match (
+        crate::cli::report::read_trace(&args.a),
+        crate::cli::report::read_trace(&args.b),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let names = (args.a.to_string_lossy(), args.b.to_string_lossy());
+    let compared = crate::cli::diff::compare(
+        &a,
+        &b,
+        (&names.0, &names.1),
+        crate::cli::report::Style { color: color.out },
+    );
+    match args.format {
+        OutputFormat::Text => print!("{}", compared.text),
+        OutputFormat::Json => println!("{}", compared.json),
+    }
+    if compared.first.is_some() {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
 }

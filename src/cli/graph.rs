@@ -9,10 +9,14 @@
 
 use std::fmt::Write;
 
-pub use crate::engine::picture::Taken;
+use crate::engine::picture::Taken;
 use crate::engine::picture::{Shape, layout};
-use crate::flow::Flow;
-use crate::trace::RunStatus;
+use crate::language::flow::Flow;
+use crate::run::trace::RunStatus;
+use clap::ValueEnum;
+use std::path::PathBuf;
+
+use crate::cli::common::{Colors, EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_diagnostics};
 
 /// Mermaid's entity escapes for text in a quoted label.
 fn mermaid_text(text: &str) -> String {
@@ -169,4 +173,73 @@ pub fn dot(flow: &Flow, taken: Option<&Taken>) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GraphArgs {
+    /// The flow file.
+    pub flow: PathBuf,
+    /// Mermaid (for Markdown on GitHub and most editors) or Graphviz DOT.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+    pub format: GraphFormat,
+    /// Highlight the steps a run took, from its JSONL trace (`--trace-file run.jsonl`).
+    #[arg(long, value_name = "FILE", conflicts_with = "run")]
+    pub trace: Option<PathBuf>,
+    /// Highlight the steps a durable run took, from the store.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub store: crate::cli::runs::StoreArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+pub async fn graph_command(args: GraphArgs, color: Colors) -> i32 {
+    let flow = match crate::language::analyze::analyze_file(&args.flow.to_string_lossy()) {
+        Ok(checked) => checked.flow,
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics, color);
+            return EXIT_INVALID;
+        }
+    };
+    let events = if let Some(path) = &args.trace {
+        match crate::cli::report::read_trace(path) {
+            Ok(events) => Some(events),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INVALID;
+            }
+        }
+    } else if let Some(id) = &args.run {
+        let runs = match crate::cli::runs::existing_store(&args.store.target()).await {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        match runs.trace(id).await {
+            Ok(events) if !events.is_empty() => Some(events),
+            Ok(_) => {
+                eprintln!("error: there is no run `{id}` in the store, or it has no trace yet");
+                return EXIT_INVALID;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    } else {
+        None
+    };
+    let taken = events
+        .as_deref()
+        .map(crate::engine::picture::Taken::from_events);
+    let text = match args.format {
+        GraphFormat::Mermaid => crate::cli::graph::mermaid(&flow, taken.as_ref()),
+        GraphFormat::Dot => crate::cli::graph::dot(&flow, taken.as_ref()),
+    };
+    print!("{text}");
+    EXIT_OK
 }

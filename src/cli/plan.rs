@@ -19,9 +19,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::flow::{Flow, Target};
+use crate::language::flow::Flow;
+use crate::language::target::Target;
+use crate::language::template::{Template, TemplateKind};
 use crate::steps::{StepKind, Timer};
-use crate::template::{Template, TemplateKind};
+use std::path::PathBuf;
+
+use crate::cli::common::{Colors, EXIT_INVALID, EXIT_OK, OutputFormat, print_diagnostics};
 
 /// A loop and what bounds it.
 pub struct Loop {
@@ -156,7 +160,7 @@ fn writers(flow: &Flow, field: &str) -> Vec<usize> {
 /// `{{ name }}` alone: the field it reads.
 fn single_field(template: &Template) -> Option<&str> {
     match &template.kind {
-        TemplateKind::Expr(expr) if crate::analyzer::is_identifier(expr.trim()) => {
+        TemplateKind::Expr(expr) if crate::language::analyzer::is_identifier(expr.trim()) => {
             Some(expr.trim())
         }
         _ => None,
@@ -309,14 +313,14 @@ fn bound(flow: &Flow, component: &[usize]) -> Result<(Vec<usize>, u64, String), 
 /// A duration a timer waits: literal, or a field's default.
 fn timer_duration(flow: &Flow, template: &Template) -> Result<Duration, String> {
     let text = match (&template.kind, single_field(template)) {
-        (TemplateKind::Literal(v), _) => crate::fields::display_text(v),
+        (TemplateKind::Literal(v), _) => crate::language::fields::display_text(v),
         (_, Some(field)) => match flow.fields.get(field).and_then(|f| f.default.clone()) {
-            Some(v) => crate::fields::display_text(&v),
+            Some(v) => crate::language::fields::display_text(&v),
             None => return Err(format!("depends on `{field}`, which has no default")),
         },
         _ => return Err(format!("depends on `{}`", template.source)),
     };
-    crate::clock::parse_duration(&text)
+    crate::language::duration::parse_duration(&text)
 }
 
 /// Where a request goes, as far as the flow says before it runs.
@@ -328,7 +332,7 @@ fn target(flow: &Flow, template: &Template) -> String {
     };
     match (&template.kind, single_field(template)) {
         (TemplateKind::Literal(v), _) => {
-            let text = crate::fields::display_text(v);
+            let text = crate::language::fields::display_text(v);
             host(&text).unwrap_or(text)
         }
         (_, Some(field)) => {
@@ -336,7 +340,7 @@ fn target(flow: &Flow, template: &Template) -> String {
                 .fields
                 .get(field)
                 .and_then(|f| f.default.as_ref())
-                .map(crate::fields::display_text)
+                .map(crate::language::fields::display_text)
                 .and_then(|d| host(&d));
             match default {
                 Some(h) => format!("{h} (`{field}` by default)"),
@@ -454,7 +458,7 @@ fn method(m: &str) -> &'static str {
 }
 
 fn seconds(d: Duration) -> String {
-    crate::clock::format_duration(d)
+    crate::run::clock::format_duration(d)
 }
 
 impl Plan {
@@ -647,5 +651,32 @@ impl Plan {
             "timer_ms": self.timer_time().ok().map(|d| d.as_millis() as u64),
             "request_wait_ms": self.request_time().map(|d| d.as_millis() as u64),
         })
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// The flow file.
+    pub flow: PathBuf,
+    /// Text for people, or JSON for scripts.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// `handoff plan`: the flow's worst case, as text or JSON.
+pub fn plan_command(args: &PlanArgs, color: Colors) -> i32 {
+    match crate::language::analyze::analyze_file(&args.flow.to_string_lossy()) {
+        Ok(checked) => {
+            let plan = plan(&checked.flow);
+            match args.format {
+                OutputFormat::Text => print!("{}", plan.text(&checked.flow)),
+                OutputFormat::Json => println!("{}", plan.json(&checked.flow)),
+            }
+            EXIT_OK
+        }
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics, color);
+            EXIT_INVALID
+        }
     }
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::clock::format_duration;
-use crate::steps::request::{excerpt, status_text};
-use crate::trace::{EventKind, Outcome, RunStatus, TraceEvent};
+use crate::run::clock::format_duration;
+use crate::run::http::send::{excerpt, status_text};
+use crate::run::trace::{EventKind, Outcome, RunStatus, TraceEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TraceFormat {
@@ -56,13 +56,13 @@ impl Style {
 /// the line.
 pub fn jsonl(event: &TraceEvent) -> String {
     let mut line = Vec::new();
-    jsonl_append(event, &mut crate::jsonl::Lines::default(), &mut line);
+    jsonl_append(event, &mut crate::run::jsonl::Lines::default(), &mut line);
     String::from_utf8(line).unwrap_or_default()
 }
 
 /// [`jsonl`], added to the end of `out`: a printer writes every event of its
 /// run with one writer, into one buffer.
-pub fn jsonl_append(event: &TraceEvent, lines: &mut crate::jsonl::Lines, out: &mut Vec<u8>) {
+pub fn jsonl_append(event: &TraceEvent, lines: &mut crate::run::jsonl::Lines, out: &mut Vec<u8>) {
     let start = out.len();
     // Lines of ASCII alone (most) hold none of them.
     if !lines.write(event, out) || !out[start..].contains(&0xE2) {
@@ -320,7 +320,7 @@ fn round_ms(d: Duration) -> Duration {
 /// characters), but bare for the mask.
 fn value_text(v: &Value) -> String {
     match v {
-        Value::String(s) if s == crate::redact::MASK => s.clone(),
+        Value::String(s) if s == crate::run::redact::MASK => s.clone(),
         other => esc(&other.to_string()).into_owned(),
     }
 }
@@ -358,7 +358,7 @@ pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceEvent>, String> {
     let cannot = |e: std::io::Error| {
         let why = match e.kind() {
             std::io::ErrorKind::InvalidData => e.to_string(),
-            _ => crate::analyze::io_reason(&e),
+            _ => crate::language::analyze::io_reason(&e),
         };
         format!("cannot read `{}`: {why}", path.display())
     };
@@ -393,7 +393,7 @@ pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceEvent>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::EventKind;
+    use crate::run::trace::EventKind;
 
     #[test]
     fn data_cannot_paint_over_the_terminal() {

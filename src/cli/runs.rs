@@ -7,19 +7,21 @@ use std::time::SystemTime;
 
 use clap::Subcommand;
 
-use super::{
+use crate::cli::common::{
     Colors, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, TraceArg, exit_code,
     open_trace_file, trace_format,
 };
-use crate::clock::SystemClock;
-use crate::console::{Look, Printer, run_live};
-use crate::durable::DurableRuns;
+use crate::cli::console::{Look, Printer, run_live};
+use crate::cli::report::{self, Style, TraceFormat};
+use crate::engine::checkpoint::DurableStatus;
 use crate::engine::{Durable, Engine};
-use crate::report::{self, Style, TraceFormat};
+use crate::run::clock::SystemClock;
+use crate::run::clock::unix_ms;
+use crate::run::trace::TraceEvent;
+use crate::run::transport::ReqwestTransport;
+use crate::store::RunFilter;
+use crate::store::durable::DurableRuns;
 use crate::store::seal::KeySource;
-use crate::store::{DurableStatus, RunFilter, unix_ms};
-use crate::trace::TraceEvent;
-use crate::transport::ReqwestTransport;
 
 /// Where durable runs are kept.
 #[derive(clap::Args, Debug)]
@@ -318,7 +320,7 @@ async fn record(runs: &DurableRuns, id: &str) -> i32 {
     };
     match runs.trace(id).await {
         Ok(events) => {
-            print!("{}", crate::record::from_events(&run.flow, &events));
+            print!("{}", crate::run::record::from_events(&run.flow, &events));
             EXIT_OK
         }
         Err(e) => {
@@ -398,7 +400,7 @@ async fn show(runs: &DurableRuns, id: &str, trace: TraceArg, color: Colors) -> i
                 run.status.as_str(),
                 report::esc(&run.flow),
                 report::esc(&run.flow_path),
-                crate::fields::clip(&run.flow_hash, 12),
+                crate::language::fields::clip(&run.flow_hash, 12),
                 run.steps_taken
             );
             if let (DurableStatus::Waiting, Some(ms)) = (run.status, run.wake_at_ms) {
@@ -421,5 +423,5 @@ async fn show(runs: &DurableRuns, id: &str, trace: TraceArg, color: Colors) -> i
 }
 
 fn rfc3339_ms(ms: i64) -> String {
-    crate::clock::rfc3339(crate::clock::from_unix_ms(ms))
+    crate::run::clock::rfc3339(crate::run::clock::from_unix_ms(ms))
 }

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::keys::{Body, Key, Shape};
+use crate::language::keys::{Body, Key, Shape};
 use crate::steps::{KINDS, StepKind};
 
 pub const SCHEMA_ID: &str = "https://handoff.dev/schema/handoff.schema.json";
@@ -194,7 +194,7 @@ fn r(def: &str) -> Value {
 fn flow() -> Value {
     object(
         "flow",
-        &crate::analyze::TOP_KEYS,
+        &crate::language::analyze::TOP_KEYS,
         &["flow", "steps"],
         &|k| match k {
             "flow" | "description" => json!({ "type": "string" }),
@@ -211,11 +211,11 @@ fn flow() -> Value {
 }
 
 fn field() -> Value {
-    let types = crate::fields::TYPE_NAMES;
+    let types = crate::language::fields::TYPE_NAMES;
     json!({
         "anyOf": [
             { "enum": types, "description": "Short for `{ type: … }`." },
-            object("field", &crate::analyze::FIELD_KEYS, &["type"], &|k| match k {
+            object("field", &crate::language::analyze::FIELD_KEYS, &["type"], &|k| match k {
                 "type" => json!({ "enum": types }),
                 "input" | "secret" | "allow_empty" => json!({ "type": "boolean" }),
                 "env" | "description" => json!({ "type": "string" }),
@@ -322,7 +322,7 @@ fn step() -> Value {
         .iter()
         .filter_map(|kind| {
             let b = StepKind::body_of(kind)?;
-            let mut properties: Map<String, Value> = crate::analyze::STEP_KEYS
+            let mut properties: Map<String, Value> = crate::language::analyze::STEP_KEYS
                 .iter()
                 .map(|k| (k.to_string(), described("step", k, common(k))))
                 .collect();
@@ -351,7 +351,7 @@ fn auth() -> Value {
         "format" => json!({ "enum": ["json", "form"] }),
         _ => r("template"),
     };
-    let keys = crate::auth::KEYS;
+    let keys = crate::language::auth::KEYS;
     json!({
         "oneOf": [
             object("auth", &keys[..1], &["token"], &shape),
@@ -363,16 +363,16 @@ fn auth() -> Value {
 fn trigger() -> Value {
     object(
         "trigger",
-        &crate::trigger::KEYS,
+        &crate::language::trigger::KEYS,
         &["event", "inputs"],
         &|k| match k {
             "event" => json!({
                 "type": "object",
                 "additionalProperties": {
                     "anyOf": [
-                        { "enum": crate::event::TYPES },
-                        object("event key", &crate::event::KEY_KEYS, &[], &|k| match k {
-                            "type" => json!({ "enum": crate::event::TYPES }),
+                        { "enum": crate::language::event::TYPES },
+                        object("event key", &crate::language::event::KEY_KEYS, &[], &|k| match k {
+                            "type" => json!({ "enum": crate::language::event::TYPES }),
                             "enum" => json!({ "type": "array", "items": { "type": ["string", "integer"] }, "minItems": 1 }),
                             "required" => json!({ "type": "boolean" }),
                             _ => json!({ "type": "string" }),
@@ -384,7 +384,7 @@ fn trigger() -> Value {
             "idempotency_key" => r("template"),
             "signature" => object(
                 "signature",
-                &crate::trigger::SIGNATURE_KEYS,
+                &crate::language::trigger::SIGNATURE_KEYS,
                 &["secret_env"],
                 &|k| match k {
                     "format" => json!({ "enum": ["github", "timestamped"] }),
@@ -401,7 +401,7 @@ fn retry() -> Value {
         "anyOf": [
             { "const": false, "description": "One attempt, no retry." },
             { "type": "integer", "minimum": 1, "description": "Attempts in all." },
-            object("retry", &crate::retry::KEYS, &[], &|k| match k {
+            object("retry", &crate::run::retry::KEYS, &[], &|k| match k {
                 "attempts" => json!({ "type": "integer", "minimum": 1 }),
                 "jitter" => json!({ "type": "number", "minimum": 0, "maximum": 1 }),
                 "retry_on" => json!({ "type": "array", "items": { "type": ["string", "integer"] } }),
@@ -447,8 +447,8 @@ fn reply_shape(k: &str) -> Value {
 }
 
 fn response() -> Value {
-    let mut keys: Vec<&str> = crate::mock::ENTRY_KEYS.to_vec();
-    keys.extend(crate::mock::REPLY_KEYS);
+    let mut keys: Vec<&str> = crate::run::mock::ENTRY_KEYS.to_vec();
+    keys.extend(crate::run::mock::REPLY_KEYS);
     object("response", &keys, &[], &|k| match k {
         "step" | "request" => json!({ "type": "string" }),
         "replies" => json!({ "type": "array", "items": r("reply"), "minItems": 1 }),
@@ -458,13 +458,13 @@ fn response() -> Value {
 }
 
 fn reply() -> Value {
-    object("reply", &crate::mock::REPLY_KEYS, &[], &reply_shape)
+    object("reply", &crate::run::mock::REPLY_KEYS, &[], &reply_shape)
 }
 
 fn tests() -> Value {
     object(
         "tests",
-        &crate::cases::FILE_KEYS,
+        &crate::run::cases::FILE_KEYS,
         &["cases"],
         &|k| match k {
             "cases" => json!({ "type": "array", "items": r("case"), "minItems": 1 }),
@@ -476,27 +476,32 @@ fn tests() -> Value {
 fn case() -> Value {
     object(
         "case",
-        &crate::cases::CASE_KEYS,
+        &crate::run::cases::CASE_KEYS,
         &["name", "expect"],
         &|k| match k {
             "set" | "env" => {
                 json!({ "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } })
             }
             "responses" => json!({ "type": "array", "items": r("response") }),
-            "expect" => object("expect", &crate::cases::EXPECT_KEYS, &[], &|k| match k {
-                "status" => json!({ "enum": crate::cases::STATUSES }),
-                "ended_at" | "reason" => json!({ "type": "string" }),
-                "fields" => json!({ "type": "object" }),
-                "requests" => json!({
-                    "type": "array",
-                    "items": object("request", &crate::cases::REQUEST_KEYS, &["request"], &|k| match k {
-                        "request" => json!({ "type": "string" }),
-                        "count" => json!({ "type": "integer", "minimum": 0 }),
-                        _ => json!({}),
+            "expect" => object(
+                "expect",
+                &crate::run::cases::EXPECT_KEYS,
+                &[],
+                &|k| match k {
+                    "status" => json!({ "enum": crate::run::cases::STATUSES }),
+                    "ended_at" | "reason" => json!({ "type": "string" }),
+                    "fields" => json!({ "type": "object" }),
+                    "requests" => json!({
+                        "type": "array",
+                        "items": object("request", &crate::run::cases::REQUEST_KEYS, &["request"], &|k| match k {
+                            "request" => json!({ "type": "string" }),
+                            "count" => json!({ "type": "integer", "minimum": 0 }),
+                            _ => json!({}),
+                        }),
                     }),
-                }),
-                _ => json!({}),
-            }),
+                    _ => json!({}),
+                },
+            ),
             _ => json!({ "type": "string" }),
         },
     )
@@ -511,20 +516,23 @@ mod tests {
     #[test]
     fn every_key_is_described() {
         let sections: Vec<(&str, Vec<&str>)> = vec![
-            ("flow", crate::analyze::TOP_KEYS.to_vec()),
-            ("field", crate::analyze::FIELD_KEYS.to_vec()),
-            ("step", crate::analyze::STEP_KEYS.to_vec()),
-            ("auth", crate::auth::KEYS.to_vec()),
-            ("trigger", crate::trigger::KEYS.to_vec()),
-            ("signature", crate::trigger::SIGNATURE_KEYS.to_vec()),
-            ("event key", crate::event::KEY_KEYS.to_vec()),
-            ("retry", crate::retry::KEYS.to_vec()),
-            ("response", crate::mock::ENTRY_KEYS.to_vec()),
-            ("reply", crate::mock::REPLY_KEYS.to_vec()),
-            ("tests", crate::cases::FILE_KEYS.to_vec()),
-            ("case", crate::cases::CASE_KEYS.to_vec()),
-            ("expect", crate::cases::EXPECT_KEYS.to_vec()),
-            ("request", crate::cases::REQUEST_KEYS.to_vec()),
+            ("flow", crate::language::analyze::TOP_KEYS.to_vec()),
+            ("field", crate::language::analyze::FIELD_KEYS.to_vec()),
+            ("step", crate::language::analyze::STEP_KEYS.to_vec()),
+            ("auth", crate::language::auth::KEYS.to_vec()),
+            ("trigger", crate::language::trigger::KEYS.to_vec()),
+            (
+                "signature",
+                crate::language::trigger::SIGNATURE_KEYS.to_vec(),
+            ),
+            ("event key", crate::language::event::KEY_KEYS.to_vec()),
+            ("retry", crate::run::retry::KEYS.to_vec()),
+            ("response", crate::run::mock::ENTRY_KEYS.to_vec()),
+            ("reply", crate::run::mock::REPLY_KEYS.to_vec()),
+            ("tests", crate::run::cases::FILE_KEYS.to_vec()),
+            ("case", crate::run::cases::CASE_KEYS.to_vec()),
+            ("expect", crate::run::cases::EXPECT_KEYS.to_vec()),
+            ("request", crate::run::cases::REQUEST_KEYS.to_vec()),
         ];
         for (section, keys) in sections {
             for key in keys {
@@ -548,7 +556,10 @@ mod tests {
     /// The auth schema splits `auth::KEYS` at `token`: the split must match.
     #[test]
     fn auth_keys_split_at_the_token() {
-        assert_eq!(crate::auth::KEYS[0], "token");
-        assert_eq!(&crate::auth::KEYS[1..3], ["client_id", "client_secret"]);
+        assert_eq!(crate::language::auth::KEYS[0], "token");
+        assert_eq!(
+            &crate::language::auth::KEYS[1..3],
+            ["client_id", "client_secret"]
+        );
     }
 }

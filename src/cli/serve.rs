@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::runs::StoreArg;
-use super::{Colors, EXIT_FAILED, EXIT_INVALID, EXIT_OK, duration_arg, print_diagnostics};
+use crate::cli::common::{
+    Colors, EXIT_FAILED, EXIT_INVALID, EXIT_OK, duration_arg, plural, print_diagnostics,
+};
+use crate::cli::runs::StoreArg;
 use crate::serve::{Config, Server, StartError, TOKEN_VAR};
 use crate::store::seal::KeySource;
 
@@ -101,7 +103,7 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
     };
     eprintln!(
         "handoff serve: {} ({}), store `{}`, {access}",
-        super::plural(names.len(), "flow"),
+        plural(names.len(), "flow"),
         names.join(", "),
         crate::store::postgres::shown_target(&config.store)
     );
@@ -114,8 +116,8 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
             String::new()
         },
         server.limits.max_connections,
-        crate::clock::format_duration(server.limits.header_timeout),
-        crate::clock::format_duration(server.limits.idle_timeout),
+        crate::run::clock::format_duration(server.limits.header_timeout),
+        crate::run::clock::format_duration(server.limits.idle_timeout),
     );
     // The line scripts and tests wait for: the port is open from here on.
     eprintln!("listening on http://{}", server.addr);
@@ -127,7 +129,7 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
         Ok(false) => {
             eprintln!(
                 "stopped after the {} grace period with steps still in flight; they go on at the next start",
-                crate::clock::format_duration(args.grace)
+                crate::run::clock::format_duration(args.grace)
             );
             EXIT_OK
         }

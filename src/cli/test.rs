@@ -14,15 +14,15 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::cases::{Case, ExpectRequests, TestFile};
+use crate::cli::common::{Colors, EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_diagnostics};
 use crate::cli::report::{self, Style};
-use crate::cli::{Colors, EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_diagnostics};
-use crate::clock::VirtualClock;
 use crate::engine::Engine;
-use crate::inputs::{Inputs, initial_state};
-use crate::mock::{MockTransport, path_matches};
-use crate::redact::MASK;
-use crate::trace::{EventKind, TraceEvent};
+use crate::run::cases::{Case, ExpectRequests, TestFile};
+use crate::run::clock::VirtualClock;
+use crate::run::inputs::{Inputs, initial_state};
+use crate::run::mock::{MockTransport, path_matches};
+use crate::run::redact::MASK;
+use crate::run::trace::{EventKind, TraceEvent};
 
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
@@ -92,7 +92,7 @@ pub async fn test_command(args: TestArgs, colors: Colors) -> i32 {
     let mut loaded = Vec::new();
     let mut invalid = false;
     for file in &files {
-        match crate::cases::load(&file.to_string_lossy()) {
+        match crate::run::cases::load(&file.to_string_lossy()) {
             Ok(t) => loaded.push(t),
             Err(diagnostics) => {
                 invalid = true;
@@ -168,7 +168,7 @@ fn find(dir: &Path, out: &mut Vec<PathBuf>) {
             if !name.starts_with('.') && name != "target" && name != "node_modules" {
                 find(&path, out);
             }
-        } else if crate::cases::is_test_file(&path) {
+        } else if crate::run::cases::is_test_file(&path) {
             out.push(path);
         }
     }
@@ -198,7 +198,7 @@ async fn run_case(file: &TestFile, case: &Case, args: &TestArgs) -> Ran {
     let state = match initial_state(flow, &inputs, &env) {
         Ok(s) => s,
         Err(diagnostics) => {
-            let text = crate::diagnostic::render_all(&diagnostics, false);
+            let text = crate::language::diagnostic::render_all(&diagnostics, false);
             failures.push(format!("the run could not start:\n{}", text.trim_end()));
             return Ran {
                 file: file.path.clone(),
@@ -286,8 +286,8 @@ async fn run_case(file: &TestFile, case: &Case, args: &TestArgs) -> Ran {
         } else if !same(&want, &got) {
             failures.push(format!(
                 "field `{name}`:\n  - {}\n  + {}",
-                crate::fields::quote(&want),
-                crate::fields::quote(&got)
+                crate::language::fields::quote(&want),
+                crate::language::fields::quote(&got)
             ));
         }
     }
@@ -380,8 +380,8 @@ fn holds(want: &Value, got: &Value, at: &str) -> Option<String> {
         _ if same(want, got) => None,
         _ => Some(format!(
             "at `{at}`:\n  - {}\n  + {}",
-            crate::fields::quote(want),
-            crate::fields::quote(got)
+            crate::language::fields::quote(want),
+            crate::language::fields::quote(got)
         )),
     }
 }

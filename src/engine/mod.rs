@@ -5,15 +5,15 @@
 //! observer as they happen. Once a run starts nothing returns `Err`: failures
 //! are trace events, and the [`Outcome`] is computed from what happened.
 //!
-//! A *durable* run also hands its progress to [`Checkpoints`]: after every
+//! A *durable* run also hands its progress to
+//! [`Checkpoints`](checkpoint::Checkpoints): after every
 //! step, while it waits in a timer (with `wake_at`), and just before a
 //! request that must not be sent twice. Such a run can stop anywhere (kill -9)
 //! and go on from its last checkpoint: a timer waits only what is left, a
 //! step that was under way runs again, except a request that may have reached
 //! the server and is not safe to repeat, which fails as `in_doubt`.
 
-pub mod batch;
-pub mod durable;
+pub mod checkpoint;
 pub mod picture;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,16 +21,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::clock::{BoxFuture, Clock};
-use crate::flow::{ERROR_FIELD, Flow, Step, Target};
-use crate::redact::MASK;
-use crate::state::RunState;
-use crate::steps::{ErrorKind, Next, StepCx, StepError, StepKind};
-use crate::store::{DurableStatus, Saved, unix_ms};
-use crate::trace::{EventKind, Outcome, Recorder, RunStatus, TraceEvent};
-use crate::transport::Transport;
-
-pub use crate::inputs::{Inputs, initial_state};
+use crate::engine::checkpoint::{Checkpoints, DurableStatus, Progress, Saved};
+use crate::language::fields::ERROR_FIELD;
+use crate::language::flow::{Flow, Step};
+use crate::language::target::Target;
+use crate::run::clock::{Clock, unix_ms};
+use crate::run::redact::MASK;
+use crate::run::state::RunState;
+use crate::run::step::{ErrorKind, FlowParts, Here, Next, StepCx, StepError};
+use crate::run::trace::{EventKind, Outcome, Recorder, RunStatus, TraceEvent};
+use crate::run::transport::Transport;
+use crate::steps::StepKind;
 
 /// A finished run, or one that stopped at a checkpoint to go on later. Its
 /// trace went to the observer as it happened.
@@ -41,21 +42,6 @@ pub struct RunResult {
     /// or it stopped for a shutdown. Its last checkpoint says where it is, and
     /// no `flow_finished` was recorded.
     pub paused: bool,
-}
-
-/// Where a durable run's progress goes.
-pub trait Checkpoints: Send + Sync {
-    fn save<'a>(&'a self, progress: Progress<'a>) -> BoxFuture<'a, Result<Saved, String>>;
-}
-
-/// One checkpoint: the state, where the run is, and the events since the last.
-pub struct Progress<'a> {
-    pub state: &'a RunState,
-    pub status: DurableStatus,
-    /// The step the run is at: to run next, under way, or waiting in.
-    pub step: Option<&'a str>,
-    pub outcome: Option<&'a Outcome>,
-    pub events: Vec<TraceEvent>,
 }
 
 /// What makes a run durable: where its checkpoints go, and, when it goes on
@@ -100,7 +86,7 @@ pub struct Engine<'a> {
     pub stop: Option<&'a AtomicBool>,
     /// App tokens shared with other runs (a batch, `serve`); without, the
     /// run keeps its own.
-    pub tokens: Option<&'a crate::tokens::TokenCache>,
+    pub tokens: Option<&'a crate::run::tokens::TokenCache>,
     /// Whether anyone reads the trace. A quiet batch with no trace output
     /// has no reader: the run then builds no event (a durable run still
     /// does, for its checkpoints). Secrets are hunted all the same.
@@ -118,13 +104,21 @@ impl Engine<'_> {
     ) -> RunResult {
         let flow = self.flow;
         let mut rec = Recorder::new(&self.run_id, self.clock, observer);
-        let own_tokens = crate::tokens::TokenCache::default();
+        let own_tokens = crate::run::tokens::TokenCache::default();
         let tokens = self.tokens.unwrap_or(&own_tokens);
+        let step_ids: Vec<&str> = flow.steps.iter().map(|s| s.id.as_str()).collect();
+        let parts = FlowParts {
+            fields: &flow.fields,
+            env: &flow.env,
+            auth: flow.auth.as_ref(),
+            destinations: &flow.destinations,
+            step_ids: &step_ids,
+        };
         if self.durable.is_some() {
             rec.keep_events(state.last_seq);
         }
         rec.readers = self.traced;
-        rec.redactor = crate::redact::Redactor::for_run(&flow.literal_secrets, &[&state]);
+        rec.redactor = crate::run::redact::Redactor::for_run(&flow.literal_secrets, &[&state]);
         let resumed = self.durable.as_ref().and_then(|d| d.resumed.clone());
         let woken = self.durable.as_ref().is_some_and(|d| d.woken);
         match &resumed {
@@ -217,8 +211,13 @@ impl Engine<'_> {
                     }
                 }
                 let mut cx = StepCx {
-                    flow,
-                    step,
+                    flow: parts,
+                    step: Here {
+                        id: &step.id,
+                        output: &step.output,
+                        uses_auth: step.kind.uses_auth(),
+                        next: flow.next_after(index),
+                    },
                     state: &mut state,
                     clock: self.clock,
                     transport: self.transport,
@@ -370,7 +369,7 @@ impl Engine<'_> {
                 } else {
                     state
                         .get(&f.name)
-                        .map_or(Value::Null, crate::trace::bounded)
+                        .map_or(Value::Null, crate::run::trace::bounded)
                 };
                 (f.name.clone(), v)
             })

@@ -5,10 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use crate::flow::{Flow, Target};
-use crate::redact::Redactor;
+use crate::language::flow::Flow;
+use crate::language::target::Target;
+use crate::run::redact::Redactor;
+use crate::run::trace::{EventKind, RunStatus, TraceEvent};
 use crate::steps::StepKind;
-use crate::trace::{EventKind, RunStatus, TraceEvent};
 
 /// What a run did, for highlighting: the steps it started, and where and
 /// how it ended.

@@ -1,7 +1,7 @@
 //! The helpers every parser of the flow language calls: the [`Analyzer`],
 //! which collects diagnostics while it checks a node's shape, keys, types,
 //! templates, field references and step targets. Step kinds parse their own
-//! bodies with it (see [`crate::steps`]); [`crate::analyze`] drives it over a
+//! bodies with it (see [`crate::steps`]); [`crate::language::analyze`] drives it over a
 //! whole flow.
 
 use std::sync::Arc;
@@ -10,12 +10,13 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use minijinja::Environment;
 
-use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::fields::{FieldType, TYPE_NAMES};
-use crate::flow::{FieldDecl, Target};
-use crate::raw::{Node, NodeValue};
-use crate::source::{Source, Span};
-use crate::template::Template;
+use crate::language::diagnostic::{Diagnostic, did_you_mean};
+use crate::language::fields::FieldDecl;
+use crate::language::fields::{FieldType, TYPE_NAMES};
+use crate::language::raw::{Node, NodeValue};
+use crate::language::source::{Source, Span};
+use crate::language::target::Target;
+use crate::language::template::Template;
 
 /// A name templates can read: letters, digits and `_`, not starting with a digit.
 pub fn is_identifier(name: &str) -> bool {
@@ -48,7 +49,7 @@ pub struct Analyzer<'a> {
     pub ids: IndexMap<String, usize>,
     /// The flow has an `auth:` section, which `http` steps may use.
     pub has_auth: bool,
-    known: crate::template::Known,
+    known: crate::language::template::Known,
     diagnostics: &'a mut Vec<Diagnostic>,
 }
 
@@ -79,7 +80,7 @@ impl<'a> Analyzer<'a> {
             fields: IndexMap::new(),
             ids: IndexMap::new(),
             has_auth: false,
-            known: crate::template::Known::default(),
+            known: crate::language::template::Known::default(),
             diagnostics,
         }
     }
@@ -208,7 +209,7 @@ impl<'a> Analyzer<'a> {
 
     pub fn duration(&mut self, node: &Node) -> Option<Duration> {
         let text = node.scalar_text().unwrap_or_default();
-        match crate::clock::parse_duration(&text) {
+        match crate::language::duration::parse_duration(&text) {
             Ok(d) => Some(d),
             Err(e) => {
                 self.error(node.span, format!("invalid duration: {e}"));
@@ -319,13 +320,15 @@ impl<'a> Analyzer<'a> {
     /// the text `"false"` is true. Numbers and booleans test plainly.
     fn truth_tests(&mut self, template: &Template, whole: bool) {
         let text = match &template.kind {
-            crate::template::TemplateKind::Expr(e) if whole => e.clone(),
-            crate::template::TemplateKind::Literal(_) => return,
+            crate::language::template::TemplateKind::Expr(e) if whole => e.clone(),
+            crate::language::template::TemplateKind::Literal(_) => return,
             _ => template.source.clone(),
         };
-        for path in crate::paths::truth_tests(&text, whole) {
+        for path in crate::language::paths::truth_tests(&text, whole) {
             // `error.status` is handoff's own: a number, or null without an answer.
-            if path[0] == crate::flow::ERROR_FIELD && path.get(1).is_some_and(|k| k == "status") {
+            if path[0] == crate::language::fields::ERROR_FIELD
+                && path.get(1).is_some_and(|k| k == "status")
+            {
                 continue;
             }
             let why = match self.fields.get(&path[0]).map(|f| f.ty) {
@@ -389,7 +392,7 @@ impl<'a> Analyzer<'a> {
     /// A template whose literal value must fit a field's type.
     pub fn typed_template(&mut self, node: &Node, ty: FieldType, field: &str) -> Option<Template> {
         let template = self.template(node)?;
-        if let crate::template::TemplateKind::Literal(v) = &template.kind
+        if let crate::language::template::TemplateKind::Literal(v) = &template.kind
             && let Err(e) = ty.coerce(v.clone())
         {
             self.error(

@@ -15,10 +15,10 @@
 //! The token and the client secret must come from secret fields: they are
 //! credentials, and the analyser proves they are masked everywhere.
 
-use crate::analyzer::Analyzer;
-use crate::raw::Node;
-use crate::source::Span;
-use crate::template::Template;
+use crate::language::analyzer::Analyzer;
+use crate::language::raw::Node;
+use crate::language::source::Span;
+use crate::language::template::Template;
 
 /// The path the token URL defaults to, after the flow's `base_url` field.
 pub const TOKEN_PATH: &str = "/authentication/v1/token";

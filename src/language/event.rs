@@ -19,9 +19,9 @@
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use crate::analyzer::Analyzer;
-use crate::raw::{Node, NodeValue};
-use crate::source::Span;
+use crate::language::analyzer::Analyzer;
+use crate::language::raw::{Node, NodeValue};
+use crate::language::source::Span;
 
 /// What a key's declaration takes, in its long form.
 pub const KEY_KEYS: [&str; 4] = ["type", "enum", "required", "description"];
@@ -150,7 +150,7 @@ impl EventShape {
                 Some(v) if !key.ty.fits(v) => problems.push(format!(
                     "`{name}` must be {}, found {}",
                     key.ty.name(),
-                    crate::fields::json_type_name(v)
+                    crate::language::fields::json_type_name(v)
                 )),
                 Some(_) => {}
             }
@@ -230,7 +230,10 @@ fn parse_key(cx: &mut Analyzer, name: &str, node: &Node) -> Option<EventKey> {
             cx.error_help(
                 node.span,
                 format!("event key `{name}` needs `type` or `enum`"),
-                format!("`type` is one of {}", crate::analyzer::list(&TYPES)),
+                format!(
+                    "`type` is one of {}",
+                    crate::language::analyzer::list(&TYPES)
+                ),
             );
             return None;
         }
@@ -258,8 +261,10 @@ fn type_named(cx: &mut Analyzer, node: &Node, word: &str) -> Option<EventType> {
         "object" => EventType::Object,
         "list" => EventType::List,
         _ => {
-            let help = crate::diagnostic::did_you_mean(word, TYPES)
-                .unwrap_or_else(|| format!("use one of {}", crate::analyzer::list(&TYPES)));
+            let help =
+                crate::language::diagnostic::did_you_mean(word, TYPES).unwrap_or_else(|| {
+                    format!("use one of {}", crate::language::analyzer::list(&TYPES))
+                });
             cx.error_help(node.span, format!("unknown event type `{word}`"), help);
             return None;
         }

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
+use crate::language::source::Span;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
@@ -25,6 +27,41 @@ pub const ALL_TYPES: [FieldType; 5] = [
     FieldType::Json,
     FieldType::Headers,
 ];
+
+#[derive(Debug, Clone)]
+pub struct FieldDecl {
+    pub name: String,
+    pub ty: FieldType,
+    /// Set by whoever starts a run (a caller, or the command line);
+    /// required unless there is a default.
+    pub input: bool,
+    pub secret: bool,
+    /// Configuration: read from this environment variable. Only the
+    /// operator sets it; see [`FieldDecl::caller_settable`].
+    pub env: Option<String>,
+    /// An empty value is accepted even when the field is required or secret.
+    pub allow_empty: bool,
+    pub default: Option<Value>,
+    pub description: Option<String>,
+    pub span: Span,
+}
+
+impl FieldDecl {
+    /// Whether a caller (the API, a hook, a batch row, a test case) may set
+    /// it. An `env:` field is the operator's configuration: only the
+    /// command line, which is the operator's, may set it besides.
+    pub fn caller_settable(&self) -> bool {
+        self.input
+    }
+
+    pub fn is_required(&self) -> bool {
+        (self.input || self.env.is_some()) && self.default.is_none()
+    }
+}
+
+/// The field `on_error` fills with what went wrong: `step`, `kind`, `status`,
+/// `message` and `hint`. Declared by the analyzer when a step has `on_error`.
+pub const ERROR_FIELD: &str = "error";
 
 pub const TYPE_NAMES: [&str; 5] = ["text", "number", "boolean", "json", "headers"];
 

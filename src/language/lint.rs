@@ -1,16 +1,16 @@
 //! Warnings about what a flow file itself holds: literal bearer tokens, JWTs,
 //! Basic credentials and passwords, which belong in the environment.
 //!
-//! [`crate::analyze`] runs this first. When it finds a literal, every
+//! [`crate::language::analyze`] runs this first. When it finds a literal, every
 //! diagnostic of the file is rendered from a copy of the source with the
 //! literal blanked out, so the warning does not spread the secret it warns
 //! about into CI logs.
 
 use std::sync::Arc;
 
-use crate::diagnostic::Diagnostic;
-use crate::raw::{Node, NodeValue};
-use crate::source::{Source, Span};
+use crate::language::diagnostic::Diagnostic;
+use crate::language::raw::{Node, NodeValue};
+use crate::language::source::{Source, Span};
 
 /// Keys whose literal value is a credential.
 const SENSITIVE_KEYS: [&str; 12] = [

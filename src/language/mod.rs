@@ -12,7 +12,9 @@
 pub mod analyze;
 pub mod analyzer;
 pub mod auth;
+pub mod destinations;
 pub mod diagnostic;
+pub mod duration;
 pub mod event;
 pub mod fields;
 pub mod flow;
@@ -22,5 +24,6 @@ pub mod paths;
 pub mod raw;
 pub mod simple;
 pub mod source;
+pub mod target;
 pub mod template;
 pub mod trigger;

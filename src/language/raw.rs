@@ -2,7 +2,7 @@
 //!
 //! serde-saphyr parses the YAML (with its limits on aliases, depth and size),
 //! and every node keeps the byte span it came from. Nothing here knows what a
-//! flow is: [`crate::analyze`] gives the nodes their meaning and reports every
+//! flow is: [`crate::language::analyze`] gives the nodes their meaning and reports every
 //! problem it finds, not just the first, which plain `#[derive(Deserialize)]`
 //! could not do.
 
@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Options, Spanned};
 
-use crate::diagnostic::Diagnostic;
-use crate::source::{Source, Span};
+use crate::language::diagnostic::Diagnostic;
+use crate::language::source::{Source, Span};
 
 /// A YAML node and where it stands in the source.
 #[derive(Debug, Clone, PartialEq)]

@@ -232,7 +232,7 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::template::{Scope, Template, environment};
+    use crate::language::template::{Scope, Template, environment};
     use serde_json::json;
     use std::sync::Arc;
 

@@ -23,8 +23,8 @@ use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
-use crate::raw::{Node, NodeValue};
-use crate::source::Span;
+use crate::language::raw::{Node, NodeValue};
+use crate::language::source::Span;
 
 /// Caps the work one render may do, so a hostile template cannot spin forever.
 const FUEL: u64 = 200_000;
@@ -133,7 +133,7 @@ pub struct Template {
     /// Compiled at its first render, then reused.
     compiled: Compiled,
     /// The expression in a shape handoff evaluates itself, when it is one.
-    pub simple: Option<Box<crate::simple::Simple>>,
+    pub simple: Option<Box<crate::language::simple::Simple>>,
 }
 
 /// A template compiled once, in an environment of its own holding only it,
@@ -212,7 +212,7 @@ impl Template {
             _ => TemplateKind::Text,
         };
         let simple = match &kind {
-            TemplateKind::Expr(expr) => crate::simple::Simple::parse(expr).map(Box::new),
+            TemplateKind::Expr(expr) => crate::language::simple::Simple::parse(expr).map(Box::new),
             _ => None,
         };
         Ok(Template {
@@ -252,7 +252,7 @@ impl Template {
         Ok(Template {
             source: text.clone(),
             span: node.span,
-            simple: crate::simple::Simple::parse(&expr).map(Box::new),
+            simple: crate::language::simple::Simple::parse(&expr).map(Box::new),
             kind: TemplateKind::Expr(expr),
             reads,
             mentions,

@@ -14,7 +14,7 @@
 //! Templates see `event` (the body) and `headers` (the request's headers,
 //! lower-case names), nothing else: an event never reads the flow's fields.
 //! Every event key a template reads is declared under `event:` with its type
-//! ([`crate::event`]), and an event that does not fit starts no run.
+//! ([`crate::language::event`]), and an event that does not fit starts no run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,11 +22,11 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::analyzer::{Analyzer, list};
-use crate::event::{EventShape, EventType};
-use crate::raw::Node;
-use crate::source::Span;
-use crate::template::{Scope, Template};
+use crate::language::analyzer::{Analyzer, list};
+use crate::language::event::{EventShape, EventType};
+use crate::language::raw::Node;
+use crate::language::source::Span;
+use crate::language::template::{Scope, Template};
 
 /// What `trigger` takes, and its `signature`.
 pub const KEYS: [&str; 4] = ["event", "inputs", "idempotency_key", "signature"];
@@ -121,7 +121,7 @@ impl Trigger {
                     cx.error_help(
                         key.span,
                         format!("the flow has no field `{name}`"),
-                        crate::diagnostic::did_you_mean(name, names.iter().copied())
+                        crate::language::diagnostic::did_you_mean(name, names.iter().copied())
                             .unwrap_or_else(|| format!("its inputs are {}", list(&names))),
                     );
                     ok = false;
@@ -183,7 +183,7 @@ impl Trigger {
         let value = template
             .render(env, &scope(event, headers))
             .map_err(|e| format!("`trigger.idempotency_key`: {e}"))?;
-        let text = crate::fields::display_text(&value);
+        let text = crate::language::fields::display_text(&value);
         Ok((!text.trim().is_empty()).then_some(text))
     }
 }
@@ -207,7 +207,7 @@ fn event_template(cx: &mut Analyzer, node: &Node, shape: &EventShape) -> Option<
         "a trigger sees the event as `event` and its headers as `headers`, not the flow's fields",
     )?;
     let mut ok = true;
-    for path in crate::paths::reads(&template.source, false) {
+    for path in crate::language::paths::reads(&template.source, false) {
         if path[0] != "event" {
             continue;
         }
@@ -222,9 +222,11 @@ fn event_template(cx: &mut Analyzer, node: &Node, shape: &EventShape) -> Option<
         };
         match shape.keys.get(key) {
             None => {
-                let help =
-                    crate::diagnostic::did_you_mean(key, shape.keys.keys().map(String::as_str))
-                        .unwrap_or_else(|| format!("declare it: `event: {{ {key}: text }}`"));
+                let help = crate::language::diagnostic::did_you_mean(
+                    key,
+                    shape.keys.keys().map(String::as_str),
+                )
+                .unwrap_or_else(|| format!("declare it: `event: {{ {key}: text }}`"));
                 cx.error_help(
                     template.span,
                     format!(
@@ -247,7 +249,7 @@ fn event_template(cx: &mut Analyzer, node: &Node, shape: &EventShape) -> Option<
             Some(_) => {}
         }
     }
-    for path in crate::paths::truth_tests(&template.source, false) {
+    for path in crate::language::paths::truth_tests(&template.source, false) {
         let plain = path[0] == "event"
             && path.len() == 2
             && shape

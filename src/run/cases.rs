@@ -25,13 +25,13 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::analyze::{analyze, read_source};
-use crate::analyzer::list;
-use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::flow::Flow;
-use crate::mock::Mock;
-use crate::raw::Node;
-use crate::source::{Source, Span};
+use crate::language::analyze::{analyze, read_source};
+use crate::language::analyzer::list;
+use crate::language::diagnostic::{Diagnostic, did_you_mean};
+use crate::language::flow::Flow;
+use crate::language::raw::Node;
+use crate::language::source::{Source, Span};
+use crate::run::mock::Mock;
 
 pub struct TestFile {
     pub path: String,
@@ -101,7 +101,7 @@ pub fn is_test_file(path: &Path) -> bool {
 /// Loads a test file and its flow, with every problem in either.
 pub fn load(path: &str) -> Result<TestFile, Vec<Diagnostic>> {
     let source = read_source(path).map_err(|d| vec![d])?;
-    let root = crate::raw::parse(&source).map_err(|d| vec![d])?;
+    let root = crate::language::raw::parse(&source).map_err(|d| vec![d])?;
     let mut problems = Vec::new();
     let Some(map) = root.as_map() else {
         return Err(vec![

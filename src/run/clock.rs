@@ -236,10 +236,10 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-/// Parses `5s`, `30m`, `1h 30m`, `250ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| "expected a duration such as `5s`, `30m` or `1h 30m`".to_string())
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
@@ -265,7 +265,5 @@ mod tests {
     fn durations_round_trip() {
         assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("5 parsecs").is_err());
     }
 }

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::flow::{FieldDecl, Flow};
-use crate::raw::Node;
-use crate::source::{Source, Span};
-use crate::state::RunState;
+use crate::language::diagnostic::{Diagnostic, did_you_mean};
+use crate::language::fields::FieldDecl;
+use crate::language::flow::Flow;
+use crate::language::raw::Node;
+use crate::language::source::{Source, Span};
+use crate::run::state::RunState;
 
 /// Who gives a run its values. A caller (a request to `serve`, a hook's
 /// event, a batch row, a test case's `set`) may set only `input: true`
@@ -49,7 +50,7 @@ pub struct Inputs {
 /// Reads an input file. A YAML error is shown against a copy with every
 /// value character starred out: the line it points at may hold a token.
 pub fn parse_input_file(source: &Arc<Source>) -> Result<Node, Diagnostic> {
-    crate::raw::parse(source).map_err(|mut d| {
+    crate::language::raw::parse(source).map_err(|mut d| {
         if d.source.is_some() {
             d.source = Some(Source::new(source.name.clone(), star_values(&source.text)));
         }
@@ -91,7 +92,7 @@ pub fn parse_set(args: &[String]) -> Result<Vec<(String, String)>, Vec<Diagnosti
 
 /// A field name, short enough to be one: anything else may be a value.
 fn is_name(name: &str) -> bool {
-    crate::analyzer::is_identifier(name) && name.len() <= 64
+    crate::language::analyzer::is_identifier(name) && name.len() <= 64
 }
 
 /// Builds the starting state: `--set`, then `--input`, then the environment,
@@ -153,7 +154,7 @@ pub fn initial_state(
         ..RunState::default()
     };
     // The secrets given, so a quoted value in an error cannot show one.
-    let mut secrets = crate::redact::Redactor::default();
+    let mut secrets = crate::run::redact::Redactor::default();
     for field in flow.fields.values().filter(|f| f.secret) {
         let given = inputs
             .set
@@ -199,8 +200,8 @@ pub fn initial_state(
                 // A value that is not secret is quoted, so the error says what
                 // was wrong; redacted, in case a secret was given there too.
                 let quoted = match &raw {
-                    Err(text) => crate::fields::quote(&Value::String(text.clone())),
-                    Ok(v) => crate::fields::quote(v),
+                    Err(text) => crate::language::fields::quote(&Value::String(text.clone())),
+                    Ok(v) => crate::language::fields::quote(v),
                 };
                 let coerced = match raw {
                     Err(text) => field.ty.from_input(&text, false),
@@ -269,13 +270,13 @@ pub fn secret_warnings(flow: &Flow, state: &RunState) -> Vec<Diagnostic> {
             state
                 .get(&f.name)
                 .and_then(Value::as_str)
-                .is_some_and(crate::redact::is_short)
+                .is_some_and(crate::run::redact::is_short)
         })
         .map(|f| {
             Diagnostic::warning(format!(
                 "secret `{}` is shorter than {} characters",
                 f.name,
-                crate::redact::MIN_SECRET_LEN
+                crate::run::redact::MIN_SECRET_LEN
             ))
             .at(&flow.source, f.span)
             .label("masked in data, but not hunted in handoff's own wording")
@@ -410,7 +411,7 @@ mod tests {
         let problems = parse_set(&["canary-7f3a+9c".to_string(), "x y=1".to_string()])
             .err()
             .unwrap();
-        let text = crate::diagnostic::render_all(&problems, false);
+        let text = crate::language::diagnostic::render_all(&problems, false);
         assert!(!text.contains("canary"), "{text}");
         assert!(!text.contains("x y"), "{text}");
         assert_eq!(

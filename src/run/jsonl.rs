@@ -15,7 +15,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::trace::{EventKind, Outcome, RunStatus, TraceEvent};
+use crate::run::trace::{EventKind, Outcome, RunStatus, TraceEvent};
 
 /// A key of handoff's own, plain ASCII, with the comma before it, as one
 /// piece of text made at compile time: `,"seq":`.
@@ -412,7 +412,7 @@ fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::Outcome;
+    use crate::run::trace::Outcome;
 
     /// Strings that take every path: plain, each escape, control bytes at
     /// every position of an eight-byte word, UTF-8 (whose high bytes must

@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::transport::{BoxFuture, HttpRequest, HttpResponse, Transport, TransportError};
+use crate::run::clock::BoxFuture;
+use crate::run::transport::{HttpRequest, HttpResponse, Transport, TransportError};
 
 /// Told of every answer: the host, and the status (`None` when none came).
 pub type OnAnswer = Box<dyn Fn(&str, Option<u16>) + Send + Sync>;
@@ -94,7 +95,7 @@ pub fn host_of(url: &str) -> String {
     // A batch's requests all go to one or two hosts: the answer is kept by
     // the URL's `scheme://authority`, which alone decides it.
     match authority_prefix(url) {
-        Some(prefix) => crate::transport::remembered("host", prefix, |p| Some(parse_host(p)))
+        Some(prefix) => crate::run::transport::remembered("host", prefix, |p| Some(parse_host(p)))
             .unwrap_or_else(|| parse_host(prefix)),
         None => parse_host(url),
     }

@@ -10,13 +10,14 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::analyzer::list;
-use crate::clock::VirtualClock;
-use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::flow::Flow;
-use crate::raw::{Node, NodeValue};
-use crate::source::Source;
-use crate::transport::{BoxFuture, HttpRequest, HttpResponse, Transport, TransportError};
+use crate::language::analyzer::list;
+use crate::language::diagnostic::{Diagnostic, did_you_mean};
+use crate::language::flow::Flow;
+use crate::language::raw::{Node, NodeValue};
+use crate::language::source::Source;
+use crate::run::clock::BoxFuture;
+use crate::run::clock::VirtualClock;
+use crate::run::transport::{HttpRequest, HttpResponse, Transport, TransportError};
 
 #[derive(Debug, Clone)]
 pub struct Mock {
@@ -103,7 +104,7 @@ impl Mock {
 
     /// Loads a mock file: a mapping with `responses`.
     pub fn load(source: &Arc<Source>, flow: &Flow) -> Result<Mock, Vec<Diagnostic>> {
-        let root = crate::raw::parse(source).map_err(|d| vec![d])?;
+        let root = crate::language::raw::parse(source).map_err(|d| vec![d])?;
         let Some(entries) = root.as_map() else {
             return Err(vec![
                 Diagnostic::error("a mock file is a mapping with a `responses` list")
@@ -363,7 +364,7 @@ fn parse_reply_fields(
         (None, None) => Vec::new(),
     };
     let delay = match get("delay") {
-        Some(d) => crate::clock::parse_duration(&d.scalar_text().unwrap_or_default())
+        Some(d) => crate::language::duration::parse_duration(&d.scalar_text().unwrap_or_default())
             .unwrap_or_else(|e| {
                 err(d, &format!("invalid `delay`: {e}"));
                 Duration::ZERO
@@ -528,8 +529,8 @@ pub fn target_of(url: &str) -> String {
 }
 
 /// A request body as JSON, as a recording keeps it.
-pub fn body_json(body: &crate::transport::RequestBody) -> Value {
-    use crate::transport::RequestBody;
+pub fn body_json(body: &crate::run::transport::RequestBody) -> Value {
+    use crate::run::transport::RequestBody;
     match body {
         RequestBody::Json(v) => v.clone(),
         RequestBody::Form(pairs) => Value::Object(
@@ -544,7 +545,7 @@ pub fn body_json(body: &crate::transport::RequestBody) -> Value {
 
 /// Whether `actual` fits `recorded`, where each `***` stands for any text.
 fn masked_matches(recorded: &str, actual: &str) -> bool {
-    let mut parts = recorded.split(crate::redact::MASK);
+    let mut parts = recorded.split(crate::run::redact::MASK);
     let Some(first) = parts.next() else {
         return true;
     };
@@ -571,7 +572,7 @@ fn masked_matches(recorded: &str, actual: &str) -> bool {
 fn first_difference(recorded: &Value, sent: &Value, at: &str) -> Option<String> {
     match (recorded, sent) {
         (Value::String(r), Value::String(s)) => (!masked_matches(r, s)).then(|| at.to_string()),
-        (Value::String(r), other) if r == crate::redact::MASK && !other.is_null() => None,
+        (Value::String(r), other) if r == crate::run::redact::MASK && !other.is_null() => None,
         (Value::Object(r), Value::Object(s)) => {
             for (k, v) in r {
                 let here = format!("{at}.{k}");
@@ -636,7 +637,7 @@ impl Transport for MockTransport {
                 _ => {}
             }
             // The same byte budget as over the wire, so a dry run rehearses it.
-            let limit = request.max_body.min(crate::transport::MAX_BODY_BYTES);
+            let limit = request.max_body.min(crate::run::transport::MAX_BODY_BYTES);
             if reply.body.len() > limit {
                 return Err(TransportError::TooLarge(limit));
             }

@@ -1,4 +1,5 @@
-//! What a run is given and keeps: its inputs and [`state::RunState`], the
+//! What a run is given and keeps: its inputs and [`state::RunState`], what a
+//! step runs against ([`step::StepCx`]) and how it sends [`http`] requests, the
 //! injected edges ([`clock::Clock`], [`transport::Transport`], and the
 //! [`mock`] transport for dry runs, and [`limits`] for a client many runs
 //! share), the [`retry`] policy, and the [`trace`]
@@ -8,6 +9,7 @@
 pub mod bounded;
 pub mod cases;
 pub mod clock;
+pub mod http;
 pub mod inputs;
 pub mod jsonl;
 pub mod limits;
@@ -16,6 +18,7 @@ pub mod record;
 pub mod redact;
 pub mod retry;
 pub mod state;
+pub mod step;
 pub mod tokens;
 pub mod trace;
 pub mod transport;

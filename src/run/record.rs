@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use crate::redact::Redactor;
-use crate::transport::{BoxFuture, HttpRequest, HttpResponse, Transport, TransportError};
+use crate::run::clock::BoxFuture;
+use crate::run::redact::Redactor;
+use crate::run::transport::{HttpRequest, HttpResponse, Transport, TransportError};
 
 /// The longest body kept whole.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -62,8 +63,8 @@ impl<'a> Recording<'a> {
 /// the trace shows them (redacted, and a body over 64 KB as an excerpt,
 /// which a replay cannot use). `handoff runs record ID` makes one from a
 /// stored run.
-pub fn from_events(flow: &str, events: &[crate::trace::TraceEvent]) -> String {
-    use crate::trace::EventKind;
+pub fn from_events(flow: &str, events: &[crate::run::trace::TraceEvent]) -> String {
+    use crate::run::trace::EventKind;
     let mut kept: Vec<Recorded> = Vec::new();
     // The request waiting for its answer, and when it went (on the run's clock).
     let mut pending: Option<(Recorded, u64)> = None;
@@ -90,7 +91,7 @@ pub fn from_events(flow: &str, events: &[crate::trace::TraceEvent]) -> String {
                     Recorded {
                         step: step.to_string(),
                         method: method.clone(),
-                        target: crate::mock::target_of(url),
+                        target: crate::run::mock::target_of(url),
                         body: body.clone(),
                         answer: Err(TransportError::Reset(String::new())),
                         took: Duration::ZERO,
@@ -158,7 +159,7 @@ fn mock_text(kept: &[Recorded], flow: &str, redactor: &Redactor) -> String {
     let mut redactor = redactor.clone();
     for r in kept {
         if let Ok(response) = &r.answer {
-            for credential in crate::tokens::credentials_in(&response.body) {
+            for credential in crate::run::tokens::credentials_in(&response.body) {
                 redactor.add_secret_value(&credential);
             }
         }
@@ -251,8 +252,8 @@ impl Transport for Recording<'_> {
                 kept.push(Recorded {
                     step: request.step.clone(),
                     method: request.method.clone(),
-                    target: crate::mock::target_of(&request.shown_url),
-                    body: request.body.as_ref().map(crate::mock::body_json),
+                    target: crate::run::mock::target_of(&request.shown_url),
+                    body: request.body.as_ref().map(crate::run::mock::body_json),
                     answer: answer.clone(),
                     took: started.elapsed(),
                 });

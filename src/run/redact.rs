@@ -119,7 +119,7 @@ impl Redactor {
     /// Every secret a run knows: the credentials written into its flow, and
     /// the values of the secret fields of each of `states` (its start, its
     /// end, which holds what it received).
-    pub fn for_run(literals: &[String], states: &[&crate::state::RunState]) -> Redactor {
+    pub fn for_run(literals: &[String], states: &[&crate::run::state::RunState]) -> Redactor {
         let mut redactor = Redactor::default();
         for literal in literals {
             redactor.add_secret(literal);

@@ -13,9 +13,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::analyzer::Analyzer;
-use crate::raw::{Node, NodeValue};
-use crate::transport::TransportError;
+use crate::language::analyzer::Analyzer;
+use crate::language::raw::{Node, NodeValue};
+use crate::run::transport::TransportError;
 
 /// What went wrong with one attempt, as a policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

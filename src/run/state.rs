@@ -16,7 +16,7 @@ const RECENT: usize = 64;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunState {
-    /// Shared with a render's [`Scope`](crate::template::Scope), so a template
+    /// Shared with a render's [`Scope`](crate::language::template::Scope), so a template
     /// reads the fields without copying them; a write copies only while a
     /// scope still holds them, which is never between steps.
     pub fields: Arc<IndexMap<String, Value>>,
@@ -73,7 +73,7 @@ impl RunState {
     }
 
     /// What templates render in: every field by name, read lazily.
-    pub fn scope(&self) -> Arc<crate::template::Scope> {
-        crate::template::Scope::new(self.fields.clone())
+    pub fn scope(&self) -> Arc<crate::language::template::Scope> {
+        crate::language::template::Scope::new(self.fields.clone())
     }
 }

@@ -28,7 +28,7 @@ pub fn credentials_in(body: &[u8]) -> Vec<Value> {
             .iter()
             .filter_map(|k| answer.get(*k).cloned())
             .collect(),
-        Err(_) => crate::transport::decode_pairs(&String::from_utf8_lossy(body))
+        Err(_) => crate::run::transport::decode_pairs(&String::from_utf8_lossy(body))
             .into_iter()
             .filter(|(k, _)| CREDENTIAL_KEYS.contains(&k.as_str()))
             .map(|(_, v)| Value::String(v))

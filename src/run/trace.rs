@@ -5,16 +5,16 @@
 //! hands each one to an observer as it happens (the CLI prints them live).
 //! Nothing keeps the events: a run's memory does not grow with its trace, and
 //! a value too large to show whole is shown as an excerpt ([`bounded`]).
-//! Reports are renderings of this data; see [`crate::report`].
+//! Reports are renderings of this data; see [`crate::cli::report`].
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 
-use crate::clock::Clock;
-use crate::flow::ERROR_FIELD;
-use crate::redact::Redactor;
+use crate::language::fields::ERROR_FIELD;
+use crate::run::clock::Clock;
+use crate::run::redact::Redactor;
 
 /// An empty shared string: the default of `time` and `run` in old traces.
 fn empty() -> Arc<str> {
@@ -440,7 +440,7 @@ impl<'a> Recorder<'a> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         if ms != self.last_time.0 {
-            self.last_time = (ms, Arc::from(crate::clock::rfc3339(now)));
+            self.last_time = (ms, Arc::from(crate::run::clock::rfc3339(now)));
         }
         self.last_time.1.clone()
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use crate::clock::BoxFuture;
+use crate::run::clock::BoxFuture;
 
 /// A request as a step built it, before any redaction.
 #[derive(Debug, Clone)]
@@ -162,7 +162,11 @@ impl std::fmt::Display for TransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TransportError::Timeout(d) => {
-                write!(f, "timed out after {}", crate::clock::format_duration(*d))
+                write!(
+                    f,
+                    "timed out after {}",
+                    crate::run::clock::format_duration(*d)
+                )
             }
             TransportError::Connect(m) => write!(f, "could not connect: {m}"),
             TransportError::Reset(m) => write!(f, "the connection dropped: {m}"),

@@ -22,17 +22,19 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::inputs::{Inputs, initial_state};
+use crate::run::inputs::{Inputs, initial_state};
 use crate::serve::access::{ApiToken, Denied, Refused, signature_ok, timestamped_ok};
 
 /// How long a GitHub-form signature is remembered: it carries no time, so a
 /// captured request could be sent again at any later time; within this
 /// window, it starts no second run.
 const SEEN_SIGNATURE_MS: i64 = 10 * 60 * 1000;
-use crate::serve::flows::{Flows, Served};
+use crate::engine::checkpoint::DurableStatus;
+use crate::language::source::Source;
+use crate::serve::app::App;
+use crate::serve::flows::Served;
 use crate::serve::worker::{Entry, Worker};
-use crate::source::Source;
-use crate::store::{Created, DurableStatus, IdempotencyKey, RunFilter, StoredRun};
+use crate::store::{Created, IdempotencyKey, RunFilter, StoredRun};
 
 /// The largest request body the API reads.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -44,24 +46,6 @@ const MAX_KEY: usize = 255;
 /// How many runs a page lists, at most and by default.
 const MAX_PAGE: u32 = 500;
 const PAGE: u32 = 50;
-
-pub struct App {
-    pub worker: Arc<Worker>,
-    pub flows: Flows,
-    pub token: ApiToken,
-    /// Hook signature secrets, by flow, read once at start.
-    pub hook_secrets: BTreeMap<String, Vec<u8>>,
-    /// Where `env:` fields are read from.
-    pub env: crate::serve::Env,
-    /// Hook signatures seen lately: one seen again starts no second run.
-    pub seen_signatures: crate::serve::access::Memory,
-    /// Run page sessions signed out before they expired.
-    pub revoked: crate::serve::access::Memory,
-    /// Failed sign-ins by client.
-    pub attempts: crate::serve::access::Attempts,
-    /// Cookies say `Secure`: the page is served over TLS (`--behind-tls`).
-    pub secure_cookies: bool,
-}
 
 pub fn router(app: Arc<App>) -> Router {
     let guarded = Router::new()
@@ -205,7 +189,7 @@ fn served<'a>(app: &'a App, flow: &str) -> Result<&'a Served, Box<Response>> {
                 format!(
                     "there is no flow `{}`; this worker serves {}",
                     shown(flow),
-                    crate::analyzer::list(&names)
+                    crate::language::analyzer::list(&names)
                 ),
             )
         })
@@ -294,7 +278,7 @@ async fn start_run(
 /// What makes two starts with one key the same start: their inputs. A
 /// secret input counts by name, not value, so the store keeps no digest of
 /// a secret.
-fn inputs_fingerprint(flow: &crate::flow::Flow, inputs: &Value) -> String {
+fn inputs_fingerprint(flow: &crate::language::flow::Flow, inputs: &Value) -> String {
     let mut shown = inputs.clone();
     if let Value::Object(map) = &mut shown {
         for (name, value) in map.iter_mut() {
@@ -323,7 +307,7 @@ async fn start(app: &App, served: &Served, inputs: Value, key: Option<Idempotenc
     let flow = &served.flow;
     let text = serde_json::to_string(&map).unwrap_or_default();
     let source = Source::new("the request's inputs", text);
-    let node = match crate::inputs::parse_input_file(&source) {
+    let node = match crate::run::inputs::parse_input_file(&source) {
         Ok(n) => n,
         Err(_) => return problem(422, "bad_inputs", "`inputs` could not be read"),
     };
@@ -350,7 +334,7 @@ async fn start(app: &App, served: &Served, inputs: Value, key: Option<Idempotenc
         ..k
     });
     let now = SystemTime::now();
-    let id = crate::trace::new_run_id(now);
+    let id = crate::run::trace::new_run_id(now);
     match app
         .worker
         .runs
@@ -366,7 +350,7 @@ async fn start(app: &App, served: &Served, inputs: Value, key: Option<Idempotenc
             app.worker.warn(format!(
                 "idempotency conflict on flow `{}`: key {}… was used before with other inputs; no run started",
                 flow.name,
-                crate::fields::clip(&hash, 12)
+                crate::language::fields::clip(&hash, 12)
             ));
             return problem(
                 409,
@@ -435,7 +419,7 @@ async fn hook(
                     format!("the event has no `{}` header", signature.header),
                 );
             };
-            let now_ms = crate::store::unix_ms(SystemTime::now());
+            let now_ms = crate::run::clock::unix_ms(SystemTime::now());
             // How long the signature is remembered: a timestamped one for
             // the window either side of its time, a GitHub one (no time) a while.
             let remember_ms = if signature.timestamped {
@@ -632,7 +616,7 @@ async fn list_runs(
 
 /// A run as the API shows it: where it is and how it ended, no field values.
 pub fn summary(run: &StoredRun) -> Value {
-    let time = |ms: i64| crate::clock::rfc3339(crate::clock::from_unix_ms(ms));
+    let time = |ms: i64| crate::run::clock::rfc3339(crate::run::clock::from_unix_ms(ms));
     let outcome = run
         .outcome
         .as_deref()
@@ -675,7 +659,7 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response
         Ok(run) => run,
         Err(r) => return *r,
     };
-    let now = crate::store::unix_ms(SystemTime::now());
+    let now = crate::run::clock::unix_ms(SystemTime::now());
     match app.worker.runs.store.cancel(&id, now).await {
         Ok(true) => {
             app.worker.changed.send_modify(|n| *n = n.wrapping_add(1));

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::analyze::analyze_file;
-use crate::diagnostic::Diagnostic;
-use crate::flow::Flow;
+use crate::language::analyze::analyze_file;
+use crate::language::diagnostic::Diagnostic;
+use crate::language::flow::Flow;
 
 pub struct Served {
     pub flow: Arc<Flow>,
@@ -30,7 +30,7 @@ impl Flows {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             vec![Diagnostic::error(format!(
                 "cannot read the flows folder `{shown}`: {}",
-                crate::analyze::io_reason(&e)
+                crate::language::analyze::io_reason(&e)
             ))]
         })?;
         let mut paths: Vec<_> = entries

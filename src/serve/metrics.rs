@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::store::DurableStatus;
+use crate::engine::checkpoint::DurableStatus;
 
 /// Upper bounds of the timer lag histogram, in seconds.
 const LAG_BUCKETS: [f64; 8] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];

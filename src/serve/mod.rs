@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod api;
+pub mod app;
 pub mod conns;
 pub mod flows;
 pub mod metrics;
@@ -22,13 +23,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::diagnostic::Diagnostic;
-use crate::durable::DurableRuns;
+use crate::language::diagnostic::Diagnostic;
+use crate::run::transport::ReqwestTransport;
 use crate::serve::access::{ApiToken, MIN_TOKEN_LEN};
-use crate::serve::api::App;
+use crate::serve::app::{App, Env};
 use crate::serve::flows::Flows;
 use crate::serve::worker::Worker;
-use crate::transport::ReqwestTransport;
+use crate::store::durable::DurableRuns;
 
 /// The environment variable that holds the API's bearer token.
 pub const TOKEN_VAR: &str = "HANDOFF_API_TOKEN";
@@ -73,10 +74,6 @@ pub struct Server {
     pub limits: conns::Limits,
     listener: tokio::net::TcpListener,
 }
-
-/// Where settings and `env:` fields are read from: the process environment,
-/// or a test's.
-pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl Server {
     pub async fn prepare(config: &Config, env: Env) -> Result<Server, StartError> {

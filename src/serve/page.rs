@@ -28,11 +28,12 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::engine::checkpoint::DurableStatus;
 use crate::engine::picture::{Shape, Taken, layout};
-use crate::flow::Flow;
-use crate::serve::api::App;
-use crate::store::{DurableStatus, RunFilter};
-use crate::trace::{EventKind, RunStatus, TraceEvent};
+use crate::language::flow::Flow;
+use crate::run::trace::{EventKind, RunStatus, TraceEvent};
+use crate::serve::app::App;
+use crate::store::RunFilter;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "handoff_session";
@@ -145,7 +146,7 @@ async fn login_form() -> Response {
 
 /// The token from the sign-in form's body.
 fn form_token(body: &[u8]) -> String {
-    crate::transport::decode_pairs(&String::from_utf8_lossy(body))
+    crate::run::transport::decode_pairs(&String::from_utf8_lossy(body))
         .into_iter()
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v)
@@ -179,7 +180,7 @@ async fn login(
         *r.status_mut() = StatusCode::SEE_OTHER;
         r.headers_mut()
             .insert(header::LOCATION, HeaderValue::from_static("/"));
-        let nonce = crate::trace::new_run_id(SystemTime::now());
+        let nonce = crate::run::trace::new_run_id(SystemTime::now());
         if let Some(session) = app.token.session(now, &nonce)
             && let Some(v) = cookie(&app, &session, crate::serve::access::SESSION_TTL_MS / 1000)
         {
@@ -281,7 +282,7 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
                 body,
                 "<tr class=\"run {status}\" data-run=\"{id}\"><td><a href=\"/runs/{id}\">{short}</a></td><td>{flow}</td><td class=\"status\">{status}</td><td>{step}</td><td>{wake}</td><td>{age}</td></tr>",
                 id = esc(&run.id),
-                short = esc(crate::fields::clip(&run.id, 13)),
+                short = esc(crate::language::fields::clip(&run.id, 13)),
                 flow = esc(&run.flow),
                 status = run.status.as_str(),
                 step = esc(run.step.as_deref().unwrap_or("")),
@@ -567,7 +568,7 @@ fn now_ms() -> i64 {
 }
 
 fn time(ms: i64) -> String {
-    crate::clock::rfc3339(crate::clock::from_unix_ms(ms))
+    crate::run::clock::rfc3339(crate::run::clock::from_unix_ms(ms))
 }
 
 /// A span of milliseconds, roughly: `4s`, `3m`, `2h`, `5d`.
@@ -664,7 +665,8 @@ mod tests {
 
     #[test]
     fn the_reference_flow_draws_with_its_path() {
-        let checked = crate::analyze::analyze_file("flows/complete-nwc-task.yaml").unwrap();
+        let checked =
+            crate::language::analyze::analyze_file("flows/complete-nwc-task.yaml").unwrap();
         let flow = checked.flow;
         let mut taken = Taken::default();
         taken.steps.insert("find_task".into());

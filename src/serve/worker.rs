@@ -16,15 +16,20 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, watch};
 
-use crate::clock::{BoxFuture, SystemClock};
-use crate::durable::{DurableRuns, is_gone, pinned_flow};
-use crate::engine::{Checkpoints, Durable, Engine, Progress};
-use crate::flow::Flow;
+use crate::engine::checkpoint::Checkpoints;
+use crate::engine::checkpoint::DurableStatus;
+use crate::engine::checkpoint::Progress;
+use crate::engine::checkpoint::Saved;
+use crate::engine::{Durable, Engine};
+use crate::language::flow::Flow;
+use crate::run::clock::unix_ms;
+use crate::run::clock::{BoxFuture, SystemClock};
+use crate::run::state::RunState;
+use crate::run::trace::{EventKind, RunStatus, TraceEvent};
+use crate::run::transport::Transport;
 use crate::serve::metrics::Metrics;
-use crate::state::RunState;
-use crate::store::{DurableStatus, Saved, StoredRun, unix_ms};
-use crate::trace::{EventKind, RunStatus, TraceEvent};
-use crate::transport::Transport;
+use crate::store::StoredRun;
+use crate::store::durable::{DurableRuns, is_gone, pinned_flow};
 
 /// How many due runs the scheduler takes at a time.
 const BATCH: u32 = 256;
@@ -51,7 +56,7 @@ pub struct Worker {
     /// The last active run ended.
     idle: Notify,
     /// App tokens every run shares: one fetch per client, not one per run.
-    tokens: crate::tokens::TokenCache,
+    tokens: crate::run::tokens::TokenCache,
     log: bool,
 }
 
@@ -80,7 +85,7 @@ impl Worker {
             pinned: Mutex::new(HashMap::new()),
             nudge: Notify::new(),
             idle: Notify::new(),
-            tokens: crate::tokens::TokenCache::default(),
+            tokens: crate::run::tokens::TokenCache::default(),
             log,
         })
     }
@@ -254,7 +259,7 @@ impl Worker {
             self.metrics
                 .timer_lag(unix_ms(SystemTime::now()).saturating_sub(wake));
         }
-        let created = crate::clock::from_unix_ms(run.created_ms);
+        let created = crate::run::clock::from_unix_ms(run.created_ms);
         Some((flow, state, created, why))
     }
 
@@ -356,7 +361,7 @@ enum DurableEntry {
 
 /// Checkpoints that tell trace followers something changed.
 struct Notifying<'a> {
-    inner: crate::durable::RunCheckpoints<'a>,
+    inner: crate::store::durable::RunCheckpoints<'a>,
     changed: &'a watch::Sender<u64>,
 }
 

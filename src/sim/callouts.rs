@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::sim::Shared;
+use crate::sim::shared::Shared;
 
 /// Tries before the action gives up on the worker: NAC retries a busy or
 /// unreachable endpoint a few times.

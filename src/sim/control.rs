@@ -10,10 +10,11 @@ use axum::http::{Response, Uri};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::sim::Shared;
+use crate::run::transport::decode_pairs;
+use crate::sim::answer::{json_response, problem_response};
 use crate::sim::faults::{Fault, FaultSpec};
 use crate::sim::model::{InstanceSpec, Problem, instance_json, task_json, timestamp};
-use crate::sim::routes::{decode_pairs, json_response, problem_response};
+use crate::sim::shared::Shared;
 
 /// `POST /_sim/instances`. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -58,7 +59,8 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, 
 
 fn duration(key: &str, text: Option<&str>) -> Result<Option<std::time::Duration>, Problem> {
     text.map(|t| {
-        crate::clock::parse_duration(t).map_err(|e| Problem::bad_request(format!("`{key}`: {e}")))
+        crate::language::duration::parse_duration(t)
+            .map_err(|e| Problem::bad_request(format!("`{key}`: {e}")))
     })
     .transpose()
 }
@@ -143,7 +145,7 @@ pub async fn create_instances(State(shared): State<Arc<Shared>>, body: Bytes) ->
 /// `GET /_sim/state`: every instance and task, tasks not yet created
 /// included, with how often each was completed.
 pub async fn state(State(shared): State<Arc<Shared>>) -> Response<Body> {
-    json_response(200, &shared.state_json())
+    json_response(200, &state_json(&shared))
 }
 
 pub fn state_json(shared: &Shared) -> Value {

@@ -67,7 +67,7 @@ impl Fault {
     pub fn new(id: u64, spec: FaultSpec) -> Result<Fault, Problem> {
         let delay = match &spec.delay {
             Some(text) => Some(
-                crate::clock::parse_duration(text)
+                crate::language::duration::parse_duration(text)
                     .map_err(|e| Problem::bad_request(format!("`delay`: {e}")))?,
             ),
             None => None,
@@ -147,7 +147,7 @@ impl Fault {
                     "Injected fault",
                     "the simulator injected this answer",
                 );
-                super::routes::problem_response(&problem)
+                crate::sim::answer::problem_response(&problem)
             }
             (None, Some(r)) => r,
             (None, None) => Response::new(Body::empty()),

@@ -1,7 +1,8 @@
 //! `handoff sim`: a local NWC to run flows against, over real HTTP.
 //!
 //! - [`model`]: the world (instances, tasks, completions) and the contract's
-//!   rules, as plain data.
+//!   rules, as plain data; [`shared`]: the world and settings every handler
+//!   shares; [`answer`]: JSON and problem documents as NWC sends them.
 //! - [`routes`]: the NWC paths a worker calls, bearer-checked.
 //! - [`control`]: `/_sim/…` endpoints for tests and users.
 //! - [`faults`]: answers spoiled on purpose, rule by rule.
@@ -12,136 +13,30 @@
 //! change it, never while an answer is written, so the server keeps up with
 //! thousands of keep-alive requests a second on two cores.
 
+pub mod answer;
 pub mod callouts;
 pub mod control;
 pub mod faults;
 pub mod model;
 pub mod requests;
 pub mod routes;
+pub mod shared;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::routing::{get, patch, post};
-use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::clock::Clock;
-use faults::Fault;
-use model::World;
-use requests::{Entry, RequestLog};
-
-/// The simulator's settings. The [guess] parts of the contract are here.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    /// A personal access token the simulator accepts.
-    pub token: String,
-    pub client_id: String,
-    pub client_secret: String,
-    /// How long after an instance starts NWC creates its task.
-    pub task_delay: Duration,
-    pub page_size: usize,
-    pub seed: u64,
-    /// How far back a task list without `from` reaches.
-    pub window: Duration,
-    /// What a successful completion answers: 204 with no body, or 200 with the task.
-    pub complete_status: u16,
-    /// What completing a finished task answers: 409, or 400 as some clients saw.
-    pub conflict_status: u16,
-    /// Print one line per request to stdout.
-    pub print_requests: bool,
-    /// How long an issued app token is accepted.
-    pub token_ttl: Duration,
-    /// What every issued app token starts with (a test's canary, say).
-    pub issued_token_prefix: String,
-    /// Accept the task-level completion (`PATCH /workflows/v1/tasks/{id}`
-    /// and `…/v2/tasks/{id}`), which current clients no longer send.
-    pub legacy_task_patch: bool,
-}
-
-pub const DEFAULT_TOKEN: &str = "sim-token";
-
-impl Default for SimConfig {
-    fn default() -> SimConfig {
-        SimConfig {
-            token: DEFAULT_TOKEN.to_string(),
-            client_id: "sim-client".to_string(),
-            client_secret: "sim-secret".to_string(),
-            task_delay: Duration::from_secs(2),
-            page_size: 50,
-            seed: 1,
-            window: Duration::from_secs(30 * 86_400),
-            complete_status: 204,
-            conflict_status: 409,
-            print_requests: false,
-            token_ttl: Duration::from_secs(3600),
-            issued_token_prefix: "sim-app-".to_string(),
-            legacy_task_patch: true,
-        }
-    }
-}
-
-/// What every handler shares.
-pub struct Shared {
-    pub config: SimConfig,
-    pub clock: Arc<dyn Clock>,
-    pub addr: SocketAddr,
-    world: Mutex<World>,
-    tokens: Mutex<HashMap<String, SystemTime>>,
-    faults: Mutex<Vec<Fault>>,
-    pub log: RequestLog,
-    /// For call-outs to workers, built on the first one.
-    client: std::sync::OnceLock<reqwest::Client>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A handler that panicked left consistent data: every change is one step.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    pub fn lock_world(&self) -> MutexGuard<'_, World> {
-        lock(&self.world)
-    }
-
-    pub fn lock_tokens(&self) -> MutexGuard<'_, HashMap<String, SystemTime>> {
-        lock(&self.tokens)
-    }
-
-    pub fn lock_faults(&self) -> MutexGuard<'_, Vec<Fault>> {
-        lock(&self.faults)
-    }
-
-    pub fn client(&self) -> reqwest::Client {
-        self.client
-            .get_or_init(|| {
-                crate::transport::install_crypto();
-                reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .unwrap_or_default()
-            })
-            .clone()
-    }
-
-    pub fn state_json(&self) -> Value {
-        control::state_json(self)
-    }
-
-    /// Takes one use of the first armed fault that matches.
-    fn take_fault(&self, method: &str, path: &str) -> Option<Fault> {
-        let mut faults = self.lock_faults();
-        let fault = faults.iter_mut().find(|f| f.matches(method, path))?;
-        fault.remaining -= 1;
-        Some(fault.clone())
-    }
-}
+use crate::run::clock::Clock;
+use crate::sim::model::World;
+use crate::sim::requests::{Entry, RequestLog};
+use crate::sim::shared::{Shared, SimConfig};
 
 /// A running simulator. Dropping it stops the server.
 pub struct SimServer {
@@ -320,7 +215,7 @@ async fn observe(
         path: shown,
         status: response.status().as_u16(),
         auth: auth.map_or("-", routes::Auth::label),
-        fault: fault.as_ref().map(Fault::label),
+        fault: fault.as_ref().map(crate::sim::faults::Fault::label),
         micros: started.elapsed().as_micros() as u64,
     };
     if shared.config.print_requests && !control {
@@ -338,7 +233,7 @@ async fn guarded(
     next: Next,
 ) -> axum::response::Response {
     match auth.map(routes::refusal) {
-        Some(Some(problem)) => routes::problem_response(&problem),
+        Some(Some(problem)) => crate::sim::answer::problem_response(&problem),
         _ => next.run(request).await,
     }
 }

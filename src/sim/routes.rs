@@ -9,41 +9,12 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Response, StatusCode, Uri, header};
 use serde_json::{Value, json};
 
-use crate::sim::Shared;
+use crate::sim::answer::{json_response, json_text, problem_response};
 use crate::sim::model::{InstanceSpec, Problem, TaskQuery, instance_json, task_json, timestamp};
-
-pub fn json_response(status: u16, value: &Value) -> Response<Body> {
-    json_text(status, value.to_string())
-}
-
-fn json_text(status: u16, text: String) -> Response<Body> {
-    let mut r = Response::new(Body::from(text));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r
-}
-
-/// RFC 7807, as NWC answers errors.
-pub fn problem_response(p: &Problem) -> Response<Body> {
-    let body = json!({
-        "type": format!("https://httpstatuses.io/{}", p.status),
-        "title": p.title,
-        "status": p.status,
-        "detail": p.detail,
-    });
-    let mut r = json_response(p.status, &body);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    r
-}
+use crate::sim::shared::Shared;
 
 fn answer(result: Result<Response<Body>, Problem>) -> Response<Body> {
     result.unwrap_or_else(|p| problem_response(&p))
@@ -108,7 +79,7 @@ pub fn refusal(auth: Auth) -> Option<Problem> {
     }
 }
 
-pub use crate::transport::decode_pairs;
+use crate::run::transport::decode_pairs;
 
 /// `POST /authentication/v1/token`: client credentials, as JSON or a form.
 pub async fn token(

@@ -4,12 +4,12 @@
 
 use indexmap::IndexMap;
 
-use crate::analyzer::Analyzer;
-use crate::flow::Target;
-use crate::raw::Node;
-use crate::steps::{Next, StepCx, StepError, truthy};
-use crate::template::Template;
-use crate::trace::EventKind;
+use crate::language::analyzer::Analyzer;
+use crate::language::raw::Node;
+use crate::language::target::Target;
+use crate::language::template::Template;
+use crate::run::step::{Next, StepCx, StepError, truthy};
+use crate::run::trace::EventKind;
 
 #[derive(Debug)]
 pub struct Decision {
@@ -130,13 +130,7 @@ impl Decision {
                 cx.flow.target_name(t).to_string(),
             ),
             None => {
-                let index = cx
-                    .flow
-                    .steps
-                    .iter()
-                    .position(|s| std::ptr::eq(s, cx.step))
-                    .unwrap_or(0);
-                let t = cx.flow.next_after(index);
+                let t = cx.step.next;
                 ("none", Next::Continue, cx.flow.target_name(t).to_string())
             }
         };

@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::analyzer::Analyzer;
-use crate::fields::FieldType;
-use crate::keys::{Key, Shape, names, opt, req};
-use crate::raw::Node;
-use crate::steps::{Next, StepCx, StepError, truthy};
-use crate::template::{Scope, Template};
+use crate::language::analyzer::Analyzer;
+use crate::language::fields::FieldType;
+use crate::language::keys::{Key, Shape, names, opt, req};
+use crate::language::raw::Node;
+use crate::language::template::{Scope, Template};
+use crate::run::step::{Next, StepCx, StepError, truthy};
 
 pub const OUTPUTS: &[(&str, FieldType)] = &[("count", FieldType::Number)];
 
@@ -169,7 +169,7 @@ impl DeserializeId {
                 return Err(StepError::new(format!(
                     "field `{}` holds {}, not a list",
                     self.from,
-                    crate::fields::json_type_name(other)
+                    crate::language::fields::json_type_name(other)
                 )));
             }
         };

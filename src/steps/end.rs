@@ -1,9 +1,9 @@
 //! `end`: ends the run successfully, optionally with a message.
 
-use crate::analyzer::Analyzer;
-use crate::raw::{Node, NodeValue};
-use crate::steps::{Next, StepCx, StepError, shown_text};
-use crate::template::Template;
+use crate::language::analyzer::Analyzer;
+use crate::language::raw::{Node, NodeValue};
+use crate::language::template::Template;
+use crate::run::step::{Next, StepCx, StepError, shown_text};
 
 #[derive(Debug)]
 pub struct End {

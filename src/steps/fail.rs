@@ -1,10 +1,10 @@
 //! `fail`: ends the run as failed, with a message, such as the poll loop's
 //! "tried too often" path.
 
-use crate::analyzer::Analyzer;
-use crate::raw::Node;
-use crate::steps::{Next, StepCx, StepError, shown_text};
-use crate::template::Template;
+use crate::language::analyzer::Analyzer;
+use crate::language::raw::Node;
+use crate::language::template::Template;
+use crate::run::step::{Next, StepCx, StepError, shown_text};
 
 #[derive(Debug)]
 pub struct Fail {

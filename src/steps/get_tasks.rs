@@ -10,13 +10,14 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::analyzer::Analyzer;
-use crate::fields::FieldType;
-use crate::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
-use crate::raw::Node;
-use crate::steps::request::{self, HeaderSource, Sending};
-use crate::steps::{ErrorKind, Next, StepCx, StepError};
-use crate::template::Template;
+use crate::language::analyzer::Analyzer;
+use crate::language::fields::FieldType;
+use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
+use crate::language::raw::Node;
+use crate::language::template::Template;
+use crate::run::http::request::{self, HeaderSource};
+use crate::run::http::send::{self, Sending};
+use crate::run::step::{ErrorKind, Next, StepCx, StepError};
 
 pub const OUTPUTS: &[(&str, FieldType)] = &[
     ("tasks", FieldType::Json),
@@ -128,7 +129,7 @@ impl GetTasks {
         let max_bytes = body
             .get("max_bytes")
             .map_or(Some(DEFAULT_MAX_BYTES), |n| cx.byte_size(n, "`max_bytes`"));
-        let sending = request::parse_sending(cx, &body);
+        let sending = send::parse_sending(cx, &body);
         ok.then_some(())?;
         Some(GetTasks {
             base_url: base_url?,
@@ -170,7 +171,7 @@ impl GetTasks {
                 .hint("check the field it reads was given (`--set`, `--input` or its environment variable); leave the filter out to list without it"));
             }
         }
-        let first = request::build_url(&base, false, "/workflows/v2/tasks", &query)?;
+        let first = send::build_url(&base, false, "/workflows/v2/tasks", &query)?;
         let origin = origin_of(&first.wire);
         let mut url = first;
         let mut seen = BTreeSet::new();
@@ -190,7 +191,7 @@ impl GetTasks {
             status = response.status;
             if !response.is_success() {
                 cx.output("status", Value::from(status))?;
-                return Err(request::status_error(
+                return Err(send::status_error(
                     "GET",
                     &url.shown,
                     &response,
@@ -203,7 +204,7 @@ impl GetTasks {
                 return Err(StepError::new(format!(
                     "GET {} answered {} without a JSON body",
                     url.shown,
-                    request::status_text(status)
+                    send::status_text(status)
                 ))
                 .kind(ErrorKind::Response)
                 .status(status)
@@ -250,7 +251,7 @@ impl GetTasks {
                         .hint("narrow the filters, or raise `max_pages`"),
                 );
             }
-            url = request::RequestUrl::whole(next.clone(), cx.data(&next));
+            url = send::RequestUrl::whole(next.clone(), cx.data(&next));
         }
         let count = tasks.len();
         cx.output("tasks", Value::Array(tasks))?;

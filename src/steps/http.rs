@@ -3,16 +3,17 @@
 
 use serde_json::Value;
 
-use crate::analyzer::Analyzer;
-use crate::fields::FieldType;
-use crate::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
-use crate::raw::{Node, NodeValue};
-use crate::redact::MASK;
-use crate::retry::Accepted;
-use crate::steps::request::{self, HeaderSource, JsonTemplate, OutgoingBody, Sending};
-use crate::steps::{Next, StepCx, StepError, shown_text};
-use crate::template::Template;
-use crate::transport::{MAX_BODY_BYTES, RequestBody, form_component};
+use crate::language::analyzer::Analyzer;
+use crate::language::fields::FieldType;
+use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
+use crate::language::raw::{Node, NodeValue};
+use crate::language::template::Template;
+use crate::run::http::request::{self, HeaderSource, JsonTemplate};
+use crate::run::http::send::{self, OutgoingBody, Sending};
+use crate::run::redact::MASK;
+use crate::run::retry::Accepted;
+use crate::run::step::{Next, StepCx, StepError, shown_text};
+use crate::run::transport::{MAX_BODY_BYTES, RequestBody, form_component};
 
 pub const OUTPUTS: &[(&str, FieldType)] = &[
     ("status", FieldType::Number),
@@ -112,9 +113,10 @@ impl Http {
             Some(n) => {
                 let m = cx.string(n, "an HTTP method")?.to_ascii_uppercase();
                 if !METHODS.contains(&m.as_str()) {
-                    let help = crate::diagnostic::did_you_mean(&m, METHODS).unwrap_or_else(|| {
-                        format!("use one of {}", crate::analyzer::list(&METHODS))
-                    });
+                    let help = crate::language::diagnostic::did_you_mean(&m, METHODS)
+                        .unwrap_or_else(|| {
+                            format!("use one of {}", crate::language::analyzer::list(&METHODS))
+                        });
                     cx.error_help(n.span, format!("unknown HTTP method `{m}`"), help);
                     return None;
                 }
@@ -140,7 +142,7 @@ impl Http {
                 node.span,
                 format!(
                     "an `http` step sends one body, but this one has {}",
-                    crate::analyzer::list(&bodies)
+                    crate::language::analyzer::list(&bodies)
                 ),
             );
             return None;
@@ -171,7 +173,7 @@ impl Http {
             );
             return None;
         }
-        let mut sending = request::parse_sending(cx, &body)?;
+        let mut sending = send::parse_sending(cx, &body)?;
         // A status the step accepts is an answer the flow wants, not a failure to retry.
         match &accept {
             Accept::Any => sending.retry.accepted = Accepted::All,
@@ -220,7 +222,7 @@ impl Http {
             ))
             .hint("send secrets in headers, or opt in with `allow_secret_in_url: true`"));
         }
-        let url = request::build_url(&url, url_secret, "", &query)?;
+        let url = send::build_url(&url, url_secret, "", &query)?;
         let body = match &self.body {
             None => None,
             Some(HttpBody::Json(j)) => {
@@ -265,7 +267,7 @@ impl Http {
                     .hint("build it from something that names this piece of work, such as the instance id"));
             }
             headers.retain(|h| !h.name.eq_ignore_ascii_case("idempotency-key"));
-            headers.push(request::Header {
+            headers.push(send::Header {
                 name: "Idempotency-Key".to_string(),
                 value: key,
                 secret,
@@ -292,7 +294,7 @@ impl Http {
         let credentials = response
             .headers
             .iter()
-            .any(|(n, _)| request::is_credential_header(n));
+            .any(|(n, _)| send::is_credential_header(n));
         let response_headers: serde_json::Map<String, Value> = response
             .headers
             .iter()
@@ -307,7 +309,7 @@ impl Http {
             Accept::Statuses(list) => list.contains(&response.status),
         };
         if !accepted {
-            let e = request::status_error(&self.method, &url.shown, &response, &cx.rec.redactor);
+            let e = send::status_error(&self.method, &url.shown, &response, &cx.rec.redactor);
             // A redirect keeps its own hint: handoff does not follow it.
             return Err(if (300..400).contains(&response.status) {
                 e

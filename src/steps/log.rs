@@ -1,10 +1,10 @@
 //! `log`: writes a message into the trace.
 
-use crate::analyzer::Analyzer;
-use crate::raw::Node;
-use crate::steps::{Next, StepCx, StepError, shown_text};
-use crate::template::Template;
-use crate::trace::EventKind;
+use crate::language::analyzer::Analyzer;
+use crate::language::raw::Node;
+use crate::language::template::Template;
+use crate::run::step::{Next, StepCx, StepError, shown_text};
+use crate::run::trace::EventKind;
 
 #[derive(Debug)]
 pub struct Log {

@@ -10,15 +10,16 @@
 
 use serde_json::{Map, Value};
 
-use crate::analyzer::Analyzer;
-use crate::fields::FieldType;
-use crate::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
-use crate::raw::Node;
-use crate::steps::request::{self, HeaderSource, OutgoingBody, Sending};
-use crate::steps::{ErrorKind, Next, StepCx, StepError, shown_text};
-use crate::template::Template;
-use crate::trace::EventKind;
-use crate::transport::{MAX_BODY_BYTES, RequestBody};
+use crate::language::analyzer::Analyzer;
+use crate::language::fields::FieldType;
+use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
+use crate::language::raw::Node;
+use crate::language::template::Template;
+use crate::run::http::request::{self, HeaderSource};
+use crate::run::http::send::{self, OutgoingBody, Sending};
+use crate::run::step::{ErrorKind, Next, StepCx, StepError, shown_text};
+use crate::run::trace::EventKind;
+use crate::run::transport::{MAX_BODY_BYTES, RequestBody};
 
 pub const OUTPUTS: &[(&str, FieldType)] = &[
     ("status", FieldType::Number),
@@ -108,7 +109,7 @@ impl PatchTask {
             Some(n) => request::parse_headers(cx, n),
             None => Some(Vec::new()),
         };
-        let sending = request::parse_sending(cx, &body);
+        let sending = send::parse_sending(cx, &body);
         Some(PatchTask {
             base_url: base_url?,
             task_id: task_id?,
@@ -173,7 +174,7 @@ impl PatchTask {
                         cx.data(&task_id)
                     ));
                     if !outcome_secret
-                        && let Some(hint) = crate::diagnostic::did_you_mean(
+                        && let Some(hint) = crate::language::diagnostic::did_you_mean(
                             &outcome,
                             task.outcomes.iter().map(String::as_str),
                         )
@@ -196,15 +197,15 @@ impl PatchTask {
         let path = match &assignment {
             Some(aid) => format!(
                 "/workflows/v2/tasks/{}/assignments/{}",
-                request::segment(&task_id, "task_id")?,
-                request::segment(aid, "assignment_id")?
+                send::segment(&task_id, "task_id")?,
+                send::segment(aid, "assignment_id")?
             ),
             None => format!(
                 "/workflows/v1/tasks/{}",
-                request::segment(&task_id, "task_id")?
+                send::segment(&task_id, "task_id")?
             ),
         };
-        let url = request::build_url(&base, false, &path, &[])?;
+        let url = send::build_url(&base, false, &path, &[])?;
         let mut body = Map::new();
         let mut shown = Map::new();
         body.insert("outcome".into(), Value::String(outcome.clone()));
@@ -246,7 +247,7 @@ impl PatchTask {
             cx.output("already_completed", Value::Bool(false))?;
             return Ok(Next::Continue);
         }
-        let refused = request::status_error("PATCH", &url.shown, &response, &cx.rec.redactor);
+        let refused = send::status_error("PATCH", &url.shown, &response, &cx.rec.redactor);
         if !matches!(response.status, 400 | 409) {
             return Err(refused);
         }
@@ -279,20 +280,17 @@ impl PatchTask {
         base: &str,
         task_id: &str,
     ) -> Result<TaskView, StepError> {
-        let url = request::build_url(
+        let url = send::build_url(
             base,
             false,
-            &format!(
-                "/workflows/v2/tasks/{}",
-                request::segment(task_id, "task_id")?
-            ),
+            &format!("/workflows/v2/tasks/{}", send::segment(task_id, "task_id")?),
             &[],
         )?;
         let response = cx
             .get(&url, &self.headers, &self.sending, MAX_BODY_BYTES)
             .await?;
         if !response.is_success() {
-            let e = request::status_error("GET", &url.shown, &response, &cx.rec.redactor);
+            let e = send::status_error("GET", &url.shown, &response, &cx.rec.redactor);
             return Err(if response.status == 404 {
                 e.hint("NWC has no task with this id: is `task_id` the task's `id` from the list?")
             } else {

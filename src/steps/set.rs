@@ -2,10 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::analyzer::Analyzer;
-use crate::raw::Node;
-use crate::steps::{Next, StepCx, StepError};
-use crate::template::Template;
+use crate::language::analyzer::Analyzer;
+use crate::language::raw::Node;
+use crate::language::template::Template;
+use crate::run::step::{Next, StepCx, StepError};
 
 #[derive(Debug)]
 pub struct Set {
@@ -27,7 +27,8 @@ impl Set {
         let mut assignments = Vec::new();
         let mut ok = true;
         for (key, value) in entries {
-            let Some(field) = cx.field_ref(key, &crate::fields::ALL_TYPES, "`set`") else {
+            let Some(field) = cx.field_ref(key, &crate::language::fields::ALL_TYPES, "`set`")
+            else {
                 ok = false;
                 continue;
             };

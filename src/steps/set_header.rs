@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::analyzer::Analyzer;
-use crate::fields::FieldType;
-use crate::keys::{Key, Shape, names, req};
-use crate::raw::Node;
-use crate::steps::{Next, StepCx, StepError};
-use crate::template::Template;
+use crate::language::analyzer::Analyzer;
+use crate::language::fields::FieldType;
+use crate::language::keys::{Key, Shape, names, req};
+use crate::language::raw::Node;
+use crate::language::template::Template;
+use crate::run::step::{Next, StepCx, StepError};
 
 #[derive(Debug)]
 pub struct SetHeader {

@@ -4,15 +4,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::analyzer::Analyzer;
-use crate::keys::{Key, Shape, names, opt};
-use crate::raw::Node;
-use crate::steps::{Next, StepCx, StepError, shown_text};
-use crate::template::Template;
-use crate::trace::EventKind;
+use crate::language::analyzer::Analyzer;
+use crate::language::keys::{Key, Shape, names, opt};
+use crate::language::raw::Node;
+use crate::language::template::Template;
+use crate::run::step::{Next, StepCx, StepError, shown_text};
+use crate::run::trace::EventKind;
 
 /// The longest single wait: a typo like `30d` should not park a worker for a month.
-const MAX_WAIT: Duration = crate::clock::MAX_TIMER;
+const MAX_WAIT: Duration = crate::run::clock::MAX_TIMER;
 
 #[derive(Debug)]
 pub enum Timer {
@@ -75,7 +75,7 @@ impl Timer {
             Timer::Duration(t) => {
                 let (text, tainted) = cx.render_text(t)?;
                 let shown = cx.data(&shown_text(text.clone(), tainted));
-                crate::clock::parse_duration(&text)
+                crate::language::duration::parse_duration(&text)
                     .map_err(|e| StepError::new(format!("`duration` is `{shown}`: {e}")))?
             }
             Timer::Until(t) => {
@@ -98,7 +98,7 @@ impl Timer {
         let wake_at = cx.clock.now() + wait;
         cx.emit(EventKind::TimerStarted {
             duration_ms: wait.as_millis() as u64,
-            wake_at: crate::clock::rfc3339(wake_at),
+            wake_at: crate::run::clock::rfc3339(wake_at),
         });
         // The engine waits: a durable run is a row with `wake_at` meanwhile.
         Ok(Next::WaitUntil(wake_at))

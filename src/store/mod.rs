@@ -8,57 +8,17 @@
 //! it, with a key the store does not keep.
 //!
 //! SQLite ([`sqlite::SqliteStore`]) is the embedded default; Postgres
-//! ([`postgres::PgStore`]) is the store several workers share.
+//! ([`postgres::PgStore`]) is the store several workers share. [`durable`]
+//! runs the engine against either: creates a run, hands it the
+//! checkpoints, and loads it again to resume.
 
+pub mod durable;
 pub mod postgres;
 pub mod seal;
 pub mod sqlite;
 
-use serde::{Deserialize, Serialize};
-
-use crate::clock::BoxFuture;
-
-/// A durable run's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DurableStatus {
-    /// In a timer, until `wake_at`.
-    Waiting,
-    Running,
-    Succeeded,
-    Failed,
-    Canceled,
-}
-
-impl DurableStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DurableStatus::Waiting => "waiting",
-            DurableStatus::Running => "running",
-            DurableStatus::Succeeded => "succeeded",
-            DurableStatus::Failed => "failed",
-            DurableStatus::Canceled => "canceled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<DurableStatus> {
-        Some(match text {
-            "waiting" => DurableStatus::Waiting,
-            "running" => DurableStatus::Running,
-            "succeeded" => DurableStatus::Succeeded,
-            "failed" => DurableStatus::Failed,
-            "canceled" => DurableStatus::Canceled,
-            _ => return None,
-        })
-    }
-
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            DurableStatus::Succeeded | DurableStatus::Failed | DurableStatus::Canceled
-        )
-    }
-}
+use crate::engine::checkpoint::{DurableStatus, Saved};
+use crate::run::clock::BoxFuture;
 
 /// A run as it is created.
 #[derive(Debug, Clone)]
@@ -152,18 +112,6 @@ pub struct Checkpoint {
     /// The step's trace events, redacted, as JSON lines with their `seq`.
     pub events: Vec<(u64, String)>,
     pub updated_ms: i64,
-}
-
-/// What the store says after a checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Saved {
-    Saved,
-    /// The run was canceled meanwhile: the checkpoint was not applied, and
-    /// the run should stop.
-    Canceled,
-    /// Another process holds the run now (this one's lease ran out): the
-    /// checkpoint was not applied, and this process must stop.
-    Lost,
 }
 
 /// Who runs a run, and until when that claim holds unless renewed.
@@ -417,10 +365,4 @@ pub fn flow_hash(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(time: std::time::SystemTime) -> i64 {
-    time.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -22,11 +22,12 @@ use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 
-use super::{
-    Checkpoint, Claimed, Counts, Created, DurableStatus, Lease, NewRun, RunFilter, Saved, Store,
-    StoreError, StoredRun, stored,
+use crate::engine::checkpoint::{DurableStatus, Saved};
+use crate::run::clock::BoxFuture;
+use crate::store::{
+    Checkpoint, Claimed, Counts, Created, Lease, NewRun, RunFilter, Store, StoreError, StoredRun,
+    stored,
 };
-use crate::clock::BoxFuture;
 
 /// The channel the workers tell each other on.
 const CHANNEL: &str = "handoff_runs";

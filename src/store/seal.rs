@@ -68,7 +68,7 @@ impl Sealer {
             Err(e) => Err(format!(
                 "cannot read the key file `{}`: {}",
                 key_file.display(),
-                crate::analyze::io_reason(&e)
+                crate::language::analyze::io_reason(&e)
             )),
         }
     }
@@ -153,7 +153,7 @@ fn write_key_file(path: &Path, key: &[u8]) -> Result<(), String> {
         format!(
             "cannot create the key file `{}`: {}",
             path.display(),
-            crate::analyze::io_reason(&e)
+            crate::language::analyze::io_reason(&e)
         )
     })?;
     let text = base64::engine::general_purpose::STANDARD.encode(key);

@@ -13,11 +13,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{
-    Checkpoint, Created, DurableStatus, NewRun, RunFilter, Saved, Store, StoreError, StoredRun,
-    stored,
-};
-use crate::clock::BoxFuture;
+use crate::engine::checkpoint::{DurableStatus, Saved};
+use crate::run::clock::BoxFuture;
+use crate::store::{Checkpoint, Created, NewRun, RunFilter, Store, StoreError, StoredRun, stored};
 
 /// The schema, one migration per entry, in order. Never edit one that has
 /// shipped: add another.

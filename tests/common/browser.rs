@@ -45,7 +45,7 @@ impl Browser {
             .enable_all()
             .build()
             .unwrap();
-        handoff::transport::install_crypto();
+        handoff::run::transport::install_crypto();
         let client = reqwest::Client::new();
         let mut browser = Browser {
             driver,

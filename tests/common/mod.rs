@@ -8,8 +8,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use handoff::clock::VirtualClock;
-use handoff::sim::{self, SimConfig, SimServer};
+use handoff::run::clock::VirtualClock;
+use handoff::sim::shared::SimConfig;
+use handoff::sim::{self, SimServer};
 use serde_json::{Value, json};
 
 pub const TOKEN: &str = "canary-sim-token-5c1d";
@@ -128,7 +129,7 @@ impl Drop for Sim {
 
 /// An HTTP client for tests to call servers with.
 pub fn client() -> reqwest::Client {
-    handoff::transport::install_crypto();
+    handoff::run::transport::install_crypto();
     reqwest::Client::new()
 }
 
@@ -172,14 +173,17 @@ pub fn stable(text: &str, base: &str) -> String {
             Some((head, tail))
                 if tail
                     .strip_suffix(')')
-                    .is_some_and(|d| handoff::clock::parse_duration(d).is_ok()) =>
+                    .is_some_and(|d| handoff::language::duration::parse_duration(d).is_ok()) =>
             {
                 head.to_string()
             }
             _ => line,
         };
         let line = match line.rfind(" · ") {
-            Some(i) if handoff::clock::parse_duration(&line[i + " · ".len()..]).is_ok() => {
+            Some(i)
+                if handoff::language::duration::parse_duration(&line[i + " · ".len()..])
+                    .is_ok() =>
+            {
                 format!("{} · T", &line[..i])
             }
             _ => line,

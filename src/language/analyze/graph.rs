@@ -3,9 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::analyzer::{Analyzer, list};
-use crate::diagnostic::Diagnostic;
-use crate::flow::{Step, Target};
+use crate::language::analyzer::{Analyzer, list};
+use crate::language::diagnostic::Diagnostic;
+use crate::language::flow::Step;
+use crate::language::target::Target;
 
 /// Unreachable steps and loops that nothing leads out of.
 pub fn check_graph(cx: &mut Analyzer, steps: &[Step]) {

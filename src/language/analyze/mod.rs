@@ -19,12 +19,15 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-pub use crate::analyzer::{Analyzer, Body, is_identifier, list};
-use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::fields::FieldType;
-use crate::flow::{DEFAULT_MAX_STEPS, ERROR_FIELD, FieldDecl, Flow, Step, Target};
-use crate::raw::{self, Node, NodeValue};
-use crate::source::{Source, Span};
+use crate::language::analyzer::{Analyzer, is_identifier, list};
+use crate::language::diagnostic::{Diagnostic, did_you_mean};
+use crate::language::fields::ERROR_FIELD;
+use crate::language::fields::FieldDecl;
+use crate::language::fields::FieldType;
+use crate::language::flow::{DEFAULT_MAX_STEPS, Flow, Step};
+use crate::language::raw::{self, Node, NodeValue};
+use crate::language::source::{Source, Span};
+use crate::language::target::Target;
 use crate::steps::{KINDS, StepKind};
 
 /// A flow that loaded, with any warnings found on the way.
@@ -38,7 +41,7 @@ pub struct Checked {
 pub fn analyze(source: &Arc<Source>) -> Result<Checked, Vec<Diagnostic>> {
     let root = raw::parse(source).map_err(|d| vec![d])?;
     // From here on, diagnostics quote a copy with any literal secret masked.
-    let literals = crate::lint::literal_secrets(source, &root);
+    let literals = crate::language::lint::literal_secrets(source, &root);
     let mut diagnostics = literals.warnings;
     let flow = build(&literals.shown, &root, &mut diagnostics).map(|mut flow| {
         flow.literal_secrets = literals.values;
@@ -118,7 +121,7 @@ pub const FIELD_KEYS: [&str; 7] = [
 pub const STEP_KEYS: [&str; 5] = ["id", "goto", "on_error", "output", "description"];
 
 fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -> Option<Flow> {
-    let env = crate::template::environment();
+    let env = crate::language::template::environment();
     if root.as_map().is_none() {
         let found = if matches!(root.value, NodeValue::Null) {
             "an empty document".to_string()
@@ -182,11 +185,11 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         return None;
     }
     let trigger = match body.get("trigger") {
-        Some(node) => Some(crate::trigger::Trigger::parse(&mut cx, node)?),
+        Some(node) => Some(crate::language::trigger::Trigger::parse(&mut cx, node)?),
         None => None,
     };
     let auth = match body.get("auth") {
-        Some(node) => Some(crate::auth::Auth::parse(&mut cx, node)?),
+        Some(node) => Some(crate::language::auth::Auth::parse(&mut cx, node)?),
         None => None,
     };
     let fields = std::mem::take(&mut cx.fields);

@@ -13,11 +13,13 @@ use std::collections::BTreeSet;
 
 use indexmap::IndexMap;
 
-use crate::analyzer::Analyzer;
-use crate::auth::Auth;
-use crate::diagnostic::Diagnostic;
-use crate::fields::FieldType;
-use crate::flow::{Destinations, FieldDecl, Step};
+use crate::language::analyzer::Analyzer;
+use crate::language::auth::Auth;
+use crate::language::destinations::Destinations;
+use crate::language::diagnostic::Diagnostic;
+use crate::language::fields::FieldDecl;
+use crate::language::fields::FieldType;
+use crate::language::flow::Step;
 
 /// Checks who reaches what, and returns where secrets may go.
 pub fn check_reach(

@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 
 use indexmap::IndexMap;
 
-use crate::analyzer::Analyzer;
-use crate::diagnostic::Diagnostic;
-use crate::flow::{FieldDecl, Step};
+use crate::language::analyzer::Analyzer;
+use crate::language::diagnostic::Diagnostic;
+use crate::language::fields::FieldDecl;
+use crate::language::flow::Step;
 
 /// `seed`, and every field a step writes from a template that reads one of
 /// them, until nothing changes: how secrecy, or a caller's reach, spreads.
@@ -33,7 +34,7 @@ pub fn check_secrets(
     cx: &mut Analyzer,
     fields: &IndexMap<String, FieldDecl>,
     steps: &[Step],
-    auth: Option<&crate::auth::Auth>,
+    auth: Option<&crate::language::auth::Auth>,
 ) {
     let secret = spread(
         fields

@@ -6,6 +6,8 @@
 //! names the row. Then the runs go `--jobs` at a time, sharing one HTTP
 //! client, at most `--rate` requests a second; a 429 slows them all.
 
+pub mod runner;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
@@ -17,16 +19,20 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use super::{Colors, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, RunArgs};
-use crate::diagnostic::Diagnostic;
-use crate::engine::batch::{Batch, Finished, Route, Row};
-use crate::flow::Flow;
-use crate::inputs::{Inputs, initial_state};
-use crate::mock::Mock;
-use crate::report::{self, Style};
+use crate::cli::batch::runner::{Batch, Finished, Route, Row};
+use crate::cli::common::{
+    Colors, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, TraceArg, load_flow, load_mock,
+    print_diagnostics,
+};
+use crate::cli::report::{self, Style};
+use crate::cli::run::RunArgs;
+use crate::language::diagnostic::Diagnostic;
+use crate::language::flow::Flow;
+use crate::language::source::Source;
 use crate::run::bounded::Bounded;
-use crate::source::Source;
-use crate::trace::{EventKind, Outcome, RunStatus, TraceEvent};
+use crate::run::inputs::{Inputs, initial_state};
+use crate::run::mock::Mock;
+use crate::run::trace::{EventKind, Outcome, RunStatus, TraceEvent};
 
 /// How often a summary line is printed when stderr is not a terminal.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -148,7 +154,7 @@ impl Iterator for RowReader {
                     Ok(Value::Object(map)) => Ok((number, map.into_iter().collect())),
                     Ok(other) => Err(bad(format!(
                         "is {}, not an object",
-                        crate::fields::json_type_name(&other)
+                        crate::language::fields::json_type_name(&other)
                     ))),
                     Err(e) => {
                         let why = e.to_string();
@@ -192,7 +198,7 @@ impl Spool {
         let path = std::env::temp_dir().join(format!(
             "handoff-rows-{}-{}",
             std::process::id(),
-            crate::trace::new_run_id(std::time::SystemTime::now())
+            crate::run::trace::new_run_id(std::time::SystemTime::now())
         ));
         let spool = Spool(path);
         let mut file = {
@@ -222,7 +228,7 @@ impl Drop for Spool {
 fn reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::InvalidData if e.get_ref().is_some() => e.to_string(),
-        _ => crate::analyze::io_reason(e),
+        _ => crate::language::analyze::io_reason(e),
     }
 }
 
@@ -269,22 +275,22 @@ fn state_of(
     // A row is JSON already: read as YAML would read it, without parsing
     // its text again. Only a row with a problem is parsed, to point at it.
     // `--set` is the operator's; a row is a caller's: it sets inputs only.
-    let quick = crate::raw::Node::from_json_map(&values).map(|node| Inputs {
+    let quick = crate::language::raw::Node::from_json_map(&values).map(|node| Inputs {
         set: common.clone(),
-        set_by: crate::inputs::Giver::Operator,
+        set_by: crate::run::inputs::Giver::Operator,
         file: Some((source.clone(), node)),
-        file_by: crate::inputs::Giver::Caller,
+        file_by: crate::run::inputs::Giver::Caller,
         file_label: Some(label.clone()),
     });
     if let Some(Ok(state)) = quick.map(|inputs| initial_state(flow, &inputs, &env)) {
         return Ok(Row { number, state, key });
     }
-    let node = crate::inputs::parse_input_file(&source).map_err(|d| vec![d])?;
+    let node = crate::run::inputs::parse_input_file(&source).map_err(|d| vec![d])?;
     let inputs = Inputs {
         set: common,
-        set_by: crate::inputs::Giver::Operator,
+        set_by: crate::run::inputs::Giver::Operator,
         file: Some((source, node)),
-        file_by: crate::inputs::Giver::Caller,
+        file_by: crate::run::inputs::Giver::Caller,
         file_label: Some(label),
     };
     initial_state(flow, &inputs, &env).map(|state| Row { number, state, key })
@@ -439,7 +445,7 @@ impl Outputs {
                         eprintln!(
                             "warning: cannot write `{}`: {}",
                             path.display(),
-                            crate::analyze::io_reason(&e)
+                            crate::language::analyze::io_reason(&e)
                         );
                     }
                     Err(_) => {}
@@ -491,12 +497,16 @@ fn file_name_part(flow: &Flow, row: &Row) -> String {
     }
 }
 
-pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Colors) -> i32 {
+pub async fn batch_command(args: &RunArgs, each: &Path, color: Colors) -> i32 {
+    let flow = match load_flow(&args.flow, color) {
+        Ok(flow) => flow,
+        Err(code) => return code,
+    };
     let shown = each.display().to_string();
-    let set = match crate::inputs::parse_set(&args.set) {
+    let set = match crate::run::inputs::parse_set(&args.set) {
         Ok(s) => s,
         Err(diagnostics) => {
-            super::print_diagnostics(&diagnostics, color);
+            print_diagnostics(&diagnostics, color);
             return EXIT_INVALID;
         }
     };
@@ -520,7 +530,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
     let total = match check_rows(&flow, path, &set, &shown) {
         Ok(n) => n,
         Err(diagnostics) => {
-            super::print_diagnostics(&diagnostics, color);
+            print_diagnostics(&diagnostics, color);
             eprintln!("no run was started: fix the rows above, then run the batch again");
             return EXIT_INVALID;
         }
@@ -528,7 +538,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
     let reader = match RowReader::open(path, &shown) {
         Ok(r) => r,
         Err(d) => {
-            super::print_diagnostics(&[d], color);
+            print_diagnostics(&[d], color);
             return EXIT_INVALID;
         }
     };
@@ -538,17 +548,17 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         eprintln!(
             "error: cannot create `{}`: {}",
             dir.display(),
-            crate::analyze::io_reason(&e)
+            crate::language::analyze::io_reason(&e)
         );
         return EXIT_INVALID;
     }
     let dry_run = args.dry_run || args.mock.is_some();
     let mock = if dry_run {
         match &args.mock {
-            Some(path) => match super::load_mock(&path.to_string_lossy(), &flow) {
+            Some(path) => match load_mock(&path.to_string_lossy(), &flow) {
                 Ok(m) => m,
                 Err(diagnostics) => {
-                    super::print_diagnostics(&diagnostics, color);
+                    print_diagnostics(&diagnostics, color);
                     return EXIT_INVALID;
                 }
             },
@@ -564,7 +574,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
     let transport = if dry_run {
         None
     } else {
-        match crate::transport::ReqwestTransport::new() {
+        match crate::run::transport::ReqwestTransport::new() {
             Ok(t) => {
                 let limited = crate::run::limits::Limited::new(Box::new(t), args.jobs as usize);
                 Some(match args.rate {
@@ -589,7 +599,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
             eprintln!(
                 "error: cannot create `{}`: {}",
                 dir.display(),
-                crate::analyze::io_reason(&e)
+                crate::language::analyze::io_reason(&e)
             );
             return EXIT_INVALID;
         }
@@ -599,7 +609,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         return EXIT_INVALID;
     }
     let runs = if args.durable {
-        match super::runs::open_store(&args.store.target()).await {
+        match crate::cli::runs::open_store(&args.store.target()).await {
             Ok(r) => Some(r),
             Err(code) => return code,
         }
@@ -615,14 +625,14 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
         ..Tally::default()
     });
     let outputs = Mutex::new(Outputs {
-        jsonl: (!args.quiet && args.trace == super::TraceArg::Jsonl)
+        jsonl: (!args.quiet && args.trace == TraceArg::Jsonl)
             .then(|| BufWriter::new(std::io::stdout())),
         dir: args.trace_dir.clone(),
         files: HashMap::new(),
         names: HashMap::new(),
         failed_dir: false,
     });
-    let pretty = !args.quiet && args.trace == super::TraceArg::Pretty;
+    let pretty = !args.quiet && args.trace == TraceArg::Pretty;
     let style = Style { color: color.out };
     let stop = AtomicBool::new(false);
     let started = Instant::now();
@@ -746,7 +756,7 @@ pub async fn batch_command(args: &RunArgs, flow: Flow, each: &Path, color: Color
     }
     let tally = tally.into_inner().unwrap_or_default();
     let summary = summary(&tally, started.elapsed(), style);
-    if args.trace == super::TraceArg::Jsonl && !args.quiet {
+    if args.trace == TraceArg::Jsonl && !args.quiet {
         // Stdout is for the events; people still get the verdict.
         eprint!("{summary}");
     } else {

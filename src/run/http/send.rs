@@ -1,5 +1,6 @@
-//! What the HTTP step kinds share: header sources, URLs, sending a request and
-//! recording it, and turning an unhappy status into a helpful error.
+//! Sending one request and recording it: URLs and bodies built for the wire
+//! and for the trace, the retry loop, and an unhappy status or a transport
+//! failure turned into a helpful error.
 //!
 //! A request is built twice from the same rendered parts: once for the wire,
 //! and once for the trace, where every part that derives from a secret is
@@ -7,21 +8,17 @@
 //! redacted before it is cut to an excerpt, so a secret across the cut cannot
 //! leave a piece behind.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::analyzer::{Analyzer, Body};
-use crate::fields::FieldType;
-use crate::raw::{Node, NodeValue};
-use crate::redact::{MASK, Redactor};
-use crate::retry::{self, RetryPolicy};
-use crate::steps::{ErrorKind, StepCx, StepError};
-use crate::template::Template;
-use crate::trace::EventKind;
-use crate::transport::{HttpRequest, HttpResponse, RequestBody, TransportError};
+use crate::language::analyzer::{Analyzer, Body};
+use crate::run::redact::{MASK, Redactor};
+use crate::run::retry::{self, RetryPolicy};
+use crate::run::step::{ErrorKind, StepCx, StepError};
+use crate::run::trace::EventKind;
+use crate::run::transport::{HttpRequest, HttpResponse, RequestBody, TransportError};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -104,53 +101,13 @@ impl OutgoingBody {
                     .map(|(k, v)| {
                         format!(
                             "{}={}",
-                            crate::transport::form_component(k),
-                            crate::transport::form_component(v)
+                            crate::run::transport::form_component(k),
+                            crate::run::transport::form_component(v)
                         )
                     })
                     .collect();
                 self.shown.as_str() != Some(sent.join("&").as_str())
             }
-        }
-    }
-}
-
-/// Where a request's headers come from: a `headers` field, or literals.
-#[derive(Debug)]
-pub enum HeaderSource {
-    Field(String),
-    Literal(Vec<(String, Template)>),
-}
-
-/// `headers: header`, `headers: { Accept: … }`, or a list of both.
-pub fn parse_headers(cx: &mut Analyzer, node: &Node) -> Option<Vec<HeaderSource>> {
-    match &node.value {
-        NodeValue::Str(_) => Some(vec![HeaderSource::Field(cx.field_ref(
-            node,
-            &[FieldType::Headers],
-            "`headers`",
-        )?)]),
-        NodeValue::Map(entries) => {
-            let mut out = Vec::new();
-            for (k, v) in entries {
-                let name = cx.string(k, "a header name")?;
-                out.push((name, cx.template(v)?));
-            }
-            Some(vec![HeaderSource::Literal(out)])
-        }
-        NodeValue::Seq(items) => {
-            let mut out = Vec::new();
-            for item in items {
-                out.extend(parse_headers(cx, item)?);
-            }
-            Some(out)
-        }
-        _ => {
-            cx.error(
-                node.span,
-                "`headers` names a `headers` field, or maps header names to values",
-            );
-            None
         }
     }
 }
@@ -170,7 +127,7 @@ pub fn parse_sending(cx: &mut Analyzer, body: &Body) -> Option<Sending> {
         Some(n) => cx.duration(n),
         None => Some(DEFAULT_TIMEOUT),
     };
-    let retry = crate::retry::parse(cx, body.get("retry"));
+    let retry = crate::run::retry::parse(cx, body.get("retry"));
     Some(Sending {
         timeout: timeout?,
         retry: retry?,
@@ -186,125 +143,6 @@ pub struct Header {
 }
 
 impl StepCx<'_, '_> {
-    /// Resolves header sources in order; a later header replaces an earlier one.
-    pub fn headers(&mut self, sources: &[HeaderSource]) -> Result<Vec<Header>, StepError> {
-        let mut out: Vec<Header> = Vec::new();
-        let mut put = |h: Header| {
-            out.retain(|o| !o.name.eq_ignore_ascii_case(&h.name));
-            out.push(h);
-        };
-        for source in sources {
-            match source {
-                HeaderSource::Field(field) => {
-                    let secret = self.state.secret.contains(field);
-                    if let Some(Value::Object(map)) = self.state.get(field) {
-                        for (name, value) in map {
-                            put(Header {
-                                name: name.clone(),
-                                value: crate::fields::display_text(value),
-                                secret,
-                            });
-                        }
-                    }
-                }
-                HeaderSource::Literal(pairs) => {
-                    for (name, template) in pairs {
-                        let (value, secret) = self.render_text(template)?;
-                        put(Header {
-                            name: name.clone(),
-                            value,
-                            secret,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Sends a request, recording it and its response in the trace, and
-    /// retries as the step's policy says. `repeatable`: sending it twice does
-    /// no harm, so a timeout or a dropped connection may be retried. The
-    /// answer may be at most `max_body` bytes.
-    ///
-    /// When the flow has `auth:` and the step uses it (and sets no
-    /// `Authorization` of its own), the managed token goes along; a 401 gets
-    /// one new token and one more try, which is safe even for a POST, as the
-    /// server refused it before doing anything.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn exchange(
-        &mut self,
-        method: &str,
-        url: &RequestUrl,
-        mut headers: Vec<Header>,
-        body: Option<OutgoingBody>,
-        sending: &Sending,
-        repeatable: bool,
-        max_body: usize,
-    ) -> Result<HttpResponse, StepError> {
-        let managed = self.flow.auth.is_some()
-            && self.step.kind.uses_auth()
-            && !headers
-                .iter()
-                .any(|h| h.name.eq_ignore_ascii_case("authorization"));
-        if !managed {
-            let carries = headers.iter().any(|h| h.secret)
-                || body.as_ref().is_some_and(OutgoingBody::carries_secret);
-            if carries {
-                self.secret_may_go_to(url, false)?;
-            }
-            return self
-                .send_recorded(method, url, headers, body, sending, repeatable, max_body)
-                .await;
-        }
-        self.secret_may_go_to(url, true)?;
-        let token = self.bearer(sending, None).await?;
-        headers.push(Header {
-            name: "Authorization".into(),
-            value: format!("Bearer {token}"),
-            secret: true,
-        });
-        let again = body.as_ref().map(|b| OutgoingBody {
-            wire: b.wire.clone(),
-            shown: b.shown.clone(),
-        });
-        let response = self
-            .send_recorded(
-                method,
-                url,
-                headers.clone(),
-                body,
-                sending,
-                repeatable,
-                max_body,
-            )
-            .await?;
-        if response.status != 401 || !self.renewable() {
-            return Ok(response);
-        }
-        self.emit(EventKind::Log {
-            message: "the token was refused (401): getting a new one and sending once more".into(),
-        });
-        let renewed = self.bearer(sending, Some(&token)).await?;
-        for h in &mut headers {
-            if h.name == "Authorization" {
-                h.value = format!("Bearer {renewed}");
-            }
-        }
-        let response = self
-            .send_recorded(method, url, headers, again, sending, repeatable, max_body)
-            .await?;
-        if response.status == 401 {
-            let e = status_error(method, &url.shown, &response, &self.rec.redactor);
-            return Err(StepError {
-                message: format!("{}, even with a newly issued token", e.message),
-                hint: Some("the token URL gives tokens that this API refuses: check the app's permissions, the client and the region in `base_url`".into()),
-                ..e
-            });
-        }
-        Ok(response)
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn send_recorded(
         &mut self,
@@ -351,12 +189,12 @@ impl StepCx<'_, '_> {
         }
         let tracing = self.rec.listening();
         let (body, shown_body) = match body {
-            Some(b) if tracing => (Some(b.wire), Some(crate::trace::bounded(&b.shown))),
+            Some(b) if tracing => (Some(b.wire), Some(crate::run::trace::bounded(&b.shown))),
             Some(b) => (Some(b.wire), None),
             None => (None, None),
         };
         let request = HttpRequest {
-            step: self.step.id.clone(),
+            step: self.step.id.to_string(),
             method: method.to_string(),
             url: url.wire.clone(),
             shown_url: url.shown.clone(),
@@ -453,19 +291,6 @@ impl StepCx<'_, '_> {
         }
     }
 
-    /// A `GET` through [`StepCx::exchange`]: repeatable, no body.
-    pub async fn get(
-        &mut self,
-        url: &RequestUrl,
-        headers: &[HeaderSource],
-        sending: &Sending,
-        max_body: usize,
-    ) -> Result<HttpResponse, StepError> {
-        let headers = self.headers(headers)?;
-        self.exchange("GET", url, headers, None, sending, true, max_body)
-            .await
-    }
-
     /// Jitter must differ between workers in real runs, and stay the same
     /// between dry runs so their traces can be compared.
     fn jitter_seed(&self, attempt: u32) -> u64 {
@@ -494,7 +319,7 @@ impl StepCx<'_, '_> {
             .values()
             .any(|f| self.state.secret.contains(f));
         let body = if self.fetching_token {
-            crate::steps::auth::token_answer_for_trace(response, &mut self.rec.redactor)
+            token_answer_for_trace(response, &mut self.rec.redactor)
         } else if secret {
             if let Some(json) = response.json() {
                 self.rec.redactor.add_received(&json);
@@ -552,10 +377,13 @@ fn body_for_trace(response: &HttpResponse, redactor: &Redactor) -> Option<Value>
     }
     // Only the head is shown: redact a head long enough to hold the
     // excerpt and any secret that starts inside it, not the whole body.
-    let head_bytes = crate::trace::EXCERPT_CHARS * 4 + 4096;
+    let head_bytes = crate::run::trace::EXCERPT_CHARS * 4 + 4096;
     let head = &response.body[..response.body.len().min(head_bytes)];
     let shown = redactor.redact(&String::from_utf8_lossy(head));
-    let cut: String = shown.chars().take(crate::trace::EXCERPT_CHARS).collect();
+    let cut: String = shown
+        .chars()
+        .take(crate::run::trace::EXCERPT_CHARS)
+        .collect();
     if cut.len() == shown.len() && head.len() == response.body.len() {
         return Some(Value::String(cut));
     }
@@ -741,77 +569,26 @@ pub fn segment(text: &str, what: &str) -> Result<String, StepError> {
     )
 }
 
-/// A JSON body written in YAML, whose every string is a template.
-#[derive(Debug)]
-pub enum JsonTemplate {
-    Leaf(Template),
-    Array(Vec<JsonTemplate>),
-    Object(Vec<(String, JsonTemplate)>),
-}
-
-impl JsonTemplate {
-    pub fn parse(cx: &mut Analyzer, node: &Node) -> Option<JsonTemplate> {
-        match &node.value {
-            NodeValue::Seq(items) => {
-                let parsed: Vec<Option<JsonTemplate>> =
-                    items.iter().map(|i| JsonTemplate::parse(cx, i)).collect();
-                Some(JsonTemplate::Array(
-                    parsed.into_iter().collect::<Option<_>>()?,
-                ))
-            }
-            NodeValue::Map(entries) => {
-                let mut out = Vec::new();
-                let mut ok = true;
-                for (k, v) in entries {
-                    match (k.scalar_text(), JsonTemplate::parse(cx, v)) {
-                        (Some(k), Some(v)) => out.push((k, v)),
-                        _ => ok = false,
-                    }
-                }
-                ok.then_some(JsonTemplate::Object(out))
-            }
-            _ => Some(JsonTemplate::Leaf(cx.template(node)?)),
-        }
+/// A token answer as the trace shows it: the credentials in it masked (and
+/// hunted from now on), the rest, such as `expires_in`, kept.
+pub fn token_answer_for_trace(response: &HttpResponse, redactor: &mut Redactor) -> Option<Value> {
+    if response.body.is_empty() {
+        return None;
     }
-
-    pub fn reads(&self, out: &mut BTreeSet<String>) {
-        match self {
-            JsonTemplate::Leaf(t) => out.extend(t.mentions.iter().cloned()),
-            JsonTemplate::Array(items) => items.iter().for_each(|i| i.reads(out)),
-            JsonTemplate::Object(entries) => entries.iter().for_each(|(_, v)| v.reads(out)),
+    match response.json() {
+        Some(Value::Object(mut map)) => {
+            for key in crate::run::tokens::CREDENTIAL_KEYS {
+                if let Some(v) = map.get_mut(key) {
+                    redactor.add_secret_value(v);
+                    *v = Value::String(MASK.to_string());
+                }
+            }
+            Some(Value::Object(map))
         }
-    }
-
-    /// Renders for the wire, and for the trace with secret leaves masked.
-    pub fn render(&self, cx: &mut StepCx) -> Result<(Value, Value), StepError> {
-        Ok(match self {
-            JsonTemplate::Leaf(t) => {
-                let (value, secret) = cx.render(t)?;
-                let shown = if secret {
-                    Value::String(MASK.to_string())
-                } else {
-                    value.clone()
-                };
-                (value, shown)
-            }
-            JsonTemplate::Array(items) => {
-                let (mut wire, mut shown) = (Vec::new(), Vec::new());
-                for item in items {
-                    let (w, s) = item.render(cx)?;
-                    wire.push(w);
-                    shown.push(s);
-                }
-                (Value::Array(wire), Value::Array(shown))
-            }
-            JsonTemplate::Object(entries) => {
-                let (mut wire, mut shown) = (serde_json::Map::new(), serde_json::Map::new());
-                for (k, v) in entries {
-                    let (w, s) = v.render(cx)?;
-                    wire.insert(k.clone(), w);
-                    shown.insert(k.clone(), s);
-                }
-                (Value::Object(wire), Value::Object(shown))
-            }
-        })
+        // Not a token answer: nothing in it is kept, as it may still be one.
+        _ => {
+            redactor.add_received(&Value::String(response.text().trim().to_string()));
+            Some(Value::String(MASK.to_string()))
+        }
     }
 }

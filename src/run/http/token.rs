@@ -3,29 +3,29 @@
 //!
 //! A personal access token is read from its secret field. An app token is
 //! fetched from the token URL with client credentials, kept in the shared
-//! [`TokenCache`](crate::tokens::TokenCache), and fetched again shortly
+//! [`TokenCache`](crate::run::tokens::TokenCache), and fetched again shortly
 //! before it expires or once after a 401. The fetch is an ordinary request in
 //! the trace, with the client secret and the token masked.
 
 use serde_json::{Map, Value};
 
-use crate::auth::{Auth, TOKEN_PATH};
-use crate::redact::{MASK, Redactor};
-use crate::steps::request::{self, OutgoingBody, RequestUrl, Sending};
-use crate::steps::{ErrorKind, StepCx, StepError};
-use crate::trace::EventKind;
-use crate::transport::{HttpResponse, RequestBody};
+use crate::language::auth::{Auth, TOKEN_PATH};
+use crate::run::http::send::{self, OutgoingBody, RequestUrl, Sending};
+use crate::run::redact::MASK;
+use crate::run::step::{ErrorKind, StepCx, StepError};
+use crate::run::trace::EventKind;
+use crate::run::transport::RequestBody;
 
 /// A token answer is small; anything larger is not one.
 const MAX_TOKEN_ANSWER: usize = 64 * 1024;
 
 /// A URL's origin: scheme, host and port.
 fn origin(url: &str) -> Option<String> {
-    crate::transport::remembered("origin", url, |url| {
+    crate::run::transport::remembered("origin", url, |url| {
         reqwest::Url::parse(url)
             .ok()
             .as_ref()
-            .and_then(crate::steps::request::origin_of)
+            .and_then(crate::run::http::send::origin_of)
     })
 }
 
@@ -38,7 +38,8 @@ impl StepCx<'_, '_> {
     /// configuration field's value or of a URL written in the flow.
     /// Anything else fails before a byte is sent.
     pub fn secret_may_go_to(&mut self, url: &RequestUrl, managed: bool) -> Result<(), StepError> {
-        let places = &self.flow.destinations;
+        let flow = self.flow;
+        let places = flow.destinations;
         let mut trusted: Vec<String> = places.nwc_literal.clone();
         let add = |trusted: &mut Vec<String>, text: &str| {
             if let Some(o) = origin(text.trim())
@@ -52,7 +53,7 @@ impl StepCx<'_, '_> {
         {
             add(&mut trusted, base);
         }
-        if let Some(Auth::Client(c)) = &self.flow.auth
+        if let Some(Auth::Client(c)) = flow.auth
             && let Some(t) = &c.token_url
         {
             let (text, _) = self.render_text(t)?;
@@ -144,12 +145,12 @@ impl StepCx<'_, '_> {
                 let base = self
                     .state
                     .get("base_url")
-                    .map(crate::fields::display_text)
+                    .map(crate::language::fields::display_text)
                     .unwrap_or_default();
                 format!("{}{TOKEN_PATH}", base.trim_end_matches('/'))
             }
         };
-        let url = request::build_url(&token_url, false, "", &[])?;
+        let url = send::build_url(&token_url, false, "", &[])?;
         let slot = self.tokens.slot(&url.wire, &client_id, &secret);
         // Held while fetching: the runs that need the same token wait for this one.
         let mut cached = slot.lock().await;
@@ -179,7 +180,7 @@ impl StepCx<'_, '_> {
             ..e
         })?;
         if !answer.is_success() {
-            let e = request::status_error("POST", &url.shown, &answer, &self.rec.redactor);
+            let e = send::status_error("POST", &url.shown, &answer, &self.rec.redactor);
             return Err(StepError {
                 message: format!("getting a token: {}", e.message),
                 hint: Some(
@@ -190,7 +191,7 @@ impl StepCx<'_, '_> {
         }
         let fresh = answer
             .json()
-            .and_then(|json| crate::tokens::read_answer(&json, self.clock.now()))
+            .and_then(|json| crate::run::tokens::read_answer(&json, self.clock.now()))
             .ok_or_else(|| {
                 StepError::new(format!(
                     "getting a token: POST {} answered no `access_token`",
@@ -246,28 +247,4 @@ fn credentials(client_id: &str, secret: &str, form: bool) -> (RequestBody, Value
         ))
     };
     (wire, Value::Object(shown))
-}
-
-/// A token answer as the trace shows it: the credentials in it masked (and
-/// hunted from now on), the rest, such as `expires_in`, kept.
-pub fn token_answer_for_trace(response: &HttpResponse, redactor: &mut Redactor) -> Option<Value> {
-    if response.body.is_empty() {
-        return None;
-    }
-    match response.json() {
-        Some(Value::Object(mut map)) => {
-            for key in crate::tokens::CREDENTIAL_KEYS {
-                if let Some(v) = map.get_mut(key) {
-                    redactor.add_secret_value(v);
-                    *v = Value::String(MASK.to_string());
-                }
-            }
-            Some(Value::Object(map))
-        }
-        // Not a token answer: nothing in it is kept, as it may still be one.
-        _ => {
-            redactor.add_received(&Value::String(response.text().trim().to_string()));
-            Some(Value::String(MASK.to_string()))
-        }
-    }
 }

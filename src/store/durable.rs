@@ -15,16 +15,19 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::clock::BoxFuture;
-use crate::engine::{Checkpoints, Progress};
-use crate::flow::Flow;
-use crate::source::Source;
-use crate::state::RunState;
+use crate::engine::checkpoint::Checkpoints;
+use crate::engine::checkpoint::Progress;
+use crate::engine::checkpoint::Saved;
+use crate::language::flow::Flow;
+use crate::language::source::Source;
+use crate::run::clock::BoxFuture;
+use crate::run::clock::unix_ms;
+use crate::run::state::RunState;
 use crate::store::seal::{KeySource, Sealer};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
-    Checkpoint, Claimed, Created, IdempotencyKey, Lease, NewRun, RunFilter, Saved, Store,
-    StoredRun, flow_hash, unix_ms,
+    Checkpoint, Claimed, Created, IdempotencyKey, Lease, NewRun, RunFilter, Store, StoredRun,
+    flow_hash,
 };
 
 /// How long a claim on a run holds without renewal, unless `serve --lease` says.
@@ -246,7 +249,7 @@ impl DurableRuns {
                 return Ok(());
             }
         }
-        let until = crate::clock::rfc3339(crate::clock::from_unix_ms(held.until_ms));
+        let until = crate::run::clock::rfc3339(crate::run::clock::from_unix_ms(held.until_ms));
         Err(format!(
             "run `{id}` is being run by another process ({}); resume it once that process has stopped, or after its lease runs out at {until}",
             held.owner
@@ -311,13 +314,13 @@ impl DurableRuns {
         state.recent.retain(|&i| i < steps);
         if let Some(wake) = state.wake_at_ms {
             let latest = unix_ms(std::time::SystemTime::now())
-                .saturating_add(crate::clock::MAX_TIMER.as_millis() as i64)
+                .saturating_add(crate::run::clock::MAX_TIMER.as_millis() as i64)
                 .saturating_add(CLOCK_SLACK_MS);
             if !(0..=latest).contains(&wake) {
                 return Err(damaged(&format!(
                     "its timer wakes at {}, and a timer waits at most {}",
-                    crate::clock::rfc3339(crate::clock::from_unix_ms(wake)),
-                    crate::clock::format_duration(crate::clock::MAX_TIMER)
+                    crate::run::clock::rfc3339(crate::run::clock::from_unix_ms(wake)),
+                    crate::run::clock::format_duration(crate::run::clock::MAX_TIMER)
                 )));
             }
         }
@@ -331,7 +334,7 @@ impl DurableRuns {
     }
 
     /// A stored run's trace events, in order.
-    pub async fn trace(&self, id: &str) -> Result<Vec<crate::trace::TraceEvent>, String> {
+    pub async fn trace(&self, id: &str) -> Result<Vec<crate::run::trace::TraceEvent>, String> {
         let lines = self.store.events(id).await.map_err(|e| e.0)?;
         Ok(lines
             .iter()
@@ -364,11 +367,11 @@ pub fn pinned_flow(run: &StoredRun) -> Result<Flow, String> {
         return Err(format!(
             "run `{}`'s stored flow is not the version it started with ({}): the store was changed; not going on with it",
             run.id,
-            crate::fields::clip(&run.flow_hash, 12)
+            crate::language::fields::clip(&run.flow_hash, 12)
         ));
     }
     let source = Source::new(run.flow_path.clone(), run.flow_source.clone());
-    crate::analyze::analyze(&source)
+    crate::language::analyze::analyze(&source)
         .map(|checked| checked.flow)
         .map_err(|_| {
             format!(
@@ -390,7 +393,7 @@ impl Checkpoints for RunCheckpoints<'_> {
             let events = progress
                 .events
                 .iter()
-                .map(|e| (e.seq, crate::jsonl::to_string(e)))
+                .map(|e| (e.seq, crate::run::jsonl::to_string(e)))
                 .collect();
             let point = Checkpoint {
                 run_id: self.run_id.clone(),

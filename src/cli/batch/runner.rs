@@ -13,15 +13,16 @@ use std::time::SystemTime;
 
 use futures_util::StreamExt;
 
-use crate::clock::{Clock, SystemClock, VirtualClock};
-use crate::engine::durable::DurableRuns;
+use crate::engine::checkpoint::DurableStatus;
 use crate::engine::{Durable, Engine};
-use crate::flow::Flow;
-use crate::mock::{Mock, MockTransport};
-use crate::state::RunState;
-use crate::store::{Created, DurableStatus, IdempotencyKey};
-use crate::trace::{Outcome, RunStatus, TraceEvent};
-use crate::transport::Transport;
+use crate::language::flow::Flow;
+use crate::run::clock::{Clock, SystemClock, VirtualClock};
+use crate::run::mock::{Mock, MockTransport};
+use crate::run::state::RunState;
+use crate::run::trace::{Outcome, RunStatus, TraceEvent};
+use crate::run::transport::Transport;
+use crate::store::durable::DurableRuns;
+use crate::store::{Created, IdempotencyKey};
 
 /// One run to make: its row's number (from 1) and its starting state.
 pub struct Row {
@@ -65,7 +66,7 @@ pub struct Batch<'a> {
     pub record: Option<&'a std::path::Path>,
     /// App tokens the real runs share (a dry run's clock is its own, so
     /// each dry run keeps its own tokens).
-    pub tokens: crate::tokens::TokenCache,
+    pub tokens: crate::run::tokens::TokenCache,
     /// Whether the runs' events are read (`--trace jsonl`, `--trace-dir`).
     pub traced: bool,
 }
@@ -98,7 +99,7 @@ impl Batch<'_> {
 
     async fn one(&self, row: Row, events: &(dyn Fn(usize, &TraceEvent) + Sync)) -> Finished {
         let now = SystemTime::now();
-        let run_id = crate::trace::new_run_id(now);
+        let run_id = crate::run::trace::new_run_id(now);
         let number = row.number;
         let mut observer = |e: &TraceEvent| events(number, e);
         let system = SystemClock::quiet(now);
@@ -112,7 +113,7 @@ impl Batch<'_> {
             }
         };
         let recording = match (&self.route, self.record) {
-            (Route::Real(t), Some(_)) => Some(crate::record::Recording::new(*t)),
+            (Route::Real(t), Some(_)) => Some(crate::run::record::Recording::new(*t)),
             _ => None,
         };
         let transport: &dyn Transport = match &recording {
@@ -148,7 +149,7 @@ impl Batch<'_> {
     /// secret it had not yet marked.
     fn write_recording(
         &self,
-        recording: &crate::record::Recording<'_>,
+        recording: &crate::run::record::Recording<'_>,
         dir: &std::path::Path,
         number: usize,
         given: &RunState,
@@ -157,14 +158,16 @@ impl Batch<'_> {
         if result.outcome.status == RunStatus::Interrupted {
             return;
         }
-        let redactor =
-            crate::redact::Redactor::for_run(&self.flow.literal_secrets, &[given, &result.state]);
+        let redactor = crate::run::redact::Redactor::for_run(
+            &self.flow.literal_secrets,
+            &[given, &result.state],
+        );
         let path = dir.join(format!("row-{number:05}.mock.yaml"));
         if let Err(e) = std::fs::write(&path, recording.mock_text(&self.flow.name, &redactor)) {
             eprintln!(
                 "warning: cannot write `{}`: {}",
                 path.display(),
-                crate::analyze::io_reason(&e)
+                crate::language::analyze::io_reason(&e)
             );
         }
     }
@@ -179,7 +182,7 @@ impl Batch<'_> {
     ) -> Finished {
         let number = row.number;
         let now = SystemTime::now();
-        let fresh_id = crate::trace::new_run_id(now);
+        let fresh_id = crate::run::trace::new_run_id(now);
         let ended = |run_id: String, reason: String| Finished {
             row: number,
             run_id,

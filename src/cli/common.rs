@@ -1,0 +1,226 @@
+//! What the commands share: exit codes, colours, printing diagnostics, the
+//! trace options, and parsers for arguments several commands take.
+
+use crate::cli::report::TraceFormat;
+use crate::language::analyze::{analyze, read_source};
+use crate::language::diagnostic::{Diagnostic, render_all};
+use crate::language::flow::Flow;
+use crate::run::mock::Mock;
+use crate::run::trace::RunStatus;
+use clap::ValueEnum;
+use std::fs::File;
+use std::io::Write;
+
+pub const EXIT_OK: i32 = 0;
+
+pub const EXIT_FAILED: i32 = 1;
+
+pub const EXIT_INVALID: i32 = 2;
+
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether each stream gets colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Colors {
+    pub out: bool,
+    pub err: bool,
+}
+
+impl Colors {
+    /// `--color always|never` decide; with `auto`, a non-empty `NO_COLOR`
+    /// turns colour off, a `CLICOLOR_FORCE` other than `0` turns it on,
+    /// and otherwise each stream is coloured when it is a terminal.
+    pub fn resolve(
+        choice: ColorChoice,
+        env: &dyn Fn(&str) -> Option<String>,
+        out_tty: bool,
+        err_tty: bool,
+    ) -> Colors {
+        let set = |var: &str| env(var).is_some_and(|v| !v.is_empty());
+        let decide = |tty: bool| match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto if set("NO_COLOR") => false,
+            ColorChoice::Auto
+                if set("CLICOLOR_FORCE") && env("CLICOLOR_FORCE").as_deref() != Some("0") =>
+            {
+                true
+            }
+            ColorChoice::Auto => tty,
+        };
+        Colors {
+            out: decide(out_tty),
+            err: decide(err_tty),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+pub fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::language::duration::parse_duration(text)
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TraceArg {
+    Pretty,
+    Jsonl,
+}
+
+pub fn print_diagnostics(diagnostics: &[Diagnostic], color: Colors) {
+    let text = render_all(diagnostics, color.err);
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+}
+
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// The `--trace-file`, when one was asked for: JSONL for `.jsonl` and
+/// `.json`, else as `--trace`. An exit code when it cannot be written.
+pub fn open_trace_file(
+    path: Option<&std::path::Path>,
+    trace: TraceArg,
+) -> Result<Option<(TraceFormat, File)>, i32> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match File::create(path) {
+        Ok(f) => {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            let format = if matches!(ext, "jsonl" | "json") {
+                TraceFormat::Jsonl
+            } else {
+                trace_format(trace)
+            };
+            Ok(Some((format, f)))
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the trace file `{}`: {}",
+                path.display(),
+                crate::language::analyze::io_reason(&e)
+            );
+            Err(EXIT_INVALID)
+        }
+    }
+}
+
+pub fn exit_code(status: RunStatus) -> i32 {
+    match status {
+        RunStatus::Succeeded => EXIT_OK,
+        RunStatus::Failed => EXIT_FAILED,
+        RunStatus::Interrupted => EXIT_INTERRUPTED,
+        RunStatus::Canceled => EXIT_FAILED,
+    }
+}
+
+pub fn trace_format(arg: TraceArg) -> TraceFormat {
+    match arg {
+        TraceArg::Pretty => TraceFormat::Pretty,
+        TraceArg::Jsonl => TraceFormat::Jsonl,
+    }
+}
+
+pub fn load_mock(path: &str, flow: &Flow) -> Result<Mock, Vec<Diagnostic>> {
+    let source = read_source(path).map_err(|d| vec![d])?;
+    Mock::load(&source, flow)
+}
+
+/// Reads and checks a flow file, printing its warnings; on a problem, prints
+/// it and gives the exit code.
+pub fn load_flow(path: &std::path::Path, color: Colors) -> Result<Flow, i32> {
+    let source = read_source(&path.to_string_lossy()).map_err(|d| {
+        print_diagnostics(&[d], color);
+        EXIT_INVALID
+    })?;
+    let checked = analyze(&source).map_err(|diags| {
+        print_diagnostics(&diags, color);
+        EXIT_INVALID
+    })?;
+    print_diagnostics(&checked.warnings, color);
+    Ok(checked.flow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_is_decided_for_each_stream() {
+        let none = |_: &str| None;
+        let c = Colors::resolve(ColorChoice::Auto, &none, true, false);
+        assert_eq!(
+            c,
+            Colors {
+                out: true,
+                err: false
+            },
+            "stderr redirected"
+        );
+        let c = Colors::resolve(ColorChoice::Auto, &none, false, true);
+        assert_eq!(
+            c,
+            Colors {
+                out: false,
+                err: true
+            },
+            "stdout redirected"
+        );
+        let no_color = |v: &str| (v == "NO_COLOR").then(|| "1".to_string());
+        assert_eq!(
+            Colors::resolve(ColorChoice::Auto, &no_color, true, true),
+            Colors {
+                out: false,
+                err: false
+            }
+        );
+        let force = |v: &str| (v == "CLICOLOR_FORCE").then(|| "1".to_string());
+        assert_eq!(
+            Colors::resolve(ColorChoice::Auto, &force, false, false),
+            Colors {
+                out: true,
+                err: true
+            }
+        );
+        let force_off = |v: &str| (v == "CLICOLOR_FORCE").then(|| "0".to_string());
+        assert_eq!(
+            Colors::resolve(ColorChoice::Auto, &force_off, false, false),
+            Colors {
+                out: false,
+                err: false
+            }
+        );
+        // The flag beats the environment.
+        assert_eq!(
+            Colors::resolve(ColorChoice::Always, &no_color, false, false),
+            Colors {
+                out: true,
+                err: true
+            }
+        );
+        assert_eq!(
+            Colors::resolve(ColorChoice::Never, &force, true, true),
+            Colors {
+                out: false,
+                err: false
+            }
+        );
+    }
+}

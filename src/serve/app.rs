@@ -1,0 +1,33 @@
+//! What every handler of `serve` shares: the worker, the flows, the API
+//! token, the hook secrets and the memories of signatures, sessions and
+//! sign-ins. The API ([`crate::serve::api`]) and the run page
+//! ([`crate::serve::page`]) both take it; neither owns it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::serve::access::ApiToken;
+use crate::serve::flows::Flows;
+use crate::serve::worker::Worker;
+
+/// Where settings and `env:` fields are read from: the process environment,
+/// or a test's.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+pub struct App {
+    pub worker: Arc<Worker>,
+    pub flows: Flows,
+    pub token: ApiToken,
+    /// Hook signature secrets, by flow, read once at start.
+    pub hook_secrets: BTreeMap<String, Vec<u8>>,
+    /// Where `env:` fields are read from.
+    pub env: Env,
+    /// Hook signatures seen lately: one seen again starts no second run.
+    pub seen_signatures: crate::serve::access::Memory,
+    /// Run page sessions signed out before they expired.
+    pub revoked: crate::serve::access::Memory,
+    /// Failed sign-ins by client.
+    pub attempts: crate::serve::access::Attempts,
+    /// Cookies say `Secure`: the page is served over TLS (`--behind-tls`).
+    pub secure_cookies: bool,
+}
