@@ -9,7 +9,8 @@
 #   scripts/pg.sh thaw DIR    SIGCONT them
 # Postgres refuses to run as root, so as root it runs as the `postgres` user.
 set -euo pipefail
-BIN=/usr/lib/postgresql/15/bin
+# The newest Postgres installed (Debian puts each version under its own folder).
+BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 cmd=${1:?start|stop|restart}
 dir=$(realpath -m "${2:?a folder for the cluster}")
 

@@ -7,6 +7,7 @@
 //! counted it) stays under 500 MB and its CPU time under 10 s. Runs are one at
 //! a time, so the CPU each one used is the difference around it.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::process::Output;

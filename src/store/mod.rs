@@ -15,6 +15,7 @@
 pub mod durable;
 pub mod postgres;
 pub mod seal;
+pub mod sql;
 pub mod sqlite;
 
 use crate::engine::checkpoint::{DurableStatus, Saved};
@@ -240,122 +241,6 @@ pub trait Store: Send + Sync {
     fn changes(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
     }
-}
-
-/// A stored run from a row of either database: the columns are the same.
-pub(crate) fn stored<R>(row: &R) -> Result<StoredRun, StoreError>
-where
-    R: sqlx::Row,
-    for<'c> &'c str: sqlx::ColumnIndex<R>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let get = |e: sqlx::Error| StoreError(format!("a stored run is damaged: {e}"));
-    let status: String = row.try_get("status").map_err(get)?;
-    Ok(StoredRun {
-        id: row.try_get("id").map_err(get)?,
-        flow: row.try_get("flow").map_err(get)?,
-        flow_path: row.try_get("flow_path").map_err(get)?,
-        flow_source: row.try_get("flow_source").map_err(get)?,
-        flow_hash: row.try_get("flow_hash").map_err(get)?,
-        inputs: row.try_get("inputs").map_err(get)?,
-        status: DurableStatus::parse(&status)
-            .ok_or_else(|| StoreError(format!("a stored run has an unknown status `{status}`")))?,
-        step: row.try_get("step").map_err(get)?,
-        wake_at_ms: row.try_get("wake_at_ms").map_err(get)?,
-        steps_taken: row.try_get::<i64, _>("steps_taken").map_err(get)?.max(0) as u64,
-        state: row.try_get("state").map_err(get)?,
-        outcome: row.try_get("outcome").map_err(get)?,
-        created_ms: row.try_get("created_ms").map_err(get)?,
-        updated_ms: row.try_get("updated_ms").map_err(get)?,
-        lease: match (
-            row.try_get::<Option<String>, _>("owner").map_err(get)?,
-            row.try_get::<Option<i64>, _>("lease_until_ms")
-                .map_err(get)?,
-        ) {
-            (Some(owner), Some(until_ms)) => Some(Lease { owner, until_ms }),
-            _ => None,
-        },
-    })
-}
-
-/// A trace's events from rows of `(event)`.
-pub(crate) fn event_texts<R>(rows: &[R]) -> Result<Vec<String>, StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-{
-    rows.iter()
-        .map(|r| {
-            r.try_get(0)
-                .map_err(|e| StoreError(format!("the run store could not read a trace: {e}")))
-        })
-        .collect()
-}
-
-/// Numbered events from rows of `(seq, event)`.
-pub(crate) fn numbered_events<R>(rows: &[R]) -> Result<Vec<(u64, String)>, StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-{
-    let failed = |e: sqlx::Error| StoreError(format!("the run store could not read a trace: {e}"));
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<i64, _>(0).map_err(failed)? as u64,
-                r.try_get(1).map_err(failed)?,
-            ))
-        })
-        .collect()
-}
-
-/// Leases from rows of `(id, owner, lease_until_ms)`.
-pub(crate) fn leases_from<R>(rows: &[R]) -> Result<Vec<(String, Lease)>, StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-{
-    let failed = |e: sqlx::Error| StoreError(format!("the run store could not read leases: {e}"));
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get(0).map_err(failed)?,
-                Lease {
-                    owner: r.try_get(1).map_err(failed)?,
-                    until_ms: r.try_get::<Option<i64>, _>(2).map_err(failed)?.unwrap_or(0),
-                },
-            ))
-        })
-        .collect()
-}
-
-/// Counts from rows of `(flow, status, count)`.
-pub(crate) fn counts_from<R>(rows: &[R]) -> Result<Counts, StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-{
-    let failed = |e: sqlx::Error| StoreError(format!("the run store could not count runs: {e}"));
-    let mut counts = Vec::new();
-    for r in rows {
-        let status: String = r.try_get(1).map_err(failed)?;
-        if let Some(status) = DurableStatus::parse(&status) {
-            counts.push((
-                r.try_get(0).map_err(failed)?,
-                status,
-                r.try_get::<i64, _>(2).map_err(failed)? as u64,
-            ));
-        }
-    }
-    Ok(counts)
 }
 
 /// A flow's version: SHA-256 of its text, hex.

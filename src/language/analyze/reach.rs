@@ -109,7 +109,7 @@ pub fn check_reach(
 
 /// Fields a caller can reach: inputs, and every field a step builds from one.
 fn caller_reached(fields: &IndexMap<String, FieldDecl>, steps: &[Step]) -> BTreeSet<String> {
-    super::secrets::spread(
+    crate::language::analyze::secrets::spread(
         fields
             .values()
             .filter(|f| f.input)

@@ -4,12 +4,10 @@
 //! a loopback server counts what really happened. Each kill waits for the
 //! trace line that says the moment has come, never for a length of time.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{Loopback, Sim, TOKEN, json_answer, text};
+use crate::common::{Loopback, Sim, TOKEN, json_answer, text};
 use serde_json::json;
 
 /// A fresh store in its own folder.
@@ -38,7 +36,7 @@ fn kill_at(mut cmd: Command, marker: &str, ready: impl Fn() -> bool) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (seen, _) = common::read_until(&mut child, marker);
+    let (seen, _) = crate::common::read_until(&mut child, marker);
     assert!(until(ready), "the moment to kill never came: {seen:#?}");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -178,7 +176,7 @@ fn killed_between_a_patch_and_its_answer_it_completes_once() {
 /// Runs a flow whose POST never gets an answer, kills it once the server
 /// holds the POST, and resumes it against a server that now answers. What the
 /// resumed run printed, and every request the server saw.
-fn post_killed_and_resumed(flow: &str, name: &str) -> (String, Vec<common::Seen>) {
+fn post_killed_and_resumed(flow: &str, name: &str) -> (String, Vec<crate::common::Seen>) {
     let server = Loopback::start(|n, _| {
         if n == 0 {
             loop {

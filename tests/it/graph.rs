@@ -1,13 +1,11 @@
 //! `handoff graph`: every example flow as Mermaid (snapshots), one as DOT,
 //! and the path a run took, highlighted from its trace file.
 
-mod common;
-
-use common::{handoff, text};
+use crate::common::{handoff, text};
 
 #[test]
 fn every_example_flow_draws_as_mermaid() {
-    insta::glob!("../flows", "*.yaml", |path| {
+    insta::glob!("../../flows", "*.yaml", |path| {
         if path.to_string_lossy().contains(".mock.") || path.to_string_lossy().contains(".test.") {
             return;
         }
@@ -29,7 +27,7 @@ fn dot_draws_decisions_as_diamonds_and_on_error_dashed() {
 
 #[test]
 fn a_trace_highlights_the_path_and_where_the_run_ended() {
-    let dir = common::scratch("graph-trace");
+    let dir = crate::common::scratch("graph-trace");
     let trace = dir.join("run.jsonl");
     let out = handoff(
         &[

@@ -5,13 +5,11 @@
 //! Tasks appear after a number of polls, not after a delay, so nothing here
 //! depends on how fast the machine is.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{Sim, TOKEN, assert_no_token, config, gets_and_patches, stable, text};
+use crate::common::{Sim, TOKEN, assert_no_token, config, gets_and_patches, stable, text};
 use handoff::sim::shared::SimConfig;
 use serde_json::{Value, json};
 
@@ -291,7 +289,7 @@ fn the_token_endpoint_takes_a_form_and_its_token_works() {
     let sim = Sim::new();
     sim.instance(json!({ "delay": "0s" }));
     let (status, body, listed, wrong) = sim.rt.block_on(async {
-        let client = common::client();
+        let client = crate::common::client();
         let token = |secret: &str| {
             client
                 .post(format!("{}/authentication/v1/token", sim.base))
@@ -388,7 +386,7 @@ fn the_reference_flow_completes_the_service_accounts_assignment_without_the_lega
     // The legacy route is really off: a task-level PATCH is a 404.
     let (instance, task) = sim.instance(json!({ "delay": "0s" }));
     let status = sim.rt.block_on(async {
-        common::client()
+        crate::common::client()
             .patch(format!("{}/workflows/v1/tasks/{task}", sim.base))
             .bearer_auth(TOKEN)
             .json(&json!({ "outcome": "Completed" }))
@@ -415,7 +413,7 @@ fn issued_app_tokens_expire() {
     );
     let list = |token: &str| {
         sim.rt.block_on(async {
-            common::client()
+            crate::common::client()
                 .get(format!("{}/workflows/v2/tasks", sim.base))
                 .bearer_auth(token)
                 .send()
@@ -426,7 +424,7 @@ fn issued_app_tokens_expire() {
         })
     };
     let answer: Value = sim.rt.block_on(async {
-        common::client()
+        crate::common::client()
             .post(format!("{}/authentication/v1/token", sim.base))
             .json(&json!({ "client_id": "sim-client", "client_secret": "sim-secret", "grant_type": "client_credentials" }))
             .send()
@@ -458,7 +456,7 @@ fn instance_statuses_follow_nwc() {
     assert!(state["actions"][0]["errorMessage"].is_string(), "{state}");
     let post = |path: String, body: Value| {
         sim.rt.block_on(async {
-            common::client()
+            crate::common::client()
                 .post(format!("{}{path}", sim.base))
                 .bearer_auth(TOKEN)
                 .json(&body)

@@ -3,9 +3,7 @@
 //! happened, an invalid file runs nothing, stored traces catch drift, and
 //! JUnit XML comes out for CI.
 
-mod common;
-
-use common::{handoff, scratch, text};
+use crate::common::{handoff, scratch, text};
 
 #[test]
 fn the_shipped_flows_cases_pass_with_their_stored_traces() {

@@ -1,215 +1,26 @@
-//! Several workers on one Postgres: the store's contract, the shared key,
+//! Several workers on one Postgres: the shared key,
 //! a chaos run where workers are killed while 500 runs go on, a paused
 //! worker fenced off from the run another took, and a database restart.
 //!
-//! They need a server: `HANDOFF_TEST_PG_URL` (and `HANDOFF_TEST_PG_DIR`,
-//! the cluster's folder, for the restart). `.ci/run` starts a throwaway
-//! cluster with `scripts/pg.sh` and sets both; without them, locally, each
-//! test says it was skipped. Each test works in a database of its own.
+//! They start their own throwaway cluster ([`crate::common::pg`]), or use
+//! the one `HANDOFF_TEST_PG_URL` names; without Postgres on the machine they
+//! are ignored, and `cargo test` says so at the end. Each test works in a
+//! database of its own. The store's contract is in `store.rs`.
 
-mod common;
-
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{Served, Sim, TOKEN, scratch};
-use handoff::engine::checkpoint::DurableStatus;
-use handoff::engine::checkpoint::Saved;
-use handoff::store::postgres::PgStore;
-use handoff::store::{Checkpoint, Claimed, Lease, NewRun, Store};
+use crate::common::{Served, Sim, TOKEN, scratch};
 use serde_json::json;
-
-/// The restart test stops the whole cluster: the others wait for it.
-static CLUSTER: Mutex<()> = Mutex::new(());
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-/// A database of this test's own, or `None` (said on stderr) without a server.
-fn database(name: &str) -> Option<String> {
-    let Ok(base) = std::env::var("HANDOFF_TEST_PG_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set HANDOFF_TEST_PG_URL (see .ci/run)"
-        );
-        eprintln!("skipped: HANDOFF_TEST_PG_URL is not set (`scripts/pg.sh start DIR` prints one)");
-        return None;
-    };
-    let db = format!("handoff_{name}_{}", std::process::id());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    });
-    let mut url = reqwest::Url::parse(&base).unwrap();
-    url.set_path(&db);
-    Some(url.to_string())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn new_run(id: &str, owner: &str, until_ms: i64) -> NewRun {
-    NewRun {
-        id: id.to_string(),
-        flow: "f".into(),
-        flow_path: "f.yaml".into(),
-        flow_source: "flow: f".into(),
-        flow_hash: handoff::store::flow_hash("flow: f"),
-        inputs: "{}".into(),
-        state: "{}".into(),
-        created_ms: 1,
-        lease: Lease {
-            owner: owner.into(),
-            until_ms,
-        },
-        idempotency: None,
-    }
-}
-
 #[test]
-fn the_store_keeps_the_contract_on_postgres() {
-    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(url) = database("contract") else {
-        return;
-    };
-    rt().block_on(async {
-        let store = PgStore::open(&url, 4).await.unwrap();
-        // Opening again migrates nothing twice.
-        let store2 = PgStore::open(&url, 4).await.unwrap();
-        let key = handoff::store::IdempotencyKey {
-            scope: "api/f".into(),
-            key: "k1".into(),
-            fingerprint: Some("inputs-1".into()),
-        };
-        let keyed = NewRun {
-            idempotency: Some(key.clone()),
-            ..new_run("a", "me", 1_000)
-        };
-        assert_eq!(
-            store.create(&keyed).await.unwrap(),
-            handoff::store::Created::New
-        );
-        assert_eq!(
-            store2
-                .create(&NewRun {
-                    idempotency: Some(key.clone()),
-                    ..new_run("b", "me", 1_000)
-                })
-                .await
-                .unwrap(),
-            handoff::store::Created::Existing("a".into())
-        );
-        assert!(store.load("b").await.unwrap().is_none());
-        // The same key with other inputs: a conflict, and no second row.
-        assert_eq!(
-            store2
-                .create(&NewRun {
-                    idempotency: Some(handoff::store::IdempotencyKey {
-                        fingerprint: Some("inputs-2".into()),
-                        ..key
-                    }),
-                    ..new_run("b", "me", 1_000)
-                })
-                .await
-                .unwrap(),
-            handoff::store::Created::Conflict("a".into())
-        );
-        assert!(store.load("b").await.unwrap().is_none());
-        store.create(&new_run("c", "me", 1_000)).await.unwrap();
-        let wait = Checkpoint {
-            run_id: "a".into(),
-            owner: "me".into(),
-            status: DurableStatus::Waiting,
-            step: Some("wait".into()),
-            wake_at_ms: Some(100),
-            steps_taken: 1,
-            state: "{}".into(),
-            outcome: None,
-            events: vec![(1, "e1".into()), (2, "e2".into())],
-            updated_ms: 5,
-        };
-        assert_eq!(store.checkpoint(&wait).await.unwrap(), Saved::Saved);
-        // Written again after a crash: the events are kept once.
-        assert_eq!(store.checkpoint(&wait).await.unwrap(), Saved::Saved);
-        assert_eq!(store.events("a").await.unwrap(), ["e1", "e2"]);
-        assert_eq!(store.next_wake().await.unwrap(), Some(100));
-        assert!(store.due(99, "me", 10).await.unwrap().is_empty());
-        assert_eq!(store.due(100, "me", 10).await.unwrap(), ["a"]);
-        assert!(
-            store.due(100, "other", 10).await.unwrap().is_empty(),
-            "held"
-        );
-        // The lease: another worker cannot take a held run or write to it…
-        let other = Lease {
-            owner: "other".into(),
-            until_ms: 9_000,
-        };
-        assert!(matches!(
-            store.claim("c", &other, 500, None).await.unwrap(),
-            Claimed::Held(_)
-        ));
-        let theirs = Checkpoint {
-            run_id: "c".into(),
-            owner: "other".into(),
-            ..wait.clone()
-        };
-        assert_eq!(store.checkpoint(&theirs).await.unwrap(), Saved::Lost);
-        // …until it runs out; then the first owner is fenced off.
-        assert_eq!(
-            store.claim("c", &other, 2_000, None).await.unwrap(),
-            Claimed::Taken
-        );
-        assert_eq!(store.checkpoint(&theirs).await.unwrap(), Saved::Saved);
-        let mine = Checkpoint {
-            run_id: "c".into(),
-            ..wait.clone()
-        };
-        assert_eq!(
-            store.checkpoint(&mine).await.unwrap(),
-            Saved::Lost,
-            "fenced"
-        );
-        assert!(
-            !store
-                .renew(
-                    "c",
-                    &Lease {
-                        owner: "me".into(),
-                        until_ms: 99_000
-                    }
-                )
-                .await
-                .unwrap()
-        );
-        assert!(store.cancel("c", 6).await.unwrap());
-        assert_eq!(store.checkpoint(&theirs).await.unwrap(), Saved::Canceled);
-        assert_eq!(store.counts().await.unwrap().len(), 2);
-        store.ping().await.unwrap();
-        assert!(store.changes().is_some());
-    });
-}
-
-#[test]
+#[cfg_attr(
+    handoff_no_postgres,
+    ignore = "needs Postgres: apt-get install postgresql (or set HANDOFF_TEST_PG_URL)"
+)]
 fn every_worker_needs_the_same_store_key() {
-    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(url) = database("keys") else {
-        return;
-    };
+    let (_turn, url) = crate::common::pg::database("keys");
     let check = |key: Option<&str>| {
         // `runs` opens the store as `serve` does, and exits.
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_handoff"));
@@ -222,7 +33,7 @@ fn every_worker_needs_the_same_store_key() {
     };
     let none = check(None);
     assert_eq!(none.status.code(), Some(1));
-    let said = common::text(&none.stderr);
+    let said = crate::common::text(&none.stderr);
     assert!(
         said.contains("every worker needs the same HANDOFF_STORE_KEY"),
         "{said}"
@@ -234,7 +45,10 @@ fn every_worker_needs_the_same_store_key() {
     assert_eq!(check(Some(KEY)).status.code(), Some(0));
     let other = check(Some("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="));
     assert_eq!(other.status.code(), Some(1));
-    assert!(common::text(&other.stderr).contains("is not the key this store's other workers use"));
+    assert!(
+        crate::common::text(&other.stderr)
+            .contains("is not the key this store's other workers use")
+    );
 }
 
 fn workers_env(sim: &Sim) -> Vec<(&'static str, String)> {
@@ -297,11 +111,12 @@ fn flows_dir(name: &str) -> std::path::PathBuf {
 /// while PATCHes are held by the simulator after they took effect. Every
 /// task is completed exactly once with its outcome, and every run succeeds.
 #[test]
+#[cfg_attr(
+    handoff_no_postgres,
+    ignore = "needs Postgres: apt-get install postgresql (or set HANDOFF_TEST_PG_URL)"
+)]
 fn three_workers_lose_no_run_and_do_none_twice_while_killed() {
-    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(url) = database("chaos") else {
-        return;
-    };
+    let (_turn, url) = crate::common::pg::database("chaos");
     let sim = Sim::new();
     let env = workers_env(&sim);
     let flows = flows_dir("pg-chaos");
@@ -389,11 +204,12 @@ fn three_workers_lose_no_run_and_do_none_twice_while_killed() {
 /// takes the run over and finishes it. When the paused one goes on, its
 /// checkpoint is fenced off: it writes nothing over the other's run.
 #[test]
+#[cfg_attr(
+    handoff_no_postgres,
+    ignore = "needs Postgres: apt-get install postgresql (or set HANDOFF_TEST_PG_URL)"
+)]
 fn a_paused_worker_is_fenced_off_from_the_run_another_took() {
-    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(url) = database("fence") else {
-        return;
-    };
+    let (_turn, url) = crate::common::pg::database("fence");
     let sim = Sim::new();
     let env = workers_env(&sim);
     let flows = flows_dir("pg-fence");
@@ -447,15 +263,13 @@ fn a_paused_worker_is_fenced_off_from_the_run_another_took() {
 /// Postgres restarts while 100 runs wait in timers: `/healthz` fails while
 /// it is down, the workers reconnect, and every run still finishes.
 #[test]
+#[cfg_attr(
+    handoff_no_postgres,
+    ignore = "needs Postgres: apt-get install postgresql (or set HANDOFF_TEST_PG_URL)"
+)]
 fn runs_survive_a_database_restart() {
-    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(url) = database("restart") else {
-        return;
-    };
-    let Ok(dir) = std::env::var("HANDOFF_TEST_PG_DIR") else {
-        eprintln!("skipped: HANDOFF_TEST_PG_DIR is not set, so the cluster cannot be restarted");
-        return;
-    };
+    let (_turn, url) = crate::common::pg::database("restart");
+    let dir = crate::common::pg::cluster().dir.display().to_string();
     let sim = Sim::new();
     let env = workers_env(&sim);
     let flows = flows_dir("pg-restart");
@@ -476,7 +290,7 @@ fn runs_survive_a_database_restart() {
             .args([what, &dir])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", common::text(&out.stderr));
+        assert!(out.status.success(), "{}", crate::common::text(&out.stderr));
     };
     // A database that takes connections and never answers: `/healthz`
     // still answers, and says so, within its budget rather than hanging.

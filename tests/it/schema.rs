@@ -2,9 +2,7 @@
 //! prints; every example flow, mock and test file validates against it; and
 //! broken files with unknown keys or wrong types do not.
 
-mod common;
-
-use common::{handoff, text};
+use crate::common::{handoff, text};
 use serde_json::Value;
 
 fn schema() -> jsonschema::Validator {

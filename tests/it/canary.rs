@@ -4,13 +4,11 @@
 //! and form-encoded, base64 and base64url at every alignment, and its first
 //! eleven characters, which a truncated excerpt would show.
 
-mod common;
-
 use std::process::{Command, Output};
 
+use crate::common::{Sim, config};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-use common::{Sim, config};
 use handoff::sim::shared::SimConfig;
 use serde_json::json;
 
@@ -436,7 +434,7 @@ fn values_derived_from_the_token_never_show() {
 
 #[test]
 fn the_wire_echoes_cookies_redirects_and_cut_bodies_never_leak() {
-    use common::{Loopback, json_answer};
+    use crate::common::{Loopback, json_answer};
     let other = Loopback::start(|_, _| json_answer(200, &json!({})));
     let elsewhere = other.base.clone();
     let api = Loopback::start(move |_, seen| {
@@ -654,7 +652,7 @@ fn the_run_store_never_holds_the_token_in_clear() {
 
 #[test]
 fn the_worker_service_never_shows_a_secret() {
-    use common::{Served, scratch, until};
+    use crate::common::{Served, scratch, until};
     let sim = Sim::start(SimConfig {
         token: CANARY.to_string(),
         ..config()
@@ -813,7 +811,7 @@ fn the_worker_service_never_shows_a_secret() {
 
 #[test]
 fn a_recording_replays_the_run_and_holds_no_secret() {
-    use common::scratch;
+    use crate::common::scratch;
     let sim = Sim::start(SimConfig {
         token: CANARY.to_string(),
         client_secret: COOKIE.to_string(),

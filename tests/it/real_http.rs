@@ -1,8 +1,6 @@
 //! Real runs over real HTTP: the binary against a small server on a loopback
 //! port, so reqwest, timeouts and refused connections are exercised for real.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output};
@@ -159,7 +157,7 @@ fn a_refused_connection_fails_the_step_with_a_hint() {
 
 #[test]
 fn a_server_that_never_answers_times_out() {
-    let base = common::hanging_server();
+    let base = crate::common::hanging_server();
     let out = handoff(&base, &["run", "tests/files/short-timeout.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);

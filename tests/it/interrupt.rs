@@ -3,8 +3,6 @@
 //! what was in flight), and the exit code is 130. The test waits for the trace line that says the step began,
 //! not for a length of time.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 
 fn start(args: &[&str], env: &[(&str, &str)]) -> Child {
@@ -21,7 +19,7 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Child {
 /// Reads the trace until a line contains `marker`, sends SIGINT, and returns
 /// the exit code and the rest of the trace.
 fn interrupt_at(mut child: Child, marker: &str) -> (Option<i32>, Vec<String>) {
-    let (mut seen, lines) = common::read_until(&mut child, marker);
+    let (mut seen, lines) = crate::common::read_until(&mut child, marker);
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -67,7 +65,7 @@ fn ctrl_c_during_a_timer_ends_the_trace_and_the_trace_file() {
 
 #[test]
 fn ctrl_c_during_a_request_that_hangs() {
-    let base = common::hanging_server();
+    let base = crate::common::hanging_server();
     let child = start(
         &[
             "run",
@@ -94,11 +92,11 @@ fn ctrl_c_during_a_request_that_hangs() {
 #[test]
 fn ctrl_c_during_a_patch_says_it_may_have_taken_effect_and_a_rerun_is_safe() {
     // The list and the task answer; the PATCH never does.
-    let api = common::Loopback::start(|n, _| {
+    let api = crate::common::Loopback::start(|n, _| {
         if n == 0 {
-            common::json_answer(200, &serde_json::json!({ "tasks": [{ "id": "t-1" }] }))
+            crate::common::json_answer(200, &serde_json::json!({ "tasks": [{ "id": "t-1" }] }))
         } else if n == 1 {
-            common::json_answer(
+            crate::common::json_answer(
                 200,
                 &serde_json::json!({ "id": "t-1", "status": "active", "taskAssignments": [{ "id": "a-1", "status": "active" }] }),
             )

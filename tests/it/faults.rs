@@ -5,9 +5,7 @@
 //! Timeouts and backoff in `tests/files/resilient.yaml` are test-sized, so no
 //! test waits for real longer than a second.
 
-mod common;
-
-use common::{Sim, TOKEN, assert_no_token, gets_and_patches, text};
+use crate::common::{Sim, TOKEN, assert_no_token, gets_and_patches, text};
 use serde_json::{Value, json};
 
 const FLOW: &str = "tests/files/resilient.yaml";
@@ -134,7 +132,7 @@ fn a_list_cut_off_mid_body_is_retried() {
 fn a_task_completed_by_someone_else_with_another_outcome_is_a_clear_conflict() {
     let (sim, instance, task) = setup();
     let theirs = sim.rt.block_on(async {
-        common::client()
+        crate::common::client()
             .patch(format!("{}/workflows/v1/tasks/{task}", sim.base))
             .bearer_auth(TOKEN)
             .json(&json!({ "outcome": "Canceled" }))
@@ -208,14 +206,14 @@ fn the_guessed_statuses_set_the_other_way() {
     let sim = Sim::start(handoff::sim::shared::SimConfig {
         complete_status: 200,
         conflict_status: 400,
-        ..common::config()
+        ..crate::common::config()
     });
     let (instance, task) = sim.instance(json!({ "delay": "0s" }));
     let set = format!("instance_id={instance}");
     let first = sim.run(FLOW, TOKEN, &[&set]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stdout));
     assert!(text(&first.stdout).contains("← 200 OK"));
-    let dir = common::scratch("guessed");
+    let dir = crate::common::scratch("guessed");
     let legacy = dir.join("legacy.yaml");
     let source = std::fs::read_to_string(FLOW).unwrap();
     std::fs::write(

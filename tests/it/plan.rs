@@ -1,9 +1,7 @@
 //! `handoff plan`: the reference flow's worst case, worked out by hand
 //! below, and a loop whose bound cannot be proven.
 
-mod common;
-
-use common::{handoff, scratch, text};
+use crate::common::{handoff, scratch, text};
 
 /// By hand, from flows/complete-nwc-task.yaml: `count` adds 1 to `tries`
 /// (from 0) before `task_ready`, which leaves for `give_up` when

@@ -4,9 +4,7 @@
 //! rules. Every wait is for something observable (a log line, the store, the
 //! simulator's state), never for a length of time.
 
-mod common;
-
-use common::{Loopback, Served, Sim, TOKEN, flows, json_answer, scratch, until};
+use crate::common::{Loopback, Served, Sim, TOKEN, flows, json_answer, scratch, until};
 use handoff::serve::access::sign;
 use serde_json::{Value, json};
 
@@ -360,9 +358,9 @@ fn the_api_wants_its_token_in_the_header_and_nowhere_else() {
             "--store",
             store,
         ];
-        let out = common::handoff(&args, &[("HANDOFF_API_TOKEN", token)]);
+        let out = crate::common::handoff(&args, &[("HANDOFF_API_TOKEN", token)]);
         assert_eq!(out.status.code(), Some(2));
-        common::text(&out.stderr)
+        crate::common::text(&out.stderr)
     };
     let said = refused("0.0.0.0:0", "");
     assert!(said.contains("needs an API token"), "{said}");
@@ -405,8 +403,8 @@ fn sigterm_stops_cleanly_and_a_run_resumes_on_the_version_it_started_with() {
         "{}",
         served.log()
     );
-    let listed = common::handoff(&["runs", "--store", db.to_str().unwrap()], &[]);
-    let listed = common::text(&listed.stdout);
+    let listed = crate::common::handoff(&["runs", "--store", db.to_str().unwrap()], &[]);
+    let listed = crate::common::text(&listed.stdout);
     // Stopped after the list, before the next step: still running, at `read_id`.
     let line = listed.lines().find(|l| l.starts_with(&run)).unwrap_or("");
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -640,7 +638,7 @@ fn nac_calls_the_worker_and_its_callback_moves_the_instance_on() {
     const API_TOKEN: &str = "api-token-for-callbacks-7e57";
     let sim = Sim::start(handoff::sim::shared::SimConfig {
         legacy_task_patch: false,
-        ..common::config()
+        ..crate::common::config()
     });
     let inspections = Loopback::start(|_, seen| {
         let passed = seen.target.ends_with("/c-ok");

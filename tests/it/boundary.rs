@@ -3,11 +3,9 @@
 //! Each test goes through the real binary against the simulator or a
 //! loopback server, and every output is searched for the token.
 
-mod common;
-
 use std::path::Path;
 
-use common::{
+use crate::common::{
     Loopback, Served, Sim, TOKEN, assert_clean, flows, handoff, json_answer, scratch, text, until,
 };
 use serde_json::{Value, json};

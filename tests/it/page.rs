@@ -3,25 +3,19 @@
 //! see a waiting run, watch it finish as the page refreshes itself, and take
 //! a screenshot. No secret is in the page or its cookie.
 
-mod common;
-
-use common::browser::Browser;
-use common::{Served, Sim, TOKEN, scratch, until};
+use crate::common::browser::Browser;
+use crate::common::{Served, Sim, TOKEN, scratch, until};
 use serde_json::{Value, json};
 
 const API_TOKEN: &str = "page-api-token-for-tests-4e11";
 
 #[test]
+#[cfg_attr(
+    handoff_no_chromium,
+    ignore = "needs Chromium: apt-get install chromium chromium-driver"
+)]
 fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
-    let browser = match Browser::start() {
-        Ok(b) => b,
-        // CI installs the browser; a machine without it says so and skips.
-        Err(why) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipped: {why}; `.ci/run` installs chromium and chromium-driver");
-            return;
-        }
-        Err(why) => panic!("{why}"),
-    };
+    let browser = Browser::start().unwrap_or_else(|why| panic!("{why}"));
     let sim = Sim::new();
     // The task appears on the second poll; between the two, the run waits.
     let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));

@@ -1,9 +1,7 @@
 //! `handoff diff`: two dry runs of the reference flow that part at the
 //! decision (one gives up after two tries), and a trace against itself.
 
-mod common;
-
-use common::{handoff, scratch, text};
+use crate::common::{handoff, scratch, text};
 
 /// Dry-runs `flow` against a mock whose task never appears; its trace file.
 fn trace(dir: &std::path::Path, flow: &std::path::Path, name: &str) -> std::path::PathBuf {

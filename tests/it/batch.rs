@@ -2,12 +2,10 @@
 //! against the simulator. Every check reads the simulator's state: each task
 //! completed once, with its row's outcome.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{Sim, TOKEN, scratch, text, until};
+use crate::common::{Sim, TOKEN, scratch, text, until};
 use serde_json::{Value, json};
 
 /// `count` waiting instances (tasks after `after_polls` polls): their ids and tasks' ids.
@@ -332,7 +330,7 @@ fn a_durable_batch_run_again_skips_what_succeeded_and_retries_what_failed() {
         );
     }
     // The store holds both attempts of each slow row, and one run of each quick row.
-    let listed = common::handoff(
+    let listed = crate::common::handoff(
         &["runs", "--store", db.to_str().unwrap(), "--limit", "100"],
         &[],
     );
@@ -406,7 +404,7 @@ fn a_batch_records_a_mock_per_row_that_replays_the_row() {
 fn five_hundred_app_runs_share_a_handful_of_renewed_tokens() {
     let sim = Sim::start(handoff::sim::shared::SimConfig {
         token_ttl: std::time::Duration::from_secs(2),
-        ..common::config()
+        ..crate::common::config()
     });
     let made = instances(&sim, 500, 0);
     let dir = scratch("batch-tokens");
@@ -485,7 +483,7 @@ fn ctrl_c_stops_a_dry_batch_with_its_summary() {
         .spawn()
         .unwrap();
     // Each row's line on stdout: the batch is under way at row 100.
-    let (_, rest) = common::read_until(&mut child, "row 100 ");
+    let (_, rest) = crate::common::read_until(&mut child, "row 100 ");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let said: Vec<String> = rest.map(Result::unwrap).collect();

@@ -1,0 +1,609 @@
+//! The SQL both stores run, written once over sqlx's [`Database`]: SQLite
+//! ([`crate::store::sqlite`]) and Postgres ([`crate::store::postgres`]) differ
+//! only in how they connect, in the few words of their [`Dialect`], and in
+//! their migration files (`migrations/sqlite/`, `migrations/postgres/`), which
+//! one migrator runs for both.
+//!
+//! Every statement uses `$1`-style parameters, which both databases read, and
+//! SQL both speak: `ON CONFLICT` upserts, `CAST(… AS TEXT)` for a parameter
+//! that may be null.
+
+use std::sync::Arc;
+
+use sqlx::migrate::{Migrate, Migration, MigrationType, Migrator};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, Pool, Row, Type};
+use tokio::sync::Notify;
+
+use crate::engine::checkpoint::{DurableStatus, Saved};
+use crate::run::clock::BoxFuture;
+use crate::store::{
+    Checkpoint, Claimed, Counts, Created, Lease, NewRun, RunFilter, Store, StoreError, StoredRun,
+};
+
+/// What differs between the two databases, beside how they connect.
+pub trait Dialect: Database {
+    /// How a transaction that writes begins. SQLite takes the write lock at
+    /// once, so that one which reads first (a create checks its key) waits its
+    /// turn rather than failing as "locked" when another writer got there first.
+    const BEGIN: &'static str;
+    /// What `due` adds to its `SELECT`: Postgres skips the rows another
+    /// worker is claiming right now, so workers polling together do not queue.
+    const DUE_LOCK: &'static str;
+    /// How to tell the other workers that a run was created or canceled.
+    const NOTIFY: Option<&'static str>;
+    /// The schema's versions, embedded in the binary: version, name, SQL.
+    const MIGRATIONS: &'static [(i64, &'static str, &'static str)];
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+/// The channel the workers tell each other on.
+pub const CHANNEL: &str = "handoff_runs";
+
+/// sqlx's migrator over a dialect's embedded versions: it records what ran in
+/// `_sqlx_migrations` and checks that no applied version changed; on Postgres
+/// it holds an advisory lock, so that workers starting together migrate once.
+pub fn migrator<DB: Dialect>() -> Migrator {
+    Migrator::with_migrations(
+        DB::MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    std::borrow::Cow::Borrowed(*name),
+                    MigrationType::Simple,
+                    sqlx::SqlStr::from_static(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Brings a database's schema up to date on one connection. `adopted`: the
+/// versions a store applied before it used this migrator, recorded as
+/// applied without running them again.
+pub async fn migrate<DB: Dialect>(conn: &mut DB::Connection, adopted: i64) -> Result<(), StoreError>
+where
+    DB::Connection: Migrate,
+{
+    let migrator = migrator::<DB>();
+    let known = DB::MIGRATIONS.len() as i64;
+    let newer = |done: i64| {
+        StoreError(format!(
+            "the run store was written by a newer handoff (schema {done}); this one knows {known}"
+        ))
+    };
+    if adopted > known {
+        return Err(newer(adopted));
+    }
+    if adopted > 0 {
+        migrator
+            .run_direct(Some(adopted), conn, true)
+            .await
+            .map_err(|e| StoreError(format!("the run store could not migrate: {e}")))?;
+    }
+    migrator
+        .run_direct(None, conn, false)
+        .await
+        .map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(v) => newer(v),
+            e => StoreError(format!("the run store could not migrate: {e}")),
+        })
+}
+
+/// A run store over one SQL database.
+pub struct SqlStore<DB: Database> {
+    pub pool: Pool<DB>,
+    /// Notified when another worker created or canceled a run; `None` when
+    /// only this process writes.
+    pub changed: Option<Arc<Notify>>,
+}
+
+pub fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| StoreError(format!("the run store could not {what}: {}", shown(&e)))
+}
+
+/// An error without the connection string, which may hold a password.
+fn shown(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(_) => "the store URL is not valid".to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    async fn notify(&self, what: &str) {
+        // Best effort: the other workers' poll finds the run anyway.
+        if let Some(sql) = DB::NOTIFY {
+            let _ = sqlx::query(sql)
+                .bind(CHANNEL)
+                .bind(what)
+                .execute(&self.pool)
+                .await;
+        }
+    }
+}
+
+impl<DB: Dialect> Store for SqlStore<DB>
+where
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'c> &'c str: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<Created, StoreError>> {
+        Box::pin(async move {
+            let fail = failed("create a run");
+            let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
+            let find = "SELECT run_id, fingerprint FROM idempotency WHERE key_hash = $1";
+            if let Some(key) = &run.idempotency {
+                // The key and the run go in together: a retry finds one or neither.
+                let existing: Option<(String, Option<String>)> = sqlx::query(find)
+                    .bind(key.hash())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
+                    .map_err(&fail)?;
+                if let Some((id, fingerprint)) = existing {
+                    return Ok(key.found(id, fingerprint));
+                }
+            }
+            sqlx::query(
+                "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'running', NULL, 0, $7, $8, $8, $9, $10)",
+            )
+            .bind(&run.id)
+            .bind(&run.flow)
+            .bind(&run.flow_path)
+            .bind(&run.flow_source)
+            .bind(&run.flow_hash)
+            .bind(&run.inputs)
+            .bind(&run.state)
+            .bind(run.created_ms)
+            .bind(&run.lease.owner)
+            .bind(run.lease.until_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+            if let Some(key) = &run.idempotency {
+                let kept = sqlx::query(
+                    "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (key_hash) DO NOTHING",
+                )
+                .bind(key.hash())
+                .bind(&run.id)
+                .bind(run.created_ms)
+                .bind(&key.fingerprint)
+                .execute(&mut *tx)
+                .await
+                .map_err(&fail)?;
+                if DB::rows_affected(&kept) == 0 {
+                    // Another worker kept the same key meanwhile: its run, not this one.
+                    tx.rollback().await.map_err(&fail)?;
+                    let (id, fingerprint): (String, Option<String>) = sqlx::query(find)
+                        .bind(key.hash())
+                        .fetch_one(&self.pool)
+                        .await
+                        .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                        .map_err(&fail)?;
+                    return Ok(key.found(id, fingerprint));
+                }
+            }
+            tx.commit().await.map_err(&fail)?;
+            self.notify(&format!("created {}", run.id)).await;
+            Ok(Created::New)
+        })
+    }
+
+    fn checkpoint<'a>(&'a self, p: &'a Checkpoint) -> BoxFuture<'a, Result<Saved, StoreError>> {
+        Box::pin(async move {
+            let fail = failed("checkpoint");
+            let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
+            // Fenced: only the process that holds the run writes, and a
+            // canceled run is not written over; the writer stops instead.
+            let updated = sqlx::query(
+                "UPDATE runs SET status = $1, step = $2, wake_at_ms = $3, steps_taken = $4, state = $5, outcome = $6, updated_ms = $7
+                 WHERE id = $8 AND status <> 'canceled' AND owner = $9",
+            )
+            .bind(p.status.as_str())
+            .bind(&p.step)
+            .bind(p.wake_at_ms)
+            .bind(p.steps_taken as i64)
+            .bind(&p.state)
+            .bind(&p.outcome)
+            .bind(p.updated_ms)
+            .bind(&p.run_id)
+            .bind(&p.owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+            if DB::rows_affected(&updated) == 0 {
+                let status: Option<String> = sqlx::query("SELECT status FROM runs WHERE id = $1")
+                    .bind(&p.run_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+                    .map_err(&fail)?;
+                return Ok(if status.as_deref() == Some("canceled") {
+                    Saved::Canceled
+                } else {
+                    Saved::Lost
+                });
+            }
+            for (seq, event) in &p.events {
+                // A step re-run after a crash writes its events again: keep the last.
+                sqlx::query(
+                    "INSERT INTO events (run_id, seq, event) VALUES ($1, $2, $3)
+                     ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event",
+                )
+                .bind(&p.run_id)
+                .bind(*seq as i64)
+                .bind(event)
+                .execute(&mut *tx)
+                .await
+                .map_err(&fail)?;
+            }
+            tx.commit().await.map_err(&fail)?;
+            Ok(Saved::Saved)
+        })
+    }
+
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<StoredRun>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(failed("read a run"))?;
+            row.as_ref().map(stored).transpose()
+        })
+    }
+
+    fn list<'a>(&'a self, f: &'a RunFilter) -> BoxFuture<'a, Result<Vec<StoredRun>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT * FROM runs
+                 WHERE (CAST($1 AS TEXT) IS NULL OR status = $1)
+                   AND (CAST($2 AS TEXT) IS NULL OR flow = $2)
+                   AND ($3 = 0 OR status IN ('running', 'waiting'))
+                   AND (CAST($5 AS TEXT) IS NULL OR id < $5)
+                 ORDER BY id DESC
+                 LIMIT $4",
+            )
+            .bind(f.status.map(DurableStatus::as_str))
+            .bind(&f.flow)
+            .bind(f.unfinished as i64)
+            .bind(f.limit.map_or(i64::MAX, i64::from))
+            .bind(&f.before)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("list runs"))?;
+            rows.iter().map(stored).collect()
+        })
+    }
+
+    fn events<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT event FROM events WHERE run_id = $1 ORDER BY seq")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(failed("read a trace"))?;
+            event_texts(&rows)
+        })
+    }
+
+    fn events_after<'a>(
+        &'a self,
+        id: &'a str,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<Vec<(u64, String)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT seq, event FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+            )
+            .bind(id)
+            .bind(seq as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("read a trace"))?;
+            numbered_events(&rows)
+        })
+    }
+
+    fn cancel<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE runs SET status = 'canceled', updated_ms = $1 WHERE id = $2 AND status IN ('running', 'waiting')",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("cancel a run"))?;
+            let canceled = DB::rows_affected(&done) == 1;
+            if canceled {
+                self.notify(&format!("canceled {id}")).await;
+            }
+            Ok(canceled)
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        lease: &'a Lease,
+        now_ms: i64,
+        gone: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
+        Box::pin(async move {
+            let taken = sqlx::query(
+                "UPDATE runs SET owner = $1, lease_until_ms = $2
+                 WHERE id = $3 AND status IN ('running', 'waiting')
+                   AND (owner IS NULL OR owner = $1 OR lease_until_ms < $4 OR owner = $5)",
+            )
+            .bind(&lease.owner)
+            .bind(lease.until_ms)
+            .bind(id)
+            .bind(now_ms)
+            .bind(gone)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("claim a run"))?;
+            if DB::rows_affected(&taken) == 1 {
+                return Ok(Claimed::Taken);
+            }
+            // Not taken: say who holds it, from one read of the run.
+            Ok(match self.load(id).await? {
+                Some(r) if !r.status.is_finished() => match r.lease {
+                    Some(held) => Claimed::Held(held),
+                    None => Claimed::Unavailable,
+                },
+                _ => Claimed::Unavailable,
+            })
+        })
+    }
+
+    fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, Lease)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, owner, lease_until_ms FROM runs
+                 WHERE status IN ('running', 'waiting') AND owner IS NOT NULL",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("read leases"))?;
+            leases_from(&rows)
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE runs SET owner = NULL, lease_until_ms = NULL WHERE id = $1 AND owner = $2",
+            )
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("release a run"))?;
+            Ok(DB::rows_affected(&done) == 1)
+        })
+    }
+
+    fn due<'a>(
+        &'a self,
+        now_ms: i64,
+        owner: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT id FROM runs
+                 WHERE (status = 'waiting' AND wake_at_ms <= $1
+                        AND (owner IS NULL OR owner = $2 OR lease_until_ms < $1))
+                    -- A running run of this owner's is under way here: not due.
+                    OR (status = 'running' AND (owner IS NULL OR lease_until_ms < $1))
+                 ORDER BY COALESCE(wake_at_ms, updated_ms), id
+                 LIMIT $3 {}",
+                DB::DUE_LOCK
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now_ms)
+                .bind(owner)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(failed("find runs due"))?;
+            rows.iter()
+                .map(|r| r.try_get(0).map_err(failed("find runs due")))
+                .collect()
+        })
+    }
+
+    fn next_wake(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT MIN(wake_at_ms) FROM runs WHERE status = 'waiting'")
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|r| r.try_get(0))
+                .map_err(failed("find the next timer"))
+        })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT flow, status, COUNT(*) FROM runs GROUP BY flow, status ORDER BY flow, status",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("count runs"))?;
+            counts_from(&rows)
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let done =
+                sqlx::query("UPDATE runs SET lease_until_ms = $1 WHERE id = $2 AND owner = $3")
+                    .bind(lease.until_ms)
+                    .bind(id)
+                    .bind(&lease.owner)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(failed("renew a lease"))?;
+            Ok(DB::rows_affected(&done) == 1)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(failed("be reached"))
+        })
+    }
+
+    fn changes(&self) -> Option<Arc<Notify>> {
+        self.changed.clone()
+    }
+}
+
+/// A stored run from a row of either database: the columns are the same.
+fn stored<R>(row: &R) -> Result<StoredRun, StoreError>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let get = |e: sqlx::Error| StoreError(format!("a stored run is damaged: {e}"));
+    let status: String = row.try_get("status").map_err(get)?;
+    Ok(StoredRun {
+        id: row.try_get("id").map_err(get)?,
+        flow: row.try_get("flow").map_err(get)?,
+        flow_path: row.try_get("flow_path").map_err(get)?,
+        flow_source: row.try_get("flow_source").map_err(get)?,
+        flow_hash: row.try_get("flow_hash").map_err(get)?,
+        inputs: row.try_get("inputs").map_err(get)?,
+        status: DurableStatus::parse(&status)
+            .ok_or_else(|| StoreError(format!("a stored run has an unknown status `{status}`")))?,
+        step: row.try_get("step").map_err(get)?,
+        wake_at_ms: row.try_get("wake_at_ms").map_err(get)?,
+        steps_taken: row.try_get::<i64, _>("steps_taken").map_err(get)?.max(0) as u64,
+        state: row.try_get("state").map_err(get)?,
+        outcome: row.try_get("outcome").map_err(get)?,
+        created_ms: row.try_get("created_ms").map_err(get)?,
+        updated_ms: row.try_get("updated_ms").map_err(get)?,
+        lease: match (
+            row.try_get::<Option<String>, _>("owner").map_err(get)?,
+            row.try_get::<Option<i64>, _>("lease_until_ms")
+                .map_err(get)?,
+        ) {
+            (Some(owner), Some(until_ms)) => Some(Lease { owner, until_ms }),
+            _ => None,
+        },
+    })
+}
+
+/// A trace's events from rows of `(event)`.
+fn event_texts<R>(rows: &[R]) -> Result<Vec<String>, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+{
+    rows.iter()
+        .map(|r| {
+            r.try_get(0)
+                .map_err(|e| StoreError(format!("the run store could not read a trace: {e}")))
+        })
+        .collect()
+}
+
+/// Numbered events from rows of `(seq, event)`.
+fn numbered_events<R>(rows: &[R]) -> Result<Vec<(u64, String)>, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+{
+    let failed = |e: sqlx::Error| StoreError(format!("the run store could not read a trace: {e}"));
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>(0).map_err(failed)? as u64,
+                r.try_get(1).map_err(failed)?,
+            ))
+        })
+        .collect()
+}
+
+/// Leases from rows of `(id, owner, lease_until_ms)`.
+fn leases_from<R>(rows: &[R]) -> Result<Vec<(String, Lease)>, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+{
+    let failed = |e: sqlx::Error| StoreError(format!("the run store could not read leases: {e}"));
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0).map_err(failed)?,
+                Lease {
+                    owner: r.try_get(1).map_err(failed)?,
+                    until_ms: r.try_get::<Option<i64>, _>(2).map_err(failed)?.unwrap_or(0),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Counts from rows of `(flow, status, count)`.
+fn counts_from<R>(rows: &[R]) -> Result<Counts, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+{
+    let failed = |e: sqlx::Error| StoreError(format!("the run store could not count runs: {e}"));
+    let mut counts = Vec::new();
+    for r in rows {
+        let status: String = r.try_get(1).map_err(failed)?;
+        if let Some(status) = DurableStatus::parse(&status) {
+            counts.push((
+                r.try_get(0).map_err(failed)?,
+                status,
+                r.try_get::<i64, _>(2).map_err(failed)? as u64,
+            ));
+        }
+    }
+    Ok(counts)
+}

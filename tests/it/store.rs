@@ -1,0 +1,366 @@
+//! The store's contract, one suite run against both stores: SQLite in a
+//! file, and Postgres on a real server (`crate::common::pg`). Whatever the
+//! engine, `serve` and the workers rely on is asserted here once: creating
+//! with idempotency keys, fenced checkpoints, leases and claims, timers
+//! coming due, cancellation, paging, counts, and opening a store again.
+
+use handoff::engine::checkpoint::{DurableStatus, Saved};
+use handoff::store::postgres::PgStore;
+use handoff::store::sqlite::SqliteStore;
+use handoff::store::{
+    Checkpoint, Claimed, Created, IdempotencyKey, Lease, NewRun, RunFilter, Store, flow_hash,
+};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn run(id: &str) -> NewRun {
+    NewRun {
+        id: id.to_string(),
+        flow: "f".into(),
+        flow_path: "f.yaml".into(),
+        flow_source: "flow: f".into(),
+        flow_hash: flow_hash("flow: f"),
+        inputs: "{}".into(),
+        state: "{}".into(),
+        created_ms: 1,
+        lease: Lease {
+            owner: "me".into(),
+            until_ms: 1_000,
+        },
+        idempotency: None,
+    }
+}
+
+fn key(k: &str, inputs: &str) -> IdempotencyKey {
+    IdempotencyKey {
+        scope: "api/f".into(),
+        key: k.into(),
+        fingerprint: Some(inputs.into()),
+    }
+}
+
+fn keyed(id: &str, k: &str, inputs: &str) -> NewRun {
+    NewRun {
+        idempotency: Some(key(k, inputs)),
+        ..run(id)
+    }
+}
+
+/// A waits in a timer until 100, with two events.
+fn waiting(id: &str, owner: &str) -> Checkpoint {
+    Checkpoint {
+        run_id: id.into(),
+        owner: owner.into(),
+        status: DurableStatus::Waiting,
+        step: Some("wait".into()),
+        wake_at_ms: Some(100),
+        steps_taken: 3,
+        state: "{\"pc\":2}".into(),
+        outcome: None,
+        events: vec![(1, "e1".into()), (2, "e2".into())],
+        updated_ms: 5,
+    }
+}
+
+/// Creating runs: idempotency keys find the first run, other inputs under
+/// the same key are a conflict, and another scope is another start.
+async fn creates_once_per_key(store: &dyn Store) {
+    assert_eq!(
+        store.create(&keyed("a", "k1", "in-1")).await.unwrap(),
+        Created::New
+    );
+    assert_eq!(
+        store.create(&keyed("b", "k1", "in-1")).await.unwrap(),
+        Created::Existing("a".into())
+    );
+    assert!(store.load("b").await.unwrap().is_none(), "no second row");
+    assert_eq!(
+        store.create(&keyed("b", "k1", "in-2")).await.unwrap(),
+        Created::Conflict("a".into())
+    );
+    assert!(store.load("b").await.unwrap().is_none(), "no second row");
+    let other_scope = NewRun {
+        idempotency: Some(IdempotencyKey {
+            scope: "hook/f".into(),
+            key: "k1".into(),
+            fingerprint: None,
+        }),
+        ..run("c")
+    };
+    assert_eq!(store.create(&other_scope).await.unwrap(), Created::New);
+    let c = store.load("c").await.unwrap().unwrap();
+    assert_eq!(c.status, DurableStatus::Running);
+    assert_eq!(c.lease.map(|l| l.owner), Some("me".to_string()));
+}
+
+/// Checkpoints: what they write reads back, a step written again after a
+/// crash keeps its events once, and timers come due in order.
+async fn checkpoints_and_timers(store: &dyn Store) {
+    let wait = waiting("a", "me");
+    assert_eq!(store.checkpoint(&wait).await.unwrap(), Saved::Saved);
+    assert_eq!(store.checkpoint(&wait).await.unwrap(), Saved::Saved);
+    let a = store.load("a").await.unwrap().unwrap();
+    assert_eq!(a.status, DurableStatus::Waiting);
+    assert_eq!((a.wake_at_ms, a.steps_taken), (Some(100), 3));
+    assert_eq!(a.state, "{\"pc\":2}");
+    assert_eq!(store.events("a").await.unwrap(), ["e1", "e2"]);
+    assert_eq!(
+        store.events_after("a", 1).await.unwrap(),
+        [(2, "e2".to_string())]
+    );
+    assert_eq!(store.next_wake().await.unwrap(), Some(100));
+    assert!(store.due(99, "me", 10).await.unwrap().is_empty(), "not yet");
+    assert_eq!(store.due(100, "me", 10).await.unwrap(), ["a"]);
+    assert!(
+        store.due(100, "other", 10).await.unwrap().is_empty(),
+        "held by a live lease"
+    );
+    assert!(store.release("a", "me").await.unwrap());
+    assert!(!store.release("a", "me").await.unwrap(), "once");
+    assert_eq!(store.due(100, "other", 10).await.unwrap(), ["a"]);
+    // A running run is due to no one while its lease holds, even its holder.
+    let c = "c".to_string();
+    assert!(!store.due(500, "me", 10).await.unwrap().contains(&c));
+    assert!(store.due(1_001, "x", 10).await.unwrap().contains(&c));
+    let leases = store.leases().await.unwrap();
+    assert_eq!(
+        leases,
+        [(
+            "c".to_string(),
+            Lease {
+                owner: "me".into(),
+                until_ms: 1_000
+            }
+        )]
+    );
+}
+
+/// Leases: another process cannot take a held run nor write to it, until
+/// the lease runs out or its holder is known to be gone; then the first
+/// holder is fenced off.
+async fn leases_fence_writers(store: &dyn Store) {
+    let other = Lease {
+        owner: "other".into(),
+        until_ms: 9_000,
+    };
+    assert_eq!(
+        store.claim("c", &other, 500, None).await.unwrap(),
+        Claimed::Held(Lease {
+            owner: "me".into(),
+            until_ms: 1_000
+        })
+    );
+    let theirs = waiting("c", "other");
+    assert_eq!(store.checkpoint(&theirs).await.unwrap(), Saved::Lost);
+    assert_eq!(
+        store.claim("c", &other, 2_000, None).await.unwrap(),
+        Claimed::Taken
+    );
+    assert_eq!(store.checkpoint(&theirs).await.unwrap(), Saved::Saved);
+    assert_eq!(
+        store.checkpoint(&waiting("c", "me")).await.unwrap(),
+        Saved::Lost,
+        "fenced"
+    );
+    let mine = Lease {
+        owner: "me".into(),
+        until_ms: 9_500,
+    };
+    assert!(!store.renew("c", &mine).await.unwrap(), "not mine now");
+    assert_eq!(
+        store.claim("c", &mine, 2_100, Some("other")).await.unwrap(),
+        Claimed::Taken,
+        "its holder is gone"
+    );
+    assert!(!store.renew("c", &other).await.unwrap(), "no longer theirs");
+    assert!(store.renew("c", &mine).await.unwrap());
+    assert_eq!(
+        store.claim("nobody", &mine, 0, None).await.unwrap(),
+        Claimed::Unavailable
+    );
+}
+
+/// Cancellation, listing and counting.
+async fn cancels_lists_and_counts(store: &dyn Store) {
+    let waiting_runs = RunFilter {
+        status: Some(DurableStatus::Waiting),
+        ..RunFilter::default()
+    };
+    assert_eq!(store.list(&waiting_runs).await.unwrap().len(), 2);
+    assert_eq!(
+        store.counts().await.unwrap(),
+        [("f".to_string(), DurableStatus::Waiting, 2)]
+    );
+    assert!(store.cancel("a", 6).await.unwrap());
+    assert!(!store.cancel("a", 7).await.unwrap(), "once");
+    assert!(!store.cancel("nobody", 7).await.unwrap());
+    // A canceled run is not written over: its writer is told to stop.
+    assert_eq!(
+        store.checkpoint(&waiting("a", "me")).await.unwrap(),
+        Saved::Canceled
+    );
+    assert_eq!(
+        store.load("a").await.unwrap().unwrap().status,
+        DurableStatus::Canceled
+    );
+    let unfinished = RunFilter {
+        unfinished: true,
+        ..RunFilter::default()
+    };
+    let ids =
+        |runs: Vec<handoff::store::StoredRun>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list(&unfinished).await.unwrap()), ["c"]);
+    assert_eq!(
+        ids(store.list(&RunFilter::default()).await.unwrap()),
+        ["c", "a"]
+    );
+    let page = RunFilter {
+        limit: Some(1),
+        before: Some("c".into()),
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(store.list(&page).await.unwrap()), ["a"]);
+    let by_flow = RunFilter {
+        flow: Some("g".into()),
+        ..RunFilter::default()
+    };
+    assert!(store.list(&by_flow).await.unwrap().is_empty());
+    // By flow, then status as the store spells it.
+    assert_eq!(
+        store.counts().await.unwrap(),
+        [
+            ("f".to_string(), DurableStatus::Canceled, 1),
+            ("f".to_string(), DurableStatus::Waiting, 1),
+        ]
+    );
+    store.ping().await.unwrap();
+}
+
+/// The whole contract, in order, on an empty store.
+async fn contract(store: &dyn Store) {
+    creates_once_per_key(store).await;
+    checkpoints_and_timers(store).await;
+    leases_fence_writers(store).await;
+    cancels_lists_and_counts(store).await;
+}
+
+#[test]
+fn sqlite_keeps_the_contract() {
+    let dir = crate::common::scratch("store-contract");
+    let path = dir.join("handoff.db");
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).await.unwrap();
+        contract(&store).await;
+        assert!(store.changes().is_none(), "only this process writes");
+        drop(store);
+        // Opening again keeps everything, and migrates nothing twice.
+        let again = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 2);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[cfg_attr(
+    handoff_no_postgres,
+    ignore = "needs Postgres: apt-get install postgresql (or set HANDOFF_TEST_PG_URL)"
+)]
+fn postgres_keeps_the_contract() {
+    let (_turn, url) = crate::common::pg::database("contract");
+    rt().block_on(async {
+        let store = PgStore::open(&url, 4).await.unwrap();
+        contract(&store).await;
+        assert!(store.changes().is_some(), "the workers tell each other");
+        // Another worker opening it migrates nothing twice, and sees the runs.
+        let again = PgStore::open(&url, 2).await.unwrap();
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 2);
+    });
+}
+
+/// A file an earlier handoff wrote counted its schema in `handoff_schema`:
+/// the migrator takes it over without running those versions again, and
+/// the runs in it stay readable.
+#[test]
+fn sqlite_takes_over_a_file_an_earlier_handoff_wrote() {
+    let dir = crate::common::scratch("store-earlier");
+    let path = dir.join("handoff.db");
+    rt().block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("CREATE TABLE handoff_schema (version INTEGER NOT NULL)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        // The first three versions, as that handoff ran them.
+        for (version, file) in [
+            (1, "0001_runs.sql"),
+            (2, "0002_leases.sql"),
+            (3, "0003_idempotency.sql"),
+        ] {
+            let sql = std::fs::read_to_string(format!("migrations/sqlite/{file}")).unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO handoff_schema (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(
+            "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, state, created_ms, updated_ms)
+             VALUES ('old', 'f', 'f.yaml', 'flow: f', 'h', '{}', 'waiting', '{}', 1, 1)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(
+            store.load("old").await.unwrap().unwrap().status,
+            DurableStatus::Waiting
+        );
+        // Version 4 ran: keys keep their inputs' fingerprint.
+        assert_eq!(store.create(&keyed("new", "k", "in-1")).await.unwrap(), Created::New);
+        assert_eq!(
+            store.create(&keyed("newer", "k", "in-2")).await.unwrap(),
+            Created::Conflict("new".into())
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file a newer handoff migrated further is refused, not written to.
+#[test]
+fn sqlite_refuses_a_file_a_newer_handoff_wrote() {
+    let dir = crate::common::scratch("store-newer");
+    let path = dir.join("handoff.db");
+    rt().block_on(async {
+        drop(SqliteStore::open(&path).await.unwrap());
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (99, 'from the future', TRUE, X'00', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        let refused = SqliteStore::open(&path).await.err().expect("refused");
+        assert!(
+            refused.0.contains("written by a newer handoff"),
+            "{}",
+            refused.0
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
