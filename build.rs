@@ -2,8 +2,9 @@
 //! a test without its part is reported as ignored, with the reason, in the
 //! summary at the end of `cargo test`, instead of passing without testing:
 //!
-//! - `handoff_no_postgres`: no Postgres server binaries and no
-//!   `HANDOFF_TEST_PG_URL` (the Postgres tests start their own cluster).
+//! - `handoff_no_postgres`: no Postgres server binaries (the Postgres tests
+//!   start their own cluster) and no `HANDOFF_TEST_PG_URL` and
+//!   `HANDOFF_TEST_PG_DIR` naming one.
 //! - `handoff_no_chromium`: no `/usr/bin/chromium` and `/usr/bin/chromedriver`.
 //!
 //! CI installs both, and the tests there refuse to be ignored.
@@ -15,11 +16,14 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(handoff_no_chromium)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=HANDOFF_TEST_PG_URL");
+    println!("cargo::rerun-if-env-changed=HANDOFF_TEST_PG_DIR");
     // Installing a Debian package changes this file: look again then.
     if Path::new("/var/lib/dpkg/status").exists() {
         println!("cargo::rerun-if-changed=/var/lib/dpkg/status");
     }
-    let postgres = std::env::var_os("HANDOFF_TEST_PG_URL").is_some()
+    let named = std::env::var_os("HANDOFF_TEST_PG_URL").is_some()
+        && std::env::var_os("HANDOFF_TEST_PG_DIR").is_some();
+    let postgres = named
         || std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
             versions
                 .flatten()

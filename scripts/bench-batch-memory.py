@@ -6,7 +6,7 @@ kernel (wait4's ru_maxrss). The goal: flat, and under 100 MB at a million.
 The 10,000-row run is the baseline; the figures are also shown as ratios to
 it, so the result does not depend on this machine's speed.
 
-    cargo build --release && scripts/bench-batch-memory.py [MAX_ROWS]
+    cargo build --profile dist && scripts/bench-batch-memory.py [MAX_ROWS]
 
 $HANDOFF_BIN runs another build (an older commit, say) for comparison.
 """
@@ -17,7 +17,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "release", "handoff")
+BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
 FLOW = os.path.join(ROOT, "flows", "complete-nwc-task.yaml")
 MOCK = os.path.join(ROOT, "flows", "complete-nwc-task.mock.yaml")
 

@@ -9,7 +9,7 @@ and a PATCH of its assignment each), five times on fresh instances, and its
 best time counts; the script checks through /_sim/state that every task was
 completed exactly once.
 
-    cargo build --release && scripts/bench-batch.py [N]      # N defaults to 2000
+    cargo build --profile dist && scripts/bench-batch.py [N]      # N defaults to 2000
 """
 import http.client
 import json
@@ -23,7 +23,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "release", "handoff")
+BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
 FLOW = os.path.join(ROOT, "flows", "complete-nwc-task.yaml")
 TOKEN = "bench-token-0123456789"
 

@@ -8,7 +8,7 @@ and 100,000 iterations, best of nine each, with the release build. The
 second are measured past it, (steps - baseline steps) / (time - baseline
 time), so the figure is the engine's, whatever the machine's start-up.
 
-    cargo build --release && scripts/bench-engine.py
+    cargo build --profile dist && scripts/bench-engine.py
 
 $HANDOFF_BIN runs another build (an older commit, say) for comparison.
 """
@@ -20,7 +20,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "release", "handoff")
+BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
 FLOW = os.path.join(ROOT, "scripts", "bench", "loop.yaml")
 
 

@@ -5,7 +5,7 @@ read from the kernel (wait4's ru_maxrss). The 1 MB page is the baseline; the
 figures are shown as memory per byte of page, so they do not depend on
 this machine.
 
-    cargo build --release && scripts/bench-page-memory.py
+    cargo build --profile dist && scripts/bench-page-memory.py
 
 $HANDOFF_BIN runs another build (an older commit, say) for comparison.
 """
@@ -17,7 +17,7 @@ import tempfile
 import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "release", "handoff")
+BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
 FLOW = os.path.join(ROOT, "scripts", "bench", "big-page.yaml")
 
 

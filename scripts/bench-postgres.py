@@ -12,7 +12,7 @@ It starts a throwaway cluster with scripts/pg.sh (or uses $HANDOFF_BENCH_PG_URL)
 a database per measurement, and checks through /_sim/state that every task
 was completed exactly once.
 
-    cargo build --release && scripts/bench-postgres.py [N] [RUNS]   # 2000, 10000
+    cargo build --profile dist && scripts/bench-postgres.py [N] [RUNS]   # 2000, 10000
 """
 import http.client
 import json
@@ -26,7 +26,7 @@ import time
 import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "release", "handoff")
+BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
 FLOW = os.path.join(ROOT, "flows", "complete-nwc-task.yaml")
 TOKEN = "bench-token-0123456789"
 KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="

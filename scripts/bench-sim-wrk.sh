@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 secs=${1:-5}
 conns=${2:-16}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
-cargo build --release --quiet
+cargo build --profile dist --quiet
 out=$(mktemp)
-./target/release/handoff sim --port 0 --quiet --token bench-token --task-delay 0s >"$out" &
+./target/dist/handoff sim --port 0 --quiet --token bench-token --task-delay 0s >"$out" &
 sim=$!
 trap 'kill $sim 2>/dev/null; rm -f "$out"' EXIT
 for _ in $(seq 50); do grep -q listening "$out" && break; sleep 0.1; done

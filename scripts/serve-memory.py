@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Resident memory of `handoff serve` per run waiting in a timer.
 
-Starts `handoff sim` and `handoff serve` (release build), starts N runs of
+Starts `handoff sim` and `handoff serve` (the `dist` build), starts N runs of
 flows/complete-nwc-task.yaml whose tasks never appear and whose poll interval
 is an hour, waits until all N wait in their timers, and reads the worker's
 VmRSS from /proc. Then it restarts the worker on the same store: a worker
 that finds N waiting runs holds only what it needs to wake them.
 
-    cargo build --release && scripts/serve-memory.py 10000 [100000 ...]
+    cargo build --profile dist && scripts/serve-memory.py 10000 [100000 ...]
 
 Prints one line per N: the worker's memory before, after starting the runs,
 and after a restart, with the growth per waiting run and the store's size.
@@ -24,7 +24,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "handoff")
+BIN = os.path.join(ROOT, "target", "dist", "handoff")
 
 
 def rss_kib(pid):

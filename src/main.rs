@@ -6,5 +6,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    std::process::exit(handoff::cli::main(std::env::args_os()));
+    std::process::exit(handoff::cli::main(std::env::args_os().collect()));
 }

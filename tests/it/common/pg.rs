@@ -1,5 +1,6 @@
 //! A Postgres server for the tests: the one `HANDOFF_TEST_PG_URL` names
-//! (with `HANDOFF_TEST_PG_DIR`, its folder), or else a throwaway cluster
+//! when `HANDOFF_TEST_PG_DIR` names its folder too (one test restarts it),
+//! or else a throwaway cluster
 //! this process starts with `scripts/pg.sh` on first use, on a free loopback
 //! port, which a watchdog stops and removes once the process is gone.
 //!
