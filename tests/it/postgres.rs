@@ -17,7 +17,7 @@ const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 #[test]
 #[cfg_attr(
     handoff_no_postgres,
-    ignore = "needs Postgres: apt-get install postgresql (or set HANDOFF_TEST_PG_URL)"
+    ignore = "needs Postgres: apt-get install postgresql (or name a cluster with HANDOFF_TEST_PG_URL and HANDOFF_TEST_PG_DIR)"
 )]
 fn every_worker_needs_the_same_store_key() {
     let (_turn, url) = crate::common::pg::database("keys");
@@ -113,7 +113,7 @@ fn flows_dir(name: &str) -> std::path::PathBuf {
 #[test]
 #[cfg_attr(
     handoff_no_postgres,
-    ignore = "needs Postgres: apt-get install postgresql (or set HANDOFF_TEST_PG_URL)"
+    ignore = "needs Postgres: apt-get install postgresql (or name a cluster with HANDOFF_TEST_PG_URL and HANDOFF_TEST_PG_DIR)"
 )]
 fn three_workers_lose_no_run_and_do_none_twice_while_killed() {
     let (_turn, url) = crate::common::pg::database("chaos");
@@ -206,7 +206,7 @@ fn three_workers_lose_no_run_and_do_none_twice_while_killed() {
 #[test]
 #[cfg_attr(
     handoff_no_postgres,
-    ignore = "needs Postgres: apt-get install postgresql (or set HANDOFF_TEST_PG_URL)"
+    ignore = "needs Postgres: apt-get install postgresql (or name a cluster with HANDOFF_TEST_PG_URL and HANDOFF_TEST_PG_DIR)"
 )]
 fn a_paused_worker_is_fenced_off_from_the_run_another_took() {
     let (_turn, url) = crate::common::pg::database("fence");
@@ -265,7 +265,7 @@ fn a_paused_worker_is_fenced_off_from_the_run_another_took() {
 #[test]
 #[cfg_attr(
     handoff_no_postgres,
-    ignore = "needs Postgres: apt-get install postgresql (or set HANDOFF_TEST_PG_URL)"
+    ignore = "needs Postgres: apt-get install postgresql (or name a cluster with HANDOFF_TEST_PG_URL and HANDOFF_TEST_PG_DIR)"
 )]
 fn runs_survive_a_database_restart() {
     let (_turn, url) = crate::common::pg::database("restart");

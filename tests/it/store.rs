@@ -268,7 +268,7 @@ fn sqlite_keeps_the_contract() {
 #[test]
 #[cfg_attr(
     handoff_no_postgres,
-    ignore = "needs Postgres: apt-get install postgresql (or set HANDOFF_TEST_PG_URL)"
+    ignore = "needs Postgres: apt-get install postgresql (or name a cluster with HANDOFF_TEST_PG_URL and HANDOFF_TEST_PG_DIR)"
 )]
 fn postgres_keeps_the_contract() {
     let (_turn, url) = crate::common::pg::database("contract");
