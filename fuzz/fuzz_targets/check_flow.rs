@@ -11,13 +11,13 @@
 
 use std::sync::Arc;
 
-use handoff::language::analyze::analyze;
-use handoff::run::clock::VirtualClock;
-use handoff::language::diagnostic::render_all;
 use handoff::engine::Engine;
+use handoff::language::analyze::analyze;
+use handoff::language::diagnostic::render_all;
+use handoff::language::source::Source;
+use handoff::run::clock::VirtualClock;
 use handoff::run::inputs::{Inputs, initial_state};
 use handoff::run::mock::{Mock, MockTransport};
-use handoff::language::source::Source;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

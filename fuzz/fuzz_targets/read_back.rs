@@ -9,8 +9,8 @@
 
 #![no_main]
 
-use handoff::store::{Lease, StoredRun};
 use handoff::engine::checkpoint::DurableStatus;
+use handoff::store::{Lease, StoredRun};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
         outcome: Some(state),
         created_ms: number(16),
         updated_ms: number(24),
-        lease: Some(Lease { owner: id.clone(), until_ms: number(0) }),
+        lease: Some(Lease {
+            owner: id.clone(),
+            until_ms: number(0),
+        }),
     };
     let _ = handoff::serve::api::summary(&run);
     let _ = handoff::store::durable::pinned_flow(&run);
