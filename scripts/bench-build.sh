@@ -18,6 +18,8 @@ repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 base=$(git -C "$repo" rev-parse --short "${1:?usage: scripts/bench-build.sh BASE [HEAD]}")
 head=$(git -C "$repo" rev-parse --short "${2:-HEAD}")
 work=$(mktemp -d /tmp/handoff-bench-build.XXXXXX)
+# Postgres runs as its own user under root: it must reach its folder.
+chmod 755 "$work"
 unset CI
 export HANDOFF_TEST_PG_DIR="$work/pg"
 HANDOFF_TEST_PG_URL=$("$repo/scripts/pg.sh" start "$HANDOFF_TEST_PG_DIR")
