@@ -35,7 +35,7 @@ struct InFlight {
 /// Prints events as they happen, to the terminal and the trace file.
 ///
 /// Output is buffered, and flushed when the run is about to wait (a timer,
-/// a request, a retry), when it ends, and at least every [`FLUSH_EVERY`]:
+/// a request, a retry), when it ends, and at least every `FLUSH_EVERY`:
 /// a long dry run makes a handful of writes, not one per event, and a live
 /// run still shows each step as it waits.
 pub struct Printer {

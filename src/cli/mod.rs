@@ -1,6 +1,6 @@
 //! The command line: one file per command (`run`, `check`, `sim`, `demo`,
 //! `resume` and `runs`, `serve`, `graph`, `diff`, `test`, `plan`; `run --each`
-//! in [`batch`]), what they share in [`common`], the live [`console`] and the
+//! in `batch`), what they share in [`common`], the live [`console`] and the
 //! trace [`report`]s they print.
 //!
 //! [`main`] takes the arguments and returns the exit code, so `main.rs` stays

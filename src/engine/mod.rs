@@ -6,7 +6,7 @@
 //! are trace events, and the [`Outcome`] is computed from what happened.
 //!
 //! A *durable* run also hands its progress to
-//! [`Checkpoints`](checkpoint::Checkpoints): after every
+//! [`checkpoint::Checkpoints`]: after every
 //! step, while it waits in a timer (with `wake_at`), and just before a
 //! request that must not be sent twice. Such a run can stop anywhere (kill -9)
 //! and go on from its last checkpoint: a timer waits only what is left, a

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Beside the pipeline: [`diagnostic`] (the one error type of this half),
-//! [`fields`] (types and coercion), [`template`] (minijinja, with its limits
+//! [`fields`] (declarations, types and coercion), [`target`] (where a `goto`
+//! leads), [`destinations`] (where secrets may go), [`duration`] (`30m`), [`template`] (minijinja, with its limits
 //! and secrecy scan), [`trigger`] (a webhook's event into inputs) with its [`event`] shape, [`paths`] (what a template reads by path, and tests for truth), [`auth`] (how NWC steps get a token) and [`lint`] (credentials written into a file).
 
 pub mod analyze;

@@ -462,7 +462,7 @@ impl MockTransport {
         }
     }
 
-    /// Replays a recording strictly: see [`strict_check`].
+    /// Replays a recording strictly: see `strict_check`.
     pub fn strict(mut self) -> MockTransport {
         self.strict = true;
         self

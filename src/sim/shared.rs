@@ -11,7 +11,7 @@ use crate::sim::faults::Fault;
 use crate::sim::model::World;
 use crate::sim::requests::RequestLog;
 
-/// The simulator's settings. The [guess] parts of the contract are here.
+/// The simulator's settings. The \[guess\] parts of the contract are here.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// A personal access token the simulator accepts.

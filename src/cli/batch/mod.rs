@@ -4,7 +4,8 @@
 //! Every row is checked before anything is sent: one bad row (a wrong type,
 //! an unknown column, an empty instance id) stops the batch with exit 2 and
 //! names the row. Then the runs go `--jobs` at a time, sharing one HTTP
-//! client, at most `--rate` requests a second; a 429 slows them all.
+//! client, at most `--rate` requests a second; a 429 slows them all. The
+//! rows are read here; [`runner`] runs them.
 
 pub mod runner;
 

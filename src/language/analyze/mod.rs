@@ -2,7 +2,7 @@
 //!
 //! The driver: it reads the file, walks the flow's top level, fields and
 //! steps (each step kind parses its own body with the [`Analyzer`] helpers),
-//! then runs the [`graph`] and [`secrets`] checks over the result.
+//! then runs the `graph` and `secrets` checks over the result.
 //!
 //! This is the static half of handoff: `handoff check` stops here, and every
 //! run starts here. It resolves `goto`s, compiles templates, checks that every
