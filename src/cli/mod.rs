@@ -23,6 +23,7 @@ pub mod schema;
 mod serve;
 mod sim;
 mod test;
+mod unified;
 
 use crate::cli::common::{ColorChoice, Colors, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use clap::{Parser, Subcommand};

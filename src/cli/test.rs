@@ -451,11 +451,7 @@ fn target_matches(pattern: &str, url: &str) -> bool {
 
 /// A unified diff of two traces, stored first.
 fn line_diff(stored: &str, now: &str) -> String {
-    let diff = similar::TextDiff::from_lines(stored, now);
-    diff.unified_diff()
-        .context_radius(2)
-        .header("stored", "this run")
-        .to_string()
+    crate::cli::unified::unified(stored, now, 2, ("stored", "this run"))
         .trim_end()
         .to_string()
 }
