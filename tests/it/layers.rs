@@ -46,10 +46,10 @@ fn modules() -> BTreeMap<Vec<String>, PathBuf> {
         .collect()
 }
 
-/// The code of a file without comments, string literals and test modules.
+/// The code of a file without comments, string and character literals, and
+/// test modules.
 fn code(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
-    let text = text.split("#[cfg(test)]").next().unwrap_or_default();
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     let mut in_string = false;
@@ -73,10 +73,84 @@ fn code(path: &Path) -> String {
                     }
                 }
             }
+            // A raw string, `r"…"` or `r#"…"#`: up to its own closing.
+            'r' if matches!(chars.peek(), Some('"' | '#')) => {
+                let mut hashes = 0;
+                while chars.peek() == Some(&'#') {
+                    chars.next();
+                    hashes += 1;
+                }
+                if chars.next() != Some('"') {
+                    continue;
+                }
+                let closing = format!("\"{}", "#".repeat(hashes));
+                let mut seen = String::new();
+                for c in chars.by_ref() {
+                    seen.push(c);
+                    if seen.ends_with(&closing) {
+                        break;
+                    }
+                }
+            }
+            // A character literal (`'"'`, `'\''`), not a lifetime.
+            '\'' => {
+                let mut ahead = chars.clone();
+                match (ahead.next(), ahead.next()) {
+                    (Some('\\'), _) => {
+                        chars.next();
+                        chars.next();
+                        for c in chars.by_ref() {
+                            if c == '\'' {
+                                break;
+                            }
+                        }
+                    }
+                    (Some(_), Some('\'')) => {
+                        chars.next();
+                        chars.next();
+                    }
+                    _ => out.push(c),
+                }
+            }
             '"' => in_string = true,
             _ => out.push(c),
         }
     }
+    without_tests(&out)
+}
+
+/// Code without its `#[cfg(test)]` items: each up to its closing brace.
+fn without_tests(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let item = &rest[at..];
+        let Some(open) = item.find(['{', ';']) else {
+            return out;
+        };
+        let mut depth = 0usize;
+        let mut end = item.len();
+        if item.as_bytes()[open] == b';' {
+            end = open + 1;
+        } else {
+            for (i, c) in item[open..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = open + i + 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        rest = &item[end..];
+    }
+    out.push_str(rest);
     out
 }
 
