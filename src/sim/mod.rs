@@ -24,7 +24,7 @@ pub mod shared;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -34,8 +34,7 @@ use axum::routing::{get, patch, post};
 use tokio::sync::oneshot;
 
 use crate::run::clock::Clock;
-use crate::sim::model::World;
-use crate::sim::requests::{Entry, RequestLog};
+use crate::sim::requests::Entry;
 use crate::sim::shared::{Shared, SimConfig};
 
 /// A running simulator. Dropping it stops the server.
@@ -89,16 +88,7 @@ pub async fn start(
 ) -> std::io::Result<SimServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared {
-        world: Mutex::new(World::new(config.seed, config.window, config.page_size)),
-        config,
-        clock,
-        addr,
-        tokens: Mutex::default(),
-        faults: Mutex::default(),
-        log: RequestLog::default(),
-        client: std::sync::OnceLock::new(),
-    });
+    let shared = Arc::new(Shared::new(config, clock, addr));
     let app = router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
     use axum::serve::ListenerExt;

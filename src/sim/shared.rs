@@ -66,12 +66,12 @@ pub struct Shared {
     pub config: SimConfig,
     pub clock: Arc<dyn Clock>,
     pub addr: SocketAddr,
-    pub world: Mutex<World>,
-    pub tokens: Mutex<HashMap<String, SystemTime>>,
-    pub faults: Mutex<Vec<Fault>>,
+    world: Mutex<World>,
+    tokens: Mutex<HashMap<String, SystemTime>>,
+    faults: Mutex<Vec<Fault>>,
     pub log: RequestLog,
     /// For call-outs to workers, built on the first one.
-    pub client: std::sync::OnceLock<reqwest::Client>,
+    client: std::sync::OnceLock<reqwest::Client>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,6 +80,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// An empty world for a simulator listening on `addr`. The mutexes stay
+    /// private: handlers go through the `lock_*` helpers, which share one
+    /// policy for a poisoned lock.
+    pub fn new(config: SimConfig, clock: Arc<dyn Clock>, addr: SocketAddr) -> Shared {
+        Shared {
+            world: Mutex::new(World::new(config.seed, config.window, config.page_size)),
+            config,
+            clock,
+            addr,
+            tokens: Mutex::default(),
+            faults: Mutex::default(),
+            log: RequestLog::default(),
+            client: std::sync::OnceLock::new(),
+        }
+    }
+
     pub fn lock_world(&self) -> MutexGuard<'_, World> {
         lock(&self.world)
     }
