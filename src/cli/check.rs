@@ -146,10 +146,18 @@ pub fn check_mock(
     let source = read_source(path).map_err(|d| vec![d])?;
     let mock = Mock::load(&source, &checked.flow)?;
     Ok((
-        format!(
-            "mock for {flow_path}, {} scripted responses",
-            mock.entries.len()
-        ),
+        if mock.signals.is_empty() {
+            format!(
+                "mock for {flow_path}, {} scripted responses",
+                mock.entries.len()
+            )
+        } else {
+            format!(
+                "mock for {flow_path}, {} scripted responses, {}",
+                mock.entries.len(),
+                crate::cli::common::plural(mock.signals.len(), "signal")
+            )
+        },
         Vec::new(),
     ))
 }

@@ -115,7 +115,7 @@ pub fn open_trace_file(
             eprintln!(
                 "error: cannot write the trace file `{}`: {}",
                 path.display(),
-                crate::language::analyze::io_reason(&e)
+                crate::language::source::io_reason(&e)
             );
             Err(EXIT_INVALID)
         }

@@ -185,7 +185,7 @@ impl Printer {
         {
             eprintln!(
                 "warning: the trace file is incomplete: {}",
-                crate::language::analyze::io_reason(&e)
+                crate::language::source::io_reason(&e)
             );
         }
     }
@@ -212,6 +212,10 @@ fn waits_after(kind: &EventKind, dry_run: bool) -> bool {
             | EventKind::RetryScheduled { .. }
             | EventKind::TimerStarted { .. }
             | EventKind::TimerWaiting { .. }
+            | EventKind::WaitStarted { .. }
+            // An item's events arrive together when it is over; others may
+            // take long yet.
+            | EventKind::ItemFinished { .. }
             | EventKind::FlowFinished(_)
     )
 }

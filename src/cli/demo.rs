@@ -127,6 +127,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoEnd, String> {
         stop: None,
         tokens: None,
         traced: true,
+        signals: None,
     };
     let look = Look {
         format: options.format,

@@ -47,7 +47,28 @@ pub fn mermaid(flow: &Flow, taken: Option<&Taken>) -> String {
             Shape::Round => ("(\"", "\")"),
             Shape::Stop => ("([\"", "\"])"),
         };
-        let _ = writeln!(out, "    s{i}{open}{label}{close}");
+        let line = format!("s{i}{open}{label}{close}");
+        match node.block {
+            // A block's steps go in a box named for their `for_each`.
+            Some(b) if nodes[..i].iter().all(|n| n.block != Some(b)) => {
+                let _ = writeln!(
+                    out,
+                    "    subgraph b{b} [\"each {}\"]\n        {line}",
+                    mermaid_text(&flow.blocks[b].item)
+                );
+            }
+            Some(_) => {
+                let _ = writeln!(out, "        {line}");
+            }
+            None => {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        if let Some(b) = node.block
+            && nodes.get(i + 1).is_none_or(|n| n.block != Some(b))
+        {
+            out.push_str("    end\n");
+        }
     }
     let ends = edges.iter().any(|e| e.to.is_none());
     if ends {
@@ -147,7 +168,21 @@ pub fn dot(flow: &Flow, taken: Option<&Taken>) -> String {
             Some(colour) => format!(", style=\"rounded,filled\", fillcolor=\"{colour}\""),
             None => String::new(),
         };
+        if let Some(b) = node.block
+            && nodes[..i].iter().all(|n| n.block != Some(b))
+        {
+            let _ = writeln!(
+                out,
+                "    subgraph cluster_b{b} {{\n    label=\"each {}\";\n    style=dashed;",
+                dot_text(&flow.blocks[b].item)
+            );
+        }
         let _ = writeln!(out, "    {id} [label=\"{label}\", shape={shape}{style}];");
+        if let Some(b) = node.block
+            && nodes.get(i + 1).is_none_or(|n| n.block != Some(b))
+        {
+            out.push_str("    }\n");
+        }
     }
     if edges.iter().any(|e| e.to.is_none()) {
         out.push_str("    done [label=\"end\", shape=circle];\n");

@@ -21,6 +21,7 @@ mod run;
 mod runs;
 pub mod schema;
 mod serve;
+mod signal;
 mod sim;
 mod test;
 mod unified;
@@ -75,6 +76,10 @@ GET /_sim/state, GET /_sim/requests. See docs/simulator.md.")]
   handoff runs show 0190b1e2-… --trace jsonl
   handoff runs cancel 0190b1e2-…")]
     Runs(crate::cli::runs::RunsArgs),
+    /// Signal a durable run that waits in a `wait_for`, through its store.
+    #[command(after_help = "Example:
+  handoff signal 0190b1e2-… approval --data '{\"decision\": \"approve\", \"by\": \"dana\"}'")]
+    Signal(crate::cli::signal::SignalArgs),
     /// Serve a folder of flows as a worker: runs started by the API or a webhook, kept in the store.
     #[command(after_help = "Examples:
   handoff serve flows/                              (http://127.0.0.1:8080, store ./handoff.db)
@@ -204,6 +209,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         Command::Completions { .. } | Command::Man => EXIT_OK,
         Command::Resume(args) => runtime.block_on(crate::cli::runs::resume_command(args, color)),
         Command::Runs(args) => runtime.block_on(crate::cli::runs::runs_command(args, color)),
+        Command::Signal(args) => runtime.block_on(crate::cli::signal::signal_command(args, color)),
         Command::Serve(args) => runtime.block_on(crate::cli::serve::serve_command(args, color)),
         Command::Graph(args) => runtime.block_on(crate::cli::graph::graph_command(args, color)),
         Command::Diff(args) => crate::cli::diff::diff_command(&args, color),

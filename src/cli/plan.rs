@@ -61,6 +61,13 @@ pub struct Plan {
     pub requests: Vec<Requests>,
     /// Timers: step, visits, duration (when known), and where it came from.
     pub timers: Vec<(usize, Option<u64>, Result<Duration, String>)>,
+    /// Each `for_each`: its step, its `max_items`, and an item's steps at
+    /// most (`None` when a loop in the block has no proven bound).
+    pub items: Vec<(usize, u64, Option<u64>)>,
+    /// How many of the steps are the flow's own.
+    pub top_len: usize,
+    /// Each `wait_for`: its step, its visits, and its timeout.
+    pub waits: Vec<(usize, Option<u64>, Duration)>,
 }
 
 fn successors(flow: &Flow, i: usize) -> Vec<Target> {
@@ -72,6 +79,8 @@ fn successors(flow: &Flow, i: usize) -> Vec<Target> {
             t
         }
         StepKind::Fail(_) | StepKind::End(_) => Vec::new(),
+        // A signal goes on, a timeout goes to `on_timeout`.
+        StepKind::WaitFor(w) => vec![flow.next_after(i), w.on_timeout],
         _ => vec![flow.next_after(i)],
     };
     out.extend(step.on_error);
@@ -88,8 +97,9 @@ fn step_successors(flow: &Flow, i: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Strongly connected components (Tarjan's algorithm), each in index order.
-fn components(flow: &Flow) -> Vec<Vec<usize>> {
+/// Strongly connected components (Tarjan's algorithm), each in index order,
+/// of the steps reached from `start`: the flow's first, or a block's.
+fn components(flow: &Flow, start: usize) -> Vec<Vec<usize>> {
     struct Walk<'f> {
         flow: &'f Flow,
         index: Vec<Option<usize>>,
@@ -138,8 +148,8 @@ fn components(flow: &Flow) -> Vec<Vec<usize>> {
         next: 0,
         out: Vec::new(),
     };
-    if n > 0 {
-        visit(&mut w, 0);
+    if start < n {
+        visit(&mut w, start);
     }
     w.out
 }
@@ -176,7 +186,11 @@ fn fixed_number(flow: &Flow, name: &str) -> Option<(i64, bool)> {
 }
 
 /// Tries to prove a loop's rounds from the poll-loop pattern.
-fn bound(flow: &Flow, component: &[usize]) -> Result<(Vec<usize>, u64, String), String> {
+fn bound(
+    flow: &Flow,
+    start: usize,
+    component: &[usize],
+) -> Result<(Vec<usize>, u64, String), String> {
     let inside = |i: usize| component.contains(&i);
     // A simple cycle: one way on from each step, inside the loop.
     for &i in component {
@@ -196,7 +210,7 @@ fn bound(flow: &Flow, component: &[usize]) -> Result<(Vec<usize>, u64, String), 
         .iter()
         .copied()
         .filter(|&i| {
-            i == 0
+            i == start
                 || (0..flow.steps.len())
                     .any(|p| !inside(p) && step_successors(flow, p).contains(&i))
         })
@@ -355,7 +369,54 @@ pub fn plan(flow: &Flow) -> Plan {
     let n = flow.steps.len();
     let mut visits: Vec<Option<u64>> = vec![Some(0); n];
     let mut loops = Vec::new();
-    for component in components(flow) {
+    walk(flow, 0, &mut visits, &mut loops);
+    // A block runs once per item, at most `max_items` each time its
+    // `for_each` runs: its steps' visits are an item's, multiplied.
+    let mut items = Vec::new();
+    for block in &flow.blocks {
+        let mut per_item = vec![Some(0); n];
+        walk(flow, block.steps.start, &mut per_item, &mut loops);
+        let max_items = match &flow.steps[block.owner].kind {
+            StepKind::ForEach(f) => f.max_items,
+            _ => 0,
+        };
+        let times = visits[block.owner].map(|v| v * max_items);
+        for i in block.steps.clone() {
+            visits[i] = match (per_item[i], times) {
+                (Some(a), Some(t)) => Some(a * t),
+                _ => None,
+            };
+        }
+        let steps = block
+            .steps
+            .clone()
+            .try_fold(0u64, |sum, i| Some(sum + per_item[i]?));
+        items.push((block.owner, max_items, steps));
+    }
+    let (requests, timers) = sends(flow, &visits);
+    let waits = flow
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match &s.kind {
+            StepKind::WaitFor(w) => Some((i, visits[i], w.timeout)),
+            _ => None,
+        })
+        .collect();
+    Plan {
+        loops,
+        visits,
+        requests,
+        timers,
+        items,
+        top_len: flow.top_len,
+        waits,
+    }
+}
+
+/// Each step's visits, and the loops, among the steps reached from `start`.
+fn walk(flow: &Flow, start: usize, visits: &mut [Option<u64>], loops: &mut Vec<Loop>) {
+    for component in components(flow, start) {
         let looping = component.len() > 1
             || component
                 .first()
@@ -366,7 +427,7 @@ pub fn plan(flow: &Flow) -> Plan {
             }
             continue;
         }
-        match bound(flow, &component) {
+        match bound(flow, start, &component) {
             Ok((order, rounds, how)) => {
                 let decision_at = order
                     .iter()
@@ -395,6 +456,17 @@ pub fn plan(flow: &Flow) -> Plan {
             }
         }
     }
+}
+
+/// The requests and timers of every step, with its visits.
+#[allow(clippy::type_complexity)]
+fn sends(
+    flow: &Flow,
+    visits: &[Option<u64>],
+) -> (
+    Vec<Requests>,
+    Vec<(usize, Option<u64>, Result<Duration, String>)>,
+) {
     let mut requests = Vec::new();
     let mut timers = Vec::new();
     for (i, step) in flow.steps.iter().enumerate() {
@@ -402,6 +474,7 @@ pub fn plan(flow: &Flow) -> Plan {
             StepKind::GetTasks(g) => Some(("GET", &g.base_url, &g.sending, g.max_pages, 0)),
             StepKind::PatchTask(p) => Some(("PATCH", &p.base_url, &p.sending, 1, p.task_reads())),
             StepKind::Http(h) => Some((method(&h.method), &h.url, &h.sending, 1, 0)),
+            StepKind::Call(c) => Some((method(&c.op().method), &c.source.server, &c.sending, 1, 0)),
             StepKind::Timer(Timer::Duration(t)) => {
                 timers.push((i, visits[i], timer_duration(flow, t)));
                 None
@@ -423,10 +496,14 @@ pub fn plan(flow: &Flow) -> Plan {
                     .min(retry.max_backoff);
                 waits += backoff.max(retry.max_retry_after);
             }
+            let mut target = target(flow, url);
+            if let StepKind::Call(c) = &step.kind {
+                target = format!("{} at {target}", c.name);
+            }
             requests.push(Requests {
                 step: i,
                 method,
-                target: target(flow, url),
+                target,
                 times: visits[i],
                 attempts: retry.attempts,
                 pages,
@@ -436,12 +513,7 @@ pub fn plan(flow: &Flow) -> Plan {
             });
         }
     }
-    Plan {
-        loops,
-        visits,
-        requests,
-        timers,
-    }
+    (requests, timers)
 }
 
 /// A method as the plan counts it.
@@ -462,9 +534,12 @@ fn seconds(d: Duration) -> String {
 }
 
 impl Plan {
+    /// The flow's own steps at most: what `max_steps` bounds (an item's
+    /// steps have a budget of their own).
     pub fn total_steps(&self) -> Option<u64> {
         self.visits
             .iter()
+            .take(self.top_len)
             .try_fold(0u64, |sum, v| Some(sum + (*v)?))
     }
 
@@ -553,6 +628,37 @@ impl Plan {
                     flow.max_steps
                 );
             }
+        }
+        for &(step, visits, timeout) in &self.waits {
+            let StepKind::WaitFor(w) = &flow.steps[step].kind else {
+                continue;
+            };
+            let times = match visits {
+                Some(1) => String::new(),
+                Some(v) => format!(", {v} times"),
+                None => ", in a loop with no proven bound".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "waits     `{}`: for signal `{}`, at most {} each{times}",
+                name(step),
+                w.signal,
+                seconds(timeout)
+            );
+        }
+        for &(owner, max_items, steps) in &self.items {
+            let per = match steps {
+                Some(s) => format!("each at most {s} steps"),
+                None => format!(
+                    "each at most {} steps (max_steps), as a loop has no proven bound",
+                    flow.max_steps
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "items     `{}`: at most {max_items} items (max_items), {per}",
+                name(owner)
+            );
         }
         let counted: Vec<String> = self
             .by_method()
@@ -647,6 +753,17 @@ impl Plan {
             "visits": flow.steps.iter().zip(&self.visits).map(|(s, v)| (s.id.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "steps": self.total_steps(),
             "max_steps": flow.max_steps,
+            "waits": self.waits.iter().map(|&(step, visits, timeout)| json!({
+                "step": name(step),
+                "at_most": visits,
+                "timeout_ms": timeout.as_millis() as u64,
+            })).collect::<Vec<_>>(),
+            "longest_wait_ms": self.waits.iter().map(|w| w.2.as_millis() as u64).max(),
+            "items": self.items.iter().map(|&(owner, max_items, steps)| json!({
+                "step": name(owner),
+                "max_items": max_items,
+                "steps_per_item": steps,
+            })).collect::<Vec<_>>(),
             "requests": self.by_method().iter().map(|((m, t), n)| json!({"method": m, "target": t, "at_most": n})).collect::<Vec<_>>(),
             "timer_ms": self.timer_time().ok().map(|d| d.as_millis() as u64),
             "request_wait_ms": self.request_time().map(|d| d.as_millis() as u64),

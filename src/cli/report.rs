@@ -149,6 +149,11 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             style.bold(step),
             style.dim(&format!("({})", esc(kind)))
         ),
+        EventKind::OperationCalled {
+            operation,
+            method,
+            path,
+        } => line(style.cyan(&format!("⇢ {} ({method} {})", esc(operation), esc(path)))),
         EventKind::RequestSent {
             method,
             url,
@@ -275,6 +280,48 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             }
             out
         }
+        EventKind::ItemStarted { index, of, item } => line(style.bold(&format!(
+            "┌ {step} item {} of {of}: {}",
+            index + 1,
+            excerpt(&value_text(item), 120)
+        ))),
+        EventKind::ItemFinished {
+            index,
+            status,
+            result,
+            error,
+        } => {
+            let tail = match (result, error) {
+                (_, Some(e)) => style.red(&format!(": {}", esc(e))),
+                (Some(r), None) => format!(" → {}", excerpt(&value_text(r), 120)),
+                (None, None) => String::new(),
+            };
+            line(format!("└ {step} item {} {}{tail}", index + 1, esc(status)))
+        }
+        EventKind::WaitStarted {
+            signal,
+            timeout_ms,
+            until,
+        } => line(style.yellow(&format!(
+            "⏸ waits for signal `{}`, at most {} (until {})",
+            esc(signal),
+            format_duration(Duration::from_millis(*timeout_ms)),
+            esc(until)
+        ))),
+        EventKind::SignalReceived { signal, data, via } => {
+            let via = via
+                .as_ref()
+                .map(|v| format!(" (via {})", esc(v)))
+                .unwrap_or_default();
+            line(style.green(&format!(
+                "▶ signal `{}`{via}: {}",
+                esc(signal),
+                excerpt(&value_text(data), 160)
+            )))
+        }
+        EventKind::WaitTimedOut { signal } => {
+            line(style.yellow(&format!("⌛ no signal `{}` in time", esc(signal))))
+        }
         EventKind::FlowFinished(outcome) => format!("{}\n", summary(outcome, style, real)),
     }
 }
@@ -358,7 +405,7 @@ pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceEvent>, String> {
     let cannot = |e: std::io::Error| {
         let why = match e.kind() {
             std::io::ErrorKind::InvalidData => e.to_string(),
-            _ => crate::language::analyze::io_reason(&e),
+            _ => crate::language::source::io_reason(&e),
         };
         format!("cannot read `{}`: {why}", path.display())
     };

@@ -110,6 +110,7 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
         print_diagnostics(&crate::run::inputs::secret_warnings(&flow, &state), color);
     }
     let virtual_clock = Arc::new(VirtualClock::new(SystemTime::now()));
+    let mut scripted = None;
     let system_clock = SystemClock::new();
     let (clock, transport): (&dyn Clock, Box<dyn Transport>) = if dry_run {
         let mock = match &args.mock {
@@ -120,10 +121,9 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
                     return EXIT_INVALID;
                 }
             },
-            None => Mock {
-                entries: Vec::new(),
-            },
+            None => Mock::default(),
         };
+        scripted = Some(crate::run::signals::Scripted::new(mock.signals.clone()));
         (
             &*virtual_clock,
             Box::new({
@@ -196,6 +196,12 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
         stop: None,
         tokens: None,
         traced: true,
+        // A dry run's signals are the mock's; a durable run's come through its store.
+        signals: match (&scripted, &runs) {
+            (Some(s), _) => Some(s),
+            (None, Some(r)) => Some(r),
+            (None, None) => None,
+        },
     };
     let result = run_live(&engine, state, &mut printer).await;
     if let (Some(path), Some(recording)) = (&args.record, &recording) {
@@ -216,7 +222,7 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
                     Err(e) => eprintln!(
                         "error: cannot write `{}`: {}",
                         path.display(),
-                        crate::language::analyze::io_reason(&e)
+                        crate::language::source::io_reason(&e)
                     ),
                 }
             }

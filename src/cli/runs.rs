@@ -252,6 +252,7 @@ async fn resume_one(
         stop: None,
         tokens: None,
         traced: true,
+        signals: None,
     };
     let mut printer = Printer::new(look, file, false);
     match run_live(&engine, resumable.state, &mut printer).await {

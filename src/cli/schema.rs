@@ -57,6 +57,34 @@ fn doc(section: &str, key: &str) -> Option<&'static str> {
         ("flow", "trigger") => {
             "How an external event (a webhook) starts a run under `handoff serve`."
         }
+        ("flow", "schedule") => {
+            "When `handoff serve` starts a run on its own: a cron pattern in a time zone, each slot once."
+        }
+        ("flow", "sources") => {
+            "API descriptions by name, for `call:` steps: an OpenAPI 3.0 or 3.1 file, its server and its credentials."
+        }
+        ("source", "openapi") => {
+            "The OpenAPI document (YAML or JSON), relative to the flow file; sibling files its `$ref`s name are read too."
+        }
+        ("source", "server") => {
+            "The URL its operations' paths go after: configuration (`env:` fields), never a caller's input. Default: the document's first absolute server."
+        }
+        ("source", "credentials") => {
+            "The document's security schemes mapped to templates over secret fields, or `auth` for the flow's managed token."
+        }
+        ("schedule", "cron") => {
+            "Five fields (`*/5 * * * *`: minute, hour, day, month, weekday), or six with seconds first."
+        }
+        ("schedule", "timezone") => "An IANA time zone, such as `Europe/Berlin` (default `UTC`).",
+        ("schedule", "overlap") => {
+            "`skip` (the default): no run for a slot while the flow's run from an earlier slot goes on; `allow`: run anyway."
+        }
+        ("schedule", "catch_up") => {
+            "After downtime: `none` (the default) runs only slots to come; `one` runs the latest missed slot, once."
+        }
+        ("schedule", "inputs") => {
+            "Input fields from the slot: templates over `slot`, its time in RFC 3339 (UTC)."
+        }
         ("field", "type") => "`text`, `number`, `boolean`, `json` or `headers`.",
         ("field", "input") => {
             "Settable with `--set NAME=VALUE` or `--input FILE`; required unless it has a default."
@@ -122,9 +150,18 @@ fn doc(section: &str, key: &str) -> Option<&'static str> {
             "Scripted responses: each for a `step`, or for a `request` (a method and a path)."
         }
         ("mock", "description") => "What the mock plays.",
+        ("mock", "signals") | ("case", "signals") => {
+            "Signals for the flow's `wait_for`s: `{ at: 2h, name, data }`, at times from the run's start."
+        }
+        ("signal", "at") => "When it comes, from the run's start on the virtual clock: `2h`.",
+        ("signal", "name") => "The signal a `wait_for` of the flow waits for.",
+        ("signal", "data") => "The signal's data, checked against the wait's `data:`.",
         ("response", "step") => "The step whose requests this answers.",
         ("response", "request") => {
             "A method and a path, such as `PATCH /workflows/v2/tasks/*/assignments/*`; it beats a step match."
+        }
+        ("response", "operation") => {
+            "An operation of the flow's `sources:` (`jobs.getJob`): answers the `call:` steps that send it, and each reply must be one it declares."
         }
         ("response", "replies") => "Replies in order; the last one repeats.",
         ("response", "reply") => "One reply, repeated.",
@@ -204,7 +241,32 @@ fn flow() -> Value {
             }
             "auth" => r("auth"),
             "trigger" => r("trigger"),
+            "schedule" => object(
+                "schedule",
+                &crate::language::schedule::KEYS,
+                &["cron"],
+                &|k| match k {
+                    "overlap" => json!({ "enum": crate::language::schedule::OVERLAPS }),
+                    "catch_up" => json!({ "enum": crate::language::schedule::CATCH_UPS }),
+                    "inputs" => json!({ "type": "object", "additionalProperties": r("template") }),
+                    _ => json!({ "type": "string" }),
+                },
+            ),
             "steps" => json!({ "type": "array", "items": r("step"), "minItems": 1 }),
+            "sources" => json!({
+                "type": "object",
+                "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" },
+                "additionalProperties": object(
+                    "source",
+                    &crate::language::openapi::sources::KEYS,
+                    &["openapi"],
+                    &|k| match k {
+                        "credentials" => json!({ "type": "object", "additionalProperties": r("template") }),
+                        "server" => r("template"),
+                        _ => json!({ "type": "string" }),
+                    },
+                ),
+            }),
             _ => json!({}),
         },
     )
@@ -215,7 +277,7 @@ fn field() -> Value {
     json!({
         "anyOf": [
             { "enum": types, "description": "Short for `{ type: … }`." },
-            object("field", &crate::language::analyze::FIELD_KEYS, &["type"], &|k| match k {
+            object("field", &crate::language::fields::FIELD_KEYS, &["type"], &|k| match k {
                 "type" => json!({ "enum": types }),
                 "input" | "secret" | "allow_empty" => json!({ "type": "boolean" }),
                 "env" | "description" => json!({ "type": "string" }),
@@ -252,6 +314,19 @@ fn shape(s: Shape) -> Value {
                 { "type": "array", "items": { "type": "integer", "minimum": 100, "maximum": 599 } },
             ]
         }),
+        Shape::Steps => json!({ "type": "array", "items": r("step"), "minItems": 1 }),
+        Shape::Step => json!({ "type": "string" }),
+        Shape::Event => event_shape(),
+        Shape::Fields => {
+            json!({ "type": "object", "additionalProperties": r("field"), "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" } })
+        }
+        Shape::Tolerance => json!({
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*%$" },
+            ],
+            "examples": [3, "10%"]
+        }),
     }
 }
 
@@ -280,6 +355,7 @@ fn body(b: Body) -> Value {
         Body::Keys(keys) => keys_object(keys),
         Body::Text => r("template"),
         Body::TextOrNull => json!({ "anyOf": [r("template"), { "type": "null" }] }),
+        Body::TextOrKeys(keys) => json!({ "anyOf": [{ "type": "string" }, keys_object(keys)] }),
         Body::Assignments => json!({
             "type": "object",
             "additionalProperties": r("template"),
@@ -366,20 +442,7 @@ fn trigger() -> Value {
         &crate::language::trigger::KEYS,
         &["event", "inputs"],
         &|k| match k {
-            "event" => json!({
-                "type": "object",
-                "additionalProperties": {
-                    "anyOf": [
-                        { "enum": crate::language::event::TYPES },
-                        object("event key", &crate::language::event::KEY_KEYS, &[], &|k| match k {
-                            "type" => json!({ "enum": crate::language::event::TYPES }),
-                            "enum" => json!({ "type": "array", "items": { "type": ["string", "integer"] }, "minItems": 1 }),
-                            "required" => json!({ "type": "boolean" }),
-                            _ => json!({ "type": "string" }),
-                        }),
-                    ]
-                }
-            }),
+            "event" => event_shape(),
             "inputs" => json!({ "type": "object", "additionalProperties": r("template") }),
             "idempotency_key" => r("template"),
             "signature" => object(
@@ -394,6 +457,24 @@ fn trigger() -> Value {
             _ => json!({}),
         },
     )
+}
+
+/// An event's (or a signal's data's) keys and their types.
+fn event_shape() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [
+                { "enum": crate::language::event::TYPES },
+                object("event key", &crate::language::event::KEY_KEYS, &[], &|k| match k {
+                    "type" => json!({ "enum": crate::language::event::TYPES }),
+                    "enum" => json!({ "type": "array", "items": { "type": ["string", "integer"] }, "minItems": 1 }),
+                    "required" => json!({ "type": "boolean" }),
+                    _ => json!({ "type": "string" }),
+                }),
+            ]
+        }
+    })
 }
 
 fn retry() -> Value {
@@ -424,13 +505,25 @@ fn headers() -> Value {
 fn mock() -> Value {
     object(
         "mock",
-        &["responses", "description"],
-        &["responses"],
+        &["responses", "signals", "description"],
+        &[],
         &|k| match k {
             "responses" => json!({ "type": "array", "items": r("response") }),
+            "signals" => signals(),
             _ => json!({ "type": "string" }),
         },
     )
+}
+
+/// Scripted signals, in a mock or a case.
+fn signals() -> Value {
+    json!({
+        "type": "array",
+        "items": object("signal", &crate::run::mock::SIGNAL_KEYS, &["at", "name"], &|k| match k {
+            "at" | "name" => json!({ "type": "string" }),
+            _ => json!({}),
+        }),
+    })
 }
 
 fn reply_shape(k: &str) -> Value {
@@ -450,7 +543,7 @@ fn response() -> Value {
     let mut keys: Vec<&str> = crate::run::mock::ENTRY_KEYS.to_vec();
     keys.extend(crate::run::mock::REPLY_KEYS);
     object("response", &keys, &[], &|k| match k {
-        "step" | "request" => json!({ "type": "string" }),
+        "step" | "request" | "operation" => json!({ "type": "string" }),
         "replies" => json!({ "type": "array", "items": r("reply"), "minItems": 1 }),
         "reply" => r("reply"),
         _ => described("reply", k, reply_shape(k)),
@@ -483,6 +576,7 @@ fn case() -> Value {
                 json!({ "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } })
             }
             "responses" => json!({ "type": "array", "items": r("response") }),
+            "signals" => signals(),
             "expect" => object(
                 "expect",
                 &crate::run::cases::EXPECT_KEYS,
@@ -517,10 +611,12 @@ mod tests {
     fn every_key_is_described() {
         let sections: Vec<(&str, Vec<&str>)> = vec![
             ("flow", crate::language::analyze::TOP_KEYS.to_vec()),
-            ("field", crate::language::analyze::FIELD_KEYS.to_vec()),
+            ("field", crate::language::fields::FIELD_KEYS.to_vec()),
             ("step", crate::language::analyze::STEP_KEYS.to_vec()),
             ("auth", crate::language::auth::KEYS.to_vec()),
             ("trigger", crate::language::trigger::KEYS.to_vec()),
+            ("schedule", crate::language::schedule::KEYS.to_vec()),
+            ("source", crate::language::openapi::sources::KEYS.to_vec()),
             (
                 "signature",
                 crate::language::trigger::SIGNATURE_KEYS.to_vec(),
@@ -529,6 +625,7 @@ mod tests {
             ("retry", crate::run::retry::KEYS.to_vec()),
             ("response", crate::run::mock::ENTRY_KEYS.to_vec()),
             ("reply", crate::run::mock::REPLY_KEYS.to_vec()),
+            ("signal", crate::run::mock::SIGNAL_KEYS.to_vec()),
             ("tests", crate::run::cases::FILE_KEYS.to_vec()),
             ("case", crate::run::cases::CASE_KEYS.to_vec()),
             ("expect", crate::run::cases::EXPECT_KEYS.to_vec()),
@@ -545,7 +642,7 @@ mod tests {
         for kind in KINDS {
             assert!(StepKind::body_of(kind).is_some(), "{kind} has no body");
             assert!(!StepKind::doc(kind).is_empty(), "{kind} has no description");
-            if let Some(Body::Keys(keys)) = StepKind::body_of(kind) {
+            if let Some(Body::Keys(keys) | Body::TextOrKeys(keys)) = StepKind::body_of(kind) {
                 for k in keys {
                     assert!(!k.doc.is_empty(), "{kind}.{} has no description", k.name);
                 }

@@ -54,6 +54,28 @@ pub struct ServeArgs {
     /// cookie is marked `Secure`, so a browser never sends it in the clear.
     #[arg(long)]
     pub behind_tls: bool,
+    /// The worker's address as callers reach it (`https://worker.contoso.com`): where the resume
+    /// URLs of `wait_for` steps point. Default: the address it listens on.
+    #[arg(long, value_name = "URL", env = "HANDOFF_PUBLIC_URL", value_parser = public_url_arg)]
+    pub public_url: Option<String>,
+}
+
+/// An http(s) URL with no query, fragment or credentials: a base to add paths to.
+fn public_url_arg(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.host_str().is_none()
+    {
+        return Err(
+            "a public URL is `https://host[:port][/path]`, with no query, fragment or credentials"
+                .to_string(),
+        );
+    }
+    Ok(text.trim_end_matches('/').to_string())
 }
 
 pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
@@ -69,6 +91,7 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
         header_timeout: args.header_timeout,
         idle_timeout: args.idle_timeout,
         behind_tls: args.behind_tls,
+        public_url: args.public_url.clone(),
     };
     let env = Arc::new(|var: &str| std::env::var(var).ok());
     let server = match Server::prepare(&config, env).await {

@@ -89,7 +89,7 @@ pub async fn sim_command(args: SimArgs) -> i32 {
         Err(e) => {
             eprintln!(
                 "error: cannot listen on {addr}: {}",
-                crate::language::analyze::io_reason(&e)
+                crate::language::source::io_reason(&e)
             );
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 eprintln!("help: pick another port with `--port N`, or `--port 0` for a free one");

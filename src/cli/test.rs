@@ -210,6 +210,7 @@ async fn run_case(file: &TestFile, case: &Case, args: &TestArgs) -> Ran {
     };
     let clock = Arc::new(VirtualClock::fixed());
     let transport = MockTransport::new(case.mock.clone(), clock.clone());
+    let scripted = crate::run::signals::Scripted::new(case.mock.signals.clone());
     let engine = Engine {
         run_id: "test-run".to_string(),
         flow,
@@ -220,6 +221,7 @@ async fn run_case(file: &TestFile, case: &Case, args: &TestArgs) -> Ran {
         stop: None,
         tokens: None,
         traced: true,
+        signals: Some(&scripted),
     };
     let mut trace = String::new();
     let mut sent = Vec::new();

@@ -76,4 +76,7 @@ pub struct Progress<'a> {
     pub step: Option<&'a str>,
     pub outcome: Option<&'a Outcome>,
     pub events: Vec<TraceEvent>,
+    /// Only a `for_each`'s progress (and the event count) changed since the
+    /// last checkpoint: the keeper need not write the whole state again.
+    pub only_each: bool,
 }

@@ -14,21 +14,27 @@
 //! the server and is not safe to repeat, which fails as `in_doubt`.
 
 pub mod checkpoint;
+pub mod item;
 pub mod picture;
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::engine::checkpoint::{Checkpoints, DurableStatus, Progress, Saved};
-use crate::language::fields::ERROR_FIELD;
+use crate::engine::item::{ItemCx, catch};
 use crate::language::flow::{Flow, Step};
 use crate::language::target::Target;
+use crate::run::clock::BoxFuture;
 use crate::run::clock::{Clock, unix_ms};
 use crate::run::redact::MASK;
+use crate::run::redact::Redactor;
+use crate::run::signals::{Nowhere, Signals};
 use crate::run::state::RunState;
-use crate::run::step::{ErrorKind, FlowParts, Here, Next, StepCx, StepError};
+use crate::run::state::{Wait, Waited};
+use crate::run::step::{Blocks, ErrorKind, FlowParts, Here, ItemRun, Next, StepCx, StepError};
 use crate::run::trace::{EventKind, Outcome, Recorder, RunStatus, TraceEvent};
 use crate::run::transport::Transport;
 use crate::steps::StepKind;
@@ -69,6 +75,73 @@ impl<'a> Durable<'a> {
     }
 }
 
+/// What a `for_each` borrows of its engine: items run with the run's
+/// flow, clock and transport, and checkpoint through the run's store.
+struct Items<'e, 'a> {
+    engine: &'e Engine<'a>,
+    cx: ItemCx<'e>,
+    /// Why the run must stop, when a checkpoint between items was refused.
+    ending: Mutex<Option<Ending>>,
+}
+
+impl Blocks for Items<'_, '_> {
+    fn durable(&self) -> bool {
+        self.engine.durable.is_some()
+    }
+
+    fn stopping(&self) -> bool {
+        self.engine.stopping()
+    }
+
+    fn unrepeatable(&self, block: usize) -> bool {
+        self.cx.flow.blocks[block].unrepeatable
+    }
+
+    fn item_state(&self, block: usize, outer: &RunState, item: Value, secret: bool) -> RunState {
+        self.cx
+            .state(&self.cx.flow.blocks[block], outer, item, secret)
+    }
+
+    fn run_item(
+        &self,
+        block: usize,
+        index: (usize, usize),
+        state: RunState,
+        redactor: Redactor,
+        listening: bool,
+    ) -> BoxFuture<'_, ItemRun> {
+        Box::pin(self.cx.run(
+            &self.cx.flow.blocks[block],
+            index,
+            state,
+            redactor,
+            listening,
+        ))
+    }
+
+    fn checkpoint<'a>(
+        &'a self,
+        state: &'a RunState,
+        rec: &'a mut Recorder<'_>,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            match self
+                .engine
+                .save_as(state, rec, DurableStatus::Running, None, true)
+                .await
+            {
+                Ok(()) => true,
+                Err(ending) => {
+                    if let Ok(mut slot) = self.ending.lock() {
+                        *slot = Some(ending);
+                    }
+                    false
+                }
+            }
+        })
+    }
+}
+
 /// Why a run's turn ended before the run did.
 const PAUSED: &str = "paused at a checkpoint";
 
@@ -91,6 +164,9 @@ pub struct Engine<'a> {
     /// has no reader: the run then builds no event (a durable run still
     /// does, for its checkpoints). Secrets are hunted all the same.
     pub traced: bool,
+    /// Where a `wait_for` gets its signal and its resume URLs; without, the
+    /// run cannot be signalled, and a `wait_for` fails.
+    pub signals: Option<&'a dyn Signals>,
 }
 
 /// How the run ended: its status, the step, and why.
@@ -118,7 +194,34 @@ impl Engine<'_> {
             rec.keep_events(state.last_seq);
         }
         rec.readers = self.traced;
+        if self
+            .durable
+            .as_ref()
+            .is_none_or(|d| d.resumed.is_none() && !d.woken)
+        {
+            self.set_wait_urls(&mut state);
+        }
+        // A resume URL's secret is its signature: the redactor hunts that,
+        // not every form of the whole URL (a large automaton for each run).
+        let wait_field = crate::language::fields::WAIT_FIELD;
+        let urls_secret = state.secret.remove(wait_field);
         rec.redactor = crate::run::redact::Redactor::for_run(&flow.literal_secrets, &[&state]);
+        if urls_secret {
+            state.secret.insert(wait_field.to_string());
+            hunt_signatures(&state, &mut rec.redactor);
+        }
+        let items = Items {
+            engine: self,
+            cx: ItemCx {
+                run_id: &self.run_id,
+                flow,
+                parts,
+                clock: self.clock,
+                transport: self.transport,
+                tokens,
+            },
+            ending: Mutex::new(None),
+        };
         let resumed = self.durable.as_ref().and_then(|d| d.resumed.clone());
         let woken = self.durable.as_ref().is_some_and(|d| d.woken);
         match &resumed {
@@ -171,7 +274,57 @@ impl Engine<'_> {
                     }
                 }
             }
-            if state.steps_taken >= flow.max_steps {
+            // In a `wait_for`: get the signal or the timeout, then run the
+            // step again to take it (not a new step: no budget, no visit).
+            let mut wait_error = None;
+            if let Some(w) = state.wait.clone().filter(|w| w.outcome.is_none()) {
+                match self.resolve_wait(&w).await {
+                    Ok(Some(outcome)) => {
+                        if let Some(wait) = &mut state.wait {
+                            wait.outcome = Some(outcome);
+                        }
+                    }
+                    Ok(None) => {
+                        // Woken before its time with no signal: it waits on, as a row.
+                        if let Err(ending) = self
+                            .save(&state, &mut rec, DurableStatus::Waiting, None)
+                            .await
+                        {
+                            break ending;
+                        }
+                        paused = true;
+                        break (
+                            RunStatus::Interrupted,
+                            Some(step.id.clone()),
+                            PAUSED.to_string(),
+                        );
+                    }
+                    Err(e) => {
+                        state.wait = None;
+                        wait_error = Some(StepError::new(e));
+                    }
+                }
+            }
+            let taking = state
+                .wait
+                .as_ref()
+                .and_then(|w| w.outcome.clone().map(|o| (w.signal.clone(), o)));
+            if let Some((signal, outcome)) = &taking {
+                rec.emit(
+                    Some(&step.id),
+                    match outcome {
+                        Waited::Signal { data, via } => EventKind::SignalReceived {
+                            signal: signal.clone(),
+                            data: data.clone(),
+                            via: Some(via.clone()),
+                        },
+                        Waited::TimedOut => EventKind::WaitTimedOut {
+                            signal: signal.clone(),
+                        },
+                    },
+                );
+            }
+            if taking.is_none() && wait_error.is_none() && state.steps_taken >= flow.max_steps {
                 let reason = budget_reason(flow, &state, index);
                 rec.emit(
                     Some(&step.id),
@@ -189,15 +342,19 @@ impl Engine<'_> {
                 );
                 break (RunStatus::Failed, Some(step.id.clone()), reason);
             }
-            state.enter(index);
-            rec.emit(
-                Some(&step.id),
-                EventKind::StepStarted {
-                    kind: step.kind.name().into(),
-                },
-            );
+            if taking.is_none() && wait_error.is_none() {
+                state.enter(index);
+                rec.emit(
+                    Some(&step.id),
+                    EventKind::StepStarted {
+                        kind: step.kind.name().into(),
+                    },
+                );
+            }
             let doubtful = std::mem::take(&mut in_flight) && step.kind.unrepeatable();
-            let result = if doubtful {
+            let result = if let Some(e) = wait_error {
+                Err(e)
+            } else if doubtful {
                 Err(in_doubt(step))
             } else {
                 if self.durable.is_some() && step.kind.unrepeatable() {
@@ -224,10 +381,17 @@ impl Engine<'_> {
                     rec: &mut rec,
                     tokens,
                     fetching_token: false,
+                    blocks: Some(&items),
                 };
                 step.kind.run(&mut cx).await
             };
             state.in_flight = None;
+            if let Some((signal, _)) = &taking {
+                // The wait is over: its URL is spent, and the next wait's is made.
+                *state.waits.entry(signal.clone()).or_insert(0) += 1;
+                self.set_wait_urls(&mut state);
+                hunt_signatures(&state, &mut rec.redactor);
+            }
             let target = match result {
                 Ok(Next::Continue) => flow.next_after(index),
                 Ok(Next::Goto(t)) => t,
@@ -262,6 +426,61 @@ impl Engine<'_> {
                 }
                 Ok(Next::Fail(message)) => {
                     break (RunStatus::Failed, Some(step.id.clone()), message);
+                }
+                Ok(Next::WaitFor {
+                    signal,
+                    until,
+                    timeout,
+                }) => {
+                    let n = state.waits.get(&signal).copied().unwrap_or(0);
+                    rec.emit(
+                        Some(&step.id),
+                        EventKind::WaitStarted {
+                            signal: signal.clone(),
+                            timeout_ms: timeout.as_millis() as u64,
+                            until: crate::run::clock::rfc3339(until),
+                        },
+                    );
+                    state.wait = Some(Box::new(Wait {
+                        signal,
+                        n,
+                        until_ms: unix_ms(until),
+                        outcome: None,
+                    }));
+                    if let Err(ending) = self
+                        .save(&state, &mut rec, DurableStatus::Waiting, None)
+                        .await
+                    {
+                        break ending;
+                    }
+                    if self.durable.as_ref().is_some_and(|d| d.suspend_timers) {
+                        paused = true;
+                        break (
+                            RunStatus::Interrupted,
+                            Some(step.id.clone()),
+                            PAUSED.to_string(),
+                        );
+                    }
+                    continue;
+                }
+                Ok(Next::Pause) => {
+                    let refused = items.ending.lock().ok().and_then(|mut e| e.take());
+                    if let Some(ending) = refused {
+                        break ending;
+                    }
+                    if self.durable.is_some() {
+                        paused = true;
+                        break (
+                            RunStatus::Interrupted,
+                            Some(step.id.clone()),
+                            PAUSED.to_string(),
+                        );
+                    }
+                    let reason = format!(
+                        "stopped in step `{}` as asked, once the items under way had finished",
+                        step.id
+                    );
+                    break (RunStatus::Interrupted, Some(step.id.clone()), reason);
                 }
                 Err(e) => {
                     let kind = step.kind.name();
@@ -346,6 +565,44 @@ impl Engine<'_> {
             state,
             paused,
         }
+    }
+
+    /// How a wait ended: its signal, or its timeout. Under `serve` the run
+    /// was woken as a row: its signal, if any, came with its state, so here
+    /// it is the timeout, or `None` when woken early. Elsewhere the run
+    /// waits in place, on its signal source.
+    async fn resolve_wait(&self, wait: &Wait) -> Result<Option<Waited>, String> {
+        let until = crate::run::clock::from_unix_ms(wait.until_ms);
+        if self.durable.as_ref().is_some_and(|d| d.suspend_timers) {
+            return Ok((self.clock.now() >= until).then_some(Waited::TimedOut));
+        }
+        let signals = self.signals.unwrap_or(&Nowhere);
+        let got = signals
+            .wait(self.clock, &self.run_id, &wait.signal, wait.n, until)
+            .await?;
+        Ok(Some(match got {
+            Some((data, via)) => Waited::Signal { data, via },
+            None => Waited::TimedOut,
+        }))
+    }
+
+    /// The `wait` field: the resume URL of each signal's next wait. Secret,
+    /// as a URL resumes its run.
+    fn set_wait_urls(&self, state: &mut RunState) {
+        let field = crate::language::fields::WAIT_FIELD;
+        if !self.flow.fields.contains_key(field) {
+            return;
+        }
+        let signals = self.signals.unwrap_or(&Nowhere);
+        let mut urls = serde_json::Map::new();
+        for signal in self.flow.signals() {
+            let n = state.waits.get(signal).copied().unwrap_or(0);
+            let url = signals.url(&self.run_id, signal, n);
+            urls.insert(signal.to_string(), url.map_or(Value::Null, Value::String));
+        }
+        let first = urls.values().next().cloned().unwrap_or(Value::Null);
+        state.set(field, serde_json::json!({ "url": first, "urls": urls }));
+        state.secret.insert(field.to_string());
     }
 
     /// Whether the process shuts down, so the run should stop at this checkpoint.
@@ -448,6 +705,17 @@ impl Engine<'_> {
         status: DurableStatus,
         outcome: Option<&Outcome>,
     ) -> Result<(), Ending> {
+        self.save_as(state, rec, status, outcome, false).await
+    }
+
+    async fn save_as(
+        &self,
+        state: &RunState,
+        rec: &mut Recorder<'_>,
+        status: DurableStatus,
+        outcome: Option<&Outcome>,
+        only_each: bool,
+    ) -> Result<(), Ending> {
         let Some(durable) = &self.durable else {
             return Ok(());
         };
@@ -460,6 +728,7 @@ impl Engine<'_> {
             step: step.as_deref(),
             outcome,
             events: rec.take_events(),
+            only_each,
         };
         match durable.checkpoints.save(progress).await {
             Ok(Saved::Saved) => Ok(()),
@@ -484,6 +753,29 @@ impl Engine<'_> {
     }
 }
 
+/// Hunts the signature of each resume URL in the `wait` field: the part a
+/// forger lacks. A dry run's URLs carry none.
+fn hunt_signatures(state: &RunState, redactor: &mut crate::run::redact::Redactor) {
+    let Some(urls) = state.get(crate::language::fields::WAIT_FIELD) else {
+        return;
+    };
+    for url in urls["urls"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        let token = url
+            .as_str()
+            .and_then(|u| u.rsplit('/').next())
+            .unwrap_or("");
+        if token.matches('.').count() == 3
+            && let Some(signature) = token.rsplit('.').next()
+        {
+            redactor.add_own_secret(signature);
+        }
+    }
+}
+
 /// The failure of a step whose request may have reached the server before
 /// the process stopped, and which is not safe to send twice.
 fn in_doubt(step: &Step) -> StepError {
@@ -493,28 +785,6 @@ fn in_doubt(step: &Step) -> StepError {
     ))
     .kind(ErrorKind::InDoubt)
     .hint("catch it with `on_error` and check by other means, or give the step an `idempotency_key` so that sending it again is safe")
-}
-
-/// Hands a caught failure to the flow as the `error` field. The message
-/// carries no secret (its data was redacted as it was put in): a flow may
-/// send it on.
-fn catch(state: &mut RunState, rec: &mut Recorder<'_>, step: &Step, e: &StepError) {
-    let value = serde_json::json!({
-        "step": step.id,
-        "kind": e.kind.as_str(),
-        "status": e.status,
-        "message": rec.redactor.redact_wording(&e.message),
-        "hint": e.hint,
-    });
-    state.set(ERROR_FIELD, value.clone());
-    state.secret.remove(ERROR_FIELD);
-    rec.emit(
-        Some(&step.id),
-        EventKind::FieldSet {
-            field: ERROR_FIELD.to_string(),
-            value,
-        },
-    );
 }
 
 fn budget_reason(flow: &Flow, state: &RunState, index: usize) -> String {

@@ -61,6 +61,8 @@ pub struct Node {
     pub title: String,
     pub detail: Option<String>,
     pub shape: Shape,
+    /// The block it belongs to: drawn inside a box of its `for_each`.
+    pub block: Option<usize>,
 }
 
 /// The nodes and edges of a flow; `None` as a target is the end.
@@ -108,15 +110,45 @@ pub fn layout(flow: &Flow) -> (Vec<Node>, Vec<Edge>) {
                 Some(format!("{} {}", h.method, text(&h.url.source))),
                 Shape::Box,
             ),
+            StepKind::Call(c) => (
+                Some(format!("{} ({} {})", c.name, c.op().method, c.op().path)),
+                Shape::Box,
+            ),
             StepKind::Log(_) => (Some("log".to_string()), Shape::Box),
             StepKind::Fail(_) => (Some("fail".to_string()), Shape::Stop),
             StepKind::End(_) => (Some("end".to_string()), Shape::Stop),
+            StepKind::WaitFor(w) => (
+                Some(format!(
+                    "wait for `{}`, at most {}",
+                    w.signal,
+                    crate::run::clock::format_duration(w.timeout)
+                )),
+                Shape::Round,
+            ),
+            StepKind::ForEach(f) => (
+                Some(format!(
+                    "for each {} in {}, {} at a time",
+                    f.item,
+                    text(&f.items.source),
+                    f.concurrency
+                )),
+                Shape::Round,
+            ),
         };
         nodes.push(Node {
             title: step.id.clone(),
             detail,
             shape,
+            block: step.block,
         });
+        // In a block, the end is the item's: control goes back to its `for_each`.
+        let owner = step.block.map(|b| flow.blocks[b].owner);
+        let target = |t: Target| match (target(t), owner) {
+            (None, Some(o)) => Some(o),
+            (to, _) => to,
+        };
+        let back =
+            |t: Target| (owner.is_some() && t == Target::End).then(|| "next item".to_string());
         match &step.kind {
             StepKind::Decision(d) => {
                 for (condition, to) in &d.branches {
@@ -137,11 +169,45 @@ pub fn layout(flow: &Flow) -> (Vec<Node>, Vec<Edge>) {
                 }
             }
             // They stop the run: no edge goes on.
-            StepKind::Fail(_) | StepKind::End(_) => {}
+            StepKind::WaitFor(w) => {
+                edges.push(Edge {
+                    from: i,
+                    to: target(flow.next_after(i)),
+                    label: Some(format!("signal `{}`", w.signal)),
+                    error: false,
+                });
+                edges.push(Edge {
+                    from: i,
+                    to: target(w.on_timeout),
+                    label: Some("timeout".to_string()),
+                    error: false,
+                });
+            }
+            StepKind::Fail(_) | StepKind::End(_) if owner.is_none() => {}
+            StepKind::Fail(_) | StepKind::End(_) => edges.push(Edge {
+                from: i,
+                to: owner,
+                label: Some("next item".to_string()),
+                error: false,
+            }),
+            StepKind::ForEach(f) => {
+                edges.push(Edge {
+                    from: i,
+                    to: Some(flow.blocks[f.block].steps.start),
+                    label: Some("each item".to_string()),
+                    error: false,
+                });
+                edges.push(Edge {
+                    from: i,
+                    to: target(flow.next_after(i)),
+                    label: Some("all done".to_string()),
+                    error: false,
+                });
+            }
             _ => edges.push(Edge {
                 from: i,
                 to: target(flow.next_after(i)),
-                label: None,
+                label: back(flow.next_after(i)),
                 error: false,
             }),
         }

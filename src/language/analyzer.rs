@@ -49,8 +49,28 @@ pub struct Analyzer<'a> {
     pub ids: IndexMap<String, usize>,
     /// The flow has an `auth:` section, which `http` steps may use.
     pub has_auth: bool,
+    /// Set while a block's steps are parsed: a `for_each` cannot nest.
+    pub in_block: bool,
+    /// While a block is parsed, every name its templates and field
+    /// references touch: what an item must be given of the flow's fields.
+    pub touched: Option<std::collections::BTreeSet<String>>,
+    /// The blocks `for_each` steps declared, parsed after the flow's own
+    /// steps (see [`crate::language::analyze`]), in this order.
+    pub pending: Vec<PendingBlock>,
+    /// The API descriptions under `sources:`, by name, for `call:` steps.
+    pub sources: IndexMap<String, std::sync::Arc<crate::language::openapi::sources::ApiSource>>,
+    /// Sources whose description did not load (already reported).
+    pub sources_failed: Vec<String>,
     known: crate::language::template::Known,
     diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+/// A `for_each`'s block, waiting to be parsed once the flow's own steps are.
+pub struct PendingBlock {
+    /// The `steps:` list.
+    pub steps: Node,
+    /// The item's field (`as:`), then the block's own `fields:`.
+    pub locals: Vec<FieldDecl>,
 }
 
 /// A mapping whose keys were checked: unknown ones reported, required present.
@@ -80,6 +100,11 @@ impl<'a> Analyzer<'a> {
             fields: IndexMap::new(),
             ids: IndexMap::new(),
             has_auth: false,
+            in_block: false,
+            touched: None,
+            pending: Vec::new(),
+            sources: IndexMap::new(),
+            sources_failed: Vec::new(),
             known: crate::language::template::Known::default(),
             diagnostics,
         }
@@ -254,6 +279,9 @@ impl<'a> Analyzer<'a> {
     /// Filters and tests a template uses that the environment does not
     /// offer: minijinja would only find them when the template renders.
     fn known_names(&mut self, template: &Template) -> bool {
+        if let Some(touched) = &mut self.touched {
+            touched.extend(template.mentions.iter().cloned());
+        }
         let mut ok = true;
         for name in &template.filters {
             if !self.known.filter(self.env, name) {
@@ -427,6 +455,9 @@ impl<'a> Analyzer<'a> {
             );
             return None;
         };
+        if let Some(touched) = &mut self.touched {
+            touched.insert(name.to_string());
+        }
         let Some(decl) = self.fields.get(name) else {
             let help = did_you_mean(name, self.fields.keys().map(String::as_str))
                 .unwrap_or_else(|| "declare it under `fields`".to_string());
@@ -479,10 +510,133 @@ impl<'a> Analyzer<'a> {
             Some(&i) => Some(Target::Step(i)),
             None => {
                 let help = did_you_mean(name, self.ids.keys().map(String::as_str).chain(["end"]))
-                    .unwrap_or_else(|| "`goto` takes a step id, or `end`".to_string());
+                    .unwrap_or_else(|| {
+                        if self.in_block {
+                            "inside a `for_each`, `goto` names a step of the same block, or `end`, which ends the item".to_string()
+                        } else {
+                            "`goto` takes a step id, or `end`".to_string()
+                        }
+                    });
                 self.error_help(node.span, format!("no step has the id `{name}`"), help);
                 None
             }
         }
+    }
+
+    /// A `fields:` mapping: each name checked, each declaration parsed.
+    pub fn field_decls(&mut self, node: &Node) -> IndexMap<String, FieldDecl> {
+        let mut fields = IndexMap::new();
+        let Some(entries) = node.as_map() else {
+            self.error(
+                node.span,
+                format!(
+                    "`fields` must be a mapping of field names to declarations, found {}",
+                    node.type_name()
+                ),
+            );
+            return fields;
+        };
+        for (key, decl) in entries {
+            let Some(name) = key.as_str() else {
+                self.not_text(key, "a field name");
+                continue;
+            };
+            if !is_identifier(name) {
+                self.error_help(
+                    key.span,
+                    format!("`{name}` is not a valid field name"),
+                    "use letters, digits and `_`, starting with a letter or `_`, so templates can read it",
+                );
+                continue;
+            }
+            if fields.contains_key(name) {
+                self.error(key.span, format!("field `{name}` is declared twice"));
+                continue;
+            }
+            if let Some(field) = self.field_decl(name, key.span, decl) {
+                fields.insert(name.to_string(), field);
+            }
+        }
+        fields
+    }
+
+    fn field_decl(&mut self, name: &str, span: Span, node: &Node) -> Option<FieldDecl> {
+        // `name: text` is short for `name: { type: text }`.
+        if let Some(ty_name) = node.as_str() {
+            let ty = self.field_type(node, ty_name)?;
+            return Some(FieldDecl {
+                name: name.to_string(),
+                ty,
+                input: false,
+                secret: false,
+                env: None,
+                allow_empty: false,
+                default: None,
+                description: None,
+                span,
+            });
+        }
+        let body = self.body(
+            node,
+            &format!("field `{name}`"),
+            &crate::language::fields::FIELD_KEYS,
+            &["type"],
+        )?;
+        let ty_node = body.get("type")?;
+        let ty = match ty_node.as_str() {
+            Some(t) => self.field_type(ty_node, t)?,
+            None => {
+                self.error(
+                    ty_node.span,
+                    "`type` must be one of `text`, `number`, `boolean`, `json`, `headers`",
+                );
+                return None;
+            }
+        };
+        let input = body
+            .get("input")
+            .and_then(|n| self.boolean(n))
+            .unwrap_or(false);
+        let secret = body
+            .get("secret")
+            .and_then(|n| self.boolean(n))
+            .unwrap_or(false);
+        let env = body
+            .get("env")
+            .and_then(|n| self.string(n, "an environment variable name"));
+        let allow_empty = body
+            .get("allow_empty")
+            .and_then(|n| self.boolean(n))
+            .unwrap_or(false);
+        let description = body
+            .get("description")
+            .and_then(|n| self.string(n, "a description"));
+        let default = match body.get("default") {
+            Some(n) => match ty.coerce_showing(n.to_json(), !secret) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.error(
+                        n.span,
+                        format!(
+                            "the default of `{name}` does not fit its type `{}`: {e}",
+                            ty.name()
+                        ),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        Some(FieldDecl {
+            name: name.to_string(),
+            ty,
+            input,
+            secret,
+            env,
+            allow_empty,
+            default,
+            description,
+            span,
+        })
     }
 }

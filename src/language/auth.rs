@@ -142,6 +142,21 @@ impl Auth {
         }
     }
 
+    /// The fields its templates mention: what a request with the token reads.
+    pub fn reads(&self) -> std::collections::BTreeSet<String> {
+        match self {
+            Auth::Token { token, .. } => token.mentions.clone(),
+            Auth::Client(c) => c
+                .client_id
+                .mentions
+                .iter()
+                .chain(&c.client_secret.mentions)
+                .chain(c.token_url.iter().flat_map(|t| &t.mentions))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Templates that end up in a URL: the token URL's.
     pub fn url_templates(&self) -> Vec<&Template> {
         match self {

@@ -16,6 +16,9 @@ use crate::language::source::{Source, Span};
 pub enum Severity {
     Error,
     Warning,
+    /// Context for another diagnostic, in another file: an API description's
+    /// line that a flow's error is about.
+    Note,
 }
 
 /// A static problem with a position in a source file.
@@ -29,9 +32,19 @@ pub struct Diagnostic {
     pub label: Option<String>,
     /// A hint on its own line: "did you mean", or what to write instead.
     pub help: Option<String>,
-    /// More labelled places in the same source, such as a declaration.
-    /// (Boxed: most diagnostics have none, and every `Result` carries one.)
-    pub also: Option<Box<Vec<(Span, String)>>>,
+    /// More labelled places, in this source or another. (Boxed: most
+    /// diagnostics have none, and every `Result` carries one.)
+    pub also: Option<Box<Also>>,
+}
+
+/// The places a diagnostic points at besides its own.
+#[derive(Debug, Clone, Default)]
+pub struct Also {
+    /// In the same source, such as a declaration.
+    pub places: Vec<(Span, String)>,
+    /// A place in another file that the problem is about (an API
+    /// description's line), rendered after it.
+    pub note: Option<Diagnostic>,
 }
 
 impl Diagnostic {
@@ -69,7 +82,24 @@ impl Diagnostic {
     pub fn also(mut self, span: Span, label: impl Into<String>) -> Diagnostic {
         self.also
             .get_or_insert_with(Box::default)
+            .places
             .push((span, label.into()));
+        self
+    }
+
+    /// Points at a place in another file as well, such as the declaration
+    /// in an API description that a flow breaks.
+    pub fn note_at(
+        mut self,
+        source: &Arc<Source>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Diagnostic {
+        let message = label.into();
+        let mut note = Diagnostic::error(message.clone()).at(source, span);
+        note.severity = Severity::Note;
+        note.label = Some(message);
+        self.also.get_or_insert_with(Box::default).note = Some(note);
         self
     }
 
@@ -118,6 +148,9 @@ impl Diagnostic {
             // still, never lose the message.
             out = format!("{self}\n");
         }
+        if let Some(note) = self.also.as_ref().and_then(|a| a.note.as_ref()) {
+            out.push_str(&note.render(color));
+        }
         out
     }
 }
@@ -127,6 +160,7 @@ impl fmt::Display for Diagnostic {
         let kind = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         match self.location() {
             Some(loc) => write!(f, "{loc}: {kind}: {}", self.message),
@@ -157,6 +191,7 @@ impl miette::Diagnostic for MietteView<'_> {
         Some(match self.0.severity {
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
+            Severity::Note => miette::Severity::Advice,
         })
     }
 
@@ -183,7 +218,7 @@ impl miette::Diagnostic for MietteView<'_> {
             .0
             .also
             .iter()
-            .flat_map(|a| a.iter())
+            .flat_map(|a| a.places.iter())
             .map(|(s, l)| LabeledSpan::new(Some(l.clone()), s.offset, s.len.max(1)));
         Some(Box::new(std::iter::once(label).chain(also)))
     }

@@ -134,6 +134,81 @@ impl EventShape {
         ok.then_some(EventShape { keys })
     }
 
+    /// Whether a template reads of `var` (the event, a signal's data) only
+    /// the keys this shape declares, by name; each stray read is reported,
+    /// and each truth test of a value that may be text is warned of.
+    pub fn reads_declared(
+        &self,
+        cx: &mut Analyzer,
+        template: &crate::language::template::Template,
+        var: &str,
+        declared_in: &str,
+    ) -> bool {
+        let mut ok = true;
+        for path in crate::language::paths::reads(&template.source, false) {
+            if path[0] != var {
+                continue;
+            }
+            let Some(key) = path.get(1) else {
+                cx.error_help(
+                    template.span,
+                    format!("the template reads `{var}` whole"),
+                    format!(
+                        "read each key by name (`{var}.{}`), so each is declared and checked",
+                        if var == "event" { "instanceId" } else { "name" }
+                    ),
+                );
+                ok = false;
+                continue;
+            };
+            match self.keys.get(key) {
+                None => {
+                    let help = crate::language::diagnostic::did_you_mean(
+                        key,
+                        self.keys.keys().map(String::as_str),
+                    )
+                    .unwrap_or_else(|| format!("declare it: `{key}: text` under `{declared_in}`"));
+                    cx.error_help(
+                        template.span,
+                        format!(
+                            "the template reads `{var}.{key}`, which `{declared_in}` does not declare"
+                        ),
+                        help,
+                    );
+                    ok = false;
+                }
+                Some(k) if path.len() > 2 && k.ty != EventType::Object => {
+                    cx.error(
+                        template.span,
+                        format!(
+                            "the template reads `{}`, but `{key}` is not declared an `object`",
+                            path.join(".")
+                        ),
+                    );
+                    ok = false;
+                }
+                Some(_) => {}
+            }
+        }
+        for path in crate::language::paths::truth_tests(&template.source, false) {
+            let plain = path[0] == var
+                && path.len() == 2
+                && self
+                    .keys
+                    .get(&path[1])
+                    .is_some_and(|k| k.ty.tests_plainly());
+            if !plain {
+                let why = if var == "event" {
+                    "an event's value may be text"
+                } else {
+                    "a signal's value may be text"
+                };
+                cx.truth_warning(template.span, &path.join("."), why);
+            }
+        }
+        ok
+    }
+
     /// Every way the event does not fit, each naming its key; no values
     /// are quoted, as an event may carry anything.
     pub fn check(&self, event: &Value) -> Result<(), Vec<String>> {

@@ -249,6 +249,22 @@ pub fn display_text(v: &Value) -> String {
     }
 }
 
+/// The field a flow with a `wait_for` reads its resume URLs from:
+/// `wait.url`, and `wait.urls.NAME` for each signal. Secret: a resume URL
+/// is a credential for one wait.
+pub const WAIT_FIELD: &str = "wait";
+
+/// The keys of a field's declaration.
+pub const FIELD_KEYS: [&str; 7] = [
+    "type",
+    "input",
+    "secret",
+    "env",
+    "allow_empty",
+    "default",
+    "description",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,16 @@ pub enum Shape {
     OneOf(&'static [&'static str]),
     /// `2xx`, `any`, or a list of statuses.
     Accept,
+    /// A list of steps.
+    Steps,
+    /// Field names mapped to declarations, as under the flow's `fields`.
+    Fields,
+    /// A count, or a percentage such as `10%`.
+    Tolerance,
+    /// A step id, or `end`.
+    Step,
+    /// Keys mapped to their types, as a trigger's `event:`.
+    Event,
 }
 
 /// A key of a step kind's mapping.
@@ -69,6 +79,8 @@ pub enum Body {
     Text,
     /// A template, or nothing.
     TextOrNull,
+    /// A short form as text, or a mapping of these keys.
+    TextOrKeys(&'static [Key]),
     /// A decision's branches: `{ when, goto }`, then `{ otherwise }`.
     Branches,
     /// Field names mapped to templates.

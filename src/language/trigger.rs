@@ -23,7 +23,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::language::analyzer::{Analyzer, list};
-use crate::language::event::{EventShape, EventType};
+use crate::language::event::EventShape;
 use crate::language::raw::Node;
 use crate::language::source::Span;
 use crate::language::template::{Scope, Template};
@@ -206,65 +206,9 @@ fn event_template(cx: &mut Analyzer, node: &Node, shape: &EventShape) -> Option<
         &NAMES,
         "a trigger sees the event as `event` and its headers as `headers`, not the flow's fields",
     )?;
-    let mut ok = true;
-    for path in crate::language::paths::reads(&template.source, false) {
-        if path[0] != "event" {
-            continue;
-        }
-        let Some(key) = path.get(1) else {
-            cx.error_help(
-                template.span,
-                "the template reads `event` whole",
-                "read each key by name (`event.instanceId`), so each is declared and checked",
-            );
-            ok = false;
-            continue;
-        };
-        match shape.keys.get(key) {
-            None => {
-                let help = crate::language::diagnostic::did_you_mean(
-                    key,
-                    shape.keys.keys().map(String::as_str),
-                )
-                .unwrap_or_else(|| format!("declare it: `event: {{ {key}: text }}`"));
-                cx.error_help(
-                    template.span,
-                    format!(
-                        "the template reads `event.{key}`, which `trigger.event` does not declare"
-                    ),
-                    help,
-                );
-                ok = false;
-            }
-            Some(k) if path.len() > 2 && k.ty != EventType::Object => {
-                cx.error(
-                    template.span,
-                    format!(
-                        "the template reads `{}`, but `{key}` is not declared an `object`",
-                        path.join(".")
-                    ),
-                );
-                ok = false;
-            }
-            Some(_) => {}
-        }
-    }
-    for path in crate::language::paths::truth_tests(&template.source, false) {
-        let plain = path[0] == "event"
-            && path.len() == 2
-            && shape
-                .keys
-                .get(&path[1])
-                .is_some_and(|k| k.ty.tests_plainly());
-        if !plain {
-            cx.truth_warning(
-                template.span,
-                &path.join("."),
-                "an event's value may be text",
-            );
-        }
-    }
-    ok.then_some(template)
+    shape
+        .reads_declared(cx, &template, "event", "trigger.event")
+        .then_some(template)
 }
 
 fn parse_signature(cx: &mut Analyzer, node: &Node) -> Option<Signature> {

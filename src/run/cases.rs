@@ -73,13 +73,14 @@ pub struct ExpectRequests {
 }
 
 pub const FILE_KEYS: [&str; 3] = ["flow", "description", "cases"];
-pub const CASE_KEYS: [&str; 7] = [
+pub const CASE_KEYS: [&str; 8] = [
     "name",
     "description",
     "set",
     "env",
     "mock",
     "responses",
+    "signals",
     "expect",
 ];
 pub const EXPECT_KEYS: [&str; 5] = ["status", "ended_at", "reason", "fields", "requests"];
@@ -335,9 +336,7 @@ fn parse_case(
                 None
             }
         },
-        (None, None) => Some(Mock {
-            entries: Vec::new(),
-        }),
+        (None, None) => Some(Mock::default()),
         (Some(_), Some(r)) => {
             problems.push(
                 Diagnostic::error("a case has `mock` (a file) or `responses`, not both")
@@ -345,6 +344,20 @@ fn parse_case(
             );
             None
         }
+    };
+    // A case's own `signals` add to its mock's.
+    let mock = match (mock, get(map, "signals")) {
+        (Some(mut mock), Some(n)) => match Mock::signals_from_node(source, n, flow) {
+            Ok(mut more) => {
+                mock.signals.append(&mut more);
+                Some(mock)
+            }
+            Err(mut d) => {
+                problems.append(&mut d);
+                None
+            }
+        },
+        (mock, _) => mock,
     };
     let expect = match get(map, "expect") {
         Some(e) => parse_expect(source, e, flow, problems),

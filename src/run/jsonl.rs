@@ -188,6 +188,48 @@ fn rest(event: &TraceEvent, mut o: Object<'_>) -> bool {
             }
             o.opt_str(key!("handled_by"), handled_by.as_deref());
         }
+        EventKind::ItemStarted { index, of, item } => {
+            o.u64(key!("index"), *index);
+            o.u64(key!("of"), *of);
+            o.value(key!("item"), item);
+        }
+        EventKind::ItemFinished {
+            index,
+            status,
+            result,
+            error,
+        } => {
+            o.u64(key!("index"), *index);
+            o.str(key!("status"), status);
+            if let Some(result) = result {
+                o.value(key!("result"), result);
+            }
+            o.opt_str(key!("error"), error.as_deref());
+        }
+        EventKind::WaitStarted {
+            signal,
+            timeout_ms,
+            until,
+        } => {
+            o.str(key!("signal"), signal);
+            o.u64(key!("timeout_ms"), *timeout_ms);
+            o.str(key!("until"), until);
+        }
+        EventKind::SignalReceived { signal, data, via } => {
+            o.str(key!("signal"), signal);
+            o.value(key!("data"), data);
+            o.opt_str(key!("via"), via.as_deref());
+        }
+        EventKind::WaitTimedOut { signal } => o.str(key!("signal"), signal),
+        EventKind::OperationCalled {
+            operation,
+            method,
+            path,
+        } => {
+            o.str(key!("operation"), operation);
+            o.str(key!("method"), method);
+            o.str(key!("path"), path);
+        }
         EventKind::FlowFinished(outcome) => outcome_fields(&mut o, outcome),
     }
     o.close()
@@ -576,6 +618,35 @@ mod tests {
             },
             EventKind::FlowFinished(outcome(true)),
             EventKind::FlowFinished(outcome(false)),
+            EventKind::WaitStarted {
+                signal: "approval".to_string(),
+                timeout_ms: 259_200_000,
+                until: "2025-06-05T00:00:00.000Z".to_string(),
+            },
+            EventKind::SignalReceived {
+                signal: "approval".to_string(),
+                data: serde_json::json!({ "decision": "approve" }),
+                via: Some("url".to_string()),
+            },
+            EventKind::WaitTimedOut {
+                signal: "approval".to_string(),
+            },
+            EventKind::OperationCalled {
+                operation: "jobs.getJob".to_string(),
+                method: "GET".to_string(),
+                path: "/jobs/{jobId}".to_string(),
+            },
+            EventKind::ItemStarted {
+                index: 3,
+                of: 8,
+                item: serde_json::json!({ "id": "t-3", "name": "a \"quoted\" name" }),
+            },
+            EventKind::ItemFinished {
+                index: 3,
+                status: "failed".to_string(),
+                result: Some(serde_json::json!("left")),
+                error: Some("step `ask` failed: 503".to_string()),
+            },
         ]
     }
 

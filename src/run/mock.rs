@@ -19,9 +19,11 @@ use crate::run::clock::BoxFuture;
 use crate::run::clock::VirtualClock;
 use crate::run::transport::{HttpRequest, HttpResponse, Transport, TransportError};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Mock {
     pub entries: Vec<Entry>,
+    /// Signals for the flow's `wait_for`s, at times from the run's start.
+    pub signals: Vec<crate::run::signals::ScriptedSignal>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +35,12 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Matcher {
     Step(String),
+    /// An operation of the flow's `sources:` (`jobs.getJob`): the requests
+    /// of the `call:` steps that send it.
+    Operation {
+        name: String,
+        steps: Vec<String>,
+    },
     /// A method and a path pattern, where `*` stands for any text within one segment.
     Request {
         method: String,
@@ -67,7 +75,8 @@ pub enum Fault {
     Reset,
 }
 
-pub const ENTRY_KEYS: [&str; 4] = ["step", "request", "replies", "reply"];
+pub const ENTRY_KEYS: [&str; 5] = ["step", "request", "operation", "replies", "reply"];
+pub const SIGNAL_KEYS: [&str; 3] = ["at", "name", "data"];
 pub const REPLY_KEYS: [&str; 7] = [
     "status", "headers", "body", "text", "delay", "error", "expect",
 ];
@@ -96,7 +105,93 @@ impl Mock {
             }
         }
         if problems.is_empty() {
-            Ok(Mock { entries })
+            Ok(Mock {
+                entries,
+                signals: Vec::new(),
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Reads a `signals` list: `{ at: 2h, name: approval, data: {…} }`,
+    /// each naming a signal a `wait_for` of the flow waits for.
+    pub fn signals_from_node(
+        source: &Arc<Source>,
+        node: &Node,
+        flow: &Flow,
+    ) -> Result<Vec<crate::run::signals::ScriptedSignal>, Vec<Diagnostic>> {
+        let waited = flow.signals();
+        let mut problems = Vec::new();
+        let mut out = Vec::new();
+        let Some(items) = node.as_seq() else {
+            return Err(vec![
+                Diagnostic::error(format!(
+                    "`signals` is a list of `{{ at, name, data }}`, found {}",
+                    node.type_name()
+                ))
+                .at(source, node.span),
+            ]);
+        };
+        for item in items {
+            let Some(map) = item.as_map() else {
+                problems.push(
+                    Diagnostic::error(
+                        "a scripted signal is a mapping: `{ at: 2h, name: approval, data: {…} }`",
+                    )
+                    .at(source, item.span),
+                );
+                continue;
+            };
+            let mut at = None;
+            let mut name = None;
+            let mut data = Value::Object(Default::default());
+            for (k, v) in map {
+                match k.as_str() {
+                    Some("at") => match crate::language::duration::parse_duration(
+                        &v.scalar_text().unwrap_or_default(),
+                    ) {
+                        Ok(d) => at = Some(d),
+                        Err(e) => problems
+                            .push(Diagnostic::error(format!("`at`: {e}")).at(source, v.span)),
+                    },
+                    Some("name") => match v.as_str() {
+                        Some(n) if waited.contains(&n) => name = Some(n.to_string()),
+                        Some(n) => problems.push(
+                            Diagnostic::error(format!(
+                                "no `wait_for` of the flow waits for signal `{n}`"
+                            ))
+                            .at(source, v.span)
+                            .help_opt(did_you_mean(n, waited.iter().copied())),
+                        ),
+                        None => problems.push(
+                            Diagnostic::error("a signal's `name` is text").at(source, v.span),
+                        ),
+                    },
+                    Some("data") => data = v.to_json(),
+                    Some(other) => problems.push(
+                        Diagnostic::error(format!("unknown key `{other}` in a scripted signal"))
+                            .at(source, k.span)
+                            .help(did_you_mean(other, SIGNAL_KEYS).unwrap_or_else(|| {
+                                "a scripted signal has `at`, `name` and `data`".to_string()
+                            })),
+                    ),
+                    None => {}
+                }
+            }
+            match (at, name) {
+                (Some(at), Some(name)) => {
+                    out.push(crate::run::signals::ScriptedSignal { at, name, data })
+                }
+                (None, _) => problems.push(
+                    Diagnostic::error("a scripted signal needs `at`: when it comes, such as `2h`")
+                        .at(source, item.span),
+                ),
+                _ => {}
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
         } else {
             Err(problems)
         }
@@ -112,39 +207,56 @@ impl Mock {
             ]);
         };
         let mut responses = None;
+        let mut signals = None;
         let mut problems = Vec::new();
         for (k, v) in entries {
             match k.as_str() {
                 Some("responses") => responses = Some(v),
+                Some("signals") => signals = Some(v),
                 Some("description") => {}
                 Some(other) => problems.push(
                     Diagnostic::error(format!("unknown key `{other}` in a mock file"))
                         .at(source, k.span)
                         .help(
-                            did_you_mean(other, ["responses", "description"]).unwrap_or_else(
-                                || {
-                                    "a mock file has `responses` and an optional `description`"
+                            did_you_mean(other, ["responses", "signals", "description"])
+                                .unwrap_or_else(|| {
+                                    "a mock file has `responses`, and optionally `signals` and `description`"
                                         .into()
-                                },
-                            ),
+                                }),
                         ),
                 ),
                 None => {}
             }
         }
-        // Every problem at once: the file's own, then its entries'.
-        match responses.map(|r| Mock::from_node(source, r, flow)) {
-            Some(Ok(mock)) if problems.is_empty() => Ok(mock),
-            Some(Ok(_)) => Err(problems),
+        let signals = match signals.map(|n| Mock::signals_from_node(source, n, flow)) {
+            Some(Ok(s)) => s,
             Some(Err(mut more)) => {
                 problems.append(&mut more);
-                Err(problems)
+                Vec::new()
             }
+            None => Vec::new(),
+        };
+        // Every problem at once: the file's own, then its entries'. A mock
+        // of signals alone answers no request.
+        let mock = match responses.map(|r| Mock::from_node(source, r, flow)) {
+            Some(Ok(mock)) => mock,
+            Some(Err(mut more)) => {
+                problems.append(&mut more);
+                Mock::default()
+            }
+            None if !signals.is_empty() => Mock::default(),
             None => {
-                problems
-                    .push(Diagnostic::error("a mock file needs `responses`").at(source, root.span));
-                Err(problems)
+                problems.push(
+                    Diagnostic::error("a mock file needs `responses` (or `signals`)")
+                        .at(source, root.span),
+                );
+                Mock::default()
             }
+        };
+        if problems.is_empty() {
+            Ok(Mock { signals, ..mock })
+        } else {
+            Err(problems)
         }
     }
 
@@ -157,13 +269,20 @@ impl Mock {
                 method,
                 path: pattern,
             } => method.eq_ignore_ascii_case(&request.method) && path_matches(pattern, &path),
-            Matcher::Step(_) => false,
+            Matcher::Step(_) | Matcher::Operation { .. } => false,
         });
-        by_request.or_else(|| {
-            self.entries
-                .iter()
-                .position(|e| e.matcher == Matcher::Step(request.step.clone()))
-        })
+        by_request
+            .or_else(|| {
+                self.entries.iter().position(|e| match &e.matcher {
+                    Matcher::Operation { steps, .. } => steps.contains(&request.step),
+                    _ => false,
+                })
+            })
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .position(|e| e.matcher == Matcher::Step(request.step.clone()))
+            })
     }
 }
 
@@ -200,8 +319,40 @@ fn parse_entry(
             );
         }
     }
-    let matcher = match (get("step"), get("request")) {
-        (Some(s), None) => match s.as_str() {
+    let matcher = match (get("step"), get("request"), get("operation")) {
+        (None, None, Some(o)) => {
+            let name = o.as_str().unwrap_or("");
+            let ops = flow.operations();
+            let steps: Vec<String> = ops
+                .iter()
+                .filter(|op| op.name == name)
+                .map(|op| op.step.to_string())
+                .collect();
+            if steps.is_empty() {
+                let mut names: Vec<&str> = ops.iter().map(|op| op.name).collect();
+                names.dedup();
+                problems.push(
+                    Diagnostic::error(format!("no `call:` step of the flow sends `{name}`"))
+                        .at(source, o.span)
+                        .help(
+                            did_you_mean(name, names.iter().copied()).unwrap_or_else(|| {
+                                if names.is_empty() {
+                                    "the flow has no `call:` steps".to_string()
+                                } else {
+                                    format!("its operations are {}", list(&names))
+                                }
+                            }),
+                        ),
+                );
+                None
+            } else {
+                Some(Matcher::Operation {
+                    name: name.to_string(),
+                    steps,
+                })
+            }
+        }
+        (Some(s), None, None) => match s.as_str() {
             None => {
                 problems.push(Diagnostic::error("`step` names a step id").at(source, s.span));
                 None
@@ -216,7 +367,7 @@ fn parse_entry(
             }
             Some(id) => Some(Matcher::Step(id.to_string())),
         },
-        (None, Some(r)) => {
+        (None, Some(r), None) => {
             let text = r.as_str().unwrap_or("");
             let mut parts = text.split_whitespace();
             match (parts.next(), parts.next(), parts.next()) {
@@ -237,8 +388,10 @@ fn parse_entry(
         }
         _ => {
             problems.push(
-                Diagnostic::error("a scripted response names either a `step` or a `request`")
-                    .at(source, node.span),
+                Diagnostic::error(
+                    "a scripted response names one of `step`, `request` or `operation`",
+                )
+                .at(source, node.span),
             );
             None
         }
@@ -272,10 +425,99 @@ fn parse_entry(
     if problems.len() > before {
         return None;
     }
-    Some(Entry {
-        matcher: matcher?,
-        replies,
-    })
+    let matcher = matcher?;
+    let reply_nodes: Vec<&Node> = match (get("replies"), get("reply")) {
+        (Some(l), _) => l.as_seq().map(|s| s.iter().collect()).unwrap_or_default(),
+        (None, Some(one)) => vec![one],
+        (None, None) => vec![node],
+    };
+    check_replies(source, flow, &matcher, &replies, &reply_nodes, problems);
+    if problems.len() > before {
+        return None;
+    }
+    Some(Entry { matcher, replies })
+}
+
+/// Replies for an operation's requests must be answers its description
+/// declares: a scripted answer that drifts from the API is an error, so a
+/// golden test cannot pass against an API that no longer exists.
+fn check_replies(
+    source: &Arc<Source>,
+    flow: &Flow,
+    matcher: &Matcher,
+    replies: &[Reply],
+    nodes: &[&Node],
+    problems: &mut Vec<Diagnostic>,
+) {
+    let ops = flow.operations();
+    let Some(op) = ops.iter().find(|op| match matcher {
+        Matcher::Operation { name, .. } => op.name == name,
+        Matcher::Step(id) => op.step == id,
+        Matcher::Request { .. } => false,
+    }) else {
+        return;
+    };
+    let Some(Ok(operation)) = op.api.operation(op.operation) else {
+        return;
+    };
+    for (reply, node) in replies.iter().zip(nodes) {
+        if reply.fault.is_some() {
+            continue;
+        }
+        let Some(declared) = operation.response_for(reply.status) else {
+            problems.push(
+                Diagnostic::error(format!(
+                    "`{}` does not declare the status {} this reply answers",
+                    op.name, reply.status
+                ))
+                .at(source, node.span)
+                .help(format!(
+                    "its statuses are {}",
+                    operation
+                        .responses
+                        .iter()
+                        .map(|r| format!("`{}`", r.status))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
+            continue;
+        };
+        let (Some(schema), false) = (&declared.schema, reply.body.is_empty()) else {
+            continue;
+        };
+        let Ok(body) = serde_json::from_slice::<Value>(&reply.body) else {
+            problems.push(
+                Diagnostic::error(format!(
+                    "this reply's body is not JSON, where `{}` declares a JSON schema for {}",
+                    op.name, reply.status
+                ))
+                .at(source, node.span),
+            );
+            continue;
+        };
+        match op.api.check(schema, &body) {
+            Ok(found) if found.is_empty() => {}
+            Ok(found) => {
+                let listed: Vec<String> = found
+                    .iter()
+                    .map(|p| format!("`body{}` {}", p.path.trim_start_matches('$'), p.message))
+                    .collect();
+                let mut d = Diagnostic::error(format!(
+                    "this reply does not match what `{}` declares for {}: {}",
+                    op.name,
+                    reply.status,
+                    listed.join("; ")
+                ))
+                .at(source, node.span);
+                if let Some((src, span)) = op.api.span(schema) {
+                    d = d.note_at(&src, span, "the declared schema");
+                }
+                problems.push(d);
+            }
+            Err(message) => problems.push(Diagnostic::error(message).at(source, node.span)),
+        }
+    }
 }
 
 fn parse_reply(source: &Arc<Source>, node: &Node, problems: &mut Vec<Diagnostic>) -> Option<Reply> {

@@ -17,6 +17,7 @@ pub mod mock;
 pub mod record;
 pub mod redact;
 pub mod retry;
+pub mod signals;
 pub mod state;
 pub mod step;
 pub mod tokens;

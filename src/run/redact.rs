@@ -61,6 +61,19 @@ const QUERY: &AsciiSet = &CONTROLS
     .add(b'>')
     .add(b'\'');
 
+/// Every form of every root, as one automaton: a DFA unless `kind` says.
+fn automaton(roots: &[String], kind: Option<aho_corasick::AhoCorasickKind>) -> Option<AhoCorasick> {
+    let mut patterns: Vec<String> = roots.iter().flat_map(|r| forms(r)).collect();
+    patterns.sort();
+    patterns.dedup();
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostLongest)
+        .kind(kind)
+        .build(&patterns)
+        .ok()
+}
+
 /// Automata already built, by their sorted roots. Building one is costly
 /// (every form of every secret, as a DFA), and the runs of a batch or a
 /// worker mostly share their secrets: the same token, the same header.
@@ -74,14 +87,7 @@ fn cached(roots: Vec<String>) -> Option<AhoCorasick> {
     if let Some(found) = BUILT.lock().ok().and_then(|b| b.get(&roots).cloned()) {
         return found;
     }
-    let mut patterns: Vec<String> = roots.iter().flat_map(|r| forms(r)).collect();
-    patterns.sort();
-    patterns.dedup();
-    let built = AhoCorasickBuilder::new()
-        .ascii_case_insensitive(true)
-        .match_kind(MatchKind::LeftmostLongest)
-        .build(&patterns)
-        .ok();
+    let built = automaton(&roots, None);
     if let Ok(mut b) = BUILT.lock() {
         if b.len() >= MAX_BUILT {
             b.clear();
@@ -94,6 +100,10 @@ fn cached(roots: Vec<String>) -> Option<AhoCorasick> {
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     roots: Vec<String>,
+    /// A root only this run has (a resume URL's signature): its automata
+    /// are not shared through the cache, which they would only fill, and
+    /// are built small rather than fast.
+    own: bool,
     /// Every form of every root.
     all: Option<AhoCorasick>,
     /// Every form of the roots of at least [`MIN_SECRET_LEN`] characters.
@@ -107,6 +117,27 @@ impl Redactor {
             return;
         }
         self.roots.push(value.to_string());
+        self.rebuild();
+    }
+
+    /// A secret only this run has, such as a resume URL's signature.
+    pub fn add_own_secret(&mut self, value: &str) {
+        self.own = true;
+        self.add_secret(value);
+    }
+
+    /// Takes in the secrets another redactor met (an item's, run on the side).
+    pub fn merge(&mut self, other: &Redactor) {
+        let new: Vec<&String> = other
+            .roots
+            .iter()
+            .filter(|r| !self.roots.contains(r))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        self.roots.extend(new.into_iter().cloned());
+        self.own |= other.own;
         self.rebuild();
     }
 
@@ -152,10 +183,15 @@ impl Redactor {
     }
 
     fn rebuild(&mut self) {
+        let own = self.own;
         let build = |roots: &mut dyn Iterator<Item = &String>| {
             let mut roots: Vec<String> = roots.cloned().collect();
             roots.sort();
-            cached(roots)
+            if own {
+                automaton(&roots, Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+            } else {
+                cached(roots)
+            }
         };
         self.all = build(&mut self.roots.iter());
         let mut long = self

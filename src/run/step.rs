@@ -31,6 +31,16 @@ pub enum Next {
     WaitUntil(std::time::SystemTime),
     End(Option<String>),
     Fail(String),
+    /// Wait for a signal until then; the engine then runs the step again
+    /// with the signal's data, or the timeout, in the state's `wait`.
+    WaitFor {
+        signal: String,
+        until: std::time::SystemTime,
+        timeout: std::time::Duration,
+    },
+    /// A `for_each` stopped starting items: the process shuts down, or its
+    /// checkpoint was refused. The engine pauses the run there, or ends it.
+    Pause,
 }
 
 /// What kind of failure a step met: what `on_error` hands the flow as
@@ -51,6 +61,8 @@ pub enum ErrorKind {
     Template,
     /// The task was already completed with another outcome.
     Conflict,
+    /// A request or an answer that breaks the operation's API description.
+    Contract,
     /// Anything else the step checks: an empty id, a value of the wrong type.
     Step,
     /// The process stopped while a request that is not safe to repeat was in
@@ -68,6 +80,7 @@ impl ErrorKind {
             ErrorKind::Response => "response",
             ErrorKind::Template => "template",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Contract => "contract",
             ErrorKind::Step => "step",
             ErrorKind::InDoubt => "in_doubt",
         }
@@ -160,6 +173,48 @@ pub struct StepCx<'a, 'r> {
     pub tokens: &'a crate::run::tokens::TokenCache,
     /// Set while the managed token is fetched: its answer is a credential.
     pub fetching_token: bool,
+    /// Runs the items of a `for_each`; absent inside an item.
+    pub blocks: Option<&'a dyn Blocks>,
+}
+
+/// What the engine lends a `for_each`: running one item of a block, and the
+/// durable run's checkpoints between items.
+pub trait Blocks: Sync {
+    /// Whether the run is durable: its progress is checkpointed.
+    fn durable(&self) -> bool;
+    /// Whether the process shuts down: start no more items.
+    fn stopping(&self) -> bool;
+    /// Whether a step of the block sends a request not safe to send twice.
+    fn unrepeatable(&self, block: usize) -> bool;
+    /// An item's starting state: the flow's fields the block reads, copied
+    /// from `outer`, the block's own fields empty, and the item.
+    fn item_state(&self, block: usize, outer: &RunState, item: Value, secret: bool) -> RunState;
+    /// Runs item `index_of.0` of `index_of.1` through the block's steps.
+    fn run_item(
+        &self,
+        block: usize,
+        index_of: (usize, usize),
+        state: RunState,
+        redactor: crate::run::redact::Redactor,
+        listening: bool,
+    ) -> crate::run::clock::BoxFuture<'_, ItemRun>;
+    /// Saves the run's progress. `false`: the run must stop (canceled,
+    /// taken over, or not kept), and the engine knows why.
+    fn checkpoint<'a>(
+        &'a self,
+        state: &'a RunState,
+        rec: &'a mut Recorder<'_>,
+    ) -> crate::run::clock::BoxFuture<'a, bool>;
+}
+
+/// One item, run: its state at the end, its events (to forward into the
+/// run's trace), the secrets it met, and why it failed, if it did.
+pub struct ItemRun {
+    pub index: usize,
+    pub state: RunState,
+    pub events: Vec<crate::run::trace::TraceEvent>,
+    pub redactor: crate::run::redact::Redactor,
+    pub failure: Option<StepError>,
 }
 
 impl StepCx<'_, '_> {

@@ -61,6 +61,15 @@ pub enum EventKind {
         /// A step kind's name: handoff's own text, not copied for each step.
         kind: std::borrow::Cow<'static, str>,
     },
+    /// A `call:` step's operation, as its API description names it: the
+    /// request that follows is this operation's.
+    OperationCalled {
+        /// `source.operationId`.
+        operation: String,
+        method: String,
+        /// The path template, such as `/jobs/{jobId}`.
+        path: String,
+    },
     RequestSent {
         method: String,
         url: String,
@@ -133,6 +142,40 @@ pub enum EventKind {
         /// The step `on_error` sent control to; the run goes on.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         handled_by: Option<String>,
+    },
+    /// A `for_each` began an item: the events up to its `item_finished`
+    /// are the item's own.
+    ItemStarted {
+        /// From 0, in the list's order.
+        index: u64,
+        /// How many items the list has.
+        of: u64,
+        item: Value,
+    },
+    ItemFinished {
+        index: u64,
+        /// `succeeded` or `failed`.
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A `wait_for` began: the signal, and when it times out.
+    WaitStarted {
+        signal: String,
+        timeout_ms: u64,
+        until: String,
+    },
+    SignalReceived {
+        signal: String,
+        data: Value,
+        /// How it came: `api`, `url`, `cli` or `mock`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
+    },
+    WaitTimedOut {
+        signal: String,
     },
     FlowFinished(Outcome),
 }
@@ -231,6 +274,7 @@ impl EventKind {
             EventKind::RunResumed { .. } => "run_resumed",
             EventKind::FlowStarted { .. } => "flow_started",
             EventKind::StepStarted { .. } => "step_started",
+            EventKind::OperationCalled { .. } => "operation_called",
             EventKind::RequestSent { .. } => "request_sent",
             EventKind::ResponseReceived { .. } => "response_received",
             EventKind::FieldSet { .. } => "field_set",
@@ -242,6 +286,11 @@ impl EventKind {
             EventKind::Log { .. } => "log",
             EventKind::StepFinished { .. } => "step_finished",
             EventKind::StepFailed { .. } => "step_failed",
+            EventKind::ItemStarted { .. } => "item_started",
+            EventKind::ItemFinished { .. } => "item_finished",
+            EventKind::WaitStarted { .. } => "wait_started",
+            EventKind::SignalReceived { .. } => "signal_received",
+            EventKind::WaitTimedOut { .. } => "wait_timed_out",
             EventKind::FlowFinished(_) => "flow_finished",
         }
     }
@@ -304,6 +353,15 @@ impl EventKind {
             EventKind::StepFailed { error, hint, .. } => {
                 wording(error);
                 hint.iter_mut().for_each(wording);
+            }
+            EventKind::ItemStarted { item, .. } => r.redact_json(item),
+            EventKind::SignalReceived { data, .. } => r.redact_json(data),
+            EventKind::WaitStarted { .. }
+            | EventKind::WaitTimedOut { .. }
+            | EventKind::OperationCalled { .. } => {}
+            EventKind::ItemFinished { result, error, .. } => {
+                result.iter_mut().for_each(|v| r.redact_json(v));
+                error.iter_mut().for_each(wording);
             }
             EventKind::FlowFinished(outcome) => {
                 wording(&mut outcome.reason);
@@ -443,6 +501,20 @@ impl<'a> Recorder<'a> {
             self.last_time = (ms, Arc::from(crate::run::clock::rfc3339(now)));
         }
         self.last_time.1.clone()
+    }
+
+    /// Passes on an event another recorder made (an item's, run on the
+    /// side): numbered in this trace's order, redacted as it was made.
+    pub fn forward(&mut self, mut event: TraceEvent) {
+        self.seq += 1;
+        if !self.listening() {
+            return;
+        }
+        event.seq = self.seq;
+        (self.observer)(&event);
+        if let Some(kept) = &mut self.kept {
+            kept.push(event);
+        }
     }
 
     /// Whether the events go anywhere: to a reader, or into checkpoints.

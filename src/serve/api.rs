@@ -56,9 +56,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/runs/{id}/trace", get(trace))
         .route("/v1/runs/{id}/cancel", post(cancel))
+        .route("/v1/runs/{id}/signals/{signal}", post(signal))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), guard));
     Router::new()
         .route("/healthz", get(health))
+        // A resume URL is its own credential: signed, for one wait, once.
+        .route("/v1/resume/{token}", post(resume))
         // A hook checks its own access: a signature, or the bearer token.
         .route("/v1/hooks/{flow}", post(hook))
         .merge(guarded)
@@ -151,7 +154,8 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         Ok(c) => c,
         Err(e) => return problem(503, "store", e.0),
     };
-    let text = app.worker.metrics.render(&counts, app.worker.active());
+    let mut text = app.worker.metrics.render(&counts, app.worker.active());
+    text.push_str(&schedule_metrics(&app));
     let mut r = Response::new(Body::from(text));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -172,11 +176,81 @@ async fn list_flows(State(app): State<Arc<App>>) -> Response {
                 "version": s.hash,
                 "hook": s.flow.trigger.is_some(),
                 "event": s.flow.trigger.as_ref().map(|t| t.event.json_schema()),
+                "schedule": schedule_json(&app, &s.flow),
                 "inputs": s.flow.fields.values().filter(|f| f.input).map(|f| f.name.clone()).collect::<Vec<_>>(),
             })
         })
         .collect();
     respond(200, &json!({ "flows": flows }))
+}
+
+/// Each schedule's next slot, last run and counts, in Prometheus' text format.
+fn schedule_metrics(app: &App) -> String {
+    use std::fmt::Write as _;
+    let all = app.schedules.all();
+    if all.is_empty() {
+        return String::new();
+    }
+    let secs = |t: SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let mut out = String::new();
+    out.push_str("# HELP handoff_schedule_next_slot_seconds The next slot of a scheduled flow, in Unix seconds.\n# TYPE handoff_schedule_next_slot_seconds gauge\n");
+    for (flow, f) in &all {
+        if let Some(next) = f.next {
+            let _ = writeln!(
+                out,
+                "handoff_schedule_next_slot_seconds{{flow=\"{}\"}} {}",
+                crate::serve::metrics::label(flow),
+                secs(next)
+            );
+        }
+    }
+    out.push_str("# HELP handoff_schedule_last_slot_seconds The last slot this worker saw started, in Unix seconds.\n# TYPE handoff_schedule_last_slot_seconds gauge\n");
+    for (flow, f) in &all {
+        if let Some(last) = f.last_slot {
+            let _ = writeln!(
+                out,
+                "handoff_schedule_last_slot_seconds{{flow=\"{}\"}} {}",
+                crate::serve::metrics::label(flow),
+                secs(last)
+            );
+        }
+    }
+    out.push_str("# HELP handoff_schedule_slots_total Slots this worker started a run for, or skipped while the last run went on.\n# TYPE handoff_schedule_slots_total counter\n");
+    for (flow, f) in &all {
+        let flow = crate::serve::metrics::label(flow);
+        let _ = writeln!(
+            out,
+            "handoff_schedule_slots_total{{flow=\"{flow}\",result=\"started\"}} {}",
+            f.fired
+        );
+        let _ = writeln!(
+            out,
+            "handoff_schedule_slots_total{{flow=\"{flow}\",result=\"skipped\"}} {}",
+            f.skipped
+        );
+    }
+    out
+}
+
+/// A flow's schedule as `GET /v1/flows` shows it.
+fn schedule_json(app: &App, flow: &crate::language::flow::Flow) -> Value {
+    let Some(s) = &flow.schedule else {
+        return Value::Null;
+    };
+    let fired = app.schedules.get(&flow.name).unwrap_or_default();
+    let time = |t: Option<SystemTime>| t.map(crate::run::clock::rfc3339);
+    json!({
+        "cron": s.pattern,
+        "timezone": s.timezone,
+        "overlap": if s.overlap == crate::language::schedule::Overlap::Skip { "skip" } else { "allow" },
+        "catch_up": if s.catch_up == crate::language::schedule::CatchUp::One { "one" } else { "none" },
+        "next": time(fired.next.or_else(|| s.next_after(SystemTime::now()))),
+        "last_slot": time(fired.last_slot),
+        "last_run": fired.last_run,
+    })
 }
 
 fn served<'a>(app: &'a App, flow: &str) -> Result<&'a Served, Box<Response>> {
@@ -290,26 +364,48 @@ fn inputs_fingerprint(flow: &crate::language::flow::Flow, inputs: &Value) -> Str
     crate::store::fingerprint(&shown)
 }
 
+/// A run asked for: started, or the one its key started before.
+pub enum Started {
+    New(String),
+    Existing(Box<StoredRun>),
+}
+
 /// Creates a run from inputs (a JSON object) and starts it; with a key
-/// that names a run already, answers that run instead.
-async fn start(app: &App, served: &Served, inputs: Value, key: Option<IdempotencyKey>) -> Response {
+/// that names a run already, that run instead. An error is the answer to
+/// give the caller.
+pub async fn create_run(
+    app: &App,
+    served: &Served,
+    inputs: Value,
+    key: Option<IdempotencyKey>,
+) -> Result<Started, Box<Response>> {
     if app.worker.stopping() {
-        return problem(503, "stopping", "the worker is shutting down; try again");
+        return Err(Box::new(problem(
+            503,
+            "stopping",
+            "the worker is shutting down; try again",
+        )));
     }
     let fingerprint = inputs_fingerprint(&served.flow, &inputs);
     let Value::Object(map) = inputs else {
-        return problem(
+        return Err(Box::new(problem(
             422,
             "bad_inputs",
             "`inputs` is an object of input field names to values",
-        );
+        )));
     };
     let flow = &served.flow;
     let text = serde_json::to_string(&map).unwrap_or_default();
     let source = Source::new("the request's inputs", text);
     let node = match crate::run::inputs::parse_input_file(&source) {
         Ok(n) => n,
-        Err(_) => return problem(422, "bad_inputs", "`inputs` could not be read"),
+        Err(_) => {
+            return Err(Box::new(problem(
+                422,
+                "bad_inputs",
+                "`inputs` could not be read",
+            )));
+        }
     };
     let given = Inputs {
         file: Some((source, node)),
@@ -321,12 +417,12 @@ async fn start(app: &App, served: &Served, inputs: Value, key: Option<Idempotenc
         Ok(s) => s,
         Err(diagnostics) => {
             let errors: Vec<String> = diagnostics.iter().map(|d| d.message.clone()).collect();
-            return problem_with(
+            return Err(Box::new(problem_with(
                 422,
                 "bad_inputs",
                 format!("the inputs do not fit flow `{}`", flow.name),
                 json!({ "errors": errors }),
-            );
+            )));
         }
     };
     let key = key.map(|k| IdempotencyKey {
@@ -352,28 +448,44 @@ async fn start(app: &App, served: &Served, inputs: Value, key: Option<Idempotenc
                 flow.name,
                 crate::language::fields::clip(&hash, 12)
             ));
-            return problem(
+            return Err(Box::new(problem(
                 409,
                 "idempotency_conflict",
                 "this idempotency key started a run with other inputs; use a new key for new work",
-            );
+            )));
         }
         Ok(Created::Existing(existing)) => {
             return match app.worker.runs.store.load(&existing).await {
-                Ok(Some(run)) => {
-                    let mut r = respond(200, &summary(&run));
-                    r.headers_mut()
-                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                    r
-                }
-                _ => problem(503, "store", "the run for this key could not be read"),
+                Ok(Some(run)) => Ok(Started::Existing(Box::new(run))),
+                _ => Err(Box::new(problem(
+                    503,
+                    "store",
+                    "the run for this key could not be read",
+                ))),
             };
         }
-        Err(e) => return problem(503, "store", e),
+        Err(e) => return Err(Box::new(problem(503, "store", e))),
     }
     app.worker.pin(&served.hash, flow.clone());
     app.worker
-        .spawn(id.clone(), Entry::Fresh(flow.clone(), state));
+        .spawn(id.clone(), Entry::Fresh(flow.clone(), Box::new(state)));
+    Ok(Started::New(id))
+}
+
+/// Creates a run from inputs and starts it, answering the caller: `201`
+/// with the new run, or `200` with the run its key started before.
+async fn start(app: &App, served: &Served, inputs: Value, key: Option<IdempotencyKey>) -> Response {
+    let id = match create_run(app, served, inputs, key).await {
+        Ok(Started::New(id)) => id,
+        Ok(Started::Existing(run)) => {
+            let mut r = respond(200, &summary(&run));
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return r;
+        }
+        Err(r) => return *r,
+    };
+    let flow = &served.flow;
     let mut r = respond(
         201,
         &json!({
@@ -628,6 +740,12 @@ pub fn summary(run: &StoredRun) -> Value {
         "status": run.status.as_str(),
         "step": run.step,
         "wake_at": run.wake_at_ms.filter(|_| run.status == DurableStatus::Waiting).map(time),
+        // What it waits for: a signal's name, until `wake_at`.
+        "waiting_for": run
+            .waiting_for
+            .as_deref()
+            .filter(|_| run.status == DurableStatus::Waiting)
+            .and_then(|w| w.split('#').next()),
         "steps_taken": run.steps_taken,
         "outcome": outcome,
         "created": time(run.created_ms),
@@ -678,6 +796,161 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response
             ),
         ),
         Err(e) => problem(503, "store", e.0),
+    }
+}
+
+/// `POST /v1/runs/{id}/signals/{signal}`: the API token's way to signal a
+/// run that waits for `signal`.
+async fn signal(
+    State(app): State<Arc<App>>,
+    Path((id, signal)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    deliver(&app, &id, &signal, None, &body, "api").await
+}
+
+/// `POST /v1/resume/{token}`: a resume URL, signed for one wait of one run.
+/// A forged or altered one is refused before anything is read.
+async fn resume(
+    State(app): State<Arc<App>>,
+    Path(token): Path<String>,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    if let Err(d) = ApiToken::none().check(None, uri.query()) {
+        return denied(d);
+    }
+    let Some(wait) = app.worker.resume.open(&token) else {
+        app.worker.metrics.refused("resume", "bad_resume_url");
+        return problem(
+            403,
+            "bad_resume_url",
+            "this resume URL was not made by this worker's store, or was altered",
+        );
+    };
+    deliver(&app, &wait.run, &wait.signal, Some(wait.n), &body, "url").await
+}
+
+/// Delivers a signal to the wait a run is in: to wait `n` (a resume URL's),
+/// or to whichever wait for `signal` it is in (the API's). 404: no such run
+/// or signal; 422: data that does not fit; 409: not waiting for it; 410: the
+/// resume URL's wait is over (signalled, timed out, or the run ended).
+async fn deliver(
+    app: &App,
+    id: &str,
+    signal: &str,
+    n: Option<u64>,
+    body: &[u8],
+    via: &str,
+) -> Response {
+    let run = match load(app, id).await {
+        Ok(run) => run,
+        Err(r) => return *r,
+    };
+    let flow = match app.worker.pinned(&run) {
+        Ok(f) => f,
+        Err(e) => return problem(409, "unrunnable", e),
+    };
+    let Some(shape) = flow.steps.iter().find_map(|s| match &s.kind {
+        crate::steps::StepKind::WaitFor(w) if w.signal == signal => Some(&w.data),
+        _ => None,
+    }) else {
+        return problem(
+            404,
+            "unknown_signal",
+            format!(
+                "flow `{}` waits for no signal `{}`",
+                run.flow,
+                shown(signal)
+            ),
+        );
+    };
+    let data = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        match parse_json(body) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        }
+    };
+    if let Err(problems) = shape.check(&data) {
+        return problem_with(
+            422,
+            "bad_signal",
+            format!("the signal's data does not fit `{signal}`'s `data:`"),
+            json!({ "problems": problems }),
+        );
+    }
+    let gone = |why: &str| {
+        problem(
+            410,
+            "wait_over",
+            format!("this resume URL's wait is over: {why}"),
+        )
+    };
+    if run.status.is_finished() {
+        return match n {
+            Some(_) => gone(&format!("the run has ended ({})", run.status.as_str())),
+            None => problem(
+                409,
+                "finished",
+                format!(
+                    "run `{}` has already ended: {}",
+                    run.id,
+                    run.status.as_str()
+                ),
+            ),
+        };
+    }
+    let current = run
+        .waiting_for
+        .as_deref()
+        .filter(|_| run.status == DurableStatus::Waiting)
+        .and_then(|w| w.split_once('#'))
+        .filter(|(name, _)| *name == signal)
+        .and_then(|(_, k)| k.parse::<u64>().ok());
+    let ended: u64 = serde_json::from_str::<Value>(&run.state)
+        .ok()
+        .and_then(|s| s["waits"][signal].as_u64())
+        .unwrap_or(0);
+    let target = match (n, current) {
+        (Some(n), Some(c)) if n == c => n,
+        (Some(n), _) if n < ended => return gone("it was signalled or timed out"),
+        (None, Some(c)) => c,
+        _ => {
+            return problem(
+                409,
+                "not_waiting",
+                format!(
+                    "run `{}` is not waiting for signal `{}` now ({})",
+                    run.id,
+                    shown(signal),
+                    run.status.as_str()
+                ),
+            );
+        }
+    };
+    match app.worker.runs.signal(id, signal, target, data, via).await {
+        Ok(true) => {
+            app.worker.nudge();
+            app.worker.changed.send_modify(|n| *n = n.wrapping_add(1));
+            respond(
+                202,
+                &json!({ "run": run.id, "signal": signal, "accepted": true }),
+            )
+        }
+        // Someone was first: the wait has its signal.
+        Ok(false) if n.is_some() => gone("it was signalled already"),
+        Ok(false) => problem(
+            409,
+            "not_waiting",
+            format!(
+                "run `{}` has a signal `{}` already, or stopped waiting",
+                run.id,
+                shown(signal)
+            ),
+        ),
+        Err(e) => problem(503, "store", e),
     }
 }
 

@@ -4,7 +4,8 @@
 //! ([`crate::serve::page`]) both take it; neither owns it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use crate::serve::access::ApiToken;
 use crate::serve::flows::Flows;
@@ -30,4 +31,37 @@ pub struct App {
     pub attempts: crate::serve::access::Attempts,
     /// Cookies say `Secure`: the page is served over TLS (`--behind-tls`).
     pub secure_cookies: bool,
+    /// What each `schedule:` did last and does next.
+    pub schedules: Schedules,
+}
+
+/// What a schedule did last, and what it does next: for `GET /v1/flows`,
+/// the run page and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Fired {
+    pub next: Option<SystemTime>,
+    pub last_slot: Option<SystemTime>,
+    pub last_run: Option<String>,
+    pub fired: u64,
+    pub skipped: u64,
+}
+
+/// Each scheduled flow's [`Fired`], by flow name.
+#[derive(Default)]
+pub struct Schedules(Mutex<BTreeMap<String, Fired>>);
+
+impl Schedules {
+    pub fn get(&self, flow: &str) -> Option<Fired> {
+        self.0.lock().ok()?.get(flow).cloned()
+    }
+
+    pub fn update(&self, flow: &str, f: impl FnOnce(&mut Fired)) {
+        if let Ok(mut all) = self.0.lock() {
+            f(all.entry(flow.to_string()).or_default());
+        }
+    }
+
+    pub fn all(&self) -> BTreeMap<String, Fired> {
+        self.0.lock().map(|a| a.clone()).unwrap_or_default()
+    }
 }

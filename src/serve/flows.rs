@@ -30,7 +30,7 @@ impl Flows {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             vec![Diagnostic::error(format!(
                 "cannot read the flows folder `{shown}`: {}",
-                crate::language::analyze::io_reason(&e)
+                crate::language::source::io_reason(&e)
             ))]
         })?;
         let mut paths: Vec<_> = entries

@@ -220,7 +220,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// A label value, escaped as the text format wants.
-fn label(text: &str) -> String {
+pub fn label(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -15,6 +15,8 @@ pub mod conns;
 pub mod flows;
 pub mod metrics;
 pub mod page;
+pub mod resume;
+pub mod schedules;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -54,6 +56,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Served over TLS by a proxy in front: cookies are `Secure`.
     pub behind_tls: bool,
+    /// The worker's address as callers reach it, for resume URLs
+    /// (`https://worker.contoso.com`); default: the address it listens on.
+    pub public_url: Option<String>,
 }
 
 /// Why the worker did not start.
@@ -139,12 +144,18 @@ impl Server {
             crate::run::limits::Limited::new(Box::new(client), config.max_inflight)
                 .on_answer(Box::new(move |host, status| counted.request(host, status))),
         );
-        let worker = Worker::new(runs, transport, metrics, config.log);
         let listener = conns::listen(config.listen)
             .map_err(|e| StartError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Failed(e.to_string()))?;
+        // Where resume URLs point: the operator's word, else this address.
+        let public = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let resume = crate::serve::resume::ResumeUrls::new(runs.resume_key(), &public);
+        let worker = Worker::new(runs, transport, metrics, config.log, resume);
         let warnings = flows.warnings.clone();
         let app = Arc::new(App {
             worker,
@@ -156,6 +167,7 @@ impl Server {
             revoked: Default::default(),
             attempts: Default::default(),
             secure_cookies: config.behind_tls,
+            schedules: Default::default(),
         });
         Ok(Server {
             addr,
@@ -179,6 +191,8 @@ impl Server {
         let worker = self.app.worker.clone();
         worker.adopt_orphans().await?;
         let scheduler = tokio::spawn(worker.clone().schedule());
+        // Cron slots: their own loop, which ends with the worker.
+        let _slots = tokio::spawn(crate::serve::schedules::run(self.app.clone()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = api::router(self.app.clone());
         let http = tokio::spawn(conns::serve(

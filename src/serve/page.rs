@@ -266,6 +266,7 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
         );
     }
     body.push_str("</nav>");
+    schedules(&app, &mut body, now);
     if runs.is_empty() {
         body.push_str("<p class=\"dim\" id=\"no-runs\">No runs.</p>");
     } else {
@@ -276,7 +277,12 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
             let wake = run
                 .wake_at_ms
                 .filter(|_| run.status == DurableStatus::Waiting)
-                .map(|ms| format!("{} (in {})", time(ms), ago(ms - now)))
+                .map(|ms| {
+                    let what = waits_for(run)
+                        .map(|s| format!("signal `{s}`, or "))
+                        .unwrap_or_default();
+                    format!("{what}{} (in {})", time(ms), ago(ms - now))
+                })
                 .unwrap_or_default();
             let _ = write!(
                 body,
@@ -328,6 +334,9 @@ async fn run_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respon
         .wake_at_ms
         .filter(|_| run.status == DurableStatus::Waiting)
     {
+        if let Some(signal) = waits_for(&run) {
+            fact("waits for", format!("signal `{signal}`"));
+        }
         fact("waiting until", time(ms));
     }
     fact("steps taken", run.steps_taken.to_string());
@@ -649,6 +658,55 @@ fn page_with(status: u16, title: &str, body: &str, live: bool) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     r
+}
+
+/// The scheduled flows: each one's pattern, next slot and last run.
+fn schedules(app: &App, body: &mut String, now: i64) {
+    let scheduled: Vec<_> = app
+        .flows
+        .by_name
+        .values()
+        .filter_map(|s| s.flow.schedule.as_ref().map(|sch| (&s.flow.name, sch)))
+        .collect();
+    if scheduled.is_empty() {
+        return;
+    }
+    body.push_str("<table id=\"schedules\"><thead><tr><th>schedule</th><th>flow</th><th>next slot</th><th>last run</th></tr></thead><tbody>");
+    for (flow, schedule) in scheduled {
+        let fired = app.schedules.get(flow).unwrap_or_default();
+        let next = fired
+            .next
+            .map(|t| {
+                let ms = crate::run::clock::unix_ms(t);
+                format!("{} (in {})", time(ms), ago(ms - now))
+            })
+            .unwrap_or_default();
+        let last = match &fired.last_run {
+            Some(id) => format!(
+                "<a href=\"/runs/{id}\">{}</a>",
+                esc(crate::language::fields::clip(id, 13)),
+                id = esc(id)
+            ),
+            None => String::new(),
+        };
+        let _ = write!(
+            body,
+            "<tr><td><code>{}</code> {}</td><td>{}</td><td>{}</td><td>{last}</td></tr>",
+            esc(&schedule.pattern),
+            esc(&schedule.timezone),
+            esc(flow),
+            esc(&next)
+        );
+    }
+    body.push_str("</tbody></table>");
+}
+
+/// The signal a waiting run waits for, when it is in a `wait_for`.
+fn waits_for(run: &crate::store::StoredRun) -> Option<&str> {
+    run.waiting_for
+        .as_deref()
+        .filter(|_| run.status == DurableStatus::Waiting)
+        .and_then(|w| w.split('#').next())
 }
 
 #[cfg(test)]

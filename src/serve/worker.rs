@@ -58,12 +58,14 @@ pub struct Worker {
     /// App tokens every run shares: one fetch per client, not one per run.
     tokens: crate::run::tokens::TokenCache,
     log: bool,
+    /// Resume URLs for the runs' waits, and their check.
+    pub resume: crate::serve::resume::ResumeUrls,
 }
 
 /// How a run's turn begins.
 pub enum Entry {
     /// Just created: its first step.
-    Fresh(Arc<Flow>, RunState),
+    Fresh(Arc<Flow>, Box<RunState>),
     /// From the store: a timer that is due, or a run left running.
     Stored,
 }
@@ -74,6 +76,7 @@ impl Worker {
         transport: Arc<dyn Transport>,
         metrics: Arc<Metrics>,
         log: bool,
+        resume: crate::serve::resume::ResumeUrls,
     ) -> Arc<Worker> {
         Arc::new(Worker {
             runs,
@@ -87,6 +90,7 @@ impl Worker {
             idle: Notify::new(),
             tokens: crate::run::tokens::TokenCache::default(),
             log,
+            resume,
         })
     }
 
@@ -98,7 +102,7 @@ impl Worker {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn say(&self, line: String) {
+    pub fn say(&self, line: String) {
         if self.log {
             eprintln!("{line}");
         }
@@ -159,7 +163,7 @@ impl Worker {
         let (flow, state, created, durable_entry) = match entry {
             Entry::Fresh(flow, state) => {
                 self.metrics.runs_started.fetch_add(1, Ordering::Relaxed);
-                (flow, state, SystemTime::now(), DurableEntry::Fresh)
+                (flow, *state, SystemTime::now(), DurableEntry::Fresh)
             }
             Entry::Stored => match self.take(id).await {
                 Some(taken) => taken,
@@ -192,6 +196,7 @@ impl Worker {
             stop: Some(&self.stop),
             tokens: Some(&self.tokens),
             traced: true,
+            signals: Some(&self.resume),
         };
         let metrics = self.metrics.clone();
         let mut observe = move |event: &TraceEvent| {

@@ -114,6 +114,7 @@ pub async fn start(
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/authentication/v1/token", post(routes::token))
+        .route("/openapi.json", get(routes::openapi))
         .route(
             "/workflows/v1/designs/{id}/instances",
             post(routes::start_instance),
@@ -178,7 +179,7 @@ async fn observe(
     );
     let control = path.starts_with("/_sim/");
     // The bearer check happens here, once, for every NWC path but the token endpoint.
-    let auth = if control || path == "/authentication/v1/token" {
+    let auth = if control || path == "/authentication/v1/token" || path == "/openapi.json" {
         None
     } else {
         Some(routes::classify(&shared, request.headers()))

@@ -371,3 +371,16 @@ pub async fn not_found(uri: Uri) -> Response<Body> {
         uri.path()
     )))
 }
+
+/// The OpenAPI description of the part of NWC the simulator imitates
+/// (`apis/nwc-workflow.openapi.yaml`), as JSON. Public, like NWC's token
+/// endpoint: it holds no data.
+pub async fn openapi() -> Response<Body> {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let yaml = include_str!("../../apis/nwc-workflow.openapi.yaml");
+        serde_saphyr::from_str::<Value>(yaml)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string())
+    });
+    json_text(200, DOCUMENT.clone())
+}

@@ -342,7 +342,7 @@ fn pairs(cx: &mut Analyzer, node: &Node, what: &str) -> Option<Vec<(String, Temp
     ok.then_some(out)
 }
 
-fn parse_accept(cx: &mut Analyzer, node: &Node) -> Option<Accept> {
+pub fn parse_accept(cx: &mut Analyzer, node: &Node) -> Option<Accept> {
     match &node.value {
         NodeValue::Str(s) if s == "any" => Some(Accept::Any),
         NodeValue::Str(s) if s == "2xx" => Some(Accept::Success),

@@ -6,10 +6,12 @@
 //! a file and a variant; the compiler then points at every `match` that still
 //! needs to handle it.
 
+mod call;
 mod decision;
 mod deserialize_id;
 mod end;
 mod fail;
+mod for_each;
 mod get_tasks;
 mod http;
 mod log;
@@ -17,6 +19,7 @@ mod patch_task;
 mod set;
 mod set_header;
 mod timer;
+mod wait_for;
 
 use std::collections::BTreeSet;
 
@@ -27,10 +30,12 @@ use crate::language::target::Target;
 use crate::language::template::Template;
 use crate::run::step::{Next, StepCx, StepError};
 
+pub use call::Call;
 pub use decision::Decision;
 pub use deserialize_id::DeserializeId;
 pub use end::End;
 pub use fail::Fail;
+pub use for_each::{ForEach, Tolerance};
 pub use get_tasks::GetTasks;
 pub use http::Http;
 pub use log::Log;
@@ -38,17 +43,21 @@ pub use patch_task::PatchTask;
 pub use set::Set;
 pub use set_header::SetHeader;
 pub use timer::Timer;
+pub use wait_for::WaitFor;
 
 /// Every kind's name, as written in a flow.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 14] = [
     "set_header",
     "get_tasks",
     "deserialize_id",
     "patch_task",
     "decision",
     "timer",
+    "wait_for",
+    "for_each",
     "set",
     "http",
+    "call",
     "log",
     "fail",
     "end",
@@ -64,8 +73,11 @@ pub enum StepKind {
     PatchTask(PatchTask),
     Decision(Decision),
     Timer(Timer),
+    WaitFor(WaitFor),
+    ForEach(ForEach),
     Set(Set),
     Http(Http),
+    Call(Call),
     Log(Log),
     Fail(Fail),
     End(End),
@@ -80,8 +92,11 @@ impl StepKind {
             StepKind::PatchTask(_) => "patch_task",
             StepKind::Decision(_) => "decision",
             StepKind::Timer(_) => "timer",
+            StepKind::WaitFor(_) => "wait_for",
+            StepKind::ForEach(_) => "for_each",
             StepKind::Set(_) => "set",
             StepKind::Http(_) => "http",
+            StepKind::Call(_) => "call",
             StepKind::Log(_) => "log",
             StepKind::Fail(_) => "fail",
             StepKind::End(_) => "end",
@@ -97,8 +112,11 @@ impl StepKind {
             "patch_task" => StepKind::PatchTask(PatchTask::parse(cx, body)?),
             "decision" => StepKind::Decision(Decision::parse(cx, body)?),
             "timer" => StepKind::Timer(Timer::parse(cx, body)?),
+            "wait_for" => StepKind::WaitFor(WaitFor::parse(cx, body)?),
+            "for_each" => StepKind::ForEach(ForEach::parse(cx, body)?),
             "set" => StepKind::Set(Set::parse(cx, body)?),
             "http" => StepKind::Http(Http::parse(cx, body)?),
+            "call" => StepKind::Call(Call::parse(cx, body)?),
             "log" => StepKind::Log(Log::parse(cx, body)?),
             "fail" => StepKind::Fail(Fail::parse(cx, body)?),
             "end" => StepKind::End(End::parse(cx, body)?),
@@ -117,8 +135,11 @@ impl StepKind {
             "patch_task" => Body::Keys(patch_task::KEYS),
             "decision" => Body::Branches,
             "timer" => Body::Keys(timer::KEYS),
+            "wait_for" => Body::Keys(wait_for::KEYS),
+            "for_each" => Body::Keys(for_each::KEYS),
             "set" => Body::Assignments,
             "http" => Body::Keys(http::KEYS),
+            "call" => Body::TextOrKeys(call::KEYS),
             "log" | "fail" => Body::Text,
             "end" => Body::TextOrNull,
             _ => return None,
@@ -144,8 +165,17 @@ impl StepKind {
                 "Ordered branches: the first `when` that holds is taken, else `otherwise`."
             }
             "timer" => "Waits a duration, or until a time; a dry run moves the virtual clock.",
+            "wait_for" => {
+                "Waits until another system signals the run, or a timeout; a waiting run costs no thread."
+            }
+            "for_each" => {
+                "Runs a block of steps once per item of a list, some at a time, each item in fields of its own."
+            }
             "set" => "Assigns fields from templates, each through its field's type.",
             "http" => "Any HTTP request.",
+            "call" => {
+                "One operation of an OpenAPI description under `sources:`, checked before it is sent."
+            }
             "log" => "Writes a line to the trace.",
             "fail" => "Ends the run as failed, with this reason.",
             "end" => "Ends the run as succeeded, with an optional reason.",
@@ -160,6 +190,9 @@ impl StepKind {
             "deserialize_id" => deserialize_id::OUTPUTS,
             "patch_task" => patch_task::OUTPUTS,
             "http" => http::OUTPUTS,
+            "call" => call::OUTPUTS,
+            "for_each" => for_each::OUTPUTS,
+            "wait_for" => wait_for::OUTPUTS,
             _ => &[],
         }
     }
@@ -168,6 +201,7 @@ impl StepKind {
     pub fn branch_targets(&self) -> Vec<Target> {
         match self {
             StepKind::Decision(d) => d.targets(),
+            StepKind::WaitFor(w) => vec![w.on_timeout],
             _ => Vec::new(),
         }
     }
@@ -188,6 +222,8 @@ impl StepKind {
             StepKind::SetHeader(s) => vec![(s.into.as_str(), s.reads())],
             StepKind::DeserializeId(s) => vec![(s.into.as_str(), s.reads())],
             StepKind::Set(s) => s.writes(),
+            StepKind::ForEach(s) => vec![(s.item.as_str(), s.reads())],
+            StepKind::WaitFor(s) => s.writes(),
             _ => Vec::new(),
         }
     }
@@ -198,6 +234,7 @@ impl StepKind {
     pub fn unrepeatable(&self) -> bool {
         match self {
             StepKind::Http(s) => !s.repeatable(),
+            StepKind::Call(s) => !s.repeatable(),
             _ => false,
         }
     }
@@ -207,6 +244,7 @@ impl StepKind {
         match self {
             StepKind::GetTasks(_) | StepKind::PatchTask(_) => true,
             StepKind::Http(s) => s.auth,
+            StepKind::Call(s) => s.uses_auth(),
             _ => false,
         }
     }
@@ -217,6 +255,7 @@ impl StepKind {
             StepKind::GetTasks(s) => s.url_templates(),
             StepKind::PatchTask(s) => s.url_templates(),
             StepKind::Http(s) if !s.allow_secret_in_url => s.url_templates(),
+            StepKind::Call(s) => s.url_templates(),
             _ => Vec::new(),
         }
     }
@@ -227,7 +266,16 @@ impl StepKind {
             StepKind::GetTasks(s) => vec![&s.base_url],
             StepKind::PatchTask(s) => vec![&s.base_url],
             StepKind::Http(s) => vec![&s.url],
+            StepKind::Call(s) => vec![&s.source.server],
             _ => Vec::new(),
+        }
+    }
+
+    /// The block a `for_each` runs, by its index in the flow's blocks.
+    pub fn block(&self) -> Option<usize> {
+        match self {
+            StepKind::ForEach(s) => Some(s.block),
+            _ => None,
         }
     }
 
@@ -244,8 +292,11 @@ impl StepKind {
             StepKind::PatchTask(s) => s.run(cx).await,
             StepKind::Decision(s) => s.run(cx).await,
             StepKind::Timer(s) => s.run(cx).await,
+            StepKind::ForEach(s) => s.run(cx).await,
+            StepKind::WaitFor(s) => s.run(cx).await,
             StepKind::Set(s) => s.run(cx).await,
             StepKind::Http(s) => s.run(cx).await,
+            StepKind::Call(s) => s.run(cx).await,
             StepKind::Log(s) => s.run(cx).await,
             StepKind::Fail(s) => s.run(cx).await,
             StepKind::End(s) => s.run(cx).await,

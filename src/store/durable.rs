@@ -324,8 +324,45 @@ impl DurableRuns {
                 )));
             }
         }
+        if let Some(progress) = &run.progress {
+            // Newer than the state: the items that finished since it was written.
+            #[derive(serde::Deserialize)]
+            struct Between {
+                last_seq: u64,
+                each: Option<Box<crate::run::state::Each>>,
+            }
+            let between: Between = serde_json::from_str(progress)
+                .map_err(|_| damaged("its progress through a list is not readable"))?;
+            state.last_seq = state.last_seq.max(between.last_seq);
+            state.each = between.each;
+        }
+        if let Some(each) = &mut state.each {
+            self.unseal_each(each)?;
+            if each.done.len() != each.total.div_ceil(64)
+                || each.results.as_ref().is_some_and(|r| r.len() != each.total)
+            {
+                return Err(damaged("its progress through a list does not add up"));
+            }
+        }
+        // A signal that came while the run waited: the run goes on with it.
+        if let (Some(signal), Some(wait)) = (&run.signal, &mut state.wait)
+            && run.waiting_for.as_deref() == Some(wait.key().as_str())
+            && wait.outcome.is_none()
+        {
+            let sent: SentSignal = serde_json::from_str(signal)
+                .map_err(|_| damaged("the signal it received is not readable"))?;
+            wait.outcome = Some(crate::run::state::Waited::Signal {
+                data: sent.data,
+                via: sent.via,
+            });
+        }
         state.fields = Arc::new(self.sealer.unseal_fields(&state.fields)?);
         Ok(state)
+    }
+
+    /// The key resume URLs are signed with, derived from the store's.
+    pub fn resume_key(&self) -> [u8; 32] {
+        self.sealer.resume_key()
     }
 
     /// This process, as its leases name it.
@@ -352,9 +389,120 @@ impl DurableRuns {
             self.sealer
                 .seal_fields(&state.fields, |name| state.secret.contains(name)),
         );
+        sealed.each = state.each.as_ref().map(|e| Box::new(self.seal_each(e)));
         serde_json::to_string(&sealed).unwrap_or_default()
     }
+
+    /// What changed between a `for_each`'s items: its progress, and the
+    /// last event's number.
+    fn seal_progress(&self, state: &RunState) -> String {
+        let each = state.each.as_ref().map(|e| self.seal_each(e));
+        serde_json::json!({ "last_seq": state.last_seq, "each": each }).to_string()
+    }
+
+    /// Results built from a secret are sealed like a secret field.
+    fn seal_each(&self, each: &crate::run::state::Each) -> crate::run::state::Each {
+        let mut sealed = each.clone();
+        if each.results_secret
+            && let Some(results) = &each.results
+        {
+            sealed.results = Some(vec![self.sealer.seal(&Value::Array(results.clone()))]);
+        }
+        sealed
+    }
+
+    fn unseal_each(&self, each: &mut crate::run::state::Each) -> Result<(), String> {
+        if each.results_secret
+            && let Some(results) = &mut each.results
+            && let [sealed] = &results[..]
+        {
+            match self.sealer.unseal(sealed)? {
+                Value::Array(opened) => *results = opened,
+                _ => return Err("its sealed results are not a list".to_string()),
+            }
+        }
+        Ok(())
+    }
 }
+
+/// A signal as it waits in the store for its run.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct SentSignal {
+    pub data: Value,
+    /// How it came: `api`, `url` or `cli`.
+    pub via: String,
+}
+
+impl DurableRuns {
+    /// Delivers a signal to wait `n` of `signal` of run `id`, by `via`.
+    /// `Ok(false)`: the run does not wait for it (or has one already).
+    pub async fn signal(
+        &self,
+        id: &str,
+        signal: &str,
+        n: u64,
+        data: Value,
+        via: &str,
+    ) -> Result<bool, String> {
+        let sent = serde_json::to_string(&SentSignal {
+            data,
+            via: via.to_string(),
+        })
+        .unwrap_or_default();
+        let now = unix_ms(std::time::SystemTime::now());
+        self.store
+            .signal(id, &format!("{signal}#{n}"), &sent, now)
+            .await
+            .map_err(|e| e.0)
+    }
+}
+
+/// A durable CLI run waits in place for its signal, reading its row now
+/// and then: `handoff signal` writes it there, from another process.
+impl crate::run::signals::Signals for DurableRuns {
+    fn wait<'a>(
+        &'a self,
+        clock: &'a dyn crate::run::clock::Clock,
+        run_id: &'a str,
+        signal: &'a str,
+        n: u64,
+        until: std::time::SystemTime,
+    ) -> BoxFuture<'a, Result<Option<crate::run::signals::Received>, String>> {
+        Box::pin(async move {
+            let key = format!("{signal}#{n}");
+            loop {
+                let run = self
+                    .store
+                    .load(run_id)
+                    .await
+                    .map_err(|e| e.0)?
+                    .ok_or_else(|| format!("run `{run_id}` is gone from the store"))?;
+                if run.waiting_for.as_deref() == Some(key.as_str())
+                    && let Some(text) = &run.signal
+                {
+                    let sent: SentSignal = serde_json::from_str(text)
+                        .map_err(|_| "the signal it received is not readable".to_string())?;
+                    return Ok(Some((sent.data, sent.via)));
+                }
+                if run.status == crate::engine::checkpoint::DurableStatus::Canceled {
+                    return Err("the run was canceled while it waited".to_string());
+                }
+                let left = until.duration_since(clock.now()).unwrap_or_default();
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                clock.sleep(left.min(SIGNAL_POLL)).await;
+            }
+        })
+    }
+
+    fn url(&self, _run_id: &str, _signal: &str, _n: u64) -> Option<String> {
+        None
+    }
+}
+
+/// How often a durable CLI run that waits for a signal reads its row.
+const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How far a clock may have moved between the worker that set a timer and
 /// the one that reads it back.
@@ -400,9 +548,26 @@ impl Checkpoints for RunCheckpoints<'_> {
                 owner: self.runs.owner.clone(),
                 status: progress.status,
                 step: progress.step.map(str::to_string),
-                wake_at_ms: progress.state.wake_at_ms,
+                // A wait for a signal wakes at its timeout, unless a signal comes first.
+                wake_at_ms: progress.state.wake_at_ms.or_else(|| {
+                    progress
+                        .state
+                        .wait
+                        .as_ref()
+                        .filter(|w| w.outcome.is_none())
+                        .map(|w| w.until_ms)
+                }),
+                waiting_for: progress
+                    .state
+                    .wait
+                    .as_ref()
+                    .filter(|w| w.outcome.is_none())
+                    .map(|w| w.key()),
                 steps_taken: progress.state.steps_taken,
-                state: self.runs.seal_state(progress.state),
+                state: (!progress.only_each).then(|| self.runs.seal_state(progress.state)),
+                progress: progress
+                    .only_each
+                    .then(|| self.runs.seal_progress(progress.state)),
                 outcome: progress
                     .outcome
                     .map(|o| serde_json::to_string(o).unwrap_or_default()),

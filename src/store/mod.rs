@@ -106,8 +106,15 @@ pub struct Checkpoint {
     pub step: Option<String>,
     pub wake_at_ms: Option<i64>,
     pub steps_taken: u64,
-    /// The state, secret values sealed (JSON).
-    pub state: String,
+    /// The state, secret values sealed (JSON); `None` when only `progress`
+    /// changed since the last checkpoint.
+    pub state: Option<String>,
+    /// A `for_each`'s progress, newer than the state's (JSON); `None`
+    /// clears it, as the state then holds all.
+    pub progress: Option<String>,
+    /// The wait the run is in (`approval#0`), which a signal must name.
+    /// Every checkpoint clears the signal column: the run has taken it.
+    pub waiting_for: Option<String>,
     /// The outcome, when the run finished (JSON).
     pub outcome: Option<String>,
     /// The step's trace events, redacted, as JSON lines with their `seq`.
@@ -146,6 +153,12 @@ pub struct StoredRun {
     pub wake_at_ms: Option<i64>,
     pub steps_taken: u64,
     pub state: String,
+    /// A `for_each`'s progress, newer than the state's.
+    pub progress: Option<String>,
+    /// The wait the run is in (`approval#0`).
+    pub waiting_for: Option<String>,
+    /// A signal for that wait, not yet taken: `{"data": …, "via": …}`.
+    pub signal: Option<String>,
     pub outcome: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -197,6 +210,16 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<(u64, String)>, StoreError>>;
     /// Marks an unfinished run canceled. `false` when it was already finished or unknown.
     fn cancel<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Delivers a signal to wait `wait` (`approval#0`) of a run: `true` when
+    /// the run waits for it and has no signal for it yet. The run is due at
+    /// once. Anything else changes nothing; the caller reads the run to say why.
+    fn signal<'a>(
+        &'a self,
+        id: &'a str,
+        wait: &'a str,
+        signal: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Takes an unfinished run for `lease.owner`, when no one else holds it:
     /// its lease ran out, or its holder is `gone` (known to be dead).
     fn claim<'a>(

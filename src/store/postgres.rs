@@ -44,6 +44,16 @@ impl Dialect for Postgres {
             "idempotency fingerprint",
             include_str!("../../migrations/postgres/0002_idempotency_fingerprint.sql"),
         ),
+        (
+            3,
+            "progress",
+            include_str!("../../migrations/postgres/0003_progress.sql"),
+        ),
+        (
+            4,
+            "signals",
+            include_str!("../../migrations/postgres/0004_signals.sql"),
+        ),
     ];
 
     fn rows_affected(result: &PgQueryResult) -> u64 {

@@ -29,13 +29,26 @@ pub enum KeySource {
 
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
+    /// A second key, derived from the store's, that signs resume URLs: one
+    /// key to keep, and never the sealing key itself on the wire.
+    resume: [u8; 32],
 }
 
 impl Sealer {
     pub fn from_key(key: &[u8; 32]) -> Sealer {
+        use hmac::Mac;
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+        mac.update(b"handoff resume URLs v1");
         Sealer {
             cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            resume: mac.finalize().into_bytes().into(),
         }
+    }
+
+    /// The key resume URLs are signed with.
+    pub fn resume_key(&self) -> [u8; 32] {
+        self.resume
     }
 
     /// The key from `$HANDOFF_STORE_KEY`, else from `key_file`, created when
@@ -68,7 +81,7 @@ impl Sealer {
             Err(e) => Err(format!(
                 "cannot read the key file `{}`: {}",
                 key_file.display(),
-                crate::language::analyze::io_reason(&e)
+                crate::language::source::io_reason(&e)
             )),
         }
     }
@@ -153,7 +166,7 @@ fn write_key_file(path: &Path, key: &[u8]) -> Result<(), String> {
         format!(
             "cannot create the key file `{}`: {}",
             path.display(),
-            crate::language::analyze::io_reason(&e)
+            crate::language::source::io_reason(&e)
         )
     })?;
     let text = base64::engine::general_purpose::STANDARD.encode(key);

@@ -214,7 +214,7 @@ where
             // Fenced: only the process that holds the run writes, and a
             // canceled run is not written over; the writer stops instead.
             let updated = sqlx::query(
-                "UPDATE runs SET status = $1, step = $2, wake_at_ms = $3, steps_taken = $4, state = $5, outcome = $6, updated_ms = $7
+                "UPDATE runs SET status = $1, step = $2, wake_at_ms = $3, steps_taken = $4, state = COALESCE($5, state), outcome = $6, updated_ms = $7, progress = $10, waiting_for = $11, signal = NULL
                  WHERE id = $8 AND status <> 'canceled' AND owner = $9",
             )
             .bind(p.status.as_str())
@@ -226,6 +226,8 @@ where
             .bind(p.updated_ms)
             .bind(&p.run_id)
             .bind(&p.owner)
+            .bind(&p.progress)
+            .bind(&p.waiting_for)
             .execute(&mut *tx)
             .await
             .map_err(&fail)?;
@@ -257,6 +259,35 @@ where
             }
             tx.commit().await.map_err(&fail)?;
             Ok(Saved::Saved)
+        })
+    }
+
+    fn signal<'a>(
+        &'a self,
+        id: &'a str,
+        wait: &'a str,
+        signal: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let fail = failed("deliver a signal");
+            // Only to the wait named, once: a second signal finds it taken.
+            let updated = sqlx::query(
+                "UPDATE runs SET signal = $1, wake_at_ms = $2, updated_ms = $2
+                 WHERE id = $3 AND status = 'waiting' AND waiting_for = $4 AND signal IS NULL",
+            )
+            .bind(signal)
+            .bind(now_ms)
+            .bind(id)
+            .bind(wait)
+            .execute(&self.pool)
+            .await
+            .map_err(&fail)?;
+            let delivered = DB::rows_affected(&updated) == 1;
+            if delivered {
+                self.notify(&format!("signal {id}")).await;
+            }
+            Ok(delivered)
         })
     }
 
@@ -515,6 +546,9 @@ where
         wake_at_ms: row.try_get("wake_at_ms").map_err(get)?,
         steps_taken: row.try_get::<i64, _>("steps_taken").map_err(get)?.max(0) as u64,
         state: row.try_get("state").map_err(get)?,
+        progress: row.try_get("progress").map_err(get)?,
+        waiting_for: row.try_get("waiting_for").map_err(get)?,
+        signal: row.try_get("signal").map_err(get)?,
         outcome: row.try_get("outcome").map_err(get)?,
         created_ms: row.try_get("created_ms").map_err(get)?,
         updated_ms: row.try_get("updated_ms").map_err(get)?,

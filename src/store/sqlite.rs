@@ -47,6 +47,16 @@ impl Dialect for Sqlite {
             "idempotency fingerprint",
             include_str!("../../migrations/sqlite/0004_idempotency_fingerprint.sql"),
         ),
+        (
+            5,
+            "progress",
+            include_str!("../../migrations/sqlite/0005_progress.sql"),
+        ),
+        (
+            6,
+            "signals",
+            include_str!("../../migrations/sqlite/0006_signals.sql"),
+        ),
     ];
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {

@@ -502,15 +502,28 @@ fn idle_and_slow_connections_do_not_starve_the_worker() {
     let (_, run) = fresh(&served.base, "GET", &format!("/v1/runs/{id}"), "");
     assert!(run.contains("\"status\":\"succeeded\""), "{run}");
     assert_eq!(sim.task(&task)["completions"], 1);
+    // Every flooding connection was accepted by now (the run's own requests
+    // came after them); each one past the cap was shed, by eviction when a
+    // newcomer needed its place, or by its deadline for a request when the
+    // flood was slow. Which of the two depends on the machine's speed, so
+    // the test counts both.
+    let accepted = |scrape: &str| metric(scrape, "handoff_connections_accepted_total");
+    let all_in =
+        until(|| accepted(&fresh(&served.base, "GET", "/metrics", "").1) >= held.len() as u64);
     let (_, scrape) = fresh(&served.base, "GET", "/metrics", "");
+    assert!(all_in, "{} made, {scrape}", held.len());
     assert_eq!(metric(&scrape, "handoff_open_files_limit"), 1024);
     assert!(
         metric(&scrape, "handoff_connections_open") <= 768,
         "{scrape}"
     );
+    let evicted = metric(&scrape, "handoff_connections_evicted_total");
+    let timed_out = metric(&scrape, "handoff_connections_timed_out_total");
+    assert!(evicted > 0, "{scrape}");
     assert!(
-        metric(&scrape, "handoff_connections_evicted_total") >= 1000,
-        "{scrape}"
+        evicted + timed_out >= held.len() as u64 - 768,
+        "{} made, {scrape}",
+        held.len()
     );
     drop(held);
     assert_clean(TOKEN, &[("log", &served.log()), ("metrics", &scrape)]);
@@ -731,6 +744,9 @@ fn stored_values_of_any_shape_are_read_without_panic() {
             wake_at_ms: Some(time(next())),
             steps_taken: next(),
             state: pick(next()).clone(),
+            progress: (round % 3 == 0).then(|| pick(next()).clone()),
+            waiting_for: (round % 4 == 0).then(|| pick(next()).clone()),
+            signal: (round % 5 == 0).then(|| pick(next()).clone()),
             outcome: Some(pick(next()).clone()),
             created_ms: time(next()),
             updated_ms: time(next()),

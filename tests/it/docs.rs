@@ -129,6 +129,49 @@ fn every_yaml_block_that_names_a_file_is_that_file() {
     assert!(compared >= 3, "only {compared} blocks named a file");
 }
 
+/// Every whole flow in the reference pages (a YAML block that starts with
+/// `flow:`, and is not a sketch with `…`) passes `check` and `plan`
+/// without a warning, so no example there can drift.
+#[test]
+fn every_whole_flow_in_the_reference_checks_and_plans() {
+    let dir = crate::common::scratch("docs-flows");
+    let mut checked = Vec::new();
+    for page in ["docs/language.md", "docs/steps.md"] {
+        for (n, (lang, body)) in blocks(page).into_iter().enumerate() {
+            // A sketch with `…` in it is for reading, not running.
+            if lang != "yaml" || !body.starts_with("flow:") || body.contains('…') {
+                continue;
+            }
+            let path = dir.join(format!("{}-{n}.yaml", page.replace('/', "-")));
+            // A flow in the docs sits in `docs/`: its API descriptions are relative to it.
+            let body = body.replace(
+                "openapi: ../",
+                &format!("openapi: {}/", env!("CARGO_MANIFEST_DIR")),
+            );
+            std::fs::write(&path, &body).unwrap();
+            for command in ["check", "plan"] {
+                let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+                    .args(["--color", "never", command, path.to_str().unwrap()])
+                    .output()
+                    .unwrap();
+                let said = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{page}, block {n}: `handoff {command}` failed:\n{body}\n{said}"
+                );
+                assert!(!said.contains('⚠'), "{page}, block {n} warns:\n{said}");
+            }
+            checked.push(format!("{page}: {}", body.lines().next().unwrap_or("")));
+        }
+    }
+    assert!(
+        checked.iter().any(|c| c.contains("sweep")) && checked.len() >= 2,
+        "{checked:#?}"
+    );
+}
+
 #[test]
 fn the_command_reader_finds_what_it_should() {
     assert_eq!(

@@ -98,9 +98,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
             &Source::new(file, std::fs::read_to_string(file).unwrap()),
             &flow,
         ),
-        (None, None) => Ok(Mock {
-            entries: Vec::new(),
-        }),
+        (None, None) => Ok(Mock::default()),
     }
     .unwrap_or_else(|d| panic!("{}", render_all(&d, false)));
     let clock = Arc::new(handoff::run::clock::VirtualClock::fixed());
@@ -115,6 +113,7 @@ fn run_case(case: &Case) -> (String, Option<RunStatus>, Vec<String>) {
         stop: None,
         tokens: None,
         traced: true,
+        signals: None,
     };
     let lines = Arc::new(Mutex::new(String::new()));
     let jsonl = Arc::new(Mutex::new((0usize, String::new())));
@@ -227,9 +226,7 @@ fn a_long_timer_says_it_is_still_waiting_when_no_one_watches_a_terminal() {
     let clock = handoff::run::clock::VirtualClock::fixed()
         .with_heartbeat(std::time::Duration::from_secs(60));
     let transport = MockTransport::new(
-        Mock {
-            entries: Vec::new(),
-        },
+        Mock::default(),
         Arc::new(handoff::run::clock::VirtualClock::fixed()),
     );
     let engine = Engine {
@@ -242,6 +239,7 @@ fn a_long_timer_says_it_is_still_waiting_when_no_one_watches_a_terminal() {
         stop: None,
         tokens: None,
         traced: true,
+        signals: None,
     };
     let mut beats = Vec::new();
     let mut observer = |e: &handoff::run::trace::TraceEvent| {

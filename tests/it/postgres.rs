@@ -324,3 +324,111 @@ fn runs_survive_a_database_restart() {
     }
     let _ = std::fs::remove_dir_all(flows.parent().unwrap());
 }
+
+/// The slots each run was started for, from their traces (`slot` is an input).
+fn slots_of_runs(served: &Served) -> Vec<String> {
+    let (_, body) = served.json("GET", "/v1/runs?flow=tick&limit=500", None);
+    let mut slots = Vec::new();
+    for run in body["runs"].as_array().unwrap() {
+        let id = run["id"].as_str().unwrap();
+        let (_, _, trace) = served.call("GET", &format!("/v1/runs/{id}/trace"), &[], None);
+        let started = trace
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "flow_started")
+            .unwrap_or_else(|| panic!("run {id} has no start: {trace}"));
+        slots.push(started["fields"]["slot"].as_str().unwrap().to_string());
+    }
+    slots.sort();
+    slots
+}
+
+fn second(slot: &str) -> i64 {
+    slot.parse::<jiff::Timestamp>().unwrap().as_second()
+}
+
+/// A flow every second, three workers on one Postgres, two of them killed
+/// (SIGKILL) and replaced in turn: every slot from the first to the last
+/// starts one run, none two. Then every worker is killed, and one started
+/// after a few slots went by runs the latest missed slot once
+/// (`catch_up: one`) and goes on, still starting no slot twice.
+#[test]
+#[cfg_attr(
+    handoff_no_postgres,
+    ignore = "needs Postgres: apt-get install postgresql (or name a cluster with HANDOFF_TEST_PG_URL and HANDOFF_TEST_PG_DIR)"
+)]
+fn a_schedule_starts_each_slot_once_across_three_workers_and_kills() {
+    let (_turn, url) = crate::common::pg::database("schedule");
+    let dir = scratch("pg-schedule");
+    let flows = dir.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        flows.join("tick.yaml"),
+        r#"
+flow: tick
+fields:
+  slot: { type: text, input: true, default: "" }
+schedule:
+  cron: "* * * * * *"
+  timezone: Europe/Berlin
+  catch_up: one
+  inputs: { slot: "{{ slot }}" }
+steps:
+  - id: say
+    log: "slot {{ slot }}"
+"#,
+    )
+    .unwrap();
+    let env = vec![("HANDOFF_STORE_KEY", KEY.to_string())];
+    let runs = |w: &Served| succeeded(w);
+    let mut workers: Vec<Served> = (0..3).map(|_| worker(&flows, &url, &env)).collect();
+    for round in 0..2 {
+        let before = runs(&workers[2]);
+        assert!(
+            wait_for(Duration::from_secs(20), || runs(&workers[2]) >= before + 3),
+            "round {round}: slots stopped starting runs"
+        );
+        // One of three killed mid-stream, and replaced: the others go on.
+        workers[round].kill();
+        workers[round] = worker(&flows, &url, &env);
+    }
+    let before = runs(&workers[2]);
+    assert!(wait_for(Duration::from_secs(20), || runs(&workers[2]) >= before + 2));
+    let live = slots_of_runs(&workers[2]);
+    for mut w in workers.drain(..) {
+        w.kill();
+    }
+    let first = second(&live[0]);
+    let last = second(live.last().unwrap());
+    let expected: Vec<i64> = (first..=last).collect();
+    let got: Vec<i64> = live.iter().map(|s| second(s)).collect();
+    assert_eq!(
+        got, expected,
+        "one run a slot, none missed, none twice: {live:?}"
+    );
+
+    // Down for a few slots: the downtime is the scenario, so the test waits it out.
+    let down_until = std::time::SystemTime::now() + Duration::from_millis(3500);
+    while std::time::SystemTime::now() < down_until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = worker(&flows, &url, &env);
+    let total = live.len();
+    assert!(wait_for(Duration::from_secs(20), || runs(&again) >= total + 3));
+    let all = slots_of_runs(&again);
+    let seconds: Vec<i64> = all.iter().map(|s| second(s)).collect();
+    let mut unique = seconds.clone();
+    unique.dedup();
+    assert_eq!(unique, seconds, "no slot twice: {all:?}");
+    let after: Vec<i64> = seconds.iter().copied().filter(|s| *s > last).collect();
+    // The missed slots: only the latest of them ran, once, then each slot again.
+    assert!(after.len() >= 3, "{all:?}");
+    assert!(
+        after[0] >= last + 3,
+        "the first slots of the downtime were not caught up: {all:?}"
+    );
+    for pair in after[1..].windows(2) {
+        assert_eq!(pair[1] - pair[0], 1, "{all:?}");
+    }
+    drop(again);
+}

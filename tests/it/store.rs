@@ -60,7 +60,9 @@ fn waiting(id: &str, owner: &str) -> Checkpoint {
         step: Some("wait".into()),
         wake_at_ms: Some(100),
         steps_taken: 3,
-        state: "{\"pc\":2}".into(),
+        state: Some("{\"pc\":2}".into()),
+        progress: None,
+        waiting_for: None,
         outcome: None,
         events: vec![(1, "e1".into()), (2, "e2".into())],
         updated_ms: 5,
@@ -108,6 +110,7 @@ async fn checkpoints_and_timers(store: &dyn Store) {
     assert_eq!(a.status, DurableStatus::Waiting);
     assert_eq!((a.wake_at_ms, a.steps_taken), (Some(100), 3));
     assert_eq!(a.state, "{\"pc\":2}");
+    assert_eq!(a.progress, None);
     assert_eq!(store.events("a").await.unwrap(), ["e1", "e2"]);
     assert_eq!(
         store.events_after("a", 1).await.unwrap(),
@@ -138,6 +141,31 @@ async fn checkpoints_and_timers(store: &dyn Store) {
             }
         )]
     );
+}
+
+/// A checkpoint between a `for_each`'s items writes its progress alone and
+/// keeps the state; the next whole checkpoint clears the progress.
+async fn progress_between_items(store: &dyn Store) {
+    assert_eq!(store.create(&run("p")).await.unwrap(), Created::New);
+    let mut light = waiting("p", "me");
+    light.state = None;
+    light.progress = Some("{\"last_seq\":9}".into());
+    light.events = vec![(3, "e3".into())];
+    assert_eq!(store.checkpoint(&light).await.unwrap(), Saved::Saved);
+    let a = store.load("p").await.unwrap().unwrap();
+    assert_eq!(a.state, "{}", "the state written at the start, kept");
+    assert_eq!(a.progress.as_deref(), Some("{\"last_seq\":9}"));
+    assert_eq!(store.events("p").await.unwrap(), ["e3"]);
+    let mut whole = waiting("p", "me");
+    whole.state = Some("{\"pc\":3}".into());
+    whole.events = Vec::new();
+    assert_eq!(store.checkpoint(&whole).await.unwrap(), Saved::Saved);
+    let a = store.load("p").await.unwrap().unwrap();
+    assert_eq!((a.state.as_str(), a.progress), ("{\"pc\":3}", None));
+    // Fenced like any checkpoint.
+    light.owner = "other".into();
+    assert_eq!(store.checkpoint(&light).await.unwrap(), Saved::Lost);
+    assert_eq!(store.load("p").await.unwrap().unwrap().progress, None);
 }
 
 /// Leases: another process cannot take a held run nor write to it, until
@@ -247,6 +275,7 @@ async fn contract(store: &dyn Store) {
     checkpoints_and_timers(store).await;
     leases_fence_writers(store).await;
     cancels_lists_and_counts(store).await;
+    progress_between_items(store).await;
 }
 
 #[test]
@@ -260,7 +289,7 @@ fn sqlite_keeps_the_contract() {
         drop(store);
         // Opening again keeps everything, and migrates nothing twice.
         let again = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 2);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 3);
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -278,7 +307,7 @@ fn postgres_keeps_the_contract() {
         assert!(store.changes().is_some(), "the workers tell each other");
         // Another worker opening it migrates nothing twice, and sees the runs.
         let again = PgStore::open(&url, 2).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 2);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 3);
     });
 }
 

@@ -12,13 +12,15 @@ fn the_shipped_flows_cases_pass_with_their_stored_traces() {
     assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
     for file in [
         "flows/app-token.test.yaml",
+        "flows/approval.test.yaml",
         "flows/callback-worker.test.yaml",
         "flows/cancel-on-failure.test.yaml",
         "flows/complete-nwc-task.test.yaml",
+        "flows/sweep-worker.test.yaml",
     ] {
         assert!(said.contains(file), "{said}");
     }
-    assert!(said.contains(" 0 failed, in 4 file(s)"), "{said}");
+    assert!(said.contains(" 0 failed, in 6 file(s)"), "{said}");
     assert!(!said.contains('✘'), "{said}");
 }
 

@@ -229,7 +229,7 @@ impl Drop for Spool {
 fn reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::InvalidData if e.get_ref().is_some() => e.to_string(),
-        _ => crate::language::analyze::io_reason(e),
+        _ => crate::language::source::io_reason(e),
     }
 }
 
@@ -446,7 +446,7 @@ impl Outputs {
                         eprintln!(
                             "warning: cannot write `{}`: {}",
                             path.display(),
-                            crate::language::analyze::io_reason(&e)
+                            crate::language::source::io_reason(&e)
                         );
                     }
                     Err(_) => {}
@@ -549,7 +549,7 @@ pub async fn batch_command(args: &RunArgs, each: &Path, color: Colors) -> i32 {
         eprintln!(
             "error: cannot create `{}`: {}",
             dir.display(),
-            crate::language::analyze::io_reason(&e)
+            crate::language::source::io_reason(&e)
         );
         return EXIT_INVALID;
     }
@@ -563,14 +563,10 @@ pub async fn batch_command(args: &RunArgs, each: &Path, color: Colors) -> i32 {
                     return EXIT_INVALID;
                 }
             },
-            None => Mock {
-                entries: Vec::new(),
-            },
+            None => Mock::default(),
         }
     } else {
-        Mock {
-            entries: Vec::new(),
-        }
+        Mock::default()
     };
     let transport = if dry_run {
         None
@@ -600,7 +596,7 @@ pub async fn batch_command(args: &RunArgs, each: &Path, color: Colors) -> i32 {
             eprintln!(
                 "error: cannot create `{}`: {}",
                 dir.display(),
-                crate::language::analyze::io_reason(&e)
+                crate::language::source::io_reason(&e)
             );
             return EXIT_INVALID;
         }

@@ -105,10 +105,13 @@ impl Batch<'_> {
         let system = SystemClock::quiet(now);
         let virtual_clock = Arc::new(VirtualClock::new(now));
         let mock;
+        let mut scripted = None;
         let (clock, transport, dry_run): (&dyn Clock, &dyn Transport, bool) = match &self.route {
             Route::Real(t) => (&system, *t, false),
             Route::Dry(m) => {
                 mock = MockTransport::new((*m).clone(), virtual_clock.clone());
+                // Each row's run has the mock's signals to itself.
+                scripted = Some(crate::run::signals::Scripted::new(m.signals.clone()));
                 (&*virtual_clock, &mock, true)
             }
         };
@@ -131,6 +134,9 @@ impl Batch<'_> {
             stop: Some(self.stop),
             tokens: (!dry_run).then_some(&self.tokens),
             traced: self.traced,
+            signals: scripted
+                .as_ref()
+                .map(|s| s as &dyn crate::run::signals::Signals),
         };
         let result = engine.run(row.state, &mut observer).await;
         if let (Some(recording), Some(dir), Some(given)) = (&recording, self.record, &given) {
@@ -167,7 +173,7 @@ impl Batch<'_> {
             eprintln!(
                 "warning: cannot write `{}`: {}",
                 path.display(),
-                crate::language::analyze::io_reason(&e)
+                crate::language::source::io_reason(&e)
             );
         }
     }
@@ -282,6 +288,8 @@ impl Batch<'_> {
             stop: Some(self.stop),
             tokens: Some(&self.tokens),
             traced: true,
+            // A durable row's run is signalled through the store.
+            signals: Some(runs),
         };
         let result = engine.run(state, &mut observer).await;
         Finished {

@@ -8,21 +8,26 @@ use crate::language::diagnostic::Diagnostic;
 use crate::language::flow::Step;
 use crate::language::target::Target;
 
-/// Unreachable steps and loops that nothing leads out of.
-pub fn check_graph(cx: &mut Analyzer, steps: &[Step]) {
+/// Unreachable steps and loops that nothing leads out of, among `range`
+/// of the steps: the flow's own, or a block's, entered at its first.
+pub fn check_graph(cx: &mut Analyzer, all: &[Step], range: std::ops::Range<usize>) {
+    let offset = range.start;
+    let steps = &all[range];
     let n = steps.len();
     let edges: Vec<Vec<usize>> = (0..n)
         .map(|i| {
             let mut out = Vec::new();
             let mut push = |t: Target| {
-                if let Target::Step(j) = t {
+                if let Target::Step(j) = t
+                    && let Some(j) = j.checked_sub(offset).filter(|&j| j < n)
+                {
                     out.push(j);
                 }
             };
             if steps[i].kind.continues() {
                 match steps[i].goto {
                     Some(t) => push(t),
-                    None if i + 1 < n => push(Target::Step(i + 1)),
+                    None if i + 1 < n => push(Target::Step(offset + i + 1)),
                     None => {}
                 }
             }

@@ -12,6 +12,7 @@
 mod graph;
 pub mod reach;
 mod secrets;
+mod sources;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,11 +20,11 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::language::analyzer::{Analyzer, is_identifier, list};
+use crate::language::analyzer::{Analyzer, list};
 use crate::language::diagnostic::{Diagnostic, did_you_mean};
-use crate::language::fields::ERROR_FIELD;
 use crate::language::fields::FieldDecl;
 use crate::language::fields::FieldType;
+use crate::language::fields::{ERROR_FIELD, WAIT_FIELD};
 use crate::language::flow::{DEFAULT_MAX_STEPS, Flow, Step};
 use crate::language::raw::{self, Node, NodeValue};
 use crate::language::source::{Source, Span};
@@ -67,8 +68,12 @@ pub fn analyze_file(path: &str) -> Result<Checked, Vec<Diagnostic>> {
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 pub fn read_source(path: &str) -> Result<Arc<Source>, Diagnostic> {
-    let cannot =
-        |e: std::io::Error| Diagnostic::error(format!("cannot read `{path}`: {}", io_reason(&e)));
+    let cannot = |e: std::io::Error| {
+        Diagnostic::error(format!(
+            "cannot read `{path}`: {}",
+            crate::language::source::io_reason(&e)
+        ))
+    };
     let file = std::fs::File::open(path).map_err(cannot)?;
     let size = file.metadata().map_err(cannot)?.len();
     if size > MAX_FILE_BYTES {
@@ -92,15 +97,7 @@ pub fn read_source(path: &str) -> Result<Arc<Source>, Diagnostic> {
     Ok(Source::new(path, text))
 }
 
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string().to_lowercase(),
-    }
-}
-
-pub const TOP_KEYS: [&str; 7] = [
+pub const TOP_KEYS: [&str; 9] = [
     "flow",
     "description",
     "fields",
@@ -108,15 +105,8 @@ pub const TOP_KEYS: [&str; 7] = [
     "steps",
     "max_steps",
     "trigger",
-];
-pub const FIELD_KEYS: [&str; 7] = [
-    "type",
-    "input",
-    "secret",
-    "env",
-    "allow_empty",
-    "default",
-    "description",
+    "schedule",
+    "sources",
 ];
 pub const STEP_KEYS: [&str; 5] = ["id", "goto", "on_error", "output", "description"];
 
@@ -152,10 +142,14 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         None => DEFAULT_MAX_STEPS,
     };
     if let Some(fields) = body.get("fields") {
-        cx.fields = parse_fields(&mut cx, fields);
+        cx.fields = cx.field_decls(fields);
     }
     declare_error_field(&mut cx, body.get("steps"));
+    declare_wait_field(&mut cx, body.get("steps"));
     cx.has_auth = body.get("auth").is_some();
+    if let Some(node) = body.get("sources") {
+        cx.sources = crate::language::analyze::sources::parse(&mut cx, node);
+    }
     let steps_node = body.get("steps")?;
     let Some(step_nodes) = steps_node.as_seq() else {
         cx.error(
@@ -184,6 +178,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
     if steps.len() != step_nodes.len() {
         return None;
     }
+    let top_len = steps.len();
     let trigger = match body.get("trigger") {
         Some(node) => Some(crate::language::trigger::Trigger::parse(&mut cx, node)?),
         None => None,
@@ -192,145 +187,57 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         Some(node) => Some(crate::language::auth::Auth::parse(&mut cx, node)?),
         None => None,
     };
+    let schedule = match body.get("schedule") {
+        Some(node) => Some(crate::language::schedule::Schedule::parse(&mut cx, node)?),
+        None => None,
+    };
+    let blocks = parse_blocks(&mut cx, &mut steps, auth.as_ref())?;
     let fields = std::mem::take(&mut cx.fields);
     secrets::check_secrets(&mut cx, &fields, &steps, auth.as_ref());
     let destinations = reach::check_reach(&mut cx, &fields, &steps, auth.as_ref());
-    graph::check_graph(&mut cx, &steps);
+    graph::check_graph(&mut cx, &steps, 0..top_len);
+    for block in &blocks {
+        graph::check_graph(&mut cx, &steps, block.steps.clone());
+    }
     Some(Flow {
         name: name?,
         description,
         source: source.clone(),
         fields,
         steps,
+        top_len,
+        blocks,
         max_steps,
         env,
         literal_secrets: Vec::new(),
         trigger,
+        schedule,
         auth,
         destinations,
-    })
-}
-
-fn parse_fields(cx: &mut Analyzer, node: &Node) -> IndexMap<String, FieldDecl> {
-    let mut fields = IndexMap::new();
-    let Some(entries) = node.as_map() else {
-        cx.error(
-            node.span,
-            format!(
-                "`fields` must be a mapping of field names to declarations, found {}",
-                node.type_name()
-            ),
-        );
-        return fields;
-    };
-    for (key, decl) in entries {
-        let Some(name) = key.as_str() else {
-            cx.not_text(key, "a field name");
-            continue;
-        };
-        if !is_identifier(name) {
-            cx.error_help(
-                key.span,
-                format!("`{name}` is not a valid field name"),
-                "use letters, digits and `_`, starting with a letter or `_`, so templates can read it",
-            );
-            continue;
-        }
-        if fields.contains_key(name) {
-            cx.error(key.span, format!("field `{name}` is declared twice"));
-            continue;
-        }
-        if let Some(field) = parse_field(cx, name, key.span, decl) {
-            fields.insert(name.to_string(), field);
-        }
-    }
-    fields
-}
-
-fn parse_field(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option<FieldDecl> {
-    // `name: text` is short for `name: { type: text }`.
-    if let Some(ty_name) = node.as_str() {
-        let ty = cx.field_type(node, ty_name)?;
-        return Some(FieldDecl {
-            name: name.to_string(),
-            ty,
-            input: false,
-            secret: false,
-            env: None,
-            allow_empty: false,
-            default: None,
-            description: None,
-            span,
-        });
-    }
-    let body = cx.body(node, &format!("field `{name}`"), &FIELD_KEYS, &["type"])?;
-    let ty_node = body.get("type")?;
-    let ty = match ty_node.as_str() {
-        Some(t) => cx.field_type(ty_node, t)?,
-        None => {
-            cx.error(
-                ty_node.span,
-                "`type` must be one of `text`, `number`, `boolean`, `json`, `headers`",
-            );
-            return None;
-        }
-    };
-    let input = body
-        .get("input")
-        .and_then(|n| cx.boolean(n))
-        .unwrap_or(false);
-    let secret = body
-        .get("secret")
-        .and_then(|n| cx.boolean(n))
-        .unwrap_or(false);
-    let env = body
-        .get("env")
-        .and_then(|n| cx.string(n, "an environment variable name"));
-    let allow_empty = body
-        .get("allow_empty")
-        .and_then(|n| cx.boolean(n))
-        .unwrap_or(false);
-    let description = body
-        .get("description")
-        .and_then(|n| cx.string(n, "a description"));
-    let default = match body.get("default") {
-        Some(n) => match ty.coerce_showing(n.to_json(), !secret) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                cx.error(
-                    n.span,
-                    format!(
-                        "the default of `{name}` does not fit its type `{}`: {e}",
-                        ty.name()
-                    ),
-                );
-                None
-            }
-        },
-        None => None,
-    };
-    Some(FieldDecl {
-        name: name.to_string(),
-        ty,
-        input,
-        secret,
-        env,
-        allow_empty,
-        default,
-        description,
-        span,
     })
 }
 
 /// When a step has `on_error`, the flow gets an `error` field (json, null
 /// until a failure is caught) to read what went wrong.
 fn declare_error_field(cx: &mut Analyzer, steps: Option<&Node>) {
-    let uses_on_error = steps.and_then(Node::as_seq).is_some_and(|steps| {
-        steps.iter().any(|s| {
-            s.as_map()
-                .is_some_and(|m| m.iter().any(|(k, _)| k.as_str() == Some("on_error")))
+    fn any_on_error(steps: &Node) -> bool {
+        steps.as_seq().is_some_and(|steps| {
+            steps.iter().any(|s| {
+                s.as_map().is_some_and(|m| {
+                    m.iter().any(|(k, v)| match k.as_str() {
+                        Some("on_error") => true,
+                        // A block's steps catch into the item's own `error`.
+                        Some("for_each") => v
+                            .as_map()
+                            .and_then(|b| b.iter().find(|(k, _)| k.as_str() == Some("steps")))
+                            .is_some_and(|(_, steps)| any_on_error(steps)),
+                        _ => false,
+                    })
+                })
+            })
         })
-    });
+    }
+    let uses_on_error = steps.is_some_and(any_on_error);
     if !uses_on_error {
         return;
     }
@@ -354,6 +261,178 @@ fn declare_error_field(cx: &mut Analyzer, steps: Option<&Node>) {
             allow_empty: false,
             default: Some(Value::Null),
             description: Some("what the last step caught by `on_error` failed with".to_string()),
+            span: Span::new(0, 0),
+        },
+    );
+}
+
+/// Parses each `for_each`'s block once the flow's own steps are parsed:
+/// its steps go after them, with ids of their own (unique in the flow, as
+/// mocks and tests name steps by id), `goto`s that stay inside, and the
+/// item's fields in scope. An item writes only its own fields.
+fn parse_blocks(
+    cx: &mut Analyzer,
+    steps: &mut Vec<Step>,
+    auth: Option<&crate::language::auth::Auth>,
+) -> Option<Vec<crate::language::flow::Block>> {
+    let mut blocks = Vec::new();
+    let mut ids: HashMap<String, Span> = steps.iter().map(|s| (s.id.clone(), s.span)).collect();
+    let mut locals_seen: IndexMap<String, FieldDecl> = IndexMap::new();
+    let pending = std::mem::take(&mut cx.pending);
+    let mut ok = true;
+    for (index, block) in pending.into_iter().enumerate() {
+        let Some(owner) = steps.iter().position(|s| s.kind.block() == Some(index)) else {
+            continue;
+        };
+        let outer = cx.fields.clone();
+        let mut locals: Vec<String> = block.locals.iter().map(|d| d.name.clone()).collect();
+        if outer.contains_key(ERROR_FIELD) {
+            locals.push(ERROR_FIELD.to_string());
+        }
+        for decl in &block.locals {
+            if let Some(other) = locals_seen.get(&decl.name) {
+                let d = Diagnostic::error(format!(
+                    "`{}` is already a field of another `for_each`",
+                    decl.name
+                ))
+                .at(&cx.source, decl.span)
+                .also(other.span, "declared here")
+                .help("the fields of a flow's blocks have names of their own: rename it");
+                cx.push(d);
+                ok = false;
+            }
+            locals_seen.insert(decl.name.clone(), decl.clone());
+            cx.fields.insert(decl.name.clone(), decl.clone());
+        }
+        let nodes = block.steps.as_seq().unwrap_or_default();
+        let start = steps.len();
+        let saved_ids = std::mem::take(&mut cx.ids);
+        for (k, node) in nodes.iter().enumerate() {
+            let Some(id_node) = node
+                .as_map()
+                .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("id")))
+                .map(|(_, v)| v)
+            else {
+                continue;
+            };
+            let Some(id) = id_node.as_str() else { continue };
+            if let Some(first) = ids.get(id) {
+                let (line, _) = cx.source.line_col(first.offset);
+                cx.push(
+                    Diagnostic::error(format!("step id `{id}` is used twice"))
+                        .at(&cx.source, id_node.span)
+                        .label(format!("first used on line {line}"))
+                        .help("step ids are unique in the whole flow, blocks included: traces, mocks and tests name steps by id"),
+                );
+                ok = false;
+                continue;
+            }
+            ids.insert(id.to_string(), id_node.span);
+            cx.ids.insert(id.to_string(), start + k);
+        }
+        cx.in_block = true;
+        cx.touched = Some(Default::default());
+        let mut parsed = Vec::new();
+        for node in nodes {
+            if let Some(mut step) = parse_step(cx, node) {
+                step.block = Some(blocks.len());
+                parsed.push(step);
+            }
+        }
+        cx.in_block = false;
+        let touched = cx.touched.take().unwrap_or_default();
+        cx.ids = saved_ids;
+        if parsed.len() != nodes.len() {
+            ok = false;
+            cx.fields = outer;
+            continue;
+        }
+        for step in &parsed {
+            let written = step
+                .kind
+                .writes()
+                .into_iter()
+                .map(|(f, _)| f.to_string())
+                .chain(step.output.values().cloned());
+            for field in written {
+                if !locals.contains(&field) {
+                    cx.push(
+                        Diagnostic::error(format!(
+                            "step `{}` writes `{field}`, a field of the flow, from inside `for_each` `{}`",
+                            step.id, steps[owner].id
+                        ))
+                        .at(&cx.source, step.span)
+                        .label("items run side by side, so they write only their own fields")
+                        .help("declare the field under the `for_each`'s `fields:`, and hand back what the flow needs through `result:`"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let uses_auth = parsed.iter().any(|s| s.kind.uses_auth());
+        let mut reads: std::collections::BTreeSet<String> = touched
+            .into_iter()
+            .filter(|n| outer.contains_key(n) && !locals.contains(n))
+            .collect();
+        if let Some(auth) = auth.filter(|_| uses_auth) {
+            // The managed token's request reads its own fields.
+            reads.extend(auth.reads().into_iter().filter(|k| outer.contains_key(k)));
+        }
+        let unrepeatable = parsed.iter().any(|s| s.kind.unrepeatable());
+        let item = block.locals[0].name.clone();
+        steps.extend(parsed);
+        blocks.push(crate::language::flow::Block {
+            owner,
+            steps: start..steps.len(),
+            item,
+            locals,
+            reads: reads.into_iter().collect(),
+            unrepeatable,
+        });
+        cx.fields = outer;
+    }
+    // The items' fields are the flow's too, so a step's write finds its type.
+    for (name, decl) in locals_seen {
+        cx.fields.insert(name, decl);
+    }
+    ok.then_some(blocks)
+}
+
+/// When a step has `wait_for`, the flow gets a `wait` field (json, secret)
+/// holding its resume URLs, set by handoff before the first step.
+fn declare_wait_field(cx: &mut Analyzer, steps: Option<&Node>) {
+    let waits = steps.and_then(Node::as_seq).is_some_and(|steps| {
+        steps.iter().any(|s| {
+            s.as_map()
+                .is_some_and(|m| m.iter().any(|(k, _)| k.as_str() == Some("wait_for")))
+        })
+    });
+    if !waits {
+        return;
+    }
+    if let Some(decl) = cx.fields.get(WAIT_FIELD) {
+        let span = decl.span;
+        cx.error_help(
+            span,
+            format!("`{WAIT_FIELD}` is reserved: a flow that waits for signals reads its resume URLs there"),
+            "rename this field",
+        );
+        return;
+    }
+    cx.fields.insert(
+        WAIT_FIELD.to_string(),
+        FieldDecl {
+            name: WAIT_FIELD.to_string(),
+            ty: FieldType::Json,
+            input: false,
+            secret: true,
+            env: None,
+            allow_empty: true,
+            default: Some(Value::Null),
+            description: Some(
+                "the resume URLs of the flow's waits: `wait.url`, and `wait.urls.NAME` per signal"
+                    .to_string(),
+            ),
             span: Span::new(0, 0),
         },
     );
@@ -519,6 +598,7 @@ fn parse_step(cx: &mut Analyzer, node: &Node) -> Option<Step> {
         goto,
         output,
         on_error,
+        block: None,
     })
     .filter(|_| ok)
 }

@@ -73,6 +73,28 @@ pub fn check_reach(
             }
         }
     }
+    let mut seen_sources: Vec<&str> = Vec::new();
+    for step in steps {
+        let crate::steps::StepKind::Call(call) = &step.kind else {
+            continue;
+        };
+        let source = &call.source;
+        if source.credentials.is_empty() || seen_sources.contains(&source.name.as_str()) {
+            continue;
+        }
+        seen_sources.push(&source.name);
+        if let Some(name) = source.server.mentions.iter().find(|m| caller.contains(*m)) {
+            cx.push(
+                Diagnostic::error(format!(
+                    "the server of source `{}` reads `{name}`, which a caller can set",
+                    source.name
+                ))
+                .at(&cx.source, source.server.span)
+                .label("its credentials go to this URL")
+                .help("build the server URL from configuration: `env:` fields and literal text"),
+            );
+        }
+    }
     if let Some(auth) = auth {
         if let Some(base) = fields.get("base_url")
             && caller.contains("base_url")

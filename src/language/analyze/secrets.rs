@@ -44,9 +44,18 @@ pub fn check_secrets(
             .collect(),
         steps,
     );
+    // An item (`for_each`'s `as:`) cannot be declared secret: it is masked
+    // when its list is built from a secret, and says so in no warning.
+    let items: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            crate::steps::StepKind::ForEach(f) => Some(f.item.as_str()),
+            _ => None,
+        })
+        .collect();
     for field in fields
         .values()
-        .filter(|f| !f.secret && secret.contains(&f.name))
+        .filter(|f| !f.secret && secret.contains(&f.name) && !items.contains(&f.name.as_str()))
     {
         cx.push(
             Diagnostic::warning(format!(
