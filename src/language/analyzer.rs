@@ -61,6 +61,9 @@ pub struct Analyzer<'a> {
     pub sources: IndexMap<String, std::sync::Arc<crate::language::openapi::sources::ApiSource>>,
     /// Sources whose description did not load (already reported).
     pub sources_failed: Vec<String>,
+    /// With `sources:`, what each template reads by path, where it is: held
+    /// against the response schemas of `call:` steps once all are parsed.
+    pub readings: Vec<(Span, crate::language::paths::Reading)>,
     known: crate::language::template::Known,
     diagnostics: &'a mut Vec<Diagnostic>,
 }
@@ -105,6 +108,7 @@ impl<'a> Analyzer<'a> {
             pending: Vec::new(),
             sources: IndexMap::new(),
             sources_failed: Vec::new(),
+            readings: Vec::new(),
             known: crate::language::template::Known::default(),
             diagnostics,
         }
@@ -412,6 +416,20 @@ impl<'a> Analyzer<'a> {
                 .help(help);
                 self.push(d);
                 ok = false;
+            }
+        }
+        if ok && !self.sources.is_empty() {
+            let reading = match &template.kind {
+                crate::language::template::TemplateKind::Expr(e) => {
+                    crate::language::paths::reading(e, true)
+                }
+                crate::language::template::TemplateKind::Text => {
+                    crate::language::paths::reading(&template.source, false)
+                }
+                crate::language::template::TemplateKind::Literal(_) => Default::default(),
+            };
+            if !reading.paths.is_empty() {
+                self.readings.push((template.span, reading));
             }
         }
         ok.then_some(template)

@@ -99,6 +99,15 @@ fn is_root(tokens: &[Token], i: usize) -> bool {
 }
 
 fn path_at(tokens: &[Token], i: usize) -> (Path, usize) {
+    walk_path(tokens, i, false)
+}
+
+/// In a path that goes through lists, a number's place: `jobs[0].id` is
+/// `["jobs", "[]", "id"]`.
+pub const ITEM: &str = "[]";
+
+/// A path from `tokens[i]`; with `items`, through `[0]` and `.0` too.
+fn walk_path(tokens: &[Token], i: usize, items: bool) -> (Path, usize) {
     let Some(Token::Name(root)) = tokens.get(i) else {
         return (Vec::new(), i + 1);
     };
@@ -114,9 +123,82 @@ fn path_at(tokens: &[Token], i: usize) -> (Path, usize) {
                 path.push(s.clone());
                 j += 3;
             }
+            (Some(Token::Other("[")), Some(Token::Other("0")), Some(Token::Other("]")))
+                if items =>
+            {
+                path.push(ITEM.to_string());
+                j += 3;
+            }
+            (Some(Token::Other(".")), Some(Token::Other("0")), _) if items => {
+                path.push(ITEM.to_string());
+                j += 2;
+            }
             _ => return (path, j),
         }
     }
+}
+
+/// What a template reads of a JSON value, for holding it against a schema:
+/// every path through keys and list items, and each literal text a path is
+/// compared with (`==`, `!=`, either side). Names the template binds itself
+/// (`{% for job in … %}`, `{% set … %}`) are left out: they are not fields.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reading {
+    pub paths: Vec<Path>,
+    pub compared: Vec<(Path, String)>,
+}
+
+pub fn reading(text: &str, whole: bool) -> Reading {
+    let mut out = Reading::default();
+    let mut all: Vec<Vec<Token>> = Vec::new();
+    let mut bound: Vec<&str> = Vec::new();
+    for (tag, statement) in tags(text, whole) {
+        let mut tokens = tokenize(tag);
+        for (i, t) in tokens.iter().enumerate() {
+            if let Token::Name("for" | "set" | "with") = t {
+                let mut j = i + 1;
+                while let Some(Token::Name(n)) = tokens.get(j) {
+                    bound.push(n);
+                    match tokens.get(j + 1) {
+                        Some(Token::Other(",")) => j += 2,
+                        _ => break,
+                    }
+                }
+            }
+        }
+        // A statement's first word is its keyword (`endfor`), never a name.
+        if statement && matches!(tokens.first(), Some(Token::Name(_))) {
+            tokens[0] = Token::Other("%");
+        }
+        all.push(tokens);
+    }
+    for tokens in &all {
+        let mut i = 0;
+        while i < tokens.len() {
+            if !is_root(tokens, i) || matches!(&tokens[i], Token::Name(n) if bound.contains(n)) {
+                i += 1;
+                continue;
+            }
+            let (path, next) = walk_path(tokens, i, true);
+            let after = match (tokens.get(next), tokens.get(next + 1)) {
+                (Some(Token::Other("==" | "!=")), Some(Token::Str(s))) => Some(s.clone()),
+                _ => None,
+            };
+            let before = match (
+                i.checked_sub(2).map(|k| &tokens[k]),
+                i.checked_sub(1).map(|k| &tokens[k]),
+            ) {
+                (Some(Token::Str(s)), Some(Token::Other("==" | "!="))) => Some(s.clone()),
+                _ => None,
+            };
+            for literal in after.into_iter().chain(before) {
+                out.compared.push((path.clone(), literal));
+            }
+            out.paths.push(path);
+            i = next;
+        }
+    }
+    out
 }
 
 /// The inside of each tag, and whether it is a statement (`{% … %}`).
@@ -223,6 +305,26 @@ mod tests {
             [p(&["x", "y"]), p(&["z"])]
         );
         assert_eq!(reads("{{ 'event.passed' }}", false), Vec::<Path>::new());
+    }
+
+    #[test]
+    fn a_reading_goes_through_items_and_keeps_comparisons() {
+        let r = reading(
+            "{{ job.jobs[0].state }} {{ 'ready' == job.state }}{% for j in job.jobs %}{{ j.id }}{% endfor %}",
+            false,
+        );
+        assert_eq!(
+            r.paths,
+            [
+                p(&["job", "jobs", ITEM, "state"]),
+                p(&["job", "state"]),
+                p(&["job", "jobs"])
+            ]
+        );
+        assert_eq!(r.compared, [(p(&["job", "state"]), "ready".to_string())]);
+        let r = reading("job.state != 'failed' and job.result.passed == true", true);
+        assert_eq!(r.compared, [(p(&["job", "state"]), "failed".to_string())]);
+        assert_eq!(r.paths[1], p(&["job", "result", "passed"]));
     }
 
     #[test]

@@ -344,6 +344,24 @@ impl Call {
         ) || self.idempotency_key.is_some()
     }
 
+    /// The schemas of the answers the step takes as success (its `accept:`),
+    /// where they declare one: what its `body` output can hold. The
+    /// `default` answer counts when no 2xx one is declared.
+    pub fn success_schemas(&self) -> Vec<Loc> {
+        let responses = &self.op().responses;
+        let success = |r: &crate::language::openapi::ResponseSpec| (200..300).any(|s| r.matches(s));
+        let any_success = responses.iter().any(success);
+        responses
+            .iter()
+            .filter(|r| match &self.accept {
+                Accept::Success => success(r) || (r.status == "default" && !any_success),
+                Accept::Any => true,
+                Accept::Statuses(list) => list.iter().any(|s| r.matches(*s)),
+            })
+            .filter_map(|r| r.schema.clone())
+            .collect()
+    }
+
     /// Whether the flow's managed token goes along.
     pub fn uses_auth(&self) -> bool {
         self.op().security.iter().any(|alt| {

@@ -318,6 +318,105 @@ fn public_descriptions_load_and_their_operations_check() {
     let err = text(&out.stderr);
     assert!(err.contains("must be one of `event`, `general`"), "{err}");
     assert!(err.contains("museum.openapi.yaml:"), "{err}");
+    // What the flow reads of the answer goes through the same `allOf`: a
+    // key it misses is a warning (the schema leaves the object open), a
+    // value the enum does not list an error.
+    let misread = std::fs::read_to_string(&flow)
+        .unwrap()
+        .replace("ticketType: vip", "ticketType: general")
+        .replace("confirmationCode }}", "confirmationCod }}")
+        .replace("ticketType == 'event'", "ticketType == 'vip'");
+    std::fs::write(&flow, misread).unwrap();
+    let out = handoff(&["check", flow.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("`confirmation` has no key `confirmationCod`")
+            && err.contains("did you mean `confirmationCode`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`confirmation.ticketType` is compared with \"vip\"")
+            && err.contains("it is one of `event` and `general`"),
+        "{err}"
+    );
+    assert!(err.contains("1 error, 1 warning"), "{err}");
+}
+
+/// A flow that reads the answers of `jobs.yaml`'s operations, beside the
+/// document (by its absolute path).
+fn reading_flow(dir: &std::path::Path, reads: &str) -> std::path::PathBuf {
+    let flow = dir.join("reads.yaml");
+    let text_of = format!(
+        r#"flow: reads
+fields:
+  job_id: {{ type: text, input: true }}
+  token: {{ type: text, secret: true, env: JOBS_TOKEN }}
+  job: {{ type: json, default: null }}
+  list: {{ type: json, default: null }}
+  other: {{ type: json, default: null }}
+  note: {{ type: text, default: "" }}
+sources:
+  jobs:
+    openapi: {}/tests/files/openapi/jobs.yaml
+    server: https://jobs.example.com/v1
+    credentials: {{ bearerAuth: "{{{{ token }}}}" }}
+steps:
+  - id: read
+    call: {{ operation: jobs.getJob, params: {{ jobId: "{{{{ job_id }}}}" }} }}
+    output: {{ body: job }}
+  - id: all
+    call: {{ operation: jobs.listJobs, params: {{ state: ready }} }}
+    output: {{ body: list }}
+  - id: again
+    call: {{ operation: jobs.getJob, params: {{ jobId: "{{{{ job_id }}}}" }} }}
+    output: {{ body: other }}
+  - id: mixed
+    set: {{ other: "{{{{ job }}}}" }}
+  - id: reads
+    set:
+      note: "{reads}"
+"#,
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::write(&flow, text_of).unwrap();
+    flow
+}
+
+#[test]
+fn what_a_flow_reads_of_an_answer_is_held_against_its_schema() {
+    let dir = crate::common::scratch("openapi-reads");
+    // Keys of either `oneOf` branch, across a sibling file; items; an enum
+    // value it lists; a loop's own name; and `other`, which a `set` fills
+    // too, so it can hold anything.
+    let fine = "{{ job.result.passed }} {{ job.result.code }} {{ job.finished_at }} \
+        {{ list.jobs[0].state == 'ready' }} {{ 'failed' != job.state }} \
+        {% for j in list.jobs %}{{ j.whatever }}{% endfor %} {{ other.anything }}";
+    let flow = reading_flow(&dir, fine);
+    let out = handoff(&["check", flow.to_str().unwrap()], &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let wrong = "{{ job.result.pased }} {{ list.jobs[0].ids }} {{ job.id.first }} \
+        {{ job.state == 'done' }}";
+    let flow = reading_flow(&dir, wrong);
+    let out = handoff(&["check", flow.to_str().unwrap()], &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for expected in [
+        // Both branches close their objects: an error, with the document's place.
+        "`job.result` has no key `pased` in the answer of `jobs.getJob`",
+        "did you mean `passed`?",
+        "jobs.yaml:101:9",
+        // `Job` leaves its object open: a warning.
+        "`list.jobs[0]` has no key `ids` in the answer of `jobs.listJobs`",
+        "`job.id` is a string in the answer of `jobs.getJob`, so it has no `first`",
+        "`job.state` is compared with \"done\", a value the answer of `jobs.getJob` does not list",
+        "3 errors, 1 warning",
+    ] {
+        assert!(err.contains(expected), "{expected}\n{err}");
+    }
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! The driver: it reads the file, walks the flow's top level, fields and
 //! steps (each step kind parses its own body with the [`Analyzer`] helpers),
-//! then runs the `graph` and `secrets` checks over the result.
+//! then runs the `graph`, `secrets`, `reach` and `responses` checks over
+//! the result.
 //!
 //! This is the static half of handoff: `handoff check` stops here, and every
 //! run starts here. It resolves `goto`s, compiles templates, checks that every
@@ -11,6 +12,7 @@
 
 mod graph;
 pub mod reach;
+mod responses;
 mod secrets;
 mod sources;
 
@@ -194,6 +196,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
     let blocks = parse_blocks(&mut cx, &mut steps, auth.as_ref())?;
     let fields = std::mem::take(&mut cx.fields);
     secrets::check_secrets(&mut cx, &fields, &steps, auth.as_ref());
+    responses::check_responses(&mut cx, &fields, &steps);
     let destinations = reach::check_reach(&mut cx, &fields, &steps, auth.as_ref());
     graph::check_graph(&mut cx, &steps, 0..top_len);
     for block in &blocks {
