@@ -396,6 +396,18 @@ fn timeline(events: &[TraceEvent]) -> String {
 
 /// An event's name and its details as compact JSON, cut to a readable length.
 fn describe(e: &TraceEvent) -> (String, String) {
+    // An operation reads as the API description names it.
+    if let EventKind::OperationCalled {
+        operation,
+        method,
+        path,
+    } = &e.kind
+    {
+        return (
+            "operation".to_string(),
+            format!("{operation} ({method} {path})"),
+        );
+    }
     let mut value = serde_json::to_value(e).unwrap_or(Value::Null);
     let name = value["event"].as_str().unwrap_or("event").to_string();
     if let Value::Object(map) = &mut value {

@@ -2,7 +2,7 @@
 //! service that `tests/files/openapi/jobs.yaml` describes: the request built
 //! from the document, a body that renders invalid (nothing sent), and an
 //! answer that breaks its schema (an error `on_error` can catch, or a
-//! warning).
+//! warning); what `check` holds a flow's reads against; and the run page.
 
 use serde_json::{Value, json};
 
@@ -450,4 +450,96 @@ fn a_form_body_goes_as_a_form() {
         String::from_utf8_lossy(&seen[0].body),
         "criteria=inventor%3ALovelace&start=0&rows=20"
     );
+}
+
+#[test]
+fn the_run_page_names_the_operations() {
+    let server = Loopback::start(|n, _| match n {
+        0 => json_answer(201, &job("queued")),
+        1 => json_answer(200, &job("ready")),
+        _ => json_answer(200, &json!({ "jobs": [] })),
+    });
+    let base = format!("{}/v1", server.base);
+    let dir = crate::common::scratch("openapi-page");
+    let flows = dir.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    let flow = std::fs::read_to_string(FLOW).unwrap().replace(
+        "openapi: jobs.yaml",
+        &format!(
+            "openapi: {}/tests/files/openapi/jobs.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    );
+    std::fs::write(flows.join("jobs-check.yaml"), flow).unwrap();
+    let served = crate::common::Served::start(
+        &flows,
+        &dir.join("handoff.db"),
+        &[("JOBS_URL", &base), ("JOBS_TOKEN", JOBS_TOKEN)],
+    );
+    let (code, started) = served.json(
+        "POST",
+        "/v1/flows/jobs-check/runs",
+        Some(json!({ "inputs": { "container": "C-42" } })),
+    );
+    assert_eq!(code, 201, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    assert!(
+        crate::common::until(
+            || served.json("GET", &format!("/v1/runs/{id}"), None).1["status"] == "succeeded"
+        ),
+        "{}",
+        served.log()
+    );
+    let (code, _, page) = served.call("GET", &format!("/runs/{id}"), &[], None);
+    assert_eq!(code, 200, "{page}");
+    // The picture names each step's operation, and the timeline each call.
+    let (picture, timeline) = page.split_once("</svg>").unwrap();
+    for op in ["jobs.createJob", "jobs.getJob", "jobs.listJobs"] {
+        assert!(picture.contains(op), "{op}:\n{picture}");
+        assert!(timeline.contains(op), "{op}:\n{timeline}");
+    }
+    assert!(
+        page.contains(
+            "<td>operation</td><td class=\"details\">jobs.getJob (GET /jobs/{jobId})</td>"
+        ),
+        "{page}"
+    );
+    assert_clean(JOBS_TOKEN, &[("page", &page), ("log", &served.log())]);
+}
+
+#[test]
+fn test_files_script_operations_and_a_drifted_answer_stops_them() {
+    let out = handoff(&["test", "tests/files/openapi/jobs-flow.test.yaml"], &[]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(said.contains("✔ 2 passed, 0 failed"), "{said}");
+
+    // The refusal loses its required `message`: the file stops before any case runs.
+    let dir = crate::common::scratch("openapi-test-file");
+    for name in ["jobs-flow.yaml", "jobs-flow.mock.yaml"] {
+        let text_of = std::fs::read_to_string(format!("tests/files/openapi/{name}"))
+            .unwrap()
+            .replace(
+                "openapi: jobs.yaml",
+                &format!(
+                    "openapi: {}/tests/files/openapi/jobs.yaml",
+                    env!("CARGO_MANIFEST_DIR")
+                ),
+            );
+        std::fs::write(dir.join(name), text_of).unwrap();
+    }
+    let drifted = std::fs::read_to_string("tests/files/openapi/jobs-flow.test.yaml")
+        .unwrap()
+        .replace(
+            "body: { code: taken, message: a job for C-42 is running }",
+            "body: { code: taken }",
+        );
+    let file = dir.join("jobs-flow.test.yaml");
+    std::fs::write(&file, drifted).unwrap();
+    let out = handoff(&["test", file.to_str().unwrap()], &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("jobs-flow.test.yaml:20:9"), "{err}");
+    assert!(err.contains("`message`"), "{err}");
+    assert!(err.contains("no case was run"), "{err}");
 }
