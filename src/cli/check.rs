@@ -93,6 +93,31 @@ pub fn check_one(path: &str) -> Result<(String, Vec<Diagnostic>), Vec<Diagnostic
         ));
     }
     let source = read_source(path).map_err(|d| vec![d])?;
+    // An Arazzo document with several workflows, and no `--workflow`: each is checked.
+    if let Ok(root) = crate::language::raw::parse(&source)
+        && crate::language::arazzo::select::is_arazzo(&root)
+        && !crate::language::arazzo::select::selected()
+    {
+        let ids = crate::language::arazzo::select::workflow_ids(&root);
+        if ids.len() > 1 {
+            let mut all = Vec::new();
+            let mut failed = false;
+            for id in &ids {
+                match crate::language::analyze::analyze_workflow(&source, Some(id)) {
+                    Ok(checked) => all.extend(checked.warnings),
+                    Err(diagnostics) => {
+                        failed = true;
+                        all.extend(diagnostics);
+                    }
+                }
+            }
+            return if failed {
+                Err(all)
+            } else {
+                Ok((format!("Arazzo, {} workflows", ids.len()), all))
+            };
+        }
+    }
     let checked = analyze(&source)?;
     let flow = &checked.flow;
     let mut warnings = checked.warnings.clone();

@@ -14,6 +14,7 @@
 //! is counted with both.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -185,6 +186,143 @@ fn fixed_number(flow: &Flow, name: &str) -> Option<(i64, bool)> {
     Some((value.as_i64()?, field.input || field.env.is_some()))
 }
 
+/// A loop of any shape whose every round goes through one decision branch
+/// guarded by `COUNTER < LIMIT` (alone, or after `and`), and through the one
+/// step that adds 1 to the counter: a retry, as Arazzo's `retryLimit` is
+/// lowered. Returns each step's visits, the rounds, and how it was proven.
+#[allow(clippy::type_complexity)]
+fn guarded(
+    flow: &Flow,
+    start: usize,
+    component: &[usize],
+) -> Result<(Vec<(usize, u64)>, u64, String), ()> {
+    let inside = |i: usize| component.contains(&i);
+    let entries: BTreeSet<usize> = component
+        .iter()
+        .copied()
+        .filter(|&i| {
+            i == start
+                || (0..flow.steps.len())
+                    .any(|p| !inside(p) && step_successors(flow, p).contains(&i))
+        })
+        .collect();
+    let [entry] = entries.into_iter().collect::<Vec<_>>()[..] else {
+        return Err(());
+    };
+    for &d in component {
+        let StepKind::Decision(decision) = &flow.steps[d].kind else {
+            continue;
+        };
+        let staying: Vec<usize> = (0..decision.branches.len())
+            .filter(|&b| matches!(decision.branches[b].1, Target::Step(j) if inside(j)))
+            .collect();
+        let [b] = staying[..] else { continue };
+        let (condition, Target::Step(target)) = &decision.branches[b] else {
+            continue;
+        };
+        let text = match &condition.kind {
+            TemplateKind::Expr(e) => e.clone(),
+            _ => condition.source.clone(),
+        };
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        let n = parts.len();
+        if n < 3 || (n > 3 && parts[n - 4] != "and") {
+            continue;
+        }
+        let (counter, op, limit) = (parts[n - 3], parts[n - 2], parts[n - 1]);
+        if op != "<" && op != "<=" {
+            continue;
+        }
+        let Some(limit_value) = limit.parse::<i64>().ok().or_else(|| {
+            fixed_number(flow, limit)
+                .filter(|_| writers(flow, limit).is_empty())
+                .map(|(v, _)| v)
+        }) else {
+            continue;
+        };
+        let Some((first, false)) = fixed_number(flow, counter) else {
+            continue;
+        };
+        let counting: Vec<usize> = writers(flow, counter)
+            .into_iter()
+            .filter(|&w| inside(w))
+            .collect();
+        let [w] = counting[..] else { continue };
+        let adds_one = match &flow.steps[w].kind {
+            StepKind::Set(s) => s.assignments.iter().any(|(f, t)| {
+                f == counter
+                    && matches!(&t.kind, TemplateKind::Expr(e) if e.split_whitespace().collect::<String>() == format!("{counter}+1"))
+            }),
+            _ => false,
+        };
+        // Outside the loop, a counter may only be set back to a literal.
+        let resets_only = writers(flow, counter).into_iter().filter(|&o| !inside(o)).all(|o| {
+            matches!(&flow.steps[o].kind, StepKind::Set(s) if s.assignments.iter().all(|(f, t)| f != counter || matches!(t.kind, TemplateKind::Literal(_))))
+        });
+        if !adds_one || !resets_only {
+            continue;
+        }
+        // Every round goes through the guarded branch and the count: without
+        // the branch, no cycle is left.
+        let cut = |from: usize, to: usize| from == d && to == *target;
+        let mut color = vec![0u8; flow.steps.len()];
+        fn cyclic(
+            flow: &Flow,
+            i: usize,
+            inside: &dyn Fn(usize) -> bool,
+            cut: &dyn Fn(usize, usize) -> bool,
+            color: &mut [u8],
+        ) -> bool {
+            color[i] = 1;
+            for j in step_successors(flow, i) {
+                if !inside(j) || cut(i, j) {
+                    continue;
+                }
+                if color[j] == 1 || (color[j] == 0 && cyclic(flow, j, inside, cut, color)) {
+                    return true;
+                }
+            }
+            color[i] = 2;
+            false
+        }
+        if component
+            .iter()
+            .any(|&i| color[i] == 0 && cyclic(flow, i, &inside, &cut, &mut color))
+        {
+            continue;
+        }
+        // Steps from the branch back to the loop's entry run once fewer.
+        let mut after = BTreeSet::new();
+        let mut stack = vec![*target];
+        while let Some(i) = stack.pop() {
+            if i == entry || !inside(i) || !after.insert(i) {
+                continue;
+            }
+            stack.extend(step_successors(flow, i));
+        }
+        if !after.contains(&w) {
+            continue;
+        }
+        let last = if op == "<" {
+            limit_value - 1
+        } else {
+            limit_value
+        };
+        let taken = (last - first + 1).max(0) as u64;
+        let rounds = taken + 1;
+        let visits = component
+            .iter()
+            .map(|&i| (i, if after.contains(&i) { taken } else { rounds }))
+            .collect();
+        let how = format!(
+            "`{}` adds 1 to `{counter}` (from {first}), and `{}` goes round again only while `{counter} {op} {limit}`",
+            flow.steps[w].id, flow.steps[d].id
+        );
+        return Ok((visits, rounds, how));
+    }
+    Err(())
+}
+
 /// Tries to prove a loop's rounds from the poll-loop pattern.
 fn bound(
     flow: &Flow,
@@ -332,7 +470,20 @@ fn timer_duration(flow: &Flow, template: &Template) -> Result<Duration, String> 
             Some(v) => crate::language::fields::display_text(&v),
             None => return Err(format!("depends on `{field}`, which has no default")),
         },
-        _ => return Err(format!("depends on `{}`", template.source)),
+        _ => {
+            // `{{ headers | retry_after(N) }}` (an Arazzo retry): the step's
+            // own wait. An answer's `Retry-After` may ask for more, up to
+            // the timer's 7 days; docs/arazzo.md says so.
+            if let TemplateKind::Expr(e) = &template.kind
+                && let Some(n) = e
+                    .split_once("| retry_after(")
+                    .and_then(|(_, rest)| rest.trim().strip_suffix(')'))
+                    .and_then(|n| n.trim().parse::<f64>().ok())
+            {
+                return Ok(Duration::from_millis((n * 1000.0).round() as u64));
+            }
+            return Err(format!("depends on `{}`", template.source));
+        }
     };
     crate::language::duration::parse_duration(&text)
 }
@@ -425,6 +576,16 @@ fn walk(flow: &Flow, start: usize, visits: &mut [Option<u64>], loops: &mut Vec<L
             if let [i] = component[..] {
                 visits[i] = Some(1);
             }
+            continue;
+        }
+        if let Ok((visits_of, rounds, how)) = guarded(flow, start, &component) {
+            for (i, v) in visits_of {
+                visits[i] = Some(v);
+            }
+            loops.push(Loop {
+                steps: component,
+                bound: Ok((rounds, how)),
+            });
             continue;
         }
         match bound(flow, start, &component) {

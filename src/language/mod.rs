@@ -12,6 +12,7 @@
 
 pub mod analyze;
 pub mod analyzer;
+pub mod arazzo;
 pub mod auth;
 pub mod destinations;
 pub mod diagnostic;

@@ -51,6 +51,11 @@ pub fn environment() -> Environment<'static> {
         base64::engine::general_purpose::STANDARD.encode(s)
     });
     env.add_filter("tojson", tojson);
+    env.add_filter("pointer", pointer);
+    env.add_filter("jsonpath", jsonpath);
+    env.add_filter("fold_case", fold_case);
+    env.add_filter("matches", matches);
+    env.add_filter("retry_after", retry_after);
     // A flow's data is JSON, so booleans, lists and mappings print as JSON
     // (`true`, `["a"]`), not as Python would (`True`, `['a']`).
     env.set_formatter(|out, state, value| {
@@ -68,6 +73,98 @@ pub fn environment() -> Environment<'static> {
         }
     });
     env
+}
+
+fn invalid(message: String) -> minijinja::Error {
+    minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message)
+}
+
+fn as_json(value: &minijinja::Value) -> Result<Value, minijinja::Error> {
+    serde_json::to_value(value).map_err(|_| invalid("the value is not JSON".to_string()))
+}
+
+/// `body | pointer('/0/id')`: the value at an RFC 6901 pointer, or none
+/// where there is nothing (Arazzo's `$response.body#/0/id`).
+fn pointer(value: &minijinja::Value, at: String) -> Result<minijinja::Value, minijinja::Error> {
+    if !at.is_empty() && !at.starts_with('/') {
+        return Err(invalid(format!(
+            "`{at}` is not a JSON pointer: it starts with `/`"
+        )));
+    }
+    let json = as_json(value)?;
+    Ok(match json.pointer(&at) {
+        Some(found) => to_template_value(found),
+        None => minijinja::Value::from(()),
+    })
+}
+
+/// `body | jsonpath('$.jobs[?@.state == "ready"]')`: the nodes an RFC 9535
+/// query selects, as a list.
+fn jsonpath(value: &minijinja::Value, query: String) -> Result<minijinja::Value, minijinja::Error> {
+    let path = serde_json_path::JsonPath::parse(&query)
+        .map_err(|e| invalid(format!("invalid JSONPath `{query}`: {e}")))?;
+    let json = as_json(value)?;
+    let nodes: Vec<Value> = path.query(&json).all().into_iter().cloned().collect();
+    Ok(to_template_value(&Value::Array(nodes)))
+}
+
+/// `x | fold_case`: text in lower case, anything else as it is, so that
+/// `a | fold_case == b | fold_case` compares text without regard to case.
+fn fold_case(value: minijinja::Value) -> minijinja::Value {
+    match value.as_str() {
+        Some(text) => minijinja::Value::from(text.to_lowercase()),
+        None => value,
+    }
+}
+
+/// `status | matches('^2')`: whether a regular expression finds a match in
+/// the value (text as it is, anything else as JSON). `/pattern/flags` takes
+/// the flags `i`, `m`, `s` and `x`.
+fn matches(value: &minijinja::Value, pattern: String) -> Result<bool, minijinja::Error> {
+    let (body, flags) = match pattern
+        .strip_prefix('/')
+        .and_then(|rest| rest.rsplit_once('/'))
+    {
+        Some((body, flags)) if flags.chars().all(|c| "gimsuxy".contains(c)) => (body, flags),
+        _ => (pattern.as_str(), ""),
+    };
+    let regex = regex::RegexBuilder::new(body)
+        .case_insensitive(flags.contains('i'))
+        .multi_line(flags.contains('m'))
+        .dot_matches_new_line(flags.contains('s'))
+        .ignore_whitespace(flags.contains('x'))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| invalid(format!("invalid regular expression `{pattern}`: {e}")))?;
+    let text = match value.as_str() {
+        Some(t) => t.to_string(),
+        None => serde_json::to_string(&as_json(value)?).unwrap_or_default(),
+    };
+    Ok(regex.is_match(&text))
+}
+
+/// `headers | retry_after(5)`: how long an answer's `Retry-After` asks to
+/// wait, as a duration (`30s`), or `seconds` when it names no number of
+/// seconds (an HTTP date waits `seconds` too: a template has no clock).
+fn retry_after(headers: &minijinja::Value, seconds: f64) -> Result<String, minijinja::Error> {
+    let json = as_json(headers)?;
+    let asked = json.as_object().and_then(|map| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+            .and_then(|(_, v)| match v {
+                Value::String(s) => s.trim().parse::<u64>().ok(),
+                Value::Array(list) => list.first()?.as_str()?.trim().parse::<u64>().ok(),
+                Value::Number(n) => n.as_u64(),
+                _ => None,
+            })
+    });
+    Ok(match asked {
+        Some(s) => format!("{s}s"),
+        None if seconds.is_finite() && seconds >= 0.0 => {
+            format!("{}ms", (seconds * 1000.0).round() as u64)
+        }
+        None => return Err(invalid(format!("`{seconds}` is not a number of seconds"))),
+    })
 }
 
 /// minijinja's `tojson`, with the indent bounded before any text is made.

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod arazzo;
 mod batch;
 mod boundary;
 mod broken;

@@ -63,7 +63,8 @@ fn the_committed_schema_is_what_handoff_schema_prints() {
 #[test]
 fn every_example_flow_mock_and_test_file_validates() {
     let validator = schema();
-    let mut all = files("flows", |_| true);
+    // An Arazzo document is the OpenAPI Initiative's format, not ours.
+    let mut all = files("flows", |p| !p.ends_with(".arazzo.yaml"));
     all.extend(files("docs/tutorial", |_| true));
     all.extend(files("tests/files", |p| {
         !p.contains("bad-templates")

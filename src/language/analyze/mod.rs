@@ -42,7 +42,19 @@ pub struct Checked {
 /// Loads and validates a flow. Errors and warnings come back together when
 /// there is any error.
 pub fn analyze(source: &Arc<Source>) -> Result<Checked, Vec<Diagnostic>> {
-    let root = raw::parse(source).map_err(|d| vec![d])?;
+    analyze_workflow(source, None)
+}
+
+/// Loads and validates a flow; for an Arazzo document, the flow its
+/// workflow `workflow` is (or the one `--workflow` names, or its only one).
+pub fn analyze_workflow(
+    source: &Arc<Source>,
+    workflow: Option<&str>,
+) -> Result<Checked, Vec<Diagnostic>> {
+    let mut root = raw::parse(source).map_err(|d| vec![d])?;
+    if crate::language::arazzo::select::is_arazzo(&root) {
+        root = crate::language::arazzo::lower(source, &root, workflow)?;
+    }
     // From here on, diagnostics quote a copy with any literal secret masked.
     let literals = crate::language::lint::literal_secrets(source, &root);
     let mut diagnostics = literals.warnings;

@@ -447,6 +447,14 @@ impl Api {
                         ParameterIn::Header => In::Header,
                         ParameterIn::Cookie => In::Cookie,
                     };
+                    // OpenAPI: these header parameters "SHALL be ignored" (the
+                    // body's media type, `Accept` and security say them).
+                    if location == In::Header
+                        && ["accept", "content-type", "authorization"]
+                            .contains(&param.name.to_ascii_lowercase().as_str())
+                    {
+                        continue;
+                    }
                     // An operation's own parameter overrides the path's of the same name and place.
                     if params
                         .iter()
