@@ -186,6 +186,36 @@ fn fixed_number(flow: &Flow, name: &str) -> Option<(i64, bool)> {
     Some((value.as_i64()?, field.input || field.env.is_some()))
 }
 
+/// The one step a loop is entered at (from outside it, or as the flow's
+/// start), if there is only one.
+fn entry(flow: &Flow, start: usize, component: &[usize]) -> Option<usize> {
+    let entries: BTreeSet<usize> = component
+        .iter()
+        .copied()
+        .filter(|&i| {
+            i == start
+                || (0..flow.steps.len())
+                    .any(|p| !component.contains(&p) && step_successors(flow, p).contains(&i))
+        })
+        .collect();
+    match entries.into_iter().collect::<Vec<_>>()[..] {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
+/// Whether step `step` sets `counter` to `counter + 1`.
+fn adds_one(flow: &Flow, step: usize, counter: &str) -> bool {
+    match &flow.steps[step].kind {
+        StepKind::Set(s) => s.assignments.iter().any(|(f, t)| {
+            f == counter
+                && matches!(&t.kind, TemplateKind::Expr(e)
+                    if e.split_whitespace().collect::<String>() == format!("{counter}+1"))
+        }),
+        _ => false,
+    }
+}
+
 /// A loop of any shape whose every round goes through one decision branch
 /// guarded by `COUNTER < LIMIT` (alone, or after `and`), and through the one
 /// step that adds 1 to the counter: a retry, as Arazzo's `retryLimit` is
@@ -197,18 +227,7 @@ fn guarded(
     component: &[usize],
 ) -> Result<(Vec<(usize, u64)>, u64, String), ()> {
     let inside = |i: usize| component.contains(&i);
-    let entries: BTreeSet<usize> = component
-        .iter()
-        .copied()
-        .filter(|&i| {
-            i == start
-                || (0..flow.steps.len())
-                    .any(|p| !inside(p) && step_successors(flow, p).contains(&i))
-        })
-        .collect();
-    let [entry] = entries.into_iter().collect::<Vec<_>>()[..] else {
-        return Err(());
-    };
+    let entry = entry(flow, start, component).ok_or(())?;
     for &d in component {
         let StepKind::Decision(decision) = &flow.steps[d].kind else {
             continue;
@@ -248,13 +267,7 @@ fn guarded(
             .filter(|&w| inside(w))
             .collect();
         let [w] = counting[..] else { continue };
-        let adds_one = match &flow.steps[w].kind {
-            StepKind::Set(s) => s.assignments.iter().any(|(f, t)| {
-                f == counter
-                    && matches!(&t.kind, TemplateKind::Expr(e) if e.split_whitespace().collect::<String>() == format!("{counter}+1"))
-            }),
-            _ => false,
-        };
+        let adds_one = adds_one(flow, w, counter);
         // Outside the loop, a counter may only be set back to a literal.
         let resets_only = writers(flow, counter).into_iter().filter(|&o| !inside(o)).all(|o| {
             matches!(&flow.steps[o].kind, StepKind::Set(s) if s.assignments.iter().all(|(f, t)| f != counter || matches!(t.kind, TemplateKind::Literal(_))))
@@ -344,19 +357,8 @@ fn bound(
             ));
         }
     }
-    let mut entries: Vec<usize> = component
-        .iter()
-        .copied()
-        .filter(|&i| {
-            i == start
-                || (0..flow.steps.len())
-                    .any(|p| !inside(p) && step_successors(flow, p).contains(&i))
-        })
-        .collect();
-    entries.dedup();
-    let [entry] = entries[..] else {
-        return Err("it is entered at more than one step".to_string());
-    };
+    let entry = entry(flow, start, component)
+        .ok_or_else(|| "it is entered at more than one step".to_string())?;
     let mut order = vec![entry];
     loop {
         let last = *order.last().unwrap_or(&entry);
@@ -427,18 +429,7 @@ fn bound(
                 why_not = format!("more than one step writes `{counter}`");
                 continue;
             };
-            let adds_one = match &flow.steps[c].kind {
-                StepKind::Set(s) => s.assignments.iter().any(|(f, t)| {
-                    f == counter && {
-                        let e = match &t.kind {
-                            TemplateKind::Expr(e) => e.split_whitespace().collect::<String>(),
-                            _ => String::new(),
-                        };
-                        e == format!("{counter}+1")
-                    }
-                }),
-                _ => false,
-            };
+            let adds_one = adds_one(flow, c, counter);
             let Some(c_at) = order.iter().position(|&i| i == c).filter(|_| adds_one) else {
                 why_not = format!("no step in the loop adds 1 to `{counter}`");
                 continue;

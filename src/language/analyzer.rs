@@ -64,6 +64,11 @@ pub struct Analyzer<'a> {
     /// With `sources:`, what each template reads by path, where it is: held
     /// against the response schemas of `call:` steps once all are parsed.
     pub readings: Vec<(Span, crate::language::paths::Reading)>,
+    /// Descriptions read before the analysis (an Arazzo document's), by path.
+    pub preloaded: Vec<(
+        std::path::PathBuf,
+        std::sync::Arc<crate::language::openapi::Api>,
+    )>,
     known: crate::language::template::Known,
     diagnostics: &'a mut Vec<Diagnostic>,
 }
@@ -109,6 +114,7 @@ impl<'a> Analyzer<'a> {
             sources: IndexMap::new(),
             sources_failed: Vec::new(),
             readings: Vec::new(),
+            preloaded: Vec::new(),
             known: crate::language::template::Known::default(),
             diagnostics,
         }

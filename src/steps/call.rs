@@ -512,23 +512,10 @@ impl Call {
             )
             .await?;
         let parsed = response.json();
-        let credentials = response
-            .headers
-            .iter()
-            .any(|(n, _)| send::is_credential_header(n));
-        let response_headers: serde_json::Map<String, Value> = response
-            .headers
-            .iter()
-            .map(|(n, v)| (n.clone(), Value::String(v.clone())))
-            .collect();
-        cx.output("status", Value::from(response.status))?;
-        cx.output_tainted("headers", Value::Object(response_headers), credentials)?;
-        cx.output(
-            "body",
-            parsed
-                .clone()
-                .unwrap_or_else(|| Value::String(response.text())),
-        )?;
+        let body = parsed
+            .clone()
+            .unwrap_or_else(|| Value::String(response.text()));
+        send::write_answer(cx, &response, body)?;
         let accepted = match &self.accept {
             Accept::Success => response.is_success(),
             Accept::Any => true,

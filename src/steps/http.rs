@@ -289,20 +289,7 @@ impl Http {
         let parsed = response
             .json()
             .unwrap_or_else(|| Value::String(response.text()));
-        // A credential in the answer's headers (a session cookie) makes the
-        // whole headers output secret.
-        let credentials = response
-            .headers
-            .iter()
-            .any(|(n, _)| send::is_credential_header(n));
-        let response_headers: serde_json::Map<String, Value> = response
-            .headers
-            .iter()
-            .map(|(n, v)| (n.clone(), Value::String(v.clone())))
-            .collect();
-        cx.output("status", Value::from(response.status))?;
-        cx.output_tainted("headers", Value::Object(response_headers), credentials)?;
-        cx.output("body", parsed)?;
+        send::write_answer(cx, &response, parsed)?;
         let accepted = match &self.accept {
             Accept::Success => response.is_success(),
             Accept::Any => true,

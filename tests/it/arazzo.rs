@@ -232,3 +232,36 @@ fn the_specifications_examples_check_as_the_table_says() {
         assert_eq!(code, Some(0), "{file}: {said}");
     }
 }
+
+#[test]
+fn a_credential_written_into_an_arazzo_document_is_masked_in_every_diagnostic() {
+    const LITERAL: &str = "q7Zx83kdWv02mLp9";
+    let dir = crate::common::scratch("arazzo-literal");
+    let doc = std::fs::read_to_string(JOBS)
+        .unwrap()
+        .replace(
+            "url: ../../files/openapi/jobs.yaml",
+            &format!(
+                "url: {}/tests/files/openapi/jobs.yaml",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+        )
+        .replace(
+            "value: Bearer {$inputs.token}",
+            &format!("value: Bearer {LITERAL}"),
+        );
+    let file = dir.join("literal.arazzo.yaml");
+    std::fs::write(&file, doc).unwrap();
+    let out = handoff(&["check", file.to_str().unwrap()], &[]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("this looks like a literal bearer token"),
+        "{said}"
+    );
+    assert!(
+        said.contains("the credential for `bearerAuth` reads no secret field"),
+        "{said}"
+    );
+    assert_clean(LITERAL, &[("check", &said)]);
+}

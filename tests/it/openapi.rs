@@ -20,6 +20,18 @@ fn run(flow: &str, base: &str, sets: &[&str]) -> (Option<i32>, String, String) {
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
+/// A file of `tests/files/openapi/` that names `jobs.yaml` beside it, with
+/// that path made absolute: the copy can be written anywhere.
+fn with_jobs_yaml(file: &str) -> String {
+    std::fs::read_to_string(file).unwrap().replace(
+        "openapi: jobs.yaml",
+        &format!(
+            "openapi: {}/tests/files/openapi/jobs.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+}
+
 fn events(trace: &str) -> Vec<Value> {
     trace
         .lines()
@@ -95,19 +107,10 @@ fn a_body_that_renders_invalid_sends_nothing() {
     let base = format!("{}/v1", server.base);
     // `container` has `minLength: 1`: an empty one renders a body its schema refuses.
     let flow = crate::common::scratch("openapi-empty").join("flow.yaml");
-    let text_of = std::fs::read_to_string(FLOW)
-        .unwrap()
-        .replace(
-            "openapi: jobs.yaml",
-            &format!(
-                "openapi: {}/tests/files/openapi/jobs.yaml",
-                env!("CARGO_MANIFEST_DIR")
-            ),
-        )
-        .replace(
-            "container: { type: text, input: true }",
-            "container: { type: text, input: true, allow_empty: true }",
-        );
+    let text_of = with_jobs_yaml(FLOW).replace(
+        "container: { type: text, input: true }",
+        "container: { type: text, input: true, allow_empty: true }",
+    );
     std::fs::write(&flow, text_of).unwrap();
     let (code, out, err) = run(flow.to_str().unwrap(), &base, &["container="]);
     assert_eq!(code, Some(1), "{out}\n{err}");
@@ -162,19 +165,10 @@ fn an_answer_that_breaks_its_schema_is_caught_or_warned() {
     // The same answer with `on_mismatch: warn`: a warning in the trace, and the run goes on.
     let dir = crate::common::scratch("openapi-warn");
     let flow = dir.join("flow.yaml");
-    let warned = std::fs::read_to_string(FLOW)
-        .unwrap()
-        .replace(
-            "openapi: jobs.yaml",
-            &format!(
-                "openapi: {}/tests/files/openapi/jobs.yaml",
-                env!("CARGO_MANIFEST_DIR")
-            ),
-        )
-        .replace(
-            "      operation: jobs.getJob\n",
-            "      operation: jobs.getJob\n      on_mismatch: warn\n",
-        );
+    let warned = with_jobs_yaml(FLOW).replace(
+        "      operation: jobs.getJob\n",
+        "      operation: jobs.getJob\n      on_mismatch: warn\n",
+    );
     std::fs::write(&flow, warned).unwrap();
     let (code, out, err) = run(flow.to_str().unwrap(), &base, &["container=C-42"]);
     assert_eq!(code, Some(0), "{out}\n{err}");
@@ -463,13 +457,7 @@ fn the_run_page_names_the_operations() {
     let dir = crate::common::scratch("openapi-page");
     let flows = dir.join("flows");
     std::fs::create_dir_all(&flows).unwrap();
-    let flow = std::fs::read_to_string(FLOW).unwrap().replace(
-        "openapi: jobs.yaml",
-        &format!(
-            "openapi: {}/tests/files/openapi/jobs.yaml",
-            env!("CARGO_MANIFEST_DIR")
-        ),
-    );
+    let flow = with_jobs_yaml(FLOW);
     std::fs::write(flows.join("jobs-check.yaml"), flow).unwrap();
     let served = crate::common::Served::start(
         &flows,
@@ -517,15 +505,7 @@ fn test_files_script_operations_and_a_drifted_answer_stops_them() {
     // The refusal loses its required `message`: the file stops before any case runs.
     let dir = crate::common::scratch("openapi-test-file");
     for name in ["jobs-flow.yaml", "jobs-flow.mock.yaml"] {
-        let text_of = std::fs::read_to_string(format!("tests/files/openapi/{name}"))
-            .unwrap()
-            .replace(
-                "openapi: jobs.yaml",
-                &format!(
-                    "openapi: {}/tests/files/openapi/jobs.yaml",
-                    env!("CARGO_MANIFEST_DIR")
-                ),
-            );
+        let text_of = with_jobs_yaml(&format!("tests/files/openapi/{name}"));
         std::fs::write(dir.join(name), text_of).unwrap();
     }
     let drifted = std::fs::read_to_string("tests/files/openapi/jobs-flow.test.yaml")

@@ -52,13 +52,24 @@ pub fn analyze_workflow(
     workflow: Option<&str>,
 ) -> Result<Checked, Vec<Diagnostic>> {
     let mut root = raw::parse(source).map_err(|d| vec![d])?;
-    if crate::language::arazzo::select::is_arazzo(&root) {
-        root = crate::language::arazzo::lower(source, &root, workflow)?;
-    }
-    // From here on, diagnostics quote a copy with any literal secret masked.
+    // From here on, diagnostics quote a copy with any literal secret masked:
+    // found in the file as written, before an Arazzo document is lowered.
     let literals = crate::language::lint::literal_secrets(source, &root);
     let mut diagnostics = literals.warnings;
-    let flow = build(&literals.shown, &root, &mut diagnostics).map(|mut flow| {
+    let mut preloaded = Vec::new();
+    if crate::language::arazzo::select::is_arazzo(&root) {
+        root = match crate::language::arazzo::lower(&literals.shown, &root, workflow) {
+            Ok(lowered) => {
+                preloaded = lowered.apis;
+                lowered.root
+            }
+            Err(found) => {
+                diagnostics.extend(found);
+                return Err(diagnostics);
+            }
+        };
+    }
+    let flow = build(&literals.shown, &root, preloaded, &mut diagnostics).map(|mut flow| {
         flow.literal_secrets = literals.values;
         flow
     });
@@ -124,7 +135,12 @@ pub const TOP_KEYS: [&str; 9] = [
 ];
 pub const STEP_KEYS: [&str; 5] = ["id", "goto", "on_error", "output", "description"];
 
-fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -> Option<Flow> {
+fn build(
+    source: &Arc<Source>,
+    root: &Node,
+    preloaded: Vec<(std::path::PathBuf, Arc<crate::language::openapi::Api>)>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Flow> {
     let env = crate::language::template::environment();
     if root.as_map().is_none() {
         let found = if matches!(root.value, NodeValue::Null) {
@@ -142,6 +158,7 @@ fn build(source: &Arc<Source>, root: &Node, diagnostics: &mut Vec<Diagnostic>) -
         return None;
     };
     let mut cx = Analyzer::new(source.clone(), &env, diagnostics);
+    cx.preloaded = preloaded;
     let body = cx.body(root, "a flow", &TOP_KEYS, &["flow", "steps"])?;
     let name = body
         .get("flow")

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use crate::language::analyzer::{Analyzer, list};
-use crate::language::diagnostic::{Diagnostic, did_you_mean};
+use crate::language::diagnostic::did_you_mean;
 use crate::language::openapi::sources::{ApiSource, Credential, KEYS};
 use crate::language::openapi::{Api, Scheme};
 use crate::language::raw::Node;
@@ -55,47 +55,38 @@ fn parse_one(cx: &mut Analyzer, name: &str, span: Span, node: &Node) -> Option<A
         .unwrap_or_default();
     let path = crate::language::openapi::load::tidy(&flow_dir.join(&file));
     let shown = path.to_string_lossy().into_owned();
-    let api = match Api::load(&path, &shown) {
-        Ok(api) => Arc::new(api),
+    // An Arazzo document's lowering has read its descriptions already.
+    let preloaded = cx.preloaded.iter().find(|(p, _)| *p == path);
+    let api = match preloaded.map_or_else(
+        || Api::load(&path, &shown).map(Arc::new),
+        |(_, a)| Ok(a.clone()),
+    ) {
+        Ok(api) => api,
         Err(e) => {
-            let mut d = Diagnostic::error(e.message)
-                .at(&cx.source, file_node.span)
-                .label(format!("source `{name}`"));
-            if let Some((src, at)) = e.at {
-                d = d.note_at(&src, at, "here");
-            }
+            let d = e.diagnostic(&cx.source, file_node.span, format!("source `{name}`"));
             cx.push(d);
             return None;
         }
     };
     let server = match body.get("server") {
         Some(n) => cx.template(n)?,
-        None => {
-            let from_doc = api.files[0]
-                .value
-                .pointer("/servers/0/url")
-                .and_then(serde_json::Value::as_str)
-                .filter(|u| {
-                    (u.starts_with("https://") || u.starts_with("http://")) && !u.contains('{')
-                });
-            match from_doc {
-                Some(url) => {
-                    let literal = Node {
-                        span: file_node.span,
-                        value: crate::language::raw::NodeValue::Str(url.to_string()),
-                    };
-                    cx.template(&literal)?
-                }
-                None => {
-                    cx.error_help(
+        None => match api.default_server() {
+            Some(url) => {
+                let literal = Node {
+                    span: file_node.span,
+                    value: crate::language::raw::NodeValue::Str(url.to_string()),
+                };
+                cx.template(&literal)?
+            }
+            None => {
+                cx.error_help(
                         node.span,
                         format!("source `{name}` needs a `server`: its document names no absolute server URL"),
                         "add `server: \"{{ jobs_url }}\"` with a field the operator sets (`env:`), never an input",
                     );
-                    return None;
-                }
+                return None;
             }
-        }
+        },
     };
     let mut credentials = IndexMap::new();
     if let Some(creds) = body.get("credentials") {

@@ -58,6 +58,29 @@ fn seq(span: Span, items: Vec<Node>) -> Node {
     }
 }
 
+fn int(span: Span, n: i64) -> Node {
+    Node {
+        span,
+        value: NodeValue::Int(n),
+    }
+}
+
+fn yes(span: Span) -> Node {
+    Node {
+        span,
+        value: NodeValue::Bool(true),
+    }
+}
+
+/// A field's declaration: its type, and its default when it has one.
+fn declaration(span: Span, ty: &str, default: Option<Node>) -> Node {
+    let mut entries = vec![("type", text(span, ty))];
+    if let Some(d) = default {
+        entries.push(("default", d));
+    }
+    map(span, entries)
+}
+
 fn null(span: Span) -> Node {
     Node {
         span,
@@ -77,13 +100,22 @@ fn mangle(name: &str) -> String {
     out
 }
 
+/// A lowered workflow: the flow's nodes, and the descriptions already read
+/// (by the path the flow's `sources:` name), so none is read twice.
+pub struct Lowered {
+    pub root: Node,
+    pub apis: Vec<(std::path::PathBuf, Arc<Api>)>,
+}
+
 /// A source description, as the lowering uses it.
 struct SourceDesc {
     /// The handoff source's name (mangled).
     name: String,
     /// The path handoff reads it from, as the lowered flow writes it.
     path: String,
-    api: Option<Arc<Api>>,
+    api: Arc<Api>,
+    /// Where it was read from, as the analyser will look for it.
+    full: std::path::PathBuf,
     span: Span,
     /// Credentials the steps give, by scheme: the template and where.
     credentials: IndexMap<String, (String, Span)>,
@@ -274,7 +306,7 @@ impl<'d> Lowering<'d> {
         self.diagnostics.push(d);
     }
 
-    pub fn run(mut self, wanted: Option<&str>) -> Result<Node, Vec<Diagnostic>> {
+    pub fn run(mut self, wanted: Option<&str>) -> Result<Lowered, Vec<Diagnostic>> {
         let root = self.root;
         let span = root.span;
         match get(root, "arazzo").and_then(Node::as_str) {
@@ -356,13 +388,20 @@ impl<'d> Lowering<'d> {
             depth: 0,
             chain: vec![id.clone()],
         };
-        self.inputs(chosen, &frame, true);
-        let first = self.workflow(chosen, &frame);
+        let inputs = self.inputs(chosen, &frame, true);
+        self.workflow(chosen, &frame, inputs);
         if self.diagnostics.iter().any(Diagnostic::is_error) {
             return Err(self.diagnostics);
         }
-        let _ = first;
-        Ok(self.flow(chosen, &id))
+        let apis = self
+            .sources
+            .iter()
+            .map(|s| (s.full.clone(), s.api.clone()))
+            .collect();
+        Ok(Lowered {
+            root: self.flow(chosen, &id),
+            apis,
+        })
     }
 
     /// The lowered flow's top level.
@@ -374,13 +413,7 @@ impl<'d> Lowering<'d> {
                 && let NodeValue::Map(entries) = &mut decl.value
                 && !entries.iter().any(|(k, _)| k.as_str() == Some("secret"))
             {
-                entries.push((
-                    text(span, "secret"),
-                    Node {
-                        span,
-                        value: NodeValue::Bool(true),
-                    },
-                ));
+                entries.push((text(span, "secret"), yes(span)));
             }
         }
         let mut sources = Vec::new();
@@ -468,32 +501,16 @@ impl<'d> Lowering<'d> {
             };
             let full = crate::language::openapi::load::tidy(&dir.join(&path));
             let api = match Api::load(&full, &full.to_string_lossy()) {
-                Ok(api) => Some(Arc::new(api)),
+                Ok(api) => Arc::new(api),
                 Err(e) => {
-                    let mut d = Diagnostic::error(e.message)
-                        .at(&self.source, url_node.span)
-                        .label(format!("source `{name}`"));
-                    if let Some((src, at)) = e.at {
-                        d = d.note_at(&src, at, "here");
-                    }
+                    let d = e.diagnostic(&self.source, url_node.span, format!("source `{name}`"));
                     self.diagnostics.push(d);
                     self.failed_sources.push(name.to_string());
                     continue;
                 }
             };
             let mangled = mangle(name);
-            let server = api
-                .as_ref()
-                .and_then(|a| {
-                    a.files[0]
-                        .value
-                        .pointer("/servers/0/url")
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_string)
-                })
-                .filter(|u| {
-                    (u.starts_with("https://") || u.starts_with("http://")) && !u.contains('{')
-                });
+            let server = api.default_server().map(str::to_string);
             let env = format!("{}_URL", mangled.to_ascii_uppercase());
             let mut decl = vec![
                 ("type", text(node.span, "text")),
@@ -517,16 +534,12 @@ impl<'d> Lowering<'d> {
             );
             self.sources.push(SourceDesc {
                 name: mangled,
-                path: if given_is_absolute(&path) {
-                    path.clone()
-                } else {
-                    path
-                },
+                path,
                 api,
+                full,
                 span: node.span,
                 credentials: IndexMap::new(),
             });
-            let _ = name;
         }
     }
 
@@ -626,22 +639,10 @@ impl<'d> Lowering<'d> {
             };
             decl.push(("type", text(key.span, ty)));
             if top {
-                decl.push((
-                    "input",
-                    Node {
-                        span: key.span,
-                        value: NodeValue::Bool(true),
-                    },
-                ));
+                decl.push(("input", yes(key.span)));
             }
             if secret {
-                decl.push((
-                    "secret",
-                    Node {
-                        span: key.span,
-                        value: NodeValue::Bool(true),
-                    },
-                ));
+                decl.push(("secret", yes(key.span)));
             }
             match default {
                 Some(d) => decl.push(("default", d)),
@@ -697,30 +698,18 @@ impl<'d> Lowering<'d> {
         known
     }
 
-    /// Lowers a workflow's steps; returns the id of its first step.
-    fn workflow(&mut self, workflow: &'d Node, frame: &Frame) -> Option<String> {
-        let inputs = match get(workflow, "inputs") {
-            Some(_) if frame.depth == 0 => {
-                // Declared by `run` before: only the names are needed here.
-                self.input_names(workflow)
-            }
-            Some(_) => self.inputs(workflow, frame, false),
-            None => BTreeSet::new(),
-        };
+    /// Lowers a workflow's steps; its inputs are declared already.
+    fn workflow(&mut self, workflow: &'d Node, frame: &Frame, inputs: BTreeSet<String>) {
         let known = self.known(workflow, inputs);
-        let Some(steps) = get(workflow, "steps").and_then(Node::as_seq) else {
-            self.error(
-                workflow.span,
-                format!("workflow `{}` has no `steps`", frame.workflow),
-            );
-            return None;
-        };
+        let steps = get(workflow, "steps")
+            .and_then(Node::as_seq)
+            .unwrap_or_default();
         if steps.is_empty() {
             self.error(
                 workflow.span,
                 format!("workflow `{}` has no `steps`", frame.workflow),
             );
-            return None;
+            return;
         }
         // `@` is not in Arazzo's step ids: this cannot be one of them.
         let end_id = format!("{}@outputs", frame.ids);
@@ -780,13 +769,7 @@ impl<'d> Lowering<'d> {
                 self.declare(
                     &field,
                     &format!("output `{name}` of workflow `{}`", frame.workflow),
-                    map(
-                        key.span,
-                        vec![
-                            ("type", text(key.span, "json")),
-                            ("default", null(key.span)),
-                        ],
-                    ),
+                    declaration(key.span, "json", Some(null(key.span))),
                     key.span,
                 );
                 if let Some(v) = self.value(value, &names) {
@@ -808,24 +791,6 @@ impl<'d> Lowering<'d> {
             entries.push(("goto", text(span, frame.on_end.clone())));
             self.steps.push(map(span, entries));
         }
-        known.order.first().map(|f| format!("{}{f}", frame.ids))
-    }
-
-    fn input_names(&mut self, workflow: &'d Node) -> BTreeSet<String> {
-        let Some(schema) = get(workflow, "inputs") else {
-            return BTreeSet::new();
-        };
-        let Some(schema) = self.resolve_schema(schema) else {
-            return BTreeSet::new();
-        };
-        get(schema, "properties")
-            .and_then(Node::as_map)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, _)| k.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// A value of the document (a literal, an expression, or a structure
@@ -1035,10 +1000,7 @@ impl<'d> Lowering<'d> {
         self.declare(
             &why,
             &origin,
-            map(
-                span,
-                vec![("type", text(span, "text")), ("default", text(span, ""))],
-            ),
+            declaration(span, "text", Some(text(span, ""))),
             span,
         );
         // A step that runs a workflow: that workflow's steps, inlined.
@@ -1156,7 +1118,7 @@ impl<'d> Lowering<'d> {
                 entries.push(("description", text(span, d.trim())));
             }
             self.steps.push(map(span, entries));
-            self.workflow(inner, &inner_f);
+            self.workflow(inner, &inner_f, inner_inputs);
             inner_frame = Some(inner_f);
         } else {
             // A step that calls an operation.
@@ -1166,34 +1128,19 @@ impl<'d> Lowering<'d> {
             self.declare(
                 &format!("{f}__response_status"),
                 &origin,
-                map(
-                    span,
-                    vec![
-                        ("type", text(span, "number")),
-                        (
-                            "default",
-                            Node {
-                                span,
-                                value: NodeValue::Int(0),
-                            },
-                        ),
-                    ],
-                ),
+                declaration(span, "number", Some(int(span, 0))),
                 span,
             );
             self.declare(
                 &format!("{f}__response_headers"),
                 &origin,
-                map(span, vec![("type", text(span, "headers"))]),
+                declaration(span, "headers", None),
                 span,
             );
             self.declare(
                 &format!("{f}__response_body"),
                 &origin,
-                map(
-                    span,
-                    vec![("type", text(span, "json")), ("default", null(span))],
-                ),
+                declaration(span, "json", Some(null(span))),
                 span,
             );
             let mut entries = vec![("id", text(span, sid.clone())), ("call", call)];
@@ -1342,19 +1289,7 @@ impl<'d> Lowering<'d> {
             self.declare(
                 &tries,
                 &origin,
-                map(
-                    span,
-                    vec![
-                        ("type", text(span, "number")),
-                        (
-                            "default",
-                            Node {
-                                span,
-                                value: NodeValue::Int(0),
-                            },
-                        ),
-                    ],
-                ),
+                declaration(span, "number", Some(int(span, 0))),
                 span,
             );
         }
@@ -1367,13 +1302,7 @@ impl<'d> Lowering<'d> {
                 self.declare(
                     &field,
                     &format!("output `{name}` of step `{id}`"),
-                    map(
-                        key.span,
-                        vec![
-                            ("type", text(key.span, "json")),
-                            ("default", null(key.span)),
-                        ],
-                    ),
+                    declaration(key.span, "json", Some(null(key.span))),
                     key.span,
                 );
                 if let Some(v) = self.value(value, &names) {
@@ -1382,13 +1311,7 @@ impl<'d> Lowering<'d> {
             }
             if retries {
                 // A step that succeeds starts its retries afresh next time.
-                sets.push((
-                    tries.clone(),
-                    Node {
-                        span: ospan,
-                        value: NodeValue::Int(0),
-                    },
-                ));
+                sets.push((tries.clone(), int(ospan, 0)));
             }
             self.steps.push(map(
                 ospan,
@@ -1747,10 +1670,7 @@ impl<'d> Lowering<'d> {
             outputs: &known.outputs,
         };
         let api = self.sources[source_index].api.clone();
-        let op = api
-            .as_ref()
-            .and_then(|a| a.operation(&op_id))
-            .and_then(Result::ok);
+        let op = api.operation(&op_id).and_then(Result::ok);
         let mut params = Vec::new();
         let mut headers = Vec::new();
         for p in &self.parameters(workflow, step) {
@@ -1777,8 +1697,8 @@ impl<'d> Lowering<'d> {
             };
             // A credential the operation's security declares goes to the
             // source's credentials, and what it reads becomes secret.
-            if let (Some(api), Some(op)) = (&api, &op)
-                && let Some(scheme) = credential_scheme(api, op, name, location)
+            if let Some(op) = &op
+                && let Some(scheme) = credential_scheme(&api, op, name, location)
             {
                 let template = match (&api.schemes[&scheme], v.as_str()) {
                     (Scheme::Bearer | Scheme::OAuth2, Some(t)) => {
@@ -1818,7 +1738,7 @@ impl<'d> Lowering<'d> {
         }
         // Credentials no parameter gives come from the operator's
         // environment: `SOURCE_SCHEME`, a secret field.
-        if let (Some(api), Some(op)) = (&api, &op)
+        if let Some(op) = &op
             && !op.security.is_empty()
             && !op.security.iter().any(|alt| {
                 alt.iter()
@@ -1840,13 +1760,7 @@ impl<'d> Lowering<'d> {
                     at,
                     vec![
                         ("type", text(at, "text")),
-                        (
-                            "secret",
-                            Node {
-                                span: at,
-                                value: NodeValue::Bool(true),
-                            },
-                        ),
+                        ("secret", yes(at)),
                         ("env", text(at, env)),
                         (
                             "description",
@@ -1940,12 +1854,7 @@ impl<'d> Lowering<'d> {
                 return Some((index, op.to_string(), node.span));
             }
             let holding: Vec<usize> = (0..self.sources.len())
-                .filter(|&i| {
-                    self.sources[i]
-                        .api
-                        .as_ref()
-                        .is_some_and(|a| a.operation(written).is_some())
-                })
+                .filter(|&i| self.sources[i].api.operation(written).is_some())
                 .collect();
             return match (holding.as_slice(), self.sources.len()) {
                 ([one], _) => Some((*one, written.to_string(), node.span)),
@@ -1981,7 +1890,7 @@ impl<'d> Lowering<'d> {
             return None;
         };
         let index = self.source_index(source, node.span)?;
-        let api = self.sources[index].api.clone()?;
+        let api = self.sources[index].api.clone();
         let pointer = percent_encoding::percent_decode_str(pointer)
             .decode_utf8_lossy()
             .into_owned();
@@ -2027,10 +1936,6 @@ impl<'d> Lowering<'d> {
             }
         }
     }
-}
-
-fn given_is_absolute(path: &str) -> bool {
-    std::path::Path::new(path).is_absolute()
 }
 
 /// The security scheme of the operation that a parameter carries, if any:

@@ -13,7 +13,7 @@
 //! picks where the specification is silent, is in docs/arazzo.md.
 
 pub mod expr;
-mod lower;
+pub mod lower;
 pub mod select;
 
 use std::sync::Arc;
@@ -22,13 +22,14 @@ use crate::language::diagnostic::Diagnostic;
 use crate::language::raw::Node;
 use crate::language::source::Source;
 
-/// The flow one workflow of the document is, as YAML nodes: `workflow`
-/// names it, or else `--workflow`, or else the document's only one.
+/// The flow one workflow of the document is, as YAML nodes, with the
+/// descriptions its sources read: `workflow` names it, or else
+/// `--workflow`, or else the document's only one.
 pub fn lower(
     source: &Arc<Source>,
     root: &Node,
     workflow: Option<&str>,
-) -> Result<Node, Vec<Diagnostic>> {
+) -> Result<crate::language::arazzo::lower::Lowered, Vec<Diagnostic>> {
     let selection = crate::language::arazzo::select::selection();
     let wanted = workflow.map(str::to_string).or(selection.workflow.clone());
     crate::language::arazzo::lower::Lowering::new(source.clone(), root, selection)

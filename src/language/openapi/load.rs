@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::language::diagnostic::Diagnostic;
 use crate::language::source::{Source, Span};
 
 /// The largest API description handoff reads. Real ones run to a few
@@ -46,6 +47,18 @@ pub struct LoadError {
 }
 
 impl LoadError {
+    /// The error, placed at `span` of the file that names the document
+    /// (labelled `label`), with the document's own place as a note.
+    pub fn diagnostic(self, source: &Arc<Source>, span: Span, label: String) -> Diagnostic {
+        let d = Diagnostic::error(self.message)
+            .at(source, span)
+            .label(label);
+        match self.at {
+            Some((src, at)) => d.note_at(&src, at, "here"),
+            None => d,
+        }
+    }
+
     fn new(message: impl Into<String>) -> LoadError {
         LoadError {
             message: message.into(),

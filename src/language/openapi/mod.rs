@@ -242,6 +242,16 @@ impl Api {
         ))
     }
 
+    /// The document's first server, when it is an absolute URL with no
+    /// variables: where its operations go unless the flow says otherwise.
+    pub fn default_server(&self) -> Option<&str> {
+        self.files[0]
+            .value
+            .pointer("/servers/0/url")
+            .and_then(Value::as_str)
+            .filter(|u| (u.starts_with("https://") || u.starts_with("http://")) && !u.contains('{'))
+    }
+
     pub fn value(&self, loc: &Loc) -> Option<&Value> {
         let file = self.files.get(loc.file)?;
         if loc.pointer.is_empty() {

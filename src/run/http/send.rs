@@ -52,6 +52,28 @@ pub fn is_credential_header(name: &str) -> bool {
         || name.ends_with("-auth")
 }
 
+/// An answer as a step's `status`, `headers` and `body` outputs. A
+/// credential in its headers (a session cookie) makes the whole headers
+/// output secret.
+pub fn write_answer(
+    cx: &mut StepCx<'_, '_>,
+    response: &HttpResponse,
+    body: Value,
+) -> Result<(), StepError> {
+    let credentials = response
+        .headers
+        .iter()
+        .any(|(n, _)| is_credential_header(n));
+    let headers: serde_json::Map<String, Value> = response
+        .headers
+        .iter()
+        .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+        .collect();
+    cx.output("status", Value::from(response.status))?;
+    cx.output_tainted("headers", Value::Object(headers), credentials)?;
+    cx.output("body", body)
+}
+
 /// A URL for the wire, and the same URL as the trace shows it.
 #[derive(Debug, Clone)]
 pub struct RequestUrl {
