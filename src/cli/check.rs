@@ -100,14 +100,24 @@ pub fn check_one(path: &str) -> Result<(String, Vec<Diagnostic>), Vec<Diagnostic
     {
         let ids = crate::language::arazzo::select::workflow_ids(&root);
         if ids.len() > 1 {
-            let mut all = Vec::new();
+            let mut all: Vec<Diagnostic> = Vec::new();
             let mut failed = false;
             for id in &ids {
-                match crate::language::analyze::analyze_workflow(&source, Some(id)) {
-                    Ok(checked) => all.extend(checked.warnings),
+                let found = match crate::language::analyze::analyze_workflow(&source, Some(id)) {
+                    Ok(checked) => checked.warnings,
                     Err(diagnostics) => {
                         failed = true;
-                        all.extend(diagnostics);
+                        diagnostics
+                    }
+                };
+                // What the file says once (a literal, a step two workflows
+                // share) is reported once.
+                for d in found {
+                    let same = |o: &Diagnostic| {
+                        o.severity == d.severity && o.message == d.message && o.span == d.span
+                    };
+                    if !all.iter().any(same) {
+                        all.push(d);
                     }
                 }
             }

@@ -100,9 +100,37 @@ fn normalise(key: &str) -> String {
     key.trim().to_ascii_lowercase().replace('-', "_")
 }
 
+/// An Arazzo runtime expression (`$response.body#/access_token`) or text
+/// holding one (`Bearer {$inputs.token}`): a value read, not written.
+fn runtime_expression(text: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "inputs",
+        "steps",
+        "outputs",
+        "workflows",
+        "response",
+        "request",
+        "statusCode",
+        "url",
+        "method",
+        "sourceDescriptions",
+        "components",
+    ];
+    let starts = |t: &str| {
+        WORDS.iter().any(|w| {
+            t.strip_prefix(w)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '#', ' ']))
+        })
+    };
+    text.strip_prefix('$').is_some_and(starts)
+        || text
+            .match_indices("{$")
+            .any(|(i, _)| starts(&text[i + 2..]))
+}
+
 fn classify(text: &str, parent: Option<&str>, grandparent: Option<&str>) -> Option<&'static str> {
     let text = text.trim();
-    if text.contains("{{") || text.contains("{%") {
+    if text.contains("{{") || text.contains("{%") || runtime_expression(text) {
         return None;
     }
     let token_like = |s: &str| {

@@ -573,8 +573,10 @@ fn parse_reply_fields(
         match h.as_map() {
             Some(entries) => {
                 for (k, v) in entries {
+                    // As over the wire: HTTP/2 and reqwest name headers in
+                    // lower case, and a flow must not depend on the case.
                     headers.push((
-                        k.scalar_text().unwrap_or_default(),
+                        k.scalar_text().unwrap_or_default().to_ascii_lowercase(),
                         v.scalar_text().unwrap_or_default(),
                     ));
                 }

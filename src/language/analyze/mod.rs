@@ -60,6 +60,7 @@ pub fn analyze_workflow(
     if crate::language::arazzo::select::is_arazzo(&root) {
         root = match crate::language::arazzo::lower(&literals.shown, &root, workflow) {
             Ok(lowered) => {
+                diagnostics.extend(lowered.warnings);
                 preloaded = lowered.apis;
                 lowered.root
             }

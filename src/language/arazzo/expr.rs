@@ -33,8 +33,22 @@ pub enum Expr {
     },
     SourceUrl(String),
     ComponentsParameter(String),
-    /// What handoff does not evaluate (`$url`, `$method`, `$request.…`).
-    Unsupported(String),
+    /// `$request.header.X`, `$request.query.X`, `$request.path.X` (the part
+    /// and the name), `$request.body` (name empty): what the step sent.
+    Request(RequestPart, String),
+    /// `$url`: the URL the step called.
+    Url,
+    /// `$method`: the HTTP method the step used.
+    Method,
+}
+
+/// Which part of the request a `$request` expression reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RequestPart {
+    Header,
+    Query,
+    Path,
+    Body,
 }
 
 /// An expression and the JSON pointer after it (`#/0/id`, or `.items[0]`
@@ -43,12 +57,21 @@ pub enum Expr {
 pub struct Reference {
     pub expr: Expr,
     pub pointer: String,
+    /// A form outside the specification that runners accept and handoff
+    /// reads too (`$steps.s.name` for `$steps.s.outputs.name`): the warning
+    /// that says how the text writes it.
+    pub loose: Option<String>,
 }
 
 /// How the lowering names things: the field each expression reads.
 pub trait Names {
     /// The template expression for `r` (`find_pet__my_pet_id | pointer('/0')`).
     fn read(&self, r: &Reference) -> Result<String, String>;
+
+    /// Warnings for what `read` accepted loosely since last asked.
+    fn take_notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 fn name_char(c: char) -> bool {
@@ -63,6 +86,16 @@ fn token_char(c: char) -> bool {
 /// bytes it took. `in_condition`: `.` and `[…]` after a value are lookups
 /// (Arazzo's property and index operators), not part of a name.
 pub fn parse(text: &str, in_condition: bool) -> Result<(Reference, usize), String> {
+    parse_names(text, in_condition, false)
+}
+
+/// As [`parse`]; `spaces`: names may hold spaces (a `stepId` SHOULD NOT,
+/// but may), read so only where the expression is a whole value.
+pub fn parse_names(
+    text: &str,
+    in_condition: bool,
+    spaces: bool,
+) -> Result<(Reference, usize), String> {
     let Some(rest) = text.strip_prefix('$') else {
         return Err(format!("`{text}` is not a runtime expression"));
     };
@@ -84,22 +117,32 @@ pub fn parse(text: &str, in_condition: bool) -> Result<(Reference, usize), Strin
         *at += 1 + len;
         Ok(tail[..len].to_string())
     };
-    let dotted_name = |c: char| name_char(c) && c != '.';
+    let dotted_name: fn(char) -> bool = if spaces {
+        |c| (name_char(c) && c != '.') || c == ' '
+    } else {
+        |c| name_char(c) && c != '.'
+    };
+    let mut loose = None;
     let expr = match word {
         "statusCode" => Expr::StatusCode,
-        "url" | "method" => Expr::Unsupported(format!("${word}")),
+        "url" => Expr::Url,
+        "method" => Expr::Method,
         "inputs" => Expr::Inputs(segment(&mut at, "an input's name", dotted_name)?),
         "outputs" => Expr::Outputs(segment(&mut at, "an output's name", dotted_name)?),
         "steps" => {
             let step = segment(&mut at, "a step's id", dotted_name)?;
             let kind = segment(&mut at, "`outputs`", dotted_name)?;
-            if kind != "outputs" {
-                return Err(format!(
-                    "`$steps.{step}.{kind}`: a step's expressions read its `outputs`"
+            if kind == "outputs" {
+                let name = segment(&mut at, "an output's name", dotted_name)?;
+                Expr::StepOutput { step, name }
+            } else {
+                // Jentic's runner and the specification's own `bnpl`
+                // example leave `.outputs` out.
+                loose = Some(format!(
+                    "`$steps.{step}.{kind}` is read as `$steps.{step}.outputs.{kind}`: the specification writes `.outputs.`"
                 ));
+                Expr::StepOutput { step, name: kind }
             }
-            let name = segment(&mut at, "an output's name", dotted_name)?;
-            Expr::StepOutput { step, name }
         }
         "workflows" => {
             let workflow = segment(&mut at, "a workflow's id", dotted_name)?;
@@ -147,7 +190,24 @@ pub fn parse(text: &str, in_condition: bool) -> Result<(Reference, usize), Strin
                         "`$response.{other}`: an answer has a `body` and `header`s"
                     ));
                 }
-                _ => Expr::Unsupported(format!("$request.{part}")),
+                ("request", "body") => Expr::Request(RequestPart::Body, String::new()),
+                ("request", "header") => Expr::Request(
+                    RequestPart::Header,
+                    segment(&mut at, "a header's name", token_char)?,
+                ),
+                ("request", "query") => Expr::Request(
+                    RequestPart::Query,
+                    segment(&mut at, "a parameter's name", dotted_name)?,
+                ),
+                ("request", "path") => Expr::Request(
+                    RequestPart::Path,
+                    segment(&mut at, "a parameter's name", dotted_name)?,
+                ),
+                (_, other) => {
+                    return Err(format!(
+                        "`$request.{other}`: a request has a `body`, `header`s, `query` and `path` parameters"
+                    ));
+                }
             }
         }
         _ => {
@@ -202,7 +262,14 @@ pub fn parse(text: &str, in_condition: bool) -> Result<(Reference, usize), Strin
             }
         }
     }
-    Ok((Reference { expr, pointer }, at))
+    Ok((
+        Reference {
+            expr,
+            pointer,
+            loose,
+        },
+        at,
+    ))
 }
 
 fn escape(token: &str) -> String {
@@ -240,6 +307,14 @@ pub fn value(text: &str, names: &dyn Names) -> Result<Written, String> {
     if trimmed.starts_with('$') {
         // `$response.body.result.passed`, as runners also read it: the
         // lookups after the value are a pointer.
+        // A whole value whose step or workflow ids hold spaces.
+        if trimmed.contains(' ')
+            && !trimmed.contains("{$")
+            && let Ok((r, used)) = parse_names(trimmed, true, true)
+            && used == trimmed.len()
+        {
+            return Ok(Written::Expr(format!("{{{{ {} }}}}", names.read(&r)?)));
+        }
         let (r, used) = parse(trimmed, true)?;
         if used == trimmed.len() {
             return Ok(Written::Expr(format!("{{{{ {} }}}}", names.read(&r)?)));
@@ -269,7 +344,9 @@ pub fn embedded(text: &str, names: &dyn Names) -> Result<Written, String> {
                 "`{{{inner}` opens an expression with `{{` and never closes it"
             ));
         };
-        let (r, used) = parse(&inner[..close], false)?;
+        // `{$inputs.customer.name}`: lookups after the value, as in a
+        // condition (the braces end it).
+        let (r, used) = parse(&inner[..close], true)?;
         if used != close {
             return Err(format!(
                 "`{}` is not one runtime expression",
@@ -477,11 +554,21 @@ mod tests {
         );
         let (r, _) = parse("$response.header.X-Expires-After", false).unwrap();
         assert_eq!(r.expr, Expr::ResponseHeader("X-Expires-After".into()));
-        assert!(parse("$steps.a.inputs.b", false).is_err());
+        // Without `.outputs`, as some runners write it: read, with a note.
+        let (r, _) = parse("$steps.a.result", false).unwrap();
+        assert_eq!(
+            r.expr,
+            Expr::StepOutput {
+                step: "a".into(),
+                name: "result".into()
+            }
+        );
+        assert!(r.loose.is_some());
+        assert!(parse("$request.cookie.x", false).is_err());
         assert!(parse("$nothing", false).is_err());
         assert_eq!(
             parse("$request.body", false).unwrap().0.expr,
-            Expr::Unsupported("$request.body".into())
+            Expr::Request(RequestPart::Body, String::new())
         );
     }
 

@@ -3,13 +3,15 @@
 //! `stepId`, an action of an unknown type, an expression that names nothing)
 //! are reported here, in Arazzo's words; the rest by the flow's analyser.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
 
 use crate::language::analyzer::list;
-use crate::language::arazzo::expr::{self, Expr, Names, Reference, Written, quote};
+use crate::language::arazzo::expr::{self, Expr, Names, Reference, RequestPart, Written, quote};
 use crate::language::arazzo::select::{Selection, get, workflow_ids};
 use crate::language::diagnostic::{Diagnostic, did_you_mean};
 use crate::language::openapi::{Api, Scheme};
@@ -105,6 +107,33 @@ fn mangle(name: &str) -> String {
 pub struct Lowered {
     pub root: Node,
     pub apis: Vec<(std::path::PathBuf, Arc<Api>)>,
+    /// What the lowering accepted but would have the author write otherwise.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// A workflow run before the chosen one (`dependsOn`): the names of its
+/// inputs and outputs, and the prefix of its fields.
+#[derive(Clone)]
+struct Ran {
+    fields: String,
+    inputs: BTreeSet<String>,
+    outputs: BTreeSet<String>,
+}
+
+/// What a step that calls an operation sends, as `$request`, `$url` and
+/// `$method` read it: fields set after the call (`STEP__request_header`...).
+#[derive(Clone)]
+struct RequestShape {
+    method: String,
+    /// The path template (`/jobs/{jobId}`) and the field of the server.
+    path: String,
+    server: String,
+    /// Headers that carry credentials (lower case): never read into fields.
+    credentials: BTreeSet<String>,
+    /// The field of each value sent, by part and name (headers lower case).
+    kept: BTreeMap<(&'static str, String), String>,
+    /// The field of the body, when it is not a structure.
+    body: Option<String>,
 }
 
 /// A source description, as the lowering uses it.
@@ -153,6 +182,46 @@ pub struct Lowering<'d> {
     secret: BTreeSet<String>,
     /// Sources that did not load (reported once).
     failed_sources: Vec<String>,
+    /// The workflows `dependsOn` ran first, by id.
+    ran: Rc<BTreeMap<String, Ran>>,
+    /// What the last `call` lowered sends.
+    last_request: Option<Sent>,
+}
+
+/// A call's request as the lowering wrote it: each parameter (where, name,
+/// template) that is not a credential, and the body.
+struct Sent {
+    shape: RequestShape,
+    parts: Vec<(String, String, Node)>,
+    body: Option<Node>,
+}
+
+/// The field a parameter's location is kept in (`cookie`s are not kept).
+fn location_field(location: &str) -> Option<&'static str> {
+    match location {
+        "query" => Some("query"),
+        "path" => Some("path"),
+        "header" => Some("header"),
+        _ => None,
+    }
+}
+
+/// A parameter's value as the request writes it: text as it is, anything
+/// else as JSON (`true`, not the template's `True`).
+fn as_sent(field: &str) -> String {
+    format!("({field} if {field} is string else ({field} | tojson))")
+}
+
+/// Whether a step's text reads what it sent (`$request`, `$url`, `$method`).
+fn reads_request(node: &Node) -> bool {
+    match &node.value {
+        NodeValue::Str(s) => ["$request.", "$url", "$method"]
+            .iter()
+            .any(|w| s.contains(w)),
+        NodeValue::Map(entries) => entries.iter().any(|(_, v)| reads_request(v)),
+        NodeValue::Seq(items) => items.iter().any(reads_request),
+        _ => false,
+    }
 }
 
 /// The names one step's expressions read through.
@@ -165,11 +234,39 @@ struct StepNames<'a> {
     inputs: &'a BTreeSet<String>,
     steps: &'a BTreeMap<String, BTreeSet<String>>,
     outputs: &'a BTreeSet<String>,
+    /// The request of the current step, when its expressions read it.
+    request: Option<RequestShape>,
+    ran: Rc<BTreeMap<String, Ran>>,
+    /// Warnings for forms read loosely, taken by the lowering.
+    notes: RefCell<Vec<String>>,
+}
+
+impl<'a> StepNames<'a> {
+    fn new(frame: &'a Frame, known: &'a Known, ran: &Rc<BTreeMap<String, Ran>>) -> StepNames<'a> {
+        StepNames {
+            frame,
+            current: None,
+            inner: None,
+            inputs: &known.inputs,
+            steps: &known.steps,
+            outputs: &known.outputs,
+            request: None,
+            ran: ran.clone(),
+            notes: RefCell::new(Vec::new()),
+        }
+    }
 }
 
 impl Names for StepNames<'_> {
+    fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut self.notes.borrow_mut())
+    }
+
     fn read(&self, r: &Reference) -> Result<String, String> {
         let f = &self.frame.fields;
+        if let Some(note) = &r.loose {
+            self.notes.borrow_mut().push(note.clone());
+        }
         let base = match &r.expr {
             Expr::Inputs(name) => {
                 if !self.inputs.contains(name) {
@@ -241,10 +338,26 @@ impl Names for StepNames<'_> {
                     ));
                 }
             },
-            Expr::WorkflowOutput { workflow, .. } | Expr::WorkflowInput { workflow, .. } => {
-                return Err(format!(
-                    "`$workflows.{workflow}…` reads another workflow's values, which handoff does not support yet: run it as a step (`workflowId: {workflow}`) and read `$steps.…`"
-                ));
+            Expr::WorkflowOutput { workflow, name } | Expr::WorkflowInput { workflow, name } => {
+                let Some(ran) = self.ran.get(workflow) else {
+                    return Err(format!(
+                        "`$workflows.{workflow}…`: workflow `{workflow}` does not run before this one: name it in `dependsOn`, or run it as a step (`workflowId: {workflow}`) and read `$steps.…`"
+                    ));
+                };
+                let (kind, names, prefix) = match &r.expr {
+                    Expr::WorkflowOutput { .. } => ("output", &ran.outputs, "outputs__"),
+                    _ => ("input", &ran.inputs, ""),
+                };
+                if !names.contains(name) {
+                    let known: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let hint = did_you_mean(name, known.iter().copied())
+                        .map(|h| format!(": {h}"))
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "`$workflows.{workflow}`: workflow `{workflow}` has no {kind} `{name}`{hint}"
+                    ));
+                }
+                format!("{}{prefix}{}", ran.fields, mangle(name))
             }
             Expr::SourceUrl(name) => {
                 return Err(format!(
@@ -256,10 +369,81 @@ impl Names for StepNames<'_> {
                     "`$components.parameters.{name}` is used as `reference:` in a step's `parameters`"
                 ));
             }
-            Expr::Unsupported(what) => {
-                return Err(format!(
-                    "`{what}` is not supported yet: handoff does not keep the request a step sent"
-                ));
+            Expr::Request(..) | Expr::Url | Expr::Method => {
+                let (Some(_), Some(shape)) = (&self.current, &self.request) else {
+                    return Err(
+                        "`$request`, `$url` and `$method` are what a step that calls an operation sent: read them in its criteria, outputs and actions"
+                            .to_string(),
+                    );
+                };
+                match &r.expr {
+                    Expr::Method => quote(&shape.method),
+                    Expr::Url => {
+                        // The server, the path with its parameters filled
+                        // in, and the query, as the call builds them.
+                        let server = &shape.server;
+                        let mut out = vec![format!(
+                            "({server}[:-1] if {server} is endingwith('/') else {server})"
+                        )];
+                        let mut rest = shape.path.as_str();
+                        while let Some(open) = rest.find('{') {
+                            let Some(close) = rest[open..].find('}') else {
+                                break;
+                            };
+                            out.push(quote(&rest[..open]));
+                            let name = &rest[open + 1..open + close];
+                            match shape.kept.get(&("path", name.to_string())) {
+                                Some(field) => {
+                                    out.push(format!("({} | urlencode)", as_sent(field)))
+                                }
+                                None => out.push(quote(&rest[open..open + close + 1])),
+                            }
+                            rest = &rest[open + close + 1..];
+                        }
+                        out.push(quote(rest));
+                        let query: Vec<String> = shape
+                            .kept
+                            .iter()
+                            .filter(|((part, _), _)| *part == "query")
+                            .map(|((_, name), field)| {
+                                format!("{} ~ '=' ~ ({} | urlencode)", quote(name), as_sent(field))
+                            })
+                            .collect();
+                        if !query.is_empty() {
+                            out.push(format!("'?' ~ {}", query.join(" ~ '&' ~ ")));
+                        }
+                        format!("({})", out.join(" ~ "))
+                    }
+                    Expr::Request(RequestPart::Body, _) => match &shape.body {
+                        Some(field) => field.clone(),
+                        None => {
+                            return Err(
+                                "`$request.body`: handoff keeps a body written as one value or template, not one built of parts"
+                                    .to_string(),
+                            );
+                        }
+                    },
+                    Expr::Request(RequestPart::Header, name)
+                        if shape.credentials.contains(&name.to_ascii_lowercase()) =>
+                    {
+                        return Err(format!(
+                            "`$request.header.{name}` carries a credential, which handoff keeps out of fields"
+                        ));
+                    }
+                    Expr::Request(part, name) => {
+                        let key = match part {
+                            RequestPart::Header => ("header", name.to_ascii_lowercase()),
+                            RequestPart::Query => ("query", name.clone()),
+                            _ => ("path", name.clone()),
+                        };
+                        shape
+                            .kept
+                            .get(&key)
+                            .cloned()
+                            .unwrap_or_else(|| "none".to_string())
+                    }
+                    _ => unreachable!(),
+                }
             }
         };
         Ok(if r.pointer.is_empty() {
@@ -293,17 +477,43 @@ impl<'d> Lowering<'d> {
             steps: Vec::new(),
             secret: BTreeSet::new(),
             failed_sources: Vec::new(),
+            ran: Rc::new(BTreeMap::new()),
+            last_request: None,
+        }
+    }
+
+    fn warning(&mut self, span: Span, message: impl Into<String>) {
+        let d = Diagnostic::warning(message).at(&self.source, span);
+        self.push(d);
+    }
+
+    /// The warnings for what `names` read loosely, at `span`.
+    fn notes(&mut self, span: Span, names: &dyn Names) {
+        for note in names.take_notes() {
+            self.warning(span, note);
         }
     }
 
     fn error(&mut self, span: Span, message: impl Into<String>) {
         let d = Diagnostic::error(message).at(&self.source, span);
-        self.diagnostics.push(d);
+        self.push(d);
     }
 
     fn error_help(&mut self, span: Span, message: impl Into<String>, help: impl Into<String>) {
         let d = Diagnostic::error(message).at(&self.source, span).help(help);
-        self.diagnostics.push(d);
+        self.push(d);
+    }
+
+    /// Once per place: a workflow's action, merged into each of its steps,
+    /// is wrong once.
+    fn push(&mut self, d: Diagnostic) {
+        if !self
+            .diagnostics
+            .iter()
+            .any(|o| o.severity == d.severity && o.message == d.message && o.span == d.span)
+        {
+            self.diagnostics.push(d);
+        }
     }
 
     pub fn run(mut self, wanted: Option<&str>) -> Result<Lowered, Vec<Diagnostic>> {
@@ -368,15 +578,48 @@ impl<'d> Lowering<'d> {
             .unwrap_or("workflow")
             .to_string();
         self.load_sources();
-        if get(chosen, "dependsOn")
-            .and_then(Node::as_seq)
-            .is_some_and(|d| !d.is_empty())
-        {
-            let at = get(chosen, "dependsOn").map_or(span, |n| n.span);
-            self.error_help(
-                at,
-                "`dependsOn` is not supported yet",
-                "run the workflows it names first, or call them as steps (`workflowId:`)",
+        // `dependsOn`: those workflows run first, each once, in order.
+        let mut order = Vec::new();
+        self.dependencies(chosen, &mut vec![id.clone()], &mut order);
+        let first_of = |w: &Node, ids: &str| {
+            get(w, "steps")
+                .and_then(Node::as_seq)
+                .and_then(|s| s.first())
+                .and_then(|s| get(s, "stepId"))
+                .and_then(Node::as_str)
+                .map_or_else(|| "end".to_string(), |s| format!("{ids}{s}"))
+        };
+        for (k, (dep_id, dep)) in order.iter().enumerate() {
+            let on_end = match order.get(k + 1) {
+                Some((next, w)) => first_of(w, &format!("@{next}/")),
+                None => first_of(chosen, ""),
+            };
+            let frame = Frame {
+                workflow: dep_id.clone(),
+                fields: format!("workflows__{}__", mangle(dep_id)),
+                ids: format!("@{dep_id}/"),
+                on_end,
+                on_fail: None,
+                depth: 0,
+                chain: vec![dep_id.clone()],
+            };
+            let inputs = self.inputs(dep, &frame, true);
+            let outputs = get(dep, "outputs")
+                .and_then(Node::as_map)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, _)| k.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.workflow(dep, &frame, inputs.clone());
+            Rc::make_mut(&mut self.ran).insert(
+                dep_id.clone(),
+                Ran {
+                    fields: frame.fields.clone(),
+                    inputs,
+                    outputs,
+                },
             );
         }
         let frame = Frame {
@@ -398,10 +641,90 @@ impl<'d> Lowering<'d> {
             .iter()
             .map(|s| (s.full.clone(), s.api.clone()))
             .collect();
+        let warnings = std::mem::take(&mut self.diagnostics);
         Ok(Lowered {
             root: self.flow(chosen, &id),
             apis,
+            warnings,
         })
+    }
+
+    /// The document's workflow `id`, or an error at `span` that names the
+    /// ones it has.
+    fn find_workflow(&mut self, id: &str, span: Span) -> Option<&'d Node> {
+        let root = self.root;
+        let found = get(root, "workflows")
+            .and_then(Node::as_seq)
+            .and_then(|ws| {
+                ws.iter()
+                    .find(|w| get(w, "workflowId").and_then(Node::as_str) == Some(id))
+            });
+        if found.is_none() {
+            let ids = workflow_ids(root);
+            let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let help = did_you_mean(id, names.iter().copied())
+                .unwrap_or_else(|| format!("its workflows are {}", list(&names)));
+            self.error_help(span, format!("this document has no workflow `{id}`"), help);
+        }
+        found
+    }
+
+    /// The workflows `workflow` depends on, each after its own
+    /// dependencies, each once; `path`: the chain that led here.
+    fn dependencies(
+        &mut self,
+        workflow: &'d Node,
+        path: &mut Vec<String>,
+        order: &mut Vec<(String, &'d Node)>,
+    ) {
+        let Some(list_node) = get(workflow, "dependsOn") else {
+            return;
+        };
+        let Some(items) = list_node.as_seq() else {
+            self.error(list_node.span, "`dependsOn` lists workflow ids");
+            return;
+        };
+        for item in items {
+            let Some(dep) = item.as_str() else {
+                self.error(item.span, "`dependsOn` lists workflow ids");
+                continue;
+            };
+            if let Some(rest) = dep.strip_prefix("$sourceDescriptions.") {
+                let source = rest.split('.').next().unwrap_or_default();
+                if self.sources.iter().any(|s| s.name == mangle(source)) {
+                    self.error(
+                        item.span,
+                        format!("source `{source}` is an OpenAPI description: it has no workflows to depend on"),
+                    );
+                } else {
+                    self.error(
+                        item.span,
+                        "workflows of other Arazzo documents are not supported yet",
+                    );
+                }
+                continue;
+            }
+            if path.iter().any(|p| p == dep) {
+                self.error(
+                    item.span,
+                    format!(
+                        "workflow `{dep}` would depend on itself: {} → {dep}",
+                        path.join(" → ")
+                    ),
+                );
+                continue;
+            }
+            if order.iter().any(|(o, _)| o == dep) {
+                continue;
+            }
+            let Some(found) = self.find_workflow(dep, item.span) else {
+                continue;
+            };
+            path.push(dep.to_string());
+            self.dependencies(found, path, order);
+            path.pop();
+            order.push((dep.to_string(), found));
+        }
     }
 
     /// The lowered flow's top level.
@@ -751,14 +1074,7 @@ impl<'d> Lowering<'d> {
             self.step(workflow, step, id, &next, &finish, frame, &known);
         }
         if has_outputs {
-            let names = StepNames {
-                frame,
-                current: None,
-                inner: None,
-                inputs: &known.inputs,
-                steps: &known.steps,
-                outputs: &known.outputs,
-            };
+            let names = StepNames::new(frame, &known, &self.ran);
             let outs = get(workflow, "outputs")
                 .and_then(Node::as_map)
                 .unwrap_or_default();
@@ -797,14 +1113,16 @@ impl<'d> Lowering<'d> {
     /// holding expressions) as a node the flow reads as a template.
     fn value(&mut self, node: &Node, names: &dyn Names) -> Option<Node> {
         match &node.value {
-            NodeValue::Str(s) => match expr::value(s, names) {
-                Ok(Written::Expr(t) | Written::Text(t)) => Some(text(node.span, t)),
-                Ok(Written::Plain) => Some(node.clone()),
-                Err(message) => {
-                    self.error(node.span, message);
-                    None
+            NodeValue::Str(s) => {
+                match expr::value(s, names).inspect(|_| self.notes(node.span, names)) {
+                    Ok(Written::Expr(t) | Written::Text(t)) => Some(text(node.span, t)),
+                    Ok(Written::Plain) => Some(node.clone()),
+                    Err(message) => {
+                        self.error(node.span, message);
+                        None
+                    }
                 }
-            },
+            }
             NodeValue::Map(entries) => {
                 let mut out = Vec::new();
                 for (k, v) in entries {
@@ -859,12 +1177,13 @@ impl<'d> Lowering<'d> {
                         .and_then(Node::as_str)
                         .unwrap_or("");
                     if t == "jsonpath" && v == "draft-goessner-dispatch-jsonpath-00" {
-                        self.error_help(
+                        // The draft's filters (`$[?(@.a == 1)]`) are RFC
+                        // 9535's too; its script expressions are not, and
+                        // fail to parse below.
+                        self.warning(
                             kind_node.map_or(at, |n| n.span),
-                            "JSONPath `draft-goessner-dispatch-jsonpath-00` is not supported",
-                            "handoff evaluates JSONPath as RFC 9535 says: drop the version to use it",
+                            "JSONPath `draft-goessner-dispatch-jsonpath-00` is evaluated as RFC 9535 JSONPath, which handoff implements",
                         );
-                        return None;
                     }
                     t.to_string()
                 }
@@ -909,6 +1228,7 @@ impl<'d> Lowering<'d> {
                     "`{other}` is not a criterion type: use `simple`, `regex` or `jsonpath`"
                 )),
             };
+            self.notes(at, names);
             match part {
                 Ok(p) => parts.push(if items.len() > 1 { format!("({p})") } else { p }),
                 Err(message) => {
@@ -993,7 +1313,11 @@ impl<'d> Lowering<'d> {
             .filter(|k| get(step, k).is_some())
             .count();
         if target_count != 1 {
-            self.error(span, format!("step `{id}` names exactly one of `operationId`, `operationPath` and `workflowId`"));
+            if target_count == 0 && get(step, "x-operation").is_some() {
+                self.error_help(span, format!("step `{id}` calls an `x-operation`, Redocly's extension, which handoff does not run"), "name an operation of a source description (`operationId` or `operationPath`)");
+            } else {
+                self.error(span, format!("step `{id}` names exactly one of `operationId`, `operationPath` and `workflowId`"));
+            }
             return;
         }
         let why = format!("{f}__failure");
@@ -1005,6 +1329,7 @@ impl<'d> Lowering<'d> {
         );
         // A step that runs a workflow: that workflow's steps, inlined.
         let mut inner_frame = None;
+        let mut request_shape = None;
         let mut last_call = None;
         if let Some(wf_node) = get(step, "workflowId") {
             let Some(wf_id) = wf_node.as_str() else {
@@ -1018,22 +1343,7 @@ impl<'d> Lowering<'d> {
                 );
                 return;
             }
-            let found = get(self.root, "workflows")
-                .and_then(Node::as_seq)
-                .and_then(|ws| {
-                    ws.iter()
-                        .find(|w| get(w, "workflowId").and_then(Node::as_str) == Some(wf_id))
-                });
-            let Some(inner) = found else {
-                let ids = workflow_ids(self.root);
-                let names: Vec<&str> = ids.iter().map(String::as_str).collect();
-                let help = did_you_mean(wf_id, names.iter().copied())
-                    .unwrap_or_else(|| format!("its workflows are {}", list(&names)));
-                self.error_help(
-                    wf_node.span,
-                    format!("this document has no workflow `{wf_id}`"),
-                    help,
-                );
+            let Some(inner) = self.find_workflow(wf_id, wf_node.span) else {
                 return;
             };
             if frame.chain.iter().any(|w| w == wf_id) || frame.depth >= MAX_NESTING {
@@ -1065,14 +1375,7 @@ impl<'d> Lowering<'d> {
                 .map(|last| format!("{}{}", inner_f.fields, mangle(last)));
             // The parameters set the inner workflow's inputs.
             let inner_inputs = self.inputs(inner, &inner_f, false);
-            let names = StepNames {
-                frame,
-                current: None,
-                inner: None,
-                inputs: &known.inputs,
-                steps: &known.steps,
-                outputs: &known.outputs,
-            };
+            let names = StepNames::new(frame, known, &self.ran);
             let mut sets = Vec::new();
             for p in &self.parameters(workflow, step) {
                 let Some(name) = get(p, "name").and_then(Node::as_str) else {
@@ -1125,6 +1428,25 @@ impl<'d> Lowering<'d> {
             let Some(call) = self.call(workflow, step, id, frame, known, &f) else {
                 return;
             };
+            let sent = self.last_request.take();
+            let keep = reads_request(step)
+                || self
+                    .actions(
+                        workflow,
+                        step,
+                        "onSuccess",
+                        "successActions",
+                        "successActions",
+                    )
+                    .into_iter()
+                    .chain(self.actions(
+                        workflow,
+                        step,
+                        "onFailure",
+                        "failureActions",
+                        "failureActions",
+                    ))
+                    .any(reads_request);
             self.declare(
                 &format!("{f}__response_status"),
                 &origin,
@@ -1155,7 +1477,12 @@ impl<'d> Lowering<'d> {
                     ],
                 ),
             ));
-            entries.push(("goto", text(span, format!("{sid}.criteria"))));
+            let after_call = if keep && sent.is_some() {
+                format!("{sid}.request")
+            } else {
+                format!("{sid}.criteria")
+            };
+            entries.push(("goto", text(span, after_call)));
             entries.push(("on_error", text(span, format!("{sid}.error"))));
             if let Some(d) = get(step, "description").and_then(Node::as_str) {
                 entries.push(("description", text(span, d.trim())));
@@ -1174,19 +1501,60 @@ impl<'d> Lowering<'d> {
                     ("goto", text(span, format!("{sid}.failed"))),
                 ],
             ));
+            // What was sent, for `$request`, `$url` and `$method`: the
+            // same templates the call rendered, rendered again.
+            if keep && let Some(mut sent) = sent {
+                // One field per value sent: `set` writes scalars and
+                // templates, and a value the step did not send is `none`.
+                let mut sets: IndexMap<String, Node> = IndexMap::new();
+                for (location, name, value) in sent.parts {
+                    let Some(part) = location_field(&location) else {
+                        continue;
+                    };
+                    if matches!(value.value, NodeValue::Map(_) | NodeValue::Seq(_)) {
+                        continue;
+                    }
+                    let key = if part == "header" {
+                        name.to_ascii_lowercase()
+                    } else {
+                        name
+                    };
+                    let field = format!("{f}__request_{part}__{}", mangle(&key));
+                    sent.shape.kept.insert((part, key), field.clone());
+                    sets.insert(field, value);
+                }
+                if let Some(body) = sent.body
+                    && !matches!(body.value, NodeValue::Map(_) | NodeValue::Seq(_))
+                {
+                    let field = format!("{f}__request_body");
+                    sent.shape.body = Some(field.clone());
+                    sets.insert(field, body);
+                }
+                for field in sets.keys() {
+                    self.declare(
+                        field,
+                        &origin,
+                        declaration(span, "json", Some(null(span))),
+                        span,
+                    );
+                }
+                self.steps.push(map(
+                    span,
+                    vec![
+                        ("id", text(span, format!("{sid}.request"))),
+                        ("set", owned_map(span, sets.into_iter().collect())),
+                        ("goto", text(span, format!("{sid}.criteria"))),
+                    ],
+                ));
+                request_shape = Some(sent.shape);
+            }
         }
-        let names = StepNames {
-            frame,
-            current: if inner_frame.is_none() {
-                Some(f.clone())
-            } else {
-                None
-            },
-            inner: inner_frame.as_ref().map(|fr| (fr, last_call.clone())),
-            inputs: &known.inputs,
-            steps: &known.steps,
-            outputs: &known.outputs,
-        };
+        let mut names = StepNames::new(frame, known, &self.ran);
+        if inner_frame.is_none() {
+            names.current = Some(f.clone());
+            names.request = request_shape;
+        }
+        names.inner = inner_frame.as_ref().map(|fr| (fr, last_call.clone()));
         // Success: the criteria (all of them), or else a 2xx answer.
         let criteria_node = get(step, "successCriteria");
         let condition = match criteria_node {
@@ -1661,18 +2029,14 @@ impl<'d> Lowering<'d> {
     ) -> Option<Node> {
         let span = step.span;
         let (source_index, op_id, at) = self.operation(step, id)?;
-        let names = StepNames {
-            frame,
-            current: Some(f.to_string()),
-            inner: None,
-            inputs: &known.inputs,
-            steps: &known.steps,
-            outputs: &known.outputs,
-        };
+        let mut names = StepNames::new(frame, known, &self.ran);
+        names.current = Some(f.to_string());
         let api = self.sources[source_index].api.clone();
         let op = api.operation(&op_id).and_then(Result::ok);
         let mut params = Vec::new();
         let mut headers = Vec::new();
+        let mut parts = Vec::new();
+        let mut credential_headers = BTreeSet::new();
         for p in &self.parameters(workflow, step) {
             let Some(name) = get(p, "name").and_then(Node::as_str) else {
                 self.error(p.span, "a parameter has a `name`");
@@ -1713,6 +2077,9 @@ impl<'d> Lowering<'d> {
                 for read in crate::language::paths::reads(&template, false) {
                     self.secret.insert(read[0].clone());
                 }
+                if location == "header" {
+                    credential_headers.insert(name.to_ascii_lowercase());
+                }
                 let creds = &mut self.sources[source_index].credentials;
                 match creds.get(&scheme) {
                     Some((other, _)) if *other != template => {
@@ -1730,6 +2097,7 @@ impl<'d> Lowering<'d> {
                     .iter()
                     .any(|q| q.name == name && q.location.as_str() == location)
             });
+            parts.push((location.to_string(), name.to_string(), v.clone()));
             if location == "header" && !declared {
                 headers.push((name.to_string(), v));
             } else {
@@ -1790,6 +2158,11 @@ impl<'d> Lowering<'d> {
         if !headers.is_empty() {
             call.push(("headers", owned_map(span, headers)));
         }
+        let declared_type = op
+            .as_ref()
+            .and_then(|o| o.body.as_ref())
+            .map(|b| b.content_type.clone());
+        let mut sent_body = None;
         if let Some(body) = get(step, "requestBody") {
             let payload = get(body, "payload");
             let mut payload = match payload {
@@ -1834,8 +2207,32 @@ impl<'d> Lowering<'d> {
                     );
                 }
             }
+            // The content type a body goes with, unless a header says.
+            if !parts
+                .iter()
+                .any(|(l, n, _)| l == "header" && n.eq_ignore_ascii_case("content-type"))
+                && let Some(ct) = get(body, "contentType")
+                    .and_then(Node::as_str)
+                    .map(str::to_string)
+                    .or(declared_type)
+            {
+                parts.push(("header".into(), "content-type".into(), text(span, ct)));
+            }
+            sent_body = Some(payload.clone());
             call.push(("body", payload));
         }
+        self.last_request = op.as_ref().map(|op| Sent {
+            shape: RequestShape {
+                method: op.method.to_ascii_uppercase(),
+                path: op.path.clone(),
+                server: format!("{}_url", self.sources[source_index].name),
+                credentials: credential_headers,
+                kept: BTreeMap::new(),
+                body: None,
+            },
+            parts,
+            body: sent_body,
+        });
         call.push(("accept", text(span, "any")));
         Some(map(span, call))
     }
@@ -1856,6 +2253,18 @@ impl<'d> Lowering<'d> {
             let holding: Vec<usize> = (0..self.sources.len())
                 .filter(|&i| self.sources[i].api.operation(written).is_some())
                 .collect();
+            // `cafe-api.listMenuItems`, as Redocly's Respect reads it.
+            if holding.is_empty()
+                && let Some((source, op)) = written.split_once('.')
+                && let Some(index) = self.sources.iter().position(|s| s.name == mangle(source))
+                && self.sources[index].api.operation(op).is_some()
+            {
+                self.warning(
+                    node.span,
+                    format!("`{written}` is read as `$sourceDescriptions.{source}.{op}`, which is how the specification writes it"),
+                );
+                return Some((index, op.to_string(), node.span));
+            }
             return match (holding.as_slice(), self.sources.len()) {
                 ([one], _) => Some((*one, written.to_string(), node.span)),
                 ([], 1) => Some((0, written.to_string(), node.span)),
@@ -1882,6 +2291,30 @@ impl<'d> Lowering<'d> {
         let parsed = written
             .strip_prefix("{$sourceDescriptions.")
             .and_then(|r| r.split_once(".url}#"));
+        // `NAME#/paths/…`, as Jentic's runner reads it.
+        let loose = || {
+            let (source, pointer) = written
+                .strip_prefix("$sourceDescriptions.")
+                .and_then(|r| r.split_once(".url#"))
+                .or_else(|| written.split_once('#'))?;
+            self.sources
+                .iter()
+                .any(|s| s.name == mangle(source))
+                .then_some((source, pointer))
+        };
+        let parsed = match parsed {
+            Some(p) => Some(p),
+            None => {
+                let found = loose();
+                if let Some((source, _)) = found {
+                    self.warning(
+                        node.span,
+                        format!("`{written}` is read as `{{$sourceDescriptions.{source}.url}}#…`, which is how the specification writes it"),
+                    );
+                }
+                found
+            }
+        };
         let Some((source, pointer)) = parsed else {
             self.error(
                 node.span,
@@ -1902,8 +2335,17 @@ impl<'d> Lowering<'d> {
             );
             return None;
         };
+        let method = pointer.rsplit('/').next().unwrap_or_default();
+        let path = pointer
+            .strip_prefix("/paths/")
+            .and_then(|p| p.rsplit_once('/'))
+            .map(|(p, _)| p.replace("~1", "/").replace("~0", "~"));
+        let unnamed = path.map(|p| format!("{} {p}", method.to_ascii_uppercase()));
         match found.get("operationId").and_then(serde_json::Value::as_str) {
             Some(op) => Some((index, op.to_string(), node.span)),
+            None if unnamed.as_ref().is_some_and(|u| api.operation(u).is_some()) => {
+                Some((index, unnamed.unwrap_or_default(), node.span))
+            }
             None if found.get("get").is_some() || found.get("post").is_some() => {
                 self.error_help(
                     node.span,

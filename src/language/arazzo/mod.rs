@@ -5,12 +5,16 @@
 //! the Arazzo file (the lowered nodes carry the spans they came from).
 //!
 //! The lowering, for each step that calls an operation: a `call` step (every
-//! status accepted), a `decision` on its `successCriteria`, a `set` of its
-//! `outputs`, a `decision` over its `onSuccess` actions, and on failure a
-//! `decision` over its `onFailure` actions, with a counter and a `timer` per
-//! `retry`. A step that runs another workflow inlines that workflow's steps,
-//! ids prefixed `step/`. What a lowered flow names, and the defaults it
-//! picks where the specification is silent, is in docs/arazzo.md.
+//! status accepted), a `set` of what it sent when its expressions read
+//! `$request`, `$url` or `$method`, a `decision` on its `successCriteria`, a
+//! `set` of its `outputs`, a `decision` over its `onSuccess` actions, and on
+//! failure a `decision` over its `onFailure` actions, with a counter and a
+//! `timer` per `retry`. A step that runs another workflow inlines that
+//! workflow's steps, ids prefixed `step/`; the workflows of `dependsOn` run
+//! first, ids prefixed `@workflow/`. Forms runners accept outside the text
+//! (`$steps.s.name`) are read with a warning. What a lowered flow names, and
+//! the defaults it picks where the specification is silent, is in
+//! docs/arazzo.md.
 
 pub mod expr;
 pub mod lower;

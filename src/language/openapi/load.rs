@@ -263,16 +263,47 @@ fn line_offset(text: &str, line: usize, column: usize) -> usize {
 }
 
 fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    collect_refs_in(value, false, out);
+}
+
+/// Maps whose keys are names the author chose (`properties`, `schemas`...):
+/// there an `x-` key is a name, elsewhere an extension.
+const NAMED: &[&str] = &[
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "schemas",
+    "parameters",
+    "responses",
+    "headers",
+    "examples",
+    "requestBodies",
+    "securitySchemes",
+    "links",
+    "callbacks",
+    "pathItems",
+    "paths",
+    "content",
+    "encoding",
+];
+
+/// Extensions (`x-…`) are skipped: handoff never reads them, and their
+/// `$ref`s may name anything (a Markdown page, a file left out).
+fn collect_refs_in(value: &Value, names: bool, out: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             if let Some(Value::String(r)) = map.get("$ref") {
                 out.push(r.clone());
             }
-            for v in map.values() {
-                collect_refs(v, out);
+            for (k, v) in map {
+                if !names && k.starts_with("x-") {
+                    continue;
+                }
+                collect_refs_in(v, !names && NAMED.contains(&k.as_str()), out);
             }
         }
-        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        Value::Array(items) => items.iter().for_each(|v| collect_refs_in(v, false, out)),
         _ => {}
     }
 }

@@ -357,12 +357,15 @@ impl Api {
                 (item_loc, item)
             };
             for method in METHODS {
-                let Some(id) = item
-                    .get(method)
-                    .and_then(|op| op.get("operationId"))
-                    .and_then(Value::as_str)
-                else {
+                let Some(op) = item.get(method) else {
                     continue;
+                };
+                // An operation without an id is named by its method and
+                // path (`GET /info.0.json`), which no `operationId` can be
+                // mistaken for.
+                let id = match op.get("operationId").and_then(Value::as_str) {
+                    Some(id) => id.to_string(),
+                    None => format!("{} {path}", method.to_ascii_uppercase()),
                 };
                 let located = Located {
                     method,
@@ -370,7 +373,7 @@ impl Api {
                     op: item_loc.child(method),
                     item: item_loc.clone(),
                 };
-                found.push((id.to_string(), located));
+                found.push((id, located));
             }
         }
         for (id, located) in found {
