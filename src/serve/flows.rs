@@ -1,14 +1,38 @@
 //! The folder of flows a worker serves: every `*.yaml` and `*.yml` in it
 //! (not `*.mock.yaml` or `*.test.yaml`), each checked before the worker starts. A flow is
-//! addressed by its `flow:` name; two files with one name are an error.
+//! addressed by its `flow:` name (an Arazzo workflow by its `workflowId`, each workflow
+//! of a document a flow); two flows with one name are an error.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::language::analyze::analyze_file;
+use crate::language::analyze::{Checked, analyze_file, analyze_workflow, read_source};
 use crate::language::diagnostic::Diagnostic;
 use crate::language::flow::Flow;
+
+/// The flows one file holds: a flow file one; an Arazzo document one per
+/// workflow (or the one `--workflow` names), each named by its id.
+fn analyze_each(path: &str) -> Vec<Result<Checked, Vec<Diagnostic>>> {
+    let Ok(source) = read_source(path) else {
+        return vec![analyze_file(path)];
+    };
+    match crate::language::raw::parse(&source) {
+        Ok(root)
+            if crate::language::arazzo::select::is_arazzo(&root)
+                && !crate::language::arazzo::select::selected() =>
+        {
+            let ids = crate::language::arazzo::select::workflow_ids(&root);
+            if ids.len() < 2 {
+                return vec![analyze_workflow(&source, None)];
+            }
+            ids.iter()
+                .map(|id| analyze_workflow(&source, Some(id)))
+                .collect()
+        }
+        _ => vec![analyze_file(path)],
+    }
+}
 
 pub struct Served {
     pub flow: Arc<Flow>,
@@ -53,30 +77,32 @@ impl Flows {
         let mut by_name: BTreeMap<String, Served> = BTreeMap::new();
         for path in paths {
             let name = path.to_string_lossy().to_string();
-            match analyze_file(&name) {
-                Ok(checked) => {
-                    warnings.extend(checked.warnings);
-                    let flow = checked.flow;
-                    if let Some(other) = by_name.get(&flow.name) {
-                        problems.push(
-                            Diagnostic::error(format!(
-                                "two flows are named `{}`: `{}` and `{name}`",
-                                flow.name, other.flow.source.name
-                            ))
-                            .help("the API addresses a flow by its `flow:` name; rename one"),
+            for found in analyze_each(&name) {
+                match found {
+                    Ok(checked) => {
+                        warnings.extend(checked.warnings);
+                        let flow = checked.flow;
+                        if let Some(other) = by_name.get(&flow.name) {
+                            problems.push(
+                                Diagnostic::error(format!(
+                                    "two flows are named `{}`: `{}` and `{name}`",
+                                    flow.name, other.flow.source.name
+                                ))
+                                .help("the API addresses a flow by its `flow:` name; rename one"),
+                            );
+                            continue;
+                        }
+                        let hash = crate::store::flow_hash(&flow.source.text);
+                        by_name.insert(
+                            flow.name.clone(),
+                            Served {
+                                flow: Arc::new(flow),
+                                hash,
+                            },
                         );
-                        continue;
                     }
-                    let hash = crate::store::flow_hash(&flow.source.text);
-                    by_name.insert(
-                        flow.name.clone(),
-                        Served {
-                            flow: Arc::new(flow),
-                            hash,
-                        },
-                    );
+                    Err(diagnostics) => problems.extend(diagnostics),
                 }
-                Err(diagnostics) => problems.extend(diagnostics),
             }
         }
         if by_name.is_empty() && problems.is_empty() {

@@ -519,7 +519,9 @@ pub fn pinned_flow(run: &StoredRun) -> Result<Flow, String> {
         ));
     }
     let source = Source::new(run.flow_path.clone(), run.flow_source.clone());
-    crate::language::analyze::analyze(&source)
+    // An Arazzo document is the workflow the flow is named after; a flow
+    // file has no workflows, and the name is not read.
+    crate::language::analyze::analyze_workflow(&source, Some(&run.flow))
         .map(|checked| checked.flow)
         .map_err(|_| {
             format!(

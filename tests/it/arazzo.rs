@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Sim, TOKEN, assert_clean, handoff, text};
+use crate::common::{Served, Sim, TOKEN, assert_clean, handoff, scratch, text, until};
 
 const JOBS: &str = "tests/arazzo/handoff/jobs.arazzo.yaml";
 
@@ -538,4 +538,67 @@ fn a_credential_written_into_an_arazzo_document_is_masked_in_every_diagnostic() 
         "{said}"
     );
     assert_clean(LITERAL, &[("check", &said)]);
+}
+
+/// The shipped `flows/` folder, as docs/serve.md serves it: the Arazzo
+/// worker is one of its flows, named by its `workflowId`; a run of it,
+/// killed with SIGKILL while it waits to retry, resumes from the store on
+/// the version it started with and completes the task once.
+#[test]
+fn serve_runs_the_arazzo_worker_and_resumes_it_after_sigkill() {
+    let sim = Sim::new();
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
+    let dir = scratch("arazzo-serve");
+    let db = dir.join("handoff.db");
+    let env = [
+        ("NWC_BASE_URL", sim.base.as_str()),
+        ("NWC_TOKEN", TOKEN),
+        ("NWC_URL", sim.base.as_str()),
+        ("NWC_BEARER", TOKEN),
+    ];
+    let flows = std::path::Path::new("flows");
+    let mut served = Served::start(flows, &db, &env);
+    let (code, listed) = served.json("GET", "/v1/flows", None);
+    assert_eq!(code, 200, "{listed}");
+    let names: Vec<&str> = listed["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(names.contains(&"complete-nwc-task"), "{listed}");
+    assert!(names.contains(&"complete-nwc-task-arazzo"), "{listed}");
+    let (code, body) = served.json(
+        "POST",
+        "/v1/flows/complete-nwc-task-arazzo/runs",
+        Some(json!({ "inputs": { "instance_id": instance } })),
+    );
+    assert_eq!(code, 201, "{body}");
+    let run = body["id"].as_str().unwrap().to_string();
+    // Waiting out `retryAfter` after the first empty list.
+    let waiting = || {
+        let (_, body) = served.json("GET", &format!("/v1/runs/{run}"), None);
+        body["step"].as_str().is_some_and(|s| s.contains(".wait."))
+    };
+    assert!(until(waiting), "{}", served.log());
+    served.kill();
+    let served = Served::start(flows, &db, &env);
+    let done = || {
+        let (_, body) = served.json("GET", &format!("/v1/runs/{run}"), None);
+        body["status"] == "succeeded"
+    };
+    assert!(until(done), "{}", served.log());
+    let state = sim.task(&task);
+    assert_eq!(
+        state["taskAssignments"][0]["outcome"], "Completed",
+        "{state}"
+    );
+    let patches = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r["method"] == "PATCH")
+        .count();
+    assert_eq!(patches, 1);
+    let (_, _, trace) = served.call("GET", &format!("/v1/runs/{run}/trace"), &[], None);
+    assert_clean(TOKEN, &[("trace", &trace), ("log", &served.log())]);
 }
