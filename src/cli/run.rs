@@ -105,10 +105,9 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
         eprintln!("error: `--durable` keeps real runs; a dry run has nothing to resume");
         return EXIT_INVALID;
     }
-    if !dry_run {
-        // About real credentials: a dry run's placeholder token may be short.
-        print_diagnostics(&crate::run::inputs::secret_warnings(&flow, &state), color);
-    }
+    // In every mode: a short or plain-word placeholder garbles a dry run's
+    // and a replay's output as surely as a real token's.
+    print_diagnostics(&crate::run::inputs::secret_warnings(&flow, &state), color);
     let virtual_clock = Arc::new(VirtualClock::new(SystemTime::now()));
     let mut scripted = None;
     let system_clock = SystemClock::new();

@@ -280,7 +280,11 @@ pub async fn runs_command(args: RunsArgs, color: Colors) -> i32 {
         Some(RunsAction::Show { id, trace }) => show(&runs, &id, trace, color).await,
         Some(RunsAction::Record { id }) => record(&runs, &id).await,
         Some(RunsAction::Cancel { id }) => {
-            match runs.store.cancel(&id, unix_ms(SystemTime::now())).await {
+            match runs
+                .store
+                .cancel(&id, unix_ms(SystemTime::now()), "`handoff runs cancel`")
+                .await
+            {
                 Ok(true) => {
                     println!("canceled run {id}: it stops at its next checkpoint");
                     EXIT_OK

@@ -261,28 +261,38 @@ fn not_settable(flow: &Flow, name: &str, prefix: &str) -> Diagnostic {
     }
 }
 
-/// Warnings about the run's secrets: one too short to mask reliably.
+/// Warnings about the run's secrets: one too short to mask reliably, or a
+/// plain word (`replay`), which masks that word wherever handoff writes it.
 pub fn secret_warnings(flow: &Flow, state: &RunState) -> Vec<Diagnostic> {
-    flow.fields
-        .values()
-        .filter(|f| f.secret)
-        .filter(|f| {
-            state
-                .get(&f.name)
-                .and_then(Value::as_str)
-                .is_some_and(crate::run::redact::is_short)
-        })
-        .map(|f| {
-            Diagnostic::warning(format!(
-                "secret `{}` is shorter than {} characters",
-                f.name,
-                crate::run::redact::MIN_SECRET_LEN
-            ))
-            .at(&flow.source, f.span)
-            .label("masked in data, but not hunted in handoff's own wording")
-            .help("a value this short can match ordinary text; real tokens are longer, so check it is the right value")
-        })
-        .collect()
+    let mut out = Vec::new();
+    for f in flow.fields.values().filter(|f| f.secret) {
+        let Some(value) = state.get(&f.name).and_then(Value::as_str) else {
+            continue;
+        };
+        if crate::run::redact::is_short(value) {
+            out.push(
+                Diagnostic::warning(format!(
+                    "secret `{}` is shorter than {} characters",
+                    f.name,
+                    crate::run::redact::MIN_SECRET_LEN
+                ))
+                .at(&flow.source, f.span)
+                .label("masked in data, but not hunted in handoff's own wording")
+                .help("a value this short can match ordinary text; real tokens are longer, so check it is the right value (a placeholder like `dry-run-token-4821` is safe)"),
+            );
+        } else if crate::run::redact::is_word(value) {
+            out.push(
+                Diagnostic::warning(format!(
+                    "secret `{}` is a plain word, so that word is masked wherever it appears",
+                    f.name
+                ))
+                .at(&flow.source, f.span)
+                .label("every occurrence in traces, logs and messages becomes ***")
+                .help("real tokens mix letters, digits and signs; for a dry run or a replay, a placeholder like `dry-run-token-4821` keeps the output readable"),
+            );
+        }
+    }
+    out
 }
 
 fn is_empty(value: &Value) -> bool {

@@ -261,6 +261,13 @@ impl Redactor {
     }
 }
 
+/// Whether a secret is a plain word (letters only, and short enough to be
+/// one): masking it would mask that word in ordinary text too.
+pub fn is_word(value: &str) -> bool {
+    let n = value.chars().count();
+    n > 0 && n <= 16 && value.chars().all(|c| c.is_alphabetic())
+}
+
 /// Whether a secret is too short to be masked reliably.
 pub fn is_short(value: &str) -> bool {
     !value.is_empty() && value.chars().count() < MIN_SECRET_LEN

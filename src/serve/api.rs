@@ -778,9 +778,14 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response
         Err(r) => return *r,
     };
     let now = crate::run::clock::unix_ms(SystemTime::now());
-    match app.worker.runs.store.cancel(&id, now).await {
+    match app.worker.runs.store.cancel(&id, now, "the API").await {
         Ok(true) => {
             app.worker.changed.send_modify(|n| *n = n.wrapping_add(1));
+            // As for every run that ends: one line in the worker's log.
+            app.worker.say(format!(
+                "run {} ({}) canceled: canceled by the API",
+                run.id, run.flow
+            ));
             match load(&app, &id).await {
                 Ok(run) => respond(200, &summary(&run)),
                 Err(r) => *r,

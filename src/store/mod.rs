@@ -208,8 +208,16 @@ pub trait Store: Send + Sync {
         id: &'a str,
         seq: u64,
     ) -> BoxFuture<'a, Result<Vec<(u64, String)>, StoreError>>;
-    /// Marks an unfinished run canceled. `false` when it was already finished or unknown.
-    fn cancel<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Marks an unfinished run canceled, and ends its trace with one
+    /// `flow_finished` (canceled, `by` whom) in the same transaction. `false`
+    /// when it was already finished or unknown. A worker still running it
+    /// stops at its next checkpoint, whose events go in before the ending.
+    fn cancel<'a>(
+        &'a self,
+        id: &'a str,
+        now_ms: i64,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Delivers a signal to wait `wait` (`approval#0`) of a run: `true` when
     /// the run waits for it and has no signal for it yet. The run is due at
     /// once. Anything else changes nothing; the caller reads the run to say why.
@@ -267,6 +275,33 @@ pub trait Store: Send + Sync {
 }
 
 /// A flow's version: SHA-256 of its text, hex.
+/// The event that ends a canceled run's trace, as stored: numbered `seq`,
+/// `at_ms` after the run was created.
+pub fn canceled_ending(run: &StoredRun, seq: u64, now_ms: i64, by: &str) -> String {
+    use crate::run::trace::{EventKind, Outcome, RunStatus, TraceEvent};
+    let event = TraceEvent {
+        seq,
+        at_ms: u64::try_from(now_ms - run.created_ms).unwrap_or(0),
+        time: crate::run::clock::rfc3339(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(now_ms).unwrap_or(0)),
+        )
+        .into(),
+        run: run.id.as_str().into(),
+        step: None,
+        kind: EventKind::FlowFinished(Outcome {
+            status: RunStatus::Canceled,
+            at_step: run.step.clone(),
+            reason: format!("canceled by {by}"),
+            last_branch: None,
+            tries: None,
+            steps_taken: run.steps_taken,
+            elapsed_ms: u64::try_from(now_ms - run.created_ms).unwrap_or(0),
+        }),
+    };
+    crate::run::jsonl::to_string(&event)
+}
+
 pub fn flow_hash(text: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes())

@@ -129,6 +129,23 @@ where
     }
 }
 
+/// Writes one trace event; a step re-run after a crash writes its events
+/// again, and the last one is kept. (A macro: the same text for both
+/// databases, whose bounds a function would have to repeat.)
+macro_rules! insert_event {
+    ($tx:expr, $run:expr, $seq:expr, $event:expr) => {
+        sqlx::query(
+            "INSERT INTO events (run_id, seq, event) VALUES ($1, $2, $3)
+             ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event",
+        )
+        .bind($run)
+        .bind($seq as i64)
+        .bind($event)
+        .execute(&mut *$tx)
+        .await
+    };
+}
+
 impl<DB: Dialect> Store for SqlStore<DB>
 where
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
@@ -238,24 +255,57 @@ where
                     .await
                     .and_then(|r| r.map(|r| r.try_get(0)).transpose())
                     .map_err(&fail)?;
-                return Ok(if status.as_deref() == Some("canceled") {
-                    Saved::Canceled
-                } else {
-                    Saved::Lost
-                });
+                if status.as_deref() != Some("canceled") {
+                    return Ok(Saved::Lost);
+                }
+                // Canceled while this process ran it: what it did since its
+                // last checkpoint happened (a request may have been sent), so
+                // it goes in, before the ending the cancel wrote.
+                if !p.events.is_empty() {
+                    let owned: Option<String> = sqlx::query("SELECT owner FROM runs WHERE id = $1")
+                        .bind(&p.run_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .and_then(|r| r.try_get(0))
+                        .map_err(&fail)?;
+                    if owned.as_deref() == Some(p.owner.as_str()) {
+                        let ending: Option<(i64, String)> = sqlx::query(
+                            "SELECT seq, event FROM events WHERE run_id = $1 ORDER BY seq DESC LIMIT 1",
+                        )
+                        .bind(&p.run_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
+                        .map_err(&fail)?;
+                        let ending =
+                            ending.filter(|(_, e)| e.contains("\"event\":\"flow_finished\""));
+                        if let Some((seq, _)) = &ending {
+                            sqlx::query("DELETE FROM events WHERE run_id = $1 AND seq = $2")
+                                .bind(&p.run_id)
+                                .bind(seq)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(&fail)?;
+                        }
+                        let mut last = 0;
+                        for (seq, event) in &p.events {
+                            insert_event!(tx, &p.run_id, *seq, event).map_err(&fail)?;
+                            last = last.max(*seq);
+                        }
+                        if let Some((seq, event)) = ending {
+                            let seq = (seq as u64).max(last + 1);
+                            let mut value: serde_json::Value =
+                                serde_json::from_str(&event).unwrap_or_default();
+                            value["seq"] = seq.into();
+                            insert_event!(tx, &p.run_id, seq, value.to_string()).map_err(&fail)?;
+                        }
+                        tx.commit().await.map_err(&fail)?;
+                    }
+                }
+                return Ok(Saved::Canceled);
             }
             for (seq, event) in &p.events {
-                // A step re-run after a crash writes its events again: keep the last.
-                sqlx::query(
-                    "INSERT INTO events (run_id, seq, event) VALUES ($1, $2, $3)
-                     ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event",
-                )
-                .bind(&p.run_id)
-                .bind(*seq as i64)
-                .bind(event)
-                .execute(&mut *tx)
-                .await
-                .map_err(&fail)?;
+                insert_event!(tx, &p.run_id, *seq, event).map_err(&fail)?;
             }
             tx.commit().await.map_err(&fail)?;
             Ok(Saved::Saved)
@@ -354,17 +404,50 @@ where
         })
     }
 
-    fn cancel<'a>(&'a self, id: &'a str, now_ms: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn cancel<'a>(
+        &'a self,
+        id: &'a str,
+        now_ms: i64,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
+            let fail = failed("cancel a run");
+            let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
             let done = sqlx::query(
                 "UPDATE runs SET status = 'canceled', updated_ms = $1 WHERE id = $2 AND status IN ('running', 'waiting')",
             )
             .bind(now_ms)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map_err(failed("cancel a run"))?;
+            .map_err(&fail)?;
             let canceled = DB::rows_affected(&done) == 1;
+            if canceled {
+                // The ending, after every event kept so far: the trace of a
+                // canceled run ends as every other run's does.
+                let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(&fail)?;
+                let run = stored(&row)?;
+                let last: Option<i64> =
+                    sqlx::query("SELECT MAX(seq) FROM events WHERE run_id = $1")
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .and_then(|r| r.try_get(0))
+                        .map_err(&fail)?;
+                let seq = u64::try_from(last.unwrap_or(0)).unwrap_or(0) + 1;
+                sqlx::query("INSERT INTO events (run_id, seq, event) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(seq as i64)
+                    .bind(crate::store::canceled_ending(&run, seq, now_ms, by))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&fail)?;
+            }
+            tx.commit().await.map_err(&fail)?;
             if canceled {
                 self.notify(&format!("canceled {id}")).await;
             }

@@ -358,3 +358,38 @@ fn completions_and_the_man_page_are_printed() {
     );
     assert!(page.contains("graph"), "{page}");
 }
+
+/// A placeholder secret that is short, or a plain word, masks ordinary
+/// words everywhere (`NWC_TOKEN=replay` turned "strict replay" into
+/// "strict ***"): warned of in every mode, dry runs and replays included.
+#[test]
+fn a_short_or_plain_word_secret_is_warned_of_in_every_mode() {
+    let dry = |token: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .args([
+                "run",
+                "flows/complete-nwc-task.yaml",
+                "--mock",
+                "flows/complete-nwc-task.mock.yaml",
+                "--set",
+                "instance_id=7c1e4b52-instance",
+            ])
+            .env("NWC_TOKEN", token)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(
+        dry("replay").contains("secret `token` is shorter than 8 characters"),
+        "{}",
+        dry("replay")
+    );
+    let word = dry("Passwords");
+    assert!(
+        word.contains("secret `token` is a plain word, so that word is masked wherever it appears"),
+        "{word}"
+    );
+    assert_eq!(dry("replay-token-4821"), "");
+}

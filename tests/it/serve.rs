@@ -505,36 +505,70 @@ fn runs_are_listed_paged_followed_and_canceled() {
         "{waiting}"
     );
 
-    // A follower sees the run end when it is canceled.
+    // A follower, reading before the cancel, sees the run end when it is
+    // canceled: the trace's one ending.
     let id = ids[0].clone();
     let base = served.base.clone();
-    let follower = std::thread::spawn(move || {
+    let (reading, first) = std::sync::mpsc::channel();
+    let (ended, whole) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
-            reqwest::get(format!("{base}/v1/runs/{id}/trace?follow=true"))
+            let mut answer = reqwest::get(format!("{base}/v1/runs/{id}/trace?follow=true"))
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
+                .unwrap();
+            let mut text = String::new();
+            while let Ok(Some(chunk)) = answer.chunk().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                let _ = reading.send(());
+            }
+            let _ = ended.send(text);
         })
     });
+    first
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the follower reads the trace so far");
     let (code, canceled) = served.json("POST", &format!("/v1/runs/{}/cancel", ids[0]), None);
     assert_eq!(
         (code, canceled["status"].as_str()),
         (200, Some("canceled")),
         "{canceled}"
     );
-    let trace = follower.join().unwrap();
-    assert!(
-        trace
-            .lines()
-            .all(|l| serde_json::from_str::<Value>(l).is_ok())
-    );
+    let trace = whole
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the follower's stream ends with the run");
+    let events: Vec<Value> = trace
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect();
     assert!(trace.contains("\"event\":\"timer_started\""), "{trace}");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "flow_finished", "{trace}");
+    assert_eq!(last["status"], "canceled", "{trace}");
+    assert_eq!(last["reason"], "canceled by the API", "{trace}");
+    assert_eq!(
+        trace.matches("\"event\":\"flow_finished\"").count(),
+        1,
+        "{trace}"
+    );
+    assert!(
+        until(|| served
+            .log()
+            .contains(&format!("run {} (complete-nwc-task) canceled", ids[0]))),
+        "{}",
+        served.log()
+    );
+    // `runs show` ends with the same closing line.
+    let shown = crate::common::handoff(
+        &["runs", "show", &ids[0], "--store", db.to_str().unwrap()],
+        &[],
+    );
+    let shown = crate::common::text(&shown.stdout);
+    let closing = shown.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+    assert!(closing.contains("canceled by the API"), "{shown}");
     let (code, again) = served.json("POST", &format!("/v1/runs/{}/cancel", ids[0]), None);
     assert_eq!((code, again["code"].as_str()), (409, Some("finished")));
     for (path, code) in [

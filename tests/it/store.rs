@@ -10,6 +10,7 @@ use handoff::store::sqlite::SqliteStore;
 use handoff::store::{
     Checkpoint, Claimed, Created, IdempotencyKey, Lease, NewRun, RunFilter, Store, flow_hash,
 };
+use serde_json::json;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -224,14 +225,53 @@ async fn cancels_lists_and_counts(store: &dyn Store) {
         store.counts().await.unwrap(),
         [("f".to_string(), DurableStatus::Waiting, 2)]
     );
-    assert!(store.cancel("a", 6).await.unwrap());
-    assert!(!store.cancel("a", 7).await.unwrap(), "once");
-    assert!(!store.cancel("nobody", 7).await.unwrap());
-    // A canceled run is not written over: its writer is told to stop.
+    assert!(store.cancel("a", 6, "a test").await.unwrap());
+    assert!(!store.cancel("a", 7, "a test").await.unwrap(), "once");
+    assert!(!store.cancel("nobody", 7, "a test").await.unwrap());
+    // The trace ends with one ending, after every event kept.
+    let ending = |events: &[String]| -> serde_json::Value {
+        serde_json::from_str(events.last().unwrap()).unwrap()
+    };
+    let events = store.events("a").await.unwrap();
+    assert_eq!(events[..2], ["e1", "e2"]);
+    let last = ending(&events);
+    assert_eq!(
+        (
+            &last["event"],
+            &last["status"],
+            &last["reason"],
+            &last["seq"]
+        ),
+        (
+            &json!("flow_finished"),
+            &json!("canceled"),
+            &json!("canceled by a test"),
+            &json!(3)
+        ),
+        "{last}"
+    );
+    // A canceled run is not written over: its writer is told to stop, and
+    // one that no longer holds it adds nothing.
     assert_eq!(
         store.checkpoint(&waiting("a", "me")).await.unwrap(),
         Saved::Canceled
     );
+    assert_eq!(store.events("a").await.unwrap(), events);
+    // Canceled while its holder ran it: what the holder did since its last
+    // checkpoint goes in before the ending.
+    store.create(&run("d")).await.unwrap();
+    assert!(store.cancel("d", 8, "a test").await.unwrap());
+    let late = Checkpoint {
+        events: vec![(1, "d1".into()), (2, "d2".into())],
+        ..waiting("d", "me")
+    };
+    assert_eq!(store.checkpoint(&late).await.unwrap(), Saved::Canceled);
+    let events = store.events("d").await.unwrap();
+    assert_eq!(events[..2], ["d1", "d2"]);
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(ending(&events)["seq"], 3);
+    assert_eq!(ending(&events)["event"], "flow_finished");
+    assert!(!store.cancel("d", 9, "a test").await.unwrap());
     assert_eq!(
         store.load("a").await.unwrap().unwrap().status,
         DurableStatus::Canceled
@@ -245,7 +285,7 @@ async fn cancels_lists_and_counts(store: &dyn Store) {
     assert_eq!(ids(store.list(&unfinished).await.unwrap()), ["c"]);
     assert_eq!(
         ids(store.list(&RunFilter::default()).await.unwrap()),
-        ["c", "a"]
+        ["d", "c", "a"]
     );
     let page = RunFilter {
         limit: Some(1),
@@ -262,7 +302,7 @@ async fn cancels_lists_and_counts(store: &dyn Store) {
     assert_eq!(
         store.counts().await.unwrap(),
         [
-            ("f".to_string(), DurableStatus::Canceled, 1),
+            ("f".to_string(), DurableStatus::Canceled, 2),
             ("f".to_string(), DurableStatus::Waiting, 1),
         ]
     );
@@ -289,7 +329,7 @@ fn sqlite_keeps_the_contract() {
         drop(store);
         // Opening again keeps everything, and migrates nothing twice.
         let again = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 3);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 4);
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -307,7 +347,7 @@ fn postgres_keeps_the_contract() {
         assert!(store.changes().is_some(), "the workers tell each other");
         // Another worker opening it migrates nothing twice, and sees the runs.
         let again = PgStore::open(&url, 2).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 3);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 4);
     });
 }
 
