@@ -136,14 +136,32 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             }
             out
         }
-        EventKind::RunResumed { at_step, why } => format!(
-            "{}\n",
-            style.yellow(&format!(
-                "↺ resumed at step `{}`: {}",
-                esc(at_step),
-                esc(why)
-            ))
-        ),
+        EventKind::RunResumed {
+            at_step,
+            why,
+            unsettled,
+        } => {
+            let mut out = format!(
+                "{}\n",
+                style.yellow(&format!(
+                    "↺ resumed at step `{}`: {}",
+                    esc(at_step),
+                    esc(why)
+                ))
+            );
+            if let Some(u) = unsettled {
+                out.push_str(&format!(
+                    "{}\n",
+                    style.yellow(&format!(
+                        "  ⚠ {} {} (event {}) was sent before the restart; outcome unknown: it may have landed, and what follows settles it",
+                        esc(&u.method),
+                        esc(&u.url),
+                        u.seq
+                    ))
+                ));
+            }
+            out
+        }
         EventKind::StepStarted { kind } => format!(
             "{time}  {} {}\n",
             style.bold(step),

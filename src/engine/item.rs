@@ -151,6 +151,7 @@ impl ItemCx<'_> {
                     tokens: self.tokens,
                     fetching_token: false,
                     blocks: None,
+                    ahead: None,
                 };
                 step.kind.run(&mut cx).await
             };

@@ -7,8 +7,11 @@
 //!
 //! A *durable* run also hands its progress to
 //! [`checkpoint::Checkpoints`]: after every
-//! step, while it waits in a timer (with `wake_at`), and just before a
-//! request that must not be sent twice. Such a run can stop anywhere (kill -9)
+//! step, while it waits in a timer (with `wake_at`), just before a step
+//! whose request must not be sent twice, and ahead of every request that is
+//! not idempotent, with that request's event (write-ahead: a restart cannot
+//! lose it from the trace, and the resumed run says it may have landed).
+//! Such a run can stop anywhere (kill -9)
 //! and go on from its last checkpoint: a timer waits only what is left, a
 //! step that was under way runs again, except a request that may have reached
 //! the server and is not safe to repeat, which fails as `in_doubt`.
@@ -172,6 +175,20 @@ pub struct Engine<'a> {
 /// How the run ended: its status, the step, and why.
 type Ending = (RunStatus, Option<String>, String);
 
+impl crate::run::step::WriteAhead for Engine<'_> {
+    fn keep<'a, 'r: 'a>(
+        &'a self,
+        state: &'a RunState,
+        rec: &'a mut Recorder<'r>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.save(state, rec, DurableStatus::Running, None)
+                .await
+                .map_err(|(_, _, why)| why)
+        })
+    }
+}
+
 impl Engine<'_> {
     pub async fn run(
         &self,
@@ -231,6 +248,8 @@ impl Engine<'_> {
                 EventKind::RunResumed {
                     at_step: flow.steps[state.pc].id.clone(),
                     why: why.clone(),
+                    // Written ahead and never answered: it may have landed.
+                    unsettled: state.unsettled.take(),
                 },
             ),
             None => self.start(&state, &mut rec),
@@ -382,6 +401,10 @@ impl Engine<'_> {
                     tokens,
                     fetching_token: false,
                     blocks: Some(&items),
+                    ahead: self
+                        .durable
+                        .is_some()
+                        .then_some(self as &dyn crate::run::step::WriteAhead),
                 };
                 step.kind.run(&mut cx).await
             };

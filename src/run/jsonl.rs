@@ -84,9 +84,19 @@ fn rest(event: &TraceEvent, mut o: Object<'_>) -> bool {
     }
     o.str(key!("event"), event.kind.tag());
     match &event.kind {
-        EventKind::RunResumed { at_step, why } => {
+        EventKind::RunResumed {
+            at_step,
+            why,
+            unsettled,
+        } => {
             o.str(key!("at_step"), at_step);
             o.str(key!("why"), why);
+            if let Some(u) = unsettled {
+                o.value(
+                    key!("unsettled"),
+                    &serde_json::to_value(u).unwrap_or_default(),
+                );
+            }
         }
         EventKind::FlowStarted {
             flow,
@@ -518,6 +528,11 @@ mod tests {
             EventKind::RunResumed {
                 at_step: t(),
                 why: t(),
+                unsettled: Some(crate::run::state::Unsettled {
+                    seq: 7,
+                    method: t(),
+                    url: t(),
+                }),
             },
             EventKind::FlowStarted {
                 flow: t(),

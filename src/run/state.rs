@@ -39,6 +39,11 @@ pub struct RunState {
     /// The step whose request, not safe to send twice, was about to go out.
     #[serde(default)]
     pub in_flight: Option<usize>,
+    /// A request not idempotent (POST, PATCH) written to the store before
+    /// it went out, and not answered yet: after a restart, it may have
+    /// landed, and the resumed trace says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsettled: Option<Unsettled>,
     /// The last trace event's number, so a resumed run numbers on from it.
     #[serde(default)]
     pub last_seq: u64,
@@ -197,4 +202,13 @@ impl RunState {
     pub fn scope(&self) -> Arc<crate::language::template::Scope> {
         crate::language::template::Scope::new(self.fields.clone())
     }
+}
+
+/// A request written ahead of sending: its event's number, method and URL
+/// (as the trace shows it, secrets masked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unsettled {
+    pub seq: u64,
+    pub method: String,
+    pub url: String,
 }

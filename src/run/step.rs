@@ -175,6 +175,22 @@ pub struct StepCx<'a, 'r> {
     pub fetching_token: bool,
     /// Runs the items of a `for_each`; absent inside an item.
     pub blocks: Option<&'a dyn Blocks>,
+    /// Keeps the run's trace in its store before a request that is not
+    /// idempotent goes out; absent in a run that is not durable, and in an
+    /// item (whose block is checkpointed as a whole).
+    pub ahead: Option<&'a dyn WriteAhead>,
+}
+
+/// Write-ahead for requests not safe to repeat: what the engine lends a
+/// step so that a POST or PATCH is on record before it can land.
+pub trait WriteAhead: Sync {
+    /// Keeps `state` and the events so far; `Err` (why) when they could not
+    /// be kept, and then the request must not go.
+    fn keep<'a, 'r: 'a>(
+        &'a self,
+        state: &'a RunState,
+        rec: &'a mut Recorder<'r>,
+    ) -> crate::run::clock::BoxFuture<'a, Result<(), String>>;
 }
 
 /// What the engine lends a `for_each`: running one item of a block, and the

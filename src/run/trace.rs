@@ -48,6 +48,10 @@ pub enum EventKind {
         /// The step it goes on at (every event's own `step` is empty here).
         at_step: String,
         why: String,
+        /// A request not idempotent that was on record as sent, with no
+        /// answer, when the run stopped: it may have landed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unsettled: Option<crate::run::state::Unsettled>,
     },
     FlowStarted {
         flow: String,
@@ -310,7 +314,12 @@ impl EventKind {
             EventKind::FlowStarted { fields, .. } => {
                 fields.values_mut().for_each(|v| r.redact_json(v))
             }
-            EventKind::RunResumed { why, .. } => wording(why),
+            EventKind::RunResumed { why, unsettled, .. } => {
+                wording(why);
+                if let Some(u) = unsettled {
+                    data(&mut u.url);
+                }
+            }
             EventKind::StepStarted { .. }
             | EventKind::TimerStarted { .. }
             | EventKind::TimerWaiting { .. }
@@ -562,6 +571,7 @@ mod tests {
             EventKind::RunResumed {
                 at_step: "wait".into(),
                 why: "restarted".into(),
+                unsettled: None,
             },
             EventKind::FlowStarted {
                 flow: "f".into(),

@@ -101,7 +101,7 @@ fn every_offline_command_in_the_docs_succeeds_as_written() {
     );
     assert!(
         ran.iter()
-            .any(|c| c.starts_with("README.md: NWC_TOKEN=dry-run cargo run"))
+            .any(|c| c.starts_with("README.md: NWC_TOKEN=dry-run-token cargo run"))
     );
 }
 

@@ -4,7 +4,9 @@
 //! rules. Every wait is for something observable (a log line, the store, the
 //! simulator's state), never for a length of time.
 
-use crate::common::{Loopback, Served, Sim, TOKEN, flows, json_answer, scratch, until};
+use crate::common::{
+    Loopback, Served, Sim, TOKEN, assert_clean, flows, json_answer, scratch, until,
+};
 use handoff::serve::access::sign;
 use serde_json::{Value, json};
 
@@ -191,6 +193,33 @@ fn a_post_in_flight_at_sigkill_is_in_doubt_and_never_sent_again() {
     );
     assert!(trace.contains("\"error_kind\":\"in_doubt\""), "{trace}");
     assert_eq!(server.seen().len(), 1, "the POST was not sent again");
+    // Written ahead: the POST the server held is in the trace, before the
+    // restart, and the resumed run says it may have landed.
+    let events: Vec<Value> = trace
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sent = events
+        .iter()
+        .position(|e| e["event"] == "request_sent" && e["method"] == "POST")
+        .expect("the POST sent before the restart is on record");
+    let resumed = events
+        .iter()
+        .position(|e| e["event"] == "run_resumed")
+        .unwrap();
+    assert!(sent < resumed, "{trace}");
+    let unsettled = &events[resumed]["unsettled"];
+    assert_eq!(unsettled["method"], "POST", "{trace}");
+    assert_eq!(unsettled["seq"], events[sent]["seq"], "{trace}");
+    let shown = crate::common::handoff(
+        &["runs", "show", &run, "--store", db.to_str().unwrap()],
+        &[],
+    );
+    let shown = crate::common::text(&shown.stdout);
+    assert!(
+        shown.contains("was sent before the restart; outcome unknown"),
+        "{shown}"
+    );
 }
 
 const HOOK_SECRET: &str = "hook-secret-for-tests-8d2e";
@@ -794,4 +823,80 @@ fn runs_under_serve_share_one_app_token() {
     let patches = requests.iter().filter(|r| r["method"] == "PATCH").count();
     assert_eq!(patches, 40);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The newcomer's case: kill -9 while NWC holds the PATCH that completes
+/// the task (it lands, its answer never comes). The PATCH was put on record
+/// before it went, so after the restart the trace shows it, says it may
+/// have landed, and then shows how the resumed run settled it.
+#[test]
+fn a_patch_held_at_sigkill_stays_in_the_trace_and_is_settled_after() {
+    let sim = Sim::new();
+    let dir = scratch("serve-patch-ahead");
+    let flows = flows(&dir, &["flows/complete-nwc-task.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = sim_env(&sim);
+    let env = env_refs(&env);
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        json!({ "method": "PATCH", "path": "/workflows/*", "delay": "600s" }),
+    );
+    let mut served = Served::start(&flows, &db, &env);
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 0 }));
+    let run = start_run(
+        &served,
+        "complete-nwc-task",
+        json!({ "instance_id": instance }),
+    );
+    // The PATCH has reached the simulator, which applied it and holds the answer.
+    assert!(until(|| fault_hits(&sim, 1) == 1), "{}", served.log());
+    served.kill();
+    let served = Served::start(&flows, &db, &env);
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 1),
+        "{}",
+        served.log()
+    );
+    assert_eq!(outcome(&sim.task(&task)), Some("Completed"));
+    let (_, _, trace) = served.call("GET", &format!("/v1/runs/{run}/trace"), &[], None);
+    let events: Vec<Value> = trace
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let patches: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["event"] == "request_sent" && e["method"] == "PATCH")
+        .map(|(i, _)| i)
+        .collect();
+    let resumed = events
+        .iter()
+        .position(|e| e["event"] == "run_resumed")
+        .expect("the run was resumed");
+    // One PATCH reached the simulator (it still holds its answer), and the
+    // resumed run found the task complete, so it sent none again.
+    assert_eq!(fault_hits(&sim, 1), 1);
+    assert_eq!(
+        patches.len(),
+        1,
+        "the trace has the PATCH the simulator holds: {trace}"
+    );
+    assert!(patches[0] < resumed, "{trace}");
+    assert_eq!(events[resumed]["unsettled"]["method"], "PATCH", "{trace}");
+    assert_eq!(
+        events[resumed]["unsettled"]["seq"],
+        events[patches[0]]["seq"]
+    );
+    assert!(
+        events[resumed..].iter().any(|e| e["event"] == "log"
+            && e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("already complete")),
+        "{trace}"
+    );
+    assert_eq!(events.last().unwrap()["event"], "flow_finished");
+    assert_eq!(events.last().unwrap()["status"], "succeeded");
+    assert_clean(TOKEN, &[("trace", &trace)]);
 }

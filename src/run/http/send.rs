@@ -238,8 +238,28 @@ impl StepCx<'_, '_> {
                     attempt: (attempt > 1).then_some(attempt),
                 });
             }
+            // Write-ahead: a request that is not idempotent is on record
+            // before it can land, so a restart cannot lose it from the trace.
+            let idempotent = matches!(
+                method.to_ascii_uppercase().as_str(),
+                "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+            );
+            if !idempotent && let Some(ahead) = self.ahead {
+                self.state.unsettled = Some(crate::run::state::Unsettled {
+                    seq: self.rec.seq(),
+                    method: method.to_string(),
+                    url: request.shown_url.clone(),
+                });
+                if let Err(why) = ahead.keep(self.state, self.rec).await {
+                    self.state.unsettled = None;
+                    return Err(StepError::new(format!(
+                        "the {method} was not sent: it could not be put on record first ({why})"
+                    )));
+                }
+            }
             let started = self.clock.elapsed();
             let result = self.transport.send(&request).await;
+            self.state.unsettled = None;
             let last = attempt >= policy.attempts;
             let (reason, retry_after) = match result {
                 Ok(response) => {
