@@ -4,8 +4,9 @@
 //! between any two runs (times, ids, latencies, heartbeats, a server's `Date`
 //! header and the others a flow cannot read, and whether it was a dry run,
 //! as a replay is), and the first event that differs is shown with the events
-//! before it, from both sides: another branch taken, another request,
-//! another value. A summary of each side follows. Exit 0 when the runs are
+//! before it, from both sides, with the paths that differ in it (another
+//! branch taken, another request, another value); `--all` lines the traces
+//! up (Myers) and shows every place they part. A summary of each side follows. Exit 0 when the runs are
 //! the same, 1 when they differ, 2 when a trace cannot be read, as `diff`.
 
 use std::fmt::Write as _;
@@ -97,22 +98,170 @@ pub struct Compared {
     pub json: Value,
 }
 
-pub fn compare(a: &[TraceEvent], b: &[TraceEvent], names: (&str, &str), style: Style) -> Compared {
+/// Where two facts differ, as paths (`fields.instance_id`) with both
+/// values, at most `MAX_PATHS` of them.
+fn differing(a: &Value, b: &Value) -> Vec<(String, Value, Value)> {
+    fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<(String, Value, Value)>) {
+        if out.len() >= MAX_PATHS || a == b {
+            return;
+        }
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let none = Value::Null;
+                    walk(
+                        &join(k),
+                        x.get(k).unwrap_or(&none),
+                        y.get(k).unwrap_or(&none),
+                        out,
+                    );
+                }
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    walk(&join(&i.to_string()), p, q, out);
+                }
+            }
+            _ => out.push((path.to_string(), a.clone(), b.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", a, b, &mut out);
+    out
+}
+
+/// Paths named for one difference, at most.
+const MAX_PATHS: usize = 12;
+
+/// A value as one short line.
+fn short(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}
+
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// One place where the runs part: the events of each side there.
+struct Part {
+    a: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+}
+
+/// Lines up the two traces (Myers, on the facts) and returns every place
+/// they part.
+fn parts(fa: &[String], fb: &[String]) -> Vec<Part> {
+    similar::capture_diff_slices(similar::Algorithm::Myers, fa, fb)
+        .into_iter()
+        .filter_map(|op| match op {
+            similar::DiffOp::Equal { .. } => None,
+            similar::DiffOp::Delete {
+                old_index,
+                old_len,
+                new_index,
+            } => Some(Part {
+                a: old_index..old_index + old_len,
+                b: new_index..new_index,
+            }),
+            similar::DiffOp::Insert {
+                old_index,
+                new_index,
+                new_len,
+            } => Some(Part {
+                a: old_index..old_index,
+                b: new_index..new_index + new_len,
+            }),
+            similar::DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } => Some(Part {
+                a: old_index..old_index + old_len,
+                b: new_index..new_index + new_len,
+            }),
+        })
+        .collect()
+}
+
+/// The lines that show one side's events at a place they part.
+fn side_lines(text: &mut String, name: &str, events: &[TraceEvent], colour: &str, style: Style) {
+    let _ = writeln!(text, "  {name}:");
+    if events.is_empty() {
+        let _ = writeln!(text, "  {colour} (nothing here)");
+    }
+    for e in events {
+        for line in crate::cli::report::pretty(e, style, None).lines() {
+            let line = format!("{colour} {line}");
+            let shown = if colour == "-" {
+                style.red(&line)
+            } else {
+                style.green(&line)
+            };
+            let _ = writeln!(text, "  {shown}");
+        }
+    }
+}
+
+/// "what differs: fields.outcome ("Completed" ≠ "Canceled")", for two events
+/// of one kind.
+fn what_differs(text: &mut String, x: &TraceEvent, y: &TraceEvent) -> Vec<Value> {
+    let (fx, fy) = (fact(x), fact(y));
+    if fx.get("event") != fy.get("event") {
+        return Vec::new();
+    }
+    let paths = differing(&fx, &fy);
+    if !paths.is_empty() {
+        let named: Vec<String> = paths
+            .iter()
+            .map(|(p, a, b)| format!("`{p}` ({} ≠ {})", short(a), short(b)))
+            .collect();
+        let _ = writeln!(text, "  what differs: {}", named.join(", "));
+    }
+    paths
+        .into_iter()
+        .map(|(p, a, b)| json!({ "path": p, "a": a, "b": b }))
+        .collect()
+}
+
+pub fn compare(
+    a: &[TraceEvent],
+    b: &[TraceEvent],
+    names: (&str, &str),
+    style: Style,
+    all: bool,
+) -> Compared {
     let first = (0..a.len().max(b.len())).find(|&i| match (a.get(i), b.get(i)) {
         (Some(x), Some(y)) => fact(x) != fact(y),
         _ => true,
     });
     let (sa, sb) = (summary(a), summary(b));
     let mut text = String::new();
+    let mut differences = Vec::new();
     match first {
         None => {
             let _ = writeln!(
                 text,
-                "no difference: {} events, the same on both sides",
-                a.len()
+                "no difference: {}, the same on both sides",
+                plural(a.len() as u64, "event")
             );
         }
-        Some(i) => {
+        Some(i) if !all => {
             let step = a
                 .get(i)
                 .or(b.get(i))
@@ -133,24 +282,79 @@ pub fn compare(a: &[TraceEvent], b: &[TraceEvent], names: (&str, &str), style: S
                     }
                 }
             }
-            for (name, side, colour) in [(names.0, a, "-"), (names.1, b, "+")] {
-                let _ = writeln!(text, "  {name}:");
-                match side.get(i) {
-                    Some(e) => {
-                        for line in crate::cli::report::pretty(e, style, None).lines() {
-                            let line = format!("{colour} {line}");
-                            let shown = if colour == "-" {
-                                style.red(&line)
-                            } else {
-                                style.green(&line)
-                            };
-                            let _ = writeln!(text, "  {shown}");
-                        }
+            side_lines(
+                &mut text,
+                names.0,
+                a.get(i..=i).unwrap_or_default(),
+                "-",
+                style,
+            );
+            side_lines(
+                &mut text,
+                names.1,
+                b.get(i..=i).unwrap_or_default(),
+                "+",
+                style,
+            );
+            if let (Some(x), Some(y)) = (a.get(i), b.get(i)) {
+                differences.push(json!({
+                    "event": i + 1,
+                    "paths": what_differs(&mut text, x, y),
+                }));
+            }
+            let _ = writeln!(
+                text,
+                "{}",
+                style.dim("  (`--all` shows every place they part)")
+            );
+        }
+        Some(_) => {
+            let fa: Vec<String> = a.iter().map(|e| fact(e).to_string()).collect();
+            let fb: Vec<String> = b.iter().map(|e| fact(e).to_string()).collect();
+            let places = parts(&fa, &fb);
+            let _ = writeln!(
+                text,
+                "{} the runs part in {}",
+                style.bold("≠"),
+                plural(places.len() as u64, "place")
+            );
+            for part in &places {
+                let at = |r: &std::ops::Range<usize>| {
+                    if r.is_empty() {
+                        format!("after event {}", r.start)
+                    } else if r.len() == 1 {
+                        format!("event {}", r.start + 1)
+                    } else {
+                        format!("events {}–{}", r.start + 1, r.end)
                     }
-                    None => {
-                        let _ = writeln!(text, "  {colour} (the trace ends here)");
+                };
+                let step = a
+                    .get(part.a.start)
+                    .or(b.get(part.b.start))
+                    .and_then(|e| e.step.clone())
+                    .map_or_else(String::new, |s| format!(" (step `{s}`)"));
+                let _ = writeln!(
+                    text,
+                    "{} {}: {} · {}: {}{step}",
+                    style.bold("≠"),
+                    names.0,
+                    at(&part.a),
+                    names.1,
+                    at(&part.b)
+                );
+                side_lines(&mut text, names.0, &a[part.a.clone()], "-", style);
+                side_lines(&mut text, names.1, &b[part.b.clone()], "+", style);
+                let mut paths = Vec::new();
+                if part.a.len() == part.b.len() {
+                    for (x, y) in a[part.a.clone()].iter().zip(&b[part.b.clone()]) {
+                        paths.extend(what_differs(&mut text, x, y));
                     }
                 }
+                differences.push(json!({
+                    "a": { "from": part.a.start + 1, "events": part.a.len() },
+                    "b": { "from": part.b.start + 1, "events": part.b.len() },
+                    "paths": paths,
+                }));
             }
         }
     }
@@ -161,8 +365,8 @@ pub fn compare(a: &[TraceEvent], b: &[TraceEvent], names: (&str, &str), style: S
             .unwrap_or_default();
         let _ = writeln!(
             text,
-            "{name}: {} steps, {}, {:.1}s on the run's clock, {}: {}",
-            s["steps"],
+            "{name}: {}, {}, {:.1}s on the run's clock, {}: {}",
+            plural(s["steps"].as_u64().unwrap_or(0), "step"),
             if requests.is_empty() {
                 "no requests".to_string()
             } else {
@@ -180,6 +384,7 @@ pub fn compare(a: &[TraceEvent], b: &[TraceEvent], names: (&str, &str), style: S
             "a": a.get(i),
             "b": b.get(i),
         })),
+        "differences": differences,
         "a": sa,
         "b": sb,
     });
@@ -195,6 +400,9 @@ pub struct DiffArgs {
     /// Text for people, or JSON for scripts.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+    /// Every place the runs part (the traces lined up, as `diff` does), not only the first.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub fn diff_command(args: &DiffArgs, color: Colors) -> i32 {
@@ -214,6 +422,7 @@ pub fn diff_command(args: &DiffArgs, color: Colors) -> i32 {
         &b,
         (&names.0, &names.1),
         crate::cli::report::Style { color: color.out },
+        args.all,
     );
     match args.format {
         OutputFormat::Text => print!("{}", compared.text),

@@ -12,7 +12,7 @@ use crate::language::analyze::read_source;
 use crate::language::diagnostic::Diagnostic;
 use crate::run::clock::{Clock, SystemClock, VirtualClock};
 use crate::run::inputs::{Inputs, initial_state};
-use crate::run::mock::{Mock, MockTransport};
+use crate::run::mock::MockTransport;
 use crate::run::transport::{ReqwestTransport, Transport};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,13 +86,43 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
         Ok(flow) => flow,
         Err(code) => return code,
     };
-    let inputs = match parse_inputs(&args) {
+    let mut inputs = match parse_inputs(&args) {
         Ok(i) => i,
         Err(diags) => {
             print_diagnostics(&diags, color);
             return EXIT_INVALID;
         }
     };
+    // The mock first: a recording keeps its run's inputs, which a replay
+    // uses unless `--input` gives a file of its own (`--set` wins over both).
+    let mut mock = match &args.mock {
+        Some(path) => match load_mock(&path.to_string_lossy(), &flow) {
+            Ok(m) => Some(m),
+            Err(diags) => {
+                print_diagnostics(&diags, color);
+                return EXIT_INVALID;
+            }
+        },
+        None => None,
+    };
+    if inputs.file.is_none()
+        && let Some((source, node)) = mock.as_ref().and_then(|m| m.inputs.clone())
+    {
+        let names: Vec<String> = node
+            .as_map()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(k, _)| k.as_str().map(|k| format!("`{k}`")))
+            .collect();
+        eprintln!(
+            "inputs from the recording `{}`: {} (`--set` changes one)",
+            source.name,
+            names.join(", ")
+        );
+        inputs.file = Some((source, node));
+        inputs.file_by = crate::run::inputs::Giver::Operator;
+        inputs.file_label = Some(format!("the recording `{}`", source_label(&args)));
+    }
     let state = match initial_state(&flow, &inputs, &|var| std::env::var(var).ok()) {
         Ok(s) => s,
         Err(diags) => {
@@ -112,16 +142,7 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
     let mut scripted = None;
     let system_clock = SystemClock::new();
     let (clock, transport): (&dyn Clock, Box<dyn Transport>) = if dry_run {
-        let mock = match &args.mock {
-            Some(path) => match load_mock(&path.to_string_lossy(), &flow) {
-                Ok(m) => m,
-                Err(diags) => {
-                    print_diagnostics(&diags, color);
-                    return EXIT_INVALID;
-                }
-            },
-            None => Mock::default(),
-        };
+        let mock = mock.take().unwrap_or_default();
         scripted = Some(crate::run::signals::Scripted::new(mock.signals.clone()));
         (
             &*virtual_clock,
@@ -211,7 +232,11 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
                     &flow.literal_secrets,
                     &[&secrets_given, &r.state],
                 );
-                let text = recording.mock_text(&flow.name, &redactor);
+                let text = recording.mock_text(
+                    &flow.name,
+                    &redactor,
+                    &crate::run::inputs::recorded_inputs(&flow, &secrets_given),
+                );
                 match std::fs::write(path, text) {
                     Ok(()) => eprintln!(
                         "recorded the answers in `{}`; replay with `--mock {}`",
@@ -238,6 +263,14 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
             EXIT_INTERRUPTED
         }
     }
+}
+
+/// The mock file's path, as given.
+fn source_label(args: &RunArgs) -> String {
+    args.mock
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 pub fn parse_inputs(args: &RunArgs) -> Result<Inputs, Vec<Diagnostic>> {

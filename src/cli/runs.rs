@@ -325,7 +325,21 @@ async fn record(runs: &DurableRuns, id: &str) -> i32 {
     };
     match runs.trace(id).await {
         Ok(events) => {
-            print!("{}", crate::run::record::from_events(&run.flow, &events));
+            // The inputs it started with, but never a secret one.
+            let inputs = match crate::store::durable::pinned_flow(&run) {
+                Ok(flow) => serde_json::from_str::<indexmap::IndexMap<String, serde_json::Value>>(
+                    &run.inputs,
+                )
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(name, _)| flow.fields.get(name).is_some_and(|f| f.input && !f.secret))
+                .collect(),
+                Err(_) => indexmap::IndexMap::new(),
+            };
+            print!(
+                "{}",
+                crate::run::record::from_events(&run.flow, &events, &inputs)
+            );
             EXIT_OK
         }
         Err(e) => {

@@ -261,6 +261,17 @@ fn not_settable(flow: &Flow, name: &str, prefix: &str) -> Diagnostic {
     }
 }
 
+/// What the run was given that is not secret: its inputs, and the settings
+/// from the environment (`base_url`). A recording keeps them so that its
+/// replay needs none retyped and runs as the recorded run did.
+pub fn recorded_inputs(flow: &Flow, state: &RunState) -> indexmap::IndexMap<String, Value> {
+    flow.fields
+        .values()
+        .filter(|f| (f.input || f.env.is_some()) && !f.secret)
+        .filter_map(|f| state.get(&f.name).map(|v| (f.name.clone(), v.clone())))
+        .collect()
+}
+
 /// Warnings about the run's secrets: one too short to mask reliably, or a
 /// plain word (`replay`), which masks that word wherever handoff writes it.
 pub fn secret_warnings(flow: &Flow, state: &RunState) -> Vec<Diagnostic> {

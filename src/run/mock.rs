@@ -24,6 +24,9 @@ pub struct Mock {
     pub entries: Vec<Entry>,
     /// Signals for the flow's `wait_for`s, at times from the run's start.
     pub signals: Vec<crate::run::signals::ScriptedSignal>,
+    /// The inputs a recording kept (never a secret): a replay's, unless
+    /// `--set` or `--input` gives its own.
+    pub inputs: Option<(Arc<Source>, Node)>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +111,7 @@ impl Mock {
             Ok(Mock {
                 entries,
                 signals: Vec::new(),
+                inputs: None,
             })
         } else {
             Err(problems)
@@ -208,19 +212,25 @@ impl Mock {
         };
         let mut responses = None;
         let mut signals = None;
+        let mut inputs = None;
         let mut problems = Vec::new();
         for (k, v) in entries {
             match k.as_str() {
                 Some("responses") => responses = Some(v),
                 Some("signals") => signals = Some(v),
+                Some("inputs") if v.as_map().is_some() => inputs = Some((source.clone(), v.clone())),
+                Some("inputs") => problems.push(
+                    Diagnostic::error("`inputs` maps a flow's input fields to values")
+                        .at(source, v.span),
+                ),
                 Some("description") => {}
                 Some(other) => problems.push(
                     Diagnostic::error(format!("unknown key `{other}` in a mock file"))
                         .at(source, k.span)
                         .help(
-                            did_you_mean(other, ["responses", "signals", "description"])
+                            did_you_mean(other, ["responses", "signals", "inputs", "description"])
                                 .unwrap_or_else(|| {
-                                    "a mock file has `responses`, and optionally `signals` and `description`"
+                                    "a mock file has `responses`, and optionally `signals`, `inputs` and `description`"
                                         .into()
                                 }),
                         ),
@@ -254,7 +264,11 @@ impl Mock {
             }
         };
         if problems.is_empty() {
-            Ok(Mock { signals, ..mock })
+            Ok(Mock {
+                signals,
+                inputs,
+                ..mock
+            })
         } else {
             Err(problems)
         }

@@ -53,9 +53,16 @@ impl<'a> Recording<'a> {
 
     /// The mock file's text: JSON, which a mock file may be, with every
     /// secret `redactor` knows masked.
-    pub fn mock_text(&self, flow: &str, redactor: &Redactor) -> String {
+    /// The mock file: the run's inputs that are not secret (a replay uses
+    /// them unless told otherwise), then every answer.
+    pub fn mock_text(
+        &self,
+        flow: &str,
+        redactor: &Redactor,
+        inputs: &IndexMap<String, Value>,
+    ) -> String {
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        mock_text(&kept, flow, redactor)
+        mock_text(&kept, flow, redactor, inputs)
     }
 }
 
@@ -63,7 +70,11 @@ impl<'a> Recording<'a> {
 /// the trace shows them (redacted, and a body over 64 KB as an excerpt,
 /// which a replay cannot use). `handoff runs record ID` makes one from a
 /// stored run.
-pub fn from_events(flow: &str, events: &[crate::run::trace::TraceEvent]) -> String {
+pub fn from_events(
+    flow: &str,
+    events: &[crate::run::trace::TraceEvent],
+    inputs: &IndexMap<String, Value>,
+) -> String {
     use crate::run::trace::EventKind;
     let mut kept: Vec<Recorded> = Vec::new();
     // The request waiting for its answer, and when it went (on the run's clock).
@@ -150,10 +161,15 @@ pub fn from_events(flow: &str, events: &[crate::run::trace::TraceEvent]) -> Stri
         kept.push(failed(r, ""));
     }
     // Already redacted when the trace was written.
-    mock_text(&kept, flow, &Redactor::default())
+    mock_text(&kept, flow, &Redactor::default(), inputs)
 }
 
-fn mock_text(kept: &[Recorded], flow: &str, redactor: &Redactor) -> String {
+fn mock_text(
+    kept: &[Recorded],
+    flow: &str,
+    redactor: &Redactor,
+    inputs: &IndexMap<String, Value>,
+) -> String {
     // A token answer is a credential whether or not the run held it in a
     // field (a managed `auth:` token never is): hunt it in every reply.
     let mut redactor = redactor.clone();
@@ -176,12 +192,29 @@ fn mock_text(kept: &[Recorded], flow: &str, redactor: &Redactor) -> String {
         .into_iter()
         .map(|(step, replies)| json!({ "step": step, "replies": replies }))
         .collect();
-    let mock = json!({
-        "description": format!("answers recorded from a real run of `{flow}`"),
-        "responses": responses,
-    });
-    let text = serde_json::to_string_pretty(&mock).unwrap_or_default();
-    format!("# Recorded by handoff: replay with `--mock`.\n{text}\n")
+    let mut mock = serde_json::Map::new();
+    mock.insert(
+        "description".into(),
+        json!(format!("answers recorded from a real run of `{flow}`")),
+    );
+    if !inputs.is_empty() {
+        let mut given = serde_json::Map::new();
+        for (name, value) in inputs {
+            let mut value = value.clone();
+            redactor.redact_json(&mut value);
+            given.insert(name.clone(), value);
+        }
+        mock.insert("inputs".into(), Value::Object(given));
+    }
+    mock.insert("responses".into(), Value::Array(responses));
+    let mock = Value::Object(mock);
+    // YAML, as a `.mock.yaml` file is; JSON only if the writer cannot.
+    let text = serde_saphyr::to_string(&mock)
+        .unwrap_or_else(|_| serde_json::to_string_pretty(&mock).unwrap_or_default());
+    format!(
+        "# Recorded by handoff: replay with `--mock` (the inputs below are used unless `--set` says otherwise).\n{}\n",
+        text.trim_end()
+    )
 }
 
 fn reply(r: &Recorded, redactor: &Redactor) -> Value {

@@ -80,3 +80,95 @@ fn two_runs_that_part_at_the_decision_show_it_first() {
     assert_eq!(out.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A recording keeps the run's inputs that are not secret, as YAML, and a
+/// replay uses them: no input retyped, no difference. Given another input,
+/// `diff` names the field that differs, and `--all` shows every place.
+#[test]
+fn a_replay_needs_no_input_retyped_and_diff_names_what_differs() {
+    const RECORD_TOKEN: &str = crate::common::TOKEN;
+    let sim = crate::common::Sim::new();
+    let (instance, _) = sim.instance(serde_json::json!({ "delay": "0s", "after_polls": 1 }));
+    let dir = scratch("replay-inputs");
+    let rec = dir.join("rec.mock.yaml");
+    let real = dir.join("real.jsonl");
+    let out = handoff(
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--set",
+            &format!("instance_id={instance}"),
+            "--set",
+            "outcome=Canceled",
+            "--set",
+            "poll_interval=1ms",
+            "--record",
+            rec.to_str().unwrap(),
+            "--quiet",
+            "--trace-file",
+            real.to_str().unwrap(),
+        ],
+        &[("NWC_BASE_URL", &sim.base), ("NWC_TOKEN", RECORD_TOKEN)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let recording = std::fs::read_to_string(&rec).unwrap();
+    assert!(recording.contains("\ninputs:\n"), "{recording}");
+    assert!(recording.contains("outcome: Canceled"), "{recording}");
+    assert!(
+        !recording.trim_start_matches('#').contains("\"responses\""),
+        "YAML, not JSON: {recording}"
+    );
+    crate::common::assert_clean(RECORD_TOKEN, &[("recording", &recording)]);
+    let replay = |name: &str, sets: &[&str]| {
+        let path = dir.join(name);
+        let mut args = vec![
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--mock",
+            rec.to_str().unwrap(),
+            "--quiet",
+            "--trace-file",
+            path.to_str().unwrap(),
+        ];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = handoff(&args, &[("NWC_TOKEN", "replay-token-4821")]);
+        (out.status.code(), text(&out.stderr), path)
+    };
+    let (code, said, same) = replay("same.jsonl", &[]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("inputs from the recording"), "{said}");
+    let out = handoff(
+        &["diff", real.to_str().unwrap(), same.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    // Another outcome: the first difference names the field.
+    let (_, said, other) = replay("other.jsonl", &["outcome=Completed"]);
+    let out = handoff(
+        &["diff", real.to_str().unwrap(), other.to_str().unwrap()],
+        &[],
+    );
+    let first = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{first}{said}");
+    assert!(
+        first.contains("what differs: `fields.outcome` (\"Canceled\" ≠ \"Completed\")"),
+        "{first}"
+    );
+    let out = handoff(
+        &[
+            "diff",
+            real.to_str().unwrap(),
+            other.to_str().unwrap(),
+            "--all",
+        ],
+        &[],
+    );
+    let all = text(&out.stdout);
+    assert!(all.contains("the runs part in "), "{all}");
+    let places = all.lines().filter(|l| l.starts_with("≠ ")).count();
+    assert!(places >= 2, "every place, not only the first: {all}");
+    assert!(all.contains("`fields.outcome`"), "{all}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -169,7 +169,14 @@ impl Batch<'_> {
             &[given, &result.state],
         );
         let path = dir.join(format!("row-{number:05}.mock.yaml"));
-        if let Err(e) = std::fs::write(&path, recording.mock_text(&self.flow.name, &redactor)) {
+        if let Err(e) = std::fs::write(
+            &path,
+            recording.mock_text(
+                &self.flow.name,
+                &redactor,
+                &crate::run::inputs::recorded_inputs(self.flow, given),
+            ),
+        ) {
             eprintln!(
                 "warning: cannot write `{}`: {}",
                 path.display(),
