@@ -10,7 +10,8 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
     /// Flow files, mock files named `NAME.mock.yaml` and test files named
-    /// `NAME.test.yaml` next to `NAME.yaml`.
+    /// `NAME.test.yaml` next to `NAME.yaml`, or folders of them (every
+    /// `*.yaml` and `*.yml` in a folder, as `serve` reads one).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Also check these mock files against the flow (one flow file), whatever their names.
@@ -18,9 +19,54 @@ pub struct CheckArgs {
     pub mock: Vec<PathBuf>,
 }
 
+/// The files to check: each file given, and each folder's `*.yaml` and
+/// `*.yml` files, in order.
+fn expand(given: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for path in given {
+        if !path.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(path).map_err(|e| {
+            format!(
+                "cannot read the folder `{}`: {}",
+                path.display(),
+                crate::language::source::io_reason(&e)
+            )
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        if files.is_empty() {
+            return Err(format!(
+                "the folder `{}` has no `*.yaml` or `*.yml` files",
+                path.display()
+            ));
+        }
+        files.sort();
+        out.extend(files);
+    }
+    Ok(out)
+}
+
 pub fn check_command(args: &CheckArgs, color: Colors) -> i32 {
     let mut errors = 0;
     let mut warnings = 0;
+    let files = match expand(&args.files) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let args = &CheckArgs {
+        files,
+        mock: args.mock.clone(),
+    };
     if !args.mock.is_empty() && args.files.len() != 1 {
         eprintln!(
             "error: `--mock` checks mock files against one flow, but {} files were given",

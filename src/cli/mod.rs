@@ -248,6 +248,17 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
 /// as a token: say where it happened, never what it said.
 fn quiet_panics() {
     std::panic::set_hook(Box::new(|info| {
+        // `handoff check flows/ | head`: the reader has gone, as readers of
+        // a pipe do; stop quietly, as `cat` and ripgrep do.
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
         let place = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))

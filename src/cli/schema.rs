@@ -150,6 +150,9 @@ fn doc(section: &str, key: &str) -> Option<&'static str> {
             "Scripted responses: each for a `step`, or for a `request` (a method and a path)."
         }
         ("mock", "description") => "What the mock plays.",
+        ("mock", "inputs") => {
+            "What a recorded run was given that is not secret: a replay's inputs unless `--input` gives others; `--set` changes one."
+        }
         ("mock", "signals") | ("case", "signals") => {
             "Signals for the flow's `wait_for`s: `{ at: 2h, name, data }`, at times from the run's start."
         }
@@ -505,11 +508,12 @@ fn headers() -> Value {
 fn mock() -> Value {
     object(
         "mock",
-        &["responses", "signals", "description"],
+        &["responses", "signals", "inputs", "description"],
         &[],
         &|k| match k {
             "responses" => json!({ "type": "array", "items": r("response") }),
             "signals" => signals(),
+            "inputs" => json!({ "type": "object" }),
             _ => json!({ "type": "string" }),
         },
     )

@@ -932,7 +932,7 @@ fn a_recording_replays_the_run_and_holds_no_secret() {
     );
     let mock = std::fs::read_to_string(path("run.mock.yaml")).unwrap();
     assert!(
-        mock.contains("\"status\": 503") && mock.contains("\"retry-after\": \"1\""),
+        mock.contains("- status: 503") && mock.contains("retry-after: \"1\""),
         "{mock}"
     );
 

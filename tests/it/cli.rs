@@ -393,3 +393,43 @@ fn a_short_or_plain_word_secret_is_warned_of_in_every_mode() {
     );
     assert_eq!(dry("replay-token-4821"), "");
 }
+
+/// `handoff check flows/` checks the folder's flows, mocks and test files,
+/// as `test` and `serve` take a folder.
+#[test]
+fn check_takes_a_folder() {
+    let out = handoff(&["check", "flows/"]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    for file in [
+        "ok  flows/complete-nwc-task.yaml",
+        "ok  flows/complete-nwc-task.mock.yaml",
+        "ok  flows/complete-nwc-task.test.yaml",
+        "ok  flows/complete-nwc-task.arazzo.yaml",
+    ] {
+        assert!(said.contains(file), "{file} in {said}");
+    }
+    let empty = std::env::temp_dir().join(format!("handoff-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = handoff(&["check", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("has no `*.yaml` or `*.yml` files"));
+    std::fs::remove_dir_all(&empty).unwrap();
+}
+
+/// A reader that goes away (`handoff schema | head -c 10`) ends handoff
+/// quietly, as it does `cat`: no "internal error".
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["schema"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The read end closed before anything is written: the first write fails.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stderr), "");
+}

@@ -191,3 +191,48 @@ fn the_command_reader_finds_what_it_should() {
         "A=1 \"$HANDOFF\" --color never check x.yaml"
     );
 }
+
+/// Every transcript in the docs (a `text` block whose first line is
+/// `$ handoff …`) is run, and must print what the block shows after it,
+/// line for line: a documented output cannot go stale.
+#[test]
+fn every_transcript_in_the_docs_prints_what_it_shows() {
+    let mut pages: Vec<String> = std::fs::read_dir("docs")
+        .unwrap()
+        .map(|e| e.unwrap().path().to_string_lossy().into_owned())
+        .filter(|p| p.ends_with(".md"))
+        .collect();
+    pages.push("README.md".to_string());
+    pages.sort();
+    let mut compared = Vec::new();
+    for page in &pages {
+        for (lang, body) in blocks(page) {
+            let mut lines = body.lines();
+            let Some(args) = (lang == "text")
+                .then(|| lines.next())
+                .flatten()
+                .and_then(|l| l.strip_prefix("$ handoff "))
+            else {
+                continue;
+            };
+            let shown: String = lines.map(|l| format!("{l}\n")).collect();
+            let out = Command::new("sh")
+                .args(["-c", &format!("\"$HANDOFF\" --color never {args}")])
+                .env("HANDOFF", env!("CARGO_BIN_EXE_handoff"))
+                .output()
+                .unwrap();
+            let printed = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                printed, shown,
+                "{page}: `handoff {args}` prints something else than the page shows"
+            );
+            compared.push(format!("{page}: {args}"));
+        }
+    }
+    assert!(
+        compared
+            .iter()
+            .any(|c| c.contains("plan flows/complete-nwc-task.yaml")),
+        "{compared:?}"
+    );
+}
