@@ -55,6 +55,8 @@ struct Ran {
     name: String,
     failures: Vec<String>,
     took: std::time::Duration,
+    /// With `--update`: the trace file written, and whether it changed.
+    wrote: Option<String>,
 }
 
 pub async fn test_command(args: TestArgs, colors: Colors) -> i32 {
@@ -119,6 +121,9 @@ pub async fn test_command(args: TestArgs, colors: Colors) -> i32 {
             let result = run_case(file, case, &args).await;
             if result.failures.is_empty() {
                 println!("  {} {}", style.green("✔"), case.name);
+                if let Some(wrote) = &result.wrote {
+                    println!("      {}", style.dim(wrote));
+                }
             } else {
                 println!("  {} {}", style.red("✘"), case.name);
                 for failure in &result.failures {
@@ -205,6 +210,7 @@ async fn run_case(file: &TestFile, case: &Case, args: &TestArgs) -> Ran {
                 name: case.name.clone(),
                 failures,
                 took: started.elapsed(),
+                wrote: None,
             };
         }
     };
@@ -296,15 +302,25 @@ async fn run_case(file: &TestFile, case: &Case, args: &TestArgs) -> Ran {
     for want in &expect.requests {
         failures.extend(check_requests(want, &sent));
     }
+    let mut wrote = None;
     if args.snapshot || args.update {
         let path = trace_path(&file.path, &case.name);
         if args.update {
-            if let Err(e) = path
+            let before = std::fs::read_to_string(&path).ok();
+            match path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
                 .and_then(|()| std::fs::write(&path, &trace))
             {
-                failures.push(format!("cannot write `{}`: {e}", path.display()));
+                Ok(()) => {
+                    let how = match before {
+                        None => "new",
+                        Some(b) if b == trace => "unchanged",
+                        Some(_) => "changed",
+                    };
+                    wrote = Some(format!("wrote `{}` ({how})", path.display()));
+                }
+                Err(e) => failures.push(format!("cannot write `{}`: {e}", path.display())),
             }
         } else {
             match std::fs::read_to_string(&path) {
@@ -326,6 +342,7 @@ async fn run_case(file: &TestFile, case: &Case, args: &TestArgs) -> Ran {
         name: case.name.clone(),
         failures,
         took: started.elapsed(),
+        wrote,
     }
 }
 
@@ -446,7 +463,11 @@ fn target_matches(pattern: &str, url: &str) -> bool {
         return false;
     };
     match pattern.split_once('?') {
-        Some((path, query)) => path_matches(path, u.path()) && u.query() == Some(query),
+        // The query's pairs in any order of names: `?a=1&b=2` is `?b=2&a=1`.
+        Some((path, query)) => {
+            path_matches(path, u.path())
+                && crate::run::mock::same_query(query, u.query().unwrap_or(""), |p, v| p == v)
+        }
         None => path_matches(pattern, u.path()),
     }
 }

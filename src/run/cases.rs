@@ -413,15 +413,24 @@ fn parse_expect(
             Some(id) if flow.steps.iter().any(|st| st.id == id) => {
                 expect.ended_at = Some(id.to_string())
             }
-            _ => {
+            Some(id) => {
+                let ids: Vec<&str> = flow.steps.iter().map(|s| s.id.as_str()).collect();
                 problems.push(
-                    Diagnostic::error("`ended_at` names one of the flow's steps")
-                        .at(source, s.span)
-                        .help_opt(s.as_str().and_then(|id| {
-                            did_you_mean(id, flow.steps.iter().map(|s| s.id.as_str()))
-                        })),
+                    Diagnostic::error(format!(
+                        "`ended_at: {id}`: flow `{}` has no step `{id}`",
+                        flow.name
+                    ))
+                    .at(source, s.span)
+                    .help(
+                        did_you_mean(id, ids.iter().copied())
+                            .unwrap_or_else(|| format!("its steps are {}", list(&ids))),
+                    ),
                 )
             }
+            None => problems.push(
+                Diagnostic::error("`ended_at` names one of the flow's steps, as text")
+                    .at(source, s.span),
+            ),
         }
     }
     expect.reason = get(map, "reason").and_then(Node::scalar_text);

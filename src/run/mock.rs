@@ -746,7 +746,7 @@ fn strict_check(request: &HttpRequest, reply: Option<&Reply>) -> Result<(), Stri
         ));
     }
     let target = target_of(&request.shown_url);
-    if !masked_matches(&expected.target, &target) {
+    if !target_matches(&expected.target, &target) {
         return Err(format!(
             "strict replay: step `{}` sent {} {target}, the recording has {} {}",
             request.step, request.method, expected.method, expected.target
@@ -802,6 +802,35 @@ pub fn body_json(body: &crate::run::transport::RequestBody) -> Value {
 }
 
 /// Whether `actual` fits `recorded`, where each `***` stands for any text.
+/// A recorded path and query against a sent one: the path as written (a
+/// `***` in it stands for anything), the query as its pairs, in any order
+/// of names (the values of one name keep theirs).
+fn target_matches(recorded: &str, actual: &str) -> bool {
+    let (rp, rq) = recorded.split_once('?').unwrap_or((recorded, ""));
+    let (ap, aq) = actual.split_once('?').unwrap_or((actual, ""));
+    masked_matches(rp, ap) && same_query(rq, aq, masked_matches)
+}
+
+/// Whether two query strings hold the same pairs, whatever the order of
+/// their names: each name's values in order, compared by `value`.
+pub fn same_query(expected: &str, actual: &str, value: impl Fn(&str, &str) -> bool) -> bool {
+    fn by_name(query: &str) -> std::collections::BTreeMap<&str, Vec<&str>> {
+        let mut out: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            out.entry(k).or_default().push(v);
+        }
+        out
+    }
+    let (e, a) = (by_name(expected), by_name(actual));
+    e.len() == a.len()
+        && e.iter().all(|(k, vs)| {
+            a.get(k).is_some_and(|ws| {
+                vs.len() == ws.len() && vs.iter().zip(ws).all(|(v, w)| value(v, w))
+            })
+        })
+}
+
 fn masked_matches(recorded: &str, actual: &str) -> bool {
     let mut parts = recorded.split(crate::run::redact::MASK);
     let Some(first) = parts.next() else {
@@ -911,6 +940,27 @@ impl Transport for MockTransport {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn queries_compare_as_pairs_in_any_order_of_names() {
+        let eq = |a: &str, b: &str| a == b;
+        assert!(same_query("a=1&b=2", "b=2&a=1", eq));
+        assert!(!same_query("a=1&b=2", "a=1", eq));
+        assert!(
+            !same_query("a=1&a=2", "a=2&a=1", eq),
+            "one name's values keep their order"
+        );
+        assert!(!same_query("a=1", "a=1&c=3", eq));
+        assert!(target_matches(
+            "/tasks?workflowInstanceId=***&status=active",
+            "/tasks?status=active&workflowInstanceId=7c1e"
+        ));
+        assert!(!target_matches(
+            "/tasks?status=active",
+            "/tasks?status=done"
+        ));
+    }
+
     use super::*;
 
     #[test]

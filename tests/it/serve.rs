@@ -900,3 +900,42 @@ fn a_patch_held_at_sigkill_stays_in_the_trace_and_is_settled_after() {
     assert_eq!(events.last().unwrap()["status"], "succeeded");
     assert_clean(TOKEN, &[("trace", &trace)]);
 }
+
+/// serve.md's signing example, as written: the shipped
+/// `flows/signed/inspection-done.yaml`, a body signed with the shared
+/// secret as the page's `openssl` line signs it, posted to the hook; the run
+/// completes the task once, and the same event again starts no second run.
+#[test]
+fn the_documented_signed_hook_completes_the_task() {
+    const SECRET: &str = "docs-hook-secret-3f9a1c";
+    let sim = Sim::new();
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 0 }));
+    let dir = scratch("serve-signed-docs");
+    let db = dir.join("handoff.db");
+    let mut env = sim_env(&sim);
+    env.push(("HANDOFF_HOOK_SECRET", SECRET.to_string()));
+    let env = env_refs(&env);
+    let served = Served::start(std::path::Path::new("flows/signed"), &db, &env);
+    let body = format!(r#"{{"eventId": "e-1", "instanceId": "{instance}", "passed": true}}"#);
+    let signature = sign(SECRET.as_bytes(), body.as_bytes());
+    let post = || {
+        served.call(
+            "POST",
+            "/v1/hooks/inspection-done",
+            &[("X-Signature", signature.as_str())],
+            Some(body.as_bytes()),
+        )
+    };
+    let (code, _, answer) = post();
+    assert_eq!(code, 201, "{answer}");
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 1),
+        "{}",
+        served.log()
+    );
+    assert_eq!(outcome(&sim.task(&task)), Some("Completed"));
+    let (code, _, again) = post();
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(runs_with(&served, "succeeded").len(), 1);
+    assert_clean(SECRET, &[("log", &served.log())]);
+}

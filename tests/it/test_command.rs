@@ -167,7 +167,13 @@ fn a_stored_trace_catches_drift_and_update_rewrites_it() {
     let out = handoff(&["test", root], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let out = handoff(&["test", root, "--update"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    // It says which trace files it wrote, and which of them changed.
+    assert!(
+        said.contains("the-task-appears-on-the-third-poll.trace` (changed)"),
+        "{said}"
+    );
     let out = handoff(&["test", root, "--snapshot"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let stored =
@@ -176,5 +182,52 @@ fn a_stored_trace_catches_drift_and_update_rewrites_it() {
         stored.contains("waits 7s") && !stored.contains("real"),
         "{stored}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An `ended_at` that names no step says which, and what it may have
+/// meant; the right one passes, with a request pattern that has a query.
+#[test]
+fn ended_at_names_the_missing_step() {
+    let dir = scratch("test-ended-at");
+    let file = dir.join("typo.test.yaml");
+    let cases = |ended_at: &str, query: &str| {
+        format!(
+            r#"
+flow: {flows}/complete-nwc-task.yaml
+cases:
+  - name: the third poll
+    set: {{ instance_id: 7c1e4b52-instance }}
+    env: {{ NWC_TOKEN: test-token-8b2d41 }}
+    mock: {flows}/complete-nwc-task.mock.yaml
+    expect:
+      status: succeeded
+      ended_at: {ended_at}
+      requests:
+        - {{ request: "GET /workflows/v2/tasks?{query}", count: 3 }}
+"#,
+            flows = std::fs::canonicalize("flows").unwrap().display()
+        )
+    };
+    std::fs::write(
+        &file,
+        cases("compelte", "workflowInstanceId=7c1e4b52-instance"),
+    )
+    .unwrap();
+    let out = handoff(&["test", file.to_str().unwrap()], &[]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("`ended_at: compelte`: flow `complete-nwc-task` has no step `compelte`"),
+        "{said}"
+    );
+    assert!(said.contains("did you mean `complete`?"), "{said}");
+    std::fs::write(
+        &file,
+        cases("complete", "workflowInstanceId=7c1e4b52-instance"),
+    )
+    .unwrap();
+    let out = handoff(&["test", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }
