@@ -242,7 +242,9 @@ impl Engine<'_> {
         let resumed = self.durable.as_ref().and_then(|d| d.resumed.clone());
         let woken = self.durable.as_ref().is_some_and(|d| d.woken);
         match &resumed {
-            _ if woken => {}
+            // Woken from its own timer: nothing to say, unless the process
+            // that set the timer stopped meanwhile (then `resumed` says so).
+            None if woken => {}
             Some(why) => rec.emit(
                 None,
                 EventKind::RunResumed {
@@ -255,7 +257,7 @@ impl Engine<'_> {
             None => self.start(&state, &mut rec),
         }
         // Only the first step after a restart can find its request in flight.
-        let mut in_flight = resumed.is_some() && state.in_flight == Some(state.pc);
+        let mut in_flight = resumed.is_some() && !woken && state.in_flight == Some(state.pc);
         let mut paused = false;
         let (status, at_step, reason) = loop {
             let index = state.pc;

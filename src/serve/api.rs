@@ -478,20 +478,32 @@ async fn start(app: &App, served: &Served, inputs: Value, key: Option<Idempotenc
     let id = match create_run(app, served, inputs, key).await {
         Ok(Started::New(id)) => id,
         Ok(Started::Existing(run)) => {
-            let mut r = respond(200, &summary(&run));
+            let mut body = summary(&run);
+            body["url"] = json!(format!("/v1/runs/{}", run.id));
+            let mut r = respond(200, &body);
             r.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return r;
         }
         Err(r) => return *r,
     };
-    let flow = &served.flow;
+    // The same shape as a replayed start's, and as `GET /v1/runs/{id}`'s:
+    // a caller reads one answer, whichever it got.
+    let now = crate::run::clock::rfc3339(SystemTime::now());
     let mut r = respond(
         201,
         &json!({
             "id": id,
-            "flow": flow.name,
+            "flow": served.flow.name,
+            "flow_version": served.hash,
             "status": "running",
+            "step": null,
+            "wake_at": null,
+            "waiting_for": null,
+            "steps_taken": 0,
+            "outcome": null,
+            "created": now,
+            "updated": now,
             "url": format!("/v1/runs/{id}"),
         }),
     );

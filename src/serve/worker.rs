@@ -60,6 +60,9 @@ pub struct Worker {
     log: bool,
     /// Resume URLs for the runs' waits, and their check.
     pub resume: crate::serve::resume::ResumeUrls,
+    /// When this process started: a timer set before then was set by a
+    /// process that has since stopped.
+    started_ms: i64,
 }
 
 /// How a run's turn begins.
@@ -91,6 +94,7 @@ impl Worker {
             tokens: crate::run::tokens::TokenCache::default(),
             log,
             resume,
+            started_ms: unix_ms(SystemTime::now()),
         })
     }
 
@@ -179,6 +183,7 @@ impl Worker {
         let (resumed, woken) = match durable_entry {
             DurableEntry::Fresh => (None, false),
             DurableEntry::Woken => (None, true),
+            DurableEntry::WokenAfterRestart(why) => (Some(why), true),
             DurableEntry::Resumed(why) => (Some(why), false),
         };
         let engine = Engine {
@@ -234,6 +239,14 @@ impl Worker {
             return None;
         }
         let why = match (&run.lease, run.status) {
+            // Set before this process started: the one that set it stopped
+            // meanwhile, and the trace says so where the run goes on.
+            (None, DurableStatus::Waiting) if run.updated_ms < self.started_ms => {
+                DurableEntry::WokenAfterRestart(
+                    "woken from its wait by a worker started after it began waiting (the worker that set it stopped)"
+                        .into(),
+                )
+            }
             (None, DurableStatus::Waiting) => DurableEntry::Woken,
             (Some(lease), _) if lease.until_ms < unix_ms(SystemTime::now()) => {
                 DurableEntry::Resumed(
@@ -260,7 +273,9 @@ impl Worker {
                 return None;
             }
         };
-        if let (DurableEntry::Woken, Some(wake)) = (&why, run.wake_at_ms) {
+        if let (DurableEntry::Woken | DurableEntry::WokenAfterRestart(_), Some(wake)) =
+            (&why, run.wake_at_ms)
+        {
             self.metrics
                 .timer_lag(unix_ms(SystemTime::now()).saturating_sub(wake));
         }
@@ -361,6 +376,8 @@ impl Worker {
 enum DurableEntry {
     Fresh,
     Woken,
+    /// Woken from a wait that another process, since stopped, began.
+    WokenAfterRestart(String),
     Resumed(String),
 }
 

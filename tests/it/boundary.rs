@@ -366,6 +366,19 @@ fn one_idempotency_key_with_other_inputs_is_a_conflict() {
     assert_eq!(code, 201, "{made}");
     let (code, same) = start(&format!(r#"{{"max_tries": 3, "instance_id": "{b}"}}"#));
     assert_eq!((code, &same["id"]), (200, &made["id"]));
+    // One shape for both answers: the run, as `GET /v1/runs/{id}` shows it.
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&made), keys(&same), "{made} {same}");
+    let (_, shown) = served.json("GET", made["url"].as_str().unwrap(), None);
+    let mut shown_keys = keys(&shown);
+    shown_keys.push("url".into());
+    shown_keys.sort();
+    assert_eq!(keys(&made), shown_keys, "{shown}");
+    assert_eq!(made["flow_version"], same["flow_version"]);
     let (code, conflict) = start(&format!(r#"{{"instance_id": "{b}", "max_tries": 4}}"#));
     assert_eq!(
         (code, conflict["code"].as_str()),

@@ -939,3 +939,52 @@ fn the_documented_signed_hook_completes_the_task() {
     assert_eq!(runs_with(&served, "succeeded").len(), 1);
     assert_clean(SECRET, &[("log", &served.log())]);
 }
+
+/// A run waiting in its timer when the worker stops, woken by the next
+/// worker, says so in its trace where it goes on.
+#[test]
+fn a_run_woken_after_a_restart_says_so() {
+    let sim = Sim::new();
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
+    let dir = scratch("serve-woken-restart");
+    let flows = flows(&dir, &["flows/complete-nwc-task.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = sim_env(&sim);
+    let env = env_refs(&env);
+    let mut served = Served::start(&flows, &db, &env);
+    let run = start_run(
+        &served,
+        "complete-nwc-task",
+        json!({ "instance_id": instance, "poll_interval": "2s" }),
+    );
+    assert!(until(|| runs_with(&served, "waiting").len() == 1));
+    assert_eq!(served.terminate(), Some(0), "{}", served.log());
+    let served = Served::start(&flows, &db, &env);
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 1),
+        "{}",
+        served.log()
+    );
+    assert_eq!(outcome(&sim.task(&task)), Some("Completed"));
+    let (_, _, trace) = served.call("GET", &format!("/v1/runs/{run}/trace"), &[], None);
+    let events: Vec<Value> = trace
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let timer = events
+        .iter()
+        .position(|e| e["event"] == "timer_started")
+        .unwrap();
+    let resumed = events
+        .iter()
+        .position(|e| e["event"] == "run_resumed")
+        .expect("the trace says the run went on in another worker");
+    assert!(timer < resumed, "{trace}");
+    assert!(
+        events[resumed]["why"]
+            .as_str()
+            .unwrap()
+            .contains("woken from its wait by a worker started after it began waiting"),
+        "{trace}"
+    );
+}
