@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::cli::common::{Colors, EXIT_FAILED, EXIT_INVALID, EXIT_OK, OutputFormat};
+use crate::cli::common::{Colors, EXIT_FAILED, EXIT_INVALID, EXIT_OK, OutputFormat, plural};
 use crate::cli::report::Style;
 use crate::run::trace::{EventKind, TraceEvent};
 use std::path::PathBuf;
@@ -153,10 +153,6 @@ fn short(v: &Value) -> String {
     }
 }
 
-fn plural(n: u64, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
-}
-
 /// One place where the runs part: the events of each side there.
 struct Part {
     a: std::ops::Range<usize>,
@@ -258,7 +254,7 @@ pub fn compare(
             let _ = writeln!(
                 text,
                 "no difference: {}, the same on both sides",
-                plural(a.len() as u64, "event")
+                plural(a.len(), "event")
             );
         }
         Some(i) if !all => {
@@ -316,7 +312,7 @@ pub fn compare(
                 text,
                 "{} the runs part in {}",
                 style.bold("≠"),
-                plural(places.len() as u64, "place")
+                plural(places.len(), "place")
             );
             for part in &places {
                 let at = |r: &std::ops::Range<usize>| {
@@ -366,7 +362,7 @@ pub fn compare(
         let _ = writeln!(
             text,
             "{name}: {}, {}, {:.1}s on the run's clock, {}: {}",
-            plural(s["steps"].as_u64().unwrap_or(0), "step"),
+            plural(s["steps"].as_u64().unwrap_or(0) as usize, "step"),
             if requests.is_empty() {
                 "no requests".to_string()
             } else {

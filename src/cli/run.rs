@@ -54,9 +54,17 @@ pub struct RunArgs {
     /// With --durable, a rerun skips the rows whose run succeeded.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "trace_file"])]
     pub each: Option<PathBuf>,
-    /// With --each: runs at a time (also the requests in flight to one host).
+    /// With --each: runs at a time.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: u32,
+    /// With --each: requests in flight to one host, at most (default: --jobs), as `serve
+    /// --max-inflight`; the rest wait their turn.
+    #[arg(long, value_name = "N", requires = "each", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_inflight: Option<u32>,
+    /// With --each: write the rows whose run did not succeed to this file, as JSON lines of the
+    /// row's values, to run them again with `--each FILE` (secret inputs are left out).
+    #[arg(long, value_name = "FILE.jsonl", requires = "each")]
+    pub failed_rows: Option<PathBuf>,
     /// With --mock: every request must be the one the recording (`--record`) has, and no more.
     #[arg(long, requires = "mock")]
     pub strict: bool,

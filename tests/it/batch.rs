@@ -160,26 +160,65 @@ fn rows_whose_task_never_comes_fail_and_are_grouped() {
         .map(|(instance, _)| json!({ "instance_id": instance }))
         .collect();
     let file = rows_file(&dir, &rows);
+    let failed_rows = dir.join("failed.jsonl");
     let out = batch(
         &sim,
         &file,
-        &["--set", "poll_interval=10ms", "--set", "max_tries=3"],
+        &[
+            "--set",
+            "poll_interval=10ms",
+            "--set",
+            "max_tries=3",
+            "--quiet",
+            "--failed-rows",
+            failed_rows.to_str().unwrap(),
+        ],
     )
     .output()
     .unwrap();
     let said = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{said}{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}{err}");
+    // Quiet, it still says which rows failed: in a file to run again.
+    assert!(
+        err.contains(&format!(
+            "4 rows that did not succeed written to `{}`",
+            failed_rows.display()
+        )),
+        "{err}"
+    );
+    let again: Vec<Value> = std::fs::read_to_string(&failed_rows)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut want: Vec<Value> = lost
+        .iter()
+        .map(|(instance, _)| json!({ "instance_id": instance }))
+        .collect();
+    let mut got = again.clone();
+    let key = |v: &Value| v["instance_id"].as_str().unwrap().to_string();
+    want.sort_by_key(key);
+    got.sort_by_key(key);
+    assert_eq!(got, want);
     assert!(said.contains("10 runs in "), "{said}");
     assert!(said.contains(": 6 succeeded, 4 failed\n"), "{said}");
     assert!(
         said.contains("    4  at `give_up`: no task for instance … after … tries\n"),
         "{said}"
     );
-    for (n, (instance, _)) in lost.iter().enumerate() {
-        let line = format!(
-            "row {}  ✘ failed: no task for instance {instance} after 3 tries",
-            7 + n
-        );
+    // Run again, without --quiet, on the failed rows alone: each says why.
+    let out = batch(
+        &sim,
+        &failed_rows,
+        &["--set", "poll_interval=10ms", "--set", "max_tries=3"],
+    )
+    .output()
+    .unwrap();
+    let said = text(&out.stdout);
+    assert!(said.contains(": 0 succeeded, 4 failed\n"), "{said}");
+    for (instance, _) in &lost {
+        let line = format!("✘ failed: no task for instance {instance} after 3 tries");
         assert!(said.contains(&line), "{said}");
     }
     let all = tasks(&sim);

@@ -573,7 +573,8 @@ pub async fn batch_command(args: &RunArgs, each: &Path, color: Colors) -> i32 {
     } else {
         match crate::run::transport::ReqwestTransport::new() {
             Ok(t) => {
-                let limited = crate::run::limits::Limited::new(Box::new(t), args.jobs as usize);
+                let per_host = args.max_inflight.unwrap_or(args.jobs) as usize;
+                let limited = crate::run::limits::Limited::new(Box::new(t), per_host);
                 Some(match args.rate {
                     Some(rate) => limited.rate(rate),
                     None => limited,
@@ -636,7 +637,7 @@ pub async fn batch_command(args: &RunArgs, each: &Path, color: Colors) -> i32 {
     let bar = (std::io::stderr().is_terminal() && !args.quiet).then(|| {
         let bar = indicatif::ProgressBar::new(total as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            indicatif::ProgressStyle::with_template("{bar:30} {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
@@ -646,7 +647,49 @@ pub async fn batch_command(args: &RunArgs, each: &Path, color: Colors) -> i32 {
             o.event(row, event);
         }
     };
+    // `--failed-rows`: the values of the rows in flight, and where those
+    // that do not succeed go.
+    let kept_rows: Mutex<HashMap<usize, IndexMap<String, Value>>> = Mutex::new(HashMap::new());
+    let failed_rows = match &args.failed_rows {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Some(Mutex::new((
+                BufWriter::new(f),
+                0usize,
+                std::collections::BTreeSet::new(),
+            ))),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write `{}`: {}",
+                    path.display(),
+                    crate::language::source::io_reason(&e)
+                );
+                return EXIT_INVALID;
+            }
+        },
+        None => None,
+    };
     let finished = |done: Finished| {
+        if let Some(out) = &failed_rows {
+            let values = kept_rows.lock().ok().and_then(|mut k| k.remove(&done.row));
+            if done.outcome.status != RunStatus::Succeeded
+                && !done.skipped
+                && let (Some(values), Ok(mut out)) = (values, out.lock())
+            {
+                let (writer, count, left_out) = &mut *out;
+                let row: serde_json::Map<String, Value> = values
+                    .into_iter()
+                    .filter(|(name, _)| {
+                        let secret = flow.fields.get(name).is_some_and(|f| f.secret);
+                        if secret {
+                            left_out.insert(name.clone());
+                        }
+                        !secret
+                    })
+                    .collect();
+                let _ = writeln!(writer, "{}", Value::Object(row));
+                *count += 1;
+            }
+        }
         let line = {
             let Ok(mut t) = tally.lock() else { return };
             t.add(&done.outcome, done.skipped);
@@ -717,6 +760,11 @@ pub async fn batch_command(args: &RunArgs, each: &Path, color: Colors) -> i32 {
     // was checked) stops the batch.
     let changed = AtomicBool::new(false);
     let rows = reader.map_while(|row| {
+        if failed_rows.is_some()
+            && let (Ok((number, values)), Ok(mut kept)) = (&row, kept_rows.lock())
+        {
+            kept.insert(*number, values.clone());
+        }
         let row = row
             .ok()
             .and_then(|values| state_of(&flow, values, &set, &shown).ok());
@@ -750,6 +798,25 @@ pub async fn batch_command(args: &RunArgs, each: &Path, color: Colors) -> i32 {
         for file in o.files.values_mut() {
             let _ = file.flush();
         }
+    }
+    if let (Some(out), Some(path)) = (failed_rows, &args.failed_rows)
+        && let Ok((mut writer, count, left_out)) = out.into_inner()
+    {
+        let _ = writer.flush();
+        let left: Vec<String> = left_out.iter().map(|n| format!("`{n}`")).collect();
+        eprintln!(
+            "{} that did not succeed written to `{}`{}",
+            crate::cli::common::plural(count, "row"),
+            path.display(),
+            if left.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " without the secret {} (give it with `--set` when you run them again)",
+                    left.join(", ")
+                )
+            }
+        );
     }
     let tally = tally.into_inner().unwrap_or_default();
     let summary = summary(&tally, started.elapsed(), style);
