@@ -57,7 +57,19 @@ pub fn is_gone(owner: &str) -> bool {
     let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
         return false;
     };
-    start_time(pid) != Some(start)
+    // A zombie (killed, not yet reaped by its parent) runs nothing.
+    start_time(pid) != Some(start) || is_zombie(pid)
+}
+
+/// Whether a process has died and waits only to be reaped (`Z`, or `X`).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|s| s == "Z" || s == "X")
+        })
+        .unwrap_or(false)
 }
 
 fn hostname() -> String {

@@ -283,8 +283,21 @@ fn check_reports_every_mock_problem_at_once_and_takes_any_mock_name() {
         err.contains("handoff check FLOW --mock tests/files/mocks/orphan.mock.yaml"),
         "{err}"
     );
-    let out = handoff(&["check", "a.yaml", "b.yaml", "--mock", "m.yaml"]);
+    // `--mock` goes with one flow: two real, valid flows are refused for that
+    // reason alone, and nothing is checked.
+    let out = handoff(&[
+        "check",
+        "flows/complete-nwc-task.yaml",
+        "flows/app-token.yaml",
+        "--mock",
+        "flows/complete-nwc-task.mock.yaml",
+    ]);
     assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "error: `--mock` checks mock files against one flow, but 2 files were given\n"
+    );
+    assert_eq!(text(&out.stdout), "");
 }
 
 #[test]

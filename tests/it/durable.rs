@@ -2,7 +2,9 @@
 //! moments (during a timer, between a PATCH and its answer, during a POST),
 //! then `handoff resume` goes on from the last checkpoint. The simulator or
 //! a loopback server counts what really happened. Each kill waits for the
-//! trace line that says the moment has come, never for a length of time.
+//! trace line that says the moment has come, never for a length of time,
+//! and freezes the process (SIGSTOP) before it looks again and kills it, so
+//! a slow test cannot let the moment pass unnoticed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -30,27 +32,44 @@ fn handoff(args: &[&str], env: &[(&str, &str)]) -> Command {
 /// and `ready` says the moment has come (the server holds the request, the
 /// store says `waiting`): a trace line is written just before what it
 /// announces happens. Returns the run's id.
-fn kill_at(mut cmd: Command, marker: &str, ready: impl Fn() -> bool) -> String {
+fn kill_at(cmd: Command, marker: &str, ready: impl Fn() -> bool) -> String {
+    let (id, mut child) = kill_unreaped(cmd, marker, ready);
+    child.wait().unwrap();
+    id
+}
+
+/// As [`kill_at`], but the killed process is left a zombie (not reaped),
+/// as a parent that has not yet waited for it leaves it.
+fn kill_unreaped(mut cmd: Command, marker: &str, ready: impl Fn() -> bool) -> (String, Child) {
     let mut child: Child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (seen, _) = crate::common::read_until(&mut child, marker);
-    assert!(until(ready), "the moment to kill never came: {seen:#?}");
+    assert!(until(&ready), "the moment to kill never came: {seen:#?}");
+    // Frozen first, then looked at again: the kill lands in the moment the
+    // test saw, however slowly the test itself runs.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    assert!(
+        ready(),
+        "the moment passed before the process was frozen: {seen:#?}"
+    );
     child.kill().unwrap();
-    child.wait().unwrap();
     let err = {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut s).unwrap();
         s
     };
     // "run ID is durable: …" names the run.
-    err.lines()
+    let id = err
+        .lines()
         .find_map(|l| l.strip_prefix("run ")?.split_whitespace().next())
         .filter(|id| id.len() == 36)
         .unwrap_or_else(|| panic!("no run id in: {err}"))
-        .to_string()
+        .to_string();
+    (id, child)
 }
 
 /// Polls a condition on what others can observe, for up to 10 s.
@@ -94,14 +113,14 @@ fn killed_during_a_timer_it_resumes_and_completes_the_task_once() {
                 "--set",
                 &set,
                 "--set",
-                "poll_interval=300ms",
+                "poll_interval=2s",
                 "--durable",
                 "--store",
                 db.to_str().unwrap(),
             ],
             &env,
         ),
-        "waits 300ms",
+        "waits 2s",
         || runs(&db).contains("  waiting  "),
     );
     assert!(
@@ -138,7 +157,7 @@ fn killed_between_a_patch_and_its_answer_it_completes_once() {
     sim.control(
         "POST",
         "/_sim/faults",
-        json!({ "method": "PATCH", "times": 1, "delay": "1s", "apply": true }),
+        json!({ "method": "PATCH", "times": 1, "delay": "5s", "apply": true }),
     );
     let db = store("patch");
     let set = format!("instance_id={instance}");
@@ -235,14 +254,14 @@ fn killed_while_waiting(flow: &Path, db: &Path) -> String {
                 "run",
                 flow.to_str().unwrap(),
                 "--set",
-                "pause=200ms",
+                "pause=2s",
                 "--durable",
                 "--store",
                 db.to_str().unwrap(),
             ],
             &[],
         ),
-        "waits 200ms",
+        "waits 2s",
         || runs(db).contains("  waiting  "),
     )
 }
@@ -331,6 +350,9 @@ fn a_run_is_never_resumed_beside_the_process_that_still_runs_it() {
     .spawn()
     .unwrap();
     assert!(until(|| runs(&db).contains("  waiting  ")), "{}", runs(&db));
+    // Alive, but frozen: it holds the run however long the checks below take.
+    let pid = nix::unistd::Pid::from_raw(original.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let id = runs(&db)
         .lines()
         .nth(1)
@@ -421,4 +443,48 @@ fn a_stored_run_is_recorded_from_its_trace_and_replays_the_same() {
     .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(!std::fs::read_to_string(&mock).unwrap().contains(TOKEN));
+}
+
+/// Resumed at once after kill -9, while the killed process is still a
+/// zombie its parent has not reaped: it runs nothing, so its lease does not
+/// stand in the way.
+#[test]
+fn a_run_resumes_at_once_while_its_killed_process_is_a_zombie() {
+    let sim = Sim::new();
+    let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
+    let db = store("zombie");
+    let set = format!("instance_id={instance}");
+    let env = [("NWC_BASE_URL", sim.base.as_str()), ("NWC_TOKEN", TOKEN)];
+    let (id, mut zombie) = kill_unreaped(
+        handoff(
+            &[
+                "run",
+                "flows/complete-nwc-task.yaml",
+                "--set",
+                &set,
+                "--set",
+                "poll_interval=2s",
+                "--durable",
+                "--store",
+                db.to_str().unwrap(),
+            ],
+            &env,
+        ),
+        "waits 2s",
+        || runs(&db).contains("  waiting  "),
+    );
+    // The killed process is dead and not reaped: a zombie.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", zombie.id())).unwrap();
+    let state = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(state, "Z", "{stat}");
+    let out = resume(&id, &db, &[]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(said.contains("✔ succeeded"), "{said}");
+    assert_eq!(sim.task(&task)["completions"], 1);
+    zombie.wait().unwrap();
 }

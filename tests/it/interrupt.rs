@@ -18,8 +18,23 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Child {
 
 /// Reads the trace until a line contains `marker`, sends SIGINT, and returns
 /// the exit code and the rest of the trace.
-fn interrupt_at(mut child: Child, marker: &str) -> (Option<i32>, Vec<String>) {
+fn interrupt_at(child: Child, marker: &str) -> (Option<i32>, Vec<String>) {
+    interrupt_after(child, marker, std::time::Duration::ZERO)
+}
+
+/// As [`interrupt_at`], with SIGINT sent `after` the marker was read (at
+/// least): a span the run's own clock must then show.
+fn interrupt_after(
+    mut child: Child,
+    marker: &str,
+    after: std::time::Duration,
+) -> (Option<i32>, Vec<String>) {
     let (mut seen, lines) = crate::common::read_until(&mut child, marker);
+    // Time passing is the condition under test here, not a stand-in for an event.
+    let read = std::time::Instant::now();
+    while read.elapsed() < after {
+        std::thread::park_timeout(after - read.elapsed());
+    }
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -28,6 +43,9 @@ fn interrupt_at(mut child: Child, marker: &str) -> (Option<i32>, Vec<String>) {
     seen.extend(lines.map(Result::unwrap));
     (child.wait().unwrap().code(), seen)
 }
+
+/// How long after the timer began Ctrl-C comes, in the timer test.
+const GAP: std::time::Duration = std::time::Duration::from_millis(150);
 
 #[test]
 fn ctrl_c_during_a_timer_ends_the_trace_and_the_trace_file() {
@@ -43,7 +61,7 @@ fn ctrl_c_during_a_timer_ends_the_trace_and_the_trace_file() {
         ],
         &[],
     );
-    let (code, lines) = interrupt_at(child, "wait (timer)");
+    let (code, lines) = interrupt_after(child, "wait (timer)", GAP);
     assert_eq!(code, Some(130), "{lines:#?}");
     let last = lines.last().unwrap();
     assert!(
@@ -59,7 +77,13 @@ fn ctrl_c_during_a_timer_ends_the_trace_and_the_trace_file() {
     // When Ctrl-C came, not when the last event was written.
     let before: serde_json::Value =
         serde_json::from_str(trace.lines().rev().nth(1).unwrap()).unwrap();
-    assert!(end["elapsed_ms"].as_u64() >= before["at_ms"].as_u64());
+    // Ctrl-C came at least GAP after the timer began: an ending stamped
+    // with the last event's time fails here.
+    let gap = GAP.as_millis() as u64;
+    assert!(
+        end["elapsed_ms"].as_u64().unwrap() >= before["at_ms"].as_u64().unwrap() + gap,
+        "{end} {before}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -409,11 +409,12 @@ fn sigterm_stops_cleanly_and_a_run_resumes_on_the_version_it_started_with() {
     let db = dir.join("handoff.db");
     let env = sim_env(&sim);
     let env = env_refs(&env);
-    // The first task list takes a second: SIGTERM arrives while it is in flight.
+    // The first task list takes 5 s: SIGTERM arrives while it is in flight,
+    // with room to spare on a loaded machine.
     sim.control(
         "POST",
         "/_sim/faults",
-        json!({ "method": "GET", "path": "/workflows/v2/tasks*", "delay": "1s" }),
+        json!({ "method": "GET", "path": "/workflows/v2/tasks*", "delay": "5s" }),
     );
     let mut served = Served::start(&flows, &db, &env);
     let run = start_run(
