@@ -60,6 +60,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), guard));
     Router::new()
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         // A resume URL is its own credential: signed, for one wait, once.
         .route("/v1/resume/{token}", post(resume))
         // A hook checks its own access: a signature, or the bearer token.
@@ -145,6 +146,37 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// Ready for new runs: not shutting down, the store answers in time, and
+/// the flows are loaded. It needs no token, so it says how many flows, not
+/// which (`GET /v1/flows` names them, with their versions).
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.worker.stopping() {
+        return problem(503, "stopping", "the worker is shutting down");
+    }
+    match tokio::time::timeout(HEALTH_BUDGET, app.worker.runs.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return problem(503, "store", e.0),
+        Err(_) => {
+            return problem(
+                503,
+                "store",
+                format!(
+                    "the store did not answer within {} ms",
+                    HEALTH_BUDGET.as_millis()
+                ),
+            );
+        }
+    }
+    let loaded = app.loaded();
+    if loaded.flows.by_name.is_empty() {
+        return problem(503, "no_flows", "no flows are loaded");
+    }
+    respond(
+        200,
+        &json!({ "status": "ready", "store": "ok", "flows": loaded.flows.by_name.len() }),
+    )
+}
+
 async fn not_found() -> Response {
     problem(404, "not_found", "no such route; see docs/serve.md")
 }
@@ -165,7 +197,8 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn list_flows(State(app): State<Arc<App>>) -> Response {
-    let flows: Vec<Value> = app
+    let loaded = app.loaded();
+    let flows: Vec<Value> = loaded
         .flows
         .by_name
         .values()
@@ -253,10 +286,11 @@ fn schedule_json(app: &App, flow: &crate::language::flow::Flow) -> Value {
     })
 }
 
-fn served<'a>(app: &'a App, flow: &str) -> Result<&'a Served, Box<Response>> {
-    app.flows.by_name.get(flow).ok_or_else(|| {
+fn served(app: &App, flow: &str) -> Result<Served, Box<Response>> {
+    let loaded = app.loaded();
+    loaded.flows.by_name.get(flow).cloned().ok_or_else(|| {
         Box::new({
-            let names: Vec<&str> = app.flows.by_name.keys().map(String::as_str).collect();
+            let names: Vec<&str> = loaded.flows.by_name.keys().map(String::as_str).collect();
             problem(
                 404,
                 "unknown_flow",
@@ -346,7 +380,7 @@ async fn start_run(
         key,
         fingerprint: None,
     });
-    start(&app, served, inputs, key).await
+    start(&app, &served, inputs, key).await
 }
 
 /// What makes two starts with one key the same start: their inputs. A
@@ -522,9 +556,10 @@ async fn hook(
 ) -> Response {
     // Access first: a caller who may not call learns nothing, not even
     // which flows exist.
-    let signature = app.flows.by_name.get(&flow).and_then(|s| {
+    let loaded = app.loaded();
+    let signature = loaded.flows.by_name.get(&flow).and_then(|s| {
         let sig = s.flow.trigger.as_ref()?.signature.as_ref()?;
-        Some((sig, app.hook_secrets.get(&s.flow.name)?))
+        Some((sig, loaded.hook_secrets.get(&s.flow.name)?))
     });
     let mut replayed = false;
     match signature {
@@ -685,7 +720,7 @@ async fn hook(
         fingerprint: None,
     });
     let inputs = Value::Object(inputs.into_iter().collect());
-    start(&app, served, inputs, key).await
+    start(&app, &served, inputs, key).await
 }
 
 #[derive(Deserialize)]
@@ -794,10 +829,14 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response
         Ok(true) => {
             app.worker.changed.send_modify(|n| *n = n.wrapping_add(1));
             // As for every run that ends: one line in the worker's log.
-            app.worker.say(format!(
-                "run {} ({}) canceled: canceled by the API",
-                run.id, run.flow
-            ));
+            app.worker.say_run(
+                &run.id,
+                &run.flow,
+                format!(
+                    "run {} ({}) canceled: canceled by the API",
+                    run.id, run.flow
+                ),
+            );
             match load(&app, &id).await {
                 Ok(run) => respond(200, &summary(&run)),
                 Err(r) => *r,

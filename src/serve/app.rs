@@ -4,12 +4,49 @@
 //! ([`crate::serve::page`]) both take it; neither owns it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
+use crate::language::diagnostic::Diagnostic;
 use crate::serve::access::ApiToken;
 use crate::serve::flows::Flows;
 use crate::serve::worker::Worker;
+
+/// The flows folder as last loaded, with the hook secrets its flows name:
+/// replaced whole by a reload (SIGHUP), never changed in place.
+pub struct Loaded {
+    pub flows: Flows,
+    /// Hook signature secrets, by flow, read when the flows were loaded.
+    pub hook_secrets: BTreeMap<String, Vec<u8>>,
+}
+
+impl Loaded {
+    /// Reads and checks the folder, and the secrets its hooks need: every
+    /// problem at once.
+    pub fn load(dir: &std::path::Path, env: &Env) -> Result<Loaded, Vec<Diagnostic>> {
+        let flows = Flows::load(dir)?;
+        let problems = flows.check_env(&|v| env(v));
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut hook_secrets = BTreeMap::new();
+        for served in flows.by_name.values() {
+            if let Some(sig) = served
+                .flow
+                .trigger
+                .as_ref()
+                .and_then(|t| t.signature.as_ref())
+                && let Some(secret) = env(&sig.secret_env)
+            {
+                hook_secrets.insert(served.flow.name.clone(), secret.into_bytes());
+            }
+        }
+        Ok(Loaded {
+            flows,
+            hook_secrets,
+        })
+    }
+}
 
 /// Where settings and `env:` fields are read from: the process environment,
 /// or a test's.
@@ -17,10 +54,11 @@ pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 pub struct App {
     pub worker: Arc<Worker>,
-    pub flows: Flows,
+    /// The flows, as last loaded: see [`App::loaded`].
+    pub loaded: RwLock<Arc<Loaded>>,
+    /// The folder they are loaded from.
+    pub flows_dir: std::path::PathBuf,
     pub token: ApiToken,
-    /// Hook signature secrets, by flow, read once at start.
-    pub hook_secrets: BTreeMap<String, Vec<u8>>,
     /// Where `env:` fields are read from.
     pub env: Env,
     /// Hook signatures seen lately: one seen again starts no second run.
@@ -63,5 +101,28 @@ impl Schedules {
 
     pub fn all(&self) -> BTreeMap<String, Fired> {
         self.0.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
+impl App {
+    /// The flows as loaded now. A request holds on to what it got, so a
+    /// reload meanwhile changes nothing under it.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .read()
+            .map_or_else(|e| e.into_inner().clone(), |l| l.clone())
+    }
+
+    /// Loads the flows folder again (SIGHUP): new runs start on the new
+    /// versions; a run under way keeps the version it started with. A folder
+    /// with a problem changes nothing, and the problems come back.
+    pub fn reload(&self) -> Result<(Arc<Loaded>, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let fresh = Arc::new(Loaded::load(&self.flows_dir, &self.env)?);
+        let warnings = fresh.flows.warnings.clone();
+        match self.loaded.write() {
+            Ok(mut l) => *l = fresh.clone(),
+            Err(e) => *e.into_inner() = fresh.clone(),
+        }
+        Ok((fresh, warnings))
     }
 }

@@ -34,6 +34,7 @@ fn analyze_each(path: &str) -> Vec<Result<Checked, Vec<Diagnostic>>> {
     }
 }
 
+#[derive(Clone)]
 pub struct Served {
     pub flow: Arc<Flow>,
     /// Its version, as runs started from it are pinned to.

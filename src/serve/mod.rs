@@ -13,13 +13,14 @@ pub mod api;
 pub mod app;
 pub mod conns;
 pub mod flows;
+pub mod log;
 pub mod metrics;
+pub mod notify;
 pub mod page;
 pub mod resume;
 pub mod schedules;
 pub mod worker;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,8 +29,7 @@ use std::time::Duration;
 use crate::language::diagnostic::Diagnostic;
 use crate::run::transport::ReqwestTransport;
 use crate::serve::access::{ApiToken, MIN_TOKEN_LEN};
-use crate::serve::app::{App, Env};
-use crate::serve::flows::Flows;
+use crate::serve::app::{App, Env, Loaded};
 use crate::serve::worker::Worker;
 use crate::store::durable::DurableRuns;
 
@@ -59,6 +59,8 @@ pub struct Config {
     /// The worker's address as callers reach it, for resume URLs
     /// (`https://worker.contoso.com`); default: the address it listens on.
     pub public_url: Option<String>,
+    /// Where the worker's lines go, and which.
+    pub journal: Arc<crate::serve::log::Log>,
 }
 
 /// Why the worker did not start.
@@ -82,11 +84,7 @@ pub struct Server {
 
 impl Server {
     pub async fn prepare(config: &Config, env: Env) -> Result<Server, StartError> {
-        let flows = Flows::load(&config.flows).map_err(StartError::Invalid)?;
-        let problems = flows.check_env(&|v| env(v));
-        if !problems.is_empty() {
-            return Err(StartError::Invalid(problems));
-        }
+        let loaded = Loaded::load(&config.flows, &env).map_err(StartError::Invalid)?;
         let token = match env(TOKEN_VAR).filter(|t| !t.is_empty()) {
             Some(t) if t.trim().len() < MIN_TOKEN_LEN => {
                 return Err(StartError::Invalid(vec![
@@ -110,18 +108,6 @@ impl Server {
                 ]));
             }
         };
-        let mut hook_secrets = BTreeMap::new();
-        for served in flows.by_name.values() {
-            if let Some(sig) = served
-                .flow
-                .trigger
-                .as_ref()
-                .and_then(|t| t.signature.as_ref())
-                && let Some(secret) = env(&sig.secret_env)
-            {
-                hook_secrets.insert(served.flow.name.clone(), secret.into_bytes());
-            }
-        }
         let runs = DurableRuns::open_target(&config.store, &|v| env(v), config.store_pool)
             .await
             .map_err(StartError::Failed)?
@@ -155,13 +141,20 @@ impl Server {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let resume = crate::serve::resume::ResumeUrls::new(runs.resume_key(), &public);
-        let worker = Worker::new(runs, transport, metrics, config.log, resume);
-        let warnings = flows.warnings.clone();
+        let worker = Worker::new(
+            runs,
+            transport,
+            metrics,
+            config.log,
+            resume,
+            config.journal.clone(),
+        );
+        let warnings = loaded.flows.warnings.clone();
         let app = Arc::new(App {
             worker,
-            flows,
+            loaded: std::sync::RwLock::new(Arc::new(loaded)),
+            flows_dir: config.flows.clone(),
             token,
-            hook_secrets,
             env,
             seen_signatures: Default::default(),
             revoked: Default::default(),

@@ -674,7 +674,8 @@ fn page_with(status: u16, title: &str, body: &str, live: bool) -> Response {
 
 /// The scheduled flows: each one's pattern, next slot and last run.
 fn schedules(app: &App, body: &mut String, now: i64) {
-    let scheduled: Vec<_> = app
+    let loaded = app.loaded();
+    let scheduled: Vec<_> = loaded
         .flows
         .by_name
         .values()

@@ -27,19 +27,23 @@ const LOOK: Duration = Duration::from_millis(250);
 /// Fires every scheduled flow's slots until the worker stops.
 pub async fn run(app: Arc<App>) {
     let names: Vec<String> = app
+        .loaded()
         .flows
         .by_name
         .values()
         .filter(|s| s.flow.schedule.is_some())
         .map(|s| s.flow.name.clone())
         .collect();
-    if names.is_empty() {
-        return;
-    }
     let now = SystemTime::now();
     let mut next: BTreeMap<String, SystemTime> = BTreeMap::new();
     for name in &names {
-        let Some(schedule) = app.flows.by_name[name].flow.schedule.as_ref() else {
+        let loaded = app.loaded();
+        let Some(schedule) = loaded
+            .flows
+            .by_name
+            .get(name)
+            .and_then(|s| s.flow.schedule.as_ref())
+        else {
             continue;
         };
         if schedule.catch_up == CatchUp::One
@@ -54,6 +58,25 @@ pub async fn run(app: Arc<App>) {
     }
     while !app.worker.stopping() {
         let now = SystemTime::now();
+        // A reload (SIGHUP) may add, change or drop schedules: a new one
+        // starts at its next slot, a dropped one fires no more.
+        let loaded = app.loaded();
+        next.retain(|name, _| {
+            loaded
+                .flows
+                .by_name
+                .get(name)
+                .is_some_and(|s| s.flow.schedule.is_some())
+        });
+        for s in loaded.flows.by_name.values() {
+            if let Some(schedule) = &s.flow.schedule
+                && !next.contains_key(&s.flow.name)
+                && let Some(n) = schedule.next_after(now)
+            {
+                next.insert(s.flow.name.clone(), n);
+                app.schedules.update(&s.flow.name, |f| f.next = Some(n));
+            }
+        }
         let due: Vec<(String, SystemTime)> = next
             .iter()
             .filter(|(_, at)| **at <= now)
@@ -61,7 +84,11 @@ pub async fn run(app: Arc<App>) {
             .collect();
         for (name, slot) in due {
             fire(&app, &name, slot).await;
-            let schedule = app.flows.by_name[&name].flow.schedule.as_ref();
+            let schedule = loaded
+                .flows
+                .by_name
+                .get(&name)
+                .and_then(|s| s.flow.schedule.as_ref());
             // After a stall (a suspended machine), slots long past are missed
             // ones: the catch-up policy speaks for them, not this loop.
             let after = if SystemTime::now()
@@ -95,7 +122,8 @@ pub async fn run(app: Arc<App>) {
 /// Starts the run of one slot, unless another worker did, or the flow's
 /// previous run is still under way and it may not overlap.
 async fn fire(app: &App, name: &str, slot: SystemTime) {
-    let Some(served) = app.flows.by_name.get(name) else {
+    let loaded = app.loaded();
+    let Some(served) = loaded.flows.by_name.get(name) else {
         return;
     };
     let Some(schedule) = served.flow.schedule.as_ref() else {

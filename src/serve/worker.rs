@@ -9,6 +9,7 @@
 //! in the middle of them). It sleeps until the next `wake_at`, or until a run
 //! is started or suspended here, and at least once a second.
 
+use crate::serve::log::{Level, Log};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,7 +64,12 @@ pub struct Worker {
     /// When this process started: a timer set before then was set by a
     /// process that has since stopped.
     started_ms: i64,
+    /// Where its lines go, as text or JSON.
+    pub journal: Arc<Log>,
 }
+
+/// The worker's lines' target, for `HANDOFF_LOG`.
+const WORKER: &str = "handoff::serve::worker";
 
 /// How a run's turn begins.
 pub enum Entry {
@@ -80,6 +86,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         log: bool,
         resume: crate::serve::resume::ResumeUrls,
+        journal: Arc<Log>,
     ) -> Arc<Worker> {
         Arc::new(Worker {
             runs,
@@ -95,6 +102,7 @@ impl Worker {
             log,
             resume,
             started_ms: unix_ms(SystemTime::now()),
+            journal,
         })
     }
 
@@ -108,13 +116,21 @@ impl Worker {
 
     pub fn say(&self, line: String) {
         if self.log {
-            eprintln!("{line}");
+            self.journal.info(WORKER, &line);
+        }
+    }
+
+    /// A line about one run, which JSON logs name it and its flow in.
+    pub fn say_run(&self, run: &str, flow: &str, line: String) {
+        if self.log {
+            self.journal
+                .line(Level::Info, WORKER, &line, Some((run, flow)));
         }
     }
 
     /// A line an operator alerts on: written even with `--quiet`.
     pub fn warn(&self, line: String) {
-        eprintln!("warning: {line}");
+        self.journal.warn(WORKER, &line);
     }
 
     /// Frees the runs that a process now gone (killed, say) still holds, so
@@ -228,7 +244,11 @@ impl Worker {
             RunStatus::Interrupted => "stopped",
         };
         // The reason was redacted by the engine; it names steps, not values.
-        self.say(format!("run {id} ({}) {status}: {}", flow.name, o.reason));
+        self.say_run(
+            id,
+            &flow.name,
+            format!("run {id} ({}) {status}: {}", flow.name, o.reason),
+        );
     }
 
     /// Takes a stored run for this process: loads it, claims it, and says

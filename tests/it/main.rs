@@ -13,6 +13,7 @@ mod broken;
 mod canary;
 mod cli;
 mod contract;
+mod daemon;
 mod diff;
 mod docs;
 mod durable;

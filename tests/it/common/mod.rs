@@ -429,7 +429,12 @@ impl Served {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("listening on ") {
+                // Text, or a JSON line (`--log-format json`).
+                let message = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| line.clone());
+                if let Some(addr) = message.strip_prefix("listening on ") {
                     let _ = tx.send(addr.to_string());
                 }
                 kept.lock().unwrap().push(line);
