@@ -43,6 +43,16 @@ fn outcome(task: &Value) -> Option<&str> {
     task["taskAssignments"][0]["outcome"].as_str()
 }
 
+/// A run's stored trace, as text and as events.
+fn trace_of(served: &Served, run: &str) -> (String, Vec<Value>) {
+    let (_, _, trace) = served.call("GET", &format!("/v1/runs/{run}/trace"), &[], None);
+    let events = trace
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (trace, events)
+}
+
 /// How many requests the simulator has matched against the one fault rule
 /// set, which matches `times` requests in all (spent rules are dropped).
 fn fault_hits(sim: &Sim, times: u64) -> u64 {
@@ -186,7 +196,7 @@ fn a_post_in_flight_at_sigkill_is_in_doubt_and_never_sent_again() {
     );
     let (_, body) = served.json("GET", &format!("/v1/runs/{run}"), None);
     assert_eq!(body["outcome"]["reason"], "result: in_doubt", "{body}");
-    let (_, _, trace) = served.call("GET", &format!("/v1/runs/{run}/trace"), &[], None);
+    let (trace, events) = trace_of(&served, &run);
     assert!(
         trace.contains("\"why\":\"the worker was restarted\""),
         "{trace}"
@@ -195,10 +205,6 @@ fn a_post_in_flight_at_sigkill_is_in_doubt_and_never_sent_again() {
     assert_eq!(server.seen().len(), 1, "the POST was not sent again");
     // Written ahead: the POST the server held is in the trace, before the
     // restart, and the resumed run says it may have landed.
-    let events: Vec<Value> = trace
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let sent = events
         .iter()
         .position(|e| e["event"] == "request_sent" && e["method"] == "POST")
@@ -860,11 +866,7 @@ fn a_patch_held_at_sigkill_stays_in_the_trace_and_is_settled_after() {
         served.log()
     );
     assert_eq!(outcome(&sim.task(&task)), Some("Completed"));
-    let (_, _, trace) = served.call("GET", &format!("/v1/runs/{run}/trace"), &[], None);
-    let events: Vec<Value> = trace
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (trace, events) = trace_of(&served, &run);
     let patches: Vec<usize> = events
         .iter()
         .enumerate()
@@ -967,11 +969,7 @@ fn a_run_woken_after_a_restart_says_so() {
         served.log()
     );
     assert_eq!(outcome(&sim.task(&task)), Some("Completed"));
-    let (_, _, trace) = served.call("GET", &format!("/v1/runs/{run}/trace"), &[], None);
-    let events: Vec<Value> = trace
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (trace, events) = trace_of(&served, &run);
     let timer = events
         .iter()
         .position(|e| e["event"] == "timer_started")

@@ -504,6 +504,14 @@ impl<'d> Lowering<'d> {
         self.push(d);
     }
 
+    /// "there is no X `name`", with a did-you-mean or the names there are.
+    fn unknown(&mut self, span: Span, what: &str, name: &str, there_are: &str, known: &[String]) {
+        let names: Vec<&str> = known.iter().map(String::as_str).collect();
+        let help = did_you_mean(name, names.iter().copied())
+            .unwrap_or_else(|| format!("{there_are} {}", list(&names)));
+        self.error_help(span, format!("{what} `{name}`"), help);
+    }
+
     /// Once per place: a workflow's action, merged into each of its steps,
     /// is wrong once.
     fn push(&mut self, d: Diagnostic) {
@@ -550,11 +558,14 @@ impl<'d> Lowering<'d> {
             {
                 Some(w) => w,
                 None => {
-                    let names: Vec<&str> = ids.iter().map(String::as_str).collect();
-                    let help = did_you_mean(id, names.iter().copied())
-                        .unwrap_or_else(|| format!("its workflows are {}", list(&names)));
                     let at = get(root, "workflows").map_or(span, |n| n.span);
-                    self.error_help(at, format!("this document has no workflow `{id}`"), help);
+                    self.unknown(
+                        at,
+                        "this document has no workflow",
+                        id,
+                        "its workflows are",
+                        &ids,
+                    );
                     return Err(self.diagnostics);
                 }
             },
@@ -661,10 +672,13 @@ impl<'d> Lowering<'d> {
             });
         if found.is_none() {
             let ids = workflow_ids(root);
-            let names: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let help = did_you_mean(id, names.iter().copied())
-                .unwrap_or_else(|| format!("its workflows are {}", list(&names)));
-            self.error_help(span, format!("this document has no workflow `{id}`"), help);
+            self.unknown(
+                span,
+                "this document has no workflow",
+                id,
+                "its workflows are",
+                &ids,
+            );
         }
         found
     }
@@ -2370,10 +2384,7 @@ impl<'d> Lowering<'d> {
             Some(i) => Some(i),
             None => {
                 let names: Vec<String> = self.sources.iter().map(|s| s.name.clone()).collect();
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                let help = did_you_mean(name, names.iter().copied())
-                    .unwrap_or_else(|| format!("its sources are {}", list(&names)));
-                self.error_help(span, format!("there is no source `{name}`"), help);
+                self.unknown(span, "there is no source", name, "its sources are", &names);
                 None
             }
         }
