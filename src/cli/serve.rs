@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// Requests in flight to one host, at most; the rest wait their turn.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_inflight: u32,
+    /// Runs taking steps at once, at most (default: no cap). The rest wait their turn, and
+    /// the scheduler takes no more due runs than there are places: thousands of runs retrying
+    /// cannot crowd out the new ones.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_running: Option<u32>,
     /// On SIGTERM, how long the steps in flight may take to end.
     #[arg(long, default_value = "30s", value_parser = duration_arg)]
     pub grace: Duration,
@@ -132,6 +137,7 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
         behind_tls: args.behind_tls,
         public_url: args.public_url.clone(),
         journal: journal.clone(),
+        max_running: args.max_running.map(|n| n as usize),
     };
     let env = Arc::new(|var: &str| std::env::var(var).ok());
     let server = match Server::prepare(&config, env).await {

@@ -61,6 +61,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Where the worker's lines go, and which.
     pub journal: Arc<crate::serve::log::Log>,
+    /// Runs taking steps at once, at most; `None`: no cap.
+    pub max_running: Option<usize>,
 }
 
 /// Why the worker did not start.
@@ -148,6 +150,7 @@ impl Server {
             config.log,
             resume,
             config.journal.clone(),
+            config.max_running,
         );
         let warnings = loaded.flows.warnings.clone();
         let app = Arc::new(App {

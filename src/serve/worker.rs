@@ -66,6 +66,10 @@ pub struct Worker {
     started_ms: i64,
     /// Where its lines go, as text or JSON.
     pub journal: Arc<Log>,
+    /// Runs taking steps at once, at most (`--max-running`): a run beyond
+    /// waits its turn, and the scheduler takes no more due runs than there
+    /// are places, so thousands of retries cannot crowd out new runs.
+    running: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The worker's lines' target, for `HANDOFF_LOG`.
@@ -87,6 +91,7 @@ impl Worker {
         log: bool,
         resume: crate::serve::resume::ResumeUrls,
         journal: Arc<Log>,
+        max_running: Option<usize>,
     ) -> Arc<Worker> {
         Arc::new(Worker {
             runs,
@@ -103,6 +108,7 @@ impl Worker {
             resume,
             started_ms: unix_ms(SystemTime::now()),
             journal,
+            running: max_running.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         })
     }
 
@@ -161,6 +167,26 @@ impl Worker {
         }
         let worker = self.clone();
         tokio::spawn(async move {
+            // A place among the runs taking steps, when they are capped.
+            let mut waited = false;
+            let _place = match &worker.running {
+                Some(places) => match places.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        waited = true;
+                        places.clone().acquire_owned().await.ok()
+                    }
+                },
+                None => None,
+            };
+            let entry = match entry {
+                // A new run that waited its turn may have outlived its lease:
+                // it is this process's to run only if it can claim it still.
+                Entry::Fresh(..) if waited && worker.runs.claim(&id).await.is_err() => {
+                    Entry::Stored
+                }
+                e => e,
+            };
             worker.turn(&id, entry).await;
             let now_idle = match worker.active.lock() {
                 Ok(mut active) => {
@@ -339,14 +365,26 @@ impl Worker {
                 return;
             }
             let now = unix_ms(SystemTime::now());
-            let due = match self.runs.store.due(now, self.runs.owner(), BATCH).await {
+            // No more due runs than there are places for them.
+            let room = self
+                .running
+                .as_ref()
+                .map_or(BATCH, |p| (p.available_permits() as u32).min(BATCH));
+            if room == 0 {
+                tokio::select! {
+                    _ = self.nudge.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+                continue;
+            }
+            let due = match self.runs.store.due(now, self.runs.owner(), room).await {
                 Ok(due) => due,
                 Err(e) => {
                     self.say(format!("the scheduler cannot read the store: {e}"));
                     Vec::new()
                 }
             };
-            let full = due.len() as u32 == BATCH;
+            let full = due.len() as u32 == room;
             for id in due {
                 self.spawn(id, Entry::Stored);
             }

@@ -987,3 +987,62 @@ fn a_run_woken_after_a_restart_says_so() {
         "{trace}"
     );
 }
+
+/// `--max-running 2`: five runs started at once, each held by the server in
+/// its one request, have exactly two requests in flight; let go, all five
+/// end, never more than two at a time.
+#[test]
+fn max_running_caps_the_runs_taking_steps_at_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (gate, now, most) = (gate.clone(), now.clone(), most.clone());
+        Loopback::start(move |_, _| {
+            let inside = now.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(inside, Ordering::SeqCst);
+            let (open, turn) = &*gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = turn.wait(open).unwrap();
+            }
+            drop(open);
+            now.fetch_sub(1, Ordering::SeqCst);
+            json_answer(201, &json!({ "ok": true }))
+        })
+    };
+    let dir = scratch("serve-max-running");
+    let flows = flows(&dir, &["tests/files/durable/post.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = [("TARGET", server.base.as_str())];
+    let served = Served::start_with(&flows, &db, &env, &["--max-running", "2"]);
+    let runs: Vec<String> = (0..5)
+        .map(|_| start_run(&served, "post-once", json!({})))
+        .collect();
+    // Two requests arrive and are held; the other three runs wait their turn.
+    assert!(until(|| server.seen().len() == 2), "{}", served.log());
+    let (_, waiting) = served.json("GET", "/v1/runs?status=running", None);
+    assert_eq!(waiting["runs"].as_array().unwrap().len(), 5, "{waiting}");
+    {
+        let (open, turn) = &*gate;
+        *open.lock().unwrap() = true;
+        turn.notify_all();
+    }
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 5),
+        "{}",
+        served.log()
+    );
+    assert_eq!(server.seen().len(), 5, "each run sent its POST once");
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "never more than two at once"
+    );
+    for run in runs {
+        let (_, body) = served.json("GET", &format!("/v1/runs/{run}"), None);
+        assert_eq!(body["outcome"]["reason"], "result: sent", "{body}");
+    }
+}
