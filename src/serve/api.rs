@@ -338,10 +338,26 @@ fn parse_json(body: &[u8]) -> Result<Value, Box<Response>> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StartBody {
     #[serde(default)]
     inputs: Option<Value>,
+    /// A bulk start: many runs in one call, kept in one transaction.
+    #[serde(default)]
+    runs: Option<Vec<BulkItem>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkItem {
+    #[serde(default)]
+    inputs: Option<Value>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// The most runs one bulk start makes.
+const MAX_BULK: usize = 1000;
 
 async fn start_run(
     State(app): State<Arc<App>>,
@@ -365,12 +381,27 @@ async fn start_run(
             Err(r) => return *r,
         };
         match serde_json::from_value::<StartBody>(value) {
-            Ok(b) => b.inputs.unwrap_or(Value::Object(Default::default())),
-            Err(_) => {
+            Ok(StartBody {
+                inputs: None,
+                runs: Some(items),
+            }) => {
+                if key.is_some() {
+                    return problem(
+                        422,
+                        "bad_body",
+                        "a bulk start gives each run its `idempotency_key`, not an `Idempotency-Key` header",
+                    );
+                }
+                return start_many(&app, &served, items).await;
+            }
+            Ok(StartBody { inputs, runs: None }) => {
+                inputs.unwrap_or(Value::Object(Default::default()))
+            }
+            _ => {
                 return problem(
                     422,
                     "bad_body",
-                    "the body is `{\"inputs\": {\"name\": value, …}}`",
+                    "the body is `{\"inputs\": {\"name\": value, …}}`, or `{\"runs\": [{\"inputs\": {…}, \"idempotency_key\": \"…\"}, …]}`",
                 );
             }
         }
@@ -413,6 +444,172 @@ pub async fn create_run(
     inputs: Value,
     key: Option<IdempotencyKey>,
 ) -> Result<Started, Box<Response>> {
+    let (state, key) = prepare(app, served, inputs, key)?;
+    let flow = &served.flow;
+    let now = SystemTime::now();
+    let id = crate::run::trace::new_run_id(now);
+    match app
+        .worker
+        .runs
+        .create(&id, flow, &state, now, key.clone())
+        .await
+    {
+        Ok(Created::New) => {}
+        Ok(Created::Conflict(_)) => return Err(conflict(app, flow, key.as_ref(), None)),
+        Ok(Created::Existing(existing)) => {
+            return match app.worker.runs.store.load(&existing).await {
+                Ok(Some(run)) => Ok(Started::Existing(Box::new(run))),
+                _ => Err(Box::new(problem(
+                    503,
+                    "store",
+                    "the run for this key could not be read",
+                ))),
+            };
+        }
+        Err(e) => return Err(Box::new(problem(503, "store", e))),
+    }
+    app.worker.pin(&served.hash, flow.clone());
+    app.worker
+        .spawn(id.clone(), Entry::Fresh(flow.clone(), Box::new(state)));
+    Ok(Started::New(id))
+}
+
+/// An idempotency conflict: counted, warned of, and the answer to give.
+fn conflict(
+    app: &App,
+    flow: &crate::language::flow::Flow,
+    key: Option<&IdempotencyKey>,
+    index: Option<usize>,
+) -> Box<Response> {
+    app.worker
+        .metrics
+        .refused(&flow.name, "idempotency_conflict");
+    let hash = key.map(IdempotencyKey::hash).unwrap_or_default();
+    app.worker.warn(format!(
+        "idempotency conflict on flow `{}`: key {}… was used before with other inputs; no run started",
+        flow.name,
+        crate::language::fields::clip(&hash, 12)
+    ));
+    let detail = "this idempotency key started a run with other inputs; use a new key for new work";
+    Box::new(match index {
+        None => problem(409, "idempotency_conflict", detail),
+        Some(i) => problem_with(
+            409,
+            "idempotency_conflict",
+            format!("run {i} of the list: {detail}; no run of the list started"),
+            json!({ "index": i }),
+        ),
+    })
+}
+
+/// Starts many runs of one flow in one call: every one checked first (any
+/// problem: `422` naming each, and none starts), then kept in one
+/// transaction (a conflicting key: `409`, and none starts), then started.
+async fn start_many(app: &App, served: &Served, items: Vec<BulkItem>) -> Response {
+    if items.is_empty() || items.len() > MAX_BULK {
+        return problem(
+            422,
+            "bad_body",
+            format!("a bulk start has 1 to {MAX_BULK} runs"),
+        );
+    }
+    let mut prepared = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let key = match item.idempotency_key {
+            Some(k) if k.trim().is_empty() || k.len() > MAX_KEY => {
+                errors.push(json!({ "index": index, "errors": [format!("`idempotency_key` is 1 to {MAX_KEY} characters")] }));
+                continue;
+            }
+            Some(k) => Some(IdempotencyKey {
+                scope: format!("api/{}", served.flow.name),
+                key: k.trim().to_string(),
+                fingerprint: None,
+            }),
+            None => None,
+        };
+        let inputs = item.inputs.unwrap_or(Value::Object(Default::default()));
+        match prepare(app, served, inputs, key) {
+            Ok(p) => prepared.push(p),
+            Err(answer) => {
+                let (parts, body) = (*answer).into_parts();
+                let body = axum::body::to_bytes(body, 64 * 1024)
+                    .await
+                    .unwrap_or_default();
+                let said: Value = serde_json::from_slice(&body).unwrap_or_default();
+                if parts.status == StatusCode::SERVICE_UNAVAILABLE {
+                    return respond(503, &said);
+                }
+                let list = said["errors"].clone();
+                errors.push(json!({
+                    "index": index,
+                    "errors": if list.is_array() { list } else { json!([said["detail"]]) },
+                }));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return problem_with(
+            422,
+            "bad_inputs",
+            format!(
+                "{} of the list do not fit flow `{}`; no run of the list started",
+                errors.len(),
+                served.flow.name
+            ),
+            json!({ "errors": errors }),
+        );
+    }
+    let flow = &served.flow;
+    let now = SystemTime::now();
+    let ids: Vec<String> = prepared
+        .iter()
+        .map(|_| crate::run::trace::new_run_id(now))
+        .collect();
+    let rows = ids
+        .iter()
+        .zip(&prepared)
+        .map(|(id, (state, key))| (id.clone(), state, key.clone()))
+        .collect();
+    let results = match app.worker.runs.create_many(flow, rows, now).await {
+        Ok(r) => r,
+        Err(e) => return problem(503, "store", e),
+    };
+    if let Some(index) = results
+        .iter()
+        .position(|r| matches!(r, Created::Conflict(_)))
+    {
+        return *conflict(app, flow, prepared[index].1.as_ref(), Some(index));
+    }
+    app.worker.pin(&served.hash, flow.clone());
+    let mut runs = Vec::with_capacity(results.len());
+    let mut created = false;
+    for ((id, (state, _)), result) in ids.into_iter().zip(prepared).zip(results) {
+        match result {
+            Created::Existing(existing) => runs.push(json!({
+                "id": existing,
+                "url": format!("/v1/runs/{existing}"),
+                "replayed": true,
+            })),
+            _ => {
+                created = true;
+                runs.push(json!({ "id": id, "url": format!("/v1/runs/{id}"), "replayed": false }));
+                app.worker
+                    .spawn(id, Entry::Fresh(flow.clone(), Box::new(state)));
+            }
+        }
+    }
+    respond(if created { 201 } else { 200 }, &json!({ "runs": runs }))
+}
+
+/// A start's inputs checked against the flow: its first state, and its key
+/// with the inputs' fingerprint. An error is the answer to give.
+fn prepare(
+    app: &App,
+    served: &Served,
+    inputs: Value,
+    key: Option<IdempotencyKey>,
+) -> Result<(crate::run::state::RunState, Option<IdempotencyKey>), Box<Response>> {
     if app.worker.stopping() {
         return Err(Box::new(problem(
             503,
@@ -463,47 +660,7 @@ pub async fn create_run(
         fingerprint: Some(fingerprint.clone()),
         ..k
     });
-    let now = SystemTime::now();
-    let id = crate::run::trace::new_run_id(now);
-    match app
-        .worker
-        .runs
-        .create(&id, flow, &state, now, key.clone())
-        .await
-    {
-        Ok(Created::New) => {}
-        Ok(Created::Conflict(_)) => {
-            app.worker
-                .metrics
-                .refused(&flow.name, "idempotency_conflict");
-            let hash = key.map(|k| k.hash()).unwrap_or_default();
-            app.worker.warn(format!(
-                "idempotency conflict on flow `{}`: key {}… was used before with other inputs; no run started",
-                flow.name,
-                crate::language::fields::clip(&hash, 12)
-            ));
-            return Err(Box::new(problem(
-                409,
-                "idempotency_conflict",
-                "this idempotency key started a run with other inputs; use a new key for new work",
-            )));
-        }
-        Ok(Created::Existing(existing)) => {
-            return match app.worker.runs.store.load(&existing).await {
-                Ok(Some(run)) => Ok(Started::Existing(Box::new(run))),
-                _ => Err(Box::new(problem(
-                    503,
-                    "store",
-                    "the run for this key could not be read",
-                ))),
-            };
-        }
-        Err(e) => return Err(Box::new(problem(503, "store", e))),
-    }
-    app.worker.pin(&served.hash, flow.clone());
-    app.worker
-        .spawn(id.clone(), Entry::Fresh(flow.clone(), Box::new(state)));
-    Ok(Started::New(id))
+    Ok((state, key))
 }
 
 /// Creates a run from inputs and starts it, answering the caller: `201`

@@ -201,6 +201,35 @@ impl DurableRuns {
         now: std::time::SystemTime,
         key: Option<IdempotencyKey>,
     ) -> Result<Created, String> {
+        let run = self.new_run(id, flow, state, now, key);
+        self.store.create(&run).await.map_err(|e| e.0)
+    }
+
+    /// Records many runs of one flow in one transaction (a bulk start):
+    /// each `(id, state, key)`; when any conflicts, none is kept.
+    pub async fn create_many(
+        &self,
+        flow: &Flow,
+        runs: Vec<(String, &RunState, Option<IdempotencyKey>)>,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<Created>, String> {
+        let runs: Vec<NewRun> = runs
+            .into_iter()
+            .map(|(id, state, key)| self.new_run(&id, flow, state, now, key))
+            .collect();
+        self.store.create_many(&runs).await.map_err(|e| e.0)
+    }
+
+    /// A run as the store keeps it: inputs and state sealed, leased to this
+    /// process.
+    fn new_run(
+        &self,
+        id: &str,
+        flow: &Flow,
+        state: &RunState,
+        now: std::time::SystemTime,
+        key: Option<IdempotencyKey>,
+    ) -> NewRun {
         let inputs: IndexMap<String, Value> = flow
             .fields
             .values()
@@ -210,7 +239,7 @@ impl DurableRuns {
         let sealed_inputs = self
             .sealer
             .seal_fields(&inputs, |name| state.secret.contains(name));
-        let run = NewRun {
+        NewRun {
             id: id.to_string(),
             flow: flow.name.clone(),
             flow_path: flow.source.name.clone(),
@@ -221,8 +250,7 @@ impl DurableRuns {
             created_ms: unix_ms(now),
             lease: self.lease(now),
             idempotency: key,
-        };
-        self.store.create(&run).await.map_err(|e| e.0)
+        }
     }
 
     fn lease(&self, now: std::time::SystemTime) -> Lease {

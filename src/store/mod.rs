@@ -192,7 +192,20 @@ pub type Counts = Vec<(String, DurableStatus, u64)>;
 /// A run store. Every method is one short transaction.
 pub trait Store: Send + Sync {
     /// Records a run, unless its idempotency key names one already.
-    fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<Created, StoreError>>;
+    fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<Created, StoreError>> {
+        Box::pin(async move {
+            let mut one = self.create_many(std::slice::from_ref(run)).await?;
+            Ok(one.pop().unwrap_or(Created::New))
+        })
+    }
+    /// Records runs in one transaction, each unless its key names a run
+    /// already (a key given twice in the list names the first). When any
+    /// conflicts (its key started a run with other inputs), none is kept;
+    /// the results say which.
+    fn create_many<'a>(
+        &'a self,
+        runs: &'a [NewRun],
+    ) -> BoxFuture<'a, Result<Vec<Created>, StoreError>>;
     fn checkpoint<'a>(&'a self, point: &'a Checkpoint) -> BoxFuture<'a, Result<Saved, StoreError>>;
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<StoredRun>, StoreError>>;
     /// Newest first.

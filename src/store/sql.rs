@@ -160,67 +160,87 @@ where
     for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
-    fn create<'a>(&'a self, run: &'a NewRun) -> BoxFuture<'a, Result<Created, StoreError>> {
+    fn create_many<'a>(
+        &'a self,
+        runs: &'a [NewRun],
+    ) -> BoxFuture<'a, Result<Vec<Created>, StoreError>> {
         Box::pin(async move {
-            let fail = failed("create a run");
-            let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
+            let fail = failed("create runs");
             let find = "SELECT run_id, fingerprint FROM idempotency WHERE key_hash = $1";
-            if let Some(key) = &run.idempotency {
-                // The key and the run go in together: a retry finds one or neither.
-                let existing: Option<(String, Option<String>)> = sqlx::query(find)
-                    .bind(key.hash())
-                    .fetch_optional(&mut *tx)
+            // Twice at most: a key another worker kept meanwhile is found the
+            // second time.
+            for _ in 0..2 {
+                let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
+                let mut results = Vec::with_capacity(runs.len());
+                let mut raced = false;
+                for run in runs {
+                    if let Some(key) = &run.idempotency {
+                        // The key and the run go in together: a retry finds one or neither.
+                        let existing: Option<(String, Option<String>)> = sqlx::query(find)
+                            .bind(key.hash())
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
+                            .map_err(&fail)?;
+                        if let Some((id, fingerprint)) = existing {
+                            results.push(key.found(id, fingerprint));
+                            continue;
+                        }
+                    }
+                    sqlx::query(
+                        "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'running', NULL, 0, $7, $8, $8, $9, $10)",
+                    )
+                    .bind(&run.id)
+                    .bind(&run.flow)
+                    .bind(&run.flow_path)
+                    .bind(&run.flow_source)
+                    .bind(&run.flow_hash)
+                    .bind(&run.inputs)
+                    .bind(&run.state)
+                    .bind(run.created_ms)
+                    .bind(&run.lease.owner)
+                    .bind(run.lease.until_ms)
+                    .execute(&mut *tx)
                     .await
-                    .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
                     .map_err(&fail)?;
-                if let Some((id, fingerprint)) = existing {
-                    return Ok(key.found(id, fingerprint));
-                }
-            }
-            sqlx::query(
-                "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'running', NULL, 0, $7, $8, $8, $9, $10)",
-            )
-            .bind(&run.id)
-            .bind(&run.flow)
-            .bind(&run.flow_path)
-            .bind(&run.flow_source)
-            .bind(&run.flow_hash)
-            .bind(&run.inputs)
-            .bind(&run.state)
-            .bind(run.created_ms)
-            .bind(&run.lease.owner)
-            .bind(run.lease.until_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
-            if let Some(key) = &run.idempotency {
-                let kept = sqlx::query(
-                    "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (key_hash) DO NOTHING",
-                )
-                .bind(key.hash())
-                .bind(&run.id)
-                .bind(run.created_ms)
-                .bind(&key.fingerprint)
-                .execute(&mut *tx)
-                .await
-                .map_err(&fail)?;
-                if DB::rows_affected(&kept) == 0 {
-                    // Another worker kept the same key meanwhile: its run, not this one.
-                    tx.rollback().await.map_err(&fail)?;
-                    let (id, fingerprint): (String, Option<String>) = sqlx::query(find)
+                    if let Some(key) = &run.idempotency {
+                        let kept = sqlx::query(
+                            "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (key_hash) DO NOTHING",
+                        )
                         .bind(key.hash())
-                        .fetch_one(&self.pool)
+                        .bind(&run.id)
+                        .bind(run.created_ms)
+                        .bind(&key.fingerprint)
+                        .execute(&mut *tx)
                         .await
-                        .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                         .map_err(&fail)?;
-                    return Ok(key.found(id, fingerprint));
+                        if DB::rows_affected(&kept) == 0 {
+                            raced = true;
+                            break;
+                        }
+                    }
+                    results.push(Created::New);
                 }
+                // Another worker kept a key meanwhile, or a start conflicts:
+                // nothing of this one is kept.
+                if raced || results.iter().any(|r| matches!(r, Created::Conflict(_))) {
+                    tx.rollback().await.map_err(&fail)?;
+                    if raced {
+                        continue;
+                    }
+                    return Ok(results);
+                }
+                tx.commit().await.map_err(&fail)?;
+                if results.iter().any(|r| *r == Created::New) {
+                    self.notify("created").await;
+                }
+                return Ok(results);
             }
-            tx.commit().await.map_err(&fail)?;
-            self.notify(&format!("created {}", run.id)).await;
-            Ok(Created::New)
+            Err(StoreError(
+                "another worker kept the same idempotency keys twice meanwhile; try again".into(),
+            ))
         })
     }
 

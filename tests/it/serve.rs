@@ -1046,3 +1046,73 @@ fn max_running_caps_the_runs_taking_steps_at_once() {
         assert_eq!(body["outcome"]["reason"], "result: sent", "{body}");
     }
 }
+
+/// A bulk start: many runs in one call, checked first and kept in one
+/// transaction. Sent again, it starts nothing new; a bad item or a
+/// conflicting key starts none of the list.
+#[test]
+fn a_bulk_start_makes_many_runs_in_one_call_or_none() {
+    let server = Loopback::start(|_, _| json_answer(201, &json!({ "ok": true })));
+    let dir = scratch("serve-bulk");
+    let flows = flows(&dir, &["tests/files/durable/post.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = [("TARGET", server.base.as_str())];
+    let served = Served::start(&flows, &db, &env);
+    let list = json!({ "runs": [
+        { "inputs": {} },
+        { "inputs": {}, "idempotency_key": "job-1" },
+        { "inputs": {}, "idempotency_key": "job-2" },
+    ]});
+    let (code, made) = served.json("POST", "/v1/flows/post-once/runs", Some(list.clone()));
+    assert_eq!(code, 201, "{made}");
+    let runs = made["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(runs.iter().all(|r| r["replayed"] == false), "{made}");
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 3),
+        "{}",
+        served.log()
+    );
+    assert_eq!(server.seen().len(), 3);
+    // The keyed ones again: the same runs, nothing new.
+    let keyed = json!({ "runs": [
+        { "inputs": {}, "idempotency_key": "job-1" },
+        { "inputs": {}, "idempotency_key": "job-2" },
+    ]});
+    let (code, again) = served.json("POST", "/v1/flows/post-once/runs", Some(keyed));
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["runs"][0]["id"], runs[1]["id"]);
+    assert_eq!(again["runs"][1]["replayed"], true);
+    // A bad item: 422 naming it, and no run of the list starts.
+    let bad = json!({ "runs": [
+        { "inputs": {} },
+        { "inputs": { "result": "not an input" } },
+    ]});
+    let (code, problem) = served.json("POST", "/v1/flows/post-once/runs", Some(bad));
+    assert_eq!(code, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["index"], 1, "{problem}");
+    // A key that started a run with other inputs: 409 naming it, and none
+    // of the list starts.
+    let (_, listed) = served.json("GET", "/v1/runs?limit=500", None);
+    let before = listed["runs"].as_array().unwrap().len();
+    let clash = json!({ "runs": [
+        { "inputs": { "job": 7 } },
+        { "inputs": { "job": 2 }, "idempotency_key": "job-1" },
+    ]});
+    let (code, problem) = served.json("POST", "/v1/flows/post-once/runs", Some(clash));
+    assert_eq!(code, 409, "{problem}");
+    assert_eq!(problem["code"], "idempotency_conflict");
+    assert_eq!(problem["index"], 1, "{problem}");
+    let (_, listed) = served.json("GET", "/v1/runs?limit=500", None);
+    assert_eq!(listed["runs"].as_array().unwrap().len(), before);
+    // A header key with a list is refused.
+    let (code, _, text) = served.call(
+        "POST",
+        "/v1/flows/post-once/runs",
+        &[("Idempotency-Key", "k")],
+        Some(br#"{"runs": [{"inputs": {}}]}"#),
+    );
+    assert_eq!(code, 422, "{text}");
+    assert_eq!(runs_with(&served, "succeeded").len(), 3);
+    assert_eq!(server.seen().len(), 3, "each run sent its POST once");
+}

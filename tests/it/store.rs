@@ -433,3 +433,58 @@ fn sqlite_refuses_a_file_a_newer_handoff_wrote() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A bulk start's runs go in one transaction: a key given before (or twice
+/// in the list) names its run; a key with other inputs keeps nothing.
+async fn creates_many_in_one_transaction(store: &dyn Store) {
+    let first = store
+        .create_many(&[
+            run("m1"),
+            keyed("m2", "bulk-1", "in-1"),
+            keyed("m3", "bulk-1", "in-1"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        [Created::New, Created::New, Created::Existing("m2".into())]
+    );
+    assert!(
+        store.load("m3").await.unwrap().is_none(),
+        "the repeat made no row"
+    );
+    // One conflict among new runs: none of them is kept.
+    let again = store
+        .create_many(&[run("m4"), keyed("m5", "bulk-1", "in-2"), run("m6")])
+        .await
+        .unwrap();
+    assert_eq!(again[1], Created::Conflict("m2".into()));
+    for id in ["m4", "m5", "m6"] {
+        assert!(store.load(id).await.unwrap().is_none(), "{id} was kept");
+    }
+    let all = store.list(&RunFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 2);
+}
+
+#[test]
+fn sqlite_creates_many_in_one_transaction() {
+    let dir = crate::common::scratch("store-bulk");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.join("handoff.db")).await.unwrap();
+        creates_many_in_one_transaction(&store).await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[cfg_attr(
+    handoff_no_postgres,
+    ignore = "needs Postgres: apt-get install postgresql (or name a cluster with HANDOFF_TEST_PG_URL and HANDOFF_TEST_PG_DIR)"
+)]
+fn postgres_creates_many_in_one_transaction() {
+    let (_turn, url) = crate::common::pg::database("bulk");
+    rt().block_on(async {
+        let store = PgStore::open(&url, 4).await.unwrap();
+        creates_many_in_one_transaction(&store).await;
+    });
+}
