@@ -233,7 +233,7 @@ where
                     return Ok(results);
                 }
                 tx.commit().await.map_err(&fail)?;
-                if results.iter().any(|r| *r == Created::New) {
+                if results.contains(&Created::New) {
                     self.notify("created").await;
                 }
                 return Ok(results);
