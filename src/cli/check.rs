@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
+    #[command(flatten)]
+    pub arazzo: crate::cli::common::ArazzoArgs,
     /// Flow files, mock files named `NAME.mock.yaml` and test files named
     /// `NAME.test.yaml` next to `NAME.yaml`, or folders of them (every
     /// `*.yaml` and `*.yml` in a folder, as `serve` reads one).
@@ -66,6 +68,7 @@ pub fn check_command(args: &CheckArgs, color: Colors) -> i32 {
     let args = &CheckArgs {
         files,
         mock: args.mock.clone(),
+        arazzo: args.arazzo.clone(),
     };
     if !args.mock.is_empty() && args.files.len() != 1 {
         eprintln!(

@@ -224,3 +224,26 @@ mod tests {
         );
     }
 }
+
+/// `--workflow` and `--source`: which workflow of an Arazzo document, and
+/// its source descriptions from local files. Taken by the commands that
+/// load flows.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ArazzoArgs {
+    /// In an Arazzo document with several workflows, the one to use.
+    #[arg(long, value_name = "ID")]
+    pub workflow: Option<String>,
+    /// An Arazzo source description read from a local file: `NAME=FILE` (repeatable).
+    #[arg(long = "source", value_name = "NAME=FILE", value_parser = parse_source)]
+    pub sources: Vec<(String, String)>,
+}
+
+/// `NAME=FILE` for `--source`.
+fn parse_source(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+            Ok((name.to_string(), file.to_string()))
+        }
+        _ => Err(format!("`{text}` is not `NAME=FILE`")),
+    }
+}

@@ -212,6 +212,8 @@ pub fn dot(flow: &Flow, taken: Option<&Taken>) -> String {
 
 #[derive(clap::Args, Debug)]
 pub struct GraphArgs {
+    #[command(flatten)]
+    pub arazzo: crate::cli::common::ArazzoArgs,
     /// The flow file.
     pub flow: PathBuf,
     /// Mermaid (for Markdown on GitHub and most editors) or Graphviz DOT.

@@ -40,12 +40,6 @@ pub struct Cli {
     /// When to colour output.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
-    /// In an Arazzo document with several workflows, the one to run (or check, draw, plan).
-    #[arg(long, global = true, value_name = "ID")]
-    pub workflow: Option<String>,
-    /// An Arazzo source description read from a local file: `NAME=FILE` (repeatable).
-    #[arg(long = "source", global = true, value_name = "NAME=FILE", value_parser = parse_source)]
-    pub sources: Vec<(String, String)>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -146,16 +140,6 @@ Then, as the first line of a flow, a mock or a test file (VS Code's YAML extensi
 /// Not generic over the arguments: a generic one is compiled into the
 /// binary, with every command's async code it reaches, which took the
 /// release build 25 s more.
-/// `NAME=FILE` for `--source`.
-fn parse_source(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, file)) if !name.is_empty() && !file.is_empty() => {
-            Ok((name.to_string(), file.to_string()))
-        }
-        _ => Err(format!("`{text}` is not `NAME=FILE`")),
-    }
-}
-
 pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
     quiet_panics();
     let cli = match Cli::try_parse_from(args) {
@@ -187,10 +171,23 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         }
         _ => {}
     }
-    crate::language::arazzo::select::select(crate::language::arazzo::select::Selection {
-        workflow: cli.workflow.clone(),
-        sources: cli.sources.clone(),
-    });
+    // The commands that load flows take `--workflow` and `--source`, for
+    // an Arazzo document; the others have no use for them.
+    let arazzo = match &cli.command {
+        Command::Run(a) => Some(&a.arazzo),
+        Command::Check(a) => Some(&a.arazzo),
+        Command::Serve(a) => Some(&a.arazzo),
+        Command::Graph(a) => Some(&a.arazzo),
+        Command::Plan(a) => Some(&a.arazzo),
+        Command::Test(a) => Some(&a.arazzo),
+        _ => None,
+    };
+    if let Some(a) = arazzo {
+        crate::language::arazzo::select::select(crate::language::arazzo::select::Selection {
+            workflow: a.workflow.clone(),
+            sources: a.sources.clone(),
+        });
+    }
     let color = Colors::resolve(
         cli.color,
         &|var| std::env::var(var).ok(),

@@ -925,6 +925,8 @@ impl Plan {
 
 #[derive(clap::Args, Debug)]
 pub struct PlanArgs {
+    #[command(flatten)]
+    pub arazzo: crate::cli::common::ArazzoArgs,
     /// The flow file.
     pub flow: PathBuf,
     /// Text for people, or JSON for scripts.

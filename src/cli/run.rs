@@ -20,6 +20,8 @@ use std::time::SystemTime;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub arazzo: crate::cli::common::ArazzoArgs,
     /// The flow file.
     pub flow: PathBuf,
     /// Set an input field: NAME=VALUE. Repeatable.

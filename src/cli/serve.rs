@@ -20,6 +20,8 @@ use crate::store::seal::KeySource;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub arazzo: crate::cli::common::ArazzoArgs,
     /// The folder of flows to serve (`*.yaml`, not `*.mock.yaml`); all are
     /// checked before the worker starts.
     pub flows: PathBuf,

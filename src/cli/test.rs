@@ -26,6 +26,8 @@ use crate::run::trace::{EventKind, TraceEvent};
 
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
+    #[command(flatten)]
+    pub arazzo: crate::cli::common::ArazzoArgs,
     /// Test files (`*.test.yaml`) or folders to search for them; the current folder by default.
     pub paths: Vec<PathBuf>,
     /// Also compare each case's whole trace with its stored `.trace` file.

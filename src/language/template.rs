@@ -128,14 +128,32 @@ fn matches(value: &minijinja::Value, pattern: String) -> Result<bool, minijinja:
         Some((body, flags)) if flags.chars().all(|c| "gimsuxy".contains(c)) => (body, flags),
         _ => (pattern.as_str(), ""),
     };
-    let regex = regex::RegexBuilder::new(body)
-        .case_insensitive(flags.contains('i'))
-        .multi_line(flags.contains('m'))
-        .dot_matches_new_line(flags.contains('s'))
-        .ignore_whitespace(flags.contains('x'))
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| invalid(format!("invalid regular expression `{pattern}`: {e}")))?;
+    // Compiled once: a poll loop renders the same criterion on every try.
+    static COMPILED: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, regex::Regex>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let cached = COMPILED.lock().ok().and_then(|c| c.get(&pattern).cloned());
+    let regex = match cached {
+        Some(r) => r,
+        None => {
+            let r = regex::RegexBuilder::new(body)
+                .case_insensitive(flags.contains('i'))
+                .multi_line(flags.contains('m'))
+                .dot_matches_new_line(flags.contains('s'))
+                .ignore_whitespace(flags.contains('x'))
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| invalid(format!("invalid regular expression `{pattern}`: {e}")))?;
+            if let Ok(mut c) = COMPILED.lock() {
+                // Patterns come from flow files: few. A flood is forgotten whole.
+                if c.len() >= 256 {
+                    c.clear();
+                }
+                c.insert(pattern.clone(), r.clone());
+            }
+            r
+        }
+    };
     let text = match value.as_str() {
         Some(t) => t.to_string(),
         None => serde_json::to_string(&as_json(value)?).unwrap_or_default(),
