@@ -175,6 +175,35 @@ pub struct Engine<'a> {
 /// How the run ended: its status, the step, and why.
 type Ending = (RunStatus, Option<String>, String);
 
+impl Engine<'_> {
+    /// A run that now waits (a timer, a signal) is kept as a waiting row;
+    /// under `serve` it then leaves this process, for the scheduler to wake.
+    /// `Some` ends the loop: the ending, and whether the run was parked.
+    async fn wait_as_row(
+        &self,
+        state: &RunState,
+        rec: &mut Recorder<'_>,
+        step: &str,
+    ) -> Option<(Ending, bool)> {
+        if let Err(ending) = self.save(state, rec, DurableStatus::Waiting, None).await {
+            return Some((ending, false));
+        }
+        self.durable
+            .as_ref()
+            .is_some_and(|d| d.suspend_timers)
+            .then(|| {
+                (
+                    (
+                        RunStatus::Interrupted,
+                        Some(step.to_string()),
+                        PAUSED.to_string(),
+                    ),
+                    true,
+                )
+            })
+    }
+}
+
 impl crate::run::step::WriteAhead for Engine<'_> {
     fn keep<'a, 'r: 'a>(
         &'a self,
@@ -428,19 +457,11 @@ impl Engine<'_> {
                             .unwrap_or_default()
                             .as_millis() as u64,
                     );
-                    if let Err(ending) = self
-                        .save(&state, &mut rec, DurableStatus::Waiting, None)
-                        .await
+                    if let Some((ending, parked)) =
+                        self.wait_as_row(&state, &mut rec, &step.id).await
                     {
+                        paused |= parked;
                         break ending;
-                    }
-                    if self.durable.as_ref().is_some_and(|d| d.suspend_timers) {
-                        paused = true;
-                        break (
-                            RunStatus::Interrupted,
-                            Some(step.id.clone()),
-                            PAUSED.to_string(),
-                        );
                     }
                     continue;
                 }
@@ -472,19 +493,11 @@ impl Engine<'_> {
                         until_ms: unix_ms(until),
                         outcome: None,
                     }));
-                    if let Err(ending) = self
-                        .save(&state, &mut rec, DurableStatus::Waiting, None)
-                        .await
+                    if let Some((ending, parked)) =
+                        self.wait_as_row(&state, &mut rec, &step.id).await
                     {
+                        paused |= parked;
                         break ending;
-                    }
-                    if self.durable.as_ref().is_some_and(|d| d.suspend_timers) {
-                        paused = true;
-                        break (
-                            RunStatus::Interrupted,
-                            Some(step.id.clone()),
-                            PAUSED.to_string(),
-                        );
                     }
                     continue;
                 }

@@ -318,60 +318,19 @@ steps:
         .unwrap_or_else(|| panic!("no run id in {err} {seen:?}"))
         .to_string();
     // Data of the wrong shape is refused; the right one waits in the store.
-    let bad = crate::common::handoff(
-        &[
-            "signal",
-            &id,
-            "go",
-            "--data",
-            r#"{"answer": 1}"#,
-            "--store",
-            store,
-        ],
-        &[],
-    );
-    assert_eq!(
-        bad.status.code(),
-        Some(2),
-        "{}",
-        crate::common::text(&bad.stderr)
-    );
-    let good = crate::common::handoff(
-        &[
-            "signal",
-            &id,
-            "go",
-            "--data",
-            r#"{"answer": "yes"}"#,
-            "--store",
-            store,
-        ],
-        &[],
-    );
-    assert_eq!(
-        good.status.code(),
-        Some(0),
-        "{}",
-        crate::common::text(&good.stderr)
-    );
-    let again = crate::common::handoff(
-        &[
-            "signal",
-            &id,
-            "go",
-            "--data",
-            r#"{"answer": "no"}"#,
-            "--store",
-            store,
-        ],
-        &[],
-    );
-    assert_eq!(
-        again.status.code(),
-        Some(1),
-        "one signal a wait: {}",
-        crate::common::text(&again.stderr)
-    );
+    let signal = |data: &str| {
+        let out = crate::common::handoff(
+            &["signal", &id, "go", "--data", data, "--store", store],
+            &[],
+        );
+        (out.status.code(), crate::common::text(&out.stderr))
+    };
+    let (code, said) = signal(r#"{"answer": 1}"#);
+    assert_eq!(code, Some(2), "{said}");
+    let (code, said) = signal(r#"{"answer": "yes"}"#);
+    assert_eq!(code, Some(0), "{said}");
+    let (code, said) = signal(r#"{"answer": "no"}"#);
+    assert_eq!(code, Some(1), "one signal a wait: {said}");
     let out = crate::common::handoff(&["resume", &id, "--store", store], &[]);
     let said = crate::common::text(&out.stdout);
     assert_eq!(
