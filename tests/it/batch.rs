@@ -533,3 +533,32 @@ fn ctrl_c_stops_a_dry_batch_with_its_summary() {
     assert!(summary.contains("not started"), "{summary}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// On a terminal (a pseudo-terminal from `script`), the progress bar says
+/// the count once: `3/3 done: …`, not `3/3 3/3 done: …`.
+#[test]
+fn the_progress_bar_says_its_count_once() {
+    let sim = Sim::new();
+    let rows: Vec<Value> = instances(&sim, 3, 3)
+        .iter()
+        .map(|(instance, _)| json!({ "instance_id": instance }))
+        .collect();
+    let dir = scratch("batch-bar");
+    let file = rows_file(&dir, &rows);
+    let command = format!(
+        "{} --color never run flows/complete-nwc-task.yaml --each {} --set poll_interval=200ms",
+        env!("CARGO_BIN_EXE_handoff"),
+        file.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("NWC_BASE_URL", &sim.base)
+        .env("NWC_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains(" 3/3 done: 3 succeeded, 0 failed"), "{said}");
+    assert!(!said.contains("3/3 3/3"), "{said}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
