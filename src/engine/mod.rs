@@ -148,6 +148,15 @@ impl Blocks for Items<'_, '_> {
 /// Why a run's turn ended before the run did.
 const PAUSED: &str = "paused at a checkpoint";
 
+/// A durable run left at its last checkpoint, at `step`, for a later turn.
+fn paused_at(step: &str) -> Ending {
+    (
+        RunStatus::Interrupted,
+        Some(step.to_string()),
+        PAUSED.to_string(),
+    )
+}
+
 pub struct Engine<'a> {
     /// The run's id, on every trace event.
     pub run_id: String,
@@ -191,16 +200,7 @@ impl Engine<'_> {
         self.durable
             .as_ref()
             .is_some_and(|d| d.suspend_timers)
-            .then(|| {
-                (
-                    (
-                        RunStatus::Interrupted,
-                        Some(step.to_string()),
-                        PAUSED.to_string(),
-                    ),
-                    true,
-                )
-            })
+            .then(|| (paused_at(step), true))
     }
 }
 
@@ -294,11 +294,7 @@ impl Engine<'_> {
             if self.stopping() {
                 if self.durable.is_some() {
                     paused = true;
-                    break (
-                        RunStatus::Interrupted,
-                        Some(step.id.clone()),
-                        PAUSED.to_string(),
-                    );
+                    break paused_at(&step.id);
                 }
                 let reason = format!(
                     "stopped before step `{}`, as asked; nothing was in flight",
@@ -343,11 +339,7 @@ impl Engine<'_> {
                             break ending;
                         }
                         paused = true;
-                        break (
-                            RunStatus::Interrupted,
-                            Some(step.id.clone()),
-                            PAUSED.to_string(),
-                        );
+                        break paused_at(&step.id);
                     }
                     Err(e) => {
                         state.wait = None;
@@ -508,11 +500,7 @@ impl Engine<'_> {
                     }
                     if self.durable.is_some() {
                         paused = true;
-                        break (
-                            RunStatus::Interrupted,
-                            Some(step.id.clone()),
-                            PAUSED.to_string(),
-                        );
+                        break paused_at(&step.id);
                     }
                     let reason = format!(
                         "stopped in step `{}` as asked, once the items under way had finished",

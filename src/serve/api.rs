@@ -444,7 +444,7 @@ pub async fn create_run(
     inputs: Value,
     key: Option<IdempotencyKey>,
 ) -> Result<Started, Box<Response>> {
-    let (state, key) = prepare(app, served, inputs, key)?;
+    let (state, key) = prepare(app, served, inputs, key).map_err(Refusal::answer)?;
     let flow = &served.flow;
     let now = SystemTime::now();
     let id = crate::run::trace::new_run_id(now);
@@ -531,20 +531,14 @@ async fn start_many(app: &App, served: &Served, items: Vec<BulkItem>) -> Respons
         let inputs = item.inputs.unwrap_or(Value::Object(Default::default()));
         match prepare(app, served, inputs, key) {
             Ok(p) => prepared.push(p),
-            Err(answer) => {
-                let (parts, body) = (*answer).into_parts();
-                let body = axum::body::to_bytes(body, 64 * 1024)
-                    .await
-                    .unwrap_or_default();
-                let said: Value = serde_json::from_slice(&body).unwrap_or_default();
-                if parts.status == StatusCode::SERVICE_UNAVAILABLE {
-                    return respond(503, &said);
-                }
-                let list = said["errors"].clone();
-                errors.push(json!({
-                    "index": index,
-                    "errors": if list.is_array() { list } else { json!([said["detail"]]) },
-                }));
+            Err(refusal) if refusal.status == 503 => return *refusal.answer(),
+            Err(refusal) => {
+                let said = if refusal.errors.is_empty() {
+                    vec![refusal.detail]
+                } else {
+                    refusal.errors
+                };
+                errors.push(json!({ "index": index, "errors": said }));
             }
         }
     }
@@ -602,28 +596,61 @@ async fn start_many(app: &App, served: &Served, items: Vec<BulkItem>) -> Respons
     respond(if created { 201 } else { 200 }, &json!({ "runs": runs }))
 }
 
+/// Why a start's inputs are refused: an answer for one start, or an entry
+/// of a bulk start's `errors`.
+struct Refusal {
+    status: u16,
+    code: &'static str,
+    detail: String,
+    errors: Vec<String>,
+}
+
+impl Refusal {
+    fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn answer(self) -> Box<Response> {
+        Box::new(if self.errors.is_empty() {
+            problem(self.status, self.code, self.detail)
+        } else {
+            problem_with(
+                self.status,
+                self.code,
+                self.detail,
+                json!({ "errors": self.errors }),
+            )
+        })
+    }
+}
+
 /// A start's inputs checked against the flow: its first state, and its key
-/// with the inputs' fingerprint. An error is the answer to give.
+/// with the inputs' fingerprint.
 fn prepare(
     app: &App,
     served: &Served,
     inputs: Value,
     key: Option<IdempotencyKey>,
-) -> Result<(crate::run::state::RunState, Option<IdempotencyKey>), Box<Response>> {
+) -> Result<(crate::run::state::RunState, Option<IdempotencyKey>), Refusal> {
     if app.worker.stopping() {
-        return Err(Box::new(problem(
+        return Err(Refusal::new(
             503,
             "stopping",
             "the worker is shutting down; try again",
-        )));
+        ));
     }
     let fingerprint = inputs_fingerprint(&served.flow, &inputs);
     let Value::Object(map) = inputs else {
-        return Err(Box::new(problem(
+        return Err(Refusal::new(
             422,
             "bad_inputs",
             "`inputs` is an object of input field names to values",
-        )));
+        ));
     };
     let flow = &served.flow;
     let text = serde_json::to_string(&map).unwrap_or_default();
@@ -631,11 +658,11 @@ fn prepare(
     let node = match crate::run::inputs::parse_input_file(&source) {
         Ok(n) => n,
         Err(_) => {
-            return Err(Box::new(problem(
+            return Err(Refusal::new(
                 422,
                 "bad_inputs",
                 "`inputs` could not be read",
-            )));
+            ));
         }
     };
     let given = Inputs {
@@ -647,13 +674,14 @@ fn prepare(
     let state = match initial_state(flow, &given, &|var| env(var)) {
         Ok(s) => s,
         Err(diagnostics) => {
-            let errors: Vec<String> = diagnostics.iter().map(|d| d.message.clone()).collect();
-            return Err(Box::new(problem_with(
-                422,
-                "bad_inputs",
-                format!("the inputs do not fit flow `{}`", flow.name),
-                json!({ "errors": errors }),
-            )));
+            return Err(Refusal {
+                errors: diagnostics.iter().map(|d| d.message.clone()).collect(),
+                ..Refusal::new(
+                    422,
+                    "bad_inputs",
+                    format!("the inputs do not fit flow `{}`", flow.name),
+                )
+            });
         }
     };
     let key = key.map(|k| IdempotencyKey {

@@ -269,58 +269,50 @@ where
             .await
             .map_err(&fail)?;
             if DB::rows_affected(&updated) == 0 {
-                let status: Option<String> = sqlx::query("SELECT status FROM runs WHERE id = $1")
-                    .bind(&p.run_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .and_then(|r| r.map(|r| r.try_get(0)).transpose())
-                    .map_err(&fail)?;
-                if status.as_deref() != Some("canceled") {
-                    return Ok(Saved::Lost);
-                }
-                // Canceled while this process ran it: what it did since its
-                // last checkpoint happened (a request may have been sent), so
-                // it goes in, before the ending the cancel wrote.
-                if !p.events.is_empty() {
-                    let owned: Option<String> = sqlx::query("SELECT owner FROM runs WHERE id = $1")
-                        .bind(&p.run_id)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .and_then(|r| r.try_get(0))
-                        .map_err(&fail)?;
-                    if owned.as_deref() == Some(p.owner.as_str()) {
-                        let ending: Option<(i64, String)> = sqlx::query(
-                            "SELECT seq, event FROM events WHERE run_id = $1 ORDER BY seq DESC LIMIT 1",
-                        )
+                let row: Option<(String, Option<String>)> =
+                    sqlx::query("SELECT status, owner FROM runs WHERE id = $1")
                         .bind(&p.run_id)
                         .fetch_optional(&mut *tx)
                         .await
                         .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
                         .map_err(&fail)?;
-                        let ending =
-                            ending.filter(|(_, e)| e.contains("\"event\":\"flow_finished\""));
-                        if let Some((seq, _)) = &ending {
-                            sqlx::query("DELETE FROM events WHERE run_id = $1 AND seq = $2")
-                                .bind(&p.run_id)
-                                .bind(seq)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(&fail)?;
-                        }
-                        let mut last = 0;
-                        for (seq, event) in &p.events {
-                            insert_event!(tx, &p.run_id, *seq, event).map_err(&fail)?;
-                            last = last.max(*seq);
-                        }
-                        if let Some((seq, event)) = ending {
-                            let seq = (seq as u64).max(last + 1);
-                            let mut value: serde_json::Value =
-                                serde_json::from_str(&event).unwrap_or_default();
-                            value["seq"] = seq.into();
-                            insert_event!(tx, &p.run_id, seq, value.to_string()).map_err(&fail)?;
-                        }
-                        tx.commit().await.map_err(&fail)?;
+                let Some((_, owned)) = row.filter(|(status, _)| status == "canceled") else {
+                    return Ok(Saved::Lost);
+                };
+                // Canceled while this process ran it: what it did since its
+                // last checkpoint happened (a request may have been sent), so
+                // it goes in, before the ending the cancel wrote.
+                if !p.events.is_empty() && owned.as_deref() == Some(p.owner.as_str()) {
+                    let ending: Option<(i64, String)> = sqlx::query(
+                        "SELECT seq, event FROM events WHERE run_id = $1 ORDER BY seq DESC LIMIT 1",
+                    )
+                    .bind(&p.run_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
+                    .map_err(&fail)?;
+                    let ending = ending.filter(|(_, e)| e.contains("\"event\":\"flow_finished\""));
+                    if let Some((seq, _)) = &ending {
+                        sqlx::query("DELETE FROM events WHERE run_id = $1 AND seq = $2")
+                            .bind(&p.run_id)
+                            .bind(seq)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(&fail)?;
                     }
+                    let mut last = 0;
+                    for (seq, event) in &p.events {
+                        insert_event!(tx, &p.run_id, *seq, event).map_err(&fail)?;
+                        last = last.max(*seq);
+                    }
+                    if let Some((seq, event)) = ending {
+                        let seq = (seq as u64).max(last + 1);
+                        let mut value: serde_json::Value =
+                            serde_json::from_str(&event).unwrap_or_default();
+                        value["seq"] = seq.into();
+                        insert_event!(tx, &p.run_id, seq, value.to_string()).map_err(&fail)?;
+                    }
+                    tx.commit().await.map_err(&fail)?;
                 }
                 return Ok(Saved::Canceled);
             }

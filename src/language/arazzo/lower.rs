@@ -1341,6 +1341,22 @@ impl<'d> Lowering<'d> {
             declaration(span, "text", Some(text(span, ""))),
             span,
         );
+        // Its actions, the workflow's merged in: read once, for what they
+        // need kept (`$request`) and for their decisions below.
+        let success_actions = self.actions(
+            workflow,
+            step,
+            "onSuccess",
+            "successActions",
+            "successActions",
+        );
+        let failure_actions = self.actions(
+            workflow,
+            step,
+            "onFailure",
+            "failureActions",
+            "failureActions",
+        );
         // A step that runs a workflow: that workflow's steps, inlined.
         let mut inner_frame = None;
         let mut request_shape = None;
@@ -1444,23 +1460,10 @@ impl<'d> Lowering<'d> {
             };
             let sent = self.last_request.take();
             let keep = reads_request(step)
-                || self
-                    .actions(
-                        workflow,
-                        step,
-                        "onSuccess",
-                        "successActions",
-                        "successActions",
-                    )
-                    .into_iter()
-                    .chain(self.actions(
-                        workflow,
-                        step,
-                        "onFailure",
-                        "failureActions",
-                        "failureActions",
-                    ))
-                    .any(reads_request);
+                || success_actions
+                    .iter()
+                    .chain(&failure_actions)
+                    .any(|a| reads_request(a));
             self.declare(
                 &format!("{f}__response_status"),
                 &origin,
@@ -1583,20 +1586,6 @@ impl<'d> Lowering<'d> {
             .and_then(Node::as_map)
             .map(|m| m.iter().map(|(k, v)| (k, v)).collect())
             .unwrap_or_default();
-        let success_actions = self.actions(
-            workflow,
-            step,
-            "onSuccess",
-            "successActions",
-            "successActions",
-        );
-        let failure_actions = self.actions(
-            workflow,
-            step,
-            "onFailure",
-            "failureActions",
-            "failureActions",
-        );
         let after_outputs = if success_actions.is_empty() {
             next.to_string()
         } else {
