@@ -247,3 +247,28 @@ fn parse_source(text: &str) -> Result<(String, String), String> {
         _ => Err(format!("`{text}` is not `NAME=FILE`")),
     }
 }
+
+/// Starts exporting traces when `--otlp` or the `OTEL_*` variables say so,
+/// with `marks` kept for durable runs; a bad configuration is an error to
+/// print, which never shows a header's value.
+pub fn start_tracing(
+    flag: Option<&str>,
+    marks: Option<std::sync::Arc<dyn crate::run::otel::export::Marks>>,
+    warn: std::sync::Arc<dyn Fn(String) + Send + Sync>,
+) -> Result<(), String> {
+    let Some(config) =
+        crate::run::otel::export::Config::from_env(flag, &|var| std::env::var(var).ok())?
+    else {
+        return Ok(());
+    };
+    let exporter = crate::run::otel::export::Exporter::start(config, marks, warn)?;
+    crate::run::otel::install(exporter)?;
+    Ok(())
+}
+
+/// Sends the spans still queued before the process ends.
+pub async fn finish_tracing() {
+    if let Some(e) = crate::run::otel::exporter() {
+        e.flush().await;
+    }
+}

@@ -59,6 +59,8 @@ pub struct Printer {
     steps_taken: u64,
     /// Real time is worth showing beside the clock only when the clock is virtual.
     dry_run: bool,
+    /// The run's spans, when traces are exported.
+    spans: Option<crate::run::otel::Live>,
 }
 
 impl Printer {
@@ -69,7 +71,11 @@ impl Printer {
             last_flush: Instant::now(),
             since_flush: 0,
             line: Vec::new(),
-            lines: Default::default(),
+            lines: if crate::run::otel::exporter().is_some() {
+                crate::run::jsonl::Lines::with_ids()
+            } else {
+                Default::default()
+            },
             file: file.map(|(format, f)| (format, Offload::new(f))),
             started: Instant::now(),
             last_step: None,
@@ -80,10 +86,14 @@ impl Printer {
             run: String::new(),
             steps_taken: 0,
             dry_run,
+            spans: crate::run::otel::Live::new(),
         }
     }
 
     pub fn event(&mut self, event: &TraceEvent) {
+        if let Some(spans) = &mut self.spans {
+            spans.event(event);
+        }
         self.last_seq = event.seq;
         self.last_at_ms = event.at_ms;
         if self.run.is_empty() {

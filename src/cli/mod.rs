@@ -215,10 +215,19 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         }
     };
     match cli.command {
-        Command::Run(args) => match args.each.clone() {
-            Some(each) => runtime.block_on(crate::cli::batch::batch_command(&args, &each, color)),
-            None => runtime.block_on(run::run_command(args, color)),
-        },
+        Command::Run(args) => runtime.block_on(async {
+            let warn = std::sync::Arc::new(|line: String| eprintln!("warning: {line}"));
+            if let Err(e) = crate::cli::common::start_tracing(args.otlp.as_deref(), None, warn) {
+                eprintln!("error: {e}");
+                return EXIT_INVALID;
+            }
+            let code = match args.each.clone() {
+                Some(each) => crate::cli::batch::batch_command(&args, &each, color).await,
+                None => run::run_command(args, color).await,
+            };
+            crate::cli::common::finish_tracing().await;
+            code
+        }),
         Command::Check(args) => check::check_command(&args, color),
         Command::Sim(args) => runtime.block_on(sim::sim_command(args)),
         Command::Demo(args) => runtime.block_on(crate::cli::demo::demo_command(args, color)),

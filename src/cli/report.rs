@@ -108,6 +108,7 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             dry_run,
             fields,
             route,
+            ..
         } => {
             let mode = if *dry_run { " (dry run)" } else { "" };
             let mut out = format!(

@@ -80,6 +80,11 @@ pub struct RunArgs {
     /// With --each: at most this many requests a second, for the whole batch (`20` or `20/s`).
     #[arg(long, value_name = "N/s", value_parser = rate_arg, requires = "each")]
     pub rate: Option<f64>,
+    /// Export the run's trace (each row's, with --each) as OpenTelemetry spans to this
+    /// collector, over OTLP/HTTP: its base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` gives it
+    /// (`/v1/traces` is added). The `OTEL_*` variables configure the rest, and alone turn it on.
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
 }
 
 /// `20` or `20/s`: requests a second.

@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// URLs of `wait_for` steps point. Default: the address it listens on.
     #[arg(long, value_name = "URL", env = "HANDOFF_PUBLIC_URL", value_parser = public_url_arg)]
     pub public_url: Option<String>,
+    /// Export every run's trace as OpenTelemetry spans to this collector, over OTLP/HTTP: its
+    /// base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` gives it (`/v1/traces` is added). The `OTEL_*`
+    /// variables configure the rest, and alone turn it on.
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
 }
 
 /// An http(s) URL with no query, fragment or credentials: a base to add paths to.
@@ -154,6 +159,21 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
         }
     };
     show(&server.warnings);
+    // Before any run is taken up, so every run's spans are made.
+    let marks: Arc<dyn crate::run::otel::export::Marks> = Arc::new(
+        crate::serve::worker::StoreMarks(server.app.worker.runs.store.clone()),
+    );
+    let warn = {
+        let journal = journal.clone();
+        Arc::new(move |line: String| journal.warn(TARGET, &line))
+    };
+    if let Err(e) = crate::cli::common::start_tracing(args.otlp.as_deref(), Some(marks), warn) {
+        journal.error(TARGET, &e);
+        return EXIT_INVALID;
+    }
+    if let Some(e) = crate::run::otel::exporter() {
+        journal.info(TARGET, &format!("exporting traces to {}", e.config.shown()));
+    }
     if let KeySource::NewFile(file) = &server.app.worker.runs.key {
         journal.info(TARGET, &format!(
             "note: created the key that seals secrets in the store: `{}` (mode 0600); keep it with the store, or set HANDOFF_STORE_KEY",
@@ -220,6 +240,7 @@ pub async fn serve_command(args: ServeArgs, color: Colors) -> i32 {
         }
     };
     let result = server.run(stopping, args.grace).await;
+    crate::cli::common::finish_tracing().await;
     reloads.abort();
     if let Some(w) = watchdog {
         w.abort();

@@ -152,6 +152,9 @@ impl ItemCx<'_> {
                     fetching_token: false,
                     blocks: None,
                     ahead: None,
+                    // An item's events are numbered again when forwarded:
+                    // its requests' spans are not known yet, so none is named.
+                    trace: None,
                 };
                 step.kind.run(&mut cx).await
             };

@@ -240,6 +240,11 @@ impl Engine<'_> {
             rec.keep_events(state.last_seq);
         }
         rec.readers = self.traced;
+        let context = crate::run::otel::context(&self.run_id, state.traceparent.as_deref());
+        if crate::run::otel::exporter().is_some() {
+            // Spans are made from the events.
+            rec.readers = true;
+        }
         if self
             .durable
             .as_ref()
@@ -424,6 +429,7 @@ impl Engine<'_> {
                     tokens,
                     fetching_token: false,
                     blocks: Some(&items),
+                    trace: context.as_ref(),
                     ahead: self
                         .durable
                         .is_some()
@@ -664,6 +670,7 @@ impl Engine<'_> {
                 dry_run: self.dry_run,
                 fields: shown_fields,
                 route: self.transport.route(),
+                traceparent: state.traceparent.clone(),
             },
         );
     }

@@ -106,6 +106,11 @@ pub const TIMEOUT: Key = opt(
     Shape::Duration,
     "How long to wait for an answer, per attempt (default 30s).",
 );
+pub const TRACEPARENT: Key = opt(
+    "traceparent",
+    Shape::Bool,
+    "Send the step's W3C `traceparent` header when traces are exported or the run was started with one (default `true`).",
+);
 pub const RETRY: Key = opt(
     "retry",
     Shape::Retry,

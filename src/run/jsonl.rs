@@ -48,9 +48,28 @@ pub struct Lines {
     /// `,"time":"…","run":"…"` as written, and whether it is beyond ASCII.
     written: Vec<u8>,
     wide: bool,
+    /// When traces are exported: each line's `trace_id` and `span_id`, so a
+    /// trace file and the tracing backend can be joined.
+    ids: Option<
+        Box<(
+            crate::run::otel::ids::TraceIds,
+            crate::run::otel::ids::Tracker,
+        )>,
+    >,
 }
 
 impl Lines {
+    /// Lines that carry OpenTelemetry ids after `run`.
+    pub fn with_ids() -> Lines {
+        Lines {
+            ids: Some(Box::new((
+                crate::run::otel::ids::TraceIds::new("", None),
+                Default::default(),
+            ))),
+            ..Lines::default()
+        }
+    }
+
     /// [`write_event`], for the next event of a run.
     pub fn write(&mut self, event: &TraceEvent, out: &mut Vec<u8>) -> bool {
         let mut o = Object::open(out);
@@ -73,6 +92,29 @@ impl Lines {
         }
         o.out.extend_from_slice(&self.written);
         o.wide |= self.wide;
+        if let Some(ids) = &mut self.ids {
+            let (trace, tracker) = &mut **ids;
+            let parent = match &event.kind {
+                EventKind::FlowStarted { traceparent, .. } => Some(traceparent),
+                _ if trace.run() != &*event.run => Some(&None),
+                _ => None,
+            };
+            if let Some(parent) = parent {
+                let parent = parent
+                    .as_deref()
+                    .and_then(crate::run::otel::ids::Parent::parse);
+                *trace = crate::run::otel::ids::TraceIds::new(&event.run, parent);
+            }
+            let seq = tracker.follow(event);
+            o.str(
+                key!("trace_id"),
+                &crate::run::otel::ids::hex(&trace.trace_id),
+            );
+            o.str(
+                key!("span_id"),
+                &crate::run::otel::ids::hex(&trace.span(seq)),
+            );
+        }
         rest(event, o)
     }
 }
@@ -103,11 +145,13 @@ fn rest(event: &TraceEvent, mut o: Object<'_>) -> bool {
             dry_run,
             fields,
             route,
+            traceparent,
         } => {
             o.str(key!("flow"), flow);
             o.bool(key!("dry_run"), *dry_run);
             o.values(key!("fields"), fields);
             o.opt_str(key!("route"), route.as_deref());
+            o.opt_str(key!("traceparent"), traceparent.as_deref());
         }
         EventKind::StepStarted { kind } => o.str(key!("kind"), kind),
         EventKind::RequestSent {
@@ -539,12 +583,14 @@ mod tests {
                 dry_run: true,
                 fields: map.clone(),
                 route: Some(t()),
+                traceparent: Some(t()),
             },
             EventKind::FlowStarted {
                 flow: t(),
                 dry_run: false,
                 fields: IndexMap::new(),
                 route: None,
+                traceparent: None,
             },
             EventKind::StepStarted { kind: t().into() },
             EventKind::RequestSent {

@@ -3,7 +3,8 @@
 //! injected edges ([`clock::Clock`], [`transport::Transport`], and the
 //! [`mock`] transport for dry runs, and [`limits`] for a client many runs
 //! share), the [`retry`] policy, and the [`trace`]
-//! it writes, kept clean of secrets by [`redact`], and written as JSON by [`jsonl`];
+//! it writes, kept clean of secrets by [`redact`], and written as JSON by [`jsonl`], and as
+//! OpenTelemetry spans by [`otel`];
 //! [`bounded`] readers for the files and streams a run or a command reads.
 
 pub mod bounded;
@@ -14,6 +15,7 @@ pub mod inputs;
 pub mod jsonl;
 pub mod limits;
 pub mod mock;
+pub mod otel;
 pub mod record;
 pub mod redact;
 pub mod retry;

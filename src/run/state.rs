@@ -47,6 +47,10 @@ pub struct RunState {
     /// The last trace event's number, so a resumed run numbers on from it.
     #[serde(default)]
     pub last_seq: u64,
+    /// The W3C `traceparent` the run was started with: its trace joins the
+    /// caller's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// A `for_each` under way: which items finished, so a resumed run does
     /// not run them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -179,6 +179,8 @@ pub struct StepCx<'a, 'r> {
     /// idempotent goes out; absent in a run that is not durable, and in an
     /// item (whose block is checkpointed as a whole).
     pub ahead: Option<&'a dyn WriteAhead>,
+    /// The run's trace context, when its requests carry a `traceparent`.
+    pub trace: Option<&'a crate::run::otel::Context>,
 }
 
 /// Write-ahead for requests not safe to repeat: what the engine lends a

@@ -60,6 +60,9 @@ pub enum EventKind {
         /// The route requests take, when it is not direct: a proxy.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         route: Option<String>,
+        /// The caller's W3C trace context, when a `traceparent` started the run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     StepStarted {
         /// A step kind's name: handoff's own text, not copied for each step.
@@ -578,6 +581,7 @@ mod tests {
                 dry_run: false,
                 fields: IndexMap::new(),
                 route: Some("p".into()),
+                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             },
             EventKind::StepStarted {
                 kind: "timer".into(),

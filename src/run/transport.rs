@@ -259,7 +259,7 @@ pub fn install_crypto() {
 }
 
 /// Both clients' settings: who we are, and no redirect followed.
-fn builder() -> reqwest::ClientBuilder {
+pub fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(concat!("handoff/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())

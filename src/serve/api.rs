@@ -392,7 +392,7 @@ async fn start_run(
                         "a bulk start gives each run its `idempotency_key`, not an `Idempotency-Key` header",
                     );
                 }
-                return start_many(&app, &served, items).await;
+                return start_many(&app, &served, items, traceparent(&headers)).await;
             }
             Ok(StartBody { inputs, runs: None }) => {
                 inputs.unwrap_or(Value::Object(Default::default()))
@@ -411,7 +411,7 @@ async fn start_run(
         key,
         fingerprint: None,
     });
-    start(&app, &served, inputs, key).await
+    start(&app, &served, inputs, key, traceparent(&headers)).await
 }
 
 /// What makes two starts with one key the same start: their inputs. A
@@ -443,8 +443,10 @@ pub async fn create_run(
     served: &Served,
     inputs: Value,
     key: Option<IdempotencyKey>,
+    traceparent: Option<String>,
 ) -> Result<Started, Box<Response>> {
-    let (state, key) = prepare(app, served, inputs, key).map_err(Refusal::answer)?;
+    let (mut state, key) = prepare(app, served, inputs, key).map_err(Refusal::answer)?;
+    state.traceparent = traceparent;
     let flow = &served.flow;
     let now = SystemTime::now();
     let id = crate::run::trace::new_run_id(now);
@@ -505,7 +507,19 @@ fn conflict(
 /// Starts many runs of one flow in one call: every one checked first (any
 /// problem: `422` naming each, and none starts), then kept in one
 /// transaction (a conflicting key: `409`, and none starts), then started.
-async fn start_many(app: &App, served: &Served, items: Vec<BulkItem>) -> Response {
+/// A caller's W3C `traceparent`, when it is a valid one: the run's trace
+/// joins the caller's. An invalid one is ignored, as the specification asks.
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    crate::run::otel::ids::Parent::parse(value).map(|p| p.header())
+}
+
+async fn start_many(
+    app: &App,
+    served: &Served,
+    items: Vec<BulkItem>,
+    traceparent: Option<String>,
+) -> Response {
     if items.is_empty() || items.len() > MAX_BULK {
         return problem(
             422,
@@ -530,7 +544,10 @@ async fn start_many(app: &App, served: &Served, items: Vec<BulkItem>) -> Respons
         };
         let inputs = item.inputs.unwrap_or(Value::Object(Default::default()));
         match prepare(app, served, inputs, key) {
-            Ok(p) => prepared.push(p),
+            Ok((mut state, key)) => {
+                state.traceparent = traceparent.clone();
+                prepared.push((state, key));
+            }
             Err(refusal) if refusal.status == 503 => return *refusal.answer(),
             Err(refusal) => {
                 let said = if refusal.errors.is_empty() {
@@ -693,8 +710,14 @@ fn prepare(
 
 /// Creates a run from inputs and starts it, answering the caller: `201`
 /// with the new run, or `200` with the run its key started before.
-async fn start(app: &App, served: &Served, inputs: Value, key: Option<IdempotencyKey>) -> Response {
-    let id = match create_run(app, served, inputs, key).await {
+async fn start(
+    app: &App,
+    served: &Served,
+    inputs: Value,
+    key: Option<IdempotencyKey>,
+    traceparent: Option<String>,
+) -> Response {
+    let id = match create_run(app, served, inputs, key, traceparent).await {
         Ok(Started::New(id)) => id,
         Ok(Started::Existing(run)) => {
             let mut body = summary(&run);
@@ -905,7 +928,7 @@ async fn hook(
         fingerprint: None,
     });
     let inputs = Value::Object(inputs.into_iter().collect());
-    start(&app, &served, inputs, key).await
+    start(&app, &served, inputs, key, traceparent(&headers)).await
 }
 
 #[derive(Deserialize)]
@@ -1014,9 +1037,11 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response
         Ok(true) => {
             app.worker.changed.send_modify(|n| *n = n.wrapping_add(1));
             // As for every run that ends: one line in the worker's log.
+            app.worker.export_stored(&run.id).await;
             app.worker.say_run(
                 &run.id,
                 &run.flow,
+                &crate::store::durable::trace_id(&run),
                 format!(
                     "run {} ({}) canceled: canceled by the API",
                     run.id, run.flow

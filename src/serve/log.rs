@@ -123,7 +123,15 @@ impl Default for Log {
 impl Log {
     /// Writes one line, if the filter lets it through. `run`: the run and
     /// its flow it is about.
-    pub fn line(&self, level: Level, target: &str, message: &str, run: Option<(&str, &str)>) {
+    /// A line; a run's names it, its flow and its trace (`trace_id`, as
+    /// exported spans and JSONL traces carry it).
+    pub fn line(
+        &self,
+        level: Level,
+        target: &str,
+        message: &str,
+        run: Option<(&str, &str, &[u8; 16])>,
+    ) {
         if !self.filter.allows(target, level) {
             return;
         }
@@ -140,9 +148,10 @@ impl Log {
                     "target": target,
                     "message": message,
                 });
-                if let Some((id, flow)) = run {
+                if let Some((id, flow, trace)) = run {
                     object["run"] = id.into();
                     object["flow"] = flow.into();
+                    object["trace_id"] = crate::run::otel::ids::hex(trace).into();
                 }
                 format!("{object}\n")
             }

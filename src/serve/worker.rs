@@ -25,6 +25,7 @@ use crate::engine::{Durable, Engine};
 use crate::language::flow::Flow;
 use crate::run::clock::unix_ms;
 use crate::run::clock::{BoxFuture, SystemClock};
+use crate::run::otel::spans::Assembler;
 use crate::run::state::RunState;
 use crate::run::trace::{EventKind, RunStatus, TraceEvent};
 use crate::run::transport::Transport;
@@ -71,6 +72,9 @@ pub struct Worker {
     /// are places, so thousands of retries cannot crowd out new runs.
     running: Option<Arc<tokio::sync::Semaphore>>,
 }
+
+/// The longest a run's turn waits for its spans to be exported and marked.
+const EXPORT_WAIT: Duration = Duration::from_secs(2);
 
 /// The worker's lines' target, for `HANDOFF_LOG`.
 const WORKER: &str = "handoff::serve::worker";
@@ -126,11 +130,12 @@ impl Worker {
         }
     }
 
-    /// A line about one run, which JSON logs name it and its flow in.
-    pub fn say_run(&self, run: &str, flow: &str, line: String) {
+    /// A line about one run, which JSON logs name it, its flow and its
+    /// trace in.
+    pub fn say_run(&self, run: &str, flow: &str, trace: &[u8; 16], line: String) {
         if self.log {
             self.journal
-                .line(Level::Info, WORKER, &line, Some((run, flow)));
+                .line(Level::Info, WORKER, &line, Some((run, flow, trace)));
         }
     }
 
@@ -217,9 +222,26 @@ impl Worker {
             },
         };
         let _held = self.runs.hold(id);
+        let trace = crate::run::otel::ids::TraceIds::new(
+            id,
+            state
+                .traceparent
+                .as_deref()
+                .and_then(crate::run::otel::ids::Parent::parse),
+        )
+        .trace_id;
+        // Spans come from what is checkpointed; a stored run's from its
+        // stored events first, after those exported before.
+        let spans = match durable_entry {
+            DurableEntry::Fresh => crate::run::otel::assembler(id),
+            _ => self.spans_from_store(id).await,
+        };
         let checkpoints = Notifying {
             inner: self.runs.checkpoints(id),
             changed: &self.changed,
+            spans: spans.map(Mutex::new),
+            run: id,
+            canceled: AtomicBool::new(false),
         };
         let clock = SystemClock::quiet(created);
         let (resumed, woken) = match durable_entry {
@@ -253,6 +275,12 @@ impl Worker {
         };
         let result = engine.run(state, &mut observe).await;
         if result.paused {
+            // The spans so far are marked exported before another worker
+            // may take the run and make them again (bounded: a collector
+            // that does not answer does not hold the run).
+            if let Some(e) = crate::run::otel::exporter() {
+                let _ = tokio::time::timeout(EXPORT_WAIT, e.flush()).await;
+            }
             // Waiting as a row, or stopped for a shutdown: any worker may take it.
             let _ = self.runs.store.release(id, self.runs.owner()).await;
             if self.stopping() {
@@ -261,6 +289,10 @@ impl Worker {
                 ));
             }
             return;
+        }
+        if checkpoints.canceled.load(Ordering::Relaxed) {
+            // The store ended the trace in the cancel: its spans from there.
+            self.export_stored(id).await;
         }
         let o = &result.outcome;
         let status = match o.status {
@@ -273,8 +305,35 @@ impl Worker {
         self.say_run(
             id,
             &flow.name,
+            &trace,
             format!("run {id} ({}) {status}: {}", flow.name, o.reason),
         );
+    }
+
+    /// A stored run's spans: its stored events made into spans again, and
+    /// those not exported before sent; what is still open is kept for the
+    /// events to come. `None` when traces are not exported.
+    async fn spans_from_store(&self, id: &str) -> Option<Assembler> {
+        let mut assembler = crate::run::otel::assembler(id)?;
+        let run = self.runs.store.load(id).await.ok().flatten()?;
+        let events = self.runs.store.events(id).await.ok()?;
+        assembler.quiet_through(run.exported_seq);
+        let mut ended = Vec::new();
+        for text in events {
+            if let Ok(event) = serde_json::from_str::<TraceEvent>(&text) {
+                assembler.feed(&event, &mut ended);
+            }
+        }
+        if let Some(e) = crate::run::otel::exporter() {
+            e.send(id, ended, true);
+        }
+        Some(assembler)
+    }
+
+    /// Exports what a stored run's trace holds beyond its mark: after a
+    /// cancel ended it in the store.
+    pub async fn export_stored(&self, id: &str) {
+        let _ = self.spans_from_store(id).await;
     }
 
     /// Takes a stored run for this process: loads it, claims it, and says
@@ -439,17 +498,52 @@ enum DurableEntry {
     Resumed(String),
 }
 
-/// Checkpoints that tell trace followers something changed.
+/// Where the exporter marks how far each run's spans went: the store, so
+/// the next process to take a run begins after the mark.
+pub struct StoreMarks(pub Arc<dyn crate::store::Store>);
+
+impl crate::run::otel::export::Marks for StoreMarks {
+    fn exported(&self, marks: Vec<(String, u64)>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.0.mark_exported(&marks).await;
+        })
+    }
+}
+
+/// Checkpoints that tell trace followers something changed, and make the
+/// spans of what was kept.
 struct Notifying<'a> {
     inner: crate::store::durable::RunCheckpoints<'a>,
     changed: &'a watch::Sender<u64>,
+    /// The run's spans, when traces are exported.
+    spans: Option<Mutex<Assembler>>,
+    run: &'a str,
+    /// A checkpoint found the run canceled.
+    canceled: AtomicBool,
 }
 
 impl Checkpoints for Notifying<'_> {
     fn save<'a>(&'a self, progress: Progress<'a>) -> BoxFuture<'a, Result<Saved, String>> {
         Box::pin(async move {
+            // Only what the store kept becomes spans: a span is never made
+            // of events a process lost, so none is made twice.
+            let events = self.spans.as_ref().map(|_| progress.events.clone());
             let saved = self.inner.save(progress).await;
             self.changed.send_modify(|n| *n = n.wrapping_add(1));
+            if saved == Ok(Saved::Canceled) {
+                self.canceled.store(true, Ordering::Relaxed);
+            }
+            if let (Ok(Saved::Saved), Some(spans), Some(events)) = (&saved, &self.spans, events)
+                && let Some(exporter) = crate::run::otel::exporter()
+            {
+                let mut ended = Vec::new();
+                if let Ok(mut assembler) = spans.lock() {
+                    for event in &events {
+                        assembler.feed(event, &mut ended);
+                    }
+                }
+                exporter.send(self.run, ended, true);
+            }
             saved
         })
     }

@@ -178,6 +178,11 @@ async fn observe(
         &shared.config.token,
     );
     let control = path.starts_with("/_sim/");
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(64).collect::<String>());
     // The bearer check happens here, once, for every NWC path but the token endpoint.
     let auth = if control || path == "/authentication/v1/token" || path == "/openapi.json" {
         None
@@ -208,6 +213,7 @@ async fn observe(
         auth: auth.map_or("-", routes::Auth::label),
         fault: fault.as_ref().map(crate::sim::faults::Fault::label),
         micros: started.elapsed().as_micros() as u64,
+        traceparent,
     };
     if shared.config.print_requests && !control {
         print_entry(&entry);
@@ -235,6 +241,11 @@ fn print_entry(e: &Entry) {
         .as_deref()
         .map(|f| format!(" · {f}"))
         .unwrap_or_default();
+    let traced = e
+        .traceparent
+        .as_deref()
+        .map(|t| format!(" · traceparent {t}"))
+        .unwrap_or_default();
     let auth = if e.auth == "-" {
         String::new()
     } else {
@@ -243,7 +254,7 @@ fn print_entry(e: &Entry) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "{:>5} {} {} → {}{auth}{fault} · {:.1}ms",
+        "{:>5} {} {} → {}{auth}{fault} · {:.1}ms{traced}",
         e.seq,
         e.method,
         e.path,

@@ -25,6 +25,9 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
     pub micros: u64,
+    /// The W3C `traceparent` the request carried: which span sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Default)]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::language::analyzer::{Analyzer, list};
 use crate::language::diagnostic::{Diagnostic, did_you_mean};
 use crate::language::fields::FieldType;
-use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
+use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, TRACEPARENT, names, opt, req};
 use crate::language::openapi::schema::{Problem, coerce, types_of};
 use crate::language::openapi::sources::{ApiSource, Credential};
 use crate::language::openapi::{Api, In, Loc, Operation, Scheme};
@@ -55,6 +55,7 @@ pub const KEYS: &[Key] = &[
     HEADERS,
     TIMEOUT,
     RETRY,
+    TRACEPARENT,
     opt(
         "accept",
         Shape::Accept,
@@ -304,6 +305,7 @@ impl Call {
             None => Sending {
                 timeout: send::DEFAULT_TIMEOUT,
                 retry: crate::run::retry::parse(cx, None)?,
+                traceparent: true,
             },
         };
         match &accept {

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::language::analyzer::Analyzer;
 use crate::language::fields::FieldType;
-use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
+use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, TRACEPARENT, names, opt, req};
 use crate::language::raw::Node;
 use crate::language::template::Template;
 use crate::run::http::request::{self, HeaderSource};
@@ -88,6 +88,7 @@ pub const KEYS: &[Key] = &[
     ),
     TIMEOUT,
     RETRY,
+    TRACEPARENT,
 ];
 
 /// The default budget for all pages' bytes together.

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::language::analyzer::Analyzer;
 use crate::language::fields::FieldType;
-use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
+use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, TRACEPARENT, names, opt, req};
 use crate::language::raw::{Node, NodeValue};
 use crate::language::template::Template;
 use crate::run::http::request::{self, HeaderSource, JsonTemplate};
@@ -50,6 +50,7 @@ pub const KEYS: &[Key] = &[
     opt("body", Shape::Template, "A raw text body."),
     TIMEOUT,
     RETRY,
+    TRACEPARENT,
     opt(
         "accept",
         Shape::Accept,

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::language::analyzer::Analyzer;
 use crate::language::fields::FieldType;
-use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, names, opt, req};
+use crate::language::keys::{HEADERS, Key, RETRY, Shape, TIMEOUT, TRACEPARENT, names, opt, req};
 use crate::language::raw::Node;
 use crate::language::template::Template;
 use crate::run::http::request::{self, HeaderSource};
@@ -63,6 +63,7 @@ pub const KEYS: &[Key] = &[
     HEADERS,
     TIMEOUT,
     RETRY,
+    TRACEPARENT,
 ];
 
 #[derive(Debug)]

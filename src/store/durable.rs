@@ -636,3 +636,17 @@ impl Checkpoints for RunCheckpoints<'_> {
         })
     }
 }
+
+/// The trace a stored run's spans belong to: the caller's, when a
+/// `traceparent` started it, else its own (see [`crate::run::otel::ids`]).
+pub fn trace_id(run: &StoredRun) -> [u8; 16] {
+    let parent = serde_json::from_str::<serde_json::Value>(&run.state)
+        .ok()
+        .and_then(|state| {
+            state
+                .get("traceparent")
+                .and_then(|t| t.as_str())
+                .and_then(crate::run::otel::ids::Parent::parse)
+        });
+    crate::run::otel::ids::TraceIds::new(&run.id, parent).trace_id
+}

@@ -162,6 +162,8 @@ pub struct StoredRun {
     pub outcome: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The seq of the last event whose OpenTelemetry spans were exported.
+    pub exported_seq: u64,
     pub lease: Option<Lease>,
 }
 
@@ -277,6 +279,13 @@ pub trait Store: Send + Sync {
         lease: &'a Lease,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Whether the store answers, for `/healthz`.
+    /// Notes, for each run, the seq of the last event whose spans the
+    /// collector took; a mark never moves back.
+    fn mark_exported<'a>(
+        &'a self,
+        marks: &'a [(String, u64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }

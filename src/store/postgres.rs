@@ -54,6 +54,11 @@ impl Dialect for Postgres {
             "signals",
             include_str!("../../migrations/postgres/0004_signals.sql"),
         ),
+        (
+            5,
+            "exported",
+            include_str!("../../migrations/postgres/0005_exported.sql"),
+        ),
     ];
 
     fn rows_affected(result: &PgQueryResult) -> u64 {

@@ -603,6 +603,31 @@ where
         })
     }
 
+    fn mark_exported<'a>(
+        &'a self,
+        marks: &'a [(String, u64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(failed("mark exported spans"))?;
+            for (id, seq) in marks {
+                let seq = i64::try_from(*seq).unwrap_or(i64::MAX);
+                sqlx::query(
+                    "UPDATE runs SET exported_seq = $1 WHERE id = $2 AND exported_seq < $1",
+                )
+                .bind(seq)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("mark exported spans"))?;
+            }
+            tx.commit().await.map_err(failed("mark exported spans"))
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             sqlx::query("SELECT 1")
@@ -647,6 +672,7 @@ where
         outcome: row.try_get("outcome").map_err(get)?,
         created_ms: row.try_get("created_ms").map_err(get)?,
         updated_ms: row.try_get("updated_ms").map_err(get)?,
+        exported_seq: row.try_get::<i64, _>("exported_seq").map_err(get)?.max(0) as u64,
         lease: match (
             row.try_get::<Option<String>, _>("owner").map_err(get)?,
             row.try_get::<Option<i64>, _>("lease_until_ms")

@@ -57,6 +57,11 @@ impl Dialect for Sqlite {
             "signals",
             include_str!("../../migrations/sqlite/0006_signals.sql"),
         ),
+        (
+            7,
+            "exported",
+            include_str!("../../migrations/sqlite/0007_exported.sql"),
+        ),
     ];
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {

@@ -763,6 +763,7 @@ fn stored_values_of_any_shape_are_read_without_panic() {
             outcome: Some(pick(next()).clone()),
             created_ms: time(next()),
             updated_ms: time(next()),
+            exported_seq: next(),
             lease: Some(Lease {
                 owner: id.clone(),
                 until_ms: time(next()),

@@ -24,6 +24,7 @@ mod graph;
 mod interrupt;
 mod layers;
 mod openapi;
+mod otel;
 mod page;
 mod plan;
 mod postgres;

@@ -316,6 +316,24 @@ async fn contract(store: &dyn Store) {
     leases_fence_writers(store).await;
     cancels_lists_and_counts(store).await;
     progress_between_items(store).await;
+    marks_exported_spans(store).await;
+}
+
+/// How far a run's spans were exported: a mark that only moves forward,
+/// several runs' in one call, and a run not stored is no error.
+async fn marks_exported_spans(store: &dyn Store) {
+    assert_eq!(store.load("p").await.unwrap().unwrap().exported_seq, 0);
+    let marks = [("p".to_string(), 7), ("missing".to_string(), 3)];
+    store.mark_exported(&marks).await.unwrap();
+    assert_eq!(store.load("p").await.unwrap().unwrap().exported_seq, 7);
+    store.mark_exported(&[("p".to_string(), 5)]).await.unwrap();
+    assert_eq!(
+        store.load("p").await.unwrap().unwrap().exported_seq,
+        7,
+        "never back"
+    );
+    store.mark_exported(&[("p".to_string(), 9)]).await.unwrap();
+    assert_eq!(store.load("p").await.unwrap().unwrap().exported_seq, 9);
 }
 
 #[test]

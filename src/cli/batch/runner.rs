@@ -101,7 +101,13 @@ impl Batch<'_> {
         let now = SystemTime::now();
         let run_id = crate::run::trace::new_run_id(now);
         let number = row.number;
-        let mut observer = |e: &TraceEvent| events(number, e);
+        let mut spans = crate::run::otel::Live::new();
+        let mut observer = |e: &TraceEvent| {
+            events(number, e);
+            if let Some(s) = &mut spans {
+                s.event(e);
+            }
+        };
         let system = SystemClock::quiet(now);
         let virtual_clock = Arc::new(VirtualClock::new(now));
         let mock;
@@ -281,7 +287,13 @@ impl Batch<'_> {
         let Route::Real(transport) = &self.route else {
             return ended(run_id, "a dry run is not durable".into());
         };
-        let mut observer = |e: &TraceEvent| events(number, e);
+        let mut spans = crate::run::otel::Live::new();
+        let mut observer = |e: &TraceEvent| {
+            events(number, e);
+            if let Some(s) = &mut spans {
+                s.event(e);
+            }
+        };
         let engine = Engine {
             run_id: run_id.clone(),
             flow,

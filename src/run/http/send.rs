@@ -140,9 +140,11 @@ impl OutgoingBody {
 pub struct Sending {
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Whether requests carry the run's W3C `traceparent` (when it has one).
+    pub traceparent: bool,
 }
 
-pub const SENDING_KEYS: [&str; 2] = ["timeout", "retry"];
+pub const SENDING_KEYS: [&str; 3] = ["timeout", "retry", "traceparent"];
 
 pub fn parse_sending(cx: &mut Analyzer, body: &Body) -> Option<Sending> {
     let timeout = match body.get("timeout") {
@@ -150,9 +152,14 @@ pub fn parse_sending(cx: &mut Analyzer, body: &Body) -> Option<Sending> {
         None => Some(DEFAULT_TIMEOUT),
     };
     let retry = crate::run::retry::parse(cx, body.get("retry"));
+    let traceparent = match body.get("traceparent") {
+        Some(n) => cx.boolean(n),
+        None => Some(true),
+    };
     Some(Sending {
         timeout: timeout?,
         retry: retry?,
+        traceparent: traceparent?,
     })
 }
 
@@ -215,7 +222,14 @@ impl StepCx<'_, '_> {
             Some(b) => (Some(b.wire), None),
             None => (None, None),
         };
-        let request = HttpRequest {
+        // The run's trace context goes out unless the flow sets its own.
+        let context = self.trace.filter(|_| {
+            sending.traceparent
+                && !wire
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case("traceparent"))
+        });
+        let mut request = HttpRequest {
             step: self.step.id.to_string(),
             method: method.to_string(),
             url: url.wire.clone(),
@@ -237,6 +251,12 @@ impl StepCx<'_, '_> {
                     body: shown_body.clone(),
                     attempt: (attempt > 1).then_some(attempt),
                 });
+            }
+            if let Some(c) = context {
+                // This attempt's span: the one its `request_sent` opens.
+                let value = c.traceparent(self.rec.seq());
+                request.headers.retain(|(n, _)| n != "traceparent");
+                request.headers.push(("traceparent".to_string(), value));
             }
             // Write-ahead: a request that is not idempotent is on record
             // before it can land, so a restart cannot lose it from the trace.
