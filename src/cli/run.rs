@@ -145,6 +145,7 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
             return EXIT_INVALID;
         }
     };
+    let recorded_run = mock.as_ref().and_then(|m| m.run.clone());
     let dry_run = args.dry_run || args.mock.is_some();
     if dry_run && args.durable {
         eprintln!("error: `--durable` keeps real runs; a dry run has nothing to resume");
@@ -186,7 +187,9 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
         quiet: args.quiet,
     };
     let mut printer = Printer::new(look, file, dry_run);
-    let run_id = crate::run::trace::new_run_id(SystemTime::now());
+    // A replay runs under the recorded run's id: the same trace and span ids.
+    let run_id = recorded_run.unwrap_or_else(|| crate::run::trace::new_run_id(SystemTime::now()));
+    let run_label = run_id.clone();
     let runs = if args.durable {
         match crate::cli::runs::open_store(&args.store.target()).await {
             Ok(runs) => Some(runs),
@@ -248,6 +251,7 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
                     &[&secrets_given, &r.state],
                 );
                 let text = recording.mock_text(
+                    &run_label,
                     &flow.name,
                     &redactor,
                     &crate::run::inputs::recorded_inputs(&flow, &secrets_given),

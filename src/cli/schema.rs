@@ -150,6 +150,9 @@ fn doc(section: &str, key: &str) -> Option<&'static str> {
             "Scripted responses: each for a `step`, or for a `request` (a method and a path)."
         }
         ("mock", "description") => "What the mock plays.",
+        ("mock", "run") => {
+            "The id of the run a recording was made from: a replay runs under it, so its trace and span ids are the recorded run's."
+        }
         ("mock", "inputs") => {
             "What a recorded run was given that is not secret: a replay's inputs unless `--input` gives others; `--set` changes one."
         }
@@ -508,7 +511,7 @@ fn headers() -> Value {
 fn mock() -> Value {
     object(
         "mock",
-        &["responses", "signals", "inputs", "description"],
+        &["responses", "signals", "inputs", "run", "description"],
         &[],
         &|k| match k {
             "responses" => json!({ "type": "array", "items": r("response") }),

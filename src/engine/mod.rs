@@ -241,10 +241,9 @@ impl Engine<'_> {
         }
         rec.readers = self.traced;
         let context = crate::run::otel::context(&self.run_id, state.traceparent.as_deref());
-        if crate::run::otel::exporter().is_some() {
-            // Spans are made from the events.
-            rec.readers = true;
-        }
+        // Spans are made from the events, when the run's are exported.
+        rec.spans =
+            crate::run::otel::exporter().is_some() && context.as_ref().is_some_and(|c| c.sampled);
         if self
             .durable
             .as_ref()

@@ -27,6 +27,9 @@ pub struct Mock {
     /// The inputs a recording kept (never a secret): a replay's, unless
     /// `--set` or `--input` gives its own.
     pub inputs: Option<(Arc<Source>, Node)>,
+    /// The id of the run a recording was made from: a replay runs under it,
+    /// so its OpenTelemetry ids are the recorded run's.
+    pub run: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +115,7 @@ impl Mock {
                 entries,
                 signals: Vec::new(),
                 inputs: None,
+                run: None,
             })
         } else {
             Err(problems)
@@ -213,6 +217,7 @@ impl Mock {
         let mut responses = None;
         let mut signals = None;
         let mut inputs = None;
+        let mut run = None;
         let mut problems = Vec::new();
         for (k, v) in entries {
             match k.as_str() {
@@ -224,13 +229,20 @@ impl Mock {
                         .at(source, v.span),
                 ),
                 Some("description") => {}
+                Some("run") => match v.as_str() {
+                    Some(id) if !id.trim().is_empty() => run = Some(id.to_string()),
+                    _ => problems.push(
+                        Diagnostic::error("`run` is the id of the run a recording was made from")
+                            .at(source, v.span),
+                    ),
+                },
                 Some(other) => problems.push(
                     Diagnostic::error(format!("unknown key `{other}` in a mock file"))
                         .at(source, k.span)
                         .help(
-                            did_you_mean(other, ["responses", "signals", "inputs", "description"])
+                            did_you_mean(other, ["responses", "signals", "inputs", "run", "description"])
                                 .unwrap_or_else(|| {
-                                    "a mock file has `responses`, and optionally `signals`, `inputs` and `description`"
+                                    "a mock file has `responses`, and optionally `signals`, `inputs`, `run` and `description`"
                                         .into()
                                 }),
                         ),
@@ -267,6 +279,7 @@ impl Mock {
             Ok(Mock {
                 signals,
                 inputs,
+                run,
                 ..mock
             })
         } else {

@@ -57,12 +57,13 @@ impl<'a> Recording<'a> {
     /// them unless told otherwise), then every answer.
     pub fn mock_text(
         &self,
+        run: &str,
         flow: &str,
         redactor: &Redactor,
         inputs: &IndexMap<String, Value>,
     ) -> String {
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        mock_text(&kept, flow, redactor, inputs)
+        mock_text(&kept, run, flow, redactor, inputs)
     }
 }
 
@@ -161,11 +162,13 @@ pub fn from_events(
         kept.push(failed(r, ""));
     }
     // Already redacted when the trace was written.
-    mock_text(&kept, flow, &Redactor::default(), inputs)
+    let run = events.first().map_or("", |e| &*e.run);
+    mock_text(&kept, run, flow, &Redactor::default(), inputs)
 }
 
 fn mock_text(
     kept: &[Recorded],
+    run: &str,
     flow: &str,
     redactor: &Redactor,
     inputs: &IndexMap<String, Value>,
@@ -197,6 +200,10 @@ fn mock_text(
         "description".into(),
         json!(format!("answers recorded from a real run of `{flow}`")),
     );
+    if !run.is_empty() {
+        // A replay takes the run's id, and so its trace and span ids.
+        mock.insert("run".into(), json!(run));
+    }
     if !inputs.is_empty() {
         let mut given = serde_json::Map::new();
         for (name, value) in inputs {

@@ -342,7 +342,9 @@ impl StepCx<'_, '_> {
         } else if self.state.secret.contains(field) {
             self.rec.redactor.add_received(&value);
         }
-        if !self.rec.listening() {
+        if !self.rec.values() {
+            // Spans show no field: numbered as if written, for the same ids.
+            self.rec.skip();
             self.state.set(field, value);
             return Ok(());
         }

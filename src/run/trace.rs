@@ -433,6 +433,9 @@ pub struct Recorder<'a> {
     pub last_decision: Option<(String, String)>,
     /// Whether anyone outside reads the events (see [`Recorder::listening`]).
     pub readers: bool,
+    /// Whether spans are made of the events: they need the events, not
+    /// the values in them (see [`Recorder::values`]).
+    pub spans: bool,
     clock: &'a dyn Clock,
     observer: &'a mut (dyn FnMut(&TraceEvent) + Send),
     /// The last `time` written, by its millisecond: events within one
@@ -457,6 +460,7 @@ impl<'a> Recorder<'a> {
             last_now: None,
             last_step: None,
             readers: true,
+            spans: false,
             last_decision: None,
             clock,
             observer,
@@ -529,10 +533,22 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// Counts an event not made: the events after it keep their numbers.
+    pub fn skip(&mut self) {
+        self.seq += 1;
+    }
+
     /// Whether the events go anywhere: to a reader, or into checkpoints.
     /// When not, [`Recorder::emit`] only counts them, and steps need not
     /// build what an event would show.
     pub fn listening(&self) -> bool {
+        self.readers || self.kept.is_some() || self.spans
+    }
+
+    /// Whether the events need the values a run handles (bodies, response
+    /// headers, fields): only spans read them, and spans show none, a step
+    /// need not copy and redact them.
+    pub fn values(&self) -> bool {
         self.readers || self.kept.is_some()
     }
 

@@ -97,7 +97,7 @@ impl Decision {
     pub async fn run(&self, cx: &mut StepCx<'_, '_>) -> Result<Next, StepError> {
         let mut values = IndexMap::new();
         // The values are for the trace; the last decision is kept regardless.
-        let shown = if cx.rec.listening() {
+        let shown = if cx.rec.values() {
             &self.branches[..]
         } else {
             &[]

@@ -1,7 +1,7 @@
 //! OpenTelemetry export from the real binary to a loopback collector that
 //! decodes the OTLP protobuf (`opentelemetry-proto`): the span tree of each
 //! run, ids derived from the run id (computed here from their definition),
-//! W3C `traceparent` in (a start's parent) and out (what the simulator
+//! W3C `traceparent` in (a hook's sender becomes the run's parent) and out (what the simulator
 //! received names the request's span), and one trace with no duplicate span
 //! across a SIGKILL. The canary scan covers every byte the collector got.
 
@@ -187,13 +187,15 @@ fn serve_exports_a_span_tree_per_run_and_carries_traceparent_both_ways() {
     );
     assert_eq!(code, 201, "{body}");
     let run = body["id"].as_str().unwrap().to_string();
-    // A run started by a caller inside a trace of its own.
+    // A run started by a hook whose sender is inside a trace of its own.
     let (other, _) = sim.instance(json!({ "delay": "0s", "after_polls": 0 }));
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let body = serde_json::to_vec(&json!({ "inputs": { "instance_id": other } })).unwrap();
+    let body =
+        serde_json::to_vec(&json!({ "eventId": "e-1", "instanceId": other, "passed": true }))
+            .unwrap();
     let (code, _, answer) = served.call(
         "POST",
-        "/v1/flows/complete-nwc-task/runs",
+        "/v1/hooks/complete-nwc-task",
         &[
             ("traceparent", parent),
             ("Content-Type", "application/json"),
@@ -314,7 +316,7 @@ fn serve_exports_a_span_tree_per_run_and_carries_traceparent_both_ways() {
         assert_eq!(r["traceparent"], want.as_str());
     }
 
-    // The second run joined the caller's trace, under the caller's span.
+    // The hook's run joined the sender's trace, under the sender's span.
     let events_b = events(&served, &child);
     let tree = check_tree(
         &spans,
@@ -550,4 +552,87 @@ fn a_bad_otel_configuration_is_refused_without_showing_secrets() {
         assert!(stderr.contains(said), "{stderr}");
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
+}
+
+/// A recording keeps its run's id, and a replay runs under it: the replay's
+/// spans have the recorded run's trace and span ids, event for event.
+#[test]
+fn a_replay_of_a_recording_has_the_recorded_runs_ids() {
+    let sim = Sim::new();
+    let otlp = collector();
+    let dir = scratch("otel-replay");
+    let recording = dir.join("run.mock.yaml");
+    let (instance, _) = sim.instance(json!({ "delay": "0s", "after_polls": 1 }));
+    let env = [
+        ("NWC_BASE_URL", sim.base.as_str()),
+        ("NWC_TOKEN", TOKEN),
+        ("OTEL_SERVICE_NAME", "handoff-test"),
+    ];
+    let ids = |out: &std::process::Output| -> Vec<(String, String, String)> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|l| {
+                let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+                (s("event"), s("trace_id"), s("span_id"))
+            })
+            .collect()
+    };
+    let real = handoff(
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--set",
+            &format!("instance_id={instance}"),
+            "--set",
+            "poll_interval=0s",
+            "--record",
+            recording.to_str().unwrap(),
+            "--trace",
+            "jsonl",
+            "--otlp",
+            &otlp.base,
+        ],
+        &env,
+    );
+    let real = ids(&real);
+    let replay = handoff(
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--mock",
+            recording.to_str().unwrap(),
+            "--trace",
+            "jsonl",
+            "--otlp",
+            &otlp.base,
+        ],
+        &env,
+    );
+    let replay = ids(&replay);
+    assert!(
+        real.iter().any(|(e, _, _)| e == "timer_started"),
+        "{real:?}"
+    );
+    assert_eq!(replay, real);
+    // The collector got each span twice, once a run, alike in ids.
+    let (spans, bytes) = received(&otlp);
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for s in &spans {
+        *count.entry(hex(&s.span_id)).or_default() += 1;
+    }
+    assert!(count.values().all(|n| *n == 2), "{count:?}");
+    assert_clean(
+        TOKEN,
+        &[
+            ("exported spans", &String::from_utf8_lossy(&bytes)),
+            ("recording", &std::fs::read_to_string(&recording).unwrap()),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

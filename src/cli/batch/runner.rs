@@ -146,7 +146,7 @@ impl Batch<'_> {
         };
         let result = engine.run(row.state, &mut observer).await;
         if let (Some(recording), Some(dir), Some(given)) = (&recording, self.record, &given) {
-            self.write_recording(recording, dir, number, given, &result);
+            self.write_recording(recording, dir, number, &run_id, given, &result);
         }
         Finished {
             row: number,
@@ -164,6 +164,7 @@ impl Batch<'_> {
         recording: &crate::run::record::Recording<'_>,
         dir: &std::path::Path,
         number: usize,
+        run_id: &str,
         given: &RunState,
         result: &crate::engine::RunResult,
     ) {
@@ -178,6 +179,7 @@ impl Batch<'_> {
         if let Err(e) = std::fs::write(
             &path,
             recording.mock_text(
+                run_id,
                 &self.flow.name,
                 &redactor,
                 &crate::run::inputs::recorded_inputs(self.flow, given),

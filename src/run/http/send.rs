@@ -218,7 +218,9 @@ impl StepCx<'_, '_> {
         }
         let tracing = self.rec.listening();
         let (body, shown_body) = match body {
-            Some(b) if tracing => (Some(b.wire), Some(crate::run::trace::bounded(&b.shown))),
+            Some(b) if self.rec.values() => {
+                (Some(b.wire), Some(crate::run::trace::bounded(&b.shown)))
+            }
             Some(b) => (Some(b.wire), None),
             None => (None, None),
         };
@@ -247,7 +249,11 @@ impl StepCx<'_, '_> {
                 self.emit(EventKind::RequestSent {
                     method: method.to_string(),
                     url: request.shown_url.clone(),
-                    headers: shown.clone(),
+                    headers: if self.rec.values() {
+                        shown.clone()
+                    } else {
+                        IndexMap::new()
+                    },
                     body: shown_body.clone(),
                     attempt: (attempt > 1).then_some(attempt),
                 });
@@ -391,7 +397,7 @@ impl StepCx<'_, '_> {
                     .add_received(&Value::String(response.text().trim().to_string()));
             }
             (!response.body.is_empty()).then(|| Value::String(MASK.to_string()))
-        } else if self.rec.listening() {
+        } else if self.rec.values() {
             body_for_trace(response, &self.rec.redactor)
         } else {
             None
@@ -401,7 +407,11 @@ impl StepCx<'_, '_> {
         }
         self.emit(EventKind::ResponseReceived {
             status: response.status,
-            headers: shown_headers(&response.headers),
+            headers: if self.rec.values() {
+                shown_headers(&response.headers)
+            } else {
+                IndexMap::new()
+            },
             body,
             duration_ms,
         });

@@ -90,11 +90,37 @@ impl Live {
         })
     }
 
+    /// Follows an event. Ended spans are sent together, a run's at a time:
+    /// when it ends, before it waits, or every [`LIVE_BATCH`] spans, so a
+    /// batch of short runs wakes the sender once a run, not once a span.
     pub fn event(&mut self, event: &crate::run::trace::TraceEvent) {
+        use crate::run::trace::EventKind;
         self.assembler.feed(event, &mut self.ended);
-        if !self.ended.is_empty() {
+        let now = self.ended.len() >= LIVE_BATCH
+            || matches!(
+                event.kind,
+                EventKind::FlowFinished(_)
+                    | EventKind::TimerStarted { .. }
+                    | EventKind::WaitStarted { .. }
+                    | EventKind::RetryScheduled { .. }
+            );
+        if now && !self.ended.is_empty() {
             self.exporter
                 .send(&event.run, std::mem::take(&mut self.ended), false);
+        }
+    }
+}
+
+/// The most ended spans a live run holds before it sends them.
+pub const LIVE_BATCH: usize = 64;
+
+impl Drop for Live {
+    /// A run cut short (Ctrl-C) still sends what ended.
+    fn drop(&mut self) {
+        if !self.ended.is_empty() {
+            let run = self.assembler.ids().run().to_string();
+            self.exporter
+                .send(&run, std::mem::take(&mut self.ended), false);
         }
     }
 }

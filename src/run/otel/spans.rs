@@ -1,7 +1,7 @@
 //! A run's trace events made into OpenTelemetry spans: one for the run, one
 //! per step (and per `for_each` item), one per HTTP request, with the
-//! semantic conventions' attributes. Retries, timers, decisions, fields set
-//! and log lines become span events.
+//! semantic conventions' attributes. Retries, timers, decisions, waits,
+//! signals and log lines become span events.
 //!
 //! Spans are made from the events alone, which are already redacted: what a
 //! span says is what the trace says, and no more. A span is handed out once
@@ -85,8 +85,10 @@ pub struct Assembler {
     /// Spans that end at or before this seq were handed out already (by
     /// this process or an earlier one): they are made again, not handed out.
     quiet_through: u64,
-    /// The last event's time, for an event with none.
+    /// The last event's time, and its text: events of one millisecond
+    /// share it, and it is read once.
     last_ns: u64,
+    last_time: Option<std::sync::Arc<str>>,
     sampler: Sampler,
     /// Decided at the run's first event, when its parent is known.
     sampled: bool,
@@ -102,6 +104,7 @@ impl Assembler {
             open: Vec::new(),
             quiet_through: 0,
             last_ns: 0,
+            last_time: None,
             sampler,
             sampled: false,
         }
@@ -122,8 +125,15 @@ impl Assembler {
 
     /// Follows one event; spans it ends go to `out`.
     pub fn feed(&mut self, event: &TraceEvent, out: &mut Vec<Ended>) {
-        let ns = time_ns(&event.time).unwrap_or(self.last_ns);
-        self.last_ns = ns;
+        let same = self
+            .last_time
+            .as_ref()
+            .is_some_and(|t| std::sync::Arc::ptr_eq(t, &event.time) || **t == *event.time);
+        if !same {
+            self.last_ns = time_ns(&event.time).unwrap_or(self.last_ns);
+            self.last_time = Some(event.time.clone());
+        }
+        let ns = self.last_ns;
         let seq = self.tracker.follow(event);
         if self.run.is_none() {
             let parent = match &event.kind {
@@ -241,9 +251,8 @@ impl Assembler {
                     self.hand_out(span, event.seq, opened, out);
                 }
             }
-            EventKind::FieldSet { field, .. } => {
-                self.event_on_innermost("field.set", ns, vec![kv("handoff.field", field.as_str())]);
-            }
+            // Not a span event: a run that writes no trace does not make them.
+            EventKind::FieldSet { .. } => {}
             EventKind::DecisionTaken {
                 branch,
                 condition,
@@ -502,8 +511,61 @@ fn time_ns(time: &str) -> Option<u64> {
     u64::try_from(t.as_nanosecond()).ok()
 }
 
-/// A URL's host and explicit port.
+/// A URL's host and explicit port, read from its authority without a full
+/// parse (the URL was built and checked before it was sent).
 fn server_of(url: &str) -> Option<(String, Option<u16>)> {
-    let parsed = reqwest::Url::parse(url).ok()?;
-    Some((parsed.host_str()?.to_string(), parsed.port()))
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match hostport.strip_prefix('[') {
+        // An IPv6 literal: `[::1]:8080`.
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse().ok()?),
+        None => None,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_urls_server_is_its_host_and_explicit_port() {
+        let cases = [
+            (
+                "http://127.0.0.1:8085/workflows/v2/tasks?x=1",
+                Some(("127.0.0.1", Some(8085))),
+            ),
+            (
+                "https://US.nintex.io/workflows",
+                Some(("us.nintex.io", None)),
+            ),
+            (
+                "https://user:***@api.example.com:8443",
+                Some(("api.example.com", Some(8443))),
+            ),
+            ("http://[::1]:9000/x", Some(("::1", Some(9000)))),
+            ("http://[::1]/x", Some(("::1", None))),
+            ("https://host?q=a:b", Some(("host", None))),
+            ("not a url", None),
+            ("http:///path", None),
+        ];
+        for (url, want) in cases {
+            let got = server_of(url);
+            assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), *p)), want, "{url}");
+        }
+    }
 }
