@@ -431,13 +431,20 @@ impl Assembler {
         }
     }
 
-    /// The id of the innermost open step or item, else the run's.
+    /// The id of the innermost open step or item, else the run's: read
+    /// from the open spans, not hashed again.
     fn innermost_id(&self) -> [u8; 8] {
-        self.open
+        let id = self
+            .open
             .iter()
             .rev()
             .find(|(_, s)| s.kind != SpanKind::Client as i32)
-            .map_or_else(|| self.ids.span(0), |(seq, _)| self.ids.span(*seq))
+            .map(|(_, s)| &s.span_id)
+            .or(self.run.as_ref().map(|r| &r.span_id));
+        match id.and_then(|id| <[u8; 8]>::try_from(id.as_slice()).ok()) {
+            Some(id) => id,
+            None => self.ids.span(0),
+        }
     }
 
     fn take_request(&mut self) -> Option<(u64, Span)> {
