@@ -11,10 +11,10 @@ been completed exactly once.
     cargo build --profile dist && scripts/bench-otel.py [N]      # N defaults to 2000
 """
 import http.client
+import importlib.util
 import http.server
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -25,7 +25,6 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
 FLOW = os.path.join(ROOT, "flows", "complete-nwc-task.yaml")
-TOKEN = "bench-token-0123456789"
 TRIES = 5
 
 
@@ -46,37 +45,12 @@ class Collector(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def start_sim():
-    proc = subprocess.Popen([BIN, "--color", "never", "sim", "--port", "0", "--quiet",
-                             "--token", TOKEN, "--task-delay", "0s"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        found = re.search(r"listening on http://([\d.]+):(\d+)", line)
-        if found:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, found.group(1), int(found.group(2))
-    raise SystemExit("the simulator did not start")
-
-
-def call(conn, method, path, body=None):
-    conn.request(method, path, body=json.dumps(body) if body is not None else None)
-    r = conn.getresponse()
-    return json.loads(r.read() or b"null")
-
-
-def instances(conn, n):
-    out = []
-    while len(out) < n:
-        made = call(conn, "POST", "/_sim/instances", {"count": min(1000, n - len(out)), "delay": "0s"})
-        out += [(i["id"], i["taskId"]) for i in made["instances"]]
-    return out
-
-
-def check(conn, made):
-    tasks = {t["id"]: t for t in call(conn, "GET", "/_sim/state")["tasks"]}
-    bad = [t for _, t in made if tasks[t]["completions"] != 1]
-    if bad:
-        raise SystemExit(f"{len(bad)} tasks were not completed exactly once")
+# The simulator, its instances and the exactly-once check: bench-batch.py's.
+_spec = importlib.util.spec_from_file_location(
+    "bench_batch", os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench-batch.py"))
+_batch = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_batch)
+start_sim, instances, check = _batch.start_sim, _batch.instances, _batch.check
 
 
 def main():
@@ -85,7 +59,7 @@ def main():
     collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
     threading.Thread(target=collector.serve_forever, daemon=True).start()
     otlp = f"http://127.0.0.1:{collector.server_address[1]}"
-    env = {**os.environ, "NWC_BASE_URL": f"http://{host}:{port}", "NWC_TOKEN": TOKEN}
+    env = {**os.environ, "NWC_BASE_URL": f"http://{host}:{port}", "NWC_TOKEN": _batch.TOKEN}
     for var in list(env):
         if var.startswith("OTEL_"):
             del env[var]
