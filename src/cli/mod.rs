@@ -1,6 +1,6 @@
 //! The command line: one file per command (`run`, `check`, `sim`, `demo`,
-//! `resume` and `runs`, `serve`, `graph`, `diff`, `test`, `plan`; `run --each`
-//! in `batch`), what they share in [`common`], the live [`console`] and the
+//! `resume` and `runs`, `serve`, `graph`, `diff`, `test`, `plan`, `lsp`;
+//! `run --each` in `batch`), what they share in [`common`], the live [`console`] and the
 //! trace [`report`]s they print.
 //!
 //! [`main`] takes the arguments and returns the exit code, so `main.rs` stays
@@ -14,6 +14,7 @@ pub mod console;
 pub mod demo;
 pub mod diff;
 pub mod graph;
+pub mod lsp;
 mod offload;
 pub mod plan;
 pub mod report;
@@ -129,6 +130,12 @@ Then, as the first line of a flow, a mock or a test file (VS Code's YAML extensi
     #[command(after_help = "Example:
   handoff man > ~/.local/share/man/man1/handoff.1 && man handoff")]
     Man,
+    /// The language server: `check`'s diagnostics, completion, hover, go to definition,
+    /// references, rename, the steps as an outline and quick fixes, over LSP on stdio.
+    #[command(
+        after_help = "Editors start it themselves: see docs/editors.md for Neovim, Helix, VS Code and Zed."
+    )]
+    Lsp,
     /// Run the reference flow against an in-process simulator, over real HTTP.
     #[command(after_help = "Example:
   handoff demo --task-delay 5s --poll-interval 2s")]
@@ -159,6 +166,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
             clap_complete::generate(*shell, &mut command, "handoff", &mut std::io::stdout());
             return EXIT_OK;
         }
+        Command::Lsp => return crate::cli::lsp::lsp_command(),
         Command::Man => {
             let command = <Cli as clap::CommandFactory>::command();
             return match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
@@ -232,7 +240,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         Command::Sim(args) => runtime.block_on(sim::sim_command(args)),
         Command::Demo(args) => runtime.block_on(crate::cli::demo::demo_command(args, color)),
         // Answered above, before a runtime is started.
-        Command::Completions { .. } | Command::Man => EXIT_OK,
+        Command::Completions { .. } | Command::Man | Command::Lsp => EXIT_OK,
         Command::Resume(args) => runtime.block_on(crate::cli::runs::resume_command(args, color)),
         Command::Runs(args) => runtime.block_on(crate::cli::runs::runs_command(args, color)),
         Command::Signal(args) => runtime.block_on(crate::cli::signal::signal_command(args, color)),

@@ -23,6 +23,7 @@ mod flows;
 mod graph;
 mod interrupt;
 mod layers;
+mod lsp;
 mod openapi;
 mod otel;
 mod page;
