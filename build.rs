@@ -6,14 +6,17 @@
 //!   start their own cluster) and no `HANDOFF_TEST_PG_URL` and
 //!   `HANDOFF_TEST_PG_DIR` naming one.
 //! - `handoff_no_chromium`: no `/usr/bin/chromium` and `/usr/bin/chromedriver`.
+//! - `handoff_no_nvim`: no `/usr/bin/nvim` (the language server's test in a
+//!   real editor).
 //!
-//! CI installs both, and the tests there refuse to be ignored.
+//! CI installs them all, and the tests there refuse to be ignored.
 
 use std::path::Path;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(handoff_no_postgres)");
     println!("cargo::rustc-check-cfg=cfg(handoff_no_chromium)");
+    println!("cargo::rustc-check-cfg=cfg(handoff_no_nvim)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=HANDOFF_TEST_PG_URL");
     println!("cargo::rerun-if-env-changed=HANDOFF_TEST_PG_DIR");
@@ -36,5 +39,8 @@ fn main() {
         Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists();
     if !chromium {
         println!("cargo::rustc-cfg=handoff_no_chromium");
+    }
+    if !Path::new("/usr/bin/nvim").exists() {
+        println!("cargo::rustc-cfg=handoff_no_nvim");
     }
 }

@@ -303,5 +303,9 @@ fn ci_runs_every_test() {
             !cfg!(handoff_no_chromium),
             "CI has no Chromium: .ci/run installs it"
         );
+        assert!(
+            !cfg!(handoff_no_nvim),
+            "CI has no Neovim: .ci/run installs it"
+        );
     }
 }

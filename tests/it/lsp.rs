@@ -402,3 +402,90 @@ fn an_editing_session_over_stdio() {
     let all: String = c.seen.iter().map(|m| m.to_string() + "\n").collect();
     assert_clean(SECRET, &[("everything the server sent", &all)]);
 }
+
+/// End to end in a real editor: headless Neovim (Debian's, 0.7) with its
+/// built-in LSP client starts `handoff lsp`, opens a flow with a mistake,
+/// and writes down what it got: the diagnostics it holds for the buffer,
+/// and the completion inside a template.
+#[test]
+#[cfg_attr(handoff_no_nvim, ignore = "needs Neovim: apt-get install neovim")]
+fn neovim_shows_the_diagnostics_and_completes_fields() {
+    let dir = crate::common::scratch("lsp-nvim");
+    let file = dir.join("demo.yaml");
+    let text = flow();
+    std::fs::write(&file, &text).unwrap();
+    let at = position(&text, "{{ token }}", 3);
+    let out = dir.join("seen.json");
+    let script = dir.join("drive.lua");
+    std::fs::write(
+        &script,
+        r#"
+local env = function(name) return vim.fn.getenv(name) end
+local client = vim.lsp.start_client({ name = 'handoff', cmd = { env('HANDOFF_BIN'), 'lsp' }, root_dir = env('HANDOFF_DIR') })
+vim.lsp.buf_attach_client(0, client)
+local got = vim.wait(20000, function() return #vim.diagnostic.get(0) > 0 end, 20)
+local diagnostics = {}
+for _, d in ipairs(vim.diagnostic.get(0)) do
+  table.insert(diagnostics, { line = d.lnum, col = d.col, severity = d.severity, message = d.message })
+end
+local params = {
+  textDocument = vim.lsp.util.make_text_document_params(),
+  position = { line = tonumber(env('HANDOFF_LINE')), character = tonumber(env('HANDOFF_COL')) },
+}
+local answers = vim.lsp.buf_request_sync(0, 'textDocument/completion', params, 20000) or {}
+local labels = {}
+for _, answer in pairs(answers) do
+  for _, item in ipairs(answer.result or {}) do table.insert(labels, item.label) end
+end
+vim.fn.writefile({ vim.fn.json_encode({ waited = got, diagnostics = diagnostics, completion = labels }) }, env('HANDOFF_OUT'))
+vim.cmd('qa!')
+"#,
+    )
+    .unwrap();
+    let status = Command::new("nvim")
+        .args(["--headless", "--clean", "-n"])
+        .arg(&file)
+        .arg("-c")
+        .arg(format!("luafile {}", script.display()))
+        .env("HANDOFF_BIN", env!("CARGO_BIN_EXE_handoff"))
+        .env("HANDOFF_DIR", &dir)
+        .env("HANDOFF_OUT", &out)
+        .env("HANDOFF_LINE", at["line"].to_string())
+        .env("HANDOFF_COL", at["character"].to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let seen_text = std::fs::read_to_string(&out).expect("Neovim wrote what it saw");
+    let seen: Value = serde_json::from_str(&seen_text).unwrap();
+    assert_eq!(seen["waited"], true, "{seen}");
+    let error = seen["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["severity"] == 1)
+        .unwrap_or_else(|| panic!("{seen}"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown step kind `htp`"),
+        "{error}"
+    );
+    let htp = position(&text, "htp:", 0);
+    assert_eq!(
+        (error["line"].clone(), error["col"].clone()),
+        (htp["line"].clone(), htp["character"].clone())
+    );
+    let labels: Vec<&str> = seen["completion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["token", "tries", "note"], "{seen}");
+    assert_clean(SECRET, &[("what Neovim got", &seen_text)]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
