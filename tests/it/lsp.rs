@@ -489,3 +489,82 @@ vim.cmd('qa!')
     assert_clean(SECRET, &[("what Neovim got", &seen_text)]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A mock file is checked against the flow beside it (the editor's text of
+/// the flow when it is open), completes the flow's step ids after `step:`,
+/// and a step renamed in the flow is renamed in its mock too.
+#[test]
+fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
+    let dir = crate::common::scratch("lsp-mock");
+    let flow_path = dir.join("demo.yaml");
+    let mock_path = dir.join("demo.mock.yaml");
+    let flow_text = flow().replacen("htp:", "http:", 1);
+    std::fs::write(&flow_path, &flow_text).unwrap();
+    let mock_text = "responses:\n  - step: cal\n    replies: [{ status: 200 }]\n";
+    std::fs::write(&mock_path, mock_text).unwrap();
+    let flow_uri = format!("file://{}", flow_path.display());
+    let mock_uri = format!("file://{}", mock_path.display());
+    let mut c = Client::start();
+    c.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": mock_uri, "languageId": "yaml", "version": 1, "text": mock_text } }),
+    );
+    let found = c.diagnostics(1);
+    let error = found
+        .iter()
+        .find(|d| d["severity"] == 1)
+        .unwrap_or_else(|| panic!("{found:?}"));
+    assert!(
+        error["message"].as_str().unwrap().contains("`cal`"),
+        "{error}"
+    );
+    assert_eq!(
+        error["range"]["start"],
+        position(mock_text, "cal\n", 0),
+        "{error}"
+    );
+    // Fixed by the editor: clean.
+    let at = position(mock_text, "cal\n", 0);
+    c.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": mock_uri, "version": 2 }, "contentChanges": [{ "range": { "start": at, "end": { "line": at["line"], "character": at["character"].as_u64().unwrap() + 3 } }, "text": "call" }] }),
+    );
+    let found = c.diagnostics(2);
+    assert!(found.is_empty(), "{found:?}");
+    let items = c.request(
+        "textDocument/completion",
+        json!({ "textDocument": { "uri": mock_uri }, "position": position(mock_text, "cal\n", 0) }),
+    );
+    let labels: Vec<&str> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["count", "call", "check"]);
+
+    // Rename `call` in the flow: the flow's edits and the mock's.
+    c.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": flow_uri, "languageId": "yaml", "version": 1, "text": flow_text } }),
+    );
+    let renamed = c.request(
+        "textDocument/rename",
+        json!({ "textDocument": { "uri": flow_uri }, "position": position(&flow_text, "call\n", 1), "newName": "ask" }),
+    );
+    let in_mock = renamed["changes"][mock_uri.as_str()].as_array().unwrap();
+    assert_eq!(in_mock.len(), 1, "{renamed}");
+    assert_eq!(
+        in_mock[0]["range"]["start"],
+        position("responses:\n  - step: call\n", "call", 0)
+    );
+    assert_eq!(
+        renamed["changes"][flow_uri.as_str()]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{renamed}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

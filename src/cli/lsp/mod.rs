@@ -7,6 +7,8 @@
 //! `check`'s, computed 25 ms after the last edit of a document (an edit
 //! that comes sooner supersedes them); the other features read the flow's
 //! YAML as written ([`outline`]), so they work while it has mistakes. A
+//! mock file is checked against the flow beside it, and a rename in a flow
+//! reaches its mock. A
 //! request that fails, or panics, gets an error answer; the server goes on.
 //! No field's value is ever shown: hovers say a field's type, whether it
 //! is secret, an input or from the environment, never a default or value.
@@ -171,9 +173,22 @@ impl Server {
         for uri in ready {
             self.due.remove(&uri);
             if let Some(doc) = self.documents.get(&uri) {
-                let found = diagnostics(&uri, doc);
+                let found = match flow_of_mock(&uri) {
+                    Some(flow_uri) => {
+                        mock_diagnostics(&uri, doc, self.text_of(&flow_uri).as_deref())
+                    }
+                    None => diagnostics(&uri, doc),
+                };
                 publish(connection, &uri, Some(doc.version), found);
             }
+        }
+    }
+
+    /// A document's text: the editor's when it is open, else the file's.
+    fn text_of(&self, uri: &str) -> Option<String> {
+        match self.documents.get(uri) {
+            Some(d) => Some(d.text.clone()),
+            None => std::fs::read_to_string(uri.strip_prefix("file://")?).ok(),
         }
     }
 
@@ -189,6 +204,17 @@ impl Server {
                 .ok_or_else(|| "the position is not in the document".to_string())
         };
         let outline = || Outline::read(&doc.text);
+        // In a mock, names are the flow's: its step ids after `step:`.
+        if let Some(flow_uri) = flow_of_mock(uri) {
+            let flow = Outline::read(&self.text_of(&flow_uri).unwrap_or_default());
+            return Ok(match request.method.as_str() {
+                "textDocument/completion" => mock_completion(doc, &flow, offset()?),
+                "textDocument/documentSymbol" | "textDocument/codeAction" => {
+                    Value::Array(Vec::new())
+                }
+                _ => Value::Null,
+            });
+        }
         Ok(match request.method.as_str() {
             "textDocument/hover" => hover(doc, &outline(), offset()?),
             "textDocument/completion" => completion(doc, &outline(), offset()?),
@@ -212,7 +238,25 @@ impl Server {
                 }
             }
             "textDocument/rename" => {
-                rename(uri, doc, &outline(), offset()?, p["newName"].as_str())?
+                let mock_uri = mock_of_flow(uri);
+                let mock = mock_uri
+                    .as_deref()
+                    .and_then(|m| self.text_of(m))
+                    .map(|t| Document {
+                        text: t,
+                        version: 0,
+                    });
+                let mut edit = rename(uri, doc, &outline(), offset()?, p["newName"].as_str())?;
+                if let (Some(m), Some(mock)) = (&mock_uri, &mock)
+                    && let Some(target) = outline().at(offset()?)
+                {
+                    let edits =
+                        mock_renames(mock, &target, p["newName"].as_str().unwrap_or_default());
+                    if !edits.is_empty() {
+                        edit["changes"][m.as_str()] = Value::Array(edits);
+                    }
+                }
+                edit
             }
             "textDocument/documentSymbol" => symbols(doc, &outline()),
             "textDocument/codeAction" => code_actions(uri, doc, p),
@@ -229,6 +273,107 @@ fn publish(connection: &Connection, uri: &str, version: Option<i64>, diagnostics
     let _ = connection
         .sender
         .send(Notification::new("textDocument/publishDiagnostics".into(), params).into());
+}
+
+/// The flow a mock file plays for: `X.mock.yaml` beside `X.yaml`.
+fn flow_of_mock(uri: &str) -> Option<String> {
+    uri.strip_suffix(".mock.yaml").map(|s| format!("{s}.yaml"))
+}
+
+/// A flow's mock file, by the same rule.
+fn mock_of_flow(uri: &str) -> Option<String> {
+    if uri.ends_with(".mock.yaml") || uri.ends_with(".test.yaml") {
+        return None;
+    }
+    uri.strip_suffix(".yaml").map(|s| format!("{s}.mock.yaml"))
+}
+
+/// A mock's diagnostics, checked against its flow as `check` checks it.
+fn mock_diagnostics(uri: &str, doc: &Document, flow: Option<&str>) -> Vec<Value> {
+    let name = uri.rsplit('/').next().unwrap_or(uri);
+    let flow_name = name.replace(".mock.yaml", ".yaml");
+    let whole = |message: String| {
+        vec![
+            json!({ "range": doc.range(0, 0), "severity": 1, "source": "handoff", "message": message }),
+        ]
+    };
+    let Some(flow_text) = flow else {
+        return whole(format!("there is no flow `{flow_name}` next to this mock"));
+    };
+    let flow = match crate::language::analyze::analyze(&Source::new(
+        flow_name.clone(),
+        flow_text.to_string(),
+    )) {
+        Ok(checked) => checked.flow,
+        Err(_) => {
+            return whole(format!(
+                "its flow `{flow_name}` does not load: `handoff check {flow_name}` shows why"
+            ));
+        }
+    };
+    let source = Source::new(name, doc.text.clone());
+    match crate::run::mock::Mock::load(&source, &flow) {
+        Ok(_) => Vec::new(),
+        Err(found) => found
+            .iter()
+            // Only what is about this file; a note in the flow is not.
+            .filter(|d| d.source.as_ref().is_none_or(|s| s.name == name))
+            .map(|d| lsp_diagnostic(uri, doc, d))
+            .collect(),
+    }
+}
+
+/// In a mock: the flow's step ids after `step:`.
+fn mock_completion(doc: &Document, flow: &Outline, offset: usize) -> Value {
+    let before = &doc.text[..offset.min(doc.text.len())];
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    if !line
+        .trim_start()
+        .trim_start_matches("- ")
+        .starts_with("step:")
+    {
+        return Value::Array(Vec::new());
+    }
+    Value::Array(
+        flow.steps
+            .iter()
+            .map(|s| json!({ "label": s.id, "kind": 18, "detail": s.kind.clone().unwrap_or_default() }))
+            .collect(),
+    )
+}
+
+/// Where a mock names a step (`step: X`) or an input field (`inputs: { X: … }`).
+fn mock_renames(mock: &Document, target: &Use, new: &str) -> Vec<Value> {
+    let source = Source::new("mock", mock.text.clone());
+    let Ok(root) = crate::language::raw::parse(&source) else {
+        return Vec::new();
+    };
+    let mut spans = Vec::new();
+    for (key, value) in root.as_map().unwrap_or_default() {
+        match (key.as_str(), target) {
+            (Some("responses"), Use::Step(id)) => {
+                for entry in value.as_seq().unwrap_or_default() {
+                    for (k, v) in entry.as_map().unwrap_or_default() {
+                        if k.as_str() == Some("step") && v.as_str() == Some(id.as_str()) {
+                            spans.push(v.span);
+                        }
+                    }
+                }
+            }
+            (Some("inputs"), Use::Field(name)) => {
+                for (k, _) in value.as_map().unwrap_or_default() {
+                    if k.as_str() == Some(name.as_str()) {
+                        spans.push(k.span);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    spans
+        .into_iter()
+        .map(|s| json!({ "range": mock.range(s.offset, s.end()), "newText": new }))
+        .collect()
 }
 
 /// `check`'s diagnostics of a document, as LSP's.
