@@ -160,12 +160,12 @@ impl Assembler {
             }
             EventKind::RunResumed { why, unsettled, .. } => {
                 // Whatever the stopped process had open ends here, cut short.
-                while let Some((opened, mut span)) = self.open.pop() {
+                while let Some((_, mut span)) = self.open.pop() {
                     span.end_time_unix_nano = ns.max(span.start_time_unix_nano);
                     span.status = Some(error(
                         "cut short: the process running it stopped; the run went on from its last checkpoint",
                     ));
-                    self.hand_out(span, event.seq, opened, out);
+                    self.hand_out(span, event.seq, out);
                 }
                 let mut attributes = vec![kv("handoff.why", why.as_str())];
                 if let Some(u) = unsettled {
@@ -237,7 +237,7 @@ impl Assembler {
                 duration_ms,
                 ..
             } => {
-                if let Some((opened, mut span)) = self.take_request() {
+                if let Some((_, mut span)) = self.take_request() {
                     span.end_time_unix_nano = span.start_time_unix_nano + duration_ms * 1_000_000;
                     span.attributes
                         .push(kv("http.response.status_code", *status));
@@ -248,7 +248,7 @@ impl Assembler {
                             code: StatusCode::Error as i32,
                         });
                     }
-                    self.hand_out(span, event.seq, opened, out);
+                    self.hand_out(span, event.seq, out);
                 }
             }
             // Not a span event: a run that writes no trace does not make them.
@@ -337,10 +337,10 @@ impl Assembler {
             }
             EventKind::StepFinished { next } => {
                 self.end_request(event.seq, ns, None, out);
-                if let Some((opened, mut span)) = self.open.pop() {
+                if let Some((_, mut span)) = self.open.pop() {
                     span.attributes.push(kv("handoff.next", next.as_str()));
                     span.end_time_unix_nano = ns;
-                    self.hand_out(span, event.seq, opened, out);
+                    self.hand_out(span, event.seq, out);
                 }
             }
             EventKind::StepFailed {
@@ -351,7 +351,7 @@ impl Assembler {
                 ..
             } => {
                 self.end_request(event.seq, ns, Some(message), out);
-                if let Some((opened, mut span)) = self.open.pop() {
+                if let Some((_, mut span)) = self.open.pop() {
                     span.end_time_unix_nano = ns;
                     span.attributes.push(kv("error.type", error_kind.as_str()));
                     if let Some(s) = status {
@@ -361,7 +361,7 @@ impl Assembler {
                         span.attributes.push(kv("handoff.handled_by", h.as_str()));
                     }
                     span.status = Some(error(message));
-                    self.hand_out(span, event.seq, opened, out);
+                    self.hand_out(span, event.seq, out);
                 }
             }
             EventKind::ItemFinished {
@@ -370,21 +370,21 @@ impl Assembler {
                 ..
             } => {
                 self.end_request(event.seq, ns, None, out);
-                if let Some((opened, mut span)) = self.open.pop() {
+                if let Some((_, mut span)) = self.open.pop() {
                     span.end_time_unix_nano = ns;
                     span.attributes
                         .push(kv("handoff.item.status", status.as_str()));
                     if let Some(m) = message {
                         span.status = Some(error(m));
                     }
-                    self.hand_out(span, event.seq, opened, out);
+                    self.hand_out(span, event.seq, out);
                 }
             }
             EventKind::FlowFinished(outcome) => {
-                while let Some((opened, mut span)) = self.open.pop() {
+                while let Some((_, mut span)) = self.open.pop() {
                     span.end_time_unix_nano = ns.max(span.start_time_unix_nano);
                     span.status = Some(error("the run ended while it was open"));
-                    self.hand_out(span, event.seq, opened, out);
+                    self.hand_out(span, event.seq, out);
                 }
                 if let Some(mut run) = self.run.take() {
                     run.end_time_unix_nano = ns.max(run.start_time_unix_nano);
@@ -409,7 +409,7 @@ impl Assembler {
                     } else {
                         error(&outcome.reason)
                     });
-                    self.hand_out(run, event.seq, 0, out);
+                    self.hand_out(run, event.seq, out);
                     // A run that ends has no more spans; the next event would be a new run.
                     self.run = Some(Span::default());
                 }
@@ -456,12 +456,12 @@ impl Assembler {
 
     /// Ends a request still open without an answer.
     fn end_request(&mut self, seq: u64, ns: u64, why: Option<&str>, out: &mut Vec<Ended>) {
-        if let Some((opened, mut span)) = self.take_request() {
+        if let Some((_, mut span)) = self.take_request() {
             span.end_time_unix_nano = ns.max(span.start_time_unix_nano);
             let why = why.unwrap_or("no answer came back");
             span.attributes.push(kv("error.type", "no_answer"));
             span.status = Some(error(why));
-            self.hand_out(span, seq, opened, out);
+            self.hand_out(span, seq, out);
         }
     }
 
@@ -498,7 +498,7 @@ impl Assembler {
         }
     }
 
-    fn hand_out(&self, span: Span, closed_at: u64, _opened: u64, out: &mut Vec<Ended>) {
+    fn hand_out(&self, span: Span, closed_at: u64, out: &mut Vec<Ended>) {
         if self.sampled && closed_at > self.quiet_through {
             out.push(Ended { span, closed_at });
         }
