@@ -502,6 +502,10 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
     std::fs::write(&flow_path, &flow_text).unwrap();
     let mock_text = "responses:\n  - step: cal\n    replies: [{ status: 200 }]\n";
     std::fs::write(&mock_path, mock_text).unwrap();
+    let test_path = dir.join("demo.test.yaml");
+    let test_text = "cases:\n  - name: one\n    set: { tries: 1 }\n    expect: { status: succeeded, ended_at: call, fields: { tries: 2 } }\n";
+    std::fs::write(&test_path, test_text).unwrap();
+    let test_uri = format!("file://{}", test_path.display());
     let flow_uri = format!("file://{}", flow_path.display());
     let mock_uri = format!("file://{}", mock_path.display());
     let mut c = Client::start();
@@ -543,7 +547,37 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
         .collect();
     assert_eq!(labels, ["count", "call", "check"]);
 
-    // Rename `call` in the flow: the flow's edits and the mock's.
+    // In the test file: fields in `set:`, steps after `ended_at:`.
+    c.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": test_uri, "languageId": "yaml", "version": 1, "text": test_text } }),
+    );
+    let labels = |items: Value| -> Vec<String> {
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["label"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let fields = c.request(
+        "textDocument/completion",
+        json!({ "textDocument": { "uri": test_uri }, "position": position(test_text, "{ tries: 1", 2) }),
+    );
+    assert_eq!(labels(fields), ["token", "tries", "note"]);
+    let steps = c.request(
+        "textDocument/completion",
+        json!({ "textDocument": { "uri": test_uri }, "position": position(test_text, "ended_at: call", 10) }),
+    );
+    assert_eq!(labels(steps), ["count", "call", "check"]);
+    // Not a key of those mappings: nothing offered.
+    let value = c.request(
+        "textDocument/completion",
+        json!({ "textDocument": { "uri": test_uri }, "position": position(test_text, "tries: 1", 7) }),
+    );
+    assert!(labels(value).is_empty());
+
+    // Rename `call` in the flow: the flow's edits, the mock's and the test file's.
     c.notify(
         "textDocument/didOpen",
         json!({ "textDocument": { "uri": flow_uri, "languageId": "yaml", "version": 1, "text": flow_text } }),

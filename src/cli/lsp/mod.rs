@@ -205,10 +205,10 @@ impl Server {
         };
         let outline = || Outline::read(&doc.text);
         // In a mock, names are the flow's: its step ids after `step:`.
-        if let Some(flow_uri) = flow_of_mock(uri) {
+        if let Some(flow_uri) = flow_of_mock(uri).or_else(|| flow_of_test(uri)) {
             let flow = Outline::read(&self.text_of(&flow_uri).unwrap_or_default());
             return Ok(match request.method.as_str() {
-                "textDocument/completion" => mock_completion(doc, &flow, offset()?),
+                "textDocument/completion" => companion_completion(doc, &flow, offset()?),
                 "textDocument/documentSymbol" | "textDocument/codeAction" => {
                     Value::Array(Vec::new())
                 }
@@ -239,21 +239,21 @@ impl Server {
             }
             "textDocument/rename" => {
                 let mock_uri = mock_of_flow(uri);
-                let mock = mock_uri
+                let test_uri = mock_uri
                     .as_deref()
-                    .and_then(|m| self.text_of(m))
-                    .map(|t| Document {
-                        text: t,
-                        version: 0,
-                    });
+                    .and_then(|m| m.strip_suffix(".mock.yaml"))
+                    .map(|s| format!("{s}.test.yaml"));
                 let mut edit = rename(uri, doc, &outline(), offset()?, p["newName"].as_str())?;
-                if let (Some(m), Some(mock)) = (&mock_uri, &mock)
-                    && let Some(target) = outline().at(offset()?)
-                {
-                    let edits =
-                        mock_renames(mock, &target, p["newName"].as_str().unwrap_or_default());
+                let target = outline().at(offset()?);
+                for companion in [&mock_uri, &test_uri].into_iter().flatten() {
+                    let (Some(text), Some(target)) = (self.text_of(companion), &target) else {
+                        continue;
+                    };
+                    let other = Document { text, version: 0 };
+                    let new = p["newName"].as_str().unwrap_or_default();
+                    let edits = companion_renames(&other, target, new);
                     if !edits.is_empty() {
-                        edit["changes"][m.as_str()] = Value::Array(edits);
+                        edit["changes"][companion.as_str()] = Value::Array(edits);
                     }
                 }
                 edit
@@ -278,6 +278,11 @@ fn publish(connection: &Connection, uri: &str, version: Option<i64>, diagnostics
 /// The flow a mock file plays for: `X.mock.yaml` beside `X.yaml`.
 fn flow_of_mock(uri: &str) -> Option<String> {
     uri.strip_suffix(".mock.yaml").map(|s| format!("{s}.yaml"))
+}
+
+/// The flow a test file tests, by its name: `X.test.yaml` beside `X.yaml`.
+fn flow_of_test(uri: &str) -> Option<String> {
+    uri.strip_suffix(".test.yaml").map(|s| format!("{s}.yaml"))
 }
 
 /// A flow's mock file, by the same rule.
@@ -323,56 +328,95 @@ fn mock_diagnostics(uri: &str, doc: &Document, flow: Option<&str>) -> Vec<Value>
     }
 }
 
-/// In a mock: the flow's step ids after `step:`.
-fn mock_completion(doc: &Document, flow: &Outline, offset: usize) -> Value {
+/// In a mock or a test file: the flow's step ids as the value of `step:`
+/// and `ended_at:`, its fields as keys of a `set:`, `fields:` or `inputs:`
+/// mapping written on one line (`set: { tr`).
+fn companion_completion(doc: &Document, flow: &Outline, offset: usize) -> Value {
     let before = &doc.text[..offset.min(doc.text.len())];
     let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
-    if !line
-        .trim_start()
-        .trim_start_matches("- ")
-        .starts_with("step:")
-    {
+    // What is being typed: a value (`key: va`) or a key (`{ ke`), after the
+    // last `{` or `,` of the line.
+    let cut = line.rfind(['{', ',']).map_or(0, |i| i + 1);
+    let tail = &line[cut..];
+    let word_before = |text: &str| -> String {
+        text.trim_end()
+            .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (is_value, key) = match tail.rfind(':') {
+        Some(colon) => (true, word_before(&tail[..colon])),
+        // A key of a mapping: the mapping's own key, before its `: {`.
+        None => (
+            false,
+            line[..cut.saturating_sub(1)]
+                .trim_end()
+                .strip_suffix(':')
+                .map(word_before)
+                .unwrap_or_default(),
+        ),
+    };
+    if is_value && (key == "step" || key == "ended_at") {
+        return Value::Array(
+            flow.steps
+                .iter()
+                .map(|s| json!({ "label": s.id, "kind": 18, "detail": s.kind.clone().unwrap_or_default() }))
+                .collect(),
+        );
+    }
+    if is_value || !["set", "fields", "inputs"].contains(&key.as_str()) {
         return Value::Array(Vec::new());
     }
     Value::Array(
-        flow.steps
+        flow.fields
             .iter()
-            .map(|s| json!({ "label": s.id, "kind": 18, "detail": s.kind.clone().unwrap_or_default() }))
+            .map(|f| {
+                let secret = if f.secret { ", secret" } else { "" };
+                json!({ "label": f.name, "kind": 5, "detail": format!("{}{secret}", f.ty) })
+            })
             .collect(),
     )
 }
 
-/// Where a mock names a step (`step: X`) or an input field (`inputs: { X: … }`).
-fn mock_renames(mock: &Document, target: &Use, new: &str) -> Vec<Value> {
-    let source = Source::new("mock", mock.text.clone());
+/// Where a mock or a test file names a step (`step: X`, `ended_at: X`) or
+/// a field (a key of `inputs:`, `set:` or `fields:`), at any depth.
+fn companion_renames(other: &Document, target: &Use, new: &str) -> Vec<Value> {
+    use crate::language::raw::{Node, NodeValue};
+    fn walk(node: &Node, target: &Use, spans: &mut Vec<crate::language::source::Span>) {
+        match &node.value {
+            NodeValue::Map(entries) => {
+                for (k, v) in entries {
+                    match (k.as_str(), target) {
+                        (Some("step" | "ended_at"), Use::Step(id))
+                            if v.as_str() == Some(id.as_str()) =>
+                        {
+                            spans.push(v.span)
+                        }
+                        (Some("inputs" | "set" | "fields"), Use::Field(name)) => {
+                            for (field, _) in v.as_map().unwrap_or_default() {
+                                if field.as_str() == Some(name.as_str()) {
+                                    spans.push(field.span);
+                                }
+                            }
+                        }
+                        _ => walk(v, target, spans),
+                    }
+                }
+            }
+            NodeValue::Seq(items) => items.iter().for_each(|n| walk(n, target, spans)),
+            _ => {}
+        }
+    }
+    let source = Source::new("companion", other.text.clone());
     let Ok(root) = crate::language::raw::parse(&source) else {
         return Vec::new();
     };
     let mut spans = Vec::new();
-    for (key, value) in root.as_map().unwrap_or_default() {
-        match (key.as_str(), target) {
-            (Some("responses"), Use::Step(id)) => {
-                for entry in value.as_seq().unwrap_or_default() {
-                    for (k, v) in entry.as_map().unwrap_or_default() {
-                        if k.as_str() == Some("step") && v.as_str() == Some(id.as_str()) {
-                            spans.push(v.span);
-                        }
-                    }
-                }
-            }
-            (Some("inputs"), Use::Field(name)) => {
-                for (k, _) in value.as_map().unwrap_or_default() {
-                    if k.as_str() == Some(name.as_str()) {
-                        spans.push(k.span);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    walk(&root, target, &mut spans);
     spans
         .into_iter()
-        .map(|s| json!({ "range": mock.range(s.offset, s.end()), "newText": new }))
+        .map(|s| json!({ "range": other.range(s.offset, s.end()), "newText": new }))
         .collect()
 }
 
