@@ -102,6 +102,13 @@ pub fn is_test_file(path: &Path) -> bool {
 /// Loads a test file and its flow, with every problem in either.
 pub fn load(path: &str) -> Result<TestFile, Vec<Diagnostic>> {
     let source = read_source(path).map_err(|d| vec![d])?;
+    load_text(path, &source)
+}
+
+/// [`load`], of a test file's text as given (an editor's): its flow is
+/// read from disk, relative to `path`.
+pub fn load_text(path: &str, source: &Arc<Source>) -> Result<TestFile, Vec<Diagnostic>> {
+    let source = source.clone();
     let root = crate::language::raw::parse(&source).map_err(|d| vec![d])?;
     let mut problems = Vec::new();
     let Some(map) = root.as_map() else {

@@ -503,7 +503,7 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
     let mock_text = "responses:\n  - step: cal\n    replies: [{ status: 200 }]\n";
     std::fs::write(&mock_path, mock_text).unwrap();
     let test_path = dir.join("demo.test.yaml");
-    let test_text = "cases:\n  - name: one\n    set: { tries: 1 }\n    expect: { status: succeeded, ended_at: call, fields: { tries: 2 } }\n";
+    let test_text = "cases:\n  - name: one\n    set: { note: hi }\n    expect: { status: succeeded, ended_at: call, fields: { tries: 2 } }\n";
     std::fs::write(&test_path, test_text).unwrap();
     let test_uri = format!("file://{}", test_path.display());
     let flow_uri = format!("file://{}", flow_path.display());
@@ -552,6 +552,28 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
         "textDocument/didOpen",
         json!({ "textDocument": { "uri": test_uri, "languageId": "yaml", "version": 1, "text": test_text } }),
     );
+    assert!(c.diagnostics(1).is_empty());
+    // A mistake in a case: `check`'s diagnostic, in the file.
+    c.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": test_uri, "version": 2 }, "contentChanges": [{ "text": test_text.replace("succeeded", "sucess") }] }),
+    );
+    let found = c.diagnostics(2);
+    let wrong = test_text.replace("succeeded", "sucess");
+    assert!(
+        found.iter().any(|d| d["severity"] == 1
+            && d["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("`status` is one of")
+            && d["range"]["start"] == position(&wrong, "sucess", 0)),
+        "{found:?}"
+    );
+    c.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": test_uri, "version": 3 }, "contentChanges": [{ "text": test_text }] }),
+    );
+    assert!(c.diagnostics(3).is_empty());
     let labels = |items: Value| -> Vec<String> {
         items
             .as_array()
@@ -562,7 +584,7 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
     };
     let fields = c.request(
         "textDocument/completion",
-        json!({ "textDocument": { "uri": test_uri }, "position": position(test_text, "{ tries: 1", 2) }),
+        json!({ "textDocument": { "uri": test_uri }, "position": position(test_text, "{ note: hi", 2) }),
     );
     assert_eq!(labels(fields), ["token", "tries", "note"]);
     let steps = c.request(
@@ -573,7 +595,7 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
     // Not a key of those mappings: nothing offered.
     let value = c.request(
         "textDocument/completion",
-        json!({ "textDocument": { "uri": test_uri }, "position": position(test_text, "tries: 1", 7) }),
+        json!({ "textDocument": { "uri": test_uri }, "position": position(test_text, "note: hi", 6) }),
     );
     assert!(labels(value).is_empty());
 

@@ -177,6 +177,7 @@ impl Server {
                     Some(flow_uri) => {
                         mock_diagnostics(&uri, doc, self.text_of(&flow_uri).as_deref())
                     }
+                    None if uri.ends_with(".test.yaml") => test_diagnostics(&uri, doc),
                     None => diagnostics(&uri, doc),
                 };
                 publish(connection, &uri, Some(doc.version), found);
@@ -323,6 +324,23 @@ fn mock_diagnostics(uri: &str, doc: &Document, flow: Option<&str>) -> Vec<Value>
             .iter()
             // Only what is about this file; a note in the flow is not.
             .filter(|d| d.source.as_ref().is_none_or(|s| s.name == name))
+            .map(|d| lsp_diagnostic(uri, doc, d))
+            .collect(),
+    }
+}
+
+/// A test file's diagnostics, as `handoff check` gives them (its flow, and
+/// the mocks it names, read from disk beside it).
+fn test_diagnostics(uri: &str, doc: &Document) -> Vec<Value> {
+    let Some(path) = uri.strip_prefix("file://") else {
+        return Vec::new();
+    };
+    let source = Source::new(path, doc.text.clone());
+    match crate::run::cases::load_text(path, &source) {
+        Ok(_) => Vec::new(),
+        Err(found) => found
+            .iter()
+            .filter(|d| d.source.as_ref().is_some_and(|s| s.name == path))
             .map(|d| lsp_diagnostic(uri, doc, d))
             .collect(),
     }
