@@ -79,6 +79,9 @@ pub struct RunsArgs {
     /// At most this many, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
+    /// Only runs whose id or inputs hold this text (any case): an instance id finds its run.
+    #[arg(long, value_name = "TEXT")]
+    pub find: Option<String>,
     #[command(flatten)]
     pub store: StoreArg,
 }
@@ -356,6 +359,7 @@ async fn list(runs: &DurableRuns, args: &RunsArgs) -> i32 {
         unfinished: false,
         limit: Some(args.limit),
         before: None,
+        search: args.find.clone(),
     };
     let list = match runs.list(&filter).await {
         Ok(l) => l,

@@ -937,6 +937,8 @@ struct ListQuery {
     status: Option<String>,
     limit: Option<u32>,
     before: Option<String>,
+    /// Text an id or an input holds.
+    q: Option<String>,
 }
 
 async fn list_runs(
@@ -947,7 +949,7 @@ async fn list_runs(
         return problem(
             400,
             "bad_query",
-            "the query takes `flow`, `status`, `limit` and `before`",
+            "the query takes `flow`, `status`, `q`, `limit` and `before`",
         );
     };
     let status = match q.status.as_deref().map(DurableStatus::parse) {
@@ -968,6 +970,7 @@ async fn list_runs(
         unfinished: false,
         limit: Some(limit),
         before: q.before,
+        search: q.q,
     };
     match app.worker.runs.list(&filter).await {
         Ok(runs) => {

@@ -213,6 +213,7 @@ fn login_body(error: Option<&str>) -> String {
 #[derive(Deserialize, Default)]
 struct ListQuery {
     status: Option<String>,
+    q: Option<String>,
 }
 
 const STATUSES: [&str; 5] = ["waiting", "running", "succeeded", "failed", "canceled"];
@@ -223,9 +224,11 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
         .as_deref()
         .filter(|s| !s.is_empty())
         .and_then(DurableStatus::parse);
+    let search = q.q.clone().filter(|s| !s.trim().is_empty());
     let filter = RunFilter {
         status,
         limit: Some(200),
+        search: search.clone(),
         ..RunFilter::default()
     };
     let runs = match app.worker.runs.list(&filter).await {
@@ -266,6 +269,15 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
         );
     }
     body.push_str("</nav>");
+    // Runs are known by what they are about: an instance id finds its run.
+    let _ = write!(
+        body,
+        "<form method=\"get\" action=\"/\" role=\"search\" class=\"search\">{}<label for=\"q\">Find a run by its id or an input</label> <input type=\"search\" name=\"q\" id=\"q\" value=\"{}\" placeholder=\"7c1e…\"> <button type=\"submit\" id=\"find\">Find</button></form>",
+        current
+            .map(|s| format!("<input type=\"hidden\" name=\"status\" value=\"{s}\">"))
+            .unwrap_or_default(),
+        esc(search.as_deref().unwrap_or(""))
+    );
     schedules(&app, &mut body, now);
     if runs.is_empty() {
         body.push_str("<p class=\"dim\" id=\"no-runs\">No runs.</p>");

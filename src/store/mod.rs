@@ -177,6 +177,29 @@ pub struct RunFilter {
     pub limit: Option<u32>,
     /// Only runs older than this one (ids sort by creation time): the next page.
     pub before: Option<String>,
+    /// Only runs whose id or inputs hold this text, in any case: an
+    /// instance id finds its run. Secret inputs are sealed, so never match.
+    pub search: Option<String>,
+}
+
+impl RunFilter {
+    /// The `LIKE` pattern of [`RunFilter::search`]: lower case, `%`, `_`
+    /// and `\\` taken literally.
+    pub fn search_pattern(&self) -> Option<String> {
+        let text = self.search.as_deref()?.trim();
+        if text.is_empty() {
+            return None;
+        }
+        let mut pattern = String::from("%");
+        for c in text.to_lowercase().chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        Some(pattern)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

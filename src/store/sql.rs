@@ -372,6 +372,8 @@ where
                    AND (CAST($2 AS TEXT) IS NULL OR flow = $2)
                    AND ($3 = 0 OR status IN ('running', 'waiting'))
                    AND (CAST($5 AS TEXT) IS NULL OR id < $5)
+                   AND (CAST($6 AS TEXT) IS NULL
+                        OR LOWER(id) LIKE $6 ESCAPE '\\' OR LOWER(inputs) LIKE $6 ESCAPE '\\')
                  ORDER BY id DESC
                  LIMIT $4",
             )
@@ -380,6 +382,7 @@ where
             .bind(f.unfinished as i64)
             .bind(f.limit.map_or(i64::MAX, i64::from))
             .bind(&f.before)
+            .bind(f.search_pattern())
             .fetch_all(&self.pool)
             .await
             .map_err(failed("list runs"))?;

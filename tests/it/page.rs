@@ -59,6 +59,31 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
             .to_string()
     };
     assert!(until(|| status() == "waiting"), "{}", served.log());
+    // Another run, for an instance NWC has no task for: the search tells them apart.
+    let other =
+        json!({ "inputs": { "instance_id": "0bd2-other-instance", "poll_interval": "4s" } })
+            .to_string();
+    let (code, _, created) = served.call(
+        "POST",
+        "/v1/flows/complete-nwc-task/runs",
+        &auth,
+        Some(other.as_bytes()),
+    );
+    assert_eq!(code, 201, "{created}");
+    let other_run = serde_json::from_str::<Value>(&created).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The API finds a run by its instance, in any case.
+    let query = format!("/v1/runs?q={}", instance.to_uppercase());
+    let (_, _, found) = served.call("GET", &query, &auth, None);
+    let found: Vec<String> = serde_json::from_str::<Value>(&found).unwrap()["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(found, [run.clone()]);
 
     // Without the token, the page asks for it.
     browser.goto(&format!("{}/", served.base));
@@ -72,6 +97,20 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
         browser.source()
     );
     assert_eq!(browser.title(), "Runs · handoff");
+    // Both runs are listed; searching for the instance leaves the one about it.
+    let other_row = format!("tr.run[data-run=\"{other_run}\"]");
+    assert!(
+        until(|| browser.find(&other_row).is_some()),
+        "{}",
+        browser.source()
+    );
+    browser.type_into(&browser.find("input#q").expect("the search box"), &instance);
+    browser.click(&browser.find("#find").unwrap());
+    assert!(
+        until(|| browser.find(&other_row).is_none() && browser.find(&row).is_some()),
+        "the search did not narrow the list: {}",
+        browser.source()
+    );
     browser.click(&browser.find(&row).unwrap());
     let diagram = browser.find("svg#diagram").expect("the flow's diagram");
     assert!(browser.text(&diagram).contains("find_task"));

@@ -317,6 +317,60 @@ async fn contract(store: &dyn Store) {
     cancels_lists_and_counts(store).await;
     progress_between_items(store).await;
     marks_exported_spans(store).await;
+    finds_runs_by_id_and_inputs(store).await;
+}
+
+/// A search finds runs by text their id or inputs hold, in any case, and
+/// takes `%`, `_` and `\\` literally.
+async fn finds_runs_by_id_and_inputs(store: &dyn Store) {
+    let made = [
+        ("s-1", r#"{"instance_id":"7C1E-4b52"}"#),
+        ("s-2", r#"{"instance_id":"9f00_x%"}"#),
+        ("s-3", r#"{"note":"a\\b"}"#),
+    ];
+    for (id, inputs) in made {
+        let mut r = run(id);
+        r.inputs = inputs.into();
+        store.create(&r).await.unwrap();
+    }
+    let find = |text: &str| RunFilter {
+        search: Some(text.into()),
+        ..RunFilter::default()
+    };
+    let ids = |runs: Vec<handoff::store::StoredRun>| -> Vec<String> {
+        let mut ids: Vec<String> = runs.into_iter().map(|r| r.id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(store.list(&find("7c1e")).await.unwrap()), ["s-1"]);
+    assert_eq!(ids(store.list(&find("s-2")).await.unwrap()), ["s-2"]);
+    assert_eq!(ids(store.list(&find("_x%")).await.unwrap()), ["s-2"]);
+    assert!(
+        store
+            .list(&find("%"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.id == "s-2")
+    );
+    assert!(
+        store
+            .list(&find("0_"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.id == "s-2")
+    );
+    assert_eq!(ids(store.list(&find("a\\\\b")).await.unwrap()), ["s-3"]);
+    assert!(
+        store
+            .list(&find("nothing-like-it"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Blank: no filter.
+    assert!(store.list(&find("  ")).await.unwrap().len() >= 3);
 }
 
 /// How far a run's spans were exported: a mark that only moves forward,
@@ -347,7 +401,7 @@ fn sqlite_keeps_the_contract() {
         drop(store);
         // Opening again keeps everything, and migrates nothing twice.
         let again = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 4);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 7);
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -365,7 +419,7 @@ fn postgres_keeps_the_contract() {
         assert!(store.changes().is_some(), "the workers tell each other");
         // Another worker opening it migrates nothing twice, and sees the runs.
         let again = PgStore::open(&url, 2).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 4);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 7);
     });
 }
 
