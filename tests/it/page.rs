@@ -83,7 +83,7 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(found, [run.clone()]);
+    assert_eq!(found, std::slice::from_ref(&run));
 
     // Without the token, the page asks for it.
     browser.goto(&format!("{}/", served.base));
