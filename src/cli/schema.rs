@@ -53,6 +53,9 @@ fn doc(section: &str, key: &str) -> Option<&'static str> {
             "How the NWC steps get their bearer token: `token`, or an app's `client_id` and `client_secret`."
         }
         ("flow", "steps") => "The steps, run in order unless a step says `goto`.",
+        ("flow", "title") => {
+            "How a run is named on the run page and by the API: a template over inputs that are not secret, such as `instance {{ instance_id }}`."
+        }
         ("flow", "max_steps") => "The step budget: a run that takes more fails (default 1000).",
         ("flow", "trigger") => {
             "How an external event (a webhook) starts a run under `handoff serve`."
@@ -240,7 +243,7 @@ fn flow() -> Value {
         &crate::language::analyze::TOP_KEYS,
         &["flow", "steps"],
         &|k| match k {
-            "flow" | "description" => json!({ "type": "string" }),
+            "flow" | "description" | "title" => json!({ "type": "string" }),
             "max_steps" => json!({ "type": "integer", "minimum": 1 }),
             "fields" => {
                 json!({ "type": "object", "additionalProperties": r("field"), "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" } })

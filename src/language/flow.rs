@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_STEPS: u64 = 1000;
 pub struct Flow {
     pub name: String,
     pub description: Option<String>,
+    /// How a run is named on the run page and by the API: a template over
+    /// inputs that are not secret.
+    pub title: Option<crate::language::template::Template>,
     pub source: Arc<Source>,
     pub fields: IndexMap<String, FieldDecl>,
     /// The flow's own steps first (`top_len` of them), then each block's.

@@ -431,7 +431,8 @@ fn inputs_fingerprint(flow: &crate::language::flow::Flow, inputs: &Value) -> Str
 
 /// A run asked for: started, or the one its key started before.
 pub enum Started {
-    New(String),
+    /// Its id and title.
+    New(String, Option<String>),
     Existing(Box<StoredRun>),
 }
 
@@ -450,6 +451,7 @@ pub async fn create_run(
     let flow = &served.flow;
     let now = SystemTime::now();
     let id = crate::run::trace::new_run_id(now);
+    let title = crate::store::durable::title_of(flow, &state);
     match app
         .worker
         .runs
@@ -473,7 +475,7 @@ pub async fn create_run(
     app.worker.pin(&served.hash, flow.clone());
     app.worker
         .spawn(id.clone(), Entry::Fresh(flow.clone(), Box::new(state)));
-    Ok(Started::New(id))
+    Ok(Started::New(id, title))
 }
 
 /// An idempotency conflict: counted, warned of, and the answer to give.
@@ -717,8 +719,8 @@ async fn start(
     key: Option<IdempotencyKey>,
     traceparent: Option<String>,
 ) -> Response {
-    let id = match create_run(app, served, inputs, key, traceparent).await {
-        Ok(Started::New(id)) => id,
+    let (id, title) = match create_run(app, served, inputs, key, traceparent).await {
+        Ok(Started::New(id, title)) => (id, title),
         Ok(Started::Existing(run)) => {
             let mut body = summary(&run);
             body["url"] = json!(format!("/v1/runs/{}", run.id));
@@ -737,6 +739,7 @@ async fn start(
         &json!({
             "id": id,
             "flow": served.flow.name,
+            "title": title,
             "flow_version": served.hash,
             "status": "running",
             "step": null,
@@ -994,6 +997,7 @@ pub fn summary(run: &StoredRun) -> Value {
     json!({
         "id": run.id,
         "flow": run.flow,
+        "title": run.title,
         "flow_version": run.flow_hash,
         "status": run.status.as_str(),
         "step": run.step,

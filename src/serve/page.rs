@@ -272,7 +272,7 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
     // Runs are known by what they are about: an instance id finds its run.
     let _ = write!(
         body,
-        "<form method=\"get\" action=\"/\" role=\"search\" class=\"search\">{}<label for=\"q\">Find a run by its id or an input</label> <input type=\"search\" name=\"q\" id=\"q\" value=\"{}\" placeholder=\"7c1e…\"> <button type=\"submit\" id=\"find\">Find</button></form>",
+        "<form method=\"get\" action=\"/\" role=\"search\" class=\"search\">{}<label for=\"q\">Find a run by its id, title or an input</label> <input type=\"search\" name=\"q\" id=\"q\" value=\"{}\" placeholder=\"7c1e…\"> <button type=\"submit\" id=\"find\">Find</button></form>",
         current
             .map(|s| format!("<input type=\"hidden\" name=\"status\" value=\"{s}\">"))
             .unwrap_or_default(),
@@ -283,7 +283,7 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
         body.push_str("<p class=\"dim\" id=\"no-runs\">No runs.</p>");
     } else {
         body.push_str(
-            "<table id=\"runs\"><thead><tr><th>run</th><th>flow</th><th>status</th><th>step</th><th>waiting until</th><th>age</th></tr></thead><tbody>",
+            "<table id=\"runs\"><thead><tr><th>run</th><th>title</th><th>flow</th><th>status</th><th>step</th><th>waiting until</th><th>age</th></tr></thead><tbody>",
         );
         for run in &runs {
             let wake = run
@@ -298,9 +298,10 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
                 .unwrap_or_default();
             let _ = write!(
                 body,
-                "<tr class=\"run {status}\" data-run=\"{id}\"><td><a href=\"/runs/{id}\">{short}</a></td><td>{flow}</td><td class=\"status\">{status}</td><td>{step}</td><td>{wake}</td><td>{age}</td></tr>",
+                "<tr class=\"run {status}\" data-run=\"{id}\"><td><a href=\"/runs/{id}\">{short}</a></td><td class=\"title\">{title}</td><td>{flow}</td><td class=\"status\">{status}</td><td>{step}</td><td>{wake}</td><td>{age}</td></tr>",
                 id = esc(&run.id),
                 short = esc(crate::language::fields::clip(&run.id, 13)),
+                title = esc(run.title.as_deref().unwrap_or("")),
                 flow = esc(&run.flow),
                 status = run.status.as_str(),
                 step = esc(run.step.as_deref().unwrap_or("")),
@@ -332,8 +333,13 @@ async fn run_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respon
     let mut body = sign_out(&app);
     let _ = write!(
         body,
-        "<p><a href=\"/\">← runs</a></p><h1>{flow} <span class=\"badge {status}\" id=\"status\">{status}</span></h1>",
+        "<p><a href=\"/\">← runs</a></p><h1>{flow}{title} <span class=\"badge {status}\" id=\"status\">{status}</span></h1>",
         flow = esc(&run.flow),
+        title = run
+            .title
+            .as_deref()
+            .map(|t| format!(": <span id=\"title\">{}</span>", esc(t)))
+            .unwrap_or_default(),
         status = run.status.as_str()
     );
     body.push_str("<dl class=\"facts\">");

@@ -164,7 +164,7 @@ async fn fire(app: &App, name: &str, slot: SystemTime) {
         fingerprint: None,
     };
     match create_run(app, served, inputs, Some(key), None).await {
-        Ok(Started::New(id)) => {
+        Ok(Started::New(id, _)) => {
             app.schedules.update(name, |f| {
                 f.fired += 1;
                 f.last_slot = Some(slot);

@@ -246,6 +246,7 @@ impl DurableRuns {
             flow_source: flow.source.text.clone(),
             flow_hash: flow_hash(&flow.source.text),
             inputs: serde_json::to_string(&sealed_inputs).unwrap_or_default(),
+            title: title_of(flow, state),
             state: self.seal_state(state),
             created_ms: unix_ms(now),
             lease: self.lease(now),
@@ -649,4 +650,18 @@ pub fn trace_id(run: &StoredRun) -> [u8; 16] {
                 .and_then(crate::run::otel::ids::Parent::parse)
         });
     crate::run::otel::ids::TraceIds::new(&run.id, parent).trace_id
+}
+
+/// A run's title: the flow's `title:` rendered over the run's starting
+/// fields (inputs that are not secret, as `check` makes sure), as one line
+/// of at most 200 characters. `None` without a title, or when it fails.
+pub fn title_of(flow: &Flow, state: &RunState) -> Option<String> {
+    let template = flow.title.as_ref()?;
+    let scope = crate::language::template::Scope::new(state.fields.clone());
+    let text = match template.render(&flow.env, &scope).ok()? {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!line.is_empty()).then(|| crate::language::fields::clip(&line, 200).to_string())
 }

@@ -33,6 +33,8 @@ pub struct NewRun {
     pub flow_hash: String,
     /// The inputs as given, secret values sealed (JSON).
     pub inputs: String,
+    /// The run's title, from the flow's `title:` (never a secret).
+    pub title: Option<String>,
     /// The starting state, secret values sealed (JSON).
     pub state: String,
     pub created_ms: i64,
@@ -164,6 +166,8 @@ pub struct StoredRun {
     pub updated_ms: i64,
     /// The seq of the last event whose OpenTelemetry spans were exported.
     pub exported_seq: u64,
+    /// The run's title, from the flow's `title:`.
+    pub title: Option<String>,
     pub lease: Option<Lease>,
 }
 
@@ -177,7 +181,7 @@ pub struct RunFilter {
     pub limit: Option<u32>,
     /// Only runs older than this one (ids sort by creation time): the next page.
     pub before: Option<String>,
-    /// Only runs whose id or inputs hold this text, in any case: an
+    /// Only runs whose id, title or inputs hold this text, in any case: an
     /// instance id finds its run. Secret inputs are sealed, so never match.
     pub search: Option<String>,
 }

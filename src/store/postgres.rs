@@ -59,6 +59,11 @@ impl Dialect for Postgres {
             "exported",
             include_str!("../../migrations/postgres/0005_exported.sql"),
         ),
+        (
+            6,
+            "title",
+            include_str!("../../migrations/postgres/0006_title.sql"),
+        ),
     ];
 
     fn rows_affected(result: &PgQueryResult) -> u64 {

@@ -188,8 +188,8 @@ where
                         }
                     }
                     sqlx::query(
-                        "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'running', NULL, 0, $7, $8, $8, $9, $10)",
+                        "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms, title)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'running', NULL, 0, $7, $8, $8, $9, $10, $11)",
                     )
                     .bind(&run.id)
                     .bind(&run.flow)
@@ -201,6 +201,7 @@ where
                     .bind(run.created_ms)
                     .bind(&run.lease.owner)
                     .bind(run.lease.until_ms)
+                    .bind(&run.title)
                     .execute(&mut *tx)
                     .await
                     .map_err(&fail)?;
@@ -373,7 +374,8 @@ where
                    AND ($3 = 0 OR status IN ('running', 'waiting'))
                    AND (CAST($5 AS TEXT) IS NULL OR id < $5)
                    AND (CAST($6 AS TEXT) IS NULL
-                        OR LOWER(id) LIKE $6 ESCAPE '\\' OR LOWER(inputs) LIKE $6 ESCAPE '\\')
+                        OR LOWER(id) LIKE $6 ESCAPE '\\' OR LOWER(inputs) LIKE $6 ESCAPE '\\'
+                        OR LOWER(COALESCE(title, '')) LIKE $6 ESCAPE '\\')
                  ORDER BY id DESC
                  LIMIT $4",
             )
@@ -676,6 +678,7 @@ where
         created_ms: row.try_get("created_ms").map_err(get)?,
         updated_ms: row.try_get("updated_ms").map_err(get)?,
         exported_seq: row.try_get::<i64, _>("exported_seq").map_err(get)?.max(0) as u64,
+        title: row.try_get("title").map_err(get)?,
         lease: match (
             row.try_get::<Option<String>, _>("owner").map_err(get)?,
             row.try_get::<Option<i64>, _>("lease_until_ms")

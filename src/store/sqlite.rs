@@ -62,6 +62,11 @@ impl Dialect for Sqlite {
             "exported",
             include_str!("../../migrations/sqlite/0007_exported.sql"),
         ),
+        (
+            8,
+            "title",
+            include_str!("../../migrations/sqlite/0008_title.sql"),
+        ),
     ];
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {

@@ -764,6 +764,7 @@ fn stored_values_of_any_shape_are_read_without_panic() {
             created_ms: time(next()),
             updated_ms: time(next()),
             exported_seq: next(),
+            title: (round % 6 == 0).then(|| pick(next()).clone()),
             lease: Some(Lease {
                 owner: id.clone(),
                 until_ms: time(next()),

@@ -75,7 +75,7 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
         .unwrap()
         .to_string();
     // The API finds a run by its instance, in any case.
-    let query = format!("/v1/runs?q={}", instance.to_uppercase());
+    let query = format!("/v1/runs?q=INSTANCE%20{}", instance.to_uppercase());
     let (_, _, found) = served.call("GET", &query, &auth, None);
     let found: Vec<String> = serde_json::from_str::<Value>(&found).unwrap()["runs"]
         .as_array()
@@ -111,7 +111,14 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
         "the search did not narrow the list: {}",
         browser.source()
     );
+    // The runs list names the run by its title, and so does its page.
+    let title_cell = browser
+        .find(&format!("tr.run[data-run=\"{run}\"] td.title"))
+        .expect("a title cell");
+    assert_eq!(browser.text(&title_cell), format!("instance {instance}"));
     browser.click(&browser.find(&row).unwrap());
+    let title = browser.find("#title").expect("the run's title");
+    assert_eq!(browser.text(&title), format!("instance {instance}"));
     let diagram = browser.find("svg#diagram").expect("the flow's diagram");
     assert!(browser.text(&diagram).contains("find_task"));
     let badge = browser.find("#status").unwrap();

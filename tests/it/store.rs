@@ -27,6 +27,7 @@ fn run(id: &str) -> NewRun {
         flow_source: "flow: f".into(),
         flow_hash: flow_hash("flow: f"),
         inputs: "{}".into(),
+        title: None,
         state: "{}".into(),
         created_ms: 1,
         lease: Lease {

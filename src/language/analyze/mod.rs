@@ -123,9 +123,10 @@ pub fn read_source(path: &str) -> Result<Arc<Source>, Diagnostic> {
     Ok(Source::new(path, text))
 }
 
-pub const TOP_KEYS: [&str; 9] = [
+pub const TOP_KEYS: [&str; 10] = [
     "flow",
     "description",
+    "title",
     "fields",
     "auth",
     "steps",
@@ -167,6 +168,7 @@ fn build(
     let description = body
         .get("description")
         .and_then(|n| cx.string(n, "a description"));
+    let title_node = body.get("title");
     let max_steps = match body.get("max_steps") {
         Some(n) => cx
             .positive_int(n, "`max_steps`")
@@ -182,6 +184,7 @@ fn build(
     if let Some(node) = body.get("sources") {
         cx.sources = crate::language::analyze::sources::parse(&mut cx, node);
     }
+    let title = title_node.and_then(|n| title(&mut cx, n));
     let steps_node = body.get("steps")?;
     let Some(step_nodes) = steps_node.as_seq() else {
         cx.error(
@@ -235,6 +238,7 @@ fn build(
     Some(Flow {
         name: name?,
         description,
+        title,
         source: source.clone(),
         fields,
         steps,
@@ -248,6 +252,35 @@ fn build(
         auth,
         destinations,
     })
+}
+
+/// A run's title (`title: "instance {{ instance_id }}"`): a template over
+/// the flow's inputs that are not secret, as the run page and the API show
+/// it to anyone who may read runs.
+fn title(cx: &mut Analyzer, node: &Node) -> Option<crate::language::template::Template> {
+    let template = cx.template(node)?;
+    let mut ok = true;
+    for name in &template.reads {
+        let Some(field) = cx.fields.get(name) else {
+            continue;
+        };
+        if field.secret {
+            cx.error_help(
+                template.span,
+                format!("`title` reads `{name}`, which is secret"),
+                "a title is shown on the run page and by the API: name runs by inputs that are not secret",
+            );
+            ok = false;
+        } else if !field.input {
+            cx.error_help(
+                template.span,
+                format!("`title` reads `{name}`, which is not an input"),
+                "a title is made when the run starts, from its inputs (`input: true`)",
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(template)
 }
 
 /// When a step has `on_error`, the flow gets an `error` field (json, null
