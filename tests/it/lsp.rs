@@ -91,6 +91,26 @@ impl Client {
         self.send(json!({ "jsonrpc": "2.0", "method": method, "params": params }));
     }
 
+    /// `didOpen` of a YAML document.
+    fn open(&mut self, uri: &str, text: &str) {
+        self.notify(
+            "textDocument/didOpen",
+            json!({ "textDocument": { "uri": uri, "languageId": "yaml", "version": 1, "text": text } }),
+        );
+    }
+
+    /// `didChange` to `version`: `text` in place of `range`, or of all of it.
+    fn change(&mut self, uri: &str, version: i64, range: Option<Value>, text: &str) {
+        let mut change = json!({ "text": text });
+        if let Some(r) = range {
+            change["range"] = r;
+        }
+        self.notify(
+            "textDocument/didChange",
+            json!({ "textDocument": { "uri": uri, "version": version }, "contentChanges": [change] }),
+        );
+    }
+
     fn receive(&mut self) -> Value {
         let m = self
             .incoming
@@ -179,10 +199,7 @@ fn an_editing_session_over_stdio() {
     let mut c = Client::start();
     let mut text = flow();
     let doc = json!({ "uri": URI });
-    c.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": URI, "languageId": "yaml", "version": 1, "text": text } }),
-    );
+    c.open(URI, &text);
 
     // Open: `check`'s error, where `check` puts it, with its help.
     let found = c.diagnostics(1);
@@ -228,10 +245,7 @@ fn an_editing_session_over_stdio() {
     let edit = fix["edit"]["changes"][URI][0].clone();
     assert_eq!(edit["newText"], "http");
     text = text.replacen("htp:", "http:", 1);
-    c.notify(
-        "textDocument/didChange",
-        json!({ "textDocument": { "uri": URI, "version": 2 }, "contentChanges": [{ "range": edit["range"], "text": "http" }] }),
-    );
+    c.change(URI, 2, Some(edit["range"].clone()), "http");
     let found = c.diagnostics(2);
     assert!(found.iter().all(|d| d["severity"] != 1), "fixed: {found:?}");
 
@@ -239,22 +253,25 @@ fn an_editing_session_over_stdio() {
     // UTF-16 units) comes before the word replaced on its line.
     let at = position(&text, "note\"", 0);
     let end = json!({ "line": at["line"], "character": at["character"].as_u64().unwrap() + 4 });
-    c.notify(
-        "textDocument/didChange",
-        json!({ "textDocument": { "uri": URI, "version": 3 }, "contentChanges": [{ "range": { "start": at, "end": end }, "text": "remark" }] }),
-    );
+    c.change(URI, 3, Some(json!({ "start": at, "end": end })), "remark");
     text = text.replacen("note\"", "remark\"", 1);
     // Then a mistake typed in a template, and at once (superseding) a second.
     let tries = position(&text, "n={{ tries", 5);
     let after =
         json!({ "line": tries["line"], "character": tries["character"].as_u64().unwrap() + 5 });
-    c.notify(
-        "textDocument/didChange",
-        json!({ "textDocument": { "uri": URI, "version": 4 }, "contentChanges": [{ "range": { "start": tries, "end": after }, "text": "trys" }] }),
+    c.change(
+        URI,
+        4,
+        Some(json!({ "start": tries, "end": after })),
+        "trys",
     );
-    c.notify(
-        "textDocument/didChange",
-        json!({ "textDocument": { "uri": URI, "version": 5 }, "contentChanges": [{ "range": { "start": tries, "end": json!({ "line": tries["line"], "character": tries["character"].as_u64().unwrap() + 4 }) }, "text": "tries" }] }),
+    let four =
+        json!({ "line": tries["line"], "character": tries["character"].as_u64().unwrap() + 4 });
+    c.change(
+        URI,
+        5,
+        Some(json!({ "start": tries, "end": four })),
+        "tries",
     );
     let found = c.diagnostics(5);
     assert!(
@@ -509,10 +526,7 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
     let flow_uri = format!("file://{}", flow_path.display());
     let mock_uri = format!("file://{}", mock_path.display());
     let mut c = Client::start();
-    c.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": mock_uri, "languageId": "yaml", "version": 1, "text": mock_text } }),
-    );
+    c.open(&mock_uri, &mock_text);
     let found = c.diagnostics(1);
     let error = found
         .iter()
@@ -529,9 +543,12 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
     );
     // Fixed by the editor: clean.
     let at = position(mock_text, "cal\n", 0);
-    c.notify(
-        "textDocument/didChange",
-        json!({ "textDocument": { "uri": mock_uri, "version": 2 }, "contentChanges": [{ "range": { "start": at, "end": { "line": at["line"], "character": at["character"].as_u64().unwrap() + 3 } }, "text": "call" }] }),
+    let three = json!({ "line": at["line"], "character": at["character"].as_u64().unwrap() + 3 });
+    c.change(
+        &mock_uri,
+        2,
+        Some(json!({ "start": at, "end": three })),
+        "call",
     );
     let found = c.diagnostics(2);
     assert!(found.is_empty(), "{found:?}");
@@ -548,15 +565,14 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
     assert_eq!(labels, ["count", "call", "check"]);
 
     // In the test file: fields in `set:`, steps after `ended_at:`.
-    c.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": test_uri, "languageId": "yaml", "version": 1, "text": test_text } }),
-    );
+    c.open(&test_uri, &test_text);
     assert!(c.diagnostics(1).is_empty());
     // A mistake in a case: `check`'s diagnostic, in the file.
-    c.notify(
-        "textDocument/didChange",
-        json!({ "textDocument": { "uri": test_uri, "version": 2 }, "contentChanges": [{ "text": test_text.replace("succeeded", "sucess") }] }),
+    c.change(
+        &test_uri,
+        2,
+        None,
+        &test_text.replace("succeeded", "sucess"),
     );
     let found = c.diagnostics(2);
     let wrong = test_text.replace("succeeded", "sucess");
@@ -569,10 +585,7 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
             && d["range"]["start"] == position(&wrong, "sucess", 0)),
         "{found:?}"
     );
-    c.notify(
-        "textDocument/didChange",
-        json!({ "textDocument": { "uri": test_uri, "version": 3 }, "contentChanges": [{ "text": test_text }] }),
-    );
+    c.change(&test_uri, 3, None, &test_text);
     assert!(c.diagnostics(3).is_empty());
     let labels = |items: Value| -> Vec<String> {
         items
@@ -600,10 +613,7 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
     assert!(labels(value).is_empty());
 
     // Rename `call` in the flow: the flow's edits, the mock's and the test file's.
-    c.notify(
-        "textDocument/didOpen",
-        json!({ "textDocument": { "uri": flow_uri, "languageId": "yaml", "version": 1, "text": flow_text } }),
-    );
+    c.open(&flow_uri, &flow_text);
     let renamed = c.request(
         "textDocument/rename",
         json!({ "textDocument": { "uri": flow_uri }, "position": position(&flow_text, "call\n", 1), "newName": "ask" }),
