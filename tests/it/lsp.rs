@@ -526,7 +526,7 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
     let flow_uri = format!("file://{}", flow_path.display());
     let mock_uri = format!("file://{}", mock_path.display());
     let mut c = Client::start();
-    c.open(&mock_uri, &mock_text);
+    c.open(&mock_uri, mock_text);
     let found = c.diagnostics(1);
     let error = found
         .iter()
@@ -565,7 +565,7 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
     assert_eq!(labels, ["count", "call", "check"]);
 
     // In the test file: fields in `set:`, steps after `ended_at:`.
-    c.open(&test_uri, &test_text);
+    c.open(&test_uri, test_text);
     assert!(c.diagnostics(1).is_empty());
     // A mistake in a case: `check`'s diagnostic, in the file.
     c.change(
@@ -585,7 +585,7 @@ fn a_mock_is_checked_against_its_flow_and_renamed_with_it() {
             && d["range"]["start"] == position(&wrong, "sucess", 0)),
         "{found:?}"
     );
-    c.change(&test_uri, 3, None, &test_text);
+    c.change(&test_uri, 3, None, test_text);
     assert!(c.diagnostics(3).is_empty());
     let labels = |items: Value| -> Vec<String> {
         items
