@@ -33,7 +33,7 @@ use crate::engine::picture::{Shape, Taken, layout};
 use crate::language::flow::Flow;
 use crate::run::trace::{EventKind, RunStatus, TraceEvent};
 use crate::serve::app::App;
-use crate::store::RunFilter;
+use crate::store::{RunFilter, StoredRun};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "handoff_session";
@@ -46,6 +46,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
     let guarded = Router::new()
         .route("/", get(runs_page))
         .route("/runs/{id}", get(run_page))
+        .route("/runs/{id}/cancel", get(cancel_form).post(cancel))
         .route_layer(axum::middleware::from_fn_with_state(app, guard));
     Router::new()
         .route("/login", get(login_form).post(login))
@@ -315,6 +316,114 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
     page_with(200, "Runs", &body, live)
 }
 
+/// The anti-forgery token of a form that acts on `run`, for this request's session.
+fn csrf(app: &App, headers: &HeaderMap, action: &str, run: &str) -> String {
+    let session = session_nonce(app, headers).unwrap_or_default();
+    app.worker.resume.form_token(action, run, &session)
+}
+
+/// Asks before it cancels: the run, what cancelling does, one button.
+async fn cancel_form(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let run = match app.worker.runs.store.load(&id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return page(404, "No such run", "<p>No run has this id.</p>"),
+        Err(e) => return page(503, "Run", &format!("<p class=\"error\">{}</p>", esc(&e.0))),
+    };
+    if run.status.is_finished() {
+        return ended(&run);
+    }
+    let name = run.title.clone().unwrap_or_else(|| run.id.clone());
+    let body = format!(
+        "{}<p><a href=\"/runs/{id}\">← the run</a></p><h1>Cancel {name}?</h1>\
+         <p>Run <code>{id}</code> of <code>{flow}</code> is {status}. Cancelled, it takes no further step, and its trace \
+         ends with who cancelled it. A request it has already sent is not taken back.</p>\
+         <form method=\"post\" action=\"/runs/{id}/cancel\"><input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
+         <button type=\"submit\" id=\"confirm-cancel\">Cancel the run</button> <a href=\"/runs/{id}\">Keep it</a></form>",
+        sign_out(&app),
+        id = esc(&run.id),
+        name = esc(&name),
+        flow = esc(&run.flow),
+        status = run.status.as_str(),
+        token = esc(&csrf(&app, &headers, "cancel", &run.id)),
+    );
+    page(200, "Cancel a run", &body)
+}
+
+fn ended(run: &StoredRun) -> Response {
+    page(
+        409,
+        "Run ended",
+        &format!(
+            "<p><a href=\"/runs/{id}\">← the run</a></p><p id=\"ended\">Run <code>{id}</code> has ended ({status}): there is nothing to cancel.</p>",
+            id = esc(&run.id),
+            status = run.status.as_str()
+        ),
+    )
+}
+
+/// Cancels a run from the page: only with the form's token, as the API
+/// does, with the trace saying the run page did it.
+async fn cancel(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let given = crate::run::transport::decode_pairs(&String::from_utf8_lossy(&body))
+        .into_iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    if !crate::serve::access::same(&given, &csrf(&app, &headers, "cancel", &id)) {
+        return page(
+            403,
+            "Refused",
+            "<p class=\"error\" id=\"refused\">This form did not come from this page: nothing was cancelled. Open the run and try again.</p>",
+        );
+    }
+    let run = match app.worker.runs.store.load(&id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return page(404, "No such run", "<p>No run has this id.</p>"),
+        Err(e) => return page(503, "Run", &format!("<p class=\"error\">{}</p>", esc(&e.0))),
+    };
+    match app
+        .worker
+        .runs
+        .store
+        .cancel(&id, now_ms(), "the run page")
+        .await
+    {
+        Ok(true) => {
+            app.worker.changed.send_modify(|n| *n = n.wrapping_add(1));
+            app.worker.export_stored(&id).await;
+            app.worker.say_run(
+                &run.id,
+                &run.flow,
+                &crate::store::durable::trace_id(&run),
+                format!(
+                    "run {} ({}) canceled: canceled by the run page",
+                    run.id, run.flow
+                ),
+            );
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            if let Ok(v) = HeaderValue::from_str(&format!("/runs/{id}")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Ok(false) => match app.worker.runs.store.load(&id).await {
+            Ok(Some(now)) => ended(&now),
+            _ => ended(&run),
+        },
+        Err(e) => page(503, "Run", &format!("<p class=\"error\">{}</p>", esc(&e.0))),
+    }
+}
+
 async fn run_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     let run = match app.worker.runs.store.load(&id).await {
         Ok(Some(run)) => run,
@@ -342,6 +451,13 @@ async fn run_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respon
             .unwrap_or_default(),
         status = run.status.as_str()
     );
+    if !run.status.is_finished() {
+        let _ = write!(
+            body,
+            "<p><a href=\"/runs/{}/cancel\" id=\"cancel\">Cancel this run…</a></p>",
+            esc(&run.id)
+        );
+    }
     body.push_str("<dl class=\"facts\">");
     let mut fact = |name: &str, value: String| {
         let _ = write!(body, "<dt>{}</dt><dd>{}</dd>", esc(name), esc(&value));

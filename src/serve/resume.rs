@@ -43,6 +43,15 @@ impl ResumeUrls {
         mac
     }
 
+    /// A form's anti-forgery token for an action on one run, tied to the
+    /// session (`session`: its nonce, or empty without one): the page that
+    /// holds the form can send it, and another site cannot read it.
+    pub fn form_token(&self, action: &str, run: &str, session: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(format!("handoff form\n{action}\n{run}\n{session}").as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
     pub fn token(&self, run: &str, signal: &str, n: u64) -> String {
         let tag = self.mac(run, signal, n).finalize().into_bytes();
         let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag);

@@ -148,6 +148,54 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
     assert_eq!(cookies[0]["httpOnly"], true);
     let value = cookies[0]["value"].as_str().unwrap().to_string();
     assert!(!value.contains(API_TOKEN) && !value.contains("4e11"));
+    // Cancel from the page: a forged form (no token, though signed in by
+    // header) is refused and changes nothing; the page's own form works once.
+    let (code, _, refused) = served.call(
+        "POST",
+        &format!("/runs/{other_run}/cancel"),
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        Some(b"csrf=forged"),
+    );
+    assert_eq!(code, 403, "{refused}");
+    let other_status = || {
+        let (_, _, body) = served.call("GET", &format!("/v1/runs/{other_run}"), &auth, None);
+        serde_json::from_str::<Value>(&body).unwrap()["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(matches!(other_status().as_str(), "waiting" | "running"));
+    browser.goto(&format!("{}/runs/{other_run}", served.base));
+    browser.click(
+        &browser
+            .find("#cancel")
+            .expect("a cancel link on an unfinished run"),
+    );
+    let confirm = browser.find("#confirm-cancel").expect("a confirmation");
+    browser.click(&confirm);
+    assert!(
+        until(|| browser.find("#status.canceled").is_some()),
+        "the run page does not show the run canceled: {}",
+        browser.source()
+    );
+    assert_eq!(other_status(), "canceled");
+    let (_, _, trace) = served.call("GET", &format!("/v1/runs/{other_run}/trace"), &auth, None);
+    let last: Value = serde_json::from_str(trace.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "flow_finished");
+    assert_eq!(last["status"], "canceled");
+    assert!(
+        last["reason"].as_str().unwrap().contains("the run page"),
+        "{last}"
+    );
+    // Ended: no cancel link, and the form says there is nothing to cancel.
+    assert!(browser.find("#cancel").is_none());
+    browser.goto(&format!("{}/runs/{other_run}/cancel", served.base));
+    assert!(browser.find("#ended").is_some(), "{}", browser.source());
+    browser.goto(&format!("{}/", served.base));
+
     // No inline script runs: the refresh above came from a script file.
     let (_, headers, _) = served.call("GET", "/", &auth, None);
     let csp = headers
