@@ -217,6 +217,32 @@ struct ListQuery {
     q: Option<String>,
 }
 
+/// How long past its wake time a waiting run is marked late on the list.
+const LATE_MS: i64 = 60_000;
+
+/// What a run waits for and until when, and whether it is late: waiting,
+/// and its time passed more than [`LATE_MS`] ago without a worker waking
+/// it (the worker is behind, or stopped).
+fn waiting_until(run: &StoredRun, now: i64) -> (String, bool) {
+    let Some(ms) = run
+        .wake_at_ms
+        .filter(|_| run.status == DurableStatus::Waiting)
+    else {
+        return (String::new(), false);
+    };
+    let what = waits_for(run)
+        .map(|s| format!("signal `{s}`, or "))
+        .unwrap_or_default();
+    if now - ms > LATE_MS {
+        (
+            format!("{what}{} (late by {})", time(ms), ago(now - ms)),
+            true,
+        )
+    } else {
+        (format!("{what}{} (in {})", time(ms), ago(ms - now)), false)
+    }
+}
+
 const STATUSES: [&str; 5] = ["waiting", "running", "succeeded", "failed", "canceled"];
 
 async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
@@ -246,12 +272,18 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
         }
     };
     let now = now_ms();
+    // How many runs each status has, over every flow: the filters say it.
+    let mut counts: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (_, status, n) in app.worker.runs.store.counts().await.unwrap_or_default() {
+        *counts.entry(status.as_str()).or_default() += n;
+    }
+    let total: u64 = counts.values().sum();
     let mut body = sign_out(&app);
-    body.push_str("<h1>Runs</h1><nav class=\"filters\">");
+    body.push_str("<h1>Runs</h1><nav class=\"filters\" aria-label=\"Runs by status\">");
     let current = status.map(DurableStatus::as_str);
     let _ = write!(
         body,
-        "<a href=\"/\"{}>all</a>",
+        "<a href=\"/\"{}>all <span class=\"count\">{total}</span></a>",
         if current.is_none() {
             " class=\"on\""
         } else {
@@ -261,12 +293,13 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
     for s in STATUSES {
         let _ = write!(
             body,
-            " <a href=\"/?status={s}\" id=\"filter-{s}\"{}>{s}</a>",
+            " <a href=\"/?status={s}\" id=\"filter-{s}\"{}>{s} <span class=\"count\">{}</span></a>",
             if current == Some(s) {
                 " class=\"on\""
             } else {
                 ""
-            }
+            },
+            counts.get(s).copied().unwrap_or(0)
         );
     }
     body.push_str("</nav>");
@@ -287,22 +320,14 @@ async fn runs_page(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> R
             "<table id=\"runs\"><thead><tr><th>run</th><th>title</th><th>flow</th><th>status</th><th>step</th><th>waiting until</th><th>age</th></tr></thead><tbody>",
         );
         for run in &runs {
-            let wake = run
-                .wake_at_ms
-                .filter(|_| run.status == DurableStatus::Waiting)
-                .map(|ms| {
-                    let what = waits_for(run)
-                        .map(|s| format!("signal `{s}`, or "))
-                        .unwrap_or_default();
-                    format!("{what}{} (in {})", time(ms), ago(ms - now))
-                })
-                .unwrap_or_default();
+            let (wake, late) = waiting_until(run, now);
             let _ = write!(
                 body,
-                "<tr class=\"run {status}\" data-run=\"{id}\"><td><a href=\"/runs/{id}\">{short}</a></td><td class=\"title\">{title}</td><td>{flow}</td><td class=\"status\">{status}</td><td>{step}</td><td>{wake}</td><td>{age}</td></tr>",
+                "<tr class=\"run {status}{late}\" data-run=\"{id}\"><td><a href=\"/runs/{id}\">{short}</a></td><td class=\"title\">{title}</td><td>{flow}</td><td class=\"status\">{status}</td><td>{step}</td><td>{wake}</td><td>{age}</td></tr>",
                 id = esc(&run.id),
                 short = esc(crate::language::fields::clip(&run.id, 13)),
                 title = esc(run.title.as_deref().unwrap_or("")),
+                late = if late { " late" } else { "" },
                 flow = esc(&run.flow),
                 status = run.status.as_str(),
                 step = esc(run.step.as_deref().unwrap_or("")),
@@ -759,7 +784,8 @@ h1{font-size:20px}h2{font-size:16px;margin-top:28px}\
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e2e8f0;vertical-align:top}\
 th{color:#475569;font-weight:600}.details{font:12px ui-monospace,monospace;word-break:break-all}\
 .dim{color:#64748b}.error{color:#b91c1c}tr.failed td{background:#fef2f2}tr.ok td{background:#f0fdf4}\
-.filters a{margin-right:8px}.filters a.on{font-weight:700}\
+.filters a{margin-right:8px}.filters a.on{font-weight:700}.count{color:#475569;font-size:12px}\
+tr.late td{background:#fff7ed}tr.late td:nth-child(6){color:#9a3412;font-weight:600}.search{margin:12px 0}\
 .badge{font-size:12px;padding:2px 8px;border-radius:10px;background:#e2e8f0;vertical-align:middle}\
 .badge.succeeded{background:#dcfce7}.badge.failed{background:#fee2e2}.badge.waiting{background:#fef9c3}.badge.running{background:#dbeafe}\
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{color:#475569}dd{margin:0}\
@@ -896,5 +922,58 @@ mod tests {
     #[test]
     fn a_form_body_is_decoded() {
         assert_eq!(form_token(b"token=a%2Bb+c&x=1"), "a+b c");
+    }
+}
+
+#[cfg(test)]
+mod late_tests {
+    use super::*;
+
+    fn waiting(wake_at_ms: Option<i64>, status: DurableStatus) -> StoredRun {
+        StoredRun {
+            id: "r".into(),
+            flow: "f".into(),
+            flow_path: "f.yaml".into(),
+            flow_source: String::new(),
+            flow_hash: String::new(),
+            inputs: "{}".into(),
+            status,
+            step: Some("wait".into()),
+            wake_at_ms,
+            steps_taken: 3,
+            state: "{}".into(),
+            progress: None,
+            waiting_for: None,
+            signal: None,
+            outcome: None,
+            created_ms: 0,
+            updated_ms: 0,
+            exported_seq: 0,
+            title: None,
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn a_waiting_run_long_past_its_time_is_late() {
+        let now = 10_000_000;
+        let (said, late) = waiting_until(
+            &waiting(Some(now - 5 * 60_000), DurableStatus::Waiting),
+            now,
+        );
+        assert!(late);
+        assert!(said.contains("late by 5m"), "{said}");
+        let (said, late) = waiting_until(&waiting(Some(now - 30_000), DurableStatus::Waiting), now);
+        assert!(
+            !late,
+            "a moment late is the scheduler's ordinary lag: {said}"
+        );
+        let (said, late) = waiting_until(&waiting(Some(now + 60_000), DurableStatus::Waiting), now);
+        assert!(!late && said.contains("(in "), "{said}");
+        // Not waiting: nothing to say.
+        assert_eq!(
+            waiting_until(&waiting(Some(now - 600_000), DurableStatus::Running), now),
+            (String::new(), false)
+        );
     }
 }

@@ -104,6 +104,25 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
         "{}",
         browser.source()
     );
+    // The filters count the runs: two in all, each in one status. Read from
+    // one rendering of the page, which refreshes itself.
+    let html = browser.source();
+    let count = |anchor: &str| -> u64 {
+        let at = html
+            .find(anchor)
+            .unwrap_or_else(|| panic!("{anchor} not in {html}"));
+        let rest = &html[at..];
+        let open = rest.find("<span class=\"count\">").unwrap() + "<span class=\"count\">".len();
+        rest[open..open + rest[open..].find('<').unwrap()]
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("<a href=\"/\""), 2);
+    let by_status: u64 = ["waiting", "running", "succeeded", "failed", "canceled"]
+        .iter()
+        .map(|s| count(&format!("id=\"filter-{s}\"")))
+        .sum();
+    assert_eq!(by_status, 2);
     browser.type_into(&browser.find("input#q").expect("the search box"), &instance);
     browser.click(&browser.find("#find").unwrap());
     assert!(
