@@ -1039,26 +1039,11 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response
         Ok(run) => run,
         Err(r) => return *r,
     };
-    let now = crate::run::clock::unix_ms(SystemTime::now());
-    match app.worker.runs.store.cancel(&id, now, "the API").await {
-        Ok(true) => {
-            app.worker.changed.send_modify(|n| *n = n.wrapping_add(1));
-            // As for every run that ends: one line in the worker's log.
-            app.worker.export_stored(&run.id).await;
-            app.worker.say_run(
-                &run.id,
-                &run.flow,
-                &crate::store::durable::trace_id(&run),
-                format!(
-                    "run {} ({}) canceled: canceled by the API",
-                    run.id, run.flow
-                ),
-            );
-            match load(&app, &id).await {
-                Ok(run) => respond(200, &summary(&run)),
-                Err(r) => *r,
-            }
-        }
+    match app.worker.cancel(&run, "the API").await {
+        Ok(true) => match load(&app, &id).await {
+            Ok(run) => respond(200, &summary(&run)),
+            Err(r) => *r,
+        },
         Ok(false) => problem(
             409,
             "finished",
@@ -1068,7 +1053,7 @@ async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response
                 run.status.as_str()
             ),
         ),
-        Err(e) => problem(503, "store", e.0),
+        Err(e) => problem(503, "store", e),
     }
 }
 

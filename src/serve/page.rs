@@ -415,25 +415,8 @@ async fn cancel(
         Ok(None) => return page(404, "No such run", "<p>No run has this id.</p>"),
         Err(e) => return page(503, "Run", &format!("<p class=\"error\">{}</p>", esc(&e.0))),
     };
-    match app
-        .worker
-        .runs
-        .store
-        .cancel(&id, now_ms(), "the run page")
-        .await
-    {
+    match app.worker.cancel(&run, "the run page").await {
         Ok(true) => {
-            app.worker.changed.send_modify(|n| *n = n.wrapping_add(1));
-            app.worker.export_stored(&id).await;
-            app.worker.say_run(
-                &run.id,
-                &run.flow,
-                &crate::store::durable::trace_id(&run),
-                format!(
-                    "run {} ({}) canceled: canceled by the run page",
-                    run.id, run.flow
-                ),
-            );
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::SEE_OTHER;
             if let Ok(v) = HeaderValue::from_str(&format!("/runs/{id}")) {
@@ -445,7 +428,7 @@ async fn cancel(
             Ok(Some(now)) => ended(&now),
             _ => ended(&run),
         },
-        Err(e) => page(503, "Run", &format!("<p class=\"error\">{}</p>", esc(&e.0))),
+        Err(e) => page(503, "Run", &format!("<p class=\"error\">{}</p>", esc(&e))),
     }
 }
 

@@ -330,6 +330,31 @@ impl Worker {
         Some(assembler)
     }
 
+    /// Cancels a run as `by` (`the API`, `the run page`): the store ends its
+    /// trace, followers hear of it, its last spans go out, and the log has
+    /// its line. `false` when it had already ended.
+    pub async fn cancel(&self, run: &StoredRun, by: &str) -> Result<bool, String> {
+        let now = unix_ms(SystemTime::now());
+        if !self
+            .runs
+            .store
+            .cancel(&run.id, now, by)
+            .await
+            .map_err(|e| e.0)?
+        {
+            return Ok(false);
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.export_stored(&run.id).await;
+        self.say_run(
+            &run.id,
+            &run.flow,
+            &crate::store::durable::trace_id(run),
+            format!("run {} ({}) canceled: canceled by {by}", run.id, run.flow),
+        );
+        Ok(true)
+    }
+
     /// Exports what a stored run's trace holds beyond its mark: after a
     /// cancel ended it in the store.
     pub async fn export_stored(&self, id: &str) {
