@@ -108,6 +108,7 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
             dry_run,
             fields,
             route,
+            started_by,
             ..
         } => {
             let mode = if *dry_run { " (dry run)" } else { "" };
@@ -126,6 +127,13 @@ pub fn pretty(event: &TraceEvent, style: Style, real: Option<Duration>) -> Strin
                     "{}  {}\n",
                     " ".repeat(9),
                     style.dim(&shown.join("  "))
+                ));
+            }
+            if let Some(by) = started_by {
+                out.push_str(&format!(
+                    "{}  {}\n",
+                    " ".repeat(9),
+                    style.dim(&format!("started as a {}", esc(by)))
                 ));
             }
             if let Some(route) = route {

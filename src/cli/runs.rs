@@ -360,6 +360,7 @@ async fn list(runs: &DurableRuns, args: &RunsArgs) -> i32 {
         limit: Some(args.limit),
         before: None,
         search: args.find.clone(),
+        oldest_first: false,
     };
     let list = match runs.list(&filter).await {
         Ok(l) => l,

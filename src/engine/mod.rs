@@ -670,6 +670,7 @@ impl Engine<'_> {
                 fields: shown_fields,
                 route: self.transport.route(),
                 traceparent: state.traceparent.clone(),
+                started_by: state.started_by.clone(),
             },
         );
     }

@@ -11,11 +11,12 @@ use crate::run::redact::Redactor;
 use crate::run::trace::{EventKind, RunStatus, TraceEvent};
 use crate::steps::StepKind;
 
-/// What a run did, for highlighting: the steps it started, and where and
-/// how it ended.
+/// What a run did, for highlighting: the steps it started, the edges it
+/// went along (`(from, to)`, `end` for the end), and where and how it ended.
 #[derive(Debug, Default)]
 pub struct Taken {
     pub steps: BTreeSet<String>,
+    pub edges: BTreeSet<(String, String)>,
     pub ended_at: Option<String>,
     pub status: Option<RunStatus>,
 }
@@ -28,6 +29,19 @@ impl Taken {
                 EventKind::StepStarted { .. } => {
                     if let Some(step) = &event.step {
                         taken.steps.insert(step.to_string());
+                    }
+                }
+                EventKind::StepFinished { next } => {
+                    if let Some(step) = &event.step {
+                        taken.edges.insert((step.to_string(), next.clone()));
+                    }
+                }
+                EventKind::StepFailed {
+                    handled_by: Some(next),
+                    ..
+                } => {
+                    if let Some(step) = &event.step {
+                        taken.edges.insert((step.to_string(), next.clone()));
                     }
                 }
                 EventKind::FlowFinished(outcome) => {

@@ -146,12 +146,14 @@ fn rest(event: &TraceEvent, mut o: Object<'_>) -> bool {
             fields,
             route,
             traceparent,
+            started_by,
         } => {
             o.str(key!("flow"), flow);
             o.bool(key!("dry_run"), *dry_run);
             o.values(key!("fields"), fields);
             o.opt_str(key!("route"), route.as_deref());
             o.opt_str(key!("traceparent"), traceparent.as_deref());
+            o.opt_str(key!("started_by"), started_by.as_deref());
         }
         EventKind::StepStarted { kind } => o.str(key!("kind"), kind),
         EventKind::RequestSent {
@@ -584,6 +586,7 @@ mod tests {
                 fields: map.clone(),
                 route: Some(t()),
                 traceparent: Some(t()),
+                started_by: Some(t()),
             },
             EventKind::FlowStarted {
                 flow: t(),
@@ -591,6 +594,7 @@ mod tests {
                 fields: IndexMap::new(),
                 route: None,
                 traceparent: None,
+                started_by: None,
             },
             EventKind::StepStarted { kind: t().into() },
             EventKind::RequestSent {

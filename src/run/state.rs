@@ -51,6 +51,10 @@ pub struct RunState {
     /// caller's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Who started the run, when the trace should say so: a retry from the
+    /// run page names the run it retries and who asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
     /// A `for_each` under way: which items finished, so a resumed run does
     /// not run them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -63,6 +63,10 @@ pub enum EventKind {
         /// The caller's W3C trace context, when a `traceparent` started the run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,
+        /// Who started it, when that is not the API's caller: `retry of run
+        /// …, by the run page (…)`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_by: Option<String>,
     },
     StepStarted {
         /// A step kind's name: handoff's own text, not copied for each step.
@@ -598,6 +602,7 @@ mod tests {
                 fields: IndexMap::new(),
                 route: Some("p".into()),
                 traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+                started_by: Some("retry of run r0, by the run page".into()),
             },
             EventKind::StepStarted {
                 kind: "timer".into(),

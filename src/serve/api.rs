@@ -47,7 +47,9 @@ const MAX_KEY: usize = 255;
 const MAX_PAGE: u32 = 500;
 const PAGE: u32 = 50;
 
-pub fn router(app: Arc<App>) -> Router {
+/// The API's routes, and `pages` (the run page's) beside them, under one
+/// body limit and one fallback.
+pub fn router(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
     let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/flows", get(list_flows))
@@ -66,7 +68,7 @@ pub fn router(app: Arc<App>) -> Router {
         // A hook checks its own access: a signature, or the bearer token.
         .route("/v1/hooks/{flow}", post(hook))
         .merge(guarded)
-        .merge(crate::serve::page::router(app.clone()))
+        .merge(pages)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -445,9 +447,11 @@ pub async fn create_run(
     inputs: Value,
     key: Option<IdempotencyKey>,
     traceparent: Option<String>,
+    started_by: Option<String>,
 ) -> Result<Started, Box<Response>> {
     let (mut state, key) = prepare(app, served, inputs, key).map_err(Refusal::answer)?;
     state.traceparent = traceparent;
+    state.started_by = started_by;
     let flow = &served.flow;
     let now = SystemTime::now();
     let id = crate::run::trace::new_run_id(now);
@@ -719,7 +723,7 @@ async fn start(
     key: Option<IdempotencyKey>,
     traceparent: Option<String>,
 ) -> Response {
-    let (id, title) = match create_run(app, served, inputs, key, traceparent).await {
+    let (id, title) = match create_run(app, served, inputs, key, traceparent, None).await {
         Ok(Started::New(id, title)) => (id, title),
         Ok(Started::Existing(run)) => {
             let mut body = summary(&run);
@@ -974,6 +978,7 @@ async fn list_runs(
         limit: Some(limit),
         before: q.before,
         search: q.q,
+        oldest_first: false,
     };
     match app.worker.runs.list(&filter).await {
         Ok(runs) => {

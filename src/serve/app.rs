@@ -71,6 +71,8 @@ pub struct App {
     pub secure_cookies: bool,
     /// What each `schedule:` did last and does next.
     pub schedules: Schedules,
+    /// The run page's event streams open now: capped, as each holds a connection.
+    pub live_streams: std::sync::atomic::AtomicUsize,
 }
 
 /// What a schedule did last, and what it does next: for `GET /v1/flows`,

@@ -164,6 +164,7 @@ impl Server {
             attempts: Default::default(),
             secure_cookies: config.behind_tls,
             schedules: Default::default(),
+            live_streams: Default::default(),
         });
         Ok(Server {
             addr,
@@ -190,7 +191,10 @@ impl Server {
         // Cron slots: their own loop, which ends with the worker.
         let _slots = tokio::spawn(crate::serve::schedules::run(self.app.clone()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let router = api::router(self.app.clone());
+        let router = api::router(
+            self.app.clone(),
+            crate::serve::page::router(self.app.clone()),
+        );
         let http = tokio::spawn(conns::serve(
             self.listener,
             router,

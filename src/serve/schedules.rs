@@ -163,7 +163,7 @@ async fn fire(app: &App, name: &str, slot: SystemTime) {
         key: text.clone(),
         fingerprint: None,
     };
-    match create_run(app, served, inputs, Some(key), None).await {
+    match create_run(app, served, inputs, Some(key), None, None).await {
         Ok(Started::New(id, _)) => {
             app.schedules.update(name, |f| {
                 f.fired += 1;

@@ -401,6 +401,15 @@ impl DurableRuns {
         Ok(state)
     }
 
+    /// The inputs a run was started with, its secrets opened: what a retry
+    /// starts again with. Only for starting; never shown.
+    pub fn inputs_of(&self, run: &StoredRun) -> Result<serde_json::Value, String> {
+        let given: IndexMap<String, serde_json::Value> = serde_json::from_str(&run.inputs)
+            .map_err(|_| format!("run `{}` has damaged inputs in the store", run.id))?;
+        let opened = self.sealer.unseal_fields(&given)?;
+        Ok(serde_json::Value::Object(opened.into_iter().collect()))
+    }
+
     /// The key resume URLs are signed with, derived from the store's.
     pub fn resume_key(&self) -> [u8; 32] {
         self.sealer.resume_key()

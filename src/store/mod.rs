@@ -184,6 +184,8 @@ pub struct RunFilter {
     /// Only runs whose id, title or inputs hold this text, in any case: an
     /// instance id finds its run. Secret inputs are sealed, so never match.
     pub search: Option<String>,
+    /// Oldest first, rather than newest first.
+    pub oldest_first: bool,
 }
 
 impl RunFilter {

@@ -99,6 +99,11 @@ impl Sealer {
         json!({ SEALED: base64::engine::general_purpose::STANDARD.encode(bytes) })
     }
 
+    /// Whether a stored value is a sealed secret.
+    pub fn is_sealed(value: &Value) -> bool {
+        value.get(SEALED).is_some_and(Value::is_string)
+    }
+
     /// A sealed value's content; anything else as it is.
     pub fn unseal(&self, value: &Value) -> Result<Value, String> {
         let Some(text) = value.get(SEALED).and_then(Value::as_str) else {

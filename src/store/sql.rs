@@ -376,7 +376,7 @@ where
                    AND (CAST($6 AS TEXT) IS NULL
                         OR LOWER(id) LIKE $6 ESCAPE '\\' OR LOWER(inputs) LIKE $6 ESCAPE '\\'
                         OR LOWER(COALESCE(title, '')) LIKE $6 ESCAPE '\\')
-                 ORDER BY id DESC
+                 ORDER BY CASE WHEN $7 = 1 THEN id END ASC, id DESC
                  LIMIT $4",
             )
             .bind(f.status.map(DurableStatus::as_str))
@@ -385,6 +385,7 @@ where
             .bind(f.limit.map_or(i64::MAX, i64::from))
             .bind(&f.before)
             .bind(f.search_pattern())
+            .bind(f.oldest_first as i64)
             .fetch_all(&self.pool)
             .await
             .map_err(failed("list runs"))?;

@@ -487,9 +487,7 @@ fn the_run_page_names_the_operations() {
         assert!(timeline.contains(op), "{op}:\n{timeline}");
     }
     assert!(
-        page.contains(
-            "<td>operation</td><td class=\"details\">jobs.getJob (GET /jobs/{jobId})</td>"
-        ),
+        page.contains("operation <b>jobs.getJob</b> (GET /jobs/{jobId})"),
         "{page}"
     );
     assert_clean(JOBS_TOKEN, &[("page", &page), ("log", &served.log())]);

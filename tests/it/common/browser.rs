@@ -178,6 +178,41 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// Runs a script in the page; its return value.
+    pub fn execute(&self, script: &str) -> Value {
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .unwrap_or_else(|e| panic!("the script failed: {e}"))
+    }
+
+    /// Runs a script that calls its last argument when done; what it passed.
+    pub fn execute_async(&self, script: &str) -> Value {
+        self.session_call(
+            "POST",
+            "/execute/async",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .unwrap_or_else(|e| panic!("the script failed: {e}"))
+    }
+
+    /// Presses a key on the keyboard (a WebDriver key code, such as
+    /// `\u{E004}` for Tab), as a person would: to whatever has the focus.
+    pub fn press(&self, key: &str) {
+        self.session_call(
+            "POST",
+            "/actions",
+            Some(
+                json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": [
+                { "type": "keyDown", "value": key }, { "type": "keyUp", "value": key }
+            ] }] }),
+            ),
+        )
+        .unwrap();
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&self) -> Vec<u8> {
         let b64 = self.session_call("GET", "/screenshot", None).unwrap();
