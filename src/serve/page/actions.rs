@@ -62,6 +62,21 @@ async fn load(app: &App, id: &str) -> Result<StoredRun, Response> {
     }
 }
 
+/// The run a form's post acts on: only when the post carries this page's
+/// token (403 otherwise, before the store is read).
+async fn posted(
+    app: &App,
+    headers: &HeaderMap,
+    body: &Bytes,
+    action: &str,
+    id: &str,
+) -> Result<StoredRun, Response> {
+    if forged(app, headers, body, action, id) {
+        return Err(refused());
+    }
+    load(app, id).await
+}
+
 /// A confirmation: a heading, what the action does, one button.
 fn confirm(
     app: &App,
@@ -132,10 +147,7 @@ pub(crate) async fn cancel(
     extensions: Extensions,
     body: Bytes,
 ) -> Response {
-    if forged(&app, &headers, &body, "cancel", &id) {
-        return refused();
-    }
-    let run = match load(&app, &id).await {
+    let run = match posted(&app, &headers, &body, "cancel", &id).await {
         Ok(run) => run,
         Err(r) => return r,
     };
@@ -199,10 +211,7 @@ pub(crate) async fn retry(
     extensions: Extensions,
     body: Bytes,
 ) -> Response {
-    if forged(&app, &headers, &body, "retry", &id) {
-        return refused();
-    }
-    let run = match load(&app, &id).await {
+    let run = match posted(&app, &headers, &body, "retry", &id).await {
         Ok(run) => run,
         Err(r) => return r,
     };

@@ -359,6 +359,29 @@ mod late_tests {
     }
 
     #[test]
+    fn a_running_run_no_live_worker_holds_is_in_doubt() {
+        let now = 10_000_000;
+        let mut run = waiting(None, DurableStatus::Running);
+        assert!(in_doubt(&run, now), "no lease at all");
+        run.lease = Some(crate::store::Lease {
+            owner: "w1".into(),
+            until_ms: now - 1,
+        });
+        assert!(in_doubt(&run, now), "a lease that ran out");
+        run.lease = Some(crate::store::Lease {
+            owner: "w1".into(),
+            until_ms: now + 30_000,
+        });
+        assert!(!in_doubt(&run, now), "a worker holds it");
+        run.lease = None;
+        run.status = DurableStatus::Waiting;
+        assert!(
+            !in_doubt(&run, now),
+            "a waiting run is held by no one, rightly"
+        );
+    }
+
+    #[test]
     fn a_waiting_run_long_past_its_time_is_late() {
         let now = 10_000_000;
         let (said, late) = waiting_until(

@@ -35,16 +35,17 @@ fn safe(method: &str) -> bool {
 /// The outcome, first: the last change the run sent and its answer, or why
 /// it sent none; as `(class, html)`.
 fn outcome(run: &StoredRun, events: &[TraceEvent], now: i64) -> (&'static str, String) {
-    let mut sent: Option<(&TraceEvent, Option<u16>)> = None;
+    // The last request that changes something: (its event, method, URL, answer).
+    let mut sent: Option<(&TraceEvent, &str, &str, Option<u16>)> = None;
     for (k, e) in events.iter().enumerate() {
-        if let EventKind::RequestSent { method, .. } = &e.kind
+        if let EventKind::RequestSent { method, url, .. } = &e.kind
             && !safe(method)
         {
             let status = events[k + 1..].iter().take(4).find_map(|r| match &r.kind {
                 EventKind::ResponseReceived { status, .. } if r.step == e.step => Some(*status),
                 _ => None,
             });
-            sent = Some((e, status));
+            sent = Some((e, method, url, status));
         }
     }
     let reason = run
@@ -58,10 +59,7 @@ fn outcome(run: &StoredRun, events: &[TraceEvent], now: i64) -> (&'static str, S
     });
     let mut html = String::new();
     match sent {
-        Some((e, status)) => {
-            let EventKind::RequestSent { method, url, .. } = &e.kind else {
-                unreachable!("matched above")
-            };
+        Some((e, method, url, status)) => {
             let _ = write!(
                 html,
                 "Sent <b>{}</b> <span class=\"url\">{}</span> in step <b>{}</b>",
