@@ -10,7 +10,8 @@
 //!
 //! The changes come from this process's checkpoints (the worker's `changed`
 //! signal) and, for other workers on a shared store, a look at the store
-//! every few seconds. Each stream holds a connection, so they are capped
+//! every few seconds; a stream looks at most twice a second (the list every
+//! two seconds), however busy the worker. Each stream holds a connection, so they are capped
 //! ([`MAX_STREAMS`]), and each lasts at most [`STREAM_FOR`]: the browser's
 //! `EventSource` opens a new one.
 //!
@@ -34,6 +35,10 @@ pub const MAX_STREAMS: usize = 64;
 pub const STREAM_FOR: Duration = Duration::from_secs(300);
 /// How often a stream looks at the store for changes other workers made.
 const LOOK_EVERY: Duration = Duration::from_secs(3);
+/// The least time between two looks of one stream at the store, however
+/// busy the worker is: a run page's, and the list's (its counts cost more).
+const RUN_GAP: Duration = Duration::from_millis(500);
+const LIST_GAP: Duration = Duration::from_secs(2);
 /// A comment this often keeps proxies from closing a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -235,7 +240,15 @@ impl Follow {
             if now >= self.until || self.slot.0.worker.stopping() {
                 return None;
             }
-            let wait = LOOK_EVERY.min(self.until - now);
+            // A busy worker signals a change at every checkpoint: a stream
+            // looks at most once a gap, so open pages cost the store a bounded load.
+            let gap = if self.run.is_some() {
+                RUN_GAP
+            } else {
+                LIST_GAP
+            };
+            let wait = LOOK_EVERY.min(self.until - now).saturating_sub(gap);
+            tokio::time::sleep(gap).await;
             if let Ok(Err(_)) = tokio::time::timeout(wait, self.changed.changed()).await {
                 return None;
             }
