@@ -244,6 +244,8 @@ pub trait Store: Send + Sync {
         &'a self,
         filter: &'a RunFilter,
     ) -> BoxFuture<'a, Result<Vec<StoredRun>, StoreError>>;
+    /// The run an idempotency key (its [`IdempotencyKey::hash`]) started, if any.
+    fn keyed<'a>(&'a self, key_hash: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
     /// The run's trace events, in order, as JSON lines.
     fn events<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
     /// The run's trace events numbered after `seq`, with their numbers.

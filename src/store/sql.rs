@@ -579,6 +579,19 @@ where
         })
     }
 
+    fn keyed<'a>(&'a self, key_hash: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT run_id FROM idempotency WHERE key_hash = $1")
+                .bind(key_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(failed("read an idempotency key"))?;
+            row.map(|r| r.try_get::<String, _>(0))
+                .transpose()
+                .map_err(failed("read an idempotency key"))
+        })
+    }
+
     fn counts(&self) -> BoxFuture<'_, Result<Counts, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(

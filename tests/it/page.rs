@@ -509,6 +509,11 @@ fn an_operator_retries_a_failed_run_by_keyboard_and_the_pages_pass_axe() {
         by.starts_with(&format!("retry of run {run}, by the run page (session ")),
         "{by}"
     );
+    // The failed run's page now links to its retry instead of offering one.
+    browser.goto(&format!("{}/runs/{run}", served.base));
+    let forward = browser.find("#retried-as").expect("a link to the retry");
+    assert_eq!(browser.text(&forward), retried);
+    assert!(browser.find("#retry").is_none());
     // A second post of the same form opens that run, and starts no third.
     browser.goto(&format!("{}/runs/{run}/retry", served.base));
     browser.click(&browser.find("#confirm-retry").unwrap());

@@ -97,6 +97,13 @@ async fn creates_once_per_key(store: &dyn Store) {
         ..run("c")
     };
     assert_eq!(store.create(&other_scope).await.unwrap(), Created::New);
+    // A key names the run it started; an unknown key, none.
+    let hash = other_scope.idempotency.as_ref().unwrap().hash();
+    assert_eq!(store.keyed(&hash).await.unwrap(), Some("c".to_string()));
+    assert_eq!(
+        store.keyed(&key("a", "no-such-key").hash()).await.unwrap(),
+        None
+    );
     let c = store.load("c").await.unwrap().unwrap();
     assert_eq!(c.status, DurableStatus::Running);
     assert_eq!(c.lease.map(|l| l.owner), Some("me".to_string()));

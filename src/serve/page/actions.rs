@@ -162,6 +162,24 @@ pub(crate) async fn cancel(
     }
 }
 
+/// The key a run's retry is started under: one retry per run.
+fn retry_key(run: &StoredRun) -> IdempotencyKey {
+    IdempotencyKey {
+        scope: format!("page/retry/{}", run.flow),
+        key: run.id.clone(),
+        fingerprint: None,
+    }
+}
+
+/// The run a run's retry started, if it was retried.
+pub(crate) async fn retried_as(app: &App, run: &StoredRun) -> Option<String> {
+    if !retriable(run) {
+        return None;
+    }
+    let key = retry_key(run).hash();
+    app.worker.runs.store.keyed(&key).await.ok().flatten()
+}
+
 /// Whether a run can be started again: it ended without succeeding.
 pub(crate) fn retriable(run: &StoredRun) -> bool {
     matches!(run.status, DurableStatus::Failed | DurableStatus::Canceled)
@@ -234,11 +252,7 @@ pub(crate) async fn retry(
         Err(e) => return crate::serve::page::html::problem(503, "Not retried", &e),
     };
     let who = crate::serve::page::session::who(&app, &headers, client(&extensions));
-    let key = IdempotencyKey {
-        scope: format!("page/retry/{}", served.flow.name),
-        key: run.id.clone(),
-        fingerprint: None,
-    };
+    let key = retry_key(&run);
     let started = crate::serve::api::create_run(
         &app,
         served,

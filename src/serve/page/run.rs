@@ -221,11 +221,21 @@ pub(crate) async fn run_page(
             "<a href=\"/runs/{id}/cancel\" id=\"cancel\">Cancel this run…</a>"
         );
     }
-    if crate::serve::page::actions::retriable(&run) {
-        let _ = write!(
-            actions,
-            "<a href=\"/runs/{id}/retry\" id=\"retry\">Retry with the same inputs…</a>"
-        );
+    match crate::serve::page::actions::retried_as(&app, &run).await {
+        Some(new) => {
+            let _ = write!(
+                actions,
+                "Retried as run <a href=\"/runs/{n}\" class=\"mono\" id=\"retried-as\">{n}</a>",
+                n = esc(&new)
+            );
+        }
+        None if crate::serve::page::actions::retriable(&run) => {
+            let _ = write!(
+                actions,
+                "<a href=\"/runs/{id}/retry\" id=\"retry\">Retry with the same inputs…</a>"
+            );
+        }
+        None => {}
     }
     if !actions.is_empty() {
         let _ = write!(body, "<p class=\"actions\">{actions}</p>");
