@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""What durability costs the reference flow: `run --each` against `serve`.
+
+The same N instances of `handoff sim` (task there at once) completed three
+ways, alternating, three times each on fresh instances, the best of each
+counting:
+
+- `run --each ROWS --jobs 8 --quiet`: runs in memory, nothing stored;
+- `serve` on SQLite, the runs started by bulk starts of 1,000 (one call each);
+- `serve` on Postgres (a throwaway cluster from scripts/pg.sh; skipped when
+  Postgres is not installed), started the same way.
+
+For each: completions a second (from the first start to the last completion),
+the handoff process's CPU a completion (user + system, from /proc), and the
+ratio to `run --each`; every task is checked to have been completed exactly
+once. The goal of issue 29: serve at least half of `run --each`.
+
+    cargo build --profile dist && scripts/bench-durable.py [N]    # N defaults to 2000
+"""
+import http.client
+import importlib.util
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
+FLOW = os.path.join(ROOT, "flows", "complete-nwc-task.yaml")
+TRIES = 3
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _load(name, file):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, file))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The simulator, instances, the exactly-once check and Postgres helpers: the other benchmarks'.
+_pg = _load("bench_postgres", "bench-postgres.py")
+
+
+def cpu_of(pid):
+    """User + system seconds a live process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def each(sim_port, made, work):
+    rows = os.path.join(work, "rows.jsonl")
+    with open(rows, "w") as f:
+        for instance, _ in made:
+            f.write(json.dumps({"instance_id": instance}) + "\n")
+    env = {**os.environ, "NWC_BASE_URL": f"http://127.0.0.1:{sim_port}", "NWC_TOKEN": _pg.TOKEN}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([BIN, "--color", "never", "run", FLOW, "--each", rows, "--jobs", "8", "--quiet"],
+                   env=env, stdout=subprocess.DEVNULL, check=True)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def served(sim_port, made, store, work):
+    flows = os.path.join(work, "flows")
+    os.makedirs(flows, exist_ok=True)
+    shutil.copy(FLOW, flows)
+    (proc, port), = _pg.start_workers(store, sim_port, 1, flows)
+    try:
+        cpu_before = cpu_of(proc.pid)
+        start = time.perf_counter()
+        for at in range(0, len(made), 1000):
+            runs = [{"inputs": {"instance_id": i}} for i, _ in made[at:at + 1000]]
+            status, text = _pg.call(port, "POST", "/v1/flows/complete-nwc-task/runs", {"runs": runs})
+            if status != 201:
+                raise SystemExit(f"a bulk start failed: {status} {text[:300]}")
+        while True:
+            _, text = _pg.call(port, "GET", "/metrics")
+            done = sum(int(float(line.rsplit(" ", 1)[1])) for line in text.decode().splitlines()
+                       if line.startswith('handoff_runs{flow="complete-nwc-task",status="succeeded"}'))
+            if done >= len(made):
+                break
+            time.sleep(0.01)
+        seconds = time.perf_counter() - start
+        return seconds, cpu_of(proc.pid) - cpu_before
+    finally:
+        _pg.stop([(proc, port)])
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    sim = subprocess.Popen([BIN, "--color", "never", "sim", "--port", "0", "--quiet", "--token", _pg.TOKEN,
+                            "--task-delay", "0s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sim_port = _pg.read_port(sim, r"listening on http://[\d.]+:(\d+)")
+    work = tempfile.mkdtemp(prefix="handoff-bench-durable-")
+    # Its own folder, which pg.sh hands to the postgres user.
+    pg_dir = tempfile.mkdtemp(prefix="handoff-bench-pg-")
+    pg_url = None
+    if shutil.which("psql") and any(os.path.exists(f"/usr/lib/postgresql/{v}/bin/initdb")
+                                     for v in os.listdir("/usr/lib/postgresql") if v.isdigit()):
+        pg_url = subprocess.run([os.path.join(HERE, "pg.sh"), "start", pg_dir], check=True,
+                                capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    ways = ["run --each", "serve, SQLite"] + (["serve, Postgres"] if pg_url else [])
+    best = {}
+    try:
+        for attempt in range(TRIES):
+            for way in ways:
+                made = _pg.instances(sim_port, n)
+                round_dir = os.path.join(work, f"{attempt}-{ways.index(way)}")
+                os.makedirs(round_dir)
+                if way == "run --each":
+                    seconds, cpu = each(sim_port, made, round_dir)
+                elif way == "serve, SQLite":
+                    seconds, cpu = served(sim_port, made, os.path.join(round_dir, "handoff.db"), round_dir)
+                else:
+                    url = _pg.database(pg_url, f"bench_durable_{attempt}")
+                    seconds, cpu = served(sim_port, made, url, round_dir)
+                _pg.check(sim_port, made)
+                rate = n / seconds
+                print(f"{way:<16} {rate:7.0f} completions/s  {cpu * 1e3 / n:6.2f} ms CPU a completion")
+                if rate > best.get(way, (0, 0))[0]:
+                    best[way] = (rate, cpu * 1e3 / n)
+        print()
+        base_rate, base_cpu = best["run --each"]
+        for way in ways:
+            rate, cpu = best[way]
+            print(f"best {way:<16} {rate:7.0f}/s ({rate / base_rate:.2f} of run --each), "
+                  f"{cpu:5.2f} ms CPU a completion ({cpu / base_cpu:.1f}×)")
+    finally:
+        sim.kill()
+        if pg_url:
+            subprocess.run([os.path.join(HERE, "pg.sh"), "stop", pg_dir], capture_output=True)
+        shutil.rmtree(pg_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
