@@ -146,6 +146,37 @@ macro_rules! insert_event {
     };
 }
 
+/// Events a statement inserts at most: well under either database's limit on
+/// parameters (two each, and the run's id once).
+const EVENTS_PER_STATEMENT: usize = 100;
+
+/// Inserts a checkpoint's events in as few statements as it can: each
+/// statement is a round trip to the database (for SQLite, to its driver's
+/// thread), which cost more than the inserting.
+macro_rules! insert_events {
+    ($tx:expr, $run:expr, $events:expr) => {
+        async {
+            for chunk in $events.chunks(EVENTS_PER_STATEMENT) {
+                let mut sql = String::from("INSERT INTO events (run_id, seq, event) VALUES ");
+                for k in 0..chunk.len() {
+                    if k > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("($1, ${}, ${})", 2 * k + 2, 2 * k + 3));
+                }
+                sql.push_str(" ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event");
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind($run);
+                for (seq, event) in chunk {
+                    query = query.bind(*seq as i64).bind(event);
+                }
+                query.execute(&mut *$tx).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+        .await
+    };
+}
+
 impl<DB: Dialect> Store for SqlStore<DB>
 where
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
@@ -301,11 +332,8 @@ where
                             .await
                             .map_err(&fail)?;
                     }
-                    let mut last = 0;
-                    for (seq, event) in &p.events {
-                        insert_event!(tx, &p.run_id, *seq, event).map_err(&fail)?;
-                        last = last.max(*seq);
-                    }
+                    insert_events!(tx, &p.run_id, p.events).map_err(&fail)?;
+                    let last = p.events.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
                     if let Some((seq, event)) = ending {
                         let seq = (seq as u64).max(last + 1);
                         let mut value: serde_json::Value =
@@ -317,9 +345,7 @@ where
                 }
                 return Ok(Saved::Canceled);
             }
-            for (seq, event) in &p.events {
-                insert_event!(tx, &p.run_id, *seq, event).map_err(&fail)?;
-            }
+            insert_events!(tx, &p.run_id, p.events).map_err(&fail)?;
             tx.commit().await.map_err(&fail)?;
             Ok(Saved::Saved)
         })

@@ -125,6 +125,29 @@ async fn checkpoints_and_timers(store: &dyn Store) {
         store.events_after("a", 1).await.unwrap(),
         [(2, "e2".to_string())]
     );
+    // A checkpoint of many events (a long `for_each`, say) keeps every one,
+    // in order, however many statements it takes; one written again is
+    // replaced, not doubled.
+    let many = |from: u64, tag: &str| Checkpoint {
+        status: DurableStatus::Running,
+        wake_at_ms: None,
+        events: (from..=250)
+            .map(|seq| (seq, format!("{tag}{seq}")))
+            .collect(),
+        ..waiting("c", "me")
+    };
+    assert_eq!(store.checkpoint(&many(1, "m")).await.unwrap(), Saved::Saved);
+    let all = store.events("c").await.unwrap();
+    assert_eq!(all.len(), 250);
+    assert_eq!((all[0].as_str(), all[249].as_str()), ("m1", "m250"));
+    assert_eq!(
+        store.checkpoint(&many(150, "n")).await.unwrap(),
+        Saved::Saved
+    );
+    let all = store.events("c").await.unwrap();
+    assert_eq!(all.len(), 250);
+    assert_eq!((all[148].as_str(), all[149].as_str()), ("m149", "n150"));
+    assert_eq!(all[249], "n250");
     assert_eq!(store.next_wake().await.unwrap(), Some(100));
     assert!(store.due(99, "me", 10).await.unwrap().is_empty(), "not yet");
     assert_eq!(store.due(100, "me", 10).await.unwrap(), ["a"]);
