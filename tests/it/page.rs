@@ -11,6 +11,37 @@ use serde_json::{Value, json};
 
 const API_TOKEN: &str = "page-api-token-for-tests-4e11";
 
+/// Starts a run of `flow` through the API with `body`; its id.
+fn start_run(served: &Served, flow: &str, body: &str) -> String {
+    let bearer = format!("Bearer {API_TOKEN}");
+    let (code, _, created) = served.call(
+        "POST",
+        &format!("/v1/flows/{flow}/runs"),
+        &[("Authorization", bearer.as_str())],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(code, 201, "{created}");
+    serde_json::from_str::<Value>(&created).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `serve` with one flow, written from `text`, behind the API token; and the
+/// scratch folder to remove after.
+fn serve_one(scratch_name: &str, file: &str, text: &str) -> (std::path::PathBuf, Served) {
+    let dir = scratch(scratch_name);
+    let flows = dir.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(flows.join(file), text).unwrap();
+    let served = Served::start(
+        &flows,
+        &dir.join("handoff.db"),
+        &[("HANDOFF_API_TOKEN", API_TOKEN)],
+    );
+    (dir, served)
+}
+
 #[test]
 #[cfg_attr(
     handoff_no_chromium,
@@ -42,17 +73,7 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
     let bearer = format!("Bearer {API_TOKEN}");
     let auth = [("Authorization", bearer.as_str())];
     let body = json!({ "inputs": { "instance_id": instance, "poll_interval": "4s" } }).to_string();
-    let (code, _, created) = served.call(
-        "POST",
-        "/v1/flows/complete-nwc-task/runs",
-        &auth,
-        Some(body.as_bytes()),
-    );
-    assert_eq!(code, 201, "{created}");
-    let run = serde_json::from_str::<Value>(&created).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run = start_run(&served, "complete-nwc-task", &body);
     let status = || {
         let (_, _, body) = served.call("GET", &format!("/v1/runs/{run}"), &auth, None);
         serde_json::from_str::<Value>(&body).unwrap()["status"]
@@ -65,17 +86,7 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
     let other =
         json!({ "inputs": { "instance_id": "0bd2-other-instance", "poll_interval": "4s" } })
             .to_string();
-    let (code, _, created) = served.call(
-        "POST",
-        "/v1/flows/complete-nwc-task/runs",
-        &auth,
-        Some(other.as_bytes()),
-    );
-    assert_eq!(code, 201, "{created}");
-    let other_run = serde_json::from_str::<Value>(&created).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other_run = start_run(&served, "complete-nwc-task", &other);
     // The API finds a run by its instance, in any case.
     let query = format!("/v1/runs?q=INSTANCE%20{}", instance.to_uppercase());
     let (_, _, found) = served.call("GET", &query, &auth, None);
@@ -371,29 +382,11 @@ fn tab_to(browser: &Browser, id: &str) -> bool {
 fn an_operator_retries_a_failed_run_by_keyboard_and_the_pages_pass_axe() {
     let axe = axe_source();
     let browser = Browser::start().unwrap_or_else(|why| panic!("{why}"));
-    let dir = scratch("page-retry");
-    let flows = dir.join("flows");
-    std::fs::create_dir_all(&flows).unwrap();
-    std::fs::write(flows.join("vetting.yaml"), VETTING).unwrap();
-    let served = Served::start(
-        &flows,
-        &dir.join("handoff.db"),
-        &[("HANDOFF_API_TOKEN", API_TOKEN)],
-    );
+    let (dir, served) = serve_one("page-retry", "vetting.yaml", VETTING);
     let bearer = format!("Bearer {API_TOKEN}");
     let auth = [("Authorization", bearer.as_str())];
     let body = json!({ "inputs": { "customer": "ACME-0042", "api_key": API_KEY } }).to_string();
-    let (code, _, created) = served.call(
-        "POST",
-        "/v1/flows/vetting/runs",
-        &auth,
-        Some(body.as_bytes()),
-    );
-    assert_eq!(code, 201, "{created}");
-    let run = serde_json::from_str::<Value>(&created).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run = start_run(&served, "vetting", &body);
     let get = |id: &str| {
         let (_, _, body) = served.call("GET", &format!("/v1/runs/{id}"), &auth, None);
         serde_json::from_str::<Value>(&body).unwrap()
@@ -565,23 +558,10 @@ fn open_stream(base: &str, path: &str, until: &str) -> (std::net::TcpStream, Str
 
 #[test]
 fn a_run_page_stream_says_only_that_the_run_changed_and_ended_and_is_capped() {
-    let dir = scratch("page-live");
-    let flows = dir.join("flows");
-    std::fs::create_dir_all(&flows).unwrap();
-    std::fs::write(flows.join("nap.yaml"), NAP).unwrap();
-    let served = Served::start(
-        &flows,
-        &dir.join("handoff.db"),
-        &[("HANDOFF_API_TOKEN", API_TOKEN)],
-    );
+    let (dir, served) = serve_one("page-live", "nap.yaml", NAP);
     let bearer = format!("Bearer {API_TOKEN}");
     let auth = [("Authorization", bearer.as_str())];
-    let (code, _, created) = served.call("POST", "/v1/flows/nap/runs", &auth, Some(b"{}"));
-    assert_eq!(code, 201, "{created}");
-    let run = serde_json::from_str::<Value>(&created).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run = start_run(&served, "nap", "{}");
     let status = || {
         let (_, _, body) = served.call("GET", &format!("/v1/runs/{run}"), &auth, None);
         serde_json::from_str::<Value>(&body).unwrap()["status"].clone()

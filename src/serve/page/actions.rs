@@ -28,11 +28,7 @@ fn csrf(app: &App, headers: &HeaderMap, action: &str, run: &str) -> String {
 
 /// Whether a form's post carries the token this page gave it.
 fn forged(app: &App, headers: &HeaderMap, body: &Bytes, action: &str, run: &str) -> bool {
-    let given = crate::run::transport::decode_pairs(&String::from_utf8_lossy(body))
-        .into_iter()
-        .find(|(k, _)| k == "csrf")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
+    let given = crate::serve::page::session::form_field(body, "csrf");
     !crate::serve::access::same(&given, &csrf(app, headers, action, run))
 }
 
@@ -103,16 +99,25 @@ fn confirm(
     crate::serve::page::html::page(200, &format!("{heading} a run"), &body)
 }
 
-fn ended(run: &StoredRun) -> Response {
+/// The answer when a run is not in a state the action applies to (409).
+fn not_now(run: &StoredRun, heading: &str, id_attr: &str, why: &str) -> Response {
     let id = crate::serve::page::html::esc(&run.id);
     crate::serve::page::html::page(
         409,
-        "Run ended",
+        heading,
         &format!(
-            "<main id=\"main\"><h1>Run ended</h1><p><a href=\"/runs/{id}\">← the run</a></p><p id=\"ended\">Run <code>{id}</code> has ended ({status}): there is nothing to cancel.</p></main>",
-            status = run.status.as_str()
+            "<main id=\"main\"><h1>{heading}</h1><p><a href=\"/runs/{id}\">← the run</a></p><p id=\"{id_attr}\">Run <code>{id}</code> {}</p></main>",
+            crate::serve::page::html::esc(why)
         ),
     )
+}
+
+fn ended(run: &StoredRun) -> Response {
+    let why = format!(
+        "has ended ({}): there is nothing to cancel.",
+        run.status.as_str()
+    );
+    not_now(run, "Run ended", "ended", &why)
 }
 
 /// Asks before it cancels.
@@ -186,15 +191,11 @@ pub(crate) fn retriable(run: &StoredRun) -> bool {
 }
 
 fn not_retriable(run: &StoredRun) -> Response {
-    let id = crate::serve::page::html::esc(&run.id);
-    crate::serve::page::html::page(
-        409,
-        "Not retried",
-        &format!(
-            "<main id=\"main\"><h1>Not retried</h1><p><a href=\"/runs/{id}\">← the run</a></p><p id=\"not-retriable\">Run <code>{id}</code> is {status}: only a failed or canceled run is started again.</p></main>",
-            status = run.status.as_str()
-        ),
-    )
+    let why = format!(
+        "is {}: only a failed or canceled run is started again.",
+        run.status.as_str()
+    );
+    not_now(run, "Not retried", "not-retriable", &why)
 }
 
 /// Asks before it starts a run again.

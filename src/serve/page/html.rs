@@ -81,8 +81,8 @@ ol.trace{list-style:none;padding:0;margin:0}ol.trace>li{border-left:3px solid #c
 ol.trace li.failed{border-color:#b91c1c;background:#fef2f2}ol.trace li.end.ok{border-color:#15803d}ol.trace li.loop{border-color:#6366f1}\
 .block-head .at{color:#475569;font:12px ui-monospace,monospace;margin-right:8px}.block-head .kind{color:#475569;font-size:12px}\
 ul.lines{list-style:none;margin:4px 0 0;padding-left:18px}ul.lines li{margin:2px 0}pre{background:#f1f5f9;padding:8px;overflow:auto;font-size:12px;margin:4px 0}\
-svg text{font:12px system-ui,sans-serif;fill:#0f172a}svg text.detail{fill:#475569;font-size:11px}svg text.edge{fill:#334155;font-size:11px}svg text.edge.taken{fill:#1d4ed8;font-weight:600}\
-svg text.edge{paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}svg text.title{font-weight:600}.login label{display:block;margin:12px 0}";
+svg text{font:12px system-ui,sans-serif;fill:#0f172a}svg text.detail{fill:#475569;font-size:11px}svg text.edge{fill:#334155;font-size:11px;paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}svg text.edge.taken{fill:#1d4ed8;font-weight:600}\
+svg text.title{font-weight:600}.login label{display:block;margin:12px 0}";
 
 pub(crate) fn page(status: u16, title: &str, body: &str) -> Response {
     page_with(status, title, body, None)

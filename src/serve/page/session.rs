@@ -87,13 +87,19 @@ pub(crate) async fn login_form() -> Response {
     crate::serve::page::html::page(200, "Sign in", &login_body(None))
 }
 
-/// The token from the sign-in form's body.
-fn form_token(body: &[u8]) -> String {
+/// A field of a form's body (`application/x-www-form-urlencoded`); empty
+/// when it has none.
+pub(crate) fn form_field(body: &[u8], name: &str) -> String {
     crate::run::transport::decode_pairs(&String::from_utf8_lossy(body))
         .into_iter()
-        .find(|(k, _)| k == "token")
+        .find(|(k, _)| k == name)
         .map(|(_, v)| v)
         .unwrap_or_default()
+}
+
+/// The token from the sign-in form's body.
+fn form_token(body: &[u8]) -> String {
+    form_field(body, "token")
 }
 
 pub(crate) async fn login(
