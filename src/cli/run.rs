@@ -45,7 +45,7 @@ pub struct RunArgs {
     /// Print only the final line (for cron); a --trace-file is still written whole.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Keep the run in the store, checkpointed after every step, so `handoff resume` can go on
+    /// Keep the run in the store, checkpointed as it goes, so `handoff resume` can go on
     /// after a crash.
     #[arg(long)]
     pub durable: bool,

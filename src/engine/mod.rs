@@ -7,7 +7,9 @@
 //!
 //! A *durable* run also hands its progress to
 //! [`checkpoint::Checkpoints`]: after every
-//! step, while it waits in a timer (with `wake_at`), just before a step
+//! step that touches something outside the run (a step that only reads and
+//! writes fields goes in with the next checkpoint, and a restart computes it
+//! again), while it waits in a timer (with `wake_at`), just before a step
 //! whose request must not be sent twice, and ahead of every request that is
 //! not idempotent, with that request's event (write-ahead: a restart cannot
 //! lose it from the trace, and the resumed run says it may have landed).
@@ -147,6 +149,10 @@ impl Blocks for Items<'_, '_> {
 
 /// Why a run's turn ended before the run did.
 const PAUSED: &str = "paused at a checkpoint";
+
+/// The most events a durable run keeps unsaved across steps that touch
+/// nothing outside it (a loop of `set` and `decision`), before a checkpoint.
+const UNSAVED_EVENTS: usize = 256;
 
 /// A durable run left at its last checkpoint, at `step`, for a later turn.
 fn paused_at(step: &str) -> Ending {
@@ -297,6 +303,14 @@ impl Engine<'_> {
             let step = &flow.steps[index];
             if self.stopping() {
                 if self.durable.is_some() {
+                    // The steps since the last checkpoint are kept: it goes on from here.
+                    if rec.unsaved() > 0
+                        && let Err(ending) = self
+                            .save(&state, &mut rec, DurableStatus::Running, None)
+                            .await
+                    {
+                        break ending;
+                    }
                     paused = true;
                     break paused_at(&step.id);
                 }
@@ -540,6 +554,11 @@ impl Engine<'_> {
             };
             if let Some(ending) = self.finish_step(&mut state, &mut rec, step, target) {
                 break ending;
+            }
+            // What a step that touched nothing outside the run did goes in
+            // with the next checkpoint (a bounded number of events later).
+            if step.kind.effect_free() && rec.unsaved() < UNSAVED_EVENTS {
+                continue;
             }
             if let Err(ending) = self
                 .save(&state, &mut rec, DurableStatus::Running, None)

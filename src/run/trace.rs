@@ -567,6 +567,11 @@ impl<'a> Recorder<'a> {
         self.kept.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// How many events are kept, not yet taken.
+    pub fn unsaved(&self) -> usize {
+        self.kept.as_ref().map_or(0, Vec::len)
+    }
+
     /// The last event's number.
     pub fn seq(&self) -> u64 {
         self.seq

@@ -239,6 +239,21 @@ impl StepKind {
         }
     }
 
+    /// Whether the step only reads and writes the run's own fields: it sends
+    /// nothing, waits for nothing and ends nothing. A durable run need not
+    /// checkpoint after it: a restart from the last checkpoint computes it
+    /// again, and nothing outside the run saw it the first time.
+    pub fn effect_free(&self) -> bool {
+        matches!(
+            self,
+            StepKind::SetHeader(_)
+                | StepKind::DeserializeId(_)
+                | StepKind::Decision(_)
+                | StepKind::Set(_)
+                | StepKind::Log(_)
+        )
+    }
+
     /// Whether the step sends the flow's managed token (`auth:`).
     pub fn uses_auth(&self) -> bool {
         match self {

@@ -23,6 +23,7 @@ use crate::language::source::Source;
 use crate::run::clock::BoxFuture;
 use crate::run::clock::unix_ms;
 use crate::run::state::RunState;
+use crate::store::group::GroupCommit;
 use crate::store::seal::{KeySource, Sealer};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
@@ -104,6 +105,8 @@ pub struct DurableRuns {
     owner: String,
     /// How long its leases hold unless renewed.
     lease: std::time::Duration,
+    /// Where checkpoints go: many runs' to a transaction.
+    commits: GroupCommit,
 }
 
 /// A stored run made ready to go on: its pinned flow and its opened state.
@@ -127,8 +130,10 @@ impl DurableRuns {
         ));
         let (sealer, key) = Sealer::load(env, &key_file)?;
         let store = SqliteStore::open(path).await.map_err(|e| e.0)?;
+        let store: Arc<dyn Store> = Arc::new(store);
         Ok(DurableRuns {
-            store: Arc::new(store),
+            commits: GroupCommit::new(store.clone()),
+            store,
             sealer,
             key,
             owner: this_process(),
@@ -176,8 +181,10 @@ impl DurableRuns {
         if opened != Some(Value::String(CHECK.into())) {
             return Err("HANDOFF_STORE_KEY is not the key this store's other workers use: give every worker the same key".to_string());
         }
+        let store: Arc<dyn Store> = Arc::new(store);
         Ok(DurableRuns {
-            store: Arc::new(store),
+            commits: GroupCommit::new(store.clone()),
+            store,
             sealer,
             key: KeySource::Env,
             owner: this_process(),
@@ -595,7 +602,7 @@ impl Checkpoints for RunCheckpoints<'_> {
                 .iter()
                 .map(|e| (e.seq, crate::run::jsonl::to_string(e)))
                 .collect();
-            let point = Checkpoint {
+            let point = Arc::new(Checkpoint {
                 run_id: self.run_id.clone(),
                 owner: self.runs.owner.clone(),
                 status: progress.status,
@@ -625,7 +632,7 @@ impl Checkpoints for RunCheckpoints<'_> {
                     .map(|o| serde_json::to_string(o).unwrap_or_default()),
                 events,
                 updated_ms: unix_ms(std::time::SystemTime::now()),
-            };
+            });
             // A store that is away (Postgres restarting, a lock held too
             // long) is waited for, with backoff: a checkpoint is never dropped.
             // The lease is renewed meanwhile, and a write that comes too late
@@ -633,7 +640,7 @@ impl Checkpoints for RunCheckpoints<'_> {
             let mut pause = std::time::Duration::from_millis(50);
             let mut waited = std::time::Duration::ZERO;
             loop {
-                match self.runs.store.checkpoint(&point).await {
+                match self.runs.commits.checkpoint(point.clone()).await {
                     Ok(saved) => return Ok(saved),
                     Err(e) if waited >= STORE_PATIENCE => return Err(e.0),
                     Err(_) => {

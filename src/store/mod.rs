@@ -2,8 +2,9 @@
 //!
 //! A [`Store`] keeps one row per run (its flow, pinned by source and hash,
 //! its inputs, status, current step, `wake_at`, step count and outcome) and
-//! the run's trace events. The engine checkpoints after every step: the
-//! state and that step's events go in one transaction. The store never holds
+//! the run's trace events. The engine checkpoints as it goes: the state and
+//! the events since the last checkpoint go in one transaction, and
+//! [`group::GroupCommit`] puts many runs' checkpoints in one. The store never holds
 //! a secret in clear: values are sealed by [`seal::Sealer`] before they reach
 //! it, with a key the store does not keep.
 //!
@@ -13,6 +14,7 @@
 //! checkpoints, and loads it again to resume.
 
 pub mod durable;
+pub mod group;
 pub mod postgres;
 pub mod seal;
 pub mod sql;
@@ -238,6 +240,21 @@ pub trait Store: Send + Sync {
         runs: &'a [NewRun],
     ) -> BoxFuture<'a, Result<Vec<Created>, StoreError>>;
     fn checkpoint<'a>(&'a self, point: &'a Checkpoint) -> BoxFuture<'a, Result<Saved, StoreError>>;
+    /// Checkpoints of many runs in one transaction (group commit): what each
+    /// [`Store::checkpoint`] would have answered, in order. The outer error
+    /// says nothing was kept; an inner one, that this checkpoint was not.
+    fn checkpoint_many<'a>(
+        &'a self,
+        points: &'a [&'a Checkpoint],
+    ) -> BoxFuture<'a, Result<Vec<Result<Saved, StoreError>>, StoreError>> {
+        Box::pin(async move {
+            let mut saved = Vec::with_capacity(points.len());
+            for p in points {
+                saved.push(self.checkpoint(p).await);
+            }
+            Ok(saved)
+        })
+    }
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<StoredRun>, StoreError>>;
     /// Newest first.
     fn list<'a>(
@@ -320,8 +337,10 @@ pub trait Store: Send + Sync {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
-    /// Notified when another process created or canceled a run: a shared
-    /// store's news, for the scheduler. `None` when only this process writes.
+    /// Notified when another process canceled a run or signalled one: a
+    /// shared store's news, for the scheduler. `None` when only this process
+    /// writes. (A new run is leased to the process that created it: news of
+    /// it would only make the others look for nothing.)
     fn changes(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
     }

@@ -12,8 +12,9 @@
 //!   worker still owns the run. Owners are unique per process
 //!   (`host/pid/start`), so a worker that was paused past its lease and
 //!   wakes up finds another owner, writes nothing, and stops.
-//! - `NOTIFY handoff_runs` on every new run and cancellation wakes the other
-//!   workers' schedulers; a poll of `wake_at` is the safety net.
+//! - `NOTIFY handoff_runs` on every cancellation and signal wakes the other
+//!   workers' schedulers; a poll of `wake_at` is the safety net. A new run
+//!   is leased to the worker that started it, so it wakes no other.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,6 +22,8 @@ use crate::store::{
 
 /// What differs between the two databases, beside how they connect.
 pub trait Dialect: Database {
+    /// How to tell the other workers that a run was canceled or signalled.
+    const NOTIFY: Option<&'static str>;
     /// How a transaction that writes begins. SQLite takes the write lock at
     /// once, so that one which reads first (a create checks its key) waits its
     /// turn rather than failing as "locked" when another writer got there first.
@@ -29,8 +31,6 @@ pub trait Dialect: Database {
     /// What `due` adds to its `SELECT`: Postgres skips the rows another
     /// worker is claiming right now, so workers polling together do not queue.
     const DUE_LOCK: &'static str;
-    /// How to tell the other workers that a run was created or canceled.
-    const NOTIFY: Option<&'static str>;
     /// The schema's versions, embedded in the binary: version, name, SQL.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)];
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -94,8 +94,8 @@ where
 /// A run store over one SQL database.
 pub struct SqlStore<DB: Database> {
     pub pool: Pool<DB>,
-    /// Notified when another worker created or canceled a run; `None` when
-    /// only this process writes.
+    /// Notified when another worker canceled or signalled a run; `None`
+    /// when only this process writes.
     pub changed: Option<Arc<Notify>>,
 }
 
@@ -146,33 +146,88 @@ macro_rules! insert_event {
     };
 }
 
+/// Inserts a new run's row, leased to the process that creates it.
+macro_rules! insert_run {
+    ($executor:expr, $run:expr) => {
+        sqlx::query(
+            "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms, title)
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', NULL, 0, $7, $8, $8, $9, $10, $11)",
+        )
+        .bind(&$run.id)
+        .bind(&$run.flow)
+        .bind(&$run.flow_path)
+        .bind(&$run.flow_source)
+        .bind(&$run.flow_hash)
+        .bind(&$run.inputs)
+        .bind(&$run.state)
+        .bind($run.created_ms)
+        .bind(&$run.lease.owner)
+        .bind($run.lease.until_ms)
+        .bind(&$run.title)
+        .execute($executor)
+        .await
+    };
+}
+
 /// Events a statement inserts at most: well under either database's limit on
-/// parameters (two each, and the run's id once).
+/// parameters (three each).
 const EVENTS_PER_STATEMENT: usize = 100;
 
-/// Inserts a checkpoint's events in as few statements as it can: each
-/// statement is a round trip to the database (for SQLite, to its driver's
-/// thread), which cost more than the inserting.
+/// Inserts trace events, `(run, seq, event)`, of one run or of many, in as
+/// few statements as it can: each statement is a round trip to the database
+/// (for SQLite, to its driver's thread), which costs more than the inserting.
 macro_rules! insert_events {
-    ($tx:expr, $run:expr, $events:expr) => {
+    ($tx:expr, $rows:expr) => {
         async {
-            for chunk in $events.chunks(EVENTS_PER_STATEMENT) {
+            let rows: Vec<(&str, u64, &str)> = $rows.collect();
+            for chunk in rows.chunks(EVENTS_PER_STATEMENT) {
                 let mut sql = String::from("INSERT INTO events (run_id, seq, event) VALUES ");
                 for k in 0..chunk.len() {
                     if k > 0 {
                         sql.push_str(", ");
                     }
-                    sql.push_str(&format!("($1, ${}, ${})", 2 * k + 2, 2 * k + 3));
+                    sql.push_str(&format!("(${}, ${}, ${})", 3 * k + 1, 3 * k + 2, 3 * k + 3));
                 }
                 sql.push_str(" ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event");
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind($run);
-                for (seq, event) in chunk {
-                    query = query.bind(*seq as i64).bind(event);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (run, seq, event) in chunk {
+                    query = query.bind(*run).bind(*seq as i64).bind(*event);
                 }
                 query.execute(&mut *$tx).await?;
             }
             Ok::<(), sqlx::Error>(())
         }
+        .await
+    };
+}
+
+/// A checkpoint's events as rows for [`insert_events`].
+fn rows(p: &Checkpoint) -> impl Iterator<Item = (&str, u64, &str)> {
+    p.events
+        .iter()
+        .map(|(seq, event)| (p.run_id.as_str(), *seq, event.as_str()))
+}
+
+/// The fenced write of a checkpoint's row: only the process that holds the
+/// run writes, and a canceled run is not written over. (A macro, as above.)
+macro_rules! update_run {
+    ($tx:expr, $p:expr) => {
+        sqlx::query(
+            "UPDATE runs SET status = $1, step = $2, wake_at_ms = $3, steps_taken = $4, state = COALESCE($5, state), outcome = $6, updated_ms = $7, progress = $10, waiting_for = $11, signal = NULL
+             WHERE id = $8 AND status <> 'canceled' AND owner = $9",
+        )
+        .bind($p.status.as_str())
+        .bind(&$p.step)
+        .bind($p.wake_at_ms)
+        .bind($p.steps_taken as i64)
+        .bind(&$p.state)
+        .bind(&$p.outcome)
+        .bind($p.updated_ms)
+        .bind(&$p.run_id)
+        .bind(&$p.owner)
+        .bind(&$p.progress)
+        .bind(&$p.waiting_for)
+        .execute(&mut *$tx)
         .await
     };
 }
@@ -197,6 +252,14 @@ where
     ) -> BoxFuture<'a, Result<Vec<Created>, StoreError>> {
         Box::pin(async move {
             let fail = failed("create runs");
+            // One run with no key is one statement: no transaction to open
+            // and close, which are round trips of their own.
+            if let [run] = runs
+                && run.idempotency.is_none()
+            {
+                insert_run!(&self.pool, run).map_err(&fail)?;
+                return Ok(vec![Created::New]);
+            }
             let find = "SELECT run_id, fingerprint FROM idempotency WHERE key_hash = $1";
             // Twice at most: a key another worker kept meanwhile is found the
             // second time.
@@ -218,24 +281,7 @@ where
                             continue;
                         }
                     }
-                    sqlx::query(
-                        "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms, title)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'running', NULL, 0, $7, $8, $8, $9, $10, $11)",
-                    )
-                    .bind(&run.id)
-                    .bind(&run.flow)
-                    .bind(&run.flow_path)
-                    .bind(&run.flow_source)
-                    .bind(&run.flow_hash)
-                    .bind(&run.inputs)
-                    .bind(&run.state)
-                    .bind(run.created_ms)
-                    .bind(&run.lease.owner)
-                    .bind(run.lease.until_ms)
-                    .bind(&run.title)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(&fail)?;
+                    insert_run!(&mut *tx, run).map_err(&fail)?;
                     if let Some(key) = &run.idempotency {
                         let kept = sqlx::query(
                             "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES ($1, $2, $3, $4)
@@ -265,9 +311,6 @@ where
                     return Ok(results);
                 }
                 tx.commit().await.map_err(&fail)?;
-                if results.contains(&Created::New) {
-                    self.notify("created").await;
-                }
                 return Ok(results);
             }
             Err(StoreError(
@@ -282,24 +325,7 @@ where
             let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
             // Fenced: only the process that holds the run writes, and a
             // canceled run is not written over; the writer stops instead.
-            let updated = sqlx::query(
-                "UPDATE runs SET status = $1, step = $2, wake_at_ms = $3, steps_taken = $4, state = COALESCE($5, state), outcome = $6, updated_ms = $7, progress = $10, waiting_for = $11, signal = NULL
-                 WHERE id = $8 AND status <> 'canceled' AND owner = $9",
-            )
-            .bind(p.status.as_str())
-            .bind(&p.step)
-            .bind(p.wake_at_ms)
-            .bind(p.steps_taken as i64)
-            .bind(&p.state)
-            .bind(&p.outcome)
-            .bind(p.updated_ms)
-            .bind(&p.run_id)
-            .bind(&p.owner)
-            .bind(&p.progress)
-            .bind(&p.waiting_for)
-            .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
+            let updated = update_run!(tx, p).map_err(&fail)?;
             if DB::rows_affected(&updated) == 0 {
                 let row: Option<(String, Option<String>)> =
                     sqlx::query("SELECT status, owner FROM runs WHERE id = $1")
@@ -332,7 +358,7 @@ where
                             .await
                             .map_err(&fail)?;
                     }
-                    insert_events!(tx, &p.run_id, p.events).map_err(&fail)?;
+                    insert_events!(tx, rows(p)).map_err(&fail)?;
                     let last = p.events.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
                     if let Some((seq, event)) = ending {
                         let seq = (seq as u64).max(last + 1);
@@ -345,9 +371,37 @@ where
                 }
                 return Ok(Saved::Canceled);
             }
-            insert_events!(tx, &p.run_id, p.events).map_err(&fail)?;
+            insert_events!(tx, rows(p)).map_err(&fail)?;
             tx.commit().await.map_err(&fail)?;
             Ok(Saved::Saved)
+        })
+    }
+
+    fn checkpoint_many<'a>(
+        &'a self,
+        points: &'a [&'a Checkpoint],
+    ) -> BoxFuture<'a, Result<Vec<Result<Saved, StoreError>>, StoreError>> {
+        Box::pin(async move {
+            let fail = failed("checkpoint");
+            let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
+            let mut applied = Vec::with_capacity(points.len());
+            for p in points {
+                applied.push(DB::rows_affected(&update_run!(tx, p).map_err(&fail)?) > 0);
+            }
+            let kept = points.iter().zip(&applied).filter(|(_, a)| **a);
+            insert_events!(tx, kept.flat_map(|(p, _)| rows(p))).map_err(&fail)?;
+            tx.commit().await.map_err(&fail)?;
+            // A write the fence refused changed nothing: it is settled alone,
+            // where a cancel's ending is kept in order with its events.
+            let mut saved = Vec::with_capacity(points.len());
+            for (p, applied) in points.iter().zip(applied) {
+                saved.push(if applied {
+                    Ok(Saved::Saved)
+                } else {
+                    self.checkpoint(p).await
+                });
+            }
+            Ok(saved)
         })
     }
 

@@ -246,6 +246,95 @@ fn a_keyed_post_in_flight_at_the_kill_is_sent_again_with_its_key() {
     }
 }
 
+/// The stored trace of a run, as JSON events.
+fn stored_events(id: &str, db: &Path) -> Vec<serde_json::Value> {
+    let out = handoff(
+        &[
+            "runs",
+            "show",
+            id,
+            "--trace",
+            "jsonl",
+            "--store",
+            db.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// How many times the events say `step` started.
+fn started(events: &[serde_json::Value], step: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step_started" && e["step"] == step)
+        .count()
+}
+
+#[test]
+fn steps_that_touch_nothing_outside_are_computed_again_after_a_kill() {
+    // The first GET is answered; the second is held until the kill.
+    let server = Loopback::start(|n, _| {
+        if n == 1 {
+            loop {
+                std::thread::park();
+            }
+        }
+        json_answer(200, &json!({ "n": 7 }))
+    });
+    let db = store("recompute");
+    let env = [("TARGET", server.base.as_str())];
+    let id = kill_at(
+        handoff(
+            &[
+                "run",
+                "tests/files/durable/recompute.yaml",
+                "--durable",
+                "--store",
+                db.to_str().unwrap(),
+            ],
+            &env,
+        ),
+        "→ GET",
+        || server.seen().len() == 2,
+    );
+    // What the store kept at the kill: the first GET and its answer, and
+    // nothing of `count` and `check`, which went with no checkpoint.
+    let kept = stored_events(&id, &db);
+    assert_eq!(started(&kept, "look"), 1, "{kept:#?}");
+    assert_eq!(started(&kept, "count"), 0, "{kept:#?}");
+    let out = resume(&id, &db, &env);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(said.contains("label n7, tries 1"), "{said}");
+    // The answered GET was not sent again; the one the kill cut off was.
+    let targets: Vec<String> = server.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(
+        targets,
+        ["/first", "/second?label=n7", "/second?label=n7"],
+        "{targets:?}"
+    );
+    // One life in the trace for each step, numbered without a gap or a repeat.
+    let events = stored_events(&id, &db);
+    for step in ["look", "count", "check", "again"] {
+        assert_eq!(started(&events, step), 1, "{step}: {events:#?}");
+    }
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "run_resumed")
+            .count(),
+        1
+    );
+}
+
 /// Starts a durable run of `flow` and kills it once the store says it waits.
 fn killed_while_waiting(flow: &Path, db: &Path) -> String {
     kill_at(

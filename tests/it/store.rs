@@ -349,6 +349,62 @@ async fn contract(store: &dyn Store) {
     progress_between_items(store).await;
     marks_exported_spans(store).await;
     finds_runs_by_id_and_inputs(store).await;
+    commits_many_in_one(store).await;
+}
+
+/// Checkpoints of several runs in one transaction (group commit) answer as
+/// each would have alone, in order: the fence and a cancel still hold for
+/// each, and a refused one's events are not written with the others'.
+async fn commits_many_in_one(store: &dyn Store) {
+    for id in ["g1", "g2", "g3", "g4"] {
+        store.create(&run(id)).await.unwrap();
+    }
+    assert!(store.cancel("g3", 9, "a test").await.unwrap());
+    let canceled_before = store.events("g3").await.unwrap();
+    let mut mine = waiting("g1", "me");
+    mine.events = vec![(1, "g1-a".into()), (2, "g1-b".into())];
+    let theirs = Checkpoint {
+        events: vec![(1, "g2-x".into())],
+        ..waiting("g2", "someone else")
+    };
+    let late = Checkpoint {
+        events: vec![(1, "g3-late".into())],
+        ..waiting("g3", "me")
+    };
+    let last = Checkpoint {
+        status: DurableStatus::Succeeded,
+        outcome: Some("{}".into()),
+        events: (1..=120).map(|seq| (seq, format!("g4-{seq}"))).collect(),
+        ..waiting("g4", "me")
+    };
+    let answers = store
+        .checkpoint_many(&[&mine, &theirs, &late, &last])
+        .await
+        .unwrap();
+    let answers: Vec<Saved> = answers.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        answers,
+        [Saved::Saved, Saved::Lost, Saved::Canceled, Saved::Saved]
+    );
+    assert_eq!(store.events("g1").await.unwrap(), ["g1-a", "g1-b"]);
+    assert!(store.events("g2").await.unwrap().is_empty(), "fenced off");
+    // What the holder did before it heard of the cancel goes in before the ending.
+    let g3 = store.events("g3").await.unwrap();
+    assert_eq!(g3.len(), canceled_before.len() + 1);
+    assert_eq!(g3[0], "g3-late");
+    assert_eq!(store.events("g4").await.unwrap().len(), 120);
+    let g1 = store.load("g1").await.unwrap().unwrap();
+    assert_eq!(
+        (g1.status, g1.wake_at_ms),
+        (DurableStatus::Waiting, Some(100))
+    );
+    let g4 = store.load("g4").await.unwrap().unwrap();
+    assert_eq!(g4.status, DurableStatus::Succeeded);
+    // The same batch again changes nothing: a checkpoint is safe to write twice.
+    let again = store.checkpoint_many(&[&mine, &last]).await.unwrap();
+    assert!(again.iter().all(|a| a == &Ok(Saved::Saved)));
+    assert_eq!(store.events("g1").await.unwrap(), ["g1-a", "g1-b"]);
+    assert_eq!(store.events("g4").await.unwrap().len(), 120);
 }
 
 /// A search finds runs by text their id or inputs hold, in any case, and
@@ -432,7 +488,7 @@ fn sqlite_keeps_the_contract() {
         drop(store);
         // Opening again keeps everything, and migrates nothing twice.
         let again = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 7);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 11);
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -450,7 +506,7 @@ fn postgres_keeps_the_contract() {
         assert!(store.changes().is_some(), "the workers tell each other");
         // Another worker opening it migrates nothing twice, and sees the runs.
         let again = PgStore::open(&url, 2).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 7);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 11);
     });
 }
 

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""No-op durable runs on Postgres beside Graphile Worker, a Postgres job queue,
+on the same throwaway cluster (scripts/pg.sh), the work added the same way on
+both sides:
+
+- one at a time: handoff `serve` started by one `POST /v1/flows/noop/runs` a
+  run, in turn on one kept-alive connection, while it runs them; Graphile
+  Worker running while its jobs are added by one `addJob` call each, in turn;
+- in bulk: handoff `serve` started by bulk starts of 1,000 runs a call, and
+  `handoff run --each ROWS --durable` into the store; Graphile Worker's jobs
+  inserted first in one `addJobs` call, then its worker started (the time to
+  insert them is not counted: the issue's bar).
+
+Graphile Worker (pinned below) is installed with npm into target/npm-gw when
+it is missing. It runs at concurrency 8 (as `--jobs 8`), with and without its
+local queue (jobs fetched in batches of 100, its setting for throughput); the
+better of the two is the bar. Every way runs on a fresh database, three times,
+alternating, and its best counts. handoff's runs are the no-op flow
+scripts/bench/noop.yaml (one `end` step); a run counts when the worker's
+/metrics counts it succeeded (asked every 20 ms).
+
+    cargo build --profile dist && scripts/bench-queue.py [N]    # N defaults to 5000
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
+FLOW = os.path.join(HERE, "bench", "noop.yaml")
+DRIVER = os.path.join(HERE, "bench", "graphile.mjs")
+GRAPHILE = "graphile-worker@0.17.3"  # the newest that runs on Node 20
+MODULES = os.path.join(ROOT, "target", "npm-gw")
+KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+TRIES = 3
+JOBS = 8
+
+
+def install_graphile():
+    if not os.path.exists(os.path.join(MODULES, "node_modules", "graphile-worker")):
+        os.makedirs(MODULES, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", MODULES, GRAPHILE],
+                       check=True, capture_output=True)
+
+
+def database(base, name):
+    subprocess.run(["psql", base, "-q", "-c", f"DROP DATABASE IF EXISTS {name}", "-c", f"CREATE DATABASE {name}"],
+                   check=True, capture_output=True)
+    return urllib.parse.urlparse(base)._replace(path="/" + name).geturl()
+
+
+def graphile(url, mode, n, local_queue):
+    out = subprocess.run(["node", DRIVER, url, mode, str(n), str(JOBS), str(local_queue)], check=True,
+                         capture_output=True, text=True,
+                         env={**os.environ, "GRAPHILE_MODULES": os.path.join(MODULES, "node_modules")})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["done"] != n:
+        raise SystemExit(f"Graphile Worker did {result['done']} of {n} jobs")
+    return result["seconds"]
+
+
+def serve(url, work):
+    flows = os.path.join(work, "flows")
+    os.makedirs(flows, exist_ok=True)
+    shutil.copy(FLOW, flows)
+    proc = subprocess.Popen([BIN, "--color", "never", "serve", flows, "--listen", "127.0.0.1:0", "--store", url,
+                             "--quiet"], stderr=subprocess.PIPE, text=True, env={**os.environ, "HANDOFF_STORE_KEY": KEY})
+    for line in proc.stderr:
+        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+        if found:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, int(found.group(1))
+    raise SystemExit("serve did not start")
+
+
+def succeeded(conn):
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    found = re.search(r'handoff_runs\{flow="noop",status="succeeded"\} (\d+)', text)
+    return int(found.group(1)) if found else 0
+
+
+def post(conn, body):
+    conn.request("POST", "/v1/flows/noop/runs", json.dumps(body), {"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    text = answer.read()
+    if answer.status not in (200, 201, 202):
+        raise SystemExit(f"a start failed: {answer.status} {text[:200]}")
+
+
+def served(url, n, bulk, work):
+    proc, port = serve(url, work)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        watch = http.client.HTTPConnection("127.0.0.1", port)
+        start = time.perf_counter()
+        if bulk:
+            for first in range(0, n, 1000):
+                post(conn, {"runs": [{"inputs": {"item": i}} for i in range(first, min(n, first + 1000))]})
+        else:
+            for i in range(n):
+                post(conn, {"inputs": {"item": i}})
+        while succeeded(watch) < n:
+            time.sleep(0.02)
+        return time.perf_counter() - start
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def each(url, n, work):
+    rows = os.path.join(work, "rows.jsonl")
+    with open(rows, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"item": i}) + "\n")
+    start = time.perf_counter()
+    subprocess.run([BIN, "--color", "never", "run", FLOW, "--each", rows, "--durable", "--store", url,
+                    "--jobs", str(JOBS), "--quiet"], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "HANDOFF_STORE_KEY": KEY})
+    seconds = time.perf_counter() - start
+    found = subprocess.run(["psql", url, "-tA", "-c", "SELECT count(*) FROM runs WHERE status = 'succeeded'"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    if int(found) != n:
+        raise SystemExit(f"run --each --durable kept {found} of {n} runs succeeded")
+    return seconds
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    install_graphile()
+    work = tempfile.mkdtemp(prefix="handoff-bench-queue-")
+    pg_dir = tempfile.mkdtemp(prefix="handoff-bench-queue-pg-")
+    base = subprocess.run([os.path.join(HERE, "pg.sh"), "start", pg_dir], check=True, capture_output=True,
+                          text=True).stdout.strip().splitlines()[-1]
+    ways = {
+        "one at a time": [
+            ("Graphile Worker", lambda url, _: graphile(url, "one", n, 0)),
+            ("Graphile Worker, local queue", lambda url, _: graphile(url, "one", n, 100)),
+            ("handoff serve", lambda url, w: served(url, n, False, w)),
+        ],
+        "in bulk": [
+            ("Graphile Worker, inserted first", lambda url, _: graphile(url, "bulk", n, 0)),
+            ("Graphile Worker, inserted first, local queue", lambda url, _: graphile(url, "bulk", n, 100)),
+            ("handoff serve, 1,000 a call", lambda url, w: served(url, n, True, w)),
+            ("handoff run --each --durable", lambda url, w: each(url, n, w)),
+        ],
+    }
+    best = {}
+    try:
+        for attempt in range(TRIES):
+            for g, (group, entries) in enumerate(ways.items()):
+                for k, (name, measure) in enumerate(entries):
+                    round_dir = os.path.join(work, f"{attempt}-{g}-{k}")
+                    os.makedirs(round_dir)
+                    url = database(base, f"bench_queue_{g}_{k}")
+                    seconds = measure(url, round_dir)
+                    rate = n / seconds
+                    print(f"{group:<14} {name:<46} {rate:7.0f}/s", flush=True)
+                    best[(group, name)] = max(best.get((group, name), 0), rate)
+        print()
+        for group, entries in ways.items():
+            bar = max(best[(group, name)] for name, _ in entries if name.startswith("Graphile"))
+            for name, _ in entries:
+                rate = best[(group, name)]
+                print(f"best, {group:<14} {name:<46} {rate:7.0f}/s  {rate / bar:4.2f} of Graphile Worker's best")
+    finally:
+        subprocess.run([os.path.join(HERE, "pg.sh"), "stop", pg_dir], capture_output=True)
+        shutil.rmtree(pg_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
