@@ -33,6 +33,7 @@ impl Dialect for Postgres {
     const BEGIN: &'static str = "BEGIN";
     const DUE_LOCK: &'static str = "FOR UPDATE SKIP LOCKED";
     const NOTIFY: Option<&'static str> = Some("SELECT pg_notify($1, $2)");
+    const WRITES_IN_WITH: bool = true;
     /// `migrations/postgres/`. Never edit one that has shipped: add another.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
         (

@@ -24,6 +24,10 @@ use crate::store::{
 pub trait Dialect: Database {
     /// How to tell the other workers that a run was canceled or signalled.
     const NOTIFY: Option<&'static str>;
+    /// Whether a `WITH` may write (`WITH u AS (UPDATE …) INSERT …`): then a
+    /// checkpoint and its events are one statement, atomic without a
+    /// transaction around it. Postgres's; SQLite's `WITH` only reads.
+    const WRITES_IN_WITH: bool;
     /// How a transaction that writes begins. SQLite takes the write lock at
     /// once, so that one which reads first (a create checks its key) waits its
     /// turn rather than failing as "locked" when another writer got there first.
@@ -146,25 +150,167 @@ macro_rules! insert_event {
     };
 }
 
-/// Inserts a new run's row, leased to the process that creates it.
-macro_rules! insert_run {
-    ($executor:expr, $run:expr) => {
-        sqlx::query(
-            "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms, title)
-             VALUES ($1, $2, $3, $4, $5, $6, 'running', NULL, 0, $7, $8, $8, $9, $10, $11)",
-        )
-        .bind(&$run.id)
-        .bind(&$run.flow)
-        .bind(&$run.flow_path)
-        .bind(&$run.flow_source)
-        .bind(&$run.flow_hash)
-        .bind(&$run.inputs)
-        .bind(&$run.state)
-        .bind($run.created_ms)
-        .bind(&$run.lease.owner)
-        .bind($run.lease.until_ms)
-        .bind(&$run.title)
-        .execute($executor)
+/// Runs a statement inserts at most (eleven parameters each).
+const RUNS_PER_STATEMENT: usize = 50;
+
+/// Inserts new runs' rows, each leased to the process that creates it, in as
+/// few statements as it can.
+macro_rules! insert_runs {
+    ($executor:expr, $runs:expr) => {
+        async {
+            let runs: &[&NewRun] = $runs;
+            for chunk in runs.chunks(RUNS_PER_STATEMENT) {
+                let mut sql = String::from(
+                    "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms, title) VALUES ",
+                );
+                for k in 0..chunk.len() {
+                    let p = 11 * k;
+                    if k > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, 'running', NULL, 0, ${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 8, p + 9, p + 10, p + 11
+                    ));
+                }
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for run in chunk {
+                    query = query
+                        .bind(&run.id)
+                        .bind(&run.flow)
+                        .bind(&run.flow_path)
+                        .bind(&run.flow_source)
+                        .bind(&run.flow_hash)
+                        .bind(&run.inputs)
+                        .bind(&run.state)
+                        .bind(run.created_ms)
+                        .bind(&run.lease.owner)
+                        .bind(run.lease.until_ms)
+                        .bind(&run.title);
+                }
+                query.execute($executor).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+        .await
+    };
+}
+
+/// `n` checkpoints' rows as a table (`SELECT … UNION ALL SELECT …`, which
+/// both databases speak), from parameter `$first` on, eleven each.
+fn checkpoint_table(n: usize, first: usize) -> String {
+    (0..n)
+        .map(|k| {
+            let p = first + 11 * k;
+            format!(
+                "SELECT CAST(${} AS TEXT) AS id, CAST(${} AS TEXT) AS owner, CAST(${} AS TEXT) AS status, CAST(${} AS TEXT) AS step, CAST(${} AS BIGINT) AS wake_at_ms, CAST(${} AS BIGINT) AS steps_taken, CAST(${} AS TEXT) AS state, CAST(${} AS TEXT) AS outcome, CAST(${} AS BIGINT) AS updated_ms, CAST(${} AS TEXT) AS progress, CAST(${} AS TEXT) AS waiting_for",
+                p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 9, p + 10
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+/// `n` events' rows `(run_id, seq, event)` as a table, from `$first` on.
+fn event_table(n: usize, first: usize) -> String {
+    (0..n)
+        .map(|k| {
+            let p = first + 3 * k;
+            format!(
+                "SELECT CAST(${p} AS TEXT) AS run_id, CAST(${} AS BIGINT) AS seq, CAST(${} AS TEXT) AS event",
+                p + 1,
+                p + 2
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+/// The fenced write of checkpoints' rows from a table `v` of them (see
+/// [`update_run`]); it returns the ids of the runs it wrote.
+const UPDATE_FROM: &str = "UPDATE runs SET status = v.status, step = v.step, wake_at_ms = v.wake_at_ms, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL FROM ";
+const FENCED: &str = " WHERE runs.id = v.id AND runs.status <> 'canceled' AND runs.owner = v.owner RETURNING runs.id";
+
+/// Binds a checkpoint's row, in [`checkpoint_table`]'s order.
+macro_rules! bind_checkpoint {
+    ($query:expr, $p:expr) => {
+        $query
+            .bind(&$p.run_id)
+            .bind(&$p.owner)
+            .bind($p.status.as_str())
+            .bind(&$p.step)
+            .bind($p.wake_at_ms)
+            .bind($p.steps_taken as i64)
+            .bind(&$p.state)
+            .bind(&$p.outcome)
+            .bind($p.updated_ms)
+            .bind(&$p.progress)
+            .bind(&$p.waiting_for)
+    };
+}
+
+/// Checkpoints a statement writes at most (eleven parameters each).
+const CHECKPOINTS_PER_STATEMENT: usize = 50;
+
+/// The fenced write of many checkpoints' rows, in as few statements as it
+/// can: the ids of the runs it wrote. A run may be in the list once.
+macro_rules! update_runs {
+    ($tx:expr, $points:expr) => {
+        async {
+            let points: &[&Checkpoint] = $points;
+            let mut applied: Vec<String> = Vec::with_capacity(points.len());
+            for chunk in points.chunks(CHECKPOINTS_PER_STATEMENT) {
+                let sql = format!(
+                    "{UPDATE_FROM}({}) AS v{FENCED}",
+                    checkpoint_table(chunk.len(), 1)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for p in chunk {
+                    query = bind_checkpoint!(query, p);
+                }
+                for row in query.fetch_all(&mut *$tx).await? {
+                    applied.push(row.try_get(0)?);
+                }
+            }
+            Ok::<Vec<String>, sqlx::Error>(applied)
+        }
+        .await
+    };
+}
+
+/// Checkpoints, with their events, in one statement of their own (a
+/// database that writes in `WITH`, [`Dialect::WRITES_IN_WITH`]): the rows
+/// and the events of the runs whose rows were written go in together, or
+/// nothing does. The ids of the runs it wrote.
+macro_rules! checkpoint_in_one {
+    ($pool:expr, $points:expr) => {
+        async {
+            let points: &[&Checkpoint] = $points;
+            let events: Vec<(&str, u64, &str)> = points.iter().flat_map(|p| rows(p)).collect();
+            let mut sql = format!(
+                "WITH v AS ({}), u AS ({UPDATE_FROM}v{FENCED})",
+                checkpoint_table(points.len(), 1)
+            );
+            if !events.is_empty() {
+                sql.push_str(&format!(
+                    ", x AS ({}), e AS (INSERT INTO events (run_id, seq, event) SELECT x.run_id, x.seq, x.event FROM x JOIN u ON u.id = x.run_id ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event)",
+                    event_table(events.len(), 1 + 11 * points.len())
+                ));
+            }
+            sql.push_str(" SELECT id FROM u");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for p in points {
+                query = bind_checkpoint!(query, p);
+            }
+            for (run, seq, event) in &events {
+                query = query.bind(*run).bind(*seq as i64).bind(*event);
+            }
+            let mut applied: Vec<String> = Vec::with_capacity(points.len());
+            for row in query.fetch_all($pool).await? {
+                applied.push(row.try_get(0)?);
+            }
+            Ok::<Vec<String>, sqlx::Error>(applied)
+        }
         .await
     };
 }
@@ -257,7 +403,7 @@ where
             if let [run] = runs
                 && run.idempotency.is_none()
             {
-                insert_run!(&self.pool, run).map_err(&fail)?;
+                insert_runs!(&self.pool, &[run]).map_err(&fail)?;
                 return Ok(vec![Created::New]);
             }
             let find = "SELECT run_id, fingerprint FROM idempotency WHERE key_hash = $1";
@@ -267,40 +413,44 @@ where
                 let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
                 let mut results = Vec::with_capacity(runs.len());
                 let mut raced = false;
+                // Runs with no key go in together, after the loop.
+                let mut keyless = Vec::new();
                 for run in runs {
-                    if let Some(key) = &run.idempotency {
-                        // The key and the run go in together: a retry finds one or neither.
-                        let existing: Option<(String, Option<String>)> = sqlx::query(find)
-                            .bind(key.hash())
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
-                            .map_err(&fail)?;
-                        if let Some((id, fingerprint)) = existing {
-                            results.push(key.found(id, fingerprint));
-                            continue;
-                        }
-                    }
-                    insert_run!(&mut *tx, run).map_err(&fail)?;
-                    if let Some(key) = &run.idempotency {
-                        let kept = sqlx::query(
-                            "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES ($1, $2, $3, $4)
-                             ON CONFLICT (key_hash) DO NOTHING",
-                        )
+                    let Some(key) = &run.idempotency else {
+                        keyless.push(run);
+                        results.push(Created::New);
+                        continue;
+                    };
+                    // The key and the run go in together: a retry finds one or neither.
+                    let existing: Option<(String, Option<String>)> = sqlx::query(find)
                         .bind(key.hash())
-                        .bind(&run.id)
-                        .bind(run.created_ms)
-                        .bind(&key.fingerprint)
-                        .execute(&mut *tx)
+                        .fetch_optional(&mut *tx)
                         .await
+                        .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
                         .map_err(&fail)?;
-                        if DB::rows_affected(&kept) == 0 {
-                            raced = true;
-                            break;
-                        }
+                    if let Some((id, fingerprint)) = existing {
+                        results.push(key.found(id, fingerprint));
+                        continue;
+                    }
+                    insert_runs!(&mut *tx, &[run]).map_err(&fail)?;
+                    let kept = sqlx::query(
+                        "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (key_hash) DO NOTHING",
+                    )
+                    .bind(key.hash())
+                    .bind(&run.id)
+                    .bind(run.created_ms)
+                    .bind(&key.fingerprint)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&fail)?;
+                    if DB::rows_affected(&kept) == 0 {
+                        raced = true;
+                        break;
                     }
                     results.push(Created::New);
                 }
+                insert_runs!(&mut *tx, &keyless).map_err(&fail)?;
                 // Another worker kept a key meanwhile, or a start conflicts:
                 // nothing of this one is kept.
                 if raced || results.iter().any(|r| matches!(r, Created::Conflict(_))) {
@@ -383,14 +533,37 @@ where
     ) -> BoxFuture<'a, Result<Vec<Result<Saved, StoreError>>, StoreError>> {
         Box::pin(async move {
             let fail = failed("checkpoint");
-            let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
-            let mut applied = Vec::with_capacity(points.len());
-            for p in points {
-                applied.push(DB::rows_affected(&update_run!(tx, p).map_err(&fail)?) > 0);
+            // A run twice in one list would be written in no known order:
+            // such a list (never the group commit's) goes one by one.
+            let mut ids = std::collections::HashSet::with_capacity(points.len());
+            if !points.iter().all(|p| ids.insert(p.run_id.as_str())) {
+                let mut saved = Vec::with_capacity(points.len());
+                for p in points {
+                    saved.push(self.checkpoint(p).await);
+                }
+                return Ok(saved);
             }
-            let kept = points.iter().zip(&applied).filter(|(_, a)| **a);
-            insert_events!(tx, kept.flat_map(|(p, _)| rows(p))).map_err(&fail)?;
-            tx.commit().await.map_err(&fail)?;
+            let events: usize = points.iter().map(|p| p.events.len()).sum();
+            let written = if DB::WRITES_IN_WITH
+                && points.len() <= CHECKPOINTS_PER_STATEMENT
+                && events <= EVENTS_PER_STATEMENT
+            {
+                // One round trip, and no transaction to open and close.
+                checkpoint_in_one!(&self.pool, points).map_err(&fail)?
+            } else {
+                let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
+                let written = update_runs!(tx, points).map_err(&fail)?;
+                let kept = points.iter().filter(|p| written.contains(&p.run_id));
+                insert_events!(tx, kept.flat_map(|p| rows(p))).map_err(&fail)?;
+                tx.commit().await.map_err(&fail)?;
+                written
+            };
+            let written: std::collections::HashSet<&str> =
+                written.iter().map(String::as_str).collect();
+            let applied: Vec<bool> = points
+                .iter()
+                .map(|p| written.contains(p.run_id.as_str()))
+                .collect();
             // A write the fence refused changed nothing: it is settled alone,
             // where a cancel's ending is kept in order with its events.
             let mut saved = Vec::with_capacity(points.len());

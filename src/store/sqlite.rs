@@ -25,6 +25,7 @@ impl Dialect for Sqlite {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const DUE_LOCK: &'static str = "";
     const NOTIFY: Option<&'static str> = None;
+    const WRITES_IN_WITH: bool = false;
     /// Never edit one that has shipped: add another.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
         (
