@@ -192,7 +192,7 @@ impl Worker {
                 }
                 e => e,
             };
-            worker.turn(&id, entry).await;
+            let parked = worker.turn(&id, entry).await;
             let now_idle = match worker.active.lock() {
                 Ok(mut active) => {
                     active.remove(&id);
@@ -200,8 +200,12 @@ impl Worker {
                 }
                 Err(_) => true,
             };
-            // A suspended run has a new wake_at; a finished one frees a place.
-            worker.nudge.notify_one();
+            // A suspended run has a new wake_at; a finished one frees a place,
+            // when places are counted. Otherwise the scheduler has nothing new
+            // to look for (and a look is a query).
+            if parked || worker.running.is_some() {
+                worker.nudge.notify_one();
+            }
             if now_idle {
                 worker.idle.notify_waiters();
             }
@@ -209,8 +213,8 @@ impl Worker {
     }
 
     /// One turn of a run: from its entry until it ends, waits in a timer, or
-    /// stops for a shutdown.
-    async fn turn(self: &Arc<Self>, id: &str, entry: Entry) {
+    /// stops for a shutdown. `true` when it was left for a later turn.
+    async fn turn(self: &Arc<Self>, id: &str, entry: Entry) -> bool {
         let (flow, state, created, durable_entry) = match entry {
             Entry::Fresh(flow, state) => {
                 self.metrics.runs_started.fetch_add(1, Ordering::Relaxed);
@@ -218,7 +222,7 @@ impl Worker {
             }
             Entry::Stored => match self.take(id).await {
                 Some(taken) => taken,
-                None => return,
+                None => return false,
             },
         };
         let _held = self.runs.hold(id);
@@ -288,7 +292,7 @@ impl Worker {
                     "run {id} paused for the shutdown; it goes on at the next start"
                 ));
             }
-            return;
+            return true;
         }
         if checkpoints.canceled.load(Ordering::Relaxed) {
             // The store ended the trace in the cancel: its spans from there.
@@ -308,6 +312,7 @@ impl Worker {
             &trace,
             format!("run {id} ({}) {status}: {}", flow.name, o.reason),
         );
+        false
     }
 
     /// A stored run's spans: its stored events made into spans again, and
