@@ -226,8 +226,9 @@ fn event_table(n: usize, first: usize) -> String {
         .join(" UNION ALL ")
 }
 
-/// The fenced write of checkpoints' rows from a table `v` of them (see
-/// [`update_run`]); it returns the ids of the runs it wrote.
+/// The fenced write of checkpoints' rows from a table `v` of them: only the
+/// process that holds a run writes it, and a canceled run is not written
+/// over. It returns the ids of the runs it wrote.
 const UPDATE_FROM: &str = "UPDATE runs SET status = v.status, step = v.step, wake_at_ms = v.wake_at_ms, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL FROM ";
 const FENCED: &str = " WHERE runs.id = v.id AND runs.status <> 'canceled' AND runs.owner = v.owner RETURNING runs.id";
 
@@ -354,30 +355,6 @@ fn rows(p: &Checkpoint) -> impl Iterator<Item = (&str, u64, &str)> {
         .map(|(seq, event)| (p.run_id.as_str(), *seq, event.as_str()))
 }
 
-/// The fenced write of a checkpoint's row: only the process that holds the
-/// run writes, and a canceled run is not written over. (A macro, as above.)
-macro_rules! update_run {
-    ($tx:expr, $p:expr) => {
-        sqlx::query(
-            "UPDATE runs SET status = $1, step = $2, wake_at_ms = $3, steps_taken = $4, state = COALESCE($5, state), outcome = $6, updated_ms = $7, progress = $10, waiting_for = $11, signal = NULL
-             WHERE id = $8 AND status <> 'canceled' AND owner = $9",
-        )
-        .bind($p.status.as_str())
-        .bind(&$p.step)
-        .bind($p.wake_at_ms)
-        .bind($p.steps_taken as i64)
-        .bind(&$p.state)
-        .bind(&$p.outcome)
-        .bind($p.updated_ms)
-        .bind(&$p.run_id)
-        .bind(&$p.owner)
-        .bind(&$p.progress)
-        .bind(&$p.waiting_for)
-        .execute(&mut *$tx)
-        .await
-    };
-}
-
 impl<DB: Dialect> Store for SqlStore<DB>
 where
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
@@ -475,8 +452,8 @@ where
             let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
             // Fenced: only the process that holds the run writes, and a
             // canceled run is not written over; the writer stops instead.
-            let updated = update_run!(tx, p).map_err(&fail)?;
-            if DB::rows_affected(&updated) == 0 {
+            let written = update_runs!(tx, &[p]).map_err(&fail)?;
+            if written.is_empty() {
                 let row: Option<(String, Option<String>)> =
                     sqlx::query("SELECT status, owner FROM runs WHERE id = $1")
                         .bind(&p.run_id)

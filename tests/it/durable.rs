@@ -562,14 +562,17 @@ fn a_run_resumes_at_once_while_its_killed_process_is_a_zombie() {
         "waits 2s",
         || runs(&db).contains("  waiting  "),
     );
-    // The killed process is dead and not reaped: a zombie.
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", zombie.id())).unwrap();
-    let state = stat[stat.rfind(')').unwrap() + 1..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    assert_eq!(state, "Z", "{stat}");
+    // The killed process is dead and not reaped: a zombie, once the kernel
+    // has torn it down (SIGKILL is delivered, not waited for).
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", zombie.id())).unwrap();
+        stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(until(|| state() == "Z"), "{}", state());
     let out = resume(&id, &db, &[]);
     let said = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
