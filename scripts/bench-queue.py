@@ -22,14 +22,13 @@ scripts/bench/noop.yaml (one `end` step); a run counts when the worker's
     cargo build --profile dist && scripts/bench-queue.py [N]    # N defaults to 5000
 """
 import http.client
+import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 
@@ -43,6 +42,17 @@ MODULES = os.path.join(ROOT, "target", "npm-gw")
 KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 TRIES = 3
 JOBS = 8
+
+
+def _load(name, file):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, file))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# `serve` of the no-op flow, and its count of succeeded runs: the start benchmark's.
+_starts = _load("bench_starts", "bench-starts.py")
 
 
 def install_graphile():
@@ -68,27 +78,6 @@ def graphile(url, mode, n, local_queue):
     return result["seconds"]
 
 
-def serve(url, work):
-    flows = os.path.join(work, "flows")
-    os.makedirs(flows, exist_ok=True)
-    shutil.copy(FLOW, flows)
-    proc = subprocess.Popen([BIN, "--color", "never", "serve", flows, "--listen", "127.0.0.1:0", "--store", url,
-                             "--quiet"], stderr=subprocess.PIPE, text=True, env={**os.environ, "HANDOFF_STORE_KEY": KEY})
-    for line in proc.stderr:
-        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-        if found:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, int(found.group(1))
-    raise SystemExit("serve did not start")
-
-
-def succeeded(conn):
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    found = re.search(r'handoff_runs\{flow="noop",status="succeeded"\} (\d+)', text)
-    return int(found.group(1)) if found else 0
-
-
 def post(conn, body):
     conn.request("POST", "/v1/flows/noop/runs", json.dumps(body), {"Content-Type": "application/json"})
     answer = conn.getresponse()
@@ -98,7 +87,7 @@ def post(conn, body):
 
 
 def served(url, n, bulk, work):
-    proc, port = serve(url, work)
+    proc, port = _starts.serve(work, url)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port)
         watch = http.client.HTTPConnection("127.0.0.1", port)
@@ -109,7 +98,7 @@ def served(url, n, bulk, work):
         else:
             for i in range(n):
                 post(conn, {"inputs": {"item": i}})
-        while succeeded(watch) < n:
+        while _starts.succeeded(watch) < n:
             time.sleep(0.02)
         return time.perf_counter() - start
     finally:

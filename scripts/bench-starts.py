@@ -22,14 +22,16 @@ BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "han
 FLOW = os.path.join(ROOT, "scripts", "bench", "noop.yaml")
 
 
-def serve(tmp):
+def serve(tmp, store=None):
+    """`handoff serve` of the no-op flow on `store` (a SQLite file in `tmp` by
+    default, or a Postgres URL): the process and its port."""
     flows = os.path.join(tmp, "flows")
     os.makedirs(flows, exist_ok=True)
     with open(FLOW) as src, open(os.path.join(flows, "noop.yaml"), "w") as dst:
         dst.write(src.read())
     proc = subprocess.Popen(
         [BIN, "--color", "never", "serve", flows, "--listen", "127.0.0.1:0", "--quiet",
-         "--store", os.path.join(tmp, "handoff.db")],
+         "--store", store or os.path.join(tmp, "handoff.db")],
         stderr=subprocess.PIPE, text=True,
         env={**os.environ, "HANDOFF_STORE_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="})
     for line in proc.stderr:

@@ -89,13 +89,25 @@ fn resume(id: &str, db: &Path, env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-fn runs(db: &Path) -> String {
-    text(
-        &handoff(&["runs", "--store", db.to_str().unwrap()], &[])
-            .output()
-            .unwrap()
-            .stdout,
+fn runs_command(db: &Path, action: &[&str]) -> Output {
+    handoff(
+        &[&["runs"][..], action, &["--store", db.to_str().unwrap()]].concat(),
+        &[],
     )
+    .output()
+    .unwrap()
+}
+
+/// The runs in the store, as listed (while polling: the store may not be there yet).
+fn runs(db: &Path) -> String {
+    text(&runs_command(db, &[]).stdout)
+}
+
+/// What `handoff runs ACTION… --store DB` prints, which must succeed.
+fn stored(db: &Path, action: &[&str]) -> String {
+    let out = runs_command(db, action);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout)
 }
 
 #[test]
@@ -196,14 +208,7 @@ fn killed_between_a_patch_and_its_answer_it_completes_once() {
 /// holds the POST, and resumes it against a server that now answers. What the
 /// resumed run printed, and every request the server saw.
 fn post_killed_and_resumed(flow: &str, name: &str) -> (String, Vec<crate::common::Seen>) {
-    let server = Loopback::start(|n, _| {
-        if n == 0 {
-            loop {
-                std::thread::park();
-            }
-        }
-        json_answer(201, &json!({ "ok": true }))
-    });
+    let server = Loopback::holding(0, json_answer(201, &json!({ "ok": true })));
     let db = store(name);
     let env = [("TARGET", server.base.as_str())];
     let id = kill_at(
@@ -248,21 +253,7 @@ fn a_keyed_post_in_flight_at_the_kill_is_sent_again_with_its_key() {
 
 /// The stored trace of a run, as JSON events.
 fn stored_events(id: &str, db: &Path) -> Vec<serde_json::Value> {
-    let out = handoff(
-        &[
-            "runs",
-            "show",
-            id,
-            "--trace",
-            "jsonl",
-            "--store",
-            db.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .output()
-    .unwrap();
-    text(&out.stdout)
+    stored(db, &["show", id, "--trace", "jsonl"])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -279,14 +270,7 @@ fn started(events: &[serde_json::Value], step: &str) -> usize {
 #[test]
 fn steps_that_touch_nothing_outside_are_computed_again_after_a_kill() {
     // The first GET is answered; the second is held until the kill.
-    let server = Loopback::start(|n, _| {
-        if n == 1 {
-            loop {
-                std::thread::park();
-            }
-        }
-        json_answer(200, &json!({ "n": 7 }))
-    });
+    let server = Loopback::holding(1, json_answer(200, &json!({ "n": 7 })));
     let db = store("recompute");
     let env = [("TARGET", server.base.as_str())];
     let id = kill_at(
@@ -497,20 +481,10 @@ fn a_stored_run_is_recorded_from_its_trace_and_replays_the_same() {
         .find_map(|l| l.strip_prefix("run ")?.split_whitespace().next())
         .unwrap()
         .to_string();
-    let stored = |action: &[&str]| {
-        let out = handoff(
-            &[&["runs"][..], action, &["--store", db.to_str().unwrap()]].concat(),
-            &[],
-        )
-        .output()
-        .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        text(&out.stdout)
-    };
     let mock = dir.join("run.mock.yaml");
-    std::fs::write(&mock, stored(&["record", &id])).unwrap();
+    std::fs::write(&mock, stored(&db, &["record", &id])).unwrap();
     let real = dir.join("real.jsonl");
-    std::fs::write(&real, stored(&["show", &id, "--trace", "jsonl"])).unwrap();
+    std::fs::write(&real, stored(&db, &["show", &id, "--trace", "jsonl"])).unwrap();
     let replay = dir.join("replay.jsonl");
     let out = handoff(
         &[

@@ -350,14 +350,7 @@ fn a_list_that_is_not_one_fails_the_step_by_name() {
 #[test]
 fn an_item_whose_post_was_in_flight_at_a_kill_is_in_doubt_and_not_sent_again() {
     // The second item's POST is held: the kill lands while it is in flight.
-    let server = Loopback::start(|n, _| {
-        if n == 1 {
-            loop {
-                std::thread::park();
-            }
-        }
-        json_answer(201, &json!({ "ok": true }))
-    });
+    let server = Loopback::holding(1, json_answer(201, &json!({ "ok": true })));
     let dir = crate::common::scratch("each-post");
     let db = dir.join("handoff.db");
     let env = [("TARGET", server.base.as_str())];

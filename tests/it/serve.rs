@@ -172,14 +172,7 @@ fn two_hundred_runs_survive_sigkill_in_timers_requests_and_patches() {
 
 #[test]
 fn a_post_in_flight_at_sigkill_is_in_doubt_and_never_sent_again() {
-    let server = Loopback::start(|n, _| {
-        if n == 0 {
-            loop {
-                std::thread::park();
-            }
-        }
-        json_answer(201, &json!({ "ok": true }))
-    });
+    let server = Loopback::holding(0, json_answer(201, &json!({ "ok": true })));
     let dir = scratch("serve-doubt");
     let flows = flows(&dir, &["tests/files/durable/post.yaml"]);
     let db = dir.join("handoff.db");

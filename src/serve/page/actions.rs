@@ -126,20 +126,41 @@ pub(crate) async fn cancel_form(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let run = match load(&app, &id).await {
+    ask(
+        &app,
+        &id,
+        &headers,
+        ("cancel", "Cancel"),
+        "Cancelled, it takes no further step, and its trace ends with who cancelled it. A request it has already sent is not taken back.",
+        |run| run.status.is_finished().then(|| ended(run)),
+    )
+    .await
+}
+
+/// Asks before `action` (its name and its button): the confirmation with
+/// its form token, or why the run is not in a state for it (`refused`).
+async fn ask(
+    app: &App,
+    id: &str,
+    headers: &HeaderMap,
+    (action, label): (&str, &str),
+    says: &str,
+    refused: fn(&StoredRun) -> Option<Response>,
+) -> Response {
+    let run = match load(app, id).await {
         Ok(run) => run,
         Err(r) => return r,
     };
-    if run.status.is_finished() {
-        return ended(&run);
+    if let Some(answer) = refused(&run) {
+        return answer;
     }
     confirm(
-        &app,
+        app,
         &run,
-        "cancel",
-        "Cancel",
-        "Cancelled, it takes no further step, and its trace ends with who cancelled it. A request it has already sent is not taken back.",
-        &csrf(&app, &headers, "cancel", &run.id),
+        action,
+        label,
+        says,
+        &csrf(app, headers, action, &run.id),
     )
 }
 
@@ -204,21 +225,15 @@ pub(crate) async fn retry_form(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let run = match load(&app, &id).await {
-        Ok(run) => run,
-        Err(r) => return r,
-    };
-    if !retriable(&run) {
-        return not_retriable(&run);
-    }
-    confirm(
+    ask(
         &app,
-        &run,
-        "retry",
-        "Retry",
+        &id,
+        &headers,
+        ("retry", "Retry"),
         "A new run of the flow as it is served now starts with the same inputs (secret ones too, from the store, never shown). This run stays as it is; the new run's trace says it is a retry of this one, and who asked.",
-        &csrf(&app, &headers, "retry", &run.id),
+        |run| (!retriable(run)).then(|| not_retriable(run)),
     )
+    .await
 }
 
 /// Starts a failed or canceled run again with its inputs: only with the

@@ -264,6 +264,20 @@ pub struct Loopback {
 }
 
 impl Loopback {
+    /// A server that holds request `held` (counted from 0) forever, open and
+    /// unanswered (a request in flight at a kill), and answers every other
+    /// with `answer`.
+    pub fn holding(held: usize, answer: Answer) -> Loopback {
+        Loopback::start(move |n, _| {
+            if n == held {
+                loop {
+                    std::thread::park();
+                }
+            }
+            answer.clone()
+        })
+    }
+
     pub fn start(script: impl Fn(usize, &Seen) -> Answer + Send + Sync + 'static) -> Loopback {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
