@@ -143,25 +143,25 @@ fn the_run_page_shows_a_waiting_run_until_it_succeeds() {
         "the search did not narrow the list: {}",
         browser.source()
     );
-    // The runs list names the run by its title, and so does its page.
-    let title_cell = browser
-        .find(&format!("tr.run[data-run=\"{run}\"] td.title"))
-        .expect("a title cell");
-    assert_eq!(browser.text(&title_cell), format!("instance {instance}"));
-    browser.click(&browser.find(&row).unwrap());
-    let title = browser.find("#title").expect("the run's title");
-    assert_eq!(browser.text(&title), format!("instance {instance}"));
-    let diagram = browser.find("svg#diagram").expect("the flow's diagram");
-    assert!(browser.text(&diagram).contains("find_task"));
-    let badge = browser.find("#status").unwrap();
-    assert_eq!(browser.text(&badge), "waiting");
-    // While it waits, the page says until when, counting down.
-    let outcome = browser.find("#outcome").expect("the outcome");
-    assert!(
-        browser.text(&outcome).contains("Waiting at wait"),
-        "{}",
-        browser.text(&outcome)
+    // The runs list names the run by its title, and so does its page. Both
+    // pages follow the run by swapping parts of themselves, so each text is
+    // read in one step (an element found in one call may be gone by the next).
+    assert_eq!(
+        browser.text_of(&format!("tr.run[data-run=\"{run}\"] td.title")),
+        Some(format!("instance {instance}"))
     );
+    browser.click(&browser.find(&row).unwrap());
+    assert!(
+        until(|| browser.text_of("#title") == Some(format!("instance {instance}"))),
+        "the run's title: {}",
+        browser.source()
+    );
+    let diagram = browser.text_of("svg#diagram").expect("the flow's diagram");
+    assert!(diagram.contains("find_task"), "{diagram}");
+    assert_eq!(browser.text_of("#status").as_deref(), Some("waiting"));
+    // While it waits, the page says until when, counting down.
+    let outcome = browser.text_of("#outcome").expect("the outcome");
+    assert!(outcome.contains("Waiting at wait"), "{outcome}");
     assert!(browser.find("#outcome time[data-until]").is_some());
     // The page follows the run without reloading: a mark set in this
     // window's script state survives until the run has ended.
@@ -476,12 +476,13 @@ fn an_operator_retries_a_failed_run_by_keyboard_and_the_pages_pass_axe() {
     );
     assert!(tab_to(&browser, "confirm-retry"));
     browser.press(ENTER);
+    // The new run's page reloads itself while the run goes on: its link is
+    // read in one step, not found in one call and read in the next.
     assert!(
-        until(|| browser.find("#retry-of").is_some()),
-        "the new run's page does not say it is a retry: {}",
+        until(|| browser.text_of("#retry-of").as_deref() == Some(run.as_str())),
+        "the new run's page does not say it retries {run}: {}",
         browser.source()
     );
-    assert_eq!(browser.text(&browser.find("#retry-of").unwrap()), run);
     assert_eq!(count(), 2);
     let (_, _, list) = served.call("GET", "/v1/runs?flow=vetting", &auth, None);
     let retried = serde_json::from_str::<Value>(&list).unwrap()["runs"][0]["id"]
@@ -510,7 +511,9 @@ fn an_operator_retries_a_failed_run_by_keyboard_and_the_pages_pass_axe() {
     // A second post of the same form opens that run, and starts no third.
     browser.goto(&format!("{}/runs/{run}/retry", served.base));
     browser.click(&browser.find("#confirm-retry").unwrap());
-    assert!(until(|| browser.find("#retry-of").is_some()));
+    assert!(until(
+        || browser.text_of("#retry-of").as_deref() == Some(run.as_str())
+    ));
     assert_eq!(count(), 2);
     // An ended run has nothing to cancel.
     let (code, _, _) = served.call("GET", &format!("/runs/{run}/cancel"), &auth, None);

@@ -142,6 +142,23 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// The text of the first element matching a CSS selector, read in one
+    /// step: a live page reloads itself, so an element found in one call may
+    /// be gone by the next.
+    pub fn text_of(&self, css: &str) -> Option<String> {
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            Some(json!({
+                "script": "const e = document.querySelector(arguments[0]); return e ? (e.innerText ?? e.textContent).trim() : null;",
+                "args": [css],
+            })),
+        )
+        .ok()?
+        .as_str()
+        .map(str::to_string)
+    }
+
     pub fn type_into(&self, element: &str, text: &str) {
         self.session_call(
             "POST",
