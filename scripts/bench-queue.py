@@ -19,7 +19,8 @@ alternating, and its best counts. handoff's runs are the no-op flow
 scripts/bench/noop.yaml (one `end` step); a run counts when the worker's
 /metrics counts it succeeded (asked every 20 ms).
 
-    cargo build --profile dist && scripts/bench-queue.py [N]    # N defaults to 5000
+    cargo build --profile dist && scripts/bench-queue.py [N] [one|bulk]
+    # N defaults to 5000; the second argument measures one of the two ways alone
 """
 import http.client
 import importlib.util
@@ -143,6 +144,8 @@ def main():
             ("handoff run --each --durable", lambda url, w: each(url, n, w)),
         ],
     }
+    only = {"one": "one at a time", "bulk": "in bulk"}.get(sys.argv[2] if len(sys.argv) > 2 else "")
+    ways = {group: entries for group, entries in ways.items() if only in (None, group)}
     best = {}
     try:
         for attempt in range(TRIES):

@@ -8,6 +8,7 @@
 //! SQL both speak: `ON CONFLICT` upserts, `CAST(… AS TEXT)` for a parameter
 //! that may be null.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::migrate::{Migrate, Migration, MigrationType, Migrator};
@@ -17,7 +18,8 @@ use tokio::sync::Notify;
 use crate::engine::checkpoint::{DurableStatus, Saved};
 use crate::run::clock::BoxFuture;
 use crate::store::{
-    Checkpoint, Claimed, Counts, Created, Lease, NewRun, RunFilter, Store, StoreError, StoredRun,
+    Checkpoint, Claimed, Counts, Created, IdempotencyKey, Lease, NewRun, RunFilter, Store,
+    StoreError, StoredRun,
 };
 
 /// What differs between the two databases, beside how they connect.
@@ -152,6 +154,10 @@ macro_rules! insert_event {
 
 /// Runs a statement inserts at most (eleven parameters each).
 const RUNS_PER_STATEMENT: usize = 50;
+
+/// Idempotency keys looked up in one statement (parameters: SQLite allows
+/// 32,766, Postgres 65,535).
+const KEYS_PER_STATEMENT: usize = 400;
 
 /// Inserts new runs' rows, each leased to the process that creates it, in as
 /// few statements as it can.
@@ -383,59 +389,103 @@ where
                 insert_runs!(&self.pool, &[run]).map_err(&fail)?;
                 return Ok(vec![Created::New]);
             }
-            let find = "SELECT run_id, fingerprint FROM idempotency WHERE key_hash = $1";
             // Twice at most: a key another worker kept meanwhile is found the
             // second time.
             for _ in 0..2 {
                 let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
+                // The keys already kept, a few hundred to a query: a bulk
+                // start costs a handful of statements, not three a run.
+                let hashes: Vec<String> = runs
+                    .iter()
+                    .filter_map(|r| r.idempotency.as_ref().map(IdempotencyKey::hash))
+                    .collect();
+                let mut kept: HashMap<String, (String, Option<String>)> = HashMap::new();
+                for chunk in hashes.chunks(KEYS_PER_STATEMENT) {
+                    let marks = (1..=chunk.len())
+                        .map(|k| format!("${k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT key_hash, run_id, fingerprint FROM idempotency WHERE key_hash IN ({marks})"
+                    )));
+                    for hash in chunk {
+                        query = query.bind(hash);
+                    }
+                    for row in query.fetch_all(&mut *tx).await.map_err(&fail)? {
+                        let hash: String = row.try_get(0).map_err(&fail)?;
+                        kept.insert(
+                            hash,
+                            (
+                                row.try_get(1).map_err(&fail)?,
+                                row.try_get(2).map_err(&fail)?,
+                            ),
+                        );
+                    }
+                }
                 let mut results = Vec::with_capacity(runs.len());
-                let mut raced = false;
-                // Runs with no key go in together, after the loop.
-                let mut keyless = Vec::new();
-                for run in runs {
-                    let Some(key) = &run.idempotency else {
-                        keyless.push(run);
+                let mut fresh = Vec::with_capacity(runs.len());
+                let mut keys = Vec::new();
+                for (run, hash) in runs.iter().zip(
+                    runs.iter()
+                        .map(|r| r.idempotency.as_ref().map(IdempotencyKey::hash)),
+                ) {
+                    let (Some(key), Some(hash)) = (&run.idempotency, hash) else {
+                        fresh.push(run);
                         results.push(Created::New);
                         continue;
                     };
-                    // The key and the run go in together: a retry finds one or neither.
-                    let existing: Option<(String, Option<String>)> = sqlx::query(find)
-                        .bind(key.hash())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
-                        .map_err(&fail)?;
-                    if let Some((id, fingerprint)) = existing {
-                        results.push(key.found(id, fingerprint));
+                    if let Some((id, fingerprint)) = kept.get(&hash) {
+                        results.push(key.found(id.clone(), fingerprint.clone()));
                         continue;
                     }
-                    insert_runs!(&mut *tx, &[run]).map_err(&fail)?;
-                    let kept = sqlx::query(
-                        "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (key_hash) DO NOTHING",
-                    )
-                    .bind(key.hash())
-                    .bind(&run.id)
-                    .bind(run.created_ms)
-                    .bind(&key.fingerprint)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(&fail)?;
-                    if DB::rows_affected(&kept) == 0 {
-                        raced = true;
-                        break;
-                    }
+                    // A key given twice in the list names its first run.
+                    kept.insert(hash.clone(), (run.id.clone(), key.fingerprint.clone()));
+                    fresh.push(run);
+                    keys.push((hash, run));
                     results.push(Created::New);
                 }
-                insert_runs!(&mut *tx, &keyless).map_err(&fail)?;
-                // Another worker kept a key meanwhile, or a start conflicts:
-                // nothing of this one is kept.
-                if raced || results.iter().any(|r| matches!(r, Created::Conflict(_))) {
+                // A start that conflicts keeps nothing of the call.
+                if results.iter().any(|r| matches!(r, Created::Conflict(_))) {
                     tx.rollback().await.map_err(&fail)?;
-                    if raced {
-                        continue;
-                    }
                     return Ok(results);
+                }
+                insert_runs!(&mut *tx, &fresh).map_err(&fail)?;
+                // The keys go in with their runs: a retry finds both or neither.
+                let mut inserted = 0;
+                for chunk in keys.chunks(KEYS_PER_STATEMENT / 4) {
+                    let rows = (0..chunk.len())
+                        .map(|k| {
+                            format!(
+                                "(${}, ${}, ${}, ${})",
+                                4 * k + 1,
+                                4 * k + 2,
+                                4 * k + 3,
+                                4 * k + 4
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES {rows} ON CONFLICT (key_hash) DO NOTHING"
+                    )));
+                    for (hash, run) in chunk {
+                        let fingerprint = run
+                            .idempotency
+                            .as_ref()
+                            .and_then(|k| k.fingerprint.as_deref());
+                        query = query
+                            .bind(hash)
+                            .bind(&run.id)
+                            .bind(run.created_ms)
+                            .bind(fingerprint);
+                    }
+                    inserted += DB::rows_affected(&query.execute(&mut *tx).await.map_err(&fail)?);
+                }
+                // Another worker kept one of the keys meanwhile: nothing of
+                // this try is kept, and the next finds that key.
+                if inserted < keys.len() as u64 {
+                    tx.rollback().await.map_err(&fail)?;
+                    continue;
                 }
                 tx.commit().await.map_err(&fail)?;
                 return Ok(results);

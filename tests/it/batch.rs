@@ -229,6 +229,25 @@ fn rows_whose_task_never_comes_fail_and_are_grouped() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A batch sent Ctrl-C once four completions are in flight: what it said.
+fn interrupted(sim: &Sim, mut batch: Command) -> std::process::Output {
+    let child = batch
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let patches = || {
+        sim.requests()
+            .iter()
+            .filter(|r| r["method"] == "PATCH")
+            .count()
+    };
+    assert!(until(|| patches() >= 4), "no completion was in flight");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn ctrl_c_stops_the_batch_between_steps_and_sends_nothing_twice() {
     let sim = Sim::new();
@@ -245,21 +264,7 @@ fn ctrl_c_stops_the_batch_between_steps_and_sends_nothing_twice() {
         .map(|(instance, _)| json!({ "instance_id": instance }))
         .collect();
     let file = rows_file(&dir, &rows);
-    let child = batch(&sim, &file, &["--jobs", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let patches = || {
-        sim.requests()
-            .iter()
-            .filter(|r| r["method"] == "PATCH")
-            .count()
-    };
-    assert!(until(|| patches() >= 4), "no completion was in flight");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = interrupted(&sim, batch(&sim, &file, &["--jobs", "4"]));
     let said = text(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{said}{}", text(&out.stderr));
     assert!(
@@ -279,6 +284,101 @@ fn ctrl_c_stops_the_batch_between_steps_and_sends_nothing_twice() {
     let done = attempts.iter().filter(|&&a| a == 1).count();
     assert!((4..40).contains(&done), "{done} completed");
     assert_eq!(said.matches("✔ succeeded").count(), done, "{said}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_cancels_a_durable_batchs_unbegun_runs_and_the_batch_run_again_finishes_each_once() {
+    let sim = Sim::new();
+    // More rows than the batch makes in the store at once: some are made
+    // and not yet begun when Ctrl-C lands.
+    let made = instances(&sim, 250, 0);
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        json!({ "method": "PATCH", "times": 8, "delay": "1s", "apply": true }),
+    );
+    let dir = scratch("batch-durable-int");
+    let rows: Vec<Value> = made
+        .iter()
+        .map(|(instance, _)| json!({ "instance_id": instance }))
+        .collect();
+    let file = rows_file(&dir, &rows);
+    let db = dir.join("handoff.db");
+    let store = ["--durable", "--store", db.to_str().unwrap()];
+    let out = interrupted(
+        &sim,
+        batch(&sim, &file, &[&store[..], &["--jobs", "4"]].concat()),
+    );
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{said}{}", text(&out.stderr));
+    assert!(said.contains("not started"), "{said}");
+    let done = said.matches("✔ succeeded").count();
+    let interrupted: usize = said
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" interrupted")?.parse().ok())
+        .unwrap_or(0);
+    // A run in flight stopped between two steps and waits to be gone on
+    // with; what was made and not begun is canceled, saying why.
+    let listed = text(
+        &crate::common::handoff(
+            &["runs", "--store", db.to_str().unwrap(), "--limit", "1000"],
+            &[],
+        )
+        .stdout,
+    );
+    assert_eq!(
+        listed.matches("  running  ").count(),
+        interrupted,
+        "{said}{listed}"
+    );
+    assert!(!listed.contains("  waiting  "), "{listed}");
+    assert_eq!(listed.matches("  succeeded  ").count(), done, "{listed}");
+    let canceled: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.contains("  canceled  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!canceled.is_empty(), "{listed}");
+    let shown = text(
+        &crate::common::handoff(
+            &["runs", "show", canceled[0], "--store", db.to_str().unwrap()],
+            &[],
+        )
+        .stdout,
+    );
+    assert!(
+        shown.contains("stopped before this row's run began"),
+        "{shown}"
+    );
+    assert!(!shown.contains("→ GET"), "{shown}");
+
+    // Run again, it skips what succeeded and makes the rest anew: each
+    // task completed once.
+    let again = batch(&sim, &file, &[&store[..], &["--jobs", "16"]].concat())
+        .output()
+        .unwrap();
+    let said = text(&again.stdout);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{said}{}",
+        text(&again.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            ": {} succeeded, 0 failed, {done} had already succeeded\n",
+            250 - done
+        )),
+        "{said}"
+    );
+    for t in tasks(&sim) {
+        assert_eq!(
+            (t["completions"].as_u64(), t["completionAttempts"].as_u64()),
+            (Some(1), Some(1)),
+            "{t}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

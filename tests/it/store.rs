@@ -655,6 +655,25 @@ async fn creates_many_in_one_transaction(store: &dyn Store) {
     }
     let all = store.list(&RunFilter::default()).await.unwrap();
     assert_eq!(all.len(), 2);
+    // More keys than one statement looks up, ten of them kept before: those
+    // name their runs, the rest are made.
+    let named = |prefix: &str| -> Vec<NewRun> {
+        (0..450)
+            .map(|i| keyed(&format!("{prefix}{i}"), &format!("big-{i}"), "in-1"))
+            .collect()
+    };
+    store.create_many(&named("b")[..10]).await.unwrap();
+    let made = store.create_many(&named("c")).await.unwrap();
+    for (i, created) in made.iter().enumerate() {
+        let expected = if i < 10 {
+            Created::Existing(format!("b{i}"))
+        } else {
+            Created::New
+        };
+        assert_eq!(*created, expected, "row {i}");
+    }
+    assert!(store.load("c0").await.unwrap().is_none());
+    assert!(store.load("c449").await.unwrap().is_some());
 }
 
 #[test]

@@ -45,6 +45,9 @@ pub struct Finished {
 /// The most times a durable batch runs a failed row anew.
 const MAX_ATTEMPTS: u32 = 1000;
 
+/// A durable batch's rows made in the store in one transaction.
+const MADE_AT_ONCE: usize = 100;
+
 /// Where the batch's runs send their requests.
 pub enum Route<'a> {
     /// The real thing, shared by every run.
@@ -81,20 +84,77 @@ impl Batch<'_> {
         events: &(dyn Fn(usize, &TraceEvent) + Sync),
         finished: &(dyn Fn(Finished) + Sync),
     ) {
-        futures_util::stream::iter(rows)
-            .take_while(|_| std::future::ready(!self.stop.load(Ordering::Relaxed)))
-            .map(|row| async move {
+        let rows = futures_util::stream::iter(rows)
+            .take_while(|_| std::future::ready(!self.stop.load(Ordering::Relaxed)));
+        let Some(runs) = self.durable else {
+            rows.map(|row| async move {
                 // A dry run never waits: give the runtime its turn (Ctrl-C,
                 // progress) between rows.
                 tokio::task::yield_now().await;
-                finished(match self.durable {
-                    Some(runs) => self.durable_one(runs, row, events).await,
-                    None => self.one(row, events).await,
-                });
+                finished(self.one(row, events).await);
             })
             .buffer_unordered(self.jobs.max(1))
             .collect::<Vec<()>>()
             .await;
+            return;
+        };
+        // A durable batch makes its rows' runs in the store a chunk at a
+        // time: one transaction a chunk, not one a row. Not ahead of time: a
+        // chunk's transaction only goes on while a place for a run is free
+        // (`buffer_unordered` asks for the next row only then), and one begun
+        // ahead would hold the store's writer from the runs it waits for.
+        rows.chunks(MADE_AT_ONCE)
+            .then(|chunk| self.make(runs, chunk))
+            .flat_map(futures_util::stream::iter)
+            .map(|made| async move {
+                if let Some(done) = self.durable_one(runs, made, events).await {
+                    finished(done);
+                }
+            })
+            .buffer_unordered(self.jobs.max(1))
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    /// The key of a row's `attempt`th run: a failed attempt leaves its key
+    /// to its run, and the next attempt takes the next key.
+    fn key(&self, row: &Row, attempt: u32) -> IdempotencyKey {
+        IdempotencyKey {
+            scope: format!("batch/{}", self.flow.name),
+            key: format!("{}#{attempt}", row.key),
+            // The key is a digest of the row's inputs already. With no
+            // fingerprint, no row conflicts with a run kept under its key.
+            fingerprint: None,
+        }
+    }
+
+    /// Rows' runs made in the store in one call, under each row's first
+    /// key: made, or the run already kept under it.
+    async fn make(&self, runs: &DurableRuns, rows: Vec<Row>) -> Vec<Made> {
+        let now = SystemTime::now();
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|_| crate::run::trace::new_run_id(now))
+            .collect();
+        let asked = rows
+            .iter()
+            .zip(&ids)
+            .map(|(row, id)| (id.clone(), &row.state, Some(self.key(row, 1))))
+            .collect();
+        let created = runs.create_many(self.flow, asked, now).await;
+        rows.into_iter()
+            .zip(ids)
+            .enumerate()
+            .map(|(k, (row, id))| Made {
+                first: match &created {
+                    Ok(all) => Ok(all.get(k).cloned().unwrap_or(Created::New)),
+                    Err(e) => Err(e.clone()),
+                },
+                row,
+                id,
+                now,
+            })
+            .collect()
     }
 
     async fn one(&self, row: Row, events: &(dyn Fn(usize, &TraceEvent) + Sync)) -> Finished {
@@ -194,46 +254,52 @@ impl Batch<'_> {
     }
 
     /// A row of a durable batch: its run found by the row's key and skipped,
-    /// gone on with, or made.
+    /// gone on with, or made. `None` when the batch was stopped first.
     async fn durable_one(
         &self,
         runs: &DurableRuns,
-        row: Row,
+        made: Made,
         events: &(dyn Fn(usize, &TraceEvent) + Sync),
-    ) -> Finished {
+    ) -> Option<Finished> {
+        let Made {
+            row,
+            id: fresh_id,
+            now,
+            first,
+        } = made;
+        if self.stop.load(Ordering::Relaxed) {
+            // Made with its chunk, never begun: canceled, so that no worker
+            // takes it up, and the batch run again makes the row anew.
+            if matches!(first, Ok(Created::New)) {
+                let now_ms = crate::run::clock::unix_ms(SystemTime::now());
+                let by = "the batch, stopped before this row's run began";
+                let _ = runs.store.cancel(&fresh_id, now_ms, by).await;
+            }
+            return None;
+        }
         let number = row.number;
-        let now = SystemTime::now();
-        let fresh_id = crate::run::trace::new_run_id(now);
-        let ended = |run_id: String, reason: String| Finished {
-            row: number,
-            run_id,
-            outcome: Outcome {
-                status: RunStatus::Failed,
-                at_step: None,
-                reason,
-                last_branch: None,
-                tries: None,
-                steps_taken: 0,
-                elapsed_ms: 0,
-            },
-            skipped: false,
+        let ended = |run_id: String, reason: String| {
+            Some(Finished {
+                row: number,
+                run_id,
+                outcome: Outcome {
+                    status: RunStatus::Failed,
+                    at_step: None,
+                    reason,
+                    last_branch: None,
+                    tries: None,
+                    steps_taken: 0,
+                    elapsed_ms: 0,
+                },
+                skipped: false,
+            })
         };
-        // Attempt N of a row is key `KEY#N`: a failed attempt leaves its key
-        // to its run, and the next attempt takes the next key.
         let mut resumed = None;
-        for attempt in 1..=MAX_ATTEMPTS {
-            let key = IdempotencyKey {
-                scope: format!("batch/{}", self.flow.name),
-                key: format!("{}#{attempt}", row.key),
-                // The key is a digest of the row's inputs already.
-                fingerprint: None,
-            };
-            match runs
-                .create(&fresh_id, self.flow, &row.state, now, Some(key))
-                .await
-            {
+        let mut attempt = 1;
+        let mut created = first;
+        loop {
+            match created {
                 Ok(Created::New) => break,
-                // No fingerprint is kept for a row (its key is one), so no conflict.
                 Ok(Created::Existing(id) | Created::Conflict(id)) => {
                     let stored = match runs.store.load(&id).await {
                         Ok(Some(r)) => r,
@@ -246,16 +312,33 @@ impl Batch<'_> {
                                 .as_deref()
                                 .and_then(|o| serde_json::from_str::<Outcome>(o).ok());
                             return match outcome {
-                                Some(outcome) => Finished {
+                                Some(outcome) => Some(Finished {
                                     row: number,
                                     run_id: id,
                                     outcome,
                                     skipped: true,
-                                },
+                                }),
                                 None => ended(id, "its run in the store has no outcome".into()),
                             };
                         }
-                        DurableStatus::Failed | DurableStatus::Canceled => continue,
+                        DurableStatus::Failed | DurableStatus::Canceled => {
+                            attempt += 1;
+                            if attempt > MAX_ATTEMPTS {
+                                return ended(
+                                    id,
+                                    format!("the row's run failed {MAX_ATTEMPTS} times"),
+                                );
+                            }
+                            created = runs
+                                .create(
+                                    &fresh_id,
+                                    self.flow,
+                                    &row.state,
+                                    now,
+                                    Some(self.key(&row, attempt)),
+                                )
+                                .await;
+                        }
                         DurableStatus::Running | DurableStatus::Waiting => {
                             resumed = Some(id);
                             break;
@@ -313,11 +396,21 @@ impl Batch<'_> {
             signals: Some(runs),
         };
         let result = engine.run(state, &mut observer).await;
-        Finished {
+        Some(Finished {
             row: number,
             run_id,
             outcome: result.outcome,
             skipped: false,
-        }
+        })
     }
+}
+
+/// A durable row with its run made (or found) in the store.
+struct Made {
+    row: Row,
+    /// The run's id, when its first key made one.
+    id: String,
+    /// When it was made: its run's clock starts there.
+    now: SystemTime,
+    first: Result<Created, String>,
 }
