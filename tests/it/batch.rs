@@ -35,6 +35,15 @@ fn rows_file(dir: &std::path::Path, rows: &[Value]) -> PathBuf {
     path
 }
 
+/// A rows file of one `instance_id` a row, for these instances.
+fn instance_rows(dir: &std::path::Path, instances: &[(String, String)]) -> PathBuf {
+    let rows: Vec<Value> = instances
+        .iter()
+        .map(|(instance, _)| json!({ "instance_id": instance }))
+        .collect();
+    rows_file(dir, &rows)
+}
+
 fn batch(sim: &Sim, rows: &std::path::Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_handoff"));
     cmd.args([
@@ -259,11 +268,7 @@ fn ctrl_c_stops_the_batch_between_steps_and_sends_nothing_twice() {
         json!({ "method": "PATCH", "times": 40, "delay": "1s", "apply": true }),
     );
     let dir = scratch("batch-int");
-    let rows: Vec<Value> = made
-        .iter()
-        .map(|(instance, _)| json!({ "instance_id": instance }))
-        .collect();
-    let file = rows_file(&dir, &rows);
+    let file = instance_rows(&dir, &made);
     let out = interrupted(&sim, batch(&sim, &file, &["--jobs", "4"]));
     let said = text(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{said}{}", text(&out.stderr));
@@ -299,11 +304,7 @@ fn ctrl_c_cancels_a_durable_batchs_unbegun_runs_and_the_batch_run_again_finishes
         json!({ "method": "PATCH", "times": 8, "delay": "1s", "apply": true }),
     );
     let dir = scratch("batch-durable-int");
-    let rows: Vec<Value> = made
-        .iter()
-        .map(|(instance, _)| json!({ "instance_id": instance }))
-        .collect();
-    let file = rows_file(&dir, &rows);
+    let file = instance_rows(&dir, &made);
     let db = dir.join("handoff.db");
     let store = ["--durable", "--store", db.to_str().unwrap()];
     let out = interrupted(
@@ -392,11 +393,7 @@ fn a_storm_of_429s_slows_the_batch_and_every_task_is_still_completed_once() {
         json!({ "method": "GET", "times": 8, "status": 429, "retry_after": "1" }),
     );
     let dir = scratch("batch-429");
-    let rows: Vec<Value> = made
-        .iter()
-        .map(|(instance, _)| json!({ "instance_id": instance }))
-        .collect();
-    let file = rows_file(&dir, &rows);
+    let file = instance_rows(&dir, &made);
     let out = batch(&sim, &file, &["--quiet", "--rate", "200/s"])
         .output()
         .unwrap();
@@ -484,11 +481,7 @@ fn a_batch_records_a_mock_per_row_that_replays_the_row() {
     let sim = Sim::new();
     let made = instances(&sim, 3, 1);
     let dir = scratch("batch-record");
-    let rows: Vec<Value> = made
-        .iter()
-        .map(|(instance, _)| json!({ "instance_id": instance }))
-        .collect();
-    let file = rows_file(&dir, &rows);
+    let file = instance_rows(&dir, &made);
     let recorded = dir.join("recorded");
     let out = batch(
         &sim,
@@ -547,11 +540,7 @@ fn five_hundred_app_runs_share_a_handful_of_renewed_tokens() {
     });
     let made = instances(&sim, 500, 0);
     let dir = scratch("batch-tokens");
-    let rows: Vec<Value> = made
-        .iter()
-        .map(|(instance, _)| json!({ "instance_id": instance }))
-        .collect();
-    let file = rows_file(&dir, &rows);
+    let file = instance_rows(&dir, &made);
     let started = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
         .args([
