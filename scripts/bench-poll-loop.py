@@ -8,13 +8,16 @@ the five steps of a poll that finds nothing (`get_tasks`, `deserialize_id`,
 the counter `set`, the `decision`, a 1 s `timer`) until `max_tries` gives
 up. As `--dry-run --trace jsonl --trace-file`, stdout to /dev/null, the
 NWC token a secret in scope. 10 iterations are the baseline (what starting
-the process costs); 2,000 and 10,000 are measured past it, best of seven.
+the process costs); 2,000 and 10,000 are measured past it, best of seven,
+each with a plain trace file (`.jsonl`) and a compressed one (`.jsonl.gz`),
+whose size is compared with the plain one's.
 
     cargo build --profile dist && scripts/bench-poll-loop.py
 
 scripts/bench-engine.py measures the plainer two-step loop; this one is the
 loop the seed's worker runs. $HANDOFF_BIN runs another build for comparison.
 """
+import gzip
 import os
 import subprocess
 import sys
@@ -60,7 +63,8 @@ def once(flow, mock, iterations, trace_file):
     # The run gives up (exit code 1): that is the loop ending as it should.
     if proc.returncode not in (0, 1):
         raise SystemExit(f"the run failed with exit code {proc.returncode}")
-    with open(trace_file) as f:
+    opener = gzip.open if trace_file.endswith(".gz") else open
+    with opener(trace_file, "rt") as f:
         steps = sum(1 for line in f if '"event":"step_started"' in line)
     return wall, steps, os.path.getsize(trace_file), usage.ru_maxrss
 
@@ -77,13 +81,18 @@ def main():
     base, base_steps, _, base_rss = best(flow, mock, 10, trace_file)
     print(f"the poll loop, --trace jsonl --trace-file: the process alone (10 polls, "
           f"{base_steps} steps) {base * 1000:.0f} ms, peak RSS {base_rss / 1024:.1f} MiB")
+    compressed = trace_file + ".gz"
     for n in (2_000, 10_000):
-        wall, steps, size, rss = best(flow, mock, n, trace_file)
-        rate = (steps - base_steps) / max(wall - base, 1e-9)
-        print(f"  {n:>6} polls ({steps} steps): {wall * 1000:6.0f} ms, {rate / 1000:6.0f} k steps/s "
-              f"past start-up, trace {size / 1e6:.1f} MB ({size / steps:.0f} bytes a step), "
-              f"peak RSS {rss / 1024:.1f} MiB")
-    for path in (flow, mock, trace_file):
+        plain_size = None
+        for path in (trace_file, compressed):
+            wall, steps, size, rss = best(flow, mock, n, path)
+            rate = (steps - base_steps) / max(wall - base, 1e-9)
+            ratio = "" if plain_size is None else f", {size / plain_size:.3f} of the plain one"
+            plain_size = plain_size or size
+            print(f"  {n:>6} polls ({steps} steps), {os.path.basename(path)}: {wall * 1000:6.0f} ms, "
+                  f"{rate / 1000:6.0f} k steps/s past start-up, trace {size / 1e6:.2f} MB "
+                  f"({size / steps:.0f} bytes a step{ratio}), peak RSS {rss / 1024:.1f} MiB")
+    for path in (flow, mock, trace_file, compressed):
         os.remove(path)
     os.rmdir(tmp)
 

@@ -1,6 +1,7 @@
 //! What the commands share: exit codes, colours, printing diagnostics, the
 //! trace options, and parsers for arguments several commands take.
 
+use crate::cli::offload::{Encoding, Offload};
 use crate::cli::report::TraceFormat;
 use crate::language::analyze::{analyze, read_source};
 use crate::language::diagnostic::{Diagnostic, render_all};
@@ -92,24 +93,20 @@ pub fn plural(n: usize, word: &str) -> String {
     }
 }
 
-/// The `--trace-file`, when one was asked for: JSONL for `.jsonl` and
-/// `.json`, else as `--trace`. An exit code when it cannot be written.
+/// The `--trace-file`, when one was asked for, and its writer: JSONL for
+/// `.jsonl` and `.json` (before a `.gz`, which compresses it), else as
+/// `--trace`. An exit code when it cannot be written.
 pub fn open_trace_file(
     path: Option<&std::path::Path>,
     trace: TraceArg,
-) -> Result<Option<(TraceFormat, File)>, i32> {
+) -> Result<Option<(TraceFormat, Offload)>, i32> {
     let Some(path) = path else {
         return Ok(None);
     };
     match File::create(path) {
         Ok(f) => {
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            let format = if matches!(ext, "jsonl" | "json") {
-                TraceFormat::Jsonl
-            } else {
-                trace_format(trace)
-            };
-            Ok(Some((format, f)))
+            let (format, encoding) = trace_file_format(path, trace);
+            Ok(Some((format, Offload::new(f, encoding))))
         }
         Err(e) => {
             eprintln!(
@@ -120,6 +117,29 @@ pub fn open_trace_file(
             Err(EXIT_INVALID)
         }
     }
+}
+
+/// How a trace file is written, by its name: `.jsonl` and `.json` are JSONL,
+/// and so are they before a `.gz`, which compresses the file (in any case).
+fn trace_file_format(path: &std::path::Path, trace: TraceArg) -> (TraceFormat, Encoding) {
+    let encoding = Encoding::of(path);
+    let named = match encoding {
+        Encoding::Gzip => path.file_stem().map(std::path::Path::new),
+        Encoding::Plain => Some(path),
+    };
+    let ext = named
+        .and_then(|p| p.extension())
+        .and_then(|e| e.to_str())
+        .unwrap_or("");
+    let jsonl = ["jsonl", "json"]
+        .iter()
+        .any(|e| ext.eq_ignore_ascii_case(e));
+    let format = if jsonl {
+        TraceFormat::Jsonl
+    } else {
+        trace_format(trace)
+    };
+    (format, encoding)
 }
 
 pub fn exit_code(status: RunStatus) -> i32 {
@@ -161,6 +181,20 @@ pub fn load_flow(path: &std::path::Path, color: Colors) -> Result<Flow, i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_files_name_says_its_format_and_whether_it_is_compressed() {
+        let of = |name: &str, trace| trace_file_format(std::path::Path::new(name), trace);
+        use {Encoding::*, TraceArg as A, TraceFormat as F};
+        assert_eq!(of("run.jsonl", A::Pretty), (F::Jsonl, Plain));
+        assert_eq!(of("dir.d/run.json", A::Pretty), (F::Jsonl, Plain));
+        assert_eq!(of("run.jsonl.gz", A::Pretty), (F::Jsonl, Gzip));
+        assert_eq!(of("run.JSONL.GZ", A::Pretty), (F::Jsonl, Gzip));
+        assert_eq!(of("run.txt.gz", A::Pretty), (F::Pretty, Gzip));
+        assert_eq!(of("run.gz", A::Jsonl), (F::Jsonl, Gzip));
+        assert_eq!(of("run.txt", A::Pretty), (F::Pretty, Plain));
+        assert_eq!(of("run.gz.txt", A::Pretty), (F::Pretty, Plain));
+    }
 
     #[test]
     fn colour_is_decided_for_each_stream() {

@@ -2,7 +2,6 @@
 //! terminal and to a trace file, and Ctrl-C turned into a last
 //! "interrupted" event. `handoff run` and `handoff demo` both print through it.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::time::Instant;
 
@@ -64,7 +63,7 @@ pub struct Printer {
 }
 
 impl Printer {
-    pub fn new(look: Look, file: Option<(TraceFormat, File)>, dry_run: bool) -> Printer {
+    pub fn new(look: Look, file: Option<(TraceFormat, Offload)>, dry_run: bool) -> Printer {
         Printer {
             look,
             out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
@@ -76,7 +75,7 @@ impl Printer {
             } else {
                 Default::default()
             },
-            file: file.map(|(format, f)| (format, Offload::new(f))),
+            file,
             started: Instant::now(),
             last_step: None,
             last_kind: String::new(),

@@ -425,22 +425,42 @@ pub fn esc(text: &str) -> std::borrow::Cow<'_, str> {
 const MAX_TRACE_BYTES: u64 = 512 * 1024 * 1024;
 const MAX_TRACE_LINE: u64 = 16 * 1024 * 1024;
 
-/// A JSONL trace file as read (`--trace-file run.jsonl`): its events, in
-/// order, less the heartbeats, which say only that time passed.
+/// A JSONL trace file as read (`--trace-file run.jsonl`, or `run.jsonl.gz`,
+/// known by its first bytes): its events, in order, less the heartbeats,
+/// which say only that time passed.
 pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceEvent>, String> {
-    use std::io::Read;
+    use std::io::{BufRead, Read};
     let cannot = |e: std::io::Error| {
         let why = match e.kind() {
-            std::io::ErrorKind::InvalidData => e.to_string(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => e.to_string(),
             _ => crate::language::source::io_reason(&e),
         };
         format!("cannot read `{}`: {why}", path.display())
     };
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let mut text = String::new();
-    crate::run::bounded::Bounded::new(file, MAX_TRACE_LINE, MAX_TRACE_BYTES)
-        .read_to_string(&mut text)
-        .map_err(cannot)?;
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(cannot)?);
+    let gzip = file.fill_buf().map_err(cannot)?.starts_with(&[0x1f, 0x8b]);
+    let mut bytes = Vec::new();
+    // The limits count what the file holds once decompressed.
+    let read = if gzip {
+        let decoder = flate2::bufread::MultiGzDecoder::new(file);
+        crate::run::bounded::Bounded::new(decoder, MAX_TRACE_LINE, MAX_TRACE_BYTES)
+            .read_to_end(&mut bytes)
+    } else {
+        crate::run::bounded::Bounded::new(file, MAX_TRACE_LINE, MAX_TRACE_BYTES)
+            .read_to_end(&mut bytes)
+    };
+    match read {
+        Ok(_) => {}
+        // Cut off while it was written (the run was killed): its whole lines
+        // are what it holds, as with a plain file cut off after a line.
+        Err(e) if gzip && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            bytes.truncate(whole);
+        }
+        Err(e) => return Err(cannot(e)),
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("cannot read `{}`: it is not UTF-8 text", path.display()))?;
     let mut events = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

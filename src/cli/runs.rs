@@ -211,7 +211,7 @@ async fn resume_one(
     runs: &DurableRuns,
     id: &str,
     look: Look,
-    file: Option<(TraceFormat, std::fs::File)>,
+    file: Option<(TraceFormat, crate::cli::offload::Offload)>,
 ) -> i32 {
     let resumable = match runs.load(id).await {
         Ok(r) => r,

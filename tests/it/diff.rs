@@ -172,3 +172,80 @@ fn a_replay_needs_no_input_retyped_and_diff_names_what_differs() {
     assert!(all.contains("`fields.outcome`"), "{all}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A trace file named `.gz` is written gzip-compressed: the same events as a
+/// plain one (`diff` reads both and finds no difference), a poll loop's
+/// trace far smaller, no secret in it once decompressed. A compressed trace
+/// cut off (a killed run) is read up to its last whole line; one whose bytes
+/// are not gzip's is refused, saying why.
+#[test]
+fn a_gz_trace_file_holds_the_plain_ones_events_compressed_and_is_read_back() {
+    use std::io::Read;
+    const TOKEN: &str = "diff-test-token-1234";
+    let dir = scratch("diff-gz");
+    let flow = std::path::Path::new("flows/complete-nwc-task.yaml");
+    let plain = trace(&dir, flow, "plain.jsonl");
+    let packed = trace(&dir, flow, "packed.jsonl.gz");
+    let bytes = std::fs::read(&packed).unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip file");
+    let mut unpacked = String::new();
+    flate2::read::MultiGzDecoder::new(&bytes[..])
+        .read_to_string(&mut unpacked)
+        .unwrap();
+    let plain_text = std::fs::read_to_string(&plain).unwrap();
+    let kinds = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                (v["event"].to_string(), v["step"].to_string())
+            })
+            .collect()
+    };
+    assert_eq!(kinds(&unpacked), kinds(&plain_text));
+    assert!(
+        bytes.len() * 5 < plain_text.len(),
+        "{} bytes compressed, {} plain",
+        bytes.len(),
+        plain_text.len()
+    );
+    crate::common::assert_clean(TOKEN, &[("the decompressed trace", &unpacked)]);
+    let diff = |a: &std::path::Path, b: &std::path::Path| {
+        handoff(
+            &[
+                "diff",
+                a.to_str().unwrap(),
+                b.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            &[],
+        )
+    };
+    let out = diff(&plain, &packed);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let json: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(json["b"]["steps"], 50);
+
+    // Cut off in the middle: what it holds is read, and the runs part where it ends.
+    let cut = dir.join("cut.jsonl.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = diff(&plain, &cut);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let steps = json["b"]["steps"].as_u64().unwrap();
+    assert!(0 < steps && steps < 50, "{json}");
+
+    // The gzip header, then bytes that are not a deflate stream.
+    let corrupt = dir.join("corrupt.jsonl.gz");
+    let mut broken = bytes[..10].to_vec();
+    broken.extend(std::iter::repeat_n(0xff, 64));
+    std::fs::write(&corrupt, &broken).unwrap();
+    let out = diff(&plain, &corrupt);
+    assert_eq!(out.status.code(), Some(2));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("cannot read `") && said.contains("corrupt.jsonl.gz"),
+        "{said}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
