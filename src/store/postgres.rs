@@ -33,6 +33,7 @@ impl Dialect for Postgres {
     const BEGIN: &'static str = "BEGIN";
     const DUE_LOCK: &'static str = "FOR UPDATE SKIP LOCKED";
     const NOTIFY: Option<&'static str> = Some("SELECT pg_notify($1, $2)");
+    const NUMBERED: bool = true;
     const WRITES_IN_WITH: bool = true;
     /// `migrations/postgres/`. Never edit one that has shipped: add another.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
@@ -65,6 +66,16 @@ impl Dialect for Postgres {
             6,
             "title",
             include_str!("../../migrations/postgres/0006_title.sql"),
+        ),
+        (
+            7,
+            "flow versions",
+            include_str!("../../migrations/postgres/0007_flow_versions.sql"),
+        ),
+        (
+            8,
+            "counts",
+            include_str!("../../migrations/postgres/0008_counts.sql"),
         ),
     ];
 
@@ -122,6 +133,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             changed: Some(changed),
+            versions: Default::default(),
         })
     }
 

@@ -6,7 +6,8 @@
 //!
 //! Every statement uses `$1`-style parameters, which both databases read, and
 //! SQL both speak: `ON CONFLICT` upserts, `CAST(… AS TEXT)` for a parameter
-//! that may be null.
+//! that may be null. Statements of many rows are built by [`rows_of`], whose
+//! marks are the dialect's ([`Dialect::NUMBERED`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,12 @@ pub trait Dialect: Database {
     /// What `due` adds to its `SELECT`: Postgres skips the rows another
     /// worker is claiming right now, so workers polling together do not queue.
     const DUE_LOCK: &'static str;
+    /// Whether a statement of many rows numbers its parameters (`$1`), or
+    /// marks each with a bare `?`, numbered in order (SQLite): SQLite finds a
+    /// numbered parameter by walking a list of them, once for each parameter
+    /// bound, so a statement of 550 parameters bound them in quadratic time
+    /// (a sixteenth of a `serve` worker's CPU).
+    const NUMBERED: bool;
     /// The schema's versions, embedded in the binary: version, name, SQL.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)];
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -103,6 +110,9 @@ pub struct SqlStore<DB: Database> {
     /// Notified when another worker canceled or signalled a run; `None`
     /// when only this process writes.
     pub changed: Option<Arc<Notify>>,
+    /// The flow versions this process knows are stored (their hashes): a
+    /// start writes its flow's text once a version, not once a run.
+    pub versions: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 pub fn failed(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
@@ -133,6 +143,64 @@ where
                 .await;
         }
     }
+
+    /// Stores the flow versions `runs` name that this process has not stored
+    /// yet, each once, before the runs and outside their transaction: a
+    /// version kept for a start that is then undone is harmless, and one
+    /// known here is known to be committed.
+    async fn keep_versions(&self, runs: &[NewRun]) -> Result<(), sqlx::Error> {
+        let mut new: Vec<(&str, &str)> = Vec::new();
+        {
+            let known = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+            for run in runs {
+                let hash = run.flow_hash.as_str();
+                if !known.contains(hash) && !new.iter().any(|(h, _)| *h == hash) {
+                    new.push((hash, &run.flow_source));
+                }
+            }
+        }
+        for chunk in new.chunks(VERSIONS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO flow_versions (hash, source) VALUES {} ON CONFLICT (hash) DO NOTHING",
+                rows_of::<DB>("(#, #)", ", ", chunk.len(), 1)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (hash, source) in chunk {
+                query = query.bind(*hash).bind(*source);
+            }
+            query.execute(&self.pool).await?;
+        }
+        let mut known = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        known.extend(new.iter().map(|(h, _)| h.to_string()));
+        Ok(())
+    }
+}
+
+/// `n` rows made from `row`, joined by `between`, each `#` in them a
+/// parameter, numbered in order from `first` on. Each parameter is marked
+/// once, in order, so a bare `?` (SQLite's, [`Dialect::NUMBERED`]) numbers
+/// the same as `$n`.
+fn rows_of<DB: Dialect>(row: &str, between: &str, n: usize, first: usize) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(n * (row.len() + between.len() + 16));
+    let mut next = first;
+    for k in 0..n {
+        if k > 0 {
+            sql.push_str(between);
+        }
+        for (i, part) in row.split('#').enumerate() {
+            if i > 0 {
+                if DB::NUMBERED {
+                    let _ = write!(sql, "${next}");
+                } else {
+                    sql.push('?');
+                }
+                next += 1;
+            }
+            sql.push_str(part);
+        }
+    }
+    sql
 }
 
 /// Writes one trace event; a step re-run after a crash writes its events
@@ -152,6 +220,13 @@ macro_rules! insert_event {
     };
 }
 
+/// A run's row with its flow's text, from the version it names (a stored run
+/// whose version is missing reads an empty text, which `pinned_flow` refuses).
+const RUN_ROW: &str = "SELECT runs.*, flow_versions.source AS flow_source FROM runs LEFT JOIN flow_versions ON flow_versions.hash = runs.flow_hash";
+
+/// Flow versions a statement stores at most (two parameters each).
+const VERSIONS_PER_STATEMENT: usize = 100;
+
 /// Runs a statement inserts at most (eleven parameters each).
 const RUNS_PER_STATEMENT: usize = 50;
 
@@ -166,29 +241,20 @@ macro_rules! insert_runs {
         async {
             let runs: &[&NewRun] = $runs;
             for chunk in runs.chunks(RUNS_PER_STATEMENT) {
-                let mut sql = String::from(
-                    "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms, title) VALUES ",
+                let sql = format!(
+                    "INSERT INTO runs (id, flow, flow_path, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms, title) VALUES {}",
+                    rows_of::<DB>("(#, #, #, #, #, 'running', NULL, 0, #, #, #, #, #, #)", ", ", chunk.len(), 1)
                 );
-                for k in 0..chunk.len() {
-                    let p = 11 * k;
-                    if k > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, 'running', NULL, 0, ${}, ${}, ${}, ${}, ${}, ${})",
-                        p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 8, p + 9, p + 10, p + 11
-                    ));
-                }
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for run in chunk {
                     query = query
                         .bind(&run.id)
                         .bind(&run.flow)
                         .bind(&run.flow_path)
-                        .bind(&run.flow_source)
                         .bind(&run.flow_hash)
                         .bind(&run.inputs)
                         .bind(&run.state)
+                        .bind(run.created_ms)
                         .bind(run.created_ms)
                         .bind(&run.lease.owner)
                         .bind(run.lease.until_ms)
@@ -203,33 +269,24 @@ macro_rules! insert_runs {
 }
 
 /// `n` checkpoints' rows as a table (`SELECT … UNION ALL SELECT …`, which
-/// both databases speak), from parameter `$first` on, eleven each.
-fn checkpoint_table(n: usize, first: usize) -> String {
-    (0..n)
-        .map(|k| {
-            let p = first + 11 * k;
-            format!(
-                "SELECT CAST(${} AS TEXT) AS id, CAST(${} AS TEXT) AS owner, CAST(${} AS TEXT) AS status, CAST(${} AS TEXT) AS step, CAST(${} AS BIGINT) AS wake_at_ms, CAST(${} AS BIGINT) AS steps_taken, CAST(${} AS TEXT) AS state, CAST(${} AS TEXT) AS outcome, CAST(${} AS BIGINT) AS updated_ms, CAST(${} AS TEXT) AS progress, CAST(${} AS TEXT) AS waiting_for",
-                p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 9, p + 10
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
+/// both databases speak), from parameter `first` on, eleven each.
+fn checkpoint_table<DB: Dialect>(n: usize, first: usize) -> String {
+    rows_of::<DB>(
+        "SELECT CAST(# AS TEXT) AS id, CAST(# AS TEXT) AS owner, CAST(# AS TEXT) AS status, CAST(# AS TEXT) AS step, CAST(# AS BIGINT) AS wake_at_ms, CAST(# AS BIGINT) AS steps_taken, CAST(# AS TEXT) AS state, CAST(# AS TEXT) AS outcome, CAST(# AS BIGINT) AS updated_ms, CAST(# AS TEXT) AS progress, CAST(# AS TEXT) AS waiting_for",
+        " UNION ALL ",
+        n,
+        first,
+    )
 }
 
-/// `n` events' rows `(run_id, seq, event)` as a table, from `$first` on.
-fn event_table(n: usize, first: usize) -> String {
-    (0..n)
-        .map(|k| {
-            let p = first + 3 * k;
-            format!(
-                "SELECT CAST(${p} AS TEXT) AS run_id, CAST(${} AS BIGINT) AS seq, CAST(${} AS TEXT) AS event",
-                p + 1,
-                p + 2
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
+/// `n` events' rows `(run_id, seq, event)` as a table, from `first` on.
+fn event_table<DB: Dialect>(n: usize, first: usize) -> String {
+    rows_of::<DB>(
+        "SELECT CAST(# AS TEXT) AS run_id, CAST(# AS BIGINT) AS seq, CAST(# AS TEXT) AS event",
+        " UNION ALL ",
+        n,
+        first,
+    )
 }
 
 /// The fenced write of checkpoints' rows from a table `v` of them: only the
@@ -269,7 +326,7 @@ macro_rules! update_runs {
             for chunk in points.chunks(CHECKPOINTS_PER_STATEMENT) {
                 let sql = format!(
                     "{UPDATE_FROM}({}) AS v{FENCED}",
-                    checkpoint_table(chunk.len(), 1)
+                    checkpoint_table::<DB>(chunk.len(), 1)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for p in chunk {
@@ -296,12 +353,12 @@ macro_rules! checkpoint_in_one {
             let events: Vec<(&str, u64, &str)> = points.iter().flat_map(|p| rows(p)).collect();
             let mut sql = format!(
                 "WITH v AS ({}), u AS ({UPDATE_FROM}v{FENCED})",
-                checkpoint_table(points.len(), 1)
+                checkpoint_table::<DB>(points.len(), 1)
             );
             if !events.is_empty() {
                 sql.push_str(&format!(
                     ", x AS ({}), e AS (INSERT INTO events (run_id, seq, event) SELECT x.run_id, x.seq, x.event FROM x JOIN u ON u.id = x.run_id ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event)",
-                    event_table(events.len(), 1 + 11 * points.len())
+                    event_table::<DB>(events.len(), 1 + 11 * points.len())
                 ));
             }
             sql.push_str(" SELECT id FROM u");
@@ -334,14 +391,10 @@ macro_rules! insert_events {
         async {
             let rows: Vec<(&str, u64, &str)> = $rows.collect();
             for chunk in rows.chunks(EVENTS_PER_STATEMENT) {
-                let mut sql = String::from("INSERT INTO events (run_id, seq, event) VALUES ");
-                for k in 0..chunk.len() {
-                    if k > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("(${}, ${}, ${})", 3 * k + 1, 3 * k + 2, 3 * k + 3));
-                }
-                sql.push_str(" ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event");
+                let sql = format!(
+                    "INSERT INTO events (run_id, seq, event) VALUES {} ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event",
+                    rows_of::<DB>("(#, #, #)", ", ", chunk.len(), 1)
+                );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (run, seq, event) in chunk {
                     query = query.bind(*run).bind(*seq as i64).bind(*event);
@@ -381,6 +434,7 @@ where
     ) -> BoxFuture<'a, Result<Vec<Created>, StoreError>> {
         Box::pin(async move {
             let fail = failed("create runs");
+            self.keep_versions(runs).await.map_err(&fail)?;
             // One run with no key is one statement: no transaction to open
             // and close, which are round trips of their own.
             if let [run] = runs
@@ -401,10 +455,7 @@ where
                     .collect();
                 let mut kept: HashMap<String, (String, Option<String>)> = HashMap::new();
                 for chunk in hashes.chunks(KEYS_PER_STATEMENT) {
-                    let marks = (1..=chunk.len())
-                        .map(|k| format!("${k}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    let marks = rows_of::<DB>("#", ", ", chunk.len(), 1);
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "SELECT key_hash, run_id, fingerprint FROM idempotency WHERE key_hash IN ({marks})"
                     )));
@@ -453,18 +504,7 @@ where
                 // The keys go in with their runs: a retry finds both or neither.
                 let mut inserted = 0;
                 for chunk in keys.chunks(KEYS_PER_STATEMENT / 4) {
-                    let rows = (0..chunk.len())
-                        .map(|k| {
-                            format!(
-                                "(${}, ${}, ${}, ${})",
-                                4 * k + 1,
-                                4 * k + 2,
-                                4 * k + 3,
-                                4 * k + 4
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    let rows = rows_of::<DB>("(#, #, #, #)", ", ", chunk.len(), 1);
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES {rows} ON CONFLICT (key_hash) DO NOTHING"
                     )));
@@ -636,7 +676,7 @@ where
 
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<StoredRun>, StoreError>> {
         Box::pin(async move {
-            let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("{RUN_ROW} WHERE runs.id = $1")))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
@@ -647,8 +687,8 @@ where
 
     fn list<'a>(&'a self, f: &'a RunFilter) -> BoxFuture<'a, Result<Vec<StoredRun>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT * FROM runs
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{RUN_ROW}
                  WHERE (CAST($1 AS TEXT) IS NULL OR status = $1)
                    AND (CAST($2 AS TEXT) IS NULL OR flow = $2)
                    AND ($3 = 0 OR status IN ('running', 'waiting'))
@@ -657,8 +697,8 @@ where
                         OR LOWER(id) LIKE $6 ESCAPE '\\' OR LOWER(inputs) LIKE $6 ESCAPE '\\'
                         OR LOWER(COALESCE(title, '')) LIKE $6 ESCAPE '\\')
                  ORDER BY CASE WHEN $7 = 1 THEN id END ASC, id DESC
-                 LIMIT $4",
-            )
+                 LIMIT $4"
+            )))
             .bind(f.status.map(DurableStatus::as_str))
             .bind(&f.flow)
             .bind(f.unfinished as i64)
@@ -723,7 +763,7 @@ where
             if canceled {
                 // The ending, after every event kept so far: the trace of a
                 // canceled run ends as every other run's does.
-                let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("{RUN_ROW} WHERE runs.id = $1")))
                     .bind(id)
                     .fetch_one(&mut *tx)
                     .await
@@ -956,7 +996,10 @@ where
         id: row.try_get("id").map_err(get)?,
         flow: row.try_get("flow").map_err(get)?,
         flow_path: row.try_get("flow_path").map_err(get)?,
-        flow_source: row.try_get("flow_source").map_err(get)?,
+        flow_source: row
+            .try_get::<Option<String>, _>("flow_source")
+            .map_err(get)?
+            .unwrap_or_default(),
         flow_hash: row.try_get("flow_hash").map_err(get)?,
         inputs: row.try_get("inputs").map_err(get)?,
         status: DurableStatus::parse(&status)
@@ -1061,4 +1104,26 @@ where
         }
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Postgres numbers each parameter; SQLite's bare marks take the next
+    /// number in order, so both statements bind the same values alike.
+    #[test]
+    fn rows_mark_their_parameters_in_order_numbered_or_bare() {
+        let row = "(#, 'running', #)";
+        assert_eq!(
+            rows_of::<sqlx::Postgres>(row, ", ", 2, 3),
+            "($3, 'running', $4), ($5, 'running', $6)"
+        );
+        assert_eq!(
+            rows_of::<sqlx::Sqlite>(row, ", ", 2, 1),
+            "(?, 'running', ?), (?, 'running', ?)"
+        );
+        assert_eq!(rows_of::<sqlx::Postgres>("#", " UNION ALL ", 1, 1), "$1");
+        assert_eq!(rows_of::<sqlx::Sqlite>("#", ", ", 0, 1), "");
+    }
 }

@@ -25,6 +25,7 @@ impl Dialect for Sqlite {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const DUE_LOCK: &'static str = "";
     const NOTIFY: Option<&'static str> = None;
+    const NUMBERED: bool = false;
     const WRITES_IN_WITH: bool = false;
     /// Never edit one that has shipped: add another.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
@@ -67,6 +68,16 @@ impl Dialect for Sqlite {
             8,
             "title",
             include_str!("../../migrations/sqlite/0008_title.sql"),
+        ),
+        (
+            9,
+            "counts",
+            include_str!("../../migrations/sqlite/0009_counts.sql"),
+        ),
+        (
+            10,
+            "flow versions",
+            include_str!("../../migrations/sqlite/0010_flow_versions.sql"),
         ),
     ];
 
@@ -161,6 +172,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             changed: None,
+            versions: Default::default(),
         })
     }
 

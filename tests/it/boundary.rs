@@ -627,14 +627,18 @@ fn what_a_store_holds_is_read_as_input() {
     assert_eq!(served.terminate(), Some(0));
     let odd = "rün-ïd-ÿ-\u{1F600}-with-more-than-thirteen-characters";
     // A: a timer at the end of time. B: an id of multi-byte characters, due
-    // now. C: its flow's text changed behind its recorded version.
+    // now. C: its flow's text changed behind its recorded version (a version
+    // of its own, whose text is not what its name says).
     tamper(
         &db,
         &format!(
             "UPDATE runs SET wake_at_ms = 9223372036854775807, state = json_set(state, '$.wake_at_ms', 9223372036854775807) WHERE id = '{a}';
              UPDATE runs SET id = '{odd}', wake_at_ms = 0, state = json_set(state, '$.wake_at_ms', 0) WHERE id = '{b}';
              UPDATE events SET run_id = '{odd}' WHERE run_id = '{b}';
-             UPDATE runs SET flow_source = replace(flow_source, 'never reached', 'edited in the store') WHERE id = '{c}';",
+             INSERT INTO flow_versions (hash, source)
+                 SELECT 'c-version', replace(source, 'never reached', 'edited in the store')
+                 FROM flow_versions JOIN runs ON runs.flow_hash = flow_versions.hash WHERE runs.id = '{c}';
+             UPDATE runs SET flow_hash = 'c-version' WHERE id = '{c}';",
             a = ids[0],
             b = ids[1],
             c = ids[2]

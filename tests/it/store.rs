@@ -350,6 +350,50 @@ async fn contract(store: &dyn Store) {
     marks_exported_spans(store).await;
     finds_runs_by_id_and_inputs(store).await;
     commits_many_in_one(store).await;
+    keeps_each_versions_text(store).await;
+}
+
+/// Runs name their flow's version, whose text is stored once: each run,
+/// read back alone or in a list, has its own version's text, whether it
+/// came alone or with others, of one version or of several.
+async fn keeps_each_versions_text(store: &dyn Store) {
+    let of = |id: &str, source: &str| NewRun {
+        flow: "versions".into(),
+        flow_source: source.into(),
+        flow_hash: flow_hash(source),
+        ..run(id)
+    };
+    let (a, b) = ("flow: versions\nsteps: [a]", "flow: versions\nsteps: [b]");
+    assert_eq!(store.create(&of("ver-1", a)).await.unwrap(), Created::New);
+    let many = [of("ver-2", b), of("ver-3", a), of("ver-4", b)];
+    assert_eq!(
+        store.create_many(&many).await.unwrap(),
+        vec![Created::New; 3]
+    );
+    let want = [("ver-1", a), ("ver-2", b), ("ver-3", a), ("ver-4", b)];
+    for (id, source) in want {
+        let stored = store.load(id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.flow_source.as_str(), stored.flow_hash),
+            (source, flow_hash(source)),
+            "{id}"
+        );
+    }
+    let listed = store
+        .list(&RunFilter {
+            flow: Some("versions".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut listed: Vec<(String, String)> =
+        listed.into_iter().map(|r| (r.id, r.flow_source)).collect();
+    listed.sort();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(i, s)| (i.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(listed, want);
 }
 
 /// Checkpoints of several runs in one transaction (group commit) answer as
@@ -520,7 +564,7 @@ fn sqlite_keeps_the_contract() {
         drop(store);
         // Opening again keeps everything, and migrates nothing twice.
         let again = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 131);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 135);
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -538,7 +582,7 @@ fn postgres_keeps_the_contract() {
         assert!(store.changes().is_some(), "the workers tell each other");
         // Another worker opening it migrates nothing twice, and sees the runs.
         let again = PgStore::open(&url, 2).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 131);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 135);
     });
 }
 
@@ -583,10 +627,10 @@ fn sqlite_takes_over_a_file_an_earlier_handoff_wrote() {
         .unwrap();
         conn.close().await.unwrap();
         let store = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(
-            store.load("old").await.unwrap().unwrap().status,
-            DurableStatus::Waiting
-        );
+        let old = store.load("old").await.unwrap().unwrap();
+        assert_eq!(old.status, DurableStatus::Waiting);
+        // Version 10 ran: the run's flow text moved to its version's row.
+        assert_eq!(old.flow_source, "flow: f");
         // Version 4 ran: keys keep their inputs' fingerprint.
         assert_eq!(store.create(&keyed("new", "k", "in-1")).await.unwrap(), Created::New);
         assert_eq!(
