@@ -6,7 +6,7 @@
 //!
 //! Every statement uses `$1`-style parameters, which both databases read, and
 //! SQL both speak: `ON CONFLICT` upserts, `CAST(… AS TEXT)` for a parameter
-//! that may be null. Statements of many rows are built by [`rows_of`], whose
+//! that may be null. Statements of many rows are built by `rows_of`, whose
 //! marks are the dialect's ([`Dialect::NUMBERED`]).
 
 use std::collections::HashMap;
