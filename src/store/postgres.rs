@@ -77,6 +77,11 @@ impl Dialect for Postgres {
             "counts",
             include_str!("../../migrations/postgres/0008_counts.sql"),
         ),
+        (
+            9,
+            "event rows",
+            include_str!("../../migrations/postgres/0009_event_rows.sql"),
+        ),
     ];
 
     fn rows_affected(result: &PgQueryResult) -> u64 {

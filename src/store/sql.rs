@@ -203,14 +203,13 @@ fn rows_of<DB: Dialect>(row: &str, between: &str, n: usize, first: usize) -> Str
     sql
 }
 
-/// Writes one trace event; a step re-run after a crash writes its events
-/// again, and the last one is kept. (A macro: the same text for both
-/// databases, whose bounds a function would have to repeat.)
+/// Writes one trace event, a row of its own. (A macro: the same text for
+/// both databases, whose bounds a function would have to repeat.)
 macro_rules! insert_event {
     ($tx:expr, $run:expr, $seq:expr, $event:expr) => {
         sqlx::query(
-            "INSERT INTO events (run_id, seq, event) VALUES ($1, $2, $3)
-             ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event",
+            "INSERT INTO events (run_id, seq, last_seq, lines) VALUES ($1, $2, $2, $3)
+             ON CONFLICT (run_id, seq) DO UPDATE SET last_seq = excluded.last_seq, lines = excluded.lines",
         )
         .bind($run)
         .bind($seq as i64)
@@ -279,10 +278,11 @@ fn checkpoint_table<DB: Dialect>(n: usize, first: usize) -> String {
     )
 }
 
-/// `n` events' rows `(run_id, seq, event)` as a table, from `first` on.
+/// `n` rows of events `(run_id, seq, last_seq, lines)` as a table, from
+/// `first` on.
 fn event_table<DB: Dialect>(n: usize, first: usize) -> String {
     rows_of::<DB>(
-        "SELECT CAST(# AS TEXT) AS run_id, CAST(# AS BIGINT) AS seq, CAST(# AS TEXT) AS event",
+        "SELECT CAST(# AS TEXT) AS run_id, CAST(# AS BIGINT) AS seq, CAST(# AS BIGINT) AS last_seq, CAST(# AS TEXT) AS lines",
         " UNION ALL ",
         n,
         first,
@@ -350,14 +350,14 @@ macro_rules! checkpoint_in_one {
     ($pool:expr, $points:expr) => {
         async {
             let points: &[&Checkpoint] = $points;
-            let events: Vec<(&str, u64, &str)> = points.iter().flat_map(|p| rows(p)).collect();
+            let events: Vec<EventRow> = points.iter().flat_map(|p| rows(p)).collect();
             let mut sql = format!(
                 "WITH v AS ({}), u AS ({UPDATE_FROM}v{FENCED})",
                 checkpoint_table::<DB>(points.len(), 1)
             );
             if !events.is_empty() {
                 sql.push_str(&format!(
-                    ", x AS ({}), e AS (INSERT INTO events (run_id, seq, event) SELECT x.run_id, x.seq, x.event FROM x JOIN u ON u.id = x.run_id ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event)",
+                    ", x AS ({}), e AS (INSERT INTO events (run_id, seq, last_seq, lines) SELECT x.run_id, x.seq, x.last_seq, x.lines FROM x JOIN u ON u.id = x.run_id ON CONFLICT (run_id, seq) DO UPDATE SET last_seq = excluded.last_seq, lines = excluded.lines)",
                     event_table::<DB>(events.len(), 1 + 11 * points.len())
                 ));
             }
@@ -366,8 +366,12 @@ macro_rules! checkpoint_in_one {
             for p in points {
                 query = bind_checkpoint!(query, p);
             }
-            for (run, seq, event) in &events {
-                query = query.bind(*run).bind(*seq as i64).bind(*event);
+            for row in &events {
+                query = query
+                    .bind(row.run)
+                    .bind(row.first as i64)
+                    .bind(row.last as i64)
+                    .bind(&row.lines);
             }
             let mut applied: Vec<String> = Vec::with_capacity(points.len());
             for row in query.fetch_all($pool).await? {
@@ -379,25 +383,30 @@ macro_rules! checkpoint_in_one {
     };
 }
 
-/// Events a statement inserts at most: well under either database's limit on
-/// parameters (three each).
+/// Rows of events a statement inserts at most: well under either database's
+/// limit on parameters (four each).
 const EVENTS_PER_STATEMENT: usize = 100;
 
-/// Inserts trace events, `(run, seq, event)`, of one run or of many, in as
-/// few statements as it can: each statement is a round trip to the database
-/// (for SQLite, to its driver's thread), which costs more than the inserting.
+/// Inserts rows of trace events, of one run or of many, in as few statements
+/// as it can: each statement is a round trip to the database (for SQLite, to
+/// its driver's thread), which costs more than the inserting. A row written
+/// again (a checkpoint retried) replaces the first.
 macro_rules! insert_events {
     ($tx:expr, $rows:expr) => {
         async {
-            let rows: Vec<(&str, u64, &str)> = $rows.collect();
+            let rows: Vec<EventRow> = $rows.collect();
             for chunk in rows.chunks(EVENTS_PER_STATEMENT) {
                 let sql = format!(
-                    "INSERT INTO events (run_id, seq, event) VALUES {} ON CONFLICT (run_id, seq) DO UPDATE SET event = excluded.event",
-                    rows_of::<DB>("(#, #, #)", ", ", chunk.len(), 1)
+                    "INSERT INTO events (run_id, seq, last_seq, lines) VALUES {} ON CONFLICT (run_id, seq) DO UPDATE SET last_seq = excluded.last_seq, lines = excluded.lines",
+                    rows_of::<DB>("(#, #, #, #)", ", ", chunk.len(), 1)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (run, seq, event) in chunk {
-                    query = query.bind(*run).bind(*seq as i64).bind(*event);
+                for row in chunk {
+                    query = query
+                        .bind(row.run)
+                        .bind(row.first as i64)
+                        .bind(row.last as i64)
+                        .bind(&row.lines);
                 }
                 query.execute(&mut *$tx).await?;
             }
@@ -407,11 +416,49 @@ macro_rules! insert_events {
     };
 }
 
-/// A checkpoint's events as rows for [`insert_events`].
-fn rows(p: &Checkpoint) -> impl Iterator<Item = (&str, u64, &str)> {
-    p.events
-        .iter()
-        .map(|(seq, event)| (p.run_id.as_str(), *seq, event.as_str()))
+/// One row of the `events` table: a run's events numbered `first..=last`, in
+/// order, as JSON lines joined by newlines. A checkpoint's events are one row
+/// rather than a row each: the reference flow's 24 events a run were 24 index
+/// entries and 72 bound values, and are three of each (a third more runs a
+/// second on SQLite, half as many again on Postgres).
+struct EventRow<'a> {
+    run: &'a str,
+    first: u64,
+    last: u64,
+    lines: String,
+}
+
+/// How many rows [`rows`] makes of a checkpoint's events.
+fn stretches(p: &Checkpoint) -> usize {
+    let breaks = p.events.windows(2);
+    usize::from(!p.events.is_empty())
+        + breaks
+            .filter(|w| w[0].0.checked_add(1) != Some(w[1].0))
+            .count()
+}
+
+/// A checkpoint's events as rows for [`insert_events`]: one for each stretch
+/// of consecutive numbers (a checkpoint's events are one stretch, unless a
+/// caller says otherwise), so that a line's number is always its row's first
+/// plus its place.
+fn rows(p: &Checkpoint) -> impl Iterator<Item = EventRow<'_>> {
+    let mut rows: Vec<EventRow> = Vec::new();
+    for (seq, event) in &p.events {
+        match rows.last_mut() {
+            Some(row) if row.last.checked_add(1) == Some(*seq) => {
+                row.last = *seq;
+                row.lines.push('\n');
+                row.lines.push_str(event);
+            }
+            _ => rows.push(EventRow {
+                run: &p.run_id,
+                first: *seq,
+                last: *seq,
+                lines: event.clone(),
+            }),
+        }
+    }
+    rows.into_iter()
 }
 
 impl<DB: Dialect> Store for SqlStore<DB>
@@ -558,15 +605,24 @@ where
                 // last checkpoint happened (a request may have been sent), so
                 // it goes in, before the ending the cancel wrote.
                 if !p.events.is_empty() && owned.as_deref() == Some(p.owner.as_str()) {
-                    let ending: Option<(i64, String)> = sqlx::query(
-                        "SELECT seq, event FROM events WHERE run_id = $1 ORDER BY seq DESC LIMIT 1",
+                    // The cancel wrote its ending as a row of its own (see
+                    // `cancel`): the last row, one line.
+                    let ending: Option<(i64, i64, String)> = sqlx::query(
+                        "SELECT seq, last_seq, lines FROM events WHERE run_id = $1 ORDER BY seq DESC LIMIT 1",
                     )
                     .bind(&p.run_id)
                     .fetch_optional(&mut *tx)
                     .await
-                    .and_then(|r| r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
+                    .and_then(|r| {
+                        r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                            .transpose()
+                    })
                     .map_err(&fail)?;
-                    let ending = ending.filter(|(_, e)| e.contains("\"event\":\"flow_finished\""));
+                    let ending = ending
+                        .filter(|(seq, last, e)| {
+                            seq == last && e.contains("\"event\":\"flow_finished\"")
+                        })
+                        .map(|(seq, _, e)| (seq, e));
                     if let Some((seq, _)) = &ending {
                         sqlx::query("DELETE FROM events WHERE run_id = $1 AND seq = $2")
                             .bind(&p.run_id)
@@ -610,7 +666,7 @@ where
                 }
                 return Ok(saved);
             }
-            let events: usize = points.iter().map(|p| p.events.len()).sum();
+            let events: usize = points.iter().map(|p| stretches(p)).sum();
             let written = if DB::WRITES_IN_WITH
                 && points.len() <= CHECKPOINTS_PER_STATEMENT
                 && events <= EVENTS_PER_STATEMENT
@@ -715,12 +771,17 @@ where
 
     fn events<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT event FROM events WHERE run_id = $1 ORDER BY seq")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(failed("read a trace"))?;
-            event_texts(&rows)
+            let rows = sqlx::query(
+                "SELECT seq, last_seq, lines FROM events WHERE run_id = $1 ORDER BY seq",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("read a trace"))?;
+            Ok(numbered_events(&rows, None)?
+                .into_iter()
+                .map(|(_, line)| line)
+                .collect())
         })
     }
 
@@ -731,14 +792,14 @@ where
     ) -> BoxFuture<'a, Result<Vec<(u64, String)>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT seq, event FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+                "SELECT seq, last_seq, lines FROM events WHERE run_id = $1 AND last_seq > $2 ORDER BY seq",
             )
             .bind(id)
             .bind(seq as i64)
             .fetch_all(&self.pool)
             .await
             .map_err(failed("read a trace"))?;
-            numbered_events(&rows)
+            numbered_events(&rows, Some(seq))
         })
     }
 
@@ -770,20 +831,22 @@ where
                     .map_err(&fail)?;
                 let run = stored(&row)?;
                 let last: Option<i64> =
-                    sqlx::query("SELECT MAX(seq) FROM events WHERE run_id = $1")
+                    sqlx::query("SELECT MAX(last_seq) FROM events WHERE run_id = $1")
                         .bind(id)
                         .fetch_one(&mut *tx)
                         .await
                         .and_then(|r| r.try_get(0))
                         .map_err(&fail)?;
                 let seq = u64::try_from(last.unwrap_or(0)).unwrap_or(0) + 1;
-                sqlx::query("INSERT INTO events (run_id, seq, event) VALUES ($1, $2, $3)")
-                    .bind(id)
-                    .bind(seq as i64)
-                    .bind(crate::store::canceled_ending(&run, seq, now_ms, by))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(&fail)?;
+                sqlx::query(
+                    "INSERT INTO events (run_id, seq, last_seq, lines) VALUES ($1, $2, $2, $3)",
+                )
+                .bind(id)
+                .bind(seq as i64)
+                .bind(crate::store::canceled_ending(&run, seq, now_ms, by))
+                .execute(&mut *tx)
+                .await
+                .map_err(&fail)?;
             }
             tx.commit().await.map_err(&fail)?;
             if canceled {
@@ -1027,23 +1090,11 @@ where
     })
 }
 
-/// A trace's events from rows of `(event)`.
-fn event_texts<R>(rows: &[R]) -> Result<Vec<String>, StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    String: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-{
-    rows.iter()
-        .map(|r| {
-            r.try_get(0)
-                .map_err(|e| StoreError(format!("the run store could not read a trace: {e}")))
-        })
-        .collect()
-}
-
-/// Numbered events from rows of `(seq, event)`.
-fn numbered_events<R>(rows: &[R]) -> Result<Vec<(u64, String)>, StoreError>
+/// The events numbered after `after` (all, without), in order, from rows of
+/// `(seq, last_seq, lines)` in order of `seq` (see [`EventRow`]). Where rows
+/// overlap (a step's events written again from a number on), the row that
+/// starts later holds the numbers it names: the last written.
+fn numbered_events<R>(rows: &[R], after: Option<u64>) -> Result<Vec<(u64, String)>, StoreError>
 where
     R: sqlx::Row,
     usize: sqlx::ColumnIndex<R>,
@@ -1051,14 +1102,19 @@ where
     i64: for<'x> sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
 {
     let failed = |e: sqlx::Error| StoreError(format!("the run store could not read a trace: {e}"));
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<i64, _>(0).map_err(failed)? as u64,
-                r.try_get(1).map_err(failed)?,
-            ))
-        })
-        .collect()
+    let mut events: Vec<(u64, String)> = Vec::new();
+    for r in rows {
+        let first = r.try_get::<i64, _>(0).map_err(failed)? as u64;
+        let lines: String = r.try_get(2).map_err(failed)?;
+        events.truncate(events.partition_point(|(seq, _)| *seq < first));
+        let lines = (first..).zip(lines.split('\n'));
+        events.extend(
+            lines
+                .filter(|(seq, _)| after.is_none_or(|after| *seq > after))
+                .map(|(seq, line)| (seq, line.to_string())),
+        );
+    }
+    Ok(events)
 }
 
 /// Leases from rows of `(id, owner, lease_until_ms)`.

@@ -79,6 +79,11 @@ impl Dialect for Sqlite {
             "flow versions",
             include_str!("../../migrations/sqlite/0010_flow_versions.sql"),
         ),
+        (
+            11,
+            "event rows",
+            include_str!("../../migrations/sqlite/0011_event_rows.sql"),
+        ),
     ];
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {

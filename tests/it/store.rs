@@ -148,6 +148,18 @@ async fn checkpoints_and_timers(store: &dyn Store) {
     assert_eq!(all.len(), 250);
     assert_eq!((all[148].as_str(), all[149].as_str()), ("m149", "n150"));
     assert_eq!(all[249], "n250");
+    // A checkpoint's events are kept together; read from any number on,
+    // each comes with its own.
+    let after = store.events_after("c", 200).await.unwrap();
+    assert_eq!(after.len(), 50);
+    assert_eq!(after[0], (201, "n201".to_string()));
+    assert_eq!(after[49], (250, "n250".to_string()));
+    let after = store.events_after("c", 148).await.unwrap();
+    assert_eq!(
+        (&after[0], &after[1]),
+        (&(149, "m149".to_string()), &(150, "n150".to_string()))
+    );
+    assert!(store.events_after("c", 250).await.unwrap().is_empty());
     assert_eq!(store.next_wake().await.unwrap(), Some(100));
     assert!(store.due(99, "me", 10).await.unwrap().is_empty(), "not yet");
     assert_eq!(store.due(100, "me", 10).await.unwrap(), ["a"]);
@@ -620,7 +632,8 @@ fn sqlite_takes_over_a_file_an_earlier_handoff_wrote() {
         }
         sqlx::raw_sql(
             "INSERT INTO runs (id, flow, flow_path, flow_source, flow_hash, inputs, status, state, created_ms, updated_ms)
-             VALUES ('old', 'f', 'f.yaml', 'flow: f', 'h', '{}', 'waiting', '{}', 1, 1)",
+             VALUES ('old', 'f', 'f.yaml', 'flow: f', 'h', '{}', 'waiting', '{}', 1, 1);
+             INSERT INTO events (run_id, seq, event) VALUES ('old', 1, 'o1'), ('old', 2, 'o2');",
         )
         .execute(&mut conn)
         .await
@@ -631,6 +644,30 @@ fn sqlite_takes_over_a_file_an_earlier_handoff_wrote() {
         assert_eq!(old.status, DurableStatus::Waiting);
         // Version 10 ran: the run's flow text moved to its version's row.
         assert_eq!(old.flow_source, "flow: f");
+        // Version 11 ran: an event a row became a row of one line, which
+        // reads back as before, and a checkpoint's rows go on after it.
+        assert_eq!(store.events("old").await.unwrap(), ["o1", "o2"]);
+        assert_eq!(
+            store.events_after("old", 1).await.unwrap(),
+            [(2, "o2".to_string())]
+        );
+        let lease = Lease {
+            owner: "me".into(),
+            until_ms: i64::MAX,
+        };
+        assert_eq!(
+            store.claim("old", &lease, 2, None).await.unwrap(),
+            Claimed::Taken
+        );
+        let point = Checkpoint {
+            events: vec![(3, "o3".into()), (4, "o4".into())],
+            ..waiting("old", "me")
+        };
+        assert_eq!(store.checkpoint(&point).await.unwrap(), Saved::Saved);
+        assert_eq!(
+            store.events_after("old", 1).await.unwrap(),
+            [(2, "o2".into()), (3, "o3".into()), (4, "o4".to_string())]
+        );
         // Version 4 ran: keys keep their inputs' fingerprint.
         assert_eq!(store.create(&keyed("new", "k", "in-1")).await.unwrap(), Created::New);
         assert_eq!(

@@ -1,0 +1,8 @@
+-- A checkpoint's trace events in one row rather than a row each: `lines`
+-- holds them as JSON lines joined by newlines, numbered from `seq` to
+-- `last_seq`. An event was an index entry and three bound values; the
+-- reference flow's 24 events a run are now three rows. Rows written before
+-- hold one event each.
+ALTER TABLE events RENAME COLUMN event TO lines;
+ALTER TABLE events ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET last_seq = seq;
