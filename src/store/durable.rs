@@ -441,13 +441,8 @@ impl DurableRuns {
     }
 
     fn seal_state(&self, state: &RunState) -> String {
-        let mut sealed = state.clone();
-        sealed.fields = Arc::new(
-            self.sealer
-                .seal_fields(&state.fields, |name| state.secret.contains(name)),
-        );
-        sealed.each = state.each.as_ref().map(|e| Box::new(self.seal_each(e)));
-        serde_json::to_string(&sealed).unwrap_or_default()
+        let each = state.each.as_ref().map(|e| Box::new(self.seal_each(e)));
+        self.sealer.state_json(state, each)
     }
 
     /// What changed between a `for_each`'s items: its progress, and the

@@ -8,12 +8,15 @@
 //! A sealed value is `{"$sealed": "BASE64(nonce ‖ ciphertext)"}`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use indexmap::IndexMap;
 use serde_json::{Value, json};
+
+use crate::run::state::{Each, RunState};
 
 const SEALED: &str = "$sealed";
 const NONCE_LEN: usize = 12;
@@ -140,6 +143,46 @@ impl Sealer {
             .collect()
     }
 
+    /// `fields` as they serialize with the named ones sealed, written as they
+    /// go rather than copied first: a checkpoint writes every field, and a
+    /// copy of them all (a poll's list of tasks, say) cost more than writing.
+    fn sealed<'a>(
+        &'a self,
+        fields: &'a IndexMap<String, Value>,
+        secret: impl Fn(&str) -> bool + 'a,
+    ) -> impl serde::Serialize + 'a {
+        SealedFields {
+            sealer: self,
+            fields,
+            secret,
+        }
+    }
+
+    /// A run's state as JSON, its secret fields sealed, with `each` (the
+    /// `for_each` under way, sealed by the caller) in place of its own.
+    pub fn state_json(&self, state: &RunState, each: Option<Box<Each>>) -> String {
+        let secret = |name: &str| state.secret.contains(name);
+        // Everything but the fields, then the fields, sealed as they are
+        // written, in their place: `fields` is the state's first member.
+        let mut others = RunState {
+            fields: Arc::default(),
+            each,
+            ..state.clone()
+        };
+        let json = serde_json::to_string(&others).unwrap_or_default();
+        let Some(rest) = json.strip_prefix(r#"{"fields":{}"#) else {
+            others.fields = Arc::new(self.seal_fields(&state.fields, secret));
+            return serde_json::to_string(&others).unwrap_or_default();
+        };
+        let mut out = Vec::with_capacity(rest.len() + 64 * state.fields.len());
+        out.extend_from_slice(br#"{"fields":"#);
+        if serde_json::to_writer(&mut out, &self.sealed(&state.fields, secret)).is_err() {
+            return String::new();
+        }
+        out.extend_from_slice(rest.as_bytes());
+        String::from_utf8(out).unwrap_or_default()
+    }
+
     /// Every sealed value in `fields` opened.
     pub fn unseal_fields(
         &self,
@@ -201,6 +244,36 @@ mod tests {
         assert_eq!(sealer.unseal(&json!(3)).unwrap(), json!(3));
     }
 
+    /// The state written with its fields sealed as they go reads back as
+    /// the state whole, every member in its place, the secret one sealed.
+    #[test]
+    fn a_state_is_written_with_its_secret_fields_sealed() {
+        let sealer = Sealer::from_key(&[7; 32]);
+        let mut fields = IndexMap::new();
+        fields.insert("token".to_string(), json!("canary-7f3a+9c/1d=ee"));
+        fields.insert("tasks".to_string(), json!([{"id": "t-1", "n": [1, 2]}]));
+        fields.insert("tries".to_string(), json!(3));
+        let state = RunState {
+            fields: Arc::new(fields),
+            secret: ["token".to_string()].into(),
+            pc: 4,
+            steps_taken: 9,
+            last_seq: 17,
+            traceparent: Some("00-ab-cd-01".into()),
+            ..RunState::default()
+        };
+        let text = sealer.state_json(&state, None);
+        assert!(!text.contains("canary"), "{text}");
+        let mut written: Value = serde_json::from_str(&text).unwrap();
+        let token = &written["fields"]["token"];
+        assert!(Sealer::is_sealed(token), "{text}");
+        let opened = sealer.unseal(token).unwrap();
+        written["fields"]["token"] = opened;
+        assert_eq!(written, serde_json::to_value(&state).unwrap());
+        let back: RunState = serde_json::from_str(&text).unwrap();
+        assert_eq!((back.pc, back.last_seq), (4, 17));
+    }
+
     #[test]
     fn the_key_comes_from_the_environment_or_a_private_file() {
         let dir = std::env::temp_dir().join(format!("handoff-seal-{}", std::process::id()));
@@ -231,5 +304,27 @@ mod tests {
                 .contains("32 bytes")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// See [`Sealer::sealed`].
+struct SealedFields<'a, F> {
+    sealer: &'a Sealer,
+    fields: &'a IndexMap<String, Value>,
+    secret: F,
+}
+
+impl<F: Fn(&str) -> bool> serde::Serialize for SealedFields<'_, F> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.fields.len()))?;
+        for (k, v) in self.fields {
+            if (self.secret)(k) {
+                map.serialize_entry(k, &self.sealer.seal(v))?;
+            } else {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
     }
 }
