@@ -221,6 +221,28 @@ fn write_key_file(path: &Path, key: &[u8]) -> Result<(), String> {
     writeln!(file, "{text}").map_err(|e| format!("cannot write the key file: {e}"))
 }
 
+/// See [`Sealer::sealed`].
+struct SealedFields<'a, F> {
+    sealer: &'a Sealer,
+    fields: &'a IndexMap<String, Value>,
+    secret: F,
+}
+
+impl<F: Fn(&str) -> bool> serde::Serialize for SealedFields<'_, F> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.fields.len()))?;
+        for (k, v) in self.fields {
+            if (self.secret)(k) {
+                map.serialize_entry(k, &self.sealer.seal(v))?;
+            } else {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,27 +326,5 @@ mod tests {
                 .contains("32 bytes")
         );
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-/// See [`Sealer::sealed`].
-struct SealedFields<'a, F> {
-    sealer: &'a Sealer,
-    fields: &'a IndexMap<String, Value>,
-    secret: F,
-}
-
-impl<F: Fn(&str) -> bool> serde::Serialize for SealedFields<'_, F> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.fields.len()))?;
-        for (k, v) in self.fields {
-            if (self.secret)(k) {
-                map.serialize_entry(k, &self.sealer.seal(v))?;
-            } else {
-                map.serialize_entry(k, v)?;
-            }
-        }
-        map.end()
     }
 }
