@@ -337,6 +337,12 @@ pub trait Store: Send + Sync {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
+    /// Whether transactions write side by side (Postgres), or one holds the
+    /// only writer while it lasts (SQLite): then a transaction begun ahead
+    /// of time holds back the runs' checkpoints.
+    fn writes_side_by_side(&self) -> bool {
+        false
+    }
     /// Notified when another process canceled a run or signalled one: a
     /// shared store's news, for the scheduler. `None` when only this process
     /// writes. (A new run is leased to the process that created it: news of

@@ -44,6 +44,9 @@ pub trait Dialect: Database {
     /// bound, so a statement of 550 parameters bound them in quadratic time
     /// (a sixteenth of a `serve` worker's CPU).
     const NUMBERED: bool;
+    /// Whether transactions write side by side (Postgres), or one holds the
+    /// store's only writer while it lasts (SQLite).
+    const SIDE_BY_SIDE: bool;
     /// The schema's versions, embedded in the binary: version, name, SQL.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)];
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -1042,6 +1045,10 @@ where
 
     fn changes(&self) -> Option<Arc<Notify>> {
         self.changed.clone()
+    }
+
+    fn writes_side_by_side(&self) -> bool {
+        DB::SIDE_BY_SIDE
     }
 }
 

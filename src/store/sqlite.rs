@@ -26,6 +26,7 @@ impl Dialect for Sqlite {
     const DUE_LOCK: &'static str = "";
     const NOTIFY: Option<&'static str> = None;
     const NUMBERED: bool = false;
+    const SIDE_BY_SIDE: bool = false;
     const WRITES_IN_WITH: bool = false;
     /// Never edit one that has shipped: add another.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[

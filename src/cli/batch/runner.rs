@@ -99,10 +99,36 @@ impl Batch<'_> {
             return;
         };
         // A durable batch makes its rows' runs in the store a chunk at a
-        // time: one transaction a chunk, not one a row. Not ahead of time: a
-        // chunk's transaction only goes on while a place for a run is free
-        // (`buffer_unordered` asks for the next row only then), and one begun
-        // ahead would hold the store's writer from the runs it waits for.
+        // time: one transaction a chunk, not one a row.
+        if runs.store.writes_side_by_side() {
+            // The next chunk is made while this one's runs go on, so that no
+            // run waits for a chunk's round trips: the channel holds a chunk.
+            let (made_tx, mut made_rx) = tokio::sync::mpsc::channel::<Made>(MADE_AT_ONCE);
+            let make = async move {
+                let mut chunks = std::pin::pin!(rows.chunks(MADE_AT_ONCE));
+                while let Some(chunk) = chunks.next().await {
+                    for made in self.make(runs, chunk).await {
+                        if made_tx.send(made).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            let go = futures_util::stream::poll_fn(|cx| made_rx.poll_recv(cx))
+                .map(|made| async move {
+                    if let Some(done) = self.durable_one(runs, made, events).await {
+                        finished(done);
+                    }
+                })
+                .buffer_unordered(self.jobs.max(1))
+                .collect::<Vec<()>>();
+            futures_util::join!(make, go);
+            return;
+        }
+        // One writer (SQLite): not ahead of time. A chunk's transaction only
+        // goes on while a place for a run is free (`buffer_unordered` asks for
+        // the next row only then), and one begun ahead would hold the store's
+        // writer from the runs it waits for.
         rows.chunks(MADE_AT_ONCE)
             .then(|chunk| self.make(runs, chunk))
             .flat_map(futures_util::stream::iter)
