@@ -27,10 +27,6 @@ use crate::store::{
 pub trait Dialect: Database {
     /// How to tell the other workers that a run was canceled or signalled.
     const NOTIFY: Option<&'static str>;
-    /// Whether a `WITH` may write (`WITH u AS (UPDATE …) INSERT …`): then a
-    /// checkpoint and its events are one statement, atomic without a
-    /// transaction around it. Postgres's; SQLite's `WITH` only reads.
-    const WRITES_IN_WITH: bool;
     /// How a transaction that writes begins. SQLite takes the write lock at
     /// once, so that one which reads first (a create checks its key) waits its
     /// turn rather than failing as "locked" when another writer got there first.
@@ -50,6 +46,16 @@ pub trait Dialect: Database {
     /// The schema's versions, embedded in the binary: version, name, SQL.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)];
     fn rows_affected(result: &Self::QueryResult) -> u64;
+    /// Checkpoints with their events in one statement of the database's
+    /// own, atomic without a transaction around it: the ids of the runs it
+    /// wrote (the fence let through). `None` where there is no such
+    /// statement: then a transaction holds the rows' statements.
+    fn checkpoint_in_one<'a>(
+        _pool: &'a Pool<Self>,
+        _points: &'a [&'a Checkpoint],
+    ) -> Option<BoxFuture<'a, Result<Vec<String>, sqlx::Error>>> {
+        None
+    }
 }
 
 /// The channel the workers tell each other on.
@@ -281,22 +287,11 @@ fn checkpoint_table<DB: Dialect>(n: usize, first: usize) -> String {
     )
 }
 
-/// `n` rows of events `(run_id, seq, last_seq, lines)` as a table, from
-/// `first` on.
-fn event_table<DB: Dialect>(n: usize, first: usize) -> String {
-    rows_of::<DB>(
-        "SELECT CAST(# AS TEXT) AS run_id, CAST(# AS BIGINT) AS seq, CAST(# AS BIGINT) AS last_seq, CAST(# AS TEXT) AS lines",
-        " UNION ALL ",
-        n,
-        first,
-    )
-}
-
 /// The fenced write of checkpoints' rows from a table `v` of them: only the
 /// process that holds a run writes it, and a canceled run is not written
 /// over. It returns the ids of the runs it wrote.
-const UPDATE_FROM: &str = "UPDATE runs SET status = v.status, step = v.step, wake_at_ms = v.wake_at_ms, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL FROM ";
-const FENCED: &str = " WHERE runs.id = v.id AND runs.status <> 'canceled' AND runs.owner = v.owner RETURNING runs.id";
+pub(crate) const UPDATE_FROM: &str = "UPDATE runs SET status = v.status, step = v.step, wake_at_ms = v.wake_at_ms, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL FROM ";
+pub(crate) const FENCED: &str = " WHERE runs.id = v.id AND runs.status <> 'canceled' AND runs.owner = v.owner RETURNING runs.id";
 
 /// Binds a checkpoint's row, in [`checkpoint_table`]'s order.
 macro_rules! bind_checkpoint {
@@ -345,47 +340,6 @@ macro_rules! update_runs {
     };
 }
 
-/// Checkpoints, with their events, in one statement of their own (a
-/// database that writes in `WITH`, [`Dialect::WRITES_IN_WITH`]): the rows
-/// and the events of the runs whose rows were written go in together, or
-/// nothing does. The ids of the runs it wrote.
-macro_rules! checkpoint_in_one {
-    ($pool:expr, $points:expr) => {
-        async {
-            let points: &[&Checkpoint] = $points;
-            let events: Vec<EventRow> = points.iter().flat_map(|p| rows(p)).collect();
-            let mut sql = format!(
-                "WITH v AS ({}), u AS ({UPDATE_FROM}v{FENCED})",
-                checkpoint_table::<DB>(points.len(), 1)
-            );
-            if !events.is_empty() {
-                sql.push_str(&format!(
-                    ", x AS ({}), e AS (INSERT INTO events (run_id, seq, last_seq, lines) SELECT x.run_id, x.seq, x.last_seq, x.lines FROM x JOIN u ON u.id = x.run_id ON CONFLICT (run_id, seq) DO UPDATE SET last_seq = excluded.last_seq, lines = excluded.lines)",
-                    event_table::<DB>(events.len(), 1 + 11 * points.len())
-                ));
-            }
-            sql.push_str(" SELECT id FROM u");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for p in points {
-                query = bind_checkpoint!(query, p);
-            }
-            for row in &events {
-                query = query
-                    .bind(row.run)
-                    .bind(row.first as i64)
-                    .bind(row.last as i64)
-                    .bind(&row.lines);
-            }
-            let mut applied: Vec<String> = Vec::with_capacity(points.len());
-            for row in query.fetch_all($pool).await? {
-                applied.push(row.try_get(0)?);
-            }
-            Ok::<Vec<String>, sqlx::Error>(applied)
-        }
-        .await
-    };
-}
-
 /// Rows of events a statement inserts at most: well under either database's
 /// limit on parameters (four each).
 const EVENTS_PER_STATEMENT: usize = 100;
@@ -424,27 +378,18 @@ macro_rules! insert_events {
 /// rather than a row each: the reference flow's 24 events a run were 24 index
 /// entries and 72 bound values, and are three of each (a third more runs a
 /// second on SQLite, half as many again on Postgres).
-struct EventRow<'a> {
-    run: &'a str,
-    first: u64,
-    last: u64,
-    lines: String,
-}
-
-/// How many rows [`rows`] makes of a checkpoint's events.
-fn stretches(p: &Checkpoint) -> usize {
-    let breaks = p.events.windows(2);
-    usize::from(!p.events.is_empty())
-        + breaks
-            .filter(|w| w[0].0.checked_add(1) != Some(w[1].0))
-            .count()
+pub(crate) struct EventRow<'a> {
+    pub run: &'a str,
+    pub first: u64,
+    pub last: u64,
+    pub lines: String,
 }
 
 /// A checkpoint's events as rows for [`insert_events`]: one for each stretch
 /// of consecutive numbers (a checkpoint's events are one stretch, unless a
 /// caller says otherwise), so that a line's number is always its row's first
 /// plus its place.
-fn rows(p: &Checkpoint) -> impl Iterator<Item = EventRow<'_>> {
+pub(crate) fn rows(p: &Checkpoint) -> impl Iterator<Item = EventRow<'_>> {
     let mut rows: Vec<EventRow> = Vec::new();
     for (seq, event) in &p.events {
         match rows.last_mut() {
@@ -669,13 +614,9 @@ where
                 }
                 return Ok(saved);
             }
-            let events: usize = points.iter().map(|p| stretches(p)).sum();
-            let written = if DB::WRITES_IN_WITH
-                && points.len() <= CHECKPOINTS_PER_STATEMENT
-                && events <= EVENTS_PER_STATEMENT
-            {
+            let written = if let Some(one) = DB::checkpoint_in_one(&self.pool, points) {
                 // One round trip, and no transaction to open and close.
-                checkpoint_in_one!(&self.pool, points).map_err(&fail)?
+                one.await.map_err(&fail)?
             } else {
                 let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
                 let written = update_runs!(tx, points).map_err(&fail)?;

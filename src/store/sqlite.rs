@@ -27,7 +27,6 @@ impl Dialect for Sqlite {
     const NOTIFY: Option<&'static str> = None;
     const NUMBERED: bool = false;
     const SIDE_BY_SIDE: bool = false;
-    const WRITES_IN_WITH: bool = false;
     /// Never edit one that has shipped: add another.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
         (

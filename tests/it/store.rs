@@ -410,8 +410,9 @@ async fn keeps_each_versions_text(store: &dyn Store) {
 
 /// Checkpoints of several runs in one transaction (group commit) answer as
 /// each would have alone, in order: the fence and a cancel still hold for
-/// each, and a refused one's events are not written with the others'. (A
-/// few, with few events, are one statement on Postgres; many, a transaction.)
+/// each, and a refused one's events are not written with the others'. (On
+/// Postgres they are one statement, whatever their number; on SQLite, a
+/// transaction of a few.)
 async fn commits_many_in_one(store: &dyn Store) {
     for id in ["g1", "g2", "g3", "g4"] {
         store.create(&run(id)).await.unwrap();
