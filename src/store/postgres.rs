@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPoolOptions, PgQueryResult, Postgres};
+use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions, PgQueryResult, Postgres};
 use sqlx::{Pool, Row};
 use tokio::sync::Notify;
 
@@ -30,7 +30,7 @@ use crate::run::clock::BoxFuture;
 use crate::store::sql::{
     CHANNEL, Dialect, EventRow, FENCED, SqlStore, UPDATE_FROM, failed, migrate, rows,
 };
-use crate::store::{Checkpoint, StoreError};
+use crate::store::{Checkpoint, NewRun, StoreError};
 
 /// A run store on a Postgres server, shared by workers.
 pub type PgStore = SqlStore<Postgres>;
@@ -99,6 +99,34 @@ impl Dialect for Postgres {
         points: &'a [&'a Checkpoint],
     ) -> Option<BoxFuture<'a, Result<Vec<String>, sqlx::Error>>> {
         Some(Box::pin(checkpoint_in_one(pool, points)))
+    }
+
+    fn insert_runs_in_one<'a>(
+        conn: &'a mut PgConnection,
+        runs: &'a [&'a NewRun],
+    ) -> Option<BoxFuture<'a, Result<(), sqlx::Error>>> {
+        Some(Box::pin(async move {
+            let column = |f: fn(&NewRun) -> &str| runs.iter().map(|r| f(r)).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO runs (id, flow, flow_path, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms, title)
+                 SELECT id, flow, flow_path, flow_hash, inputs, 'running', NULL, 0, state, created_ms, created_ms, owner, lease_until_ms, title
+                 FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), CAST($4 AS TEXT[]), CAST($5 AS TEXT[]), CAST($6 AS TEXT[]), CAST($7 AS BIGINT[]), CAST($8 AS TEXT[]), CAST($9 AS BIGINT[]), CAST($10 AS TEXT[]))
+                 AS r (id, flow, flow_path, flow_hash, inputs, state, created_ms, owner, lease_until_ms, title)",
+            )
+            .bind(column(|r| &r.id))
+            .bind(column(|r| &r.flow))
+            .bind(column(|r| &r.flow_path))
+            .bind(column(|r| &r.flow_hash))
+            .bind(column(|r| &r.inputs))
+            .bind(column(|r| &r.state))
+            .bind(runs.iter().map(|r| r.created_ms).collect::<Vec<_>>())
+            .bind(column(|r| &r.lease.owner))
+            .bind(runs.iter().map(|r| r.lease.until_ms).collect::<Vec<_>>())
+            .bind(runs.iter().map(|r| r.title.as_deref()).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+            Ok(())
+        }))
     }
 }
 

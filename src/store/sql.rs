@@ -56,6 +56,14 @@ pub trait Dialect: Database {
     ) -> Option<BoxFuture<'a, Result<Vec<String>, sqlx::Error>>> {
         None
     }
+    /// New runs' rows in one statement of the database's own, whatever
+    /// their number. `None`: the rows go in [`RUNS_PER_STATEMENT`] at a time.
+    fn insert_runs_in_one<'a>(
+        _conn: &'a mut Self::Connection,
+        _runs: &'a [&'a NewRun],
+    ) -> Option<BoxFuture<'a, Result<(), sqlx::Error>>> {
+        None
+    }
 }
 
 /// The channel the workers tell each other on.
@@ -236,7 +244,7 @@ const RUN_ROW: &str = "SELECT runs.*, flow_versions.source AS flow_source FROM r
 const VERSIONS_PER_STATEMENT: usize = 100;
 
 /// Runs a statement inserts at most (eleven parameters each).
-const RUNS_PER_STATEMENT: usize = 50;
+pub(crate) const RUNS_PER_STATEMENT: usize = 50;
 
 /// Idempotency keys looked up in one statement (parameters: SQLite allows
 /// 32,766, Postgres 65,535).
@@ -495,7 +503,13 @@ where
                     tx.rollback().await.map_err(&fail)?;
                     return Ok(results);
                 }
-                insert_runs!(&mut *tx, &fresh).map_err(&fail)?;
+                let in_one = match DB::insert_runs_in_one(&mut *tx, &fresh) {
+                    Some(one) => Some(one.await.map_err(&fail)?),
+                    None => None,
+                };
+                if in_one.is_none() {
+                    insert_runs!(&mut *tx, &fresh).map_err(&fail)?;
+                }
                 // The keys go in with their runs: a retry finds both or neither.
                 let mut inserted = 0;
                 for chunk in keys.chunks(KEYS_PER_STATEMENT / 4) {
