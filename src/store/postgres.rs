@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 
 use crate::run::clock::BoxFuture;
 use crate::store::sql::{
-    CHANNEL, Dialect, EventRow, FENCED, SqlStore, UPDATE_FROM, failed, migrate, rows,
+    CHANNEL, Dialect, EventRow, FENCED, KeptKey, SqlStore, UPDATE_FROM, failed, migrate, rows,
 };
 use crate::store::{Checkpoint, NewRun, StoreError};
 
@@ -99,6 +99,50 @@ impl Dialect for Postgres {
         points: &'a [&'a Checkpoint],
     ) -> Option<BoxFuture<'a, Result<Vec<String>, sqlx::Error>>> {
         Some(Box::pin(checkpoint_in_one(pool, points)))
+    }
+
+    fn keys_kept_in_one<'a>(
+        conn: &'a mut PgConnection,
+        hashes: &'a [String],
+    ) -> Option<BoxFuture<'a, Result<Vec<KeptKey>, sqlx::Error>>> {
+        Some(Box::pin(async move {
+            if hashes.is_empty() {
+                return Ok(Vec::new());
+            }
+            sqlx::query_as(
+                "SELECT key_hash, run_id, fingerprint FROM idempotency WHERE key_hash = ANY(CAST($1 AS TEXT[]))",
+            )
+            .bind(hashes)
+            .fetch_all(conn)
+            .await
+        }))
+    }
+
+    fn insert_keys_in_one<'a>(
+        conn: &'a mut PgConnection,
+        keys: &'a [(String, &'a NewRun)],
+    ) -> Option<BoxFuture<'a, Result<u64, sqlx::Error>>> {
+        Some(Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            let done = sqlx::query(
+                "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint)
+                 SELECT * FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS BIGINT[]), CAST($4 AS TEXT[]))
+                 ON CONFLICT (key_hash) DO NOTHING",
+            )
+            .bind(keys.iter().map(|(hash, _)| hash.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|(_, r)| r.id.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|(_, r)| r.created_ms).collect::<Vec<_>>())
+            .bind(
+                keys.iter()
+                    .map(|(_, r)| r.idempotency.as_ref().and_then(|k| k.fingerprint.as_deref()))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(conn)
+            .await?;
+            Ok(done.rows_affected())
+        }))
     }
 
     fn insert_runs_in_one<'a>(

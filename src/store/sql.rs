@@ -23,6 +23,9 @@ use crate::store::{
     StoreError, StoredRun,
 };
 
+/// A kept idempotency key: its hash, its run, and its inputs' fingerprint.
+pub(crate) type KeptKey = (String, String, Option<String>);
+
 /// What differs between the two databases, beside how they connect.
 pub trait Dialect: Database {
     /// How to tell the other workers that a run was canceled or signalled.
@@ -54,6 +57,23 @@ pub trait Dialect: Database {
         _pool: &'a Pool<Self>,
         _points: &'a [&'a Checkpoint],
     ) -> Option<BoxFuture<'a, Result<Vec<String>, sqlx::Error>>> {
+        None
+    }
+    /// The runs idempotency keys (their hashes) started, `(hash, run,
+    /// fingerprint)`, in one statement of the database's own, whatever their
+    /// number. `None`: they are looked up [`KEYS_PER_STATEMENT`] at a time.
+    fn keys_kept_in_one<'a>(
+        _conn: &'a mut Self::Connection,
+        _hashes: &'a [String],
+    ) -> Option<BoxFuture<'a, Result<Vec<KeptKey>, sqlx::Error>>> {
+        None
+    }
+    /// New runs' keys `(hash, run)` in one statement of the database's own,
+    /// a key already kept left alone: how many went in.
+    fn insert_keys_in_one<'a>(
+        _conn: &'a mut Self::Connection,
+        _keys: &'a [(String, &'a NewRun)],
+    ) -> Option<BoxFuture<'a, Result<u64, sqlx::Error>>> {
         None
     }
     /// New runs' rows in one statement of the database's own, whatever
@@ -248,7 +268,7 @@ pub(crate) const RUNS_PER_STATEMENT: usize = 50;
 
 /// Idempotency keys looked up in one statement (parameters: SQLite allows
 /// 32,766, Postgres 65,535).
-const KEYS_PER_STATEMENT: usize = 400;
+pub(crate) const KEYS_PER_STATEMENT: usize = 400;
 
 /// Inserts new runs' rows, each leased to the process that creates it, in as
 /// few statements as it can.
@@ -457,23 +477,33 @@ where
                     .filter_map(|r| r.idempotency.as_ref().map(IdempotencyKey::hash))
                     .collect();
                 let mut kept: HashMap<String, (String, Option<String>)> = HashMap::new();
-                for chunk in hashes.chunks(KEYS_PER_STATEMENT) {
-                    let marks = rows_of::<DB>("#", ", ", chunk.len(), 1);
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT key_hash, run_id, fingerprint FROM idempotency WHERE key_hash IN ({marks})"
-                    )));
-                    for hash in chunk {
-                        query = query.bind(hash);
-                    }
-                    for row in query.fetch_all(&mut *tx).await.map_err(&fail)? {
-                        let hash: String = row.try_get(0).map_err(&fail)?;
-                        kept.insert(
-                            hash,
-                            (
-                                row.try_get(1).map_err(&fail)?,
-                                row.try_get(2).map_err(&fail)?,
-                            ),
-                        );
+                let in_one = match DB::keys_kept_in_one(&mut *tx, &hashes) {
+                    Some(one) => Some(one.await.map_err(&fail)?),
+                    None => None,
+                };
+                let looked_up = in_one.is_some();
+                for (hash, id, fingerprint) in in_one.into_iter().flatten() {
+                    kept.insert(hash, (id, fingerprint));
+                }
+                if !looked_up {
+                    for chunk in hashes.chunks(KEYS_PER_STATEMENT) {
+                        let marks = rows_of::<DB>("#", ", ", chunk.len(), 1);
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "SELECT key_hash, run_id, fingerprint FROM idempotency WHERE key_hash IN ({marks})"
+                        )));
+                        for hash in chunk {
+                            query = query.bind(hash);
+                        }
+                        for row in query.fetch_all(&mut *tx).await.map_err(&fail)? {
+                            let hash: String = row.try_get(0).map_err(&fail)?;
+                            kept.insert(
+                                hash,
+                                (
+                                    row.try_get(1).map_err(&fail)?,
+                                    row.try_get(2).map_err(&fail)?,
+                                ),
+                            );
+                        }
                     }
                 }
                 let mut results = Vec::with_capacity(runs.len());
@@ -512,23 +542,32 @@ where
                 }
                 // The keys go in with their runs: a retry finds both or neither.
                 let mut inserted = 0;
-                for chunk in keys.chunks(KEYS_PER_STATEMENT / 4) {
-                    let rows = rows_of::<DB>("(#, #, #, #)", ", ", chunk.len(), 1);
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES {rows} ON CONFLICT (key_hash) DO NOTHING"
-                    )));
-                    for (hash, run) in chunk {
-                        let fingerprint = run
-                            .idempotency
-                            .as_ref()
-                            .and_then(|k| k.fingerprint.as_deref());
-                        query = query
-                            .bind(hash)
-                            .bind(&run.id)
-                            .bind(run.created_ms)
-                            .bind(fingerprint);
+                let in_one = match DB::insert_keys_in_one(&mut *tx, &keys) {
+                    Some(one) => Some(one.await.map_err(&fail)?),
+                    None => None,
+                };
+                let put = in_one.is_some();
+                inserted += in_one.unwrap_or(0);
+                if !put {
+                    for chunk in keys.chunks(KEYS_PER_STATEMENT / 4) {
+                        let rows = rows_of::<DB>("(#, #, #, #)", ", ", chunk.len(), 1);
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "INSERT INTO idempotency (key_hash, run_id, created_ms, fingerprint) VALUES {rows} ON CONFLICT (key_hash) DO NOTHING"
+                        )));
+                        for (hash, run) in chunk {
+                            let fingerprint = run
+                                .idempotency
+                                .as_ref()
+                                .and_then(|k| k.fingerprint.as_deref());
+                            query = query
+                                .bind(hash)
+                                .bind(&run.id)
+                                .bind(run.created_ms)
+                                .bind(fingerprint);
+                        }
+                        inserted +=
+                            DB::rows_affected(&query.execute(&mut *tx).await.map_err(&fail)?);
                     }
-                    inserted += DB::rows_affected(&query.execute(&mut *tx).await.map_err(&fail)?);
                 }
                 // Another worker kept one of the keys meanwhile: nothing of
                 // this try is kept, and the next finds that key.
