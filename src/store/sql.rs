@@ -61,7 +61,7 @@ pub trait Dialect: Database {
     }
     /// The runs idempotency keys (their hashes) started, `(hash, run,
     /// fingerprint)`, in one statement of the database's own, whatever their
-    /// number. `None`: they are looked up [`KEYS_PER_STATEMENT`] at a time.
+    /// number. `None`: they are looked up a few hundred at a time.
     fn keys_kept_in_one<'a>(
         _conn: &'a mut Self::Connection,
         _hashes: &'a [String],
@@ -77,7 +77,7 @@ pub trait Dialect: Database {
         None
     }
     /// New runs' rows in one statement of the database's own, whatever
-    /// their number. `None`: the rows go in [`RUNS_PER_STATEMENT`] at a time.
+    /// their number. `None`: the rows go in fifty at a time.
     fn insert_runs_in_one<'a>(
         _conn: &'a mut Self::Connection,
         _runs: &'a [&'a NewRun],
@@ -264,11 +264,11 @@ const RUN_ROW: &str = "SELECT runs.*, flow_versions.source AS flow_source FROM r
 const VERSIONS_PER_STATEMENT: usize = 100;
 
 /// Runs a statement inserts at most (eleven parameters each).
-pub(crate) const RUNS_PER_STATEMENT: usize = 50;
+const RUNS_PER_STATEMENT: usize = 50;
 
 /// Idempotency keys looked up in one statement (parameters: SQLite allows
 /// 32,766, Postgres 65,535).
-pub(crate) const KEYS_PER_STATEMENT: usize = 400;
+const KEYS_PER_STATEMENT: usize = 400;
 
 /// Inserts new runs' rows, each leased to the process that creates it, in as
 /// few statements as it can.
