@@ -294,6 +294,28 @@ fn ctrl_c_stops_the_batch_between_steps_and_sends_nothing_twice() {
 
 #[test]
 fn ctrl_c_cancels_a_durable_batchs_unbegun_runs_and_the_batch_run_again_finishes_each_once() {
+    let dir = scratch("batch-durable-int");
+    let db = dir.join("handoff.db");
+    durable_batch_interrupted(&dir, db.to_str().unwrap());
+}
+
+/// The same on Postgres, where the batch makes its next chunk of runs while
+/// the last one's go on: what was made ahead is canceled as well.
+#[test]
+#[cfg_attr(
+    handoff_no_postgres,
+    ignore = "needs Postgres: apt-get install postgresql (or name a cluster with HANDOFF_TEST_PG_URL and HANDOFF_TEST_PG_DIR)"
+)]
+fn on_postgres_ctrl_c_cancels_a_durable_batchs_unbegun_runs_and_the_batch_run_again_finishes_each_once()
+ {
+    let (_turn, url) = crate::common::pg::database("batch_int");
+    durable_batch_interrupted(&scratch("batch-durable-int-pg"), &url);
+}
+
+/// A durable batch into `store`, sent Ctrl-C while runs are in flight and
+/// others made and not begun, then run again to its end.
+fn durable_batch_interrupted(dir: &std::path::Path, store: &str) {
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
     let sim = Sim::new();
     // More rows than the batch makes in the store at once: some are made
     // and not yet begun when Ctrl-C lands.
@@ -303,14 +325,11 @@ fn ctrl_c_cancels_a_durable_batchs_unbegun_runs_and_the_batch_run_again_finishes
         "/_sim/faults",
         json!({ "method": "PATCH", "times": 8, "delay": "1s", "apply": true }),
     );
-    let dir = scratch("batch-durable-int");
-    let file = instance_rows(&dir, &made);
-    let db = dir.join("handoff.db");
-    let store = ["--durable", "--store", db.to_str().unwrap()];
-    let out = interrupted(
-        &sim,
-        batch(&sim, &file, &[&store[..], &["--jobs", "4"]].concat()),
-    );
+    let file = instance_rows(dir, &made);
+    let durable = ["--durable", "--store", store];
+    let mut first = batch(&sim, &file, &[&durable[..], &["--jobs", "4"]].concat());
+    first.env("HANDOFF_STORE_KEY", KEY);
+    let out = interrupted(&sim, first);
     let said = text(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{said}{}", text(&out.stderr));
     assert!(said.contains("not started"), "{said}");
@@ -323,8 +342,8 @@ fn ctrl_c_cancels_a_durable_batchs_unbegun_runs_and_the_batch_run_again_finishes
     // with; what was made and not begun is canceled, saying why.
     let listed = text(
         &crate::common::handoff(
-            &["runs", "--store", db.to_str().unwrap(), "--limit", "1000"],
-            &[],
+            &["runs", "--store", store, "--limit", "1000"],
+            &[("HANDOFF_STORE_KEY", KEY)],
         )
         .stdout,
     );
@@ -343,8 +362,8 @@ fn ctrl_c_cancels_a_durable_batchs_unbegun_runs_and_the_batch_run_again_finishes
     assert!(!canceled.is_empty(), "{listed}");
     let shown = text(
         &crate::common::handoff(
-            &["runs", "show", canceled[0], "--store", db.to_str().unwrap()],
-            &[],
+            &["runs", "show", canceled[0], "--store", store],
+            &[("HANDOFF_STORE_KEY", KEY)],
         )
         .stdout,
     );
@@ -356,7 +375,8 @@ fn ctrl_c_cancels_a_durable_batchs_unbegun_runs_and_the_batch_run_again_finishes
 
     // Run again, it skips what succeeded and makes the rest anew: each
     // task completed once.
-    let again = batch(&sim, &file, &[&store[..], &["--jobs", "16"]].concat())
+    let again = batch(&sim, &file, &[&durable[..], &["--jobs", "16"]].concat())
+        .env("HANDOFF_STORE_KEY", KEY)
         .output()
         .unwrap();
     let said = text(&again.stdout);
@@ -380,7 +400,7 @@ fn ctrl_c_cancels_a_durable_batchs_unbegun_runs_and_the_batch_run_again_finishes
             "{t}"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
