@@ -24,7 +24,7 @@ use crate::run::clock::BoxFuture;
 use crate::run::clock::unix_ms;
 use crate::run::state::RunState;
 use crate::store::group::GroupCommit;
-use crate::store::seal::{KeySource, Sealer};
+use crate::store::seal::{KeySource, Memo, Sealer};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
     Checkpoint, Claimed, Created, IdempotencyKey, Lease, NewRun, RunFilter, Store, StoredRun,
@@ -254,7 +254,7 @@ impl DurableRuns {
             flow_hash: flow_hash(&flow.source.text),
             inputs: serde_json::to_string(&sealed_inputs).unwrap_or_default(),
             title: title_of(flow, state),
-            state: self.seal_state(state),
+            state: self.seal_state(state, None),
             created_ms: unix_ms(now),
             lease: self.lease(now),
             idempotency: key,
@@ -330,6 +330,7 @@ impl DurableRuns {
         RunCheckpoints {
             runs: self,
             run_id: run_id.to_string(),
+            sealed: Memo::default(),
         }
     }
 
@@ -440,9 +441,9 @@ impl DurableRuns {
         self.store.list(filter).await.map_err(|e| e.0)
     }
 
-    fn seal_state(&self, state: &RunState) -> String {
+    fn seal_state(&self, state: &RunState, memo: Option<&Memo>) -> String {
         let each = state.each.as_ref().map(|e| Box::new(self.seal_each(e)));
-        self.sealer.state_json(state, each)
+        self.sealer.state_json(state, each, memo)
     }
 
     /// What changed between a `for_each`'s items: its progress, and the
@@ -587,6 +588,8 @@ pub fn pinned_flow(run: &StoredRun) -> Result<Flow, String> {
 pub struct RunCheckpoints<'a> {
     runs: &'a DurableRuns,
     run_id: String,
+    /// Its secret values as its last checkpoint sealed them.
+    sealed: Memo,
 }
 
 impl Checkpoints for RunCheckpoints<'_> {
@@ -618,7 +621,8 @@ impl Checkpoints for RunCheckpoints<'_> {
                     .filter(|w| w.outcome.is_none())
                     .map(|w| w.key()),
                 steps_taken: progress.state.steps_taken,
-                state: (!progress.only_each).then(|| self.runs.seal_state(progress.state)),
+                state: (!progress.only_each)
+                    .then(|| self.runs.seal_state(progress.state, Some(&self.sealed))),
                 progress: progress
                     .only_each
                     .then(|| self.runs.seal_progress(progress.state)),

@@ -150,17 +150,42 @@ impl Sealer {
         &'a self,
         fields: &'a IndexMap<String, Value>,
         secret: impl Fn(&str) -> bool + 'a,
+        memo: Option<&'a Memo>,
     ) -> impl serde::Serialize + 'a {
         SealedFields {
             sealer: self,
             fields,
             secret,
+            memo,
         }
+    }
+
+    /// `value` of field `name` sealed, or as `memo` sealed it last time when
+    /// it has not changed since.
+    fn seal_remembered(&self, memo: Option<&Memo>, name: &str, value: &Value) -> Value {
+        let Some(memo) = memo else {
+            return self.seal(value);
+        };
+        let mut kept = memo.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, plain, sealed)) = kept.iter().find(|(n, _, _)| n == name)
+            && plain == value
+        {
+            return sealed.clone();
+        }
+        let sealed = self.seal(value);
+        kept.retain(|(n, _, _)| n != name);
+        kept.push((name.to_string(), value.clone(), sealed.clone()));
+        sealed
     }
 
     /// A run's state as JSON, its secret fields sealed, with `each` (the
     /// `for_each` under way, sealed by the caller) in place of its own.
-    pub fn state_json(&self, state: &RunState, each: Option<Box<Each>>) -> String {
+    pub fn state_json(
+        &self,
+        state: &RunState,
+        each: Option<Box<Each>>,
+        memo: Option<&Memo>,
+    ) -> String {
         let secret = |name: &str| state.secret.contains(name);
         // Everything but the fields, then the fields, sealed as they are
         // written, in their place: `fields` is the state's first member.
@@ -176,7 +201,7 @@ impl Sealer {
         };
         let mut out = Vec::with_capacity(rest.len() + 64 * state.fields.len());
         out.extend_from_slice(br#"{"fields":"#);
-        if serde_json::to_writer(&mut out, &self.sealed(&state.fields, secret)).is_err() {
+        if serde_json::to_writer(&mut out, &self.sealed(&state.fields, secret, memo)).is_err() {
             return String::new();
         }
         out.extend_from_slice(rest.as_bytes());
@@ -226,7 +251,16 @@ struct SealedFields<'a, F> {
     sealer: &'a Sealer,
     fields: &'a IndexMap<String, Value>,
     secret: F,
+    memo: Option<&'a Memo>,
 }
+
+/// A run's secret values as last sealed, by field: a value unchanged since
+/// the last checkpoint is written as it was sealed then, rather than sealed
+/// again (a cipher and a random nonce, from the system, at every checkpoint
+/// for the token). The same text for the same value tells only that it did
+/// not change, which the run's own trace says.
+#[derive(Default)]
+pub struct Memo(std::sync::Mutex<Vec<(String, Value, Value)>>);
 
 impl<F: Fn(&str) -> bool> serde::Serialize for SealedFields<'_, F> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -234,7 +268,7 @@ impl<F: Fn(&str) -> bool> serde::Serialize for SealedFields<'_, F> {
         let mut map = serializer.serialize_map(Some(self.fields.len()))?;
         for (k, v) in self.fields {
             if (self.secret)(k) {
-                map.serialize_entry(k, &self.sealer.seal(v))?;
+                map.serialize_entry(k, &self.sealer.seal_remembered(self.memo, k, v))?;
             } else {
                 map.serialize_entry(k, v)?;
             }
@@ -284,7 +318,7 @@ mod tests {
             traceparent: Some("00-ab-cd-01".into()),
             ..RunState::default()
         };
-        let text = sealer.state_json(&state, None);
+        let text = sealer.state_json(&state, None, None);
         assert!(!text.contains("canary"), "{text}");
         let mut written: Value = serde_json::from_str(&text).unwrap();
         let token = &written["fields"]["token"];
@@ -294,6 +328,39 @@ mod tests {
         assert_eq!(written, serde_json::to_value(&state).unwrap());
         let back: RunState = serde_json::from_str(&text).unwrap();
         assert_eq!((back.pc, back.last_seq), (4, 17));
+    }
+
+    /// A value unchanged since the last checkpoint is written as it was
+    /// sealed then; a changed one is sealed anew, and opens to the new value.
+    #[test]
+    fn a_memo_seals_a_value_again_only_when_it_changed() {
+        let sealer = Sealer::from_key(&[7; 32]);
+        let memo = Memo::default();
+        let mut fields = IndexMap::new();
+        fields.insert("token".to_string(), json!("canary-7f3a+9c/1d=ee"));
+        let mut state = RunState {
+            fields: Arc::new(fields),
+            secret: ["token".to_string()].into(),
+            ..RunState::default()
+        };
+        let token =
+            |text: &str| serde_json::from_str::<Value>(text).unwrap()["fields"]["token"].clone();
+        let first = token(&sealer.state_json(&state, None, Some(&memo)));
+        let again = token(&sealer.state_json(&state, None, Some(&memo)));
+        assert_eq!(first, again, "unchanged: the same sealed text");
+        assert_ne!(
+            token(&sealer.state_json(&state, None, None)),
+            first,
+            "no memo: sealed anew"
+        );
+        Arc::make_mut(&mut state.fields).insert("token".to_string(), json!("canary-2"));
+        let changed = token(&sealer.state_json(&state, None, Some(&memo)));
+        assert_ne!(changed, first);
+        assert_eq!(sealer.unseal(&changed).unwrap(), json!("canary-2"));
+        assert_eq!(
+            sealer.unseal(&first).unwrap(),
+            json!("canary-7f3a+9c/1d=ee")
+        );
     }
 
     #[test]
