@@ -9,11 +9,13 @@ use serde_json::{Value, json};
 
 use crate::common::{Sim, TOKEN, config, scratch, text};
 
-/// The description as the simulator serves it, loaded as a flow would.
-fn served_description(sim: &Sim) -> Api {
+/// The description as the simulator serves it, loaded as a flow would,
+/// from a folder of the test's own (`name`): two tests at once in one
+/// folder each removed the other's file while it was read.
+fn served_description(sim: &Sim, name: &str) -> Api {
     let (status, body) = call(sim, "GET", "/openapi.json", None, None);
     assert_eq!(status, 200);
-    let path = scratch("contract").join("nwc.openapi.json");
+    let path = scratch(name).join("nwc.openapi.json");
     std::fs::write(&path, body.to_string()).unwrap();
     let api = Api::load(&path, "nwc.openapi.json").unwrap_or_else(|e| panic!("{}", e.message));
     let file = std::fs::read_to_string("apis/nwc-workflow.openapi.yaml").unwrap();
@@ -101,7 +103,7 @@ fn every_answer_of_the_simulator_matches_the_description() {
         page_size: 2,
         ..config()
     });
-    let api = served_description(&sim);
+    let api = served_description(&sim, "contract-pages");
     sim.control(
         "POST",
         "/_sim/instances",
@@ -263,7 +265,7 @@ fn run_against(sim: &Sim, flow: &str, instance: &str) -> String {
 #[test]
 fn every_request_of_the_nwc_steps_is_one_the_description_declares() {
     let sim = Sim::new();
-    let api = served_description(&sim);
+    let api = served_description(&sim, "contract-requests");
     let (instance, _) = sim.instance(json!({ "delay": "0s", "after_polls": 2 }));
     let trace = run_against(&sim, "flows/complete-nwc-task.yaml", &instance);
     let requests = sent(&trace, &sim.base);
