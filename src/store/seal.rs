@@ -1,6 +1,7 @@
 //! Secrets at rest: a secret value is sealed (ChaCha20-Poly1305, a fresh
-//! random nonce each time) before it goes into a store, and unsealed when a
-//! run resumes. The key is never in the store: it comes from
+//! random nonce for each new value; a run's later checkpoints write an
+//! unchanged one as they sealed it before, see [`Memo`]) before it goes into
+//! a store, and unsealed when a run resumes. The key is never in the store: it comes from
 //! `HANDOFF_STORE_KEY` (32 random bytes, base64, as `openssl rand -base64 32`
 //! prints them), or from a key file beside the database, created on first
 //! use with mode 0600.
