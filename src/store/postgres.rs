@@ -192,25 +192,22 @@ async fn checkpoint_in_one(
         sql.push_str(", x AS (SELECT * FROM unnest(CAST($12 AS TEXT[]), CAST($13 AS BIGINT[]), CAST($14 AS BIGINT[]), CAST($15 AS TEXT[])) AS x (run_id, seq, last_seq, lines)), e AS (INSERT INTO events (run_id, seq, last_seq, lines) SELECT x.run_id, x.seq, x.last_seq, x.lines FROM x JOIN u ON u.id = x.run_id ON CONFLICT (run_id, seq) DO UPDATE SET last_seq = excluded.last_seq, lines = excluded.lines)");
     }
     sql.push_str(" SELECT id FROM u");
-    let column =
-        |f: fn(&Checkpoint) -> Option<String>| points.iter().map(|p| f(p)).collect::<Vec<_>>();
+    // The texts as they are, not copies: the driver copies them once, into
+    // its message.
+    let text = |f: fn(&Checkpoint) -> Option<&str>| points.iter().map(|p| f(p)).collect::<Vec<_>>();
+    let number = |f: fn(&Checkpoint) -> i64| points.iter().map(|p| f(p)).collect::<Vec<_>>();
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(points.iter().map(|p| p.run_id.clone()).collect::<Vec<_>>())
-        .bind(points.iter().map(|p| p.owner.clone()).collect::<Vec<_>>())
-        .bind(points.iter().map(|p| p.status.as_str()).collect::<Vec<_>>())
-        .bind(column(|p| p.step.clone()))
+        .bind(text(|p| Some(&p.run_id)))
+        .bind(text(|p| Some(&p.owner)))
+        .bind(text(|p| Some(p.status.as_str())))
+        .bind(text(|p| p.step.as_deref()))
         .bind(points.iter().map(|p| p.wake_at_ms).collect::<Vec<_>>())
-        .bind(
-            points
-                .iter()
-                .map(|p| p.steps_taken as i64)
-                .collect::<Vec<_>>(),
-        )
-        .bind(column(|p| p.state.clone()))
-        .bind(column(|p| p.outcome.clone()))
-        .bind(points.iter().map(|p| p.updated_ms).collect::<Vec<_>>())
-        .bind(column(|p| p.progress.clone()))
-        .bind(column(|p| p.waiting_for.clone()));
+        .bind(number(|p| p.steps_taken as i64))
+        .bind(text(|p| p.state.as_deref()))
+        .bind(text(|p| p.outcome.as_deref()))
+        .bind(number(|p| p.updated_ms))
+        .bind(text(|p| p.progress.as_deref()))
+        .bind(text(|p| p.waiting_for.as_deref()));
     if !events.is_empty() {
         let mut runs = Vec::with_capacity(events.len());
         let mut firsts = Vec::with_capacity(events.len());

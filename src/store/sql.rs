@@ -7,10 +7,15 @@
 //! Every statement uses `$1`-style parameters, which both databases read, and
 //! SQL both speak: `ON CONFLICT` upserts, `CAST(… AS TEXT)` for a parameter
 //! that may be null. Statements of many rows are built by `rows_of`, whose
-//! marks are the dialect's ([`Dialect::NUMBERED`]).
+//! marks are the dialect's ([`Dialect::NUMBERED`]); where a database has one
+//! statement for any number of rows (Postgres's arrays), the dialect says it
+//! in a hook (`Dialect::checkpoint_in_one` and its kin), and this file's
+//! statements are what the others run.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use futures_util::future::OptionFuture;
 
 use sqlx::migrate::{Migrate, Migration, MigrationType, Migrator};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, Pool, Row, Type};
@@ -379,8 +384,12 @@ const EVENTS_PER_STATEMENT: usize = 100;
 macro_rules! insert_events {
     ($tx:expr, $rows:expr) => {
         async {
-            let rows: Vec<EventRow> = $rows.collect();
-            for chunk in rows.chunks(EVENTS_PER_STATEMENT) {
+            let mut rows: Vec<EventRow> = $rows.collect();
+            while !rows.is_empty() {
+                // Each chunk bound by value: its lines are moved to the
+                // driver, not copied.
+                let rest = rows.split_off(rows.len().min(EVENTS_PER_STATEMENT));
+                let chunk = std::mem::replace(&mut rows, rest);
                 let sql = format!(
                     "INSERT INTO events (run_id, seq, last_seq, lines) VALUES {} ON CONFLICT (run_id, seq) DO UPDATE SET last_seq = excluded.last_seq, lines = excluded.lines",
                     rows_of::<DB>("(#, #, #, #)", ", ", chunk.len(), 1)
@@ -391,7 +400,7 @@ macro_rules! insert_events {
                         .bind(row.run)
                         .bind(row.first as i64)
                         .bind(row.last as i64)
-                        .bind(&row.lines);
+                        .bind(row.lines);
                 }
                 query.execute(&mut *$tx).await?;
             }
@@ -477,15 +486,13 @@ where
                     .filter_map(|r| r.idempotency.as_ref().map(IdempotencyKey::hash))
                     .collect();
                 let mut kept: HashMap<String, (String, Option<String>)> = HashMap::new();
-                let in_one = match DB::keys_kept_in_one(&mut *tx, &hashes) {
-                    Some(one) => Some(one.await.map_err(&fail)?),
-                    None => None,
-                };
-                let looked_up = in_one.is_some();
-                for (hash, id, fingerprint) in in_one.into_iter().flatten() {
-                    kept.insert(hash, (id, fingerprint));
-                }
-                if !looked_up {
+                let in_one = OptionFuture::from(DB::keys_kept_in_one(&mut *tx, &hashes))
+                    .await
+                    .transpose()
+                    .map_err(&fail)?;
+                if let Some(found) = in_one {
+                    kept.extend(found.into_iter().map(|(hash, id, f)| (hash, (id, f))));
+                } else {
                     for chunk in hashes.chunks(KEYS_PER_STATEMENT) {
                         let marks = rows_of::<DB>("#", ", ", chunk.len(), 1);
                         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -533,22 +540,20 @@ where
                     tx.rollback().await.map_err(&fail)?;
                     return Ok(results);
                 }
-                let in_one = match DB::insert_runs_in_one(&mut *tx, &fresh) {
-                    Some(one) => Some(one.await.map_err(&fail)?),
-                    None => None,
-                };
+                let in_one = OptionFuture::from(DB::insert_runs_in_one(&mut *tx, &fresh))
+                    .await
+                    .transpose()
+                    .map_err(&fail)?;
                 if in_one.is_none() {
                     insert_runs!(&mut *tx, &fresh).map_err(&fail)?;
                 }
                 // The keys go in with their runs: a retry finds both or neither.
-                let mut inserted = 0;
-                let in_one = match DB::insert_keys_in_one(&mut *tx, &keys) {
-                    Some(one) => Some(one.await.map_err(&fail)?),
-                    None => None,
-                };
-                let put = in_one.is_some();
-                inserted += in_one.unwrap_or(0);
-                if !put {
+                let in_one = OptionFuture::from(DB::insert_keys_in_one(&mut *tx, &keys))
+                    .await
+                    .transpose()
+                    .map_err(&fail)?;
+                let mut inserted = in_one.unwrap_or(0);
+                if in_one.is_none() {
                     for chunk in keys.chunks(KEYS_PER_STATEMENT / 4) {
                         let rows = rows_of::<DB>("(#, #, #, #)", ", ", chunk.len(), 1);
                         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -667,9 +672,14 @@ where
                 }
                 return Ok(saved);
             }
-            let written = if let Some(one) = DB::checkpoint_in_one(&self.pool, points) {
-                // One round trip, and no transaction to open and close.
-                one.await.map_err(&fail)?
+            let in_one = OptionFuture::from(DB::checkpoint_in_one(&self.pool, points))
+                .await
+                .transpose()
+                .map_err(&fail)?;
+            // One round trip, and no transaction to open and close, where the
+            // database has such a statement.
+            let written = if let Some(written) = in_one {
+                written
             } else {
                 let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
                 let written = update_runs!(tx, points).map_err(&fail)?;
