@@ -114,32 +114,37 @@ impl Batch<'_> {
                     }
                 }
             };
-            let go = futures_util::stream::poll_fn(|cx| made_rx.poll_recv(cx))
-                .map(|made| async move {
-                    if let Some(done) = self.durable_one(runs, made, events).await {
-                        finished(done);
-                    }
-                })
-                .buffer_unordered(self.jobs.max(1))
-                .collect::<Vec<()>>();
-            futures_util::join!(make, go);
+            let made = futures_util::stream::poll_fn(|cx| made_rx.poll_recv(cx));
+            futures_util::join!(make, self.run_made(runs, made, events, finished));
             return;
         }
         // One writer (SQLite): not ahead of time. A chunk's transaction only
         // goes on while a place for a run is free (`buffer_unordered` asks for
         // the next row only then), and one begun ahead would hold the store's
         // writer from the runs it waits for.
-        rows.chunks(MADE_AT_ONCE)
+        let made = rows
+            .chunks(MADE_AT_ONCE)
             .then(|chunk| self.make(runs, chunk))
-            .flat_map(futures_util::stream::iter)
-            .map(|made| async move {
-                if let Some(done) = self.durable_one(runs, made, events).await {
-                    finished(done);
-                }
-            })
-            .buffer_unordered(self.jobs.max(1))
-            .collect::<Vec<()>>()
-            .await;
+            .flat_map(futures_util::stream::iter);
+        self.run_made(runs, made, events, finished).await;
+    }
+
+    /// Runs the rows whose runs were made, `jobs` at a time, as they come.
+    async fn run_made(
+        &self,
+        runs: &DurableRuns,
+        made: impl futures_util::Stream<Item = Made>,
+        events: &(dyn Fn(usize, &TraceEvent) + Sync),
+        finished: &(dyn Fn(Finished) + Sync),
+    ) {
+        made.map(|made| async move {
+            if let Some(done) = self.durable_one(runs, made, events).await {
+                finished(done);
+            }
+        })
+        .buffer_unordered(self.jobs.max(1))
+        .collect::<Vec<()>>()
+        .await;
     }
 
     /// The key of a row's `attempt`th run: a failed attempt leaves its key
