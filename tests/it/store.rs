@@ -675,6 +675,39 @@ fn sqlite_takes_over_a_file_an_earlier_handoff_wrote() {
             store.create(&keyed("newer", "k", "in-2")).await.unwrap(),
             Created::Conflict("new".into())
         );
+        drop(store);
+        // It keeps the page size it was made with (SQLite cannot change it
+        // in WAL mode); only a new store gets larger pages.
+        assert_eq!(page_size(&path).await, 4096);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The page size of the SQLite file at `path`, read by a connection of its own.
+async fn page_size(path: &std::path::Path) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    size
+}
+
+/// A new store is made with 16 KiB pages: a checkpoint writes fewer of them
+/// to the log than at SQLite's 4 KiB (docs/performance.md).
+#[test]
+fn a_new_sqlite_store_has_16_kib_pages() {
+    let dir = crate::common::scratch("store-pages");
+    let path = dir.join("handoff.db");
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.create(&run("r")).await.unwrap(), Created::New);
+        drop(store);
+        assert_eq!(page_size(&path).await, 16 * 1024);
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
