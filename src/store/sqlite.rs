@@ -167,6 +167,12 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .page_size(PAGE_SIZE)
+            // A statement's undo journal (an upsert, a statement of many rows
+            // in a transaction) is kept in memory rather than spilled to a
+            // temporary file past 64 KB, four 16 KiB pages: a checkpoint then
+            // needs no new file descriptor (one that did waited out a flood
+            // of connections instead of going on) and writes half the bytes.
+            .pragma("temp_store", "memory")
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(5));
