@@ -88,6 +88,11 @@ impl Dialect for Postgres {
             "event rows",
             include_str!("../../migrations/postgres/0009_event_rows.sql"),
         ),
+        (
+            10,
+            "events unchecked",
+            include_str!("../../migrations/postgres/0010_events_unchecked.sql"),
+        ),
     ];
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
