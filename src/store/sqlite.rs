@@ -145,9 +145,9 @@ async fn migrate_file(pool: &SqlitePool) -> Result<(), StoreError> {
 
 /// The page size of a new store (an existing one keeps its own: SQLite
 /// cannot change it in WAL mode). A checkpoint writes every page it touched
-/// to the log, a system call a page: at the default 4 KiB the reference flow
-/// wrote 31 a run, at 16 KiB 12, and `serve` completed ~10% more runs a
-/// second (docs/performance.md).
+/// to the log, with write calls of its own: at the default 4 KiB a run of the
+/// reference flow took 31 of them, at 16 KiB 12, and `serve` completed ~10%
+/// more runs a second (docs/performance.md).
 const PAGE_SIZE: u32 = 16 * 1024;
 
 impl SqliteStore {
@@ -172,6 +172,8 @@ impl SqliteStore {
             // temporary file past 64 KB, four 16 KiB pages: a checkpoint then
             // needs no new file descriptor (one that did waited out a flood
             // of connections instead of going on) and writes half the bytes.
+            // A sort too large for the cache stays in memory too: every
+            // listing handoff makes is by an index, or bounded by a limit.
             .pragma("temp_store", "memory")
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
