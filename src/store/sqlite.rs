@@ -172,8 +172,9 @@ impl SqliteStore {
             // temporary file past 64 KB, four 16 KiB pages: a checkpoint then
             // needs no new file descriptor (one that did waited out a flood
             // of connections instead of going on) and writes half the bytes.
-            // A sort too large for the cache stays in memory too: every
-            // listing handoff makes is by an index, or bounded by a limit.
+            // A sort too large for the cache stays in memory too: handoff's
+            // listings have a limit, or (resuming every unfinished run) read
+            // all they sort into memory anyway.
             .pragma("temp_store", "memory")
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
