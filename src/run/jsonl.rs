@@ -8,7 +8,9 @@
 //!
 //! The bytes are exactly serde_json's for the same event (a test compares
 //! them for every kind), so traces, stored events and snapshots do not
-//! change; serde's derive still reads them back.
+//! change; serde's derive still reads them back. A JSON value inside an
+//! event (a response's body) is written the same way, and so is a stored
+//! state's fields ([`write_value`]).
 
 use std::sync::Arc;
 
@@ -31,6 +33,25 @@ pub fn to_string(event: &TraceEvent) -> String {
     let _ = write_event(event, &mut out);
     // Only whole `&str`s and ASCII were written.
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// Events as lines, each with its number: a checkpoint's, for the store.
+/// One writer and one buffer for them all, so each line is allocated once,
+/// at its length, and the shared `time` and `run` are written once.
+pub fn numbered(events: &[TraceEvent]) -> Vec<(u64, String)> {
+    let mut lines = Lines::default();
+    let mut line = Vec::with_capacity(1024);
+    events
+        .iter()
+        .map(|event| {
+            line.clear();
+            lines.write(event, &mut line);
+            (
+                event.seq,
+                String::from_utf8(line.clone()).unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// Appends `event` as one line of compact JSON, without the newline. True
@@ -404,8 +425,21 @@ impl<'a> Object<'a> {
     }
 }
 
-/// A JSON value, as serde_json writes it: scalars by hand, the rest by
-/// serde_json. True when it may hold characters beyond ASCII.
+/// A JSON value, as serde_json writes it (compact, keys in their order),
+/// for what is not a trace event: a run's fields in its stored state. True
+/// when it may hold characters beyond ASCII.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) -> bool {
+    json_value(out, value)
+}
+
+/// A JSON string, as serde_json writes it: a stored field's name.
+pub fn write_str(out: &mut Vec<u8>, s: &str) -> bool {
+    string(out, s)
+}
+
+/// A JSON value, as serde_json writes it: all by hand (a response body's
+/// strings through [`string`]'s fast path) but numbers that are not
+/// integers. True when it may hold characters beyond ASCII.
 fn json_value(out: &mut Vec<u8>, value: &Value) -> bool {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
@@ -420,9 +454,31 @@ fn json_value(out: &mut Vec<u8>, value: &Value) -> bool {
                 let _ = serde_json::to_writer(&mut *out, n);
             }
         }
-        Value::Array(_) | Value::Object(_) => {
-            let _ = serde_json::to_writer(&mut *out, value);
-            return true;
+        Value::Array(items) => {
+            out.push(b'[');
+            let mut wide = false;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                wide |= json_value(out, item);
+            }
+            out.push(b']');
+            return wide;
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            let mut wide = false;
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                wide |= string(out, key);
+                out.push(b':');
+                wide |= json_value(out, item);
+            }
+            out.push(b'}');
+            return wide;
         }
     }
     false
@@ -555,6 +611,10 @@ mod tests {
             (
                 "l".to_string(),
                 serde_json::json!([1, {"k": [t(), null, true]}]),
+            ),
+            (
+                "o".to_string(),
+                serde_json::json!({ t(): { t(): [t(), -0.0, 2.5, [], {}] }, "e": {} }),
             ),
         ]
         .into_iter()
@@ -748,6 +808,52 @@ mod tests {
             }
         }
         assert!(compared > 2000, "{compared}");
+    }
+
+    #[test]
+    fn numbered_lines_are_the_lines_one_at_a_time() {
+        let run: Arc<str> = "01a2202d-4dd1-779e-9531-c28d50b8af48".into();
+        let mut all = Vec::new();
+        for (i, text) in strings().into_iter().enumerate() {
+            let time: Arc<str> = if i % 3 == 0 {
+                text.as_str().into()
+            } else {
+                "t".into()
+            };
+            for kind in events(&text) {
+                all.push(TraceEvent {
+                    seq: all.len() as u64 + 1,
+                    at_ms: 0,
+                    time: time.clone(),
+                    run: run.clone(),
+                    step: Some(text.clone().into()),
+                    kind,
+                });
+            }
+        }
+        let alone: Vec<(u64, String)> = all.iter().map(|e| (e.seq, to_string(e))).collect();
+        assert_eq!(numbered(&all), alone);
+    }
+
+    /// A value alone (a stored field) is written as serde_json writes it,
+    /// at any depth, whatever its strings hold.
+    #[test]
+    fn a_value_is_written_as_serde_json_writes_it() {
+        let all = strings();
+        for text in &all {
+            let value = serde_json::json!([
+                text,
+                { text: text, "n": [u64::MAX, i64::MIN, 0.25, 1e-7, null] },
+                [[{ "deep": [text, false] }]],
+                {},
+                []
+            ]);
+            let mut ours = Vec::new();
+            let wide = write_value(&mut ours, &value);
+            let theirs = serde_json::to_string(&value).unwrap();
+            assert_eq!(wide, !theirs.is_ascii(), "{theirs}");
+            assert_eq!(String::from_utf8(ours).unwrap(), theirs);
+        }
     }
 
     #[test]

@@ -595,11 +595,7 @@ pub struct RunCheckpoints<'a> {
 impl Checkpoints for RunCheckpoints<'_> {
     fn save<'a>(&'a self, progress: Progress<'a>) -> BoxFuture<'a, Result<Saved, String>> {
         Box::pin(async move {
-            let events = progress
-                .events
-                .iter()
-                .map(|e| (e.seq, crate::run::jsonl::to_string(e)))
-                .collect();
+            let events = crate::run::jsonl::numbered(&progress.events);
             let point = Arc::new(Checkpoint {
                 run_id: self.run_id.clone(),
                 owner: self.runs.owner.clone(),

@@ -144,23 +144,6 @@ impl Sealer {
             .collect()
     }
 
-    /// `fields` as they serialize with the named ones sealed, written as they
-    /// go rather than copied first: a checkpoint writes every field, and a
-    /// copy of them all (a poll's list of tasks, say) cost more than writing.
-    fn sealed<'a>(
-        &'a self,
-        fields: &'a IndexMap<String, Value>,
-        secret: impl Fn(&str) -> bool + 'a,
-        memo: Option<&'a Memo>,
-    ) -> impl serde::Serialize + 'a {
-        SealedFields {
-            sealer: self,
-            fields,
-            secret,
-            memo,
-        }
-    }
-
     /// `value` of field `name` sealed, or as `memo` sealed it last time when
     /// it has not changed since.
     fn seal_remembered(&self, memo: Option<&Memo>, name: &str, value: &Value) -> Value {
@@ -202,9 +185,24 @@ impl Sealer {
         };
         let mut out = Vec::with_capacity(rest.len() + 64 * state.fields.len());
         out.extend_from_slice(br#"{"fields":"#);
-        if serde_json::to_writer(&mut out, &self.sealed(&state.fields, secret, memo)).is_err() {
-            return String::new();
+        // Sealed as they are written, not copied first (a poll's list of
+        // tasks, say), and by the trace's writer: serde_json escapes a
+        // string a byte at a time.
+        out.push(b'{');
+        for (i, (name, value)) in state.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            crate::run::jsonl::write_str(&mut out, name);
+            out.push(b':');
+            if secret(name) {
+                let sealed = self.seal_remembered(memo, name, value);
+                crate::run::jsonl::write_value(&mut out, &sealed);
+            } else {
+                crate::run::jsonl::write_value(&mut out, value);
+            }
         }
+        out.push(b'}');
         out.extend_from_slice(rest.as_bytes());
         String::from_utf8(out).unwrap_or_default()
     }
@@ -248,13 +246,6 @@ fn write_key_file(path: &Path, key: &[u8]) -> Result<(), String> {
 }
 
 /// See [`Sealer::sealed`].
-struct SealedFields<'a, F> {
-    sealer: &'a Sealer,
-    fields: &'a IndexMap<String, Value>,
-    secret: F,
-    memo: Option<&'a Memo>,
-}
-
 /// A run's secret values as last sealed, by field: a value unchanged since
 /// the last checkpoint is written as it was sealed then, rather than sealed
 /// again (a cipher and a random nonce, from the system, at every checkpoint
@@ -262,21 +253,6 @@ struct SealedFields<'a, F> {
 /// not change, which the run's own trace says.
 #[derive(Default)]
 pub struct Memo(std::sync::Mutex<Vec<(String, Value, Value)>>);
-
-impl<F: Fn(&str) -> bool> serde::Serialize for SealedFields<'_, F> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.fields.len()))?;
-        for (k, v) in self.fields {
-            if (self.secret)(k) {
-                map.serialize_entry(k, &self.sealer.seal_remembered(self.memo, k, v))?;
-            } else {
-                map.serialize_entry(k, v)?;
-            }
-        }
-        map.end()
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -428,6 +428,9 @@ pub(crate) struct EventRow<'a> {
 /// plus its place.
 pub(crate) fn rows(p: &Checkpoint) -> impl Iterator<Item = EventRow<'_>> {
     let mut rows: Vec<EventRow> = Vec::new();
+    // What is left to join: a row (most often all of a checkpoint's events)
+    // is allocated once, not grown line by line.
+    let mut left: usize = p.events.iter().map(|(_, e)| e.len() + 1).sum();
     for (seq, event) in &p.events {
         match rows.last_mut() {
             Some(row) if row.last.checked_add(1) == Some(*seq) => {
@@ -435,13 +438,18 @@ pub(crate) fn rows(p: &Checkpoint) -> impl Iterator<Item = EventRow<'_>> {
                 row.lines.push('\n');
                 row.lines.push_str(event);
             }
-            _ => rows.push(EventRow {
-                run: &p.run_id,
-                first: *seq,
-                last: *seq,
-                lines: event.clone(),
-            }),
+            _ => {
+                let mut lines = String::with_capacity(left);
+                lines.push_str(event);
+                rows.push(EventRow {
+                    run: &p.run_id,
+                    first: *seq,
+                    last: *seq,
+                    lines,
+                });
+            }
         }
+        left -= event.len() + 1;
     }
     rows.into_iter()
 }
