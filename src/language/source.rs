@@ -12,6 +12,8 @@ pub struct Source {
     /// The name shown in diagnostics: the path as the user typed it.
     pub name: String,
     pub text: String,
+    /// [`Source::hash`], once it was asked for.
+    hash: std::sync::OnceLock<String>,
 }
 
 impl Source {
@@ -19,7 +21,14 @@ impl Source {
         Arc::new(Source {
             name: name.into(),
             text: text.into(),
+            hash: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The text's SHA-256, in hex: the version a durable run pins. Computed
+    /// once, not for each of the runs a bulk start makes.
+    pub fn hash(&self) -> &str {
+        self.hash.get_or_init(|| sha256_hex(&self.text))
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -76,9 +85,32 @@ impl Span {
     }
 }
 
+/// `text`'s SHA-256, as 64 lowercase hex digits.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hash_is_sha256_in_hex_and_kept() {
+        // FIPS 180-2's example.
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_hex("abc"), abc);
+        let source = Source::new("x", "abc");
+        assert_eq!(source.hash(), abc);
+        assert!(std::ptr::eq(source.hash(), source.hash()));
+    }
 
     #[test]
     fn line_col_counts_characters() {

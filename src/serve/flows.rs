@@ -93,7 +93,7 @@ impl Flows {
                             );
                             continue;
                         }
-                        let hash = crate::store::flow_hash(&flow.source.text);
+                        let hash = flow.source.hash().to_string();
                         by_name.insert(
                             flow.name.clone(),
                             Served {

@@ -251,7 +251,7 @@ impl DurableRuns {
             flow: flow.name.clone(),
             flow_path: flow.source.name.clone(),
             flow_source: flow.source.text.clone(),
-            flow_hash: flow_hash(&flow.source.text),
+            flow_hash: flow.source.hash().to_string(),
             inputs: serde_json::to_string(&sealed_inputs).unwrap_or_default(),
             title: title_of(flow, state),
             state: self.seal_state(state, None),

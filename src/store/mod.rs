@@ -381,9 +381,5 @@ pub fn canceled_ending(run: &StoredRun, seq: u64, now_ms: i64, by: &str) -> Stri
 }
 
 pub fn flow_hash(text: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::language::source::sha256_hex(text)
 }
