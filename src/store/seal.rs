@@ -245,7 +245,6 @@ fn write_key_file(path: &Path, key: &[u8]) -> Result<(), String> {
     writeln!(file, "{text}").map_err(|e| format!("cannot write the key file: {e}"))
 }
 
-/// See [`Sealer::sealed`].
 /// A run's secret values as last sealed, by field: a value unchanged since
 /// the last checkpoint is written as it was sealed then, rather than sealed
 /// again (a cipher and a random nonce, from the system, at every checkpoint
