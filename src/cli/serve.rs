@@ -301,7 +301,7 @@ async fn reload_on_hup(
             .flows
             .by_name
             .iter()
-            .map(|(n, s)| (n.clone(), s.hash.clone()))
+            .map(|(n, s)| (n.clone(), s.hash().to_string()))
             .collect();
         // Reading and checking files: off the async threads.
         let reloading = app.clone();
@@ -315,7 +315,7 @@ async fn reload_on_hup(
                 for (name, served) in &loaded.flows.by_name {
                     match before.get(name) {
                         None => changes.push(format!("`{name}` added")),
-                        Some(hash) if *hash != served.hash => {
+                        Some(hash) if hash != served.hash() => {
                             changes.push(format!("`{name}` changed"))
                         }
                         _ => {}

@@ -208,7 +208,7 @@ async fn list_flows(State(app): State<Arc<App>>) -> Response {
             json!({
                 "name": s.flow.name,
                 "path": s.flow.source.name,
-                "version": s.hash,
+                "version": s.hash(),
                 "hook": s.flow.trigger.is_some(),
                 "event": s.flow.trigger.as_ref().map(|t| t.event.json_schema()),
                 "schedule": schedule_json(&app, &s.flow),
@@ -476,7 +476,7 @@ pub async fn create_run(
         }
         Err(e) => return Err(Box::new(problem(503, "store", e))),
     }
-    app.worker.pin(&served.hash, flow.clone());
+    app.worker.pin(served.hash(), flow.clone());
     app.worker
         .spawn(id.clone(), Entry::Fresh(flow.clone(), Box::new(state)));
     Ok(Started::New(id, title))
@@ -598,7 +598,7 @@ async fn start_many(
     {
         return *conflict(app, flow, prepared[index].1.as_ref(), Some(index));
     }
-    app.worker.pin(&served.hash, flow.clone());
+    app.worker.pin(served.hash(), flow.clone());
     let mut runs = Vec::with_capacity(results.len());
     let mut created = false;
     for ((id, (state, _)), result) in ids.into_iter().zip(prepared).zip(results) {
@@ -744,7 +744,7 @@ async fn start(
             "id": id,
             "flow": served.flow.name,
             "title": title,
-            "flow_version": served.hash,
+            "flow_version": served.hash(),
             "status": "running",
             "step": null,
             "wake_at": null,

@@ -37,8 +37,13 @@ fn analyze_each(path: &str) -> Vec<Result<Checked, Vec<Diagnostic>>> {
 #[derive(Clone)]
 pub struct Served {
     pub flow: Arc<Flow>,
+}
+
+impl Served {
     /// Its version, as runs started from it are pinned to.
-    pub hash: String,
+    pub fn hash(&self) -> &str {
+        self.flow.source.hash()
+    }
 }
 
 /// The flows by name, with the warnings found while checking them.
@@ -93,12 +98,10 @@ impl Flows {
                             );
                             continue;
                         }
-                        let hash = flow.source.hash().to_string();
                         by_name.insert(
                             flow.name.clone(),
                             Served {
                                 flow: Arc::new(flow),
-                                hash,
                             },
                         );
                     }
