@@ -15,7 +15,11 @@ the handoff process's CPU a completion (user + system, from /proc), and the
 ratio to `run --each`; every task is checked to have been completed exactly
 once. The goal of issue 29: serve at least half of `run --each`.
 
-    cargo build --profile dist && scripts/bench-durable.py [N]    # N defaults to 2000
+With `--polls K`, each task appears only after K polls, 1 ms apart: every
+run then waits K times (under `serve`, as a row the scheduler wakes), the
+seed's poll loop rather than a task that is there at once.
+
+    cargo build --profile dist && scripts/bench-durable.py [N] [--polls K]   # N defaults to 2000
 """
 import http.client
 import importlib.util
@@ -54,11 +58,16 @@ def cpu_of(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def each(sim_port, made, work):
+def inputs(instance, polls):
+    """A run's inputs: a poll loop's interval when tasks come after polls."""
+    return {"instance_id": instance, **({"poll_interval": "1ms", "max_tries": polls + 5} if polls else {})}
+
+
+def each(sim_port, made, work, polls):
     rows = os.path.join(work, "rows.jsonl")
     with open(rows, "w") as f:
         for instance, _ in made:
-            f.write(json.dumps({"instance_id": instance}) + "\n")
+            f.write(json.dumps(inputs(instance, polls)) + "\n")
     env = {**os.environ, "NWC_BASE_URL": f"http://127.0.0.1:{sim_port}", "NWC_TOKEN": _pg.TOKEN}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -69,7 +78,7 @@ def each(sim_port, made, work):
     return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def served(sim_port, made, store, work):
+def served(sim_port, made, store, work, polls):
     flows = os.path.join(work, "flows")
     os.makedirs(flows, exist_ok=True)
     shutil.copy(FLOW, flows)
@@ -78,7 +87,7 @@ def served(sim_port, made, store, work):
         cpu_before = cpu_of(proc.pid)
         start = time.perf_counter()
         for at in range(0, len(made), 1000):
-            runs = [{"inputs": {"instance_id": i}} for i, _ in made[at:at + 1000]]
+            runs = [{"inputs": inputs(i, polls)} for i, _ in made[at:at + 1000]]
             status, text = _pg.call(port, "POST", "/v1/flows/complete-nwc-task/runs", {"runs": runs})
             if status != 201:
                 raise SystemExit(f"a bulk start failed: {status} {text[:300]}")
@@ -96,7 +105,13 @@ def served(sim_port, made, store, work):
 
 
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    args = sys.argv[1:]
+    polls = 0
+    if "--polls" in args:
+        at = args.index("--polls")
+        polls = int(args[at + 1])
+        del args[at:at + 2]
+    n = int(args[0]) if args else 2000
     sim = subprocess.Popen([BIN, "--color", "never", "sim", "--port", "0", "--quiet", "--token", _pg.TOKEN,
                             "--task-delay", "0s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sim_port = _pg.read_port(sim, r"listening on http://[\d.]+:(\d+)")
@@ -113,16 +128,16 @@ def main():
     try:
         for attempt in range(TRIES):
             for way in ways:
-                made = _pg.instances(sim_port, n)
+                made = _pg.instances(sim_port, n, polls)
                 round_dir = os.path.join(work, f"{attempt}-{ways.index(way)}")
                 os.makedirs(round_dir)
                 if way == "run --each":
-                    seconds, cpu = each(sim_port, made, round_dir)
+                    seconds, cpu = each(sim_port, made, round_dir, polls)
                 elif way == "serve, SQLite":
-                    seconds, cpu = served(sim_port, made, os.path.join(round_dir, "handoff.db"), round_dir)
+                    seconds, cpu = served(sim_port, made, os.path.join(round_dir, "handoff.db"), round_dir, polls)
                 else:
                     url = _pg.database(pg_url, f"bench_durable_{attempt}")
-                    seconds, cpu = served(sim_port, made, url, round_dir)
+                    seconds, cpu = served(sim_port, made, url, round_dir, polls)
                 _pg.check(sim_port, made)
                 rate = n / seconds
                 print(f"{way:<16} {rate:7.0f} completions/s  {cpu * 1e3 / n:6.2f} ms CPU a completion")

@@ -55,6 +55,9 @@ impl DurableStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Saved {
     Saved,
+    /// Saved, and the run let go (see [`Progress::leaves`]): this process
+    /// holds it no more.
+    Released,
     /// The run was canceled meanwhile: the checkpoint was not applied, and
     /// the run should stop.
     Canceled,
@@ -79,4 +82,8 @@ pub struct Progress<'a> {
     /// Only a `for_each`'s progress (and the event count) changed since the
     /// last checkpoint: the keeper need not write the whole state again.
     pub only_each: bool,
+    /// The run leaves this process with this checkpoint (it waits as a row,
+    /// for any worker to wake): the keeper may let go of its hold on the run
+    /// in the same write, and says so in [`Saved::Released`].
+    pub leaves: bool,
 }

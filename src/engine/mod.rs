@@ -6,13 +6,14 @@
 //! are trace events, and the [`Outcome`] is computed from what happened.
 //!
 //! A *durable* run also hands its progress to
-//! [`checkpoint::Checkpoints`]: after every
-//! step that touches something outside the run (a step that only reads and
-//! writes fields goes in with the next checkpoint, and a restart computes it
-//! again), while it waits in a timer (with `wake_at`), just before a step
-//! whose request must not be sent twice, and ahead of every request that is
-//! not idempotent, with that request's event (write-ahead: a restart cannot
-//! lose it from the trace, and the resumed run says it may have landed).
+//! [`checkpoint::Checkpoints`]: before a request leaves while an earlier
+//! answer is not on record (a step that sends requests, or only reads and
+//! writes fields, goes in with the next checkpoint, and a restart computes
+//! it again), after a step that does anything else outside the run, while it
+//! waits in a timer (with `wake_at`), just before a step whose request must
+//! not be sent twice, and ahead of every request that is not idempotent,
+//! with that request's event (write-ahead: a restart cannot lose it from the
+//! trace, and the resumed run says it may have landed).
 //! Such a run can stop anywhere (kill -9)
 //! and go on from its last checkpoint: a timer waits only what is left, a
 //! step that was under way runs again, except a request that may have reached
@@ -132,7 +133,7 @@ impl Blocks for Items<'_, '_> {
         Box::pin(async move {
             match self
                 .engine
-                .save_as(state, rec, DurableStatus::Running, None, true)
+                .save_as(state, rec, DurableStatus::Running, None, Saving::OnlyEach)
                 .await
             {
                 Ok(()) => true,
@@ -153,6 +154,15 @@ const PAUSED: &str = "paused at a checkpoint";
 /// The most events a durable run keeps unsaved across steps that touch
 /// nothing outside it (a loop of `set` and `decision`), before a checkpoint.
 const UNSAVED_EVENTS: usize = 256;
+
+/// What a checkpoint writes: the whole state, or only a `for_each`'s
+/// progress; and, as a run starts to wait, whether it leaves this process.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Saving {
+    Whole,
+    OnlyEach,
+    Leaving(bool),
+}
 
 /// A durable run left at its last checkpoint, at `step`, for a later turn.
 fn paused_at(step: &str) -> Ending {
@@ -200,26 +210,47 @@ impl Engine<'_> {
         rec: &mut Recorder<'_>,
         step: &str,
     ) -> Option<(Ending, bool)> {
-        if let Err(ending) = self.save(state, rec, DurableStatus::Waiting, None).await {
+        let leaves = self.durable.as_ref().is_some_and(|d| d.suspend_timers);
+        if let Err(ending) = self
+            .save_as(
+                state,
+                rec,
+                DurableStatus::Waiting,
+                None,
+                Saving::Leaving(leaves),
+            )
+            .await
+        {
             return Some((ending, false));
         }
-        self.durable
-            .as_ref()
-            .is_some_and(|d| d.suspend_timers)
-            .then(|| (paused_at(step), true))
+        leaves.then(|| (paused_at(step), true))
     }
 }
 
-impl crate::run::step::WriteAhead for Engine<'_> {
+/// A refused write-ahead (canceled, or the lease lost) stops the run as a
+/// refused checkpoint does: the step's `on_error` must not take it as the
+/// step's failure and go on sending.
+impl crate::run::step::WriteAhead for Items<'_, '_> {
     fn keep<'a, 'r: 'a>(
         &'a self,
         state: &'a RunState,
         rec: &'a mut Recorder<'r>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            self.save(state, rec, DurableStatus::Running, None)
+            match self
+                .engine
+                .save(state, rec, DurableStatus::Running, None)
                 .await
-                .map_err(|(_, _, why)| why)
+            {
+                Ok(()) => Ok(()),
+                Err(ending) => {
+                    let why = ending.2.clone();
+                    if let Ok(mut slot) = self.ending.lock() {
+                        *slot = Some(ending);
+                    }
+                    Err(why)
+                }
+            }
         })
     }
 }
@@ -417,9 +448,14 @@ impl Engine<'_> {
             } else if doubtful {
                 Err(in_doubt(step))
             } else {
-                if self.durable.is_some() && step.kind.unrepeatable() {
-                    // Say so before it goes, so that a restart knows it may have gone.
-                    state.in_flight = Some(index);
+                let unrepeatable = self.durable.is_some() && step.kind.unrepeatable();
+                if unrepeatable || (rec.holds_answers() && !step.kind.keeps_held_answers()) {
+                    // Say so before it goes, so that a restart knows it may
+                    // have gone; and keep the answers before the step's own
+                    // requests (a `for_each`'s items) can leave.
+                    if unrepeatable {
+                        state.in_flight = Some(index);
+                    }
                     if let Err(ending) = self
                         .save(&state, &mut rec, DurableStatus::Running, None)
                         .await
@@ -446,11 +482,16 @@ impl Engine<'_> {
                     ahead: self
                         .durable
                         .is_some()
-                        .then_some(self as &dyn crate::run::step::WriteAhead),
+                        .then_some(&items as &dyn crate::run::step::WriteAhead),
                 };
                 step.kind.run(&mut cx).await
             };
             state.in_flight = None;
+            // A checkpoint refused within the step (a write-ahead, or one
+            // between items) stops the run, whatever the step made of it.
+            if let Some(ending) = items.ending.lock().ok().and_then(|mut e| e.take()) {
+                break ending;
+            }
             if let Some((signal, _)) = &taking {
                 // The wait is over: its URL is spent, and the next wait's is made.
                 *state.waits.entry(signal.clone()).or_insert(0) += 1;
@@ -513,10 +554,6 @@ impl Engine<'_> {
                     continue;
                 }
                 Ok(Next::Pause) => {
-                    let refused = items.ending.lock().ok().and_then(|mut e| e.take());
-                    if let Some(ending) = refused {
-                        break ending;
-                    }
                     if self.durable.is_some() {
                         paused = true;
                         break paused_at(&step.id);
@@ -558,6 +595,13 @@ impl Engine<'_> {
             // What a step that touched nothing outside the run did goes in
             // with the next checkpoint (a bounded number of events later).
             if step.kind.effect_free() && rec.unsaved() < UNSAVED_EVENTS {
+                continue;
+            }
+            // A step whose only effect outside is its requests: its answers
+            // go on record before the run's next request leaves (see
+            // `Recorder::hold_answers`), with the steps between.
+            if step.kind.sends_requests() && rec.unsaved() < UNSAVED_EVENTS {
+                rec.hold_answers();
                 continue;
             }
             if let Err(ending) = self
@@ -757,7 +801,8 @@ impl Engine<'_> {
         status: DurableStatus,
         outcome: Option<&Outcome>,
     ) -> Result<(), Ending> {
-        self.save_as(state, rec, status, outcome, false).await
+        self.save_as(state, rec, status, outcome, Saving::Whole)
+            .await
     }
 
     async fn save_as(
@@ -766,7 +811,7 @@ impl Engine<'_> {
         rec: &mut Recorder<'_>,
         status: DurableStatus,
         outcome: Option<&Outcome>,
-        only_each: bool,
+        saving: Saving,
     ) -> Result<(), Ending> {
         let Some(durable) = &self.durable else {
             return Ok(());
@@ -780,10 +825,11 @@ impl Engine<'_> {
             step: step.as_deref(),
             outcome,
             events: rec.take_events(),
-            only_each,
+            only_each: saving == Saving::OnlyEach,
+            leaves: saving == Saving::Leaving(true),
         };
         match durable.checkpoints.save(progress).await {
-            Ok(Saved::Saved) => Ok(()),
+            Ok(Saved::Saved | Saved::Released) => Ok(()),
             Ok(Saved::Canceled) => Err((
                 RunStatus::Canceled,
                 step,

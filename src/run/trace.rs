@@ -433,6 +433,9 @@ pub struct Recorder<'a> {
     seq: u64,
     /// A durable run's events since its last checkpoint.
     kept: Option<Vec<TraceEvent>>,
+    /// Whether those events hold an answer to a request: it must be on
+    /// record before another request leaves (see [`Recorder::hold_answers`]).
+    holds_answers: bool,
     /// The last decision: its step and where it went.
     pub last_decision: Option<(String, String)>,
     /// Whether anyone outside reads the events (see [`Recorder::listening`]).
@@ -460,6 +463,7 @@ impl<'a> Recorder<'a> {
             run: Arc::from(run),
             seq: 0,
             kept: None,
+            holds_answers: false,
             last_time: (i64::MIN, empty()),
             last_now: None,
             last_step: None,
@@ -564,7 +568,19 @@ impl<'a> Recorder<'a> {
 
     /// The events kept since the last call.
     pub fn take_events(&mut self) -> Vec<TraceEvent> {
+        self.holds_answers = false;
         self.kept.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Says that the events kept hold a request's answer, not yet on
+    /// record: the run's next request checkpoints them before it leaves.
+    pub fn hold_answers(&mut self) {
+        self.holds_answers = self.kept.is_some();
+    }
+
+    /// Whether an answer is kept, not yet on record.
+    pub fn holds_answers(&self) -> bool {
+        self.holds_answers
     }
 
     /// How many events are kept, not yet taken.

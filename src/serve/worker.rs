@@ -51,6 +51,9 @@ pub struct Worker {
     pub changed: watch::Sender<u64>,
     /// Runs this process is running now.
     active: Mutex<HashSet<String>>,
+    /// Active runs the scheduler took again meanwhile (one that waits as a
+    /// row is due before its turn has quite ended): they go on once it has.
+    again: Mutex<HashSet<String>>,
     /// Flows by version (hash), so a waking run does not parse its flow again.
     pinned: Mutex<HashMap<String, Arc<Flow>>>,
     /// Something for the scheduler to look at: a run started or suspended.
@@ -85,6 +88,8 @@ pub enum Entry {
     Fresh(Arc<Flow>, Box<RunState>),
     /// From the store: a timer that is due, or a run left running.
     Stored,
+    /// Due, and claimed for this process by the scheduler: as it was before.
+    Taken(Box<StoredRun>),
 }
 
 impl Worker {
@@ -104,6 +109,7 @@ impl Worker {
             stop: AtomicBool::new(false),
             changed: watch::channel(0).0,
             active: Mutex::new(HashSet::new()),
+            again: Mutex::new(HashSet::new()),
             pinned: Mutex::new(HashMap::new()),
             nudge: Notify::new(),
             idle: Notify::new(),
@@ -161,13 +167,20 @@ impl Worker {
     }
 
     /// Starts a run's turn as a task, unless this process runs it already.
-    pub fn spawn(self: &Arc<Self>, id: String, entry: Entry) {
+    /// `false` when the run is under way here already: a run the scheduler
+    /// took goes on again once that turn ends.
+    pub fn spawn(self: &Arc<Self>, id: String, entry: Entry) -> bool {
         {
             let Ok(mut active) = self.active.lock() else {
-                return;
+                return false;
             };
             if !active.insert(id.clone()) {
-                return;
+                if matches!(entry, Entry::Taken(_))
+                    && let Ok(mut again) = self.again.lock()
+                {
+                    again.insert(id);
+                }
+                return false;
             }
         }
         let worker = self.clone();
@@ -187,7 +200,9 @@ impl Worker {
             let entry = match entry {
                 // A new run that waited its turn may have outlived its lease:
                 // it is this process's to run only if it can claim it still.
-                Entry::Fresh(..) if waited && worker.runs.claim(&id).await.is_err() => {
+                Entry::Fresh(..) | Entry::Taken(_)
+                    if waited && worker.runs.claim(&id).await.is_err() =>
+                {
                     Entry::Stored
                 }
                 e => e,
@@ -200,6 +215,11 @@ impl Worker {
                 }
                 Err(_) => true,
             };
+            let again = worker.again.lock().is_ok_and(|mut a| a.remove(&id));
+            if again && !worker.stopping() {
+                worker.spawn(id, Entry::Stored);
+                return;
+            }
             // A suspended run has a new wake_at; a finished one frees a place,
             // when places are counted. Otherwise the scheduler has nothing new
             // to look for (and a look is a query).
@@ -210,6 +230,7 @@ impl Worker {
                 worker.idle.notify_waiters();
             }
         });
+        true
     }
 
     /// One turn of a run: from its entry until it ends, waits in a timer, or
@@ -221,6 +242,10 @@ impl Worker {
                 (flow, *state, SystemTime::now(), DurableEntry::Fresh)
             }
             Entry::Stored => match self.take(id).await {
+                Some(taken) => taken,
+                None => return false,
+            },
+            Entry::Taken(run) => match self.go_on(*run) {
                 Some(taken) => taken,
                 None => return false,
             },
@@ -246,6 +271,7 @@ impl Worker {
             spans: spans.map(Mutex::new),
             run: id,
             canceled: AtomicBool::new(false),
+            released: AtomicBool::new(false),
         };
         let clock = SystemClock::quiet(created);
         let (resumed, woken) = match durable_entry {
@@ -285,8 +311,11 @@ impl Worker {
             if let Some(e) = crate::run::otel::exporter() {
                 let _ = tokio::time::timeout(EXPORT_WAIT, e.flush()).await;
             }
-            // Waiting as a row, or stopped for a shutdown: any worker may take it.
-            let _ = self.runs.store.release(id, self.runs.owner()).await;
+            // Waiting as a row, or stopped for a shutdown: any worker may take
+            // it (a wait's checkpoint let go of it already, where it could).
+            if !checkpoints.released.load(Ordering::Relaxed) {
+                let _ = self.runs.store.release(id, self.runs.owner()).await;
+            }
             if self.stopping() {
                 self.say(format!(
                     "run {id} paused for the shutdown; it goes on at the next start"
@@ -373,6 +402,18 @@ impl Worker {
         if run.status.is_finished() {
             return None;
         }
+        if let Err(e) = self.runs.claim(id).await {
+            self.say(format!("run {id} is not taken: {e}"));
+            return None;
+        }
+        self.go_on(run)
+    }
+
+    /// How a run this process has claimed goes on, from the run as it was
+    /// before the claim (its lease says who held it): its flow, its state,
+    /// when it began, and why it goes on. `None` when it cannot.
+    fn go_on(&self, run: StoredRun) -> Option<(Arc<Flow>, RunState, SystemTime, DurableEntry)> {
+        let id = run.id.as_str();
         let why = match (&run.lease, run.status) {
             // Set before this process started: the one that set it stopped
             // meanwhile, and the trace says so where the run goes on.
@@ -383,6 +424,11 @@ impl Worker {
                 )
             }
             (None, DurableStatus::Waiting) => DurableEntry::Woken,
+            // Parked by this very process (and taken again by its scheduler
+            // before the turn that parked it had let go of it).
+            (Some(lease), DurableStatus::Waiting) if lease.owner == self.runs.owner() => {
+                DurableEntry::Woken
+            }
             (Some(lease), _) if lease.until_ms < unix_ms(SystemTime::now()) => {
                 DurableEntry::Resumed(
                     "its lease ran out (the process running it stopped answering)".into(),
@@ -390,10 +436,6 @@ impl Worker {
             }
             _ => DurableEntry::Resumed("the worker was restarted".into()),
         };
-        if let Err(e) = self.runs.claim(id).await {
-            self.say(format!("run {id} is not taken: {e}"));
-            return None;
-        }
         let flow = match self.pinned(&run) {
             Ok(f) => f,
             Err(e) => {
@@ -466,7 +508,7 @@ impl Worker {
                 }
                 continue;
             }
-            let due = match self.runs.store.due(now, self.runs.owner(), room).await {
+            let due = match self.runs.take_due(room).await {
                 Ok(due) => due,
                 Err(e) => {
                     self.say(format!("the scheduler cannot read the store: {e}"));
@@ -474,10 +516,12 @@ impl Worker {
                 }
             };
             let full = due.len() as u32 == room;
-            for id in due {
-                self.spawn(id, Entry::Stored);
+            let mut spawned = 0;
+            for run in due {
+                spawned += usize::from(self.spawn(run.id.clone(), Entry::Taken(Box::new(run))));
             }
-            if full {
+            // Full of runs under way here already: not a reason to look at once.
+            if full && spawned > 0 {
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -550,20 +594,28 @@ struct Notifying<'a> {
     run: &'a str,
     /// A checkpoint found the run canceled.
     canceled: AtomicBool,
+    /// The run's last checkpoint let go of it (it waits as a row).
+    released: AtomicBool,
 }
 
 impl Checkpoints for Notifying<'_> {
-    fn save<'a>(&'a self, progress: Progress<'a>) -> BoxFuture<'a, Result<Saved, String>> {
+    fn save<'a>(&'a self, mut progress: Progress<'a>) -> BoxFuture<'a, Result<Saved, String>> {
         Box::pin(async move {
             // Only what the store kept becomes spans: a span is never made
             // of events a process lost, so none is made twice.
             let events = self.spans.as_ref().map(|_| progress.events.clone());
+            // Spans are marked exported before another worker may take the
+            // run: it is let go of after they are flushed, not here.
+            progress.leaves &= self.spans.is_none();
             let saved = self.inner.save(progress).await;
             self.changed.send_modify(|n| *n = n.wrapping_add(1));
-            if saved == Ok(Saved::Canceled) {
-                self.canceled.store(true, Ordering::Relaxed);
+            match saved {
+                Ok(Saved::Canceled) => self.canceled.store(true, Ordering::Relaxed),
+                Ok(Saved::Released) => self.released.store(true, Ordering::Relaxed),
+                _ => {}
             }
-            if let (Ok(Saved::Saved), Some(spans), Some(events)) = (&saved, &self.spans, events)
+            if let (Ok(Saved::Saved | Saved::Released), Some(spans), Some(events)) =
+                (&saved, &self.spans, events)
                 && let Some(exporter) = crate::run::otel::exporter()
             {
                 let mut ended = Vec::new();

@@ -254,6 +254,31 @@ impl StepKind {
         )
     }
 
+    /// Whether the step's only effect outside the run is the requests it
+    /// sends. A durable run need not checkpoint after it: its answers are
+    /// put on record before the run's next request leaves (or at its next
+    /// checkpoint), so a restart never sends again what was answered.
+    pub fn sends_requests(&self) -> bool {
+        matches!(
+            self,
+            StepKind::GetTasks(_) | StepKind::PatchTask(_) | StepKind::Http(_) | StepKind::Call(_)
+        )
+    }
+
+    /// Whether the step puts a durable run's held answers on record itself
+    /// before anything it does reaches outside: at each request it sends
+    /// (see [`StepKind::sends_requests`]), as it starts to wait, or as it ends
+    /// the run. Before any other step (a `for_each`, whose items send on
+    /// their own) the engine checkpoints them first.
+    pub fn keeps_held_answers(&self) -> bool {
+        self.effect_free()
+            || self.sends_requests()
+            || matches!(
+                self,
+                StepKind::Timer(_) | StepKind::WaitFor(_) | StepKind::Fail(_) | StepKind::End(_)
+            )
+    }
+
     /// Whether the step sends the flow's managed token (`auth:`).
     pub fn uses_auth(&self) -> bool {
         match self {

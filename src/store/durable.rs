@@ -304,6 +304,16 @@ impl DurableRuns {
         ))
     }
 
+    /// Takes up to `limit` runs due now for this process (see
+    /// [`Store::take_due`]), claimed in one write: as they were before.
+    pub async fn take_due(&self, limit: u32) -> Result<Vec<StoredRun>, String> {
+        let now = std::time::SystemTime::now();
+        self.store
+            .take_due(unix_ms(now), &self.lease(now), limit)
+            .await
+            .map_err(|e| e.0)
+    }
+
     /// Keeps this process's lease on a run alive until the guard is dropped.
     pub fn hold(&self, id: &str) -> Held {
         let store = self.store.clone();
@@ -627,6 +637,7 @@ impl Checkpoints for RunCheckpoints<'_> {
                     .map(|o| serde_json::to_string(o).unwrap_or_default()),
                 events,
                 updated_ms: unix_ms(std::time::SystemTime::now()),
+                release: progress.leaves,
             });
             // A store that is away (Postgres restarting, a lock held too
             // long) is waited for, with backoff: a checkpoint is never dropped.

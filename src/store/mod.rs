@@ -124,6 +124,9 @@ pub struct Checkpoint {
     /// The step's trace events, redacted, as JSON lines with their `seq`.
     pub events: Vec<(u64, String)>,
     pub updated_ms: i64,
+    /// The run waits as a row from here: the write also lets go of the
+    /// lease, as [`Store::release`] would, so that any worker may wake it.
+    pub release: bool,
 }
 
 /// Who runs a run, and until when that claim holds unless renewed.
@@ -308,14 +311,16 @@ pub trait Store: Send + Sync {
         id: &'a str,
         owner: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
-    /// Runs due to go on, oldest wake first: waiting with `wake_at` passed
-    /// (and not held by another live lease), or running with no live holder.
-    fn due<'a>(
+    /// Takes up to `limit` runs due to go on, oldest wake first, for
+    /// `lease.owner`: waiting with `wake_at` passed (and not held by another
+    /// live lease), or running with no live holder. Claimed in one write, and
+    /// returned as they were before it: their lease says who held them.
+    fn take_due<'a>(
         &'a self,
         now_ms: i64,
-        owner: &'a str,
+        lease: &'a Lease,
         limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<StoredRun>, StoreError>>;
     /// The earliest `wake_at` of a waiting run.
     fn next_wake(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
     /// How many runs there are, by flow and status, in that order.

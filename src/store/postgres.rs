@@ -191,10 +191,10 @@ async fn checkpoint_in_one(
 ) -> Result<Vec<String>, sqlx::Error> {
     let events: Vec<EventRow> = points.iter().flat_map(|p| rows(p)).collect();
     let mut sql = format!(
-        "WITH v AS (SELECT * FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), CAST($4 AS TEXT[]), CAST($5 AS BIGINT[]), CAST($6 AS BIGINT[]), CAST($7 AS TEXT[]), CAST($8 AS TEXT[]), CAST($9 AS BIGINT[]), CAST($10 AS TEXT[]), CAST($11 AS TEXT[])) AS v (id, owner, status, step, wake_at_ms, steps_taken, state, outcome, updated_ms, progress, waiting_for)), u AS ({UPDATE_FROM}v{FENCED})"
+        "WITH v AS (SELECT * FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), CAST($4 AS TEXT[]), CAST($5 AS BIGINT[]), CAST($6 AS BIGINT[]), CAST($7 AS TEXT[]), CAST($8 AS TEXT[]), CAST($9 AS BIGINT[]), CAST($10 AS TEXT[]), CAST($11 AS TEXT[]), CAST($12 AS BIGINT[])) AS v (id, owner, status, step, wake_at_ms, steps_taken, state, outcome, updated_ms, progress, waiting_for, release)), u AS ({UPDATE_FROM}v{FENCED})"
     );
     if !events.is_empty() {
-        sql.push_str(", x AS (SELECT * FROM unnest(CAST($12 AS TEXT[]), CAST($13 AS BIGINT[]), CAST($14 AS BIGINT[]), CAST($15 AS TEXT[])) AS x (run_id, seq, last_seq, lines)), e AS (INSERT INTO events (run_id, seq, last_seq, lines) SELECT x.run_id, x.seq, x.last_seq, x.lines FROM x JOIN u ON u.id = x.run_id ON CONFLICT (run_id, seq) DO UPDATE SET last_seq = excluded.last_seq, lines = excluded.lines)");
+        sql.push_str(", x AS (SELECT * FROM unnest(CAST($13 AS TEXT[]), CAST($14 AS BIGINT[]), CAST($15 AS BIGINT[]), CAST($16 AS TEXT[])) AS x (run_id, seq, last_seq, lines)), e AS (INSERT INTO events (run_id, seq, last_seq, lines) SELECT x.run_id, x.seq, x.last_seq, x.lines FROM x JOIN u ON u.id = x.run_id ON CONFLICT (run_id, seq) DO UPDATE SET last_seq = excluded.last_seq, lines = excluded.lines)");
     }
     sql.push_str(" SELECT id FROM u");
     // The texts as they are, not copies: the driver copies them once, into
@@ -212,7 +212,8 @@ async fn checkpoint_in_one(
         .bind(text(|p| p.outcome.as_deref()))
         .bind(number(|p| p.updated_ms))
         .bind(text(|p| p.progress.as_deref()))
-        .bind(text(|p| p.waiting_for.as_deref()));
+        .bind(text(|p| p.waiting_for.as_deref()))
+        .bind(number(|p| i64::from(p.release)));
     if !events.is_empty() {
         let mut runs = Vec::with_capacity(events.len());
         let mut firsts = Vec::with_capacity(events.len());

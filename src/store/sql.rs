@@ -310,10 +310,10 @@ macro_rules! insert_runs {
 }
 
 /// `n` checkpoints' rows as a table (`SELECT … UNION ALL SELECT …`, which
-/// both databases speak), from parameter `first` on, eleven each.
+/// both databases speak), from parameter `first` on, twelve each.
 fn checkpoint_table<DB: Dialect>(n: usize, first: usize) -> String {
     rows_of::<DB>(
-        "SELECT CAST(# AS TEXT) AS id, CAST(# AS TEXT) AS owner, CAST(# AS TEXT) AS status, CAST(# AS TEXT) AS step, CAST(# AS BIGINT) AS wake_at_ms, CAST(# AS BIGINT) AS steps_taken, CAST(# AS TEXT) AS state, CAST(# AS TEXT) AS outcome, CAST(# AS BIGINT) AS updated_ms, CAST(# AS TEXT) AS progress, CAST(# AS TEXT) AS waiting_for",
+        "SELECT CAST(# AS TEXT) AS id, CAST(# AS TEXT) AS owner, CAST(# AS TEXT) AS status, CAST(# AS TEXT) AS step, CAST(# AS BIGINT) AS wake_at_ms, CAST(# AS BIGINT) AS steps_taken, CAST(# AS TEXT) AS state, CAST(# AS TEXT) AS outcome, CAST(# AS BIGINT) AS updated_ms, CAST(# AS TEXT) AS progress, CAST(# AS TEXT) AS waiting_for, CAST(# AS BIGINT) AS release",
         " UNION ALL ",
         n,
         first,
@@ -322,9 +322,20 @@ fn checkpoint_table<DB: Dialect>(n: usize, first: usize) -> String {
 
 /// The fenced write of checkpoints' rows from a table `v` of them: only the
 /// process that holds a run writes it, and a canceled run is not written
-/// over. It returns the ids of the runs it wrote.
-pub(crate) const UPDATE_FROM: &str = "UPDATE runs SET status = v.status, step = v.step, wake_at_ms = v.wake_at_ms, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL FROM ";
+/// over. A checkpoint with `release` lets go of the lease in the same write.
+/// It returns the ids of the runs it wrote.
+pub(crate) const UPDATE_FROM: &str = "UPDATE runs SET status = v.status, step = v.step, wake_at_ms = v.wake_at_ms, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL, owner = CASE WHEN v.release = 1 THEN NULL ELSE runs.owner END, lease_until_ms = CASE WHEN v.release = 1 THEN NULL ELSE runs.lease_until_ms END FROM ";
 pub(crate) const FENCED: &str = " WHERE runs.id = v.id AND runs.status <> 'canceled' AND runs.owner = v.owner RETURNING runs.id";
+
+/// What a checkpoint the fence let through says: saved, and let go of
+/// when it released the run.
+fn saved(p: &Checkpoint) -> Saved {
+    if p.release {
+        Saved::Released
+    } else {
+        Saved::Saved
+    }
+}
 
 /// Binds a checkpoint's row, in [`checkpoint_table`]'s order.
 macro_rules! bind_checkpoint {
@@ -341,10 +352,11 @@ macro_rules! bind_checkpoint {
             .bind($p.updated_ms)
             .bind(&$p.progress)
             .bind(&$p.waiting_for)
+            .bind(i64::from($p.release))
     };
 }
 
-/// Checkpoints a statement writes at most (eleven parameters each).
+/// Checkpoints a statement writes at most (twelve parameters each).
 const CHECKPOINTS_PER_STATEMENT: usize = 50;
 
 /// The fenced write of many checkpoints' rows, in as few statements as it
@@ -660,7 +672,7 @@ where
             }
             insert_events!(tx, rows(p)).map_err(&fail)?;
             tx.commit().await.map_err(&fail)?;
-            Ok(Saved::Saved)
+            Ok(saved(p))
         })
     }
 
@@ -707,7 +719,7 @@ where
             let mut saved = Vec::with_capacity(points.len());
             for (p, applied) in points.iter().zip(applied) {
                 saved.push(if applied {
-                    Ok(Saved::Saved)
+                    Ok(crate::store::sql::saved(p))
                 } else {
                     self.checkpoint(p).await
                 });
@@ -937,33 +949,53 @@ where
         })
     }
 
-    fn due<'a>(
+    fn take_due<'a>(
         &'a self,
         now_ms: i64,
-        owner: &'a str,
+        lease: &'a Lease,
         limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<StoredRun>, StoreError>> {
         Box::pin(async move {
+            let fail = failed("take runs due");
+            // Read and claimed in one transaction: SQLite's write lock, or
+            // Postgres's row locks (rows another worker locked are skipped).
+            let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
             let sql = format!(
-                "SELECT id FROM runs
+                "{RUN_ROW} WHERE runs.id IN (SELECT id FROM runs
                  WHERE (status = 'waiting' AND wake_at_ms <= $1
                         AND (owner IS NULL OR owner = $2 OR lease_until_ms < $1))
                     -- A running run of this owner's is under way here: not due.
                     OR (status = 'running' AND (owner IS NULL OR lease_until_ms < $1))
                  ORDER BY COALESCE(wake_at_ms, updated_ms), id
-                 LIMIT $3 {}",
+                 LIMIT $3 {})
+                 ORDER BY COALESCE(runs.wake_at_ms, runs.updated_ms), runs.id",
                 DB::DUE_LOCK
             );
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(now_ms)
-                .bind(owner)
+                .bind(&lease.owner)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(failed("find runs due"))?;
-            rows.iter()
-                .map(|r| r.try_get(0).map_err(failed("find runs due")))
-                .collect()
+                .map_err(&fail)?;
+            let due = rows.iter().map(stored).collect::<Result<Vec<_>, _>>()?;
+            if due.is_empty() {
+                return Ok(due);
+            }
+            let sql = format!(
+                "UPDATE runs SET {} WHERE id IN ({})",
+                rows_of::<DB>("owner = #, lease_until_ms = #", "", 1, 1),
+                rows_of::<DB>("#", ", ", due.len(), 3)
+            );
+            let mut claim = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&lease.owner)
+                .bind(lease.until_ms);
+            for run in &due {
+                claim = claim.bind(&run.id);
+            }
+            claim.execute(&mut *tx).await.map_err(&fail)?;
+            tx.commit().await.map_err(&fail)?;
+            Ok(due)
         })
     }
 

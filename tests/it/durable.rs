@@ -267,11 +267,10 @@ fn started(events: &[serde_json::Value], step: &str) -> usize {
         .count()
 }
 
-#[test]
-fn steps_that_touch_nothing_outside_are_computed_again_after_a_kill() {
-    // The first GET is answered; the second is held until the kill.
-    let server = Loopback::holding(1, json_answer(200, &json!({ "n": 7 })));
-    let db = store("recompute");
+/// Runs tests/files/durable/recompute.yaml against `server`, killed once the
+/// server has seen `requests`: its id and its store.
+fn recompute_killed_at(server: &Loopback, requests: usize, name: &str) -> (String, PathBuf) {
+    let db = store(name);
     let env = [("TARGET", server.base.as_str())];
     let id = kill_at(
         handoff(
@@ -285,29 +284,21 @@ fn steps_that_touch_nothing_outside_are_computed_again_after_a_kill() {
             &env,
         ),
         "→ GET",
-        || server.seen().len() == 2,
+        || server.seen().len() == requests,
     );
-    // What the store kept at the kill: the first GET and its answer, and
-    // nothing of `count` and `check`, which went with no checkpoint.
-    let kept = stored_events(&id, &db);
-    assert_eq!(started(&kept, "look"), 1, "{kept:#?}");
-    assert_eq!(started(&kept, "count"), 0, "{kept:#?}");
-    let out = resume(&id, &db, &env);
+    (id, db)
+}
+
+/// Resumes a run of recompute.yaml; what it said, checked to succeed.
+fn recompute_resumed(id: &str, db: &Path, server: &Loopback) -> String {
+    let out = resume(id, db, &[("TARGET", server.base.as_str())]);
     let said = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
-    assert!(said.contains("label n7, tries 1"), "{said}");
-    // The answered GET was not sent again; the one the kill cut off was.
-    let targets: Vec<String> = server.seen().into_iter().map(|s| s.target).collect();
-    assert_eq!(
-        targets,
-        ["/first", "/second?label=n7", "/second?label=n7"],
-        "{targets:?}"
-    );
-    // One life in the trace for each step, numbered without a gap or a repeat.
-    let events = stored_events(&id, &db);
-    for step in ["look", "count", "check", "again"] {
-        assert_eq!(started(&events, step), 1, "{step}: {events:#?}");
-    }
+    said
+}
+
+/// The events' numbers run without a gap or a repeat, and the run resumed once.
+fn one_trace(events: &[serde_json::Value]) {
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     assert_eq!(
@@ -316,6 +307,115 @@ fn steps_that_touch_nothing_outside_are_computed_again_after_a_kill() {
             .filter(|e| e["event"] == "run_resumed")
             .count(),
         1
+    );
+}
+
+#[test]
+fn steps_that_touch_nothing_outside_are_computed_again_after_a_kill() {
+    // The first GET is held until the kill: `count` ran before it, on no checkpoint.
+    let server = Loopback::holding(0, json_answer(200, &json!({ "n": 7 })));
+    let (id, db) = recompute_killed_at(&server, 1, "recompute-first");
+    let kept = stored_events(&id, &db);
+    assert_eq!(started(&kept, "count"), 0, "{kept:#?}");
+    let said = recompute_resumed(&id, &db, &server);
+    // Counted again from the start, not twice: the first count was never kept.
+    assert!(said.contains("label n7, tries 1"), "{said}");
+    let targets: Vec<String> = server.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(
+        targets,
+        ["/first", "/first", "/second?label=n7"],
+        "{targets:?}"
+    );
+    let events = stored_events(&id, &db);
+    for step in ["count", "look", "name", "check", "again"] {
+        assert_eq!(started(&events, step), 1, "{step}: {events:#?}");
+    }
+    one_trace(&events);
+}
+
+#[test]
+fn an_answer_is_on_record_before_the_next_request_leaves() {
+    // The first GET is answered; the second is held until the kill.
+    let server = Loopback::holding(1, json_answer(200, &json!({ "n": 7 })));
+    let (id, db) = recompute_killed_at(&server, 2, "recompute-second");
+    // What the store kept at the kill: the first GET's answer and the steps
+    // after it, put on record before the second GET left, and that GET.
+    let kept = stored_events(&id, &db);
+    for step in ["count", "look", "name", "check", "again"] {
+        assert_eq!(started(&kept, step), 1, "{step}: {kept:#?}");
+    }
+    assert!(
+        kept.iter()
+            .any(|e| e["event"] == "response_received" && e["step"] == "look"),
+        "{kept:#?}"
+    );
+    let said = recompute_resumed(&id, &db, &server);
+    assert!(said.contains("label n7, tries 1"), "{said}");
+    // The answered GET was not sent again; the one the kill cut off was.
+    let targets: Vec<String> = server.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(
+        targets,
+        ["/first", "/second?label=n7", "/second?label=n7"],
+        "{targets:?}"
+    );
+    // The cut-off step twice in the trace (before the kill and after), the rest once.
+    let events = stored_events(&id, &db);
+    for step in ["count", "look", "name", "check"] {
+        assert_eq!(started(&events, step), 1, "{step}: {events:#?}");
+    }
+    assert_eq!(started(&events, "again"), 2, "{events:#?}");
+    one_trace(&events);
+}
+
+#[test]
+fn a_run_canceled_while_an_answer_is_on_its_way_sends_nothing_more() {
+    // The first GET's answer waits for the test's word; the run is canceled meanwhile.
+    let (go, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let server = Loopback::start(move |n, _| {
+        if n == 0 {
+            let _ = gate.lock().unwrap().recv();
+        }
+        json_answer(200, &json!({}))
+    });
+    let db = store("cancel-held");
+    let mut child = handoff(
+        &[
+            "run",
+            "tests/files/durable/cancel-held.yaml",
+            "--durable",
+            "--store",
+            db.to_str().unwrap(),
+        ],
+        &[("TARGET", server.base.as_str())],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // "run ID is durable: …" names the run before its first step.
+    let mut err = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let id = err
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let id = l.strip_prefix("run ")?.split_whitespace().next()?;
+            (id.len() == 36).then(|| id.to_string())
+        })
+        .expect("the run's id on stderr");
+    assert!(until(|| server.seen().len() == 1));
+    stored(&db, &["cancel", &id]);
+    go.send(()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out.stdout);
+    let targets: Vec<String> = server.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(targets, ["/first"], "{said}");
+    assert!(said.contains("canceled"), "{said}");
+    assert!(runs(&db).contains(&format!("{id}  canceled")), "{said}");
+    let events = stored_events(&id, &db);
+    assert!(
+        !events.iter().any(|e| e["event"] == "step_failed"),
+        "{events:#?}"
     );
 }
 

@@ -981,6 +981,49 @@ fn a_run_woken_after_a_restart_says_so() {
     );
 }
 
+/// Runs that poll wake in the worker that parked them: each wait lets go of
+/// its run in its checkpoint, the scheduler takes it again when it is due
+/// (sometimes before the turn that parked it has quite ended), and no run
+/// is lost, run twice, or said to have resumed after a restart.
+#[test]
+fn polling_runs_wake_in_their_worker_and_never_say_they_resumed() {
+    let sim = Sim::new();
+    let dir = scratch("serve-polls");
+    let flows = flows(&dir, &["flows/complete-nwc-task.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = sim_env(&sim);
+    let env = env_refs(&env);
+    let served = Served::start(&flows, &db, &env);
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let polls = i % 4 + 1;
+        let (instance, task) = sim.instance(json!({ "delay": "0s", "after_polls": polls }));
+        let run = start_run(
+            &served,
+            "complete-nwc-task",
+            json!({ "instance_id": instance, "poll_interval": "1ms", "max_tries": 50 }),
+        );
+        expected.push((run, task, polls));
+    }
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == expected.len()),
+        "{}",
+        served.log()
+    );
+    for (run, task, polls) in &expected {
+        assert_eq!(sim.task(task)["completions"], 1, "{run}");
+        let (trace, events) = trace_of(&served, run);
+        assert!(!trace.contains("\"event\":\"run_resumed\""), "{trace}");
+        let waited = events
+            .iter()
+            .filter(|e| e["event"] == "timer_started")
+            .count();
+        assert_eq!(waited as u64, *polls, "{trace}");
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{trace}");
+    }
+}
+
 /// `--max-running 2`: five runs started at once, each held by the server in
 /// its one request, have exactly two requests in flight; let go, all five
 /// end, never more than two at a time.

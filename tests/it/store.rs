@@ -68,6 +68,7 @@ fn waiting(id: &str, owner: &str) -> Checkpoint {
         outcome: None,
         events: vec![(1, "e1".into()), (2, "e2".into())],
         updated_ms: 5,
+        release: false,
     }
 }
 
@@ -161,19 +162,64 @@ async fn checkpoints_and_timers(store: &dyn Store) {
     );
     assert!(store.events_after("c", 250).await.unwrap().is_empty());
     assert_eq!(store.next_wake().await.unwrap(), Some(100));
-    assert!(store.due(99, "me", 10).await.unwrap().is_empty(), "not yet");
-    assert_eq!(store.due(100, "me", 10).await.unwrap(), ["a"]);
+    let ids =
+        |runs: Vec<handoff::store::StoredRun>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let me = Lease {
+        owner: "me".into(),
+        until_ms: 1_000,
+    };
+    let other = Lease {
+        owner: "other".into(),
+        until_ms: 2_000,
+    };
     assert!(
-        store.due(100, "other", 10).await.unwrap().is_empty(),
+        store.take_due(99, &me, 10).await.unwrap().is_empty(),
+        "not yet"
+    );
+    assert!(
+        store.take_due(100, &other, 10).await.unwrap().is_empty(),
         "held by a live lease"
     );
+    // Its holder takes it, and sees how it was held.
+    let taken = store.take_due(100, &me, 10).await.unwrap();
+    assert_eq!(ids(taken.clone()), ["a"]);
+    assert_eq!(taken[0].lease, Some(me.clone()));
+    assert_eq!(taken[0].status, DurableStatus::Waiting);
     assert!(store.release("a", "me").await.unwrap());
     assert!(!store.release("a", "me").await.unwrap(), "once");
-    assert_eq!(store.due(100, "other", 10).await.unwrap(), ["a"]);
-    // A running run is due to no one while its lease holds, even its holder.
+    // Let go of, it is anyone's: taken, it is held by its taker.
+    let taken = store.take_due(100, &other, 10).await.unwrap();
+    assert_eq!(
+        (ids(taken.clone()), taken[0].lease.clone()),
+        (vec!["a".to_string()], None)
+    );
+    assert_eq!(
+        store.load("a").await.unwrap().unwrap().lease,
+        Some(other.clone())
+    );
+    assert!(
+        store.take_due(100, &me, 10).await.unwrap().is_empty(),
+        "taken"
+    );
+    assert!(store.release("a", "other").await.unwrap());
+    // A running run is due to no one while its lease holds, even its holder;
+    // then to anyone, who takes it over.
     let c = "c".to_string();
-    assert!(!store.due(500, "me", 10).await.unwrap().contains(&c));
-    assert!(store.due(1_001, "x", 10).await.unwrap().contains(&c));
+    assert!(!ids(store.take_due(500, &me, 10).await.unwrap()).contains(&c));
+    // Oldest first: c has run since before a's wake.
+    assert_eq!(
+        ids(store.take_due(1_001, &other, 10).await.unwrap()),
+        ["c", "a"]
+    );
+    assert!(store.release("a", "other").await.unwrap());
+    assert_eq!(
+        store.load("c").await.unwrap().unwrap().lease,
+        Some(other.clone())
+    );
+    assert_eq!(
+        store.claim("c", &me, 1_001, Some("other")).await.unwrap(),
+        Claimed::Taken
+    );
     let leases = store.leases().await.unwrap();
     assert_eq!(
         leases,
@@ -255,6 +301,57 @@ async fn leases_fence_writers(store: &dyn Store) {
         store.claim("nobody", &mine, 0, None).await.unwrap(),
         Claimed::Unavailable
     );
+}
+
+/// A checkpoint that starts a wait as a row may let go of the run in the
+/// same write: saved as released, no lease left, and another worker takes
+/// the run at once; alone or among others, and never past the fence.
+async fn a_wait_lets_go_of_its_run(store: &dyn Store) {
+    for id in ["w1", "w2", "w3", "w4"] {
+        store.create(&run(id)).await.unwrap();
+    }
+    let leaving = |id: &str, owner: &str| Checkpoint {
+        release: true,
+        ..waiting(id, owner)
+    };
+    let (w1, w2, w3) = (
+        leaving("w1", "me"),
+        waiting("w2", "me"),
+        leaving("w3", "other"),
+    );
+    let answers: Vec<Saved> = store
+        .checkpoint_many(&[&w1, &w2, &w3])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(answers, [Saved::Released, Saved::Saved, Saved::Lost]);
+    assert_eq!(
+        store.checkpoint(&leaving("w4", "me")).await.unwrap(),
+        Saved::Released
+    );
+    for (id, held) in [("w1", false), ("w2", true), ("w3", true), ("w4", false)] {
+        let kept = store.load(id).await.unwrap().unwrap();
+        assert_eq!(kept.lease.is_some(), held, "{id}");
+    }
+    assert_eq!(
+        store.load("w1").await.unwrap().unwrap().status,
+        DurableStatus::Waiting
+    );
+    let theirs = Lease {
+        owner: "other".into(),
+        until_ms: 9_000,
+    };
+    // Long before my lease (until 1,000) would have run out.
+    assert_eq!(
+        store.claim("w1", &theirs, 1, None).await.unwrap(),
+        Claimed::Taken
+    );
+    assert!(matches!(
+        store.claim("w2", &theirs, 1, None).await.unwrap(),
+        Claimed::Held(_)
+    ));
 }
 
 /// Cancellation, listing and counting.
@@ -363,6 +460,7 @@ async fn contract(store: &dyn Store) {
     finds_runs_by_id_and_inputs(store).await;
     commits_many_in_one(store).await;
     keeps_each_versions_text(store).await;
+    a_wait_lets_go_of_its_run(store).await;
 }
 
 /// Runs name their flow's version, whose text is stored once: each run,
@@ -577,7 +675,7 @@ fn sqlite_keeps_the_contract() {
         drop(store);
         // Opening again keeps everything, and migrates nothing twice.
         let again = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 135);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 139);
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -595,7 +693,7 @@ fn postgres_keeps_the_contract() {
         assert!(store.changes().is_some(), "the workers tell each other");
         // Another worker opening it migrates nothing twice, and sees the runs.
         let again = PgStore::open(&url, 2).await.unwrap();
-        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 135);
+        assert_eq!(again.list(&RunFilter::default()).await.unwrap().len(), 139);
     });
 }
 

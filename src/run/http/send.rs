@@ -265,17 +265,23 @@ impl StepCx<'_, '_> {
                 request.headers.push(("traceparent".to_string(), value));
             }
             // Write-ahead: a request that is not idempotent is on record
-            // before it can land, so a restart cannot lose it from the trace.
+            // before it can land, so a restart cannot lose it from the trace;
+            // and an earlier step's answer is on record before any request
+            // leaves, so a restart never sends again what was answered.
             let idempotent = matches!(
                 method.to_ascii_uppercase().as_str(),
                 "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
             );
-            if !idempotent && let Some(ahead) = self.ahead {
-                self.state.unsettled = Some(crate::run::state::Unsettled {
-                    seq: self.rec.seq(),
-                    method: method.to_string(),
-                    url: request.shown_url.clone(),
-                });
+            if let Some(ahead) = self.ahead
+                && (!idempotent || self.rec.holds_answers())
+            {
+                if !idempotent {
+                    self.state.unsettled = Some(crate::run::state::Unsettled {
+                        seq: self.rec.seq(),
+                        method: method.to_string(),
+                        url: request.shown_url.clone(),
+                    });
+                }
                 if let Err(why) = ahead.keep(self.state, self.rec).await {
                     self.state.unsettled = None;
                     return Err(StepError::new(format!(
