@@ -102,6 +102,14 @@ pub struct HttpResponse {
     parsed: std::sync::OnceLock<Option<Value>>,
 }
 
+/// A body as JSON: `None` when empty or not JSON.
+fn parse(body: &[u8]) -> Option<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    serde_json::from_slice(body).ok()
+}
+
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -123,16 +131,21 @@ impl HttpResponse {
         }
     }
 
+    /// The body as JSON, taken out of the response, when it was parsed
+    /// already (for the trace): `None` when it was not.
+    pub fn take_parsed(&mut self) -> Option<Option<Value>> {
+        self.parsed.take()
+    }
+
+    /// The body as JSON, when it is JSON: the trace's parse of it taken
+    /// out rather than copied, or the body parsed now.
+    pub fn take_json(&mut self) -> Option<Value> {
+        self.parsed.take().unwrap_or_else(|| parse(&self.body))
+    }
+
     /// The body as JSON, when it is JSON.
     pub fn json(&self) -> Option<Value> {
-        self.parsed
-            .get_or_init(|| {
-                if self.body.iter().all(u8::is_ascii_whitespace) {
-                    return None;
-                }
-                serde_json::from_slice(&self.body).ok()
-            })
-            .clone()
+        self.parsed.get_or_init(|| parse(&self.body)).clone()
     }
 
     pub fn text(&self) -> String {

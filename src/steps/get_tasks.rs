@@ -184,7 +184,7 @@ impl GetTasks {
             seen.insert(url.wire.clone());
             pages += 1;
             let budget = usize::try_from(left).unwrap_or(usize::MAX);
-            let response = cx
+            let mut response = cx
                 .get(&url, &self.headers, &self.sending, budget)
                 .await
                 .map_err(|e| over_budget(e, self.max_bytes, pages))?;
@@ -199,9 +199,14 @@ impl GetTasks {
                     &cx.rec.redactor,
                 ));
             }
-            // Only the tasks and the next link are built as values; the
-            // rest of the page is skipped as it is read.
-            let Ok(page) = serde_json::from_slice::<Page>(&response.body) else {
+            // The page the trace parsed already is taken apart, not read
+            // again; otherwise only the tasks and the next link are built
+            // as values, the rest of the page skipped as it is read.
+            let page = match response.take_parsed() {
+                Some(parsed) => parsed.map(Page::from_value),
+                None => serde_json::from_slice::<Page>(&response.body).ok(),
+            };
+            let Some(page) = page else {
                 return Err(StepError::new(format!(
                     "GET {} answered {} without a JSON body",
                     url.shown,
@@ -266,6 +271,7 @@ impl GetTasks {
 /// A page of the tasks API as it is read: `{"tasks": […], "nextLink": …}`,
 /// or a bare list. Other keys are skipped unbuilt, in one pass over the
 /// bytes (serde's untagged enums would build the whole page first).
+#[derive(Debug, PartialEq)]
 enum Page {
     Listing {
         tasks: Option<Vec<Value>>,
@@ -273,6 +279,27 @@ enum Page {
     },
     Bare(Vec<Value>),
     Other,
+}
+
+impl Page {
+    /// The page a parsed body holds, as [`Page`]'s reading of the bytes
+    /// finds it.
+    fn from_value(value: Value) -> Page {
+        match value {
+            Value::Object(mut map) => Page::Listing {
+                tasks: match map.remove("tasks") {
+                    Some(Value::Array(items)) => Some(items),
+                    _ => None,
+                },
+                next_link: match map.remove("nextLink") {
+                    Some(Value::String(s)) => Some(s),
+                    _ => None,
+                },
+            },
+            Value::Array(items) => Page::Bare(items),
+            _ => Page::Other,
+        }
+    }
 }
 
 impl<'de> serde::Deserialize<'de> for Page {
@@ -368,4 +395,35 @@ fn origin_of(url: &str) -> String {
     reqwest::Url::parse(url)
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page taken from the body the trace parsed is the page read from
+    /// its bytes: listings with other keys, a `tasks` that is not a list, a
+    /// bare list, a next link that is not text, and bodies of no page.
+    #[test]
+    fn a_parsed_page_is_the_page_its_bytes_hold() {
+        let bodies = [
+            r#"{"tasks":[{"id":"a"},{"id":"b","n":[1,2]}],"nextLink":"/p2","total":2}"#,
+            r#"{"other":{"tasks":[1]},"tasks":[]}"#,
+            r#"{"tasks":{"id":"a"},"nextLink":7}"#,
+            r#"{"nextLink":"/p3"}"#,
+            r#"{"tasks":[1],"tasks":[2,3]}"#,
+            r#"[{"id":"a"},{"id":"b"}]"#,
+            "[]",
+            "{}",
+            "3",
+            r#""tasks""#,
+            "null",
+            "true",
+        ];
+        for body in bodies {
+            let read: Page = serde_json::from_str(body).unwrap();
+            let value: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(Page::from_value(value), read, "{body}");
+        }
+    }
 }

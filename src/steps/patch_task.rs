@@ -287,7 +287,7 @@ impl PatchTask {
             &format!("/workflows/v2/tasks/{}", send::segment(task_id, "task_id")?),
             &[],
         )?;
-        let response = cx
+        let mut response = cx
             .get(&url, &self.headers, &self.sending, MAX_BODY_BYTES)
             .await?;
         if !response.is_success() {
@@ -299,7 +299,7 @@ impl PatchTask {
             });
         }
         let dry = cx.clock.is_virtual();
-        let task = response.json().filter(Value::is_object).ok_or_else(|| {
+        let task = response.take_json().filter(Value::is_object).ok_or_else(|| {
             let e = StepError::new(format!("GET {} did not answer a task as JSON", url.shown))
                 .kind(ErrorKind::Response);
             if dry {
