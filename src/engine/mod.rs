@@ -81,12 +81,14 @@ impl<'a> Durable<'a> {
     }
 }
 
-/// What a `for_each` borrows of its engine: items run with the run's
-/// flow, clock and transport, and checkpoint through the run's store.
+/// What a step borrows of its engine for checkpoints within it: a
+/// `for_each`'s items run with the run's flow, clock and transport, and
+/// checkpoint through the run's store; a request writes ahead through it.
 struct Items<'e, 'a> {
     engine: &'e Engine<'a>,
     cx: ItemCx<'e>,
-    /// Why the run must stop, when a checkpoint between items was refused.
+    /// Why the run must stop, when a checkpoint within the step (between
+    /// items, or ahead of a request) was refused.
     ending: Mutex<Option<Ending>>,
 }
 

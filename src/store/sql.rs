@@ -39,8 +39,9 @@ pub trait Dialect: Database {
     /// once, so that one which reads first (a create checks its key) waits its
     /// turn rather than failing as "locked" when another writer got there first.
     const BEGIN: &'static str;
-    /// What `due` adds to its `SELECT`: Postgres skips the rows another
-    /// worker is claiming right now, so workers polling together do not queue.
+    /// What `take_due` adds to its `SELECT`: Postgres locks the rows it
+    /// claims and skips those another worker is claiming right now, so
+    /// workers polling together do not queue.
     const DUE_LOCK: &'static str;
     /// Whether a statement of many rows numbers its parameters (`$1`), or
     /// marks each with a bare `?`, numbered in order (SQLite): SQLite finds a
