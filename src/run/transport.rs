@@ -140,7 +140,7 @@ impl HttpResponse {
     /// The body as JSON, when it is JSON: the trace's parse of it taken
     /// out rather than copied, or the body parsed now.
     pub fn take_json(&mut self) -> Option<Value> {
-        self.parsed.take().unwrap_or_else(|| parse(&self.body))
+        self.take_parsed().unwrap_or_else(|| parse(&self.body))
     }
 
     /// The body as JSON, when it is JSON.

@@ -10,7 +10,7 @@
 //! is started or suspended here, and at least once a second.
 
 use crate::serve::log::{Level, Log};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -49,11 +49,10 @@ pub struct Worker {
     pub stop: AtomicBool,
     /// Bumped after every checkpoint, for trace followers.
     pub changed: watch::Sender<u64>,
-    /// Runs this process is running now.
-    active: Mutex<HashSet<String>>,
-    /// Active runs the scheduler took again meanwhile (one that waits as a
-    /// row is due before its turn has quite ended): they go on once it has.
-    again: Mutex<HashSet<String>>,
+    /// Runs this process is running now, each with whether the scheduler
+    /// took it again meanwhile (one that waits as a row is due before its
+    /// turn has quite ended): such a run goes on once that turn has.
+    active: Mutex<HashMap<String, bool>>,
     /// Flows by version (hash), so a waking run does not parse its flow again.
     pinned: Mutex<HashMap<String, Arc<Flow>>>,
     /// Something for the scheduler to look at: a run started or suspended.
@@ -108,8 +107,7 @@ impl Worker {
             metrics,
             stop: AtomicBool::new(false),
             changed: watch::channel(0).0,
-            active: Mutex::new(HashSet::new()),
-            again: Mutex::new(HashSet::new()),
+            active: Mutex::new(HashMap::new()),
             pinned: Mutex::new(HashMap::new()),
             nudge: Notify::new(),
             idle: Notify::new(),
@@ -174,14 +172,11 @@ impl Worker {
             let Ok(mut active) = self.active.lock() else {
                 return false;
             };
-            if !active.insert(id.clone()) {
-                if matches!(entry, Entry::Taken(_))
-                    && let Ok(mut again) = self.again.lock()
-                {
-                    again.insert(id);
-                }
+            if let Some(again) = active.get_mut(&id) {
+                *again |= matches!(entry, Entry::Taken(_));
                 return false;
             }
+            active.insert(id.clone(), false);
         }
         let worker = self.clone();
         tokio::spawn(async move {
@@ -208,14 +203,13 @@ impl Worker {
                 e => e,
             };
             let parked = worker.turn(&id, entry).await;
-            let now_idle = match worker.active.lock() {
+            let (now_idle, again) = match worker.active.lock() {
                 Ok(mut active) => {
-                    active.remove(&id);
-                    active.is_empty()
+                    let again = active.remove(&id).unwrap_or(false);
+                    (active.is_empty(), again)
                 }
-                Err(_) => true,
+                Err(_) => (true, false),
             };
-            let again = worker.again.lock().is_ok_and(|mut a| a.remove(&id));
             if again && !worker.stopping() {
                 worker.spawn(id, Entry::Stored);
                 return;

@@ -330,7 +330,7 @@ pub(crate) const FENCED: &str = " WHERE runs.id = v.id AND runs.status <> 'cance
 
 /// What a checkpoint the fence let through says: saved, and let go of
 /// when it released the run.
-fn saved(p: &Checkpoint) -> Saved {
+fn kept(p: &Checkpoint) -> Saved {
     if p.release {
         Saved::Released
     } else {
@@ -673,7 +673,7 @@ where
             }
             insert_events!(tx, rows(p)).map_err(&fail)?;
             tx.commit().await.map_err(&fail)?;
-            Ok(saved(p))
+            Ok(kept(p))
         })
     }
 
@@ -720,7 +720,7 @@ where
             let mut saved = Vec::with_capacity(points.len());
             for (p, applied) in points.iter().zip(applied) {
                 saved.push(if applied {
-                    Ok(crate::store::sql::saved(p))
+                    Ok(kept(p))
                 } else {
                     self.checkpoint(p).await
                 });
