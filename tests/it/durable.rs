@@ -367,6 +367,79 @@ fn an_answer_is_on_record_before_the_next_request_leaves() {
     one_trace(&events);
 }
 
+/// The store's rows of events for a run, as `(seq, last_seq, last event)`:
+/// one row a checkpoint, read as someone with the file would.
+fn checkpoint_rows(db: &Path, id: &str) -> Vec<(u64, u64, String)> {
+    let script = [
+        "import sqlite3, sys, json",
+        "c = sqlite3.connect(sys.argv[1])",
+        "q = 'SELECT seq, last_seq, lines FROM events WHERE run_id = ? ORDER BY seq'",
+        "for seq, last, lines in c.execute(q, (sys.argv[2],)):",
+        "    e = json.loads(lines.splitlines()[-1])",
+        "    print(seq, last, e['event'] + ' ' + (e.get('method') or e.get('status') or ''))",
+    ]
+    .join("\n");
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .arg(db)
+        .arg(id)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let seq = parts.next().unwrap().parse().unwrap();
+            let last = parts.next().unwrap().parse().unwrap();
+            (seq, last, parts.next().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// The reference flow, its task there at once, is three checkpoints (as
+/// docs/durable.md says): before `patch_task` reads the task, with the
+/// list's answer; before the PATCH, write-ahead; and at the end.
+#[test]
+fn the_reference_flow_is_three_checkpoints() {
+    let sim = Sim::new();
+    let (instance, _) = sim.instance(json!({ "delay": "0s" }));
+    let db = store("three");
+    let set = format!("instance_id={instance}");
+    let env = [("NWC_BASE_URL", sim.base.as_str()), ("NWC_TOKEN", TOKEN)];
+    let out = handoff(
+        &[
+            "run",
+            "flows/complete-nwc-task.yaml",
+            "--durable",
+            "--store",
+            db.to_str().unwrap(),
+            "--set",
+            &set,
+            "--quiet",
+        ],
+        &env,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("run ")?.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let rows = checkpoint_rows(&db, &id);
+    assert_eq!(
+        rows,
+        [
+            (1, 18, "request_sent GET".to_string()),
+            (19, 20, "request_sent PATCH".to_string()),
+            (21, 24, "flow_finished succeeded".to_string()),
+        ],
+        "{rows:?}"
+    );
+}
+
 #[test]
 fn a_run_canceled_while_an_answer_is_on_its_way_sends_nothing_more() {
     // The first GET's answer waits for the test's word; the run is canceled meanwhile.
