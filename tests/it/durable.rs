@@ -367,6 +367,27 @@ fn an_answer_is_on_record_before_the_next_request_leaves() {
     one_trace(&events);
 }
 
+/// Runs `flow` durably to its end, checked to succeed: the run's id, as
+/// its first line on stderr names it.
+fn run_durably(flow: &str, db: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = handoff(
+        &[
+            &["run", flow, "--durable", "--store", db.to_str().unwrap()][..],
+            args,
+        ]
+        .concat(),
+        env,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("run ")?.split_whitespace().next())
+        .unwrap()
+        .to_string()
+}
+
 /// The store's rows of events for a run, as `(seq, last_seq, last event)`:
 /// one row a checkpoint, read as someone with the file would.
 fn checkpoint_rows(db: &Path, id: &str) -> Vec<(u64, u64, String)> {
@@ -407,27 +428,12 @@ fn the_reference_flow_is_three_checkpoints() {
     let db = store("three");
     let set = format!("instance_id={instance}");
     let env = [("NWC_BASE_URL", sim.base.as_str()), ("NWC_TOKEN", TOKEN)];
-    let out = handoff(
-        &[
-            "run",
-            "flows/complete-nwc-task.yaml",
-            "--durable",
-            "--store",
-            db.to_str().unwrap(),
-            "--set",
-            &set,
-            "--quiet",
-        ],
+    let id = run_durably(
+        "flows/complete-nwc-task.yaml",
+        &db,
+        &["--set", &set, "--quiet"],
         &env,
-    )
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let id = text(&out.stderr)
-        .lines()
-        .find_map(|l| l.strip_prefix("run ")?.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    );
     let rows = checkpoint_rows(&db, &id);
     assert_eq!(
         rows,
@@ -638,22 +644,7 @@ fn a_stored_run_is_recorded_from_its_trace_and_replays_the_same() {
         "poll_interval=50ms",
         "--quiet",
     ];
-    let out = handoff(
-        &[
-            &["run", flow, "--durable", "--store", db.to_str().unwrap()][..],
-            &args,
-        ]
-        .concat(),
-        &env,
-    )
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let id = text(&out.stderr)
-        .lines()
-        .find_map(|l| l.strip_prefix("run ")?.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let id = run_durably(flow, &db, &args, &env);
     let mock = dir.join("run.mock.yaml");
     std::fs::write(&mock, stored(&db, &["record", &id])).unwrap();
     let real = dir.join("real.jsonl");
