@@ -37,9 +37,14 @@ pub fn to_string(event: &TraceEvent) -> String {
 
 /// Events as lines, each with its number: a checkpoint's, for the store.
 /// One writer and one buffer for them all, so each line is allocated once,
-/// at its length, and the shared `time` and `run` are written once.
+/// at its length, and the shared `time` is written once. The lines leave
+/// out the run's id: the row that holds them names the run, and the store
+/// puts the id back as it reads them (see [`with_run`]).
 pub fn numbered(events: &[TraceEvent]) -> Vec<(u64, String)> {
-    let mut lines = Lines::default();
+    let mut lines = Lines {
+        runless: true,
+        ..Lines::default()
+    };
     let mut line = Vec::with_capacity(1024);
     events
         .iter()
@@ -69,6 +74,10 @@ pub struct Lines {
     /// `,"time":"…","run":"…"` as written, and whether it is beyond ASCII.
     written: Vec<u8>,
     wide: bool,
+    /// Where `,"run":…` starts in `written`.
+    run_at: usize,
+    /// Lines without `run`, for a store (see [`numbered`]).
+    runless: bool,
     /// When traces are exported: each line's `trace_id` and `span_id`, so a
     /// trace file and the tracing backend can be joined.
     ids: Option<
@@ -107,11 +116,17 @@ impl Lines {
                 wide: false,
             };
             shared.str(key!("time"), &event.time);
+            self.run_at = shared.out.len();
             shared.str(key!("run"), &event.run);
             self.wide = shared.wide;
             self.shared = Some((event.time.clone(), event.run.clone()));
         }
-        o.out.extend_from_slice(&self.written);
+        let end = if self.runless {
+            self.run_at
+        } else {
+            self.written.len()
+        };
+        o.out.extend_from_slice(&self.written[..end]);
         o.wide |= self.wide;
         if let Some(ids) = &mut self.ids {
             let (trace, tracker) = &mut **ids;
@@ -141,6 +156,45 @@ impl Lines {
 }
 
 /// Everything after `run`.
+/// A stored line with its run's id put back, where [`numbered`] left it
+/// out: after `time`, where every other writer puts it. A line that has it
+/// (from before, or written another way) is returned as it is.
+pub fn with_run(line: &str, run: &str) -> String {
+    let Some(at) = runless_at(line) else {
+        return line.to_string();
+    };
+    let mut out = String::with_capacity(line.len() + run.len() + 10);
+    out.push_str(&line[..at]);
+    out.push_str(",\"run\":");
+    let mut quoted = Vec::with_capacity(run.len() + 2);
+    write_str(&mut quoted, run);
+    out.push_str(std::str::from_utf8(&quoted).unwrap_or("\"\""));
+    out.push_str(&line[at..]);
+    out
+}
+
+/// Where a line as [`numbered`] writes it would have its `run`: right
+/// after `{"seq":N,"at_ms":N,"time":"…"`, when nothing named `run` follows.
+fn runless_at(line: &str) -> Option<usize> {
+    let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = line.strip_prefix("{\"seq\":")?;
+    let n = digits(rest);
+    let rest = rest[n..].strip_prefix(",\"at_ms\":")?;
+    let m = digits(rest);
+    let rest = rest[m..].strip_prefix(",\"time\":\"")?;
+    // The closing quote: the first not escaped.
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while *bytes.get(i)? != b'"' {
+        i += if bytes[i] == b'\\' { 2 } else { 1 };
+    }
+    let after = &rest[i + 1..];
+    if n == 0 || m == 0 || after.starts_with(",\"run\":") {
+        return None;
+    }
+    Some(line.len() - after.len())
+}
+
 fn rest(event: &TraceEvent, mut o: Object<'_>) -> bool {
     if let Some(step) = &event.step {
         o.str(key!("step"), step);
@@ -832,7 +886,24 @@ mod tests {
             }
         }
         let alone: Vec<(u64, String)> = all.iter().map(|e| (e.seq, to_string(e))).collect();
-        assert_eq!(numbered(&all), alone);
+        // Stored without the run's id, and read back with it, whatever
+        // the time holds.
+        let stored = numbered(&all);
+        assert!(stored.iter().all(|(_, line)| !line.contains(&*run)));
+        let read: Vec<(u64, String)> = stored
+            .iter()
+            .map(|(seq, line)| (*seq, with_run(line, &run)))
+            .collect();
+        assert_eq!(read, alone);
+        // A line that names its run already is read as it is.
+        for (_, line) in &alone {
+            assert_eq!(&with_run(line, "another"), line);
+        }
+        // So is one written another way (keys in order, a cancel's ending).
+        let sorted = serde_json::from_str::<serde_json::Value>(&alone[0].1)
+            .unwrap()
+            .to_string();
+        assert_eq!(with_run(&sorted, "another"), sorted);
     }
 
     /// A value alone (a stored field) is written as serde_json writes it,

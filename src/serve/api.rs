@@ -1252,6 +1252,7 @@ async fn trace(
         follow,
         changed,
         done: false,
+        looked_again: false,
     };
     let stream = futures_util::stream::unfold(start, |mut f| async move {
         let chunk = f.next().await?;
@@ -1273,6 +1274,8 @@ struct Follow {
     follow: bool,
     changed: tokio::sync::watch::Receiver<u64>,
     done: bool,
+    /// Read once more since the run was seen to have ended.
+    looked_again: bool,
 }
 
 impl Follow {
@@ -1304,7 +1307,11 @@ impl Follow {
                 _ => true,
             };
             if !self.follow || finished || self.worker.stopping() {
-                self.done = true;
+                // A run's end and its last events are one transaction, which
+                // may have landed between the read and the load: one more
+                // read after seeing the end finds them.
+                self.done = self.looked_again;
+                self.looked_again = true;
                 continue;
             }
             // Woken by the next checkpoint anywhere in this process; a run

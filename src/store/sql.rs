@@ -806,7 +806,7 @@ where
             .fetch_all(&self.pool)
             .await
             .map_err(failed("read a trace"))?;
-            Ok(numbered_events(&rows, None)?
+            Ok(numbered_events(&rows, id, None)?
                 .into_iter()
                 .map(|(_, line)| line)
                 .collect())
@@ -827,7 +827,7 @@ where
             .fetch_all(&self.pool)
             .await
             .map_err(failed("read a trace"))?;
-            numbered_events(&rows, Some(seq))
+            numbered_events(&rows, id, Some(seq))
         })
     }
 
@@ -1145,8 +1145,13 @@ where
 /// The events numbered after `after` (all, without), in order, from rows of
 /// `(seq, last_seq, lines)` in order of `seq` (see [`EventRow`]). Where rows
 /// overlap (a step's events written again from a number on), the row that
-/// starts later holds the numbers it names: the last written.
-fn numbered_events<R>(rows: &[R], after: Option<u64>) -> Result<Vec<(u64, String)>, StoreError>
+/// starts later holds the numbers it names: the last written. Each line
+/// names `run` again, as a checkpoint's lines leave it to their row.
+fn numbered_events<R>(
+    rows: &[R],
+    run: &str,
+    after: Option<u64>,
+) -> Result<Vec<(u64, String)>, StoreError>
 where
     R: sqlx::Row,
     usize: sqlx::ColumnIndex<R>,
@@ -1163,7 +1168,7 @@ where
         events.extend(
             lines
                 .filter(|(seq, _)| after.is_none_or(|after| *seq > after))
-                .map(|(seq, line)| (seq, line.to_string())),
+                .map(|(seq, line)| (seq, crate::run::jsonl::with_run(line, run))),
         );
     }
     Ok(events)
