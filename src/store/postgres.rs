@@ -41,6 +41,7 @@ impl Dialect for Postgres {
     const NOTIFY: Option<&'static str> = Some("SELECT pg_notify($1, $2)");
     const NUMBERED: bool = true;
     const SIDE_BY_SIDE: bool = true;
+    const SET_REWRITES_INDEXES: bool = false;
     /// `migrations/postgres/`. Never edit one that has shipped: add another.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
         (

@@ -52,6 +52,10 @@ pub trait Dialect: Database {
     /// Whether transactions write side by side (Postgres), or one holds the
     /// store's only writer while it lasts (SQLite).
     const SIDE_BY_SIDE: bool;
+    /// Whether an `UPDATE` rewrites the index entries of every column it
+    /// sets, changed or not (SQLite; Postgres compares, and leaves an entry
+    /// whose value did not change). See [`UPDATE_SAME`].
+    const SET_REWRITES_INDEXES: bool;
     /// The schema's versions, embedded in the binary: version, name, SQL.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)];
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -246,6 +250,34 @@ fn rows_of<DB: Dialect>(row: &str, between: &str, n: usize, first: usize) -> Str
     sql
 }
 
+/// `items` in chunks for statements of many rows: each as large as it can
+/// be, up to `most`, and a power of two rows long. A statement's text
+/// differs with its count of rows, and SQLite prepares every text a
+/// connection has not run yet, at a cost that grows with its rows: with any
+/// count up to 50 or 100, a batch's remainder was a text of its own. Seven
+/// counts are prepared once each.
+pub(crate) fn in_sizes<T>(mut items: &[T], most: usize) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let n = size_for(items.len(), most);
+        (n > 0).then(|| {
+            let (chunk, rest) = items.split_at(n);
+            items = rest;
+            chunk
+        })
+    })
+}
+
+/// How many of `left` rows the next statement takes (see [`in_sizes`]).
+fn size_for(left: usize, most: usize) -> usize {
+    if left >= most {
+        most
+    } else if left == 0 {
+        0
+    } else {
+        1 << left.ilog2()
+    }
+}
+
 /// Writes one trace event, a row of its own. (A macro: the same text for
 /// both databases, whose bounds a function would have to repeat.)
 macro_rules! insert_event {
@@ -269,8 +301,9 @@ const RUN_ROW: &str = "SELECT runs.*, flow_versions.source AS flow_source FROM r
 /// Flow versions a statement stores at most (two parameters each).
 const VERSIONS_PER_STATEMENT: usize = 100;
 
-/// Runs a statement inserts at most (eleven parameters each).
-const RUNS_PER_STATEMENT: usize = 50;
+/// Runs a statement inserts at most (eleven parameters each; a power of
+/// two, see [`in_sizes`]).
+const RUNS_PER_STATEMENT: usize = 64;
 
 /// Idempotency keys looked up in one statement (parameters: SQLite allows
 /// 32,766, Postgres 65,535).
@@ -282,7 +315,7 @@ macro_rules! insert_runs {
     ($executor:expr, $runs:expr) => {
         async {
             let runs: &[&NewRun] = $runs;
-            for chunk in runs.chunks(RUNS_PER_STATEMENT) {
+            for chunk in in_sizes(runs, RUNS_PER_STATEMENT) {
                 let sql = format!(
                     "INSERT INTO runs (id, flow, flow_path, flow_hash, inputs, status, step, steps_taken, state, created_ms, updated_ms, owner, lease_until_ms, title) VALUES {}",
                     rows_of::<DB>("(#, #, #, #, #, 'running', NULL, 0, #, #, #, #, #, #)", ", ", chunk.len(), 1)
@@ -328,6 +361,16 @@ fn checkpoint_table<DB: Dialect>(n: usize, first: usize) -> String {
 pub(crate) const UPDATE_FROM: &str = "UPDATE runs SET status = v.status, step = v.step, wake_at_ms = v.wake_at_ms, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL, owner = CASE WHEN v.release = 1 THEN NULL ELSE runs.owner END, lease_until_ms = CASE WHEN v.release = 1 THEN NULL ELSE runs.lease_until_ms END FROM ";
 pub(crate) const FENCED: &str = " WHERE runs.id = v.id AND runs.status <> 'canceled' AND runs.owner = v.owner RETURNING runs.id";
 
+/// [`UPDATE_FROM`] for the checkpoints that leave the run's status and wake
+/// time as they are (most of them: a run's checkpoints before its last all
+/// say `running`), which it writes without naming either. The three indexes
+/// over those columns are then left alone: SQLite rewrites an index's entry
+/// for every column an `UPDATE` sets, changed or not, which was about 40% of
+/// writing a checkpoint's row (docs/performance.md). A row whose status or
+/// wake time differs is not written by it, and goes to [`UPDATE_FROM`].
+pub(crate) const UPDATE_SAME: &str = "UPDATE runs SET step = v.step, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL, owner = CASE WHEN v.release = 1 THEN NULL ELSE runs.owner END, lease_until_ms = CASE WHEN v.release = 1 THEN NULL ELSE runs.lease_until_ms END FROM ";
+pub(crate) const FENCED_SAME: &str = " WHERE runs.id = v.id AND runs.status <> 'canceled' AND runs.owner = v.owner AND runs.status = v.status AND runs.wake_at_ms IS v.wake_at_ms RETURNING runs.id";
+
 /// What a checkpoint the fence let through says: saved, and let go of
 /// when it released the run.
 fn kept(p: &Checkpoint) -> Saved {
@@ -357,17 +400,36 @@ macro_rules! bind_checkpoint {
     };
 }
 
-/// Checkpoints a statement writes at most (twelve parameters each).
-const CHECKPOINTS_PER_STATEMENT: usize = 50;
+/// Checkpoints a statement writes at most (twelve parameters each; a power
+/// of two, see [`in_sizes`]).
+const CHECKPOINTS_PER_STATEMENT: usize = 64;
 
 /// The fenced write of many checkpoints' rows, in as few statements as it
 /// can: the ids of the runs it wrote. A run may be in the list once.
 macro_rules! update_runs {
     ($tx:expr, $points:expr) => {
         async {
-            let points: &[&Checkpoint] = $points;
+            let mut points: Vec<&Checkpoint> = $points.to_vec();
             let mut applied: Vec<String> = Vec::with_capacity(points.len());
-            for chunk in points.chunks(CHECKPOINTS_PER_STATEMENT) {
+            if DB::SET_REWRITES_INDEXES {
+                for chunk in in_sizes(&points, CHECKPOINTS_PER_STATEMENT) {
+                    let sql = format!(
+                        "{UPDATE_SAME}({}) AS v{FENCED_SAME}",
+                        checkpoint_table::<DB>(chunk.len(), 1)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for p in chunk {
+                        query = bind_checkpoint!(query, p);
+                    }
+                    for row in query.fetch_all(&mut *$tx).await? {
+                        applied.push(row.try_get(0)?);
+                    }
+                }
+                let same: std::collections::HashSet<&str> =
+                    applied.iter().map(String::as_str).collect();
+                points.retain(|p| !same.contains(p.run_id.as_str()));
+            }
+            for chunk in in_sizes(&points, CHECKPOINTS_PER_STATEMENT) {
                 let sql = format!(
                     "{UPDATE_FROM}({}) AS v{FENCED}",
                     checkpoint_table::<DB>(chunk.len(), 1)
@@ -387,8 +449,8 @@ macro_rules! update_runs {
 }
 
 /// Rows of events a statement inserts at most: well under either database's
-/// limit on parameters (four each).
-const EVENTS_PER_STATEMENT: usize = 100;
+/// limit on parameters (four each; a power of two, see [`in_sizes`]).
+const EVENTS_PER_STATEMENT: usize = 64;
 
 /// Inserts rows of trace events, of one run or of many, in as few statements
 /// as it can: each statement is a round trip to the database (for SQLite, to
@@ -401,7 +463,7 @@ macro_rules! insert_events {
             while !rows.is_empty() {
                 // Each chunk bound by value: its lines are moved to the
                 // driver, not copied.
-                let rest = rows.split_off(rows.len().min(EVENTS_PER_STATEMENT));
+                let rest = rows.split_off(size_for(rows.len(), EVENTS_PER_STATEMENT));
                 let chunk = std::mem::replace(&mut rows, rest);
                 let sql = format!(
                     "INSERT INTO events (run_id, seq, last_seq, lines) VALUES {} ON CONFLICT (run_id, seq) DO UPDATE SET last_seq = excluded.last_seq, lines = excluded.lines",
@@ -1238,5 +1300,29 @@ mod tests {
         );
         assert_eq!(rows_of::<sqlx::Postgres>("#", " UNION ALL ", 1, 1), "$1");
         assert_eq!(rows_of::<sqlx::Sqlite>("#", ", ", 0, 1), "");
+    }
+
+    /// Statements come in a few sizes, every row in one of them, in order.
+    #[test]
+    fn rows_go_in_statements_of_a_few_sizes() {
+        let sizes = |n: usize| {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = in_sizes(&items, 64).collect();
+            assert_eq!(chunks.concat(), items, "every row once, in order");
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(7), [4, 2, 1]);
+        assert_eq!(sizes(64), [64]);
+        assert_eq!(sizes(240), [64, 64, 64, 32, 16]);
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 0..=300 {
+            seen.extend(sizes(n));
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 64]
+        );
     }
 }

@@ -27,6 +27,7 @@ impl Dialect for Sqlite {
     const NOTIFY: Option<&'static str> = None;
     const NUMBERED: bool = false;
     const SIDE_BY_SIDE: bool = false;
+    const SET_REWRITES_INDEXES: bool = true;
     /// Never edit one that has shipped: add another.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)] = &[
         (
