@@ -54,7 +54,7 @@ pub trait Dialect: Database {
     const SIDE_BY_SIDE: bool;
     /// Whether an `UPDATE` rewrites the index entries of every column it
     /// sets, changed or not (SQLite; Postgres compares, and leaves an entry
-    /// whose value did not change). See [`UPDATE_SAME`].
+    /// whose value did not change); see `UPDATE_SAME` in this module.
     const SET_REWRITES_INDEXES: bool;
     /// The schema's versions, embedded in the binary: version, name, SQL.
     const MIGRATIONS: &'static [(i64, &'static str, &'static str)];
