@@ -411,10 +411,20 @@ macro_rules! update_runs {
         async {
             let mut points: Vec<&Checkpoint> = $points.to_vec();
             let mut applied: Vec<String> = Vec::with_capacity(points.len());
-            if DB::SET_REWRITES_INDEXES {
+            // Where an UPDATE rewrites the indexes of what it sets, the rows
+            // that keep their status and wake time go first without them.
+            let passes: &[(&str, &str)] = if DB::SET_REWRITES_INDEXES {
+                &[(UPDATE_SAME, FENCED_SAME), (UPDATE_FROM, FENCED)]
+            } else {
+                &[(UPDATE_FROM, FENCED)]
+            };
+            for (head, fence) in passes {
+                let written: std::collections::HashSet<&str> =
+                    applied.iter().map(String::as_str).collect();
+                points.retain(|p| !written.contains(p.run_id.as_str()));
                 for chunk in in_sizes(&points, CHECKPOINTS_PER_STATEMENT) {
                     let sql = format!(
-                        "{UPDATE_SAME}({}) AS v{FENCED_SAME}",
+                        "{head}({}) AS v{fence}",
                         checkpoint_table::<DB>(chunk.len(), 1)
                     );
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -424,22 +434,6 @@ macro_rules! update_runs {
                     for row in query.fetch_all(&mut *$tx).await? {
                         applied.push(row.try_get(0)?);
                     }
-                }
-                let same: std::collections::HashSet<&str> =
-                    applied.iter().map(String::as_str).collect();
-                points.retain(|p| !same.contains(p.run_id.as_str()));
-            }
-            for chunk in in_sizes(&points, CHECKPOINTS_PER_STATEMENT) {
-                let sql = format!(
-                    "{UPDATE_FROM}({}) AS v{FENCED}",
-                    checkpoint_table::<DB>(chunk.len(), 1)
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for p in chunk {
-                    query = bind_checkpoint!(query, p);
-                }
-                for row in query.fetch_all(&mut *$tx).await? {
-                    applied.push(row.try_get(0)?);
                 }
             }
             Ok::<Vec<String>, sqlx::Error>(applied)

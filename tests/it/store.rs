@@ -592,6 +592,56 @@ async fn commits_many_in_one(store: &dyn Store) {
     assert!(again.iter().all(|a| a == &Ok(Saved::Saved)));
     assert_eq!(store.events("g1").await.unwrap(), ["g1-a", "g1-b"]);
     assert_eq!(store.events("g4").await.unwrap().len(), 60);
+    // In one batch, runs that keep their status and wake time (which SQLite
+    // writes without naming them) and runs that change either: each row
+    // says what its own checkpoint said, and its events follow its first.
+    let next: Vec<Checkpoint> = (0..120)
+        .map(|i| Checkpoint {
+            status: if i % 3 == 0 {
+                DurableStatus::Running
+            } else {
+                DurableStatus::Waiting
+            },
+            state: Some(format!("{{\"pc\":{}}}", i + 1000)),
+            wake_at_ms: Some(if i % 2 == 0 { 1000 + i } else { 5000 + i }),
+            steps_taken: 4,
+            events: vec![(2, format!("gm{i}-next"))],
+            ..waiting(&format!("gm{i:03}"), "me")
+        })
+        .collect();
+    let refs: Vec<&Checkpoint> = next.iter().collect();
+    let answers = store.checkpoint_many(&refs).await.unwrap();
+    assert!(answers.iter().all(|a| a == &Ok(Saved::Saved)));
+    for (i, point) in next.iter().enumerate() {
+        let kept = store.load(&point.run_id).await.unwrap().unwrap();
+        assert_eq!(
+            (kept.status, kept.wake_at_ms, kept.steps_taken, &kept.state),
+            (
+                point.status,
+                point.wake_at_ms,
+                4,
+                point.state.as_ref().unwrap()
+            ),
+            "run {i}"
+        );
+        assert_eq!(
+            store.events(&point.run_id).await.unwrap(),
+            [format!("gm{i}"), format!("gm{i}-next")]
+        );
+    }
+    // Found by status as they now are: the indexes over status and wake
+    // time were kept up to date by the rows that changed them.
+    let waiting_now = store
+        .list(&RunFilter {
+            status: Some(DurableStatus::Waiting),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.id.starts_with("gm"))
+        .count();
+    assert_eq!(waiting_now, (0..120).filter(|i| i % 3 != 0).count());
 }
 
 /// A search finds runs by text their id or inputs hold, in any case, and
