@@ -219,14 +219,14 @@ impl Redactor {
 
     /// Masks every secret in data, in place: nothing is copied when none is there.
     pub fn redact_in_place(&self, text: &mut String) {
-        if let Some(ac) = self.all.as_ref().filter(|ac| ac.is_match(text.as_str())) {
+        if let Some(ac) = self.all.as_ref().filter(|ac| holds(ac, text)) {
             *text = replace(Some(ac), text);
         }
     }
 
     /// [`Redactor::redact_wording`], in place.
     pub fn redact_wording_in_place(&self, text: &mut String) {
-        if let Some(ac) = self.long.as_ref().filter(|ac| ac.is_match(text.as_str())) {
+        if let Some(ac) = self.long.as_ref().filter(|ac| holds(ac, text)) {
             *text = replace(Some(ac), text);
         }
     }
@@ -257,7 +257,7 @@ impl Redactor {
     /// The redacted text, when it differs.
     fn changed(&self, text: &str) -> Option<String> {
         let ac = self.all.as_ref()?;
-        ac.is_match(text).then(|| replace(Some(ac), text))
+        holds(ac, text).then(|| replace(Some(ac), text))
     }
 }
 
@@ -273,9 +273,18 @@ pub fn is_short(value: &str) -> bool {
     !value.is_empty() && value.chars().count() < MIN_SECRET_LEN
 }
 
+/// Whether `text` holds a secret's form. Text shorter than every form
+/// holds none, and is not searched: most of a response's strings (its keys,
+/// a status) are shorter than a token, and each search cost ~330
+/// instructions however short the text (a run of the reference flow made
+/// ~190; docs/performance.md).
+fn holds(ac: &AhoCorasick, text: &str) -> bool {
+    text.len() >= ac.min_pattern_len() && ac.is_match(text)
+}
+
 fn replace(ac: Option<&AhoCorasick>, text: &str) -> String {
     match ac {
-        Some(ac) if ac.is_match(text) => {
+        Some(ac) if holds(ac, text) => {
             let mut out = String::with_capacity(text.len());
             ac.replace_all_with(text, &mut out, |_, _, dst| {
                 dst.push_str(MASK);
@@ -390,6 +399,20 @@ mod tests {
             "the token is missing, wrong or expired: ***"
         );
         assert_eq!(r.redact("was wrong"), "was ***");
+    }
+
+    /// Text as long as a secret's shortest form is searched; shorter text
+    /// cannot hold it, and is left as it is.
+    #[test]
+    fn text_as_short_as_a_secret_is_searched() {
+        let mut r = Redactor::default();
+        r.add_secret("abc");
+        let mut v = serde_json::json!({"abc": "abc", "ab": "cba", "a": "b"});
+        r.redact_json(&mut v);
+        assert_eq!(v, serde_json::json!({"***": "***", "ab": "***", "a": "b"}));
+        let mut text = "ABC".to_string();
+        r.redact_in_place(&mut text);
+        assert_eq!(text, "***");
     }
 
     #[test]

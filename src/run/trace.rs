@@ -234,6 +234,12 @@ pub fn bounded(value: &Value) -> Value {
         Value::String(s) if s.len() * 6 + 2 <= MAX_SHOWN_BYTES => return value.clone(),
         _ => {}
     }
+    // Most values are far from the limit: said so by a count that takes
+    // every character for its longest escape, with nothing written.
+    let mut budget = MAX_SHOWN_BYTES;
+    if surely_within(value, &mut budget) {
+        return value.clone();
+    }
     let mut counter = Counter(0);
     if serde_json::to_writer(&mut counter, value).is_ok() {
         return value.clone();
@@ -244,6 +250,37 @@ pub fn bounded(value: &Value) -> Value {
     let cut: String = text.chars().take(EXCERPT_CHARS).collect();
     let size = serde_json::to_vec(value).map_or(0, |v| v.len());
     Value::String(format!("{cut}… ({size} bytes in all)"))
+}
+
+/// Whether `value` as JSON is surely no longer than `budget` bytes, which
+/// it takes from: a bound, never less than the length written (a string's
+/// character at most six bytes, `\u001f`; a number at most 32).
+fn surely_within(value: &Value, budget: &mut usize) -> bool {
+    let mut take = |n: usize| match budget.checked_sub(n) {
+        Some(left) => {
+            *budget = left;
+            true
+        }
+        None => false,
+    };
+    match value {
+        Value::Null | Value::Bool(_) => take(5),
+        Value::Number(_) => take(32),
+        Value::String(s) => take(s.len().saturating_mul(6).saturating_add(2)),
+        Value::Array(items) => {
+            take(items.len() + 2) && items.iter().all(|v| surely_within(v, budget))
+        }
+        Value::Object(map) => {
+            take(map.len() + 2)
+                && map.iter().all(|(k, v)| {
+                    budget
+                        .checked_sub(k.len().saturating_mul(6).saturating_add(3))
+                        .map(|left| *budget = left)
+                        .is_some()
+                        && surely_within(v, budget)
+                })
+        }
+    }
 }
 
 /// Counts bytes, and stops the writer past [`MAX_SHOWN_BYTES`].
@@ -597,6 +634,45 @@ impl<'a> Recorder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The quick count never says a value fits that does not: for values
+    /// of every kind, with escapes, just under and just over the limit.
+    #[test]
+    fn a_value_said_to_fit_fits() {
+        use serde_json::json;
+        let fits = |v: &Value| serde_json::to_vec(v).unwrap().len() <= MAX_SHOWN_BYTES;
+        let surely = |v: &Value| surely_within(v, &mut MAX_SHOWN_BYTES.clone());
+        let escapes = "\u{1}\"\\\n".repeat(MAX_SHOWN_BYTES / 24);
+        let values = [
+            json!(null),
+            json!(-1.7976931348623157e308),
+            json!({"tasks": [{"id": "a", "n": 1, "ok": true}], "e": "\u{1}"}),
+            json!("x".repeat(MAX_SHOWN_BYTES / 6 - 1)),
+            json!("x".repeat(MAX_SHOWN_BYTES / 6)),
+            json!(escapes),
+            json!(vec![json!("\u{1f}"); MAX_SHOWN_BYTES / 9]),
+            json!(
+                (0..MAX_SHOWN_BYTES / 40)
+                    .map(|i| (format!("k{i}"), json!(i)))
+                    .collect::<serde_json::Map<_, _>>()
+            ),
+            json!(vec![json!(u64::MAX); MAX_SHOWN_BYTES / 33]),
+        ];
+        for v in &values {
+            if surely(v) {
+                assert!(
+                    fits(v),
+                    "said to fit: {}",
+                    serde_json::to_vec(v).unwrap().len()
+                );
+            }
+        }
+        assert!(surely(&values[2]), "a small value needs no writing");
+        // The answer is the same as before, whichever way it was reached.
+        for v in &values {
+            assert_eq!(bounded(v) == *v, fits(v));
+        }
+    }
 
     /// Events are stored as JSON and read back (`handoff runs show`): every
     /// kind must survive the trip, whose flattened fields share one object.
