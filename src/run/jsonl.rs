@@ -541,12 +541,15 @@ fn json_value(out: &mut Vec<u8>, value: &Value) -> bool {
 /// A JSON string. Most need no escape at all: those are found eight bytes
 /// at a time and copied whole. True when it holds characters beyond ASCII.
 fn string(out: &mut Vec<u8>, s: &str) -> bool {
-    out.push(b'"');
     let bytes = s.as_bytes();
     let (plain, wide) = scan(bytes);
     if plain {
+        // Most strings: room made once for all three parts.
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
         out.extend_from_slice(bytes);
     } else {
+        out.push(b'"');
         escaped(out, bytes);
     }
     out.push(b'"');
@@ -554,11 +557,21 @@ fn string(out: &mut Vec<u8>, s: &str) -> bool {
 }
 
 /// Whether no byte needs an escape (no `"`, no `\`, no control character),
-/// and whether any is beyond ASCII.
+/// and whether any is beyond ASCII: eight bytes at a time, the last few
+/// padded with spaces, which need none.
 fn scan(bytes: &[u8]) -> (bool, bool) {
     const LOW: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH;
+    // A byte below 0x20, or equal to `"` or `\`. Bytes of 0x80 and up
+    // (UTF-8) would set the high bit here: they are masked out first.
+    let needs = |x: u64| {
+        let ascii = !x & HIGH;
+        let below = x.wrapping_sub(LOW * 0x20) & ascii;
+        let quote = has_zero(x ^ (LOW * u64::from(b'"')));
+        let backslash = has_zero(x ^ (LOW * u64::from(b'\\')));
+        below | quote | backslash != 0
+    };
     let mut high = 0;
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
@@ -566,21 +579,16 @@ fn scan(bytes: &[u8]) -> (bool, bool) {
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word);
         high |= x & HIGH;
-        // A byte below 0x20, or equal to `"` or `\`. Bytes of 0x80 and up
-        // (UTF-8) would set the high bit here: mask them out first.
-        let ascii = !x & HIGH;
-        let below = x.wrapping_sub(LOW * 0x20) & ascii;
-        let quote = has_zero(x ^ (LOW * u64::from(b'"')));
-        let backslash = has_zero(x ^ (LOW * u64::from(b'\\')));
-        if below | quote | backslash != 0 {
+        if needs(x) {
             return (false, bytes.iter().any(|&b| b >= 0x80));
         }
     }
     let rest = chunks.remainder();
-    (
-        rest.iter().all(|&b| !needs_escape(b)),
-        high != 0 || rest.iter().any(|&b| b >= 0x80),
-    )
+    let mut word = [b' '; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    let x = u64::from_le_bytes(word);
+    high |= x & HIGH;
+    (!needs(x), high != 0)
 }
 
 fn needs_escape(b: u8) -> bool {
