@@ -155,7 +155,6 @@ impl Lines {
     }
 }
 
-/// Everything after `run`.
 /// A stored line with its run's id put back, where [`numbered`] left it
 /// out: after `time`, where every other writer puts it. A line that has it
 /// (from before, or written another way) is returned as it is.
@@ -195,6 +194,7 @@ fn runless_at(line: &str) -> Option<usize> {
     Some(line.len() - after.len())
 }
 
+/// Everything after `run`.
 fn rest(event: &TraceEvent, mut o: Object<'_>) -> bool {
     if let Some(step) = &event.step {
         o.str(key!("step"), step);

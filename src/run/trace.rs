@@ -228,12 +228,6 @@ pub const EXCERPT_CHARS: usize = 2000;
 /// A value as an event shows it: itself when small, else an excerpt. The
 /// size is measured without building the whole text.
 pub fn bounded(value: &Value) -> Value {
-    // Scalars, and text that cannot be too long even escaped, are shown whole.
-    match value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => return value.clone(),
-        Value::String(s) if s.len() * 6 + 2 <= MAX_SHOWN_BYTES => return value.clone(),
-        _ => {}
-    }
     // Most values are far from the limit: said so by a count that takes
     // every character for its longest escape, with nothing written.
     let mut budget = MAX_SHOWN_BYTES;
@@ -256,30 +250,35 @@ pub fn bounded(value: &Value) -> Value {
 /// it takes from: a bound, never less than the length written (a string's
 /// character at most six bytes, `\u001f`; a number at most 32).
 fn surely_within(value: &Value, budget: &mut usize) -> bool {
-    let mut take = |n: usize| match budget.checked_sub(n) {
+    match value {
+        Value::Null | Value::Bool(_) => take(budget, 5),
+        Value::Number(_) => take(budget, 32),
+        Value::String(s) => take(budget, escaped_at_most(s)),
+        Value::Array(items) => {
+            take(budget, items.len() + 2) && items.iter().all(|v| surely_within(v, budget))
+        }
+        Value::Object(map) => {
+            take(budget, map.len() + 2)
+                && map
+                    .iter()
+                    .all(|(k, v)| take(budget, escaped_at_most(k) + 1) && surely_within(v, budget))
+        }
+    }
+}
+
+/// A string's longest JSON form: each byte escaped as `\u001f`, and quotes.
+fn escaped_at_most(s: &str) -> usize {
+    s.len().saturating_mul(6).saturating_add(2)
+}
+
+/// Takes `n` from `budget`, when it has that much.
+fn take(budget: &mut usize, n: usize) -> bool {
+    match budget.checked_sub(n) {
         Some(left) => {
             *budget = left;
             true
         }
         None => false,
-    };
-    match value {
-        Value::Null | Value::Bool(_) => take(5),
-        Value::Number(_) => take(32),
-        Value::String(s) => take(s.len().saturating_mul(6).saturating_add(2)),
-        Value::Array(items) => {
-            take(items.len() + 2) && items.iter().all(|v| surely_within(v, budget))
-        }
-        Value::Object(map) => {
-            take(map.len() + 2)
-                && map.iter().all(|(k, v)| {
-                    budget
-                        .checked_sub(k.len().saturating_mul(6).saturating_add(3))
-                        .map(|left| *budget = left)
-                        .is_some()
-                        && surely_within(v, budget)
-                })
-        }
     }
 }
 

@@ -354,12 +354,32 @@ fn checkpoint_table<DB: Dialect>(n: usize, first: usize) -> String {
     )
 }
 
+/// What every checkpoint sets, whether or not its status and wake time
+/// change. (Macros: `concat!` takes only literals.)
+macro_rules! kept_columns {
+    () => {
+        "step = v.step, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL, owner = CASE WHEN v.release = 1 THEN NULL ELSE runs.owner END, lease_until_ms = CASE WHEN v.release = 1 THEN NULL ELSE runs.lease_until_ms END"
+    };
+}
+
+/// The fence: only the process that holds a run writes it, and a canceled
+/// run is not written over.
+macro_rules! fence {
+    () => {
+        " WHERE runs.id = v.id AND runs.status <> 'canceled' AND runs.owner = v.owner"
+    };
+}
+
 /// The fenced write of checkpoints' rows from a table `v` of them: only the
 /// process that holds a run writes it, and a canceled run is not written
 /// over. A checkpoint with `release` lets go of the lease in the same write.
 /// It returns the ids of the runs it wrote.
-pub(crate) const UPDATE_FROM: &str = "UPDATE runs SET status = v.status, step = v.step, wake_at_ms = v.wake_at_ms, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL, owner = CASE WHEN v.release = 1 THEN NULL ELSE runs.owner END, lease_until_ms = CASE WHEN v.release = 1 THEN NULL ELSE runs.lease_until_ms END FROM ";
-pub(crate) const FENCED: &str = " WHERE runs.id = v.id AND runs.status <> 'canceled' AND runs.owner = v.owner RETURNING runs.id";
+pub(crate) const UPDATE_FROM: &str = concat!(
+    "UPDATE runs SET status = v.status, wake_at_ms = v.wake_at_ms, ",
+    kept_columns!(),
+    " FROM "
+);
+pub(crate) const FENCED: &str = concat!(fence!(), " RETURNING runs.id");
 
 /// [`UPDATE_FROM`] for the checkpoints that leave the run's status and wake
 /// time as they are (most of them: a run's checkpoints before its last all
@@ -368,8 +388,11 @@ pub(crate) const FENCED: &str = " WHERE runs.id = v.id AND runs.status <> 'cance
 /// for every column an `UPDATE` sets, changed or not, which was about 40% of
 /// writing a checkpoint's row (docs/performance.md). A row whose status or
 /// wake time differs is not written by it, and goes to [`UPDATE_FROM`].
-pub(crate) const UPDATE_SAME: &str = "UPDATE runs SET step = v.step, steps_taken = v.steps_taken, state = COALESCE(v.state, runs.state), outcome = v.outcome, updated_ms = v.updated_ms, progress = v.progress, waiting_for = v.waiting_for, signal = NULL, owner = CASE WHEN v.release = 1 THEN NULL ELSE runs.owner END, lease_until_ms = CASE WHEN v.release = 1 THEN NULL ELSE runs.lease_until_ms END FROM ";
-pub(crate) const FENCED_SAME: &str = " WHERE runs.id = v.id AND runs.status <> 'canceled' AND runs.owner = v.owner AND runs.status = v.status AND runs.wake_at_ms IS v.wake_at_ms RETURNING runs.id";
+pub(crate) const UPDATE_SAME: &str = concat!("UPDATE runs SET ", kept_columns!(), " FROM ");
+pub(crate) const FENCED_SAME: &str = concat!(
+    fence!(),
+    " AND runs.status = v.status AND runs.wake_at_ms IS v.wake_at_ms RETURNING runs.id"
+);
 
 /// What a checkpoint the fence let through says: saved, and let go of
 /// when it released the run.
