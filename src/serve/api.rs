@@ -668,16 +668,33 @@ fn prepare(
         ));
     }
     let fingerprint = inputs_fingerprint(&served.flow, &inputs);
-    let Value::Object(map) = inputs else {
+    if !inputs.is_object() {
         return Err(Refusal::new(
             422,
             "bad_inputs",
             "`inputs` is an object of input field names to values",
         ));
-    };
+    }
     let flow = &served.flow;
-    let text = serde_json::to_string(&map).unwrap_or_default();
+    let text = serde_json::to_string(&inputs).unwrap_or_default();
     let source = Source::new("the request's inputs", text);
+    let env = app.env.clone();
+    let env = move |var: &str| env(var);
+    let key = key.map(|k| IdempotencyKey {
+        fingerprint: Some(fingerprint.clone()),
+        ..k
+    });
+    // The inputs are JSON already: read as YAML would read them, without
+    // parsing their text again (as `run --each` reads a row). Only inputs
+    // with a problem are parsed, for the same errors as before.
+    let quick = crate::language::raw::Node::from_json(&inputs).map(|node| Inputs {
+        file: Some((source.clone(), node)),
+        file_label: Some("the request".to_string()),
+        ..Inputs::default()
+    });
+    if let Some(Ok(state)) = quick.map(|given| initial_state(flow, &given, &env)) {
+        return Ok((state, key));
+    }
     let node = match crate::run::inputs::parse_input_file(&source) {
         Ok(n) => n,
         Err(_) => {
@@ -693,8 +710,7 @@ fn prepare(
         file_label: Some("the request".to_string()),
         ..Inputs::default()
     };
-    let env = app.env.clone();
-    let state = match initial_state(flow, &given, &|var| env(var)) {
+    let state = match initial_state(flow, &given, &env) {
         Ok(s) => s,
         Err(diagnostics) => {
             return Err(Refusal {
@@ -707,10 +723,6 @@ fn prepare(
             });
         }
     };
-    let key = key.map(|k| IdempotencyKey {
-        fingerprint: Some(fingerprint.clone()),
-        ..k
-    });
     Ok((state, key))
 }
 
