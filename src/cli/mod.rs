@@ -205,14 +205,18 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
     // `run` (one run, or a batch of thousands) waits on the network, and on
     // one thread its runs, their connections and their timers wake each
     // other without crossing threads: a batch did a third of its work in
-    // the scheduler when they did. `serve` and the simulator take requests
-    // from many clients at once, on every core.
-    let one_thread = matches!(cli.command, Command::Run(_));
-    let mut builder = if one_thread {
+    // the scheduler when they did. `serve` is the same by default (its
+    // `--threads`); the simulator takes requests from many clients at once.
+    let threads = match &cli.command {
+        Command::Run(_) => 1,
+        Command::Serve(a) => a.threads as usize,
+        _ => 2,
+    };
+    let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2);
+        b.worker_threads(threads);
         b
     };
     let runtime = match builder.enable_all().build() {

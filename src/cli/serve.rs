@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// cannot crowd out the new ones.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_running: Option<u32>,
+    /// Threads that take the runs' steps and answer requests. On one, runs, their
+    /// connections and their timers wake each other without crossing threads: the
+    /// reference flow costs a quarter less CPU a run. More help when the work is CPU
+    /// alone (no-op runs started in bulk) and the worker's one core is busy.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: u32,
     /// On SIGTERM, how long the steps in flight may take to end.
     #[arg(long, default_value = "30s", value_parser = duration_arg)]
     pub grace: Duration,

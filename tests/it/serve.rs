@@ -1083,6 +1083,33 @@ fn max_running_caps_the_runs_taking_steps_at_once() {
     }
 }
 
+/// `--threads N` runs the same runs on a runtime of N threads (one by
+/// default): each sends its request once and ends, and no N below one is
+/// taken.
+#[test]
+fn runs_go_the_same_on_several_threads() {
+    let server = Loopback::start(|_, _| json_answer(201, &json!({ "ok": true })));
+    let dir = scratch("serve-threads");
+    let flows = flows(&dir, &["tests/files/durable/post.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = [("TARGET", server.base.as_str())];
+    let served = Served::start_with(&flows, &db, &env, &["--threads", "3"]);
+    let list = json!({ "runs": (0..40).map(|_| json!({ "inputs": {} })).collect::<Vec<_>>() });
+    let (code, made) = served.json("POST", "/v1/flows/post-once/runs", Some(list));
+    assert_eq!(code, 201, "{made}");
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 40),
+        "{}",
+        served.log()
+    );
+    assert_eq!(server.seen().len(), 40, "each run sent its POST once");
+    let refused =
+        crate::common::handoff(&["serve", flows.to_str().unwrap(), "--threads", "0"], &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    let said = crate::common::text(&refused.stderr);
+    assert!(said.contains("--threads"), "{said}");
+}
+
 /// A bulk start: many runs in one call, checked first and kept in one
 /// transaction. Sent again, it starts nothing new; a bad item or a
 /// conflicting key starts none of the list.
