@@ -205,8 +205,8 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
     // `run` (one run, or a batch of thousands) waits on the network, and on
     // one thread its runs, their connections and their timers wake each
     // other without crossing threads: a batch did a third of its work in
-    // the scheduler when they did. `serve` is the same by default (its
-    // `--threads`); the simulator takes requests from many clients at once.
+    // the scheduler when they did. `serve` has two unless its `--threads`
+    // says otherwise; the simulator takes requests from many clients at once.
     let threads = match &cli.command {
         Command::Run(_) => 1,
         Command::Serve(a) => a.threads as usize,

@@ -38,9 +38,9 @@ pub struct ServeArgs {
     pub max_running: Option<u32>,
     /// Threads that take the runs' steps and answer requests. On one, runs, their
     /// connections and their timers wake each other without crossing threads: the
-    /// reference flow costs a quarter less CPU a run. More help when the work is CPU
-    /// alone (no-op runs started in bulk) and the worker's one core is busy.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// reference flow costs up to a fifth less CPU a run. On two, the worker has a
+    /// core more to use, for runs that are CPU alone or a busy Postgres store.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: u32,
     /// On SIGTERM, how long the steps in flight may take to end.
     #[arg(long, default_value = "30s", value_parser = duration_arg)]

@@ -1083,26 +1083,28 @@ fn max_running_caps_the_runs_taking_steps_at_once() {
     }
 }
 
-/// `--threads N` runs the same runs on a runtime of N threads (one by
-/// default): each sends its request once and ends, and no N below one is
-/// taken.
+/// `--threads N` runs the same runs on a runtime of N threads (two by
+/// default; one is a runtime of another kind): each sends its request once
+/// and ends, and no N below one is taken.
 #[test]
-fn runs_go_the_same_on_several_threads() {
-    let server = Loopback::start(|_, _| json_answer(201, &json!({ "ok": true })));
+fn runs_go_the_same_on_one_thread_or_several() {
     let dir = scratch("serve-threads");
     let flows = flows(&dir, &["tests/files/durable/post.yaml"]);
-    let db = dir.join("handoff.db");
-    let env = [("TARGET", server.base.as_str())];
-    let served = Served::start_with(&flows, &db, &env, &["--threads", "3"]);
-    let list = json!({ "runs": (0..40).map(|_| json!({ "inputs": {} })).collect::<Vec<_>>() });
-    let (code, made) = served.json("POST", "/v1/flows/post-once/runs", Some(list));
-    assert_eq!(code, 201, "{made}");
-    assert!(
-        until(|| runs_with(&served, "succeeded").len() == 40),
-        "{}",
-        served.log()
-    );
-    assert_eq!(server.seen().len(), 40, "each run sent its POST once");
+    for threads in ["1", "3"] {
+        let server = Loopback::start(|_, _| json_answer(201, &json!({ "ok": true })));
+        let db = dir.join(format!("handoff-{threads}.db"));
+        let env = [("TARGET", server.base.as_str())];
+        let served = Served::start_with(&flows, &db, &env, &["--threads", threads]);
+        let list = json!({ "runs": (0..40).map(|_| json!({ "inputs": {} })).collect::<Vec<_>>() });
+        let (code, made) = served.json("POST", "/v1/flows/post-once/runs", Some(list));
+        assert_eq!(code, 201, "{made}");
+        assert!(
+            until(|| runs_with(&served, "succeeded").len() == 40),
+            "{}",
+            served.log()
+        );
+        assert_eq!(server.seen().len(), 40, "each run sent its POST once");
+    }
     let refused =
         crate::common::handoff(&["serve", flows.to_str().unwrap(), "--threads", "0"], &[]);
     assert_eq!(refused.status.code(), Some(2));
