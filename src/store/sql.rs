@@ -296,6 +296,13 @@ macro_rules! insert_event {
 
 /// A run's row with its flow's text, from the version it names (a stored run
 /// whose version is missing reads an empty text, which `pinned_flow` refuses).
+/// A run the scheduler may take at `$1` for owner `$2`: its wait is over and
+/// no one else holds it, or it was under way in a worker whose lease ran out.
+const DUE: &str = "((status = 'waiting' AND wake_at_ms <= $1
+        AND (owner IS NULL OR owner = $2 OR lease_until_ms < $1))
+    -- A running run of this owner's is under way here: not due.
+    OR (status = 'running' AND (owner IS NULL OR lease_until_ms < $1)))";
+
 const RUN_ROW: &str = "SELECT runs.*, flow_versions.source AS flow_source FROM runs LEFT JOIN flow_versions ON flow_versions.hash = runs.flow_hash";
 
 /// Flow versions a statement stores at most (two parameters each).
@@ -1037,15 +1044,24 @@ where
     ) -> BoxFuture<'a, Result<Vec<StoredRun>, StoreError>> {
         Box::pin(async move {
             let fail = failed("take runs due");
+            // Mostly nothing is due: a read says so without the write lock
+            // (SQLite's, which a batch of checkpoints would wait for).
+            let any = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT 1 FROM runs WHERE {DUE} LIMIT 1"
+            )))
+            .bind(now_ms)
+            .bind(&lease.owner)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(&fail)?;
+            if any.is_none() {
+                return Ok(Vec::new());
+            }
             // Read and claimed in one transaction: SQLite's write lock, or
             // Postgres's row locks (rows another worker locked are skipped).
             let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(&fail)?;
             let sql = format!(
-                "{RUN_ROW} WHERE runs.id IN (SELECT id FROM runs
-                 WHERE (status = 'waiting' AND wake_at_ms <= $1
-                        AND (owner IS NULL OR owner = $2 OR lease_until_ms < $1))
-                    -- A running run of this owner's is under way here: not due.
-                    OR (status = 'running' AND (owner IS NULL OR lease_until_ms < $1))
+                "{RUN_ROW} WHERE runs.id IN (SELECT id FROM runs WHERE {DUE}
                  ORDER BY COALESCE(wake_at_ms, updated_ms), id
                  LIMIT $3 {})
                  ORDER BY COALESCE(runs.wake_at_ms, runs.updated_ms), runs.id",

@@ -939,6 +939,40 @@ async fn creates_many_in_one_transaction(store: &dyn Store) {
     assert!(store.load("c449").await.unwrap().is_some());
 }
 
+/// The scheduler looks for due runs every second. With none due it takes
+/// no write lock: a writer holding SQLite's (a batch of checkpoints) does
+/// not hold it up, and it does not hold the writer up. With one due, it
+/// waits for the lock as before.
+#[test]
+fn sqlite_looks_for_due_runs_without_the_write_lock() {
+    use sqlx::Connection;
+    let dir = crate::common::scratch("store-due-unlocked");
+    let path = dir.join("handoff.db");
+    rt().block_on(async {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.create(&run("a")).await.unwrap();
+        store.checkpoint(&waiting("a", "me")).await.unwrap();
+        let lease = Lease {
+            owner: "me".into(),
+            until_ms: 10_000,
+        };
+        let url = format!("sqlite://{}", path.display());
+        let mut writer = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+        // `a` wakes at 100: at 99 nothing is due, and the answer comes
+        // while the other connection holds the lock (before, the poll
+        // waited for it, and failed as "locked" after five seconds).
+        assert!(store.take_due(99, &lease, 10).await.unwrap().is_empty());
+        sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+        let taken = store.take_due(100, &lease, 10).await.unwrap();
+        assert_eq!(taken.len(), 1);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn sqlite_creates_many_in_one_transaction() {
     let dir = crate::common::scratch("store-bulk");
