@@ -294,8 +294,6 @@ macro_rules! insert_event {
     };
 }
 
-/// A run's row with its flow's text, from the version it names (a stored run
-/// whose version is missing reads an empty text, which `pinned_flow` refuses).
 /// A run the scheduler may take at `$1` for owner `$2`: its wait is over and
 /// no one else holds it, or it was under way in a worker whose lease ran out.
 const DUE: &str = "((status = 'waiting' AND wake_at_ms <= $1
@@ -303,6 +301,8 @@ const DUE: &str = "((status = 'waiting' AND wake_at_ms <= $1
     -- A running run of this owner's is under way here: not due.
     OR (status = 'running' AND (owner IS NULL OR lease_until_ms < $1)))";
 
+/// A run's row with its flow's text, from the version it names (a stored run
+/// whose version is missing reads an empty text, which `pinned_flow` refuses).
 const RUN_ROW: &str = "SELECT runs.*, flow_versions.source AS flow_source FROM runs LEFT JOIN flow_versions ON flow_versions.hash = runs.flow_hash";
 
 /// Flow versions a statement stores at most (two parameters each).
