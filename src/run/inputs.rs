@@ -197,20 +197,23 @@ pub fn initial_state(
                     problems.push(empty_input(flow, field, &origin));
                     continue;
                 }
-                // A value that is not secret is quoted, so the error says what
-                // was wrong; redacted, in case a secret was given there too.
-                let quoted = match &raw {
-                    Err(text) => crate::language::fields::quote(&Value::String(text.clone())),
-                    Ok(v) => crate::language::fields::quote(v),
-                };
-                let coerced = match raw {
-                    Err(text) => field.ty.from_input(&text, false),
-                    Ok(v) => field.ty.coerce(v),
+                let coerced = match &raw {
+                    Err(text) => field.ty.from_input(text, false),
+                    Ok(v) => field.ty.coerce(v.clone()),
                 };
                 coerced.map_err(|e| {
+                    // A value that is not secret is quoted, so the error says
+                    // what was wrong; redacted, in case a secret was given
+                    // there too. Quoted only then: most values fit.
                     let e = if field.secret {
                         e
                     } else {
+                        let quoted = match &raw {
+                            Err(text) => {
+                                crate::language::fields::quote(&Value::String(text.clone()))
+                            }
+                            Ok(v) => crate::language::fields::quote(v),
+                        };
                         format!("{e}: {}", secrets.redact(&quoted))
                     };
                     (e, origin)

@@ -211,6 +211,7 @@ mod tests {
             step: "s".into(),
             method: "GET".into(),
             url: url.into(),
+            parsed: None,
             shown_url: url.into(),
             headers: Vec::new(),
             body: None,

@@ -667,7 +667,6 @@ fn prepare(
             "the worker is shutting down; try again",
         ));
     }
-    let fingerprint = inputs_fingerprint(&served.flow, &inputs);
     if !inputs.is_object() {
         return Err(Refusal::new(
             422,
@@ -680,8 +679,9 @@ fn prepare(
     let source = Source::new("the request's inputs", text);
     let env = app.env.clone();
     let env = move |var: &str| env(var);
+    // Only a key's start needs its inputs' fingerprint.
     let key = key.map(|k| IdempotencyKey {
-        fingerprint: Some(fingerprint.clone()),
+        fingerprint: Some(inputs_fingerprint(flow, &inputs)),
         ..k
     });
     // The inputs are JSON already: read as YAML would read them, without

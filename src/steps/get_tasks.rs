@@ -173,7 +173,10 @@ impl GetTasks {
             }
         }
         let first = send::build_url(&base, false, "/workflows/v2/tasks", &query)?;
-        let origin = origin_of(&first.wire);
+        let origin = first
+            .parsed
+            .as_ref()
+            .map_or_else(String::new, |u| u.origin().ascii_serialization());
         let mut url = first;
         let mut seen = BTreeSet::new();
         let mut tasks = Vec::new();

@@ -81,13 +81,17 @@ pub struct RequestUrl {
     pub shown: String,
     /// `scheme://host:port` of `wire`, for where the token may go.
     pub origin: Option<String>,
+    /// `wire` parsed, which the client then need not parse again.
+    pub parsed: Option<reqwest::Url>,
 }
 
 impl RequestUrl {
     /// A URL given whole (a `nextLink`, say).
     pub fn whole(wire: String, shown: String) -> RequestUrl {
+        let parsed = reqwest::Url::parse(&wire).ok();
         RequestUrl {
-            origin: reqwest::Url::parse(&wire).ok().as_ref().and_then(origin_of),
+            origin: parsed.as_ref().and_then(origin_of),
+            parsed,
             wire,
             shown,
         }
@@ -235,6 +239,7 @@ impl StepCx<'_, '_> {
             step: self.step.id.to_string(),
             method: method.to_string(),
             url: url.wire.clone(),
+            parsed: url.parsed.clone(),
             shown_url: url.shown.clone(),
             headers: wire,
             body,
@@ -618,6 +623,7 @@ pub fn build_url(
     Ok(RequestUrl {
         origin: origin_of(&url),
         wire: url.to_string(),
+        parsed: Some(url),
         shown,
     })
 }
