@@ -237,24 +237,25 @@ impl DurableRuns {
         now: std::time::SystemTime,
         key: Option<IdempotencyKey>,
     ) -> NewRun {
-        let inputs: IndexMap<String, Value> = flow
-            .fields
-            .values()
-            .filter(|f| f.input || f.env.is_some())
-            .filter_map(|f| Some((f.name.clone(), state.get(&f.name)?.clone())))
-            .collect();
-        let sealed_inputs = self
-            .sealer
-            .seal_fields(&inputs, |name| state.secret.contains(name));
+        // The inputs and the state seal a secret once between them.
+        let memo = Memo::default();
+        let inputs = self.sealer.fields_json(
+            flow.fields
+                .values()
+                .filter(|f| f.input || f.env.is_some())
+                .filter_map(|f| Some((f.name.as_str(), state.get(&f.name)?))),
+            |name| state.secret.contains(name),
+            Some(&memo),
+        );
         NewRun {
             id: id.to_string(),
             flow: flow.name.clone(),
             flow_path: flow.source.name.clone(),
             flow_source: flow.source.text.clone(),
             flow_hash: flow.source.hash().to_string(),
-            inputs: serde_json::to_string(&sealed_inputs).unwrap_or_default(),
+            inputs,
             title: title_of(flow, state),
-            state: self.seal_state(state, None),
+            state: self.seal_state(state, Some(&memo)),
             created_ms: unix_ms(now),
             lease: self.lease(now),
             idempotency: key,

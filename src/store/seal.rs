@@ -185,26 +185,50 @@ impl Sealer {
         };
         let mut out = Vec::with_capacity(rest.len() + 64 * state.fields.len());
         out.extend_from_slice(br#"{"fields":"#);
-        // Sealed as they are written, not copied first (a poll's list of
-        // tasks, say), and by the trace's writer: serde_json escapes a
-        // string a byte at a time.
+        let fields = state.fields.iter().map(|(k, v)| (k.as_str(), v));
+        self.write_fields(&mut out, fields, secret, memo);
+        out.extend_from_slice(rest.as_bytes());
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// `fields` as a JSON object, the secret ones sealed (as `memo` sealed
+    /// them last, when unchanged).
+    pub fn fields_json<'a>(
+        &self,
+        fields: impl Iterator<Item = (&'a str, &'a Value)>,
+        secret: impl Fn(&str) -> bool,
+        memo: Option<&Memo>,
+    ) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write_fields(&mut out, fields, secret, memo);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Sealed as they are written, not copied first (a poll's list of tasks,
+    /// say), and by the trace's writer: serde_json escapes a string a byte
+    /// at a time.
+    fn write_fields<'a>(
+        &self,
+        out: &mut Vec<u8>,
+        fields: impl Iterator<Item = (&'a str, &'a Value)>,
+        secret: impl Fn(&str) -> bool,
+        memo: Option<&Memo>,
+    ) {
         out.push(b'{');
-        for (i, (name, value)) in state.fields.iter().enumerate() {
+        for (i, (name, value)) in fields.enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            crate::run::jsonl::write_str(&mut out, name);
+            crate::run::jsonl::write_str(out, name);
             out.push(b':');
             if secret(name) {
                 let sealed = self.seal_remembered(memo, name, value);
-                crate::run::jsonl::write_value(&mut out, &sealed);
+                crate::run::jsonl::write_value(out, &sealed);
             } else {
-                crate::run::jsonl::write_value(&mut out, value);
+                crate::run::jsonl::write_value(out, value);
             }
         }
         out.push(b'}');
-        out.extend_from_slice(rest.as_bytes());
-        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Every sealed value in `fields` opened.
@@ -335,6 +359,41 @@ mod tests {
         assert_eq!(sealer.unseal(&changed).unwrap(), json!("canary-2"));
         assert_eq!(
             sealer.unseal(&first).unwrap(),
+            json!("canary-7f3a+9c/1d=ee")
+        );
+    }
+
+    /// A run's inputs are written as serde_json writes the sealed map, and
+    /// share their sealed token with the state written after them.
+    #[test]
+    fn inputs_and_state_seal_a_secret_once_between_them() {
+        let sealer = Sealer::from_key(&[7; 32]);
+        let memo = Memo::default();
+        let mut fields = IndexMap::new();
+        fields.insert("token".to_string(), json!("canary-7f3a+9c/1d=ee"));
+        fields.insert("note".to_string(), json!("tab\there \"quoted\" é"));
+        fields.insert("tries".to_string(), json!(3));
+        let state = RunState {
+            fields: Arc::new(fields.clone()),
+            secret: ["token".to_string()].into(),
+            ..RunState::default()
+        };
+        let secret = |name: &str| name == "token";
+        let inputs = sealer.fields_json(
+            fields.iter().map(|(k, v)| (k.as_str(), v)),
+            secret,
+            Some(&memo),
+        );
+        let read: IndexMap<String, Value> = serde_json::from_str(&inputs).unwrap();
+        let mut expected = sealer.seal_fields(&fields, secret);
+        expected.insert("token".to_string(), read["token"].clone());
+        assert_eq!(inputs, serde_json::to_string(&expected).unwrap());
+        assert!(!inputs.contains("canary"));
+        let stored: Value =
+            serde_json::from_str(&sealer.state_json(&state, None, Some(&memo))).unwrap();
+        assert_eq!(stored["fields"]["token"], read["token"], "sealed once");
+        assert_eq!(
+            sealer.unseal(&read["token"]).unwrap(),
             json!("canary-7f3a+9c/1d=ee")
         );
     }
