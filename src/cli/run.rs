@@ -202,7 +202,14 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
     let mut _held = None;
     if let Some(runs) = &runs {
         if let Err(e) = runs
-            .create(&run_id, &flow, &state, SystemTime::now(), None)
+            .create(
+                &run_id,
+                &flow,
+                &state,
+                SystemTime::now(),
+                None,
+                checkpoints.as_ref().map(|c| c.sealed()),
+            )
             .await
         {
             eprintln!("error: {e}");

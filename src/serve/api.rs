@@ -34,6 +34,7 @@ use crate::language::source::Source;
 use crate::serve::app::App;
 use crate::serve::flows::Served;
 use crate::serve::worker::{Entry, Worker};
+use crate::store::seal::Memo;
 use crate::store::{Created, IdempotencyKey, RunFilter, StoredRun};
 
 /// The largest request body the API reads.
@@ -456,10 +457,11 @@ pub async fn create_run(
     let now = SystemTime::now();
     let id = crate::run::trace::new_run_id(now);
     let title = crate::store::durable::title_of(flow, &state);
+    let sealed = Memo::default();
     match app
         .worker
         .runs
-        .create(&id, flow, &state, now, key.clone())
+        .create(&id, flow, &state, now, key.clone(), Some(&sealed))
         .await
     {
         Ok(Created::New) => {}
@@ -477,8 +479,10 @@ pub async fn create_run(
         Err(e) => return Err(Box::new(problem(503, "store", e))),
     }
     app.worker.pin(served.hash(), flow.clone());
-    app.worker
-        .spawn(id.clone(), Entry::Fresh(flow.clone(), Box::new(state)));
+    app.worker.spawn(
+        id.clone(),
+        Entry::Fresh(flow.clone(), Box::new(state), sealed),
+    );
     Ok(Started::New(id, title))
 }
 
@@ -583,10 +587,13 @@ async fn start_many(
         .iter()
         .map(|_| crate::run::trace::new_run_id(now))
         .collect();
+    // Each run's checkpoints go on from the sealing its creation did.
+    let memos: Vec<Memo> = prepared.iter().map(|_| Memo::default()).collect();
     let rows = ids
         .iter()
         .zip(&prepared)
-        .map(|(id, (state, key))| (id.clone(), state, key.clone()))
+        .zip(&memos)
+        .map(|((id, (state, key)), memo)| (id.clone(), state, key.clone(), Some(memo)))
         .collect();
     let results = match app.worker.runs.create_many(flow, rows, now).await {
         Ok(r) => r,
@@ -601,7 +608,8 @@ async fn start_many(
     app.worker.pin(served.hash(), flow.clone());
     let mut runs = Vec::with_capacity(results.len());
     let mut created = false;
-    for ((id, (state, _)), result) in ids.into_iter().zip(prepared).zip(results) {
+    let started = ids.into_iter().zip(prepared).zip(memos).zip(results);
+    for (((id, (state, _)), sealed), result) in started {
         match result {
             Created::Existing(existing) => runs.push(json!({
                 "id": existing,
@@ -612,7 +620,7 @@ async fn start_many(
                 created = true;
                 runs.push(json!({ "id": id, "url": format!("/v1/runs/{id}"), "replayed": false }));
                 app.worker
-                    .spawn(id, Entry::Fresh(flow.clone(), Box::new(state)));
+                    .spawn(id, Entry::Fresh(flow.clone(), Box::new(state), sealed));
             }
         }
     }

@@ -32,6 +32,7 @@ use crate::run::transport::Transport;
 use crate::serve::metrics::Metrics;
 use crate::store::StoredRun;
 use crate::store::durable::{DurableRuns, is_gone, pinned_flow};
+use crate::store::seal::Memo;
 
 /// How many due runs the scheduler takes at a time.
 const BATCH: u32 = 256;
@@ -83,8 +84,9 @@ const WORKER: &str = "handoff::serve::worker";
 
 /// How a run's turn begins.
 pub enum Entry {
-    /// Just created: its first step.
-    Fresh(Arc<Flow>, Box<RunState>),
+    /// Just created: its first step, and its secrets as its creation
+    /// sealed them.
+    Fresh(Arc<Flow>, Box<RunState>, Memo),
     /// From the store: a timer that is due, or a run left running.
     Stored,
     /// Due, and claimed for this process by the scheduler: as it was before.
@@ -230,9 +232,11 @@ impl Worker {
     /// One turn of a run: from its entry until it ends, waits in a timer, or
     /// stops for a shutdown. `true` when it was left for a later turn.
     async fn turn(self: &Arc<Self>, id: &str, entry: Entry) -> bool {
+        let mut sealed = Memo::default();
         let (flow, state, created, durable_entry) = match entry {
-            Entry::Fresh(flow, state) => {
+            Entry::Fresh(flow, state, memo) => {
                 self.metrics.runs_started.fetch_add(1, Ordering::Relaxed);
+                sealed = memo;
                 (flow, *state, SystemTime::now(), DurableEntry::Fresh)
             }
             Entry::Stored => match self.take(id).await {
@@ -260,7 +264,7 @@ impl Worker {
             _ => self.spans_from_store(id).await,
         };
         let checkpoints = Notifying {
-            inner: self.runs.checkpoints(id),
+            inner: self.runs.checkpoints_sealed(id, sealed),
             changed: &self.changed,
             spans: spans.map(Mutex::new),
             run: id,

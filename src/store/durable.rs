@@ -207,28 +207,30 @@ impl DurableRuns {
         state: &RunState,
         now: std::time::SystemTime,
         key: Option<IdempotencyKey>,
+        sealed: Option<&Memo>,
     ) -> Result<Created, String> {
-        let run = self.new_run(id, flow, state, now, key);
+        let run = self.new_run(id, flow, state, now, key, sealed);
         self.store.create(&run).await.map_err(|e| e.0)
     }
 
     /// Records many runs of one flow in one transaction (a bulk start):
-    /// each `(id, state, key)`; when any conflicts, none is kept.
+    /// each `(id, state, key, sealed)`; when any conflicts, none is kept.
     pub async fn create_many(
         &self,
         flow: &Flow,
-        runs: Vec<(String, &RunState, Option<IdempotencyKey>)>,
+        runs: Vec<NewRow<'_>>,
         now: std::time::SystemTime,
     ) -> Result<Vec<Created>, String> {
         let runs: Vec<NewRun> = runs
             .into_iter()
-            .map(|(id, state, key)| self.new_run(&id, flow, state, now, key))
+            .map(|(id, state, key, sealed)| self.new_run(&id, flow, state, now, key, sealed))
             .collect();
         self.store.create_many(&runs).await.map_err(|e| e.0)
     }
 
     /// A run as the store keeps it: inputs and state sealed, leased to this
-    /// process.
+    /// process. The inputs and the state seal a secret once between them, and
+    /// with `sealed` (the run's checkpoints' memo), its checkpoints after.
     fn new_run(
         &self,
         id: &str,
@@ -236,16 +238,17 @@ impl DurableRuns {
         state: &RunState,
         now: std::time::SystemTime,
         key: Option<IdempotencyKey>,
+        sealed: Option<&Memo>,
     ) -> NewRun {
-        // The inputs and the state seal a secret once between them.
-        let memo = Memo::default();
+        let own = Memo::default();
+        let memo = sealed.unwrap_or(&own);
         let inputs = self.sealer.fields_json(
             flow.fields
                 .values()
                 .filter(|f| f.input || f.env.is_some())
                 .filter_map(|f| Some((f.name.as_str(), state.get(&f.name)?))),
             |name| state.secret.contains(name),
-            Some(&memo),
+            Some(memo),
         );
         NewRun {
             id: id.to_string(),
@@ -255,7 +258,7 @@ impl DurableRuns {
             flow_hash: flow.source.hash().to_string(),
             inputs,
             title: title_of(flow, state),
-            state: self.seal_state(state, Some(&memo)),
+            state: self.seal_state(state, Some(memo)),
             created_ms: unix_ms(now),
             lease: self.lease(now),
             idempotency: key,
@@ -338,10 +341,16 @@ impl DurableRuns {
 
     /// Where the engine hands this run's progress.
     pub fn checkpoints<'a>(&'a self, run_id: &str) -> RunCheckpoints<'a> {
+        self.checkpoints_sealed(run_id, Memo::default())
+    }
+
+    /// [`Self::checkpoints`] for a run whose creation sealed its secrets
+    /// into `sealed`: its first checkpoint writes them as sealed then.
+    pub fn checkpoints_sealed<'a>(&'a self, run_id: &str, sealed: Memo) -> RunCheckpoints<'a> {
         RunCheckpoints {
             runs: self,
             run_id: run_id.to_string(),
-            sealed: Memo::default(),
+            sealed,
         }
     }
 
@@ -595,12 +604,29 @@ pub fn pinned_flow(run: &StoredRun) -> Result<Flow, String> {
         })
 }
 
+/// A run to create: its id, state, idempotency key, and the memo its
+/// checkpoints will seal with, when they are to start from its sealing.
+pub type NewRow<'a> = (
+    String,
+    &'a RunState,
+    Option<IdempotencyKey>,
+    Option<&'a Memo>,
+);
+
 /// One run's checkpoints, into its store.
 pub struct RunCheckpoints<'a> {
     runs: &'a DurableRuns,
     run_id: String,
     /// Its secret values as its last checkpoint sealed them.
     sealed: Memo,
+}
+
+impl RunCheckpoints<'_> {
+    /// Its secret values as sealed last, for [`DurableRuns::create`] to seal
+    /// the run's first state with.
+    pub fn sealed(&self) -> &Memo {
+        &self.sealed
+    }
 }
 
 impl Checkpoints for RunCheckpoints<'_> {

@@ -1112,6 +1112,54 @@ fn runs_go_the_same_on_one_thread_or_several() {
     assert!(said.contains("--threads"), "{said}");
 }
 
+/// A run's secret is sealed once, when the run is made: its inputs, and its
+/// state after its last checkpoint, hold the same sealed text, started alone
+/// or in bulk, and neither holds the token.
+#[test]
+fn a_runs_token_is_sealed_once_from_its_start_to_its_end() {
+    let sim = Sim::new();
+    let (alone_at, _) = sim.instance(json!({ "delay": "0s" }));
+    let (bulk_at, _) = sim.instance(json!({ "delay": "0s" }));
+    let dir = scratch("serve-sealed-once");
+    let flows = flows(&dir, &["flows/complete-nwc-task.yaml"]);
+    let db = dir.join("handoff.db");
+    let env = sim_env(&sim);
+    let served = Served::start(&flows, &db, &env_refs(&env));
+    let alone = start_run(
+        &served,
+        "complete-nwc-task",
+        json!({ "instance_id": alone_at }),
+    );
+    let list = json!({ "runs": [{ "inputs": { "instance_id": bulk_at } }] });
+    let (code, made) = served.json("POST", "/v1/flows/complete-nwc-task/runs", Some(list));
+    assert_eq!(code, 201, "{made}");
+    let bulk = made["runs"][0]["id"].as_str().unwrap().to_string();
+    assert!(
+        until(|| runs_with(&served, "succeeded").len() == 2),
+        "{}",
+        served.log()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for run in [alone, bulk] {
+        let stored = rt.block_on(async {
+            use handoff::store::Store;
+            let store = handoff::store::sqlite::SqliteStore::open(&db)
+                .await
+                .unwrap();
+            store.load(&run).await.unwrap().unwrap()
+        });
+        let inputs: Value = serde_json::from_str(&stored.inputs).unwrap();
+        let state: Value = serde_json::from_str(&stored.state).unwrap();
+        assert!(inputs["token"]["$sealed"].is_string(), "{inputs}");
+        assert_eq!(state["fields"]["token"], inputs["token"], "{run}");
+        assert_eq!(state["fields"]["http_result"], 204, "{state}");
+        assert!(!stored.inputs.contains(TOKEN) && !stored.state.contains(TOKEN));
+    }
+}
+
 /// A bulk start: many runs in one call, checked first and kept in one
 /// transaction. Sent again, it starts nothing new; a bad item or a
 /// conflicting key starts none of the list.

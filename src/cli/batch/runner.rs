@@ -170,7 +170,7 @@ impl Batch<'_> {
         let asked = rows
             .iter()
             .zip(&ids)
-            .map(|(row, id)| (id.clone(), &row.state, Some(self.key(row, 1))))
+            .map(|(row, id)| (id.clone(), &row.state, Some(self.key(row, 1)), None))
             .collect();
         let created = runs.create_many(self.flow, asked, now).await;
         rows.into_iter()
@@ -367,6 +367,7 @@ impl Batch<'_> {
                                     &row.state,
                                     now,
                                     Some(self.key(&row, attempt)),
+                                    None,
                                 )
                                 .await;
                         }
