@@ -326,9 +326,11 @@ impl Transport for ReqwestTransport {
                 TransportError::Other(format!("`{}` is not an HTTP method", request.method))
             })?;
             let client = self.client_for(&request.url)?;
+            // Only the very URL the limits and the token's origin were
+            // checked against goes out: a parse that says otherwise is not used.
             let builder = match &request.parsed {
-                Some(url) => client.request(method, url.clone()),
-                None => client.request(method, &request.url),
+                Some(url) if url.as_str() == request.url => client.request(method, url.clone()),
+                _ => client.request(method, &request.url),
             };
             let mut builder = builder.timeout(request.timeout);
             for (name, value) in &request.headers {

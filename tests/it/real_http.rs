@@ -1,5 +1,6 @@
 //! Real runs over real HTTP: the binary against a small server on a loopback
-//! port, so reqwest, timeouts and refused connections are exercised for real.
+//! port, so reqwest, timeouts and refused connections are exercised for real;
+//! and the client itself, sending where a request's URL says.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -170,4 +171,41 @@ fn a_server_that_never_answers_times_out() {
         stdout.contains("timed out after 300ms (attempt 2 of 2)"),
         "{stdout}"
     );
+}
+
+/// A request goes to its URL: the parse it carries (so the client need not
+/// parse it again) is used only when it is that very URL.
+#[test]
+fn a_request_goes_where_its_url_says_whatever_parse_it_carries() {
+    use crate::common::{Loopback, json_answer};
+    use handoff::run::transport::{HttpRequest, ReqwestTransport, Transport};
+    let meant = Loopback::start(|_, _| json_answer(200, &serde_json::json!({ "to": "meant" })));
+    let other = Loopback::start(|_, _| json_answer(200, &serde_json::json!({ "to": "other" })));
+    let url = format!("{}/workflows/v2/tasks?workflowInstanceId=i-1", meant.base);
+    let request = |parsed: &str| HttpRequest {
+        step: "find".into(),
+        method: "GET".into(),
+        url: url.clone(),
+        parsed: Some(reqwest::Url::parse(parsed).unwrap()),
+        shown_url: url.clone(),
+        headers: Vec::new(),
+        body: None,
+        timeout: std::time::Duration::from_secs(10),
+        max_body: 1 << 20,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let transport = ReqwestTransport::new().unwrap();
+    for parsed in [url.clone(), format!("{}/elsewhere", other.base)] {
+        let answer = rt.block_on(transport.send(&request(&parsed))).unwrap();
+        assert_eq!(answer.json().unwrap()["to"], "meant", "parsed as {parsed}");
+    }
+    assert_eq!(meant.seen().len(), 2);
+    assert_eq!(
+        meant.seen()[1].target,
+        "/workflows/v2/tasks?workflowInstanceId=i-1"
+    );
+    assert!(other.seen().is_empty());
 }
