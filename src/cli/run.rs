@@ -200,7 +200,7 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
     };
     let checkpoints = runs.as_ref().map(|r| r.checkpoints(&run_id));
     let mut _held = None;
-    if let Some(runs) = &runs {
+    if let (Some(runs), Some(checkpoints)) = (&runs, &checkpoints) {
         if let Err(e) = runs
             .create(
                 &run_id,
@@ -208,7 +208,7 @@ pub async fn run_command(args: RunArgs, color: Colors) -> i32 {
                 &state,
                 SystemTime::now(),
                 None,
-                checkpoints.as_ref().map(|c| c.sealed()),
+                checkpoints.sealed(),
             )
             .await
         {

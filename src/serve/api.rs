@@ -461,7 +461,7 @@ pub async fn create_run(
     match app
         .worker
         .runs
-        .create(&id, flow, &state, now, key.clone(), Some(&sealed))
+        .create(&id, flow, &state, now, key.clone(), &sealed)
         .await
     {
         Ok(Created::New) => {}
@@ -593,7 +593,7 @@ async fn start_many(
         .iter()
         .zip(&prepared)
         .zip(&memos)
-        .map(|((id, (state, key)), memo)| (id.clone(), state, key.clone(), Some(memo)))
+        .map(|((id, (state, key)), memo)| (id.clone(), state, key.clone(), memo))
         .collect();
     let results = match app.worker.runs.create_many(flow, rows, now).await {
         Ok(r) => r,
@@ -685,8 +685,7 @@ fn prepare(
     let flow = &served.flow;
     let text = serde_json::to_string(&inputs).unwrap_or_default();
     let source = Source::new("the request's inputs", text);
-    let env = app.env.clone();
-    let env = move |var: &str| env(var);
+    let env: &dyn Fn(&str) -> Option<String> = &*app.env;
     // Only a key's start needs its inputs' fingerprint.
     let key = key.map(|k| IdempotencyKey {
         fingerprint: Some(inputs_fingerprint(flow, &inputs)),
@@ -700,7 +699,7 @@ fn prepare(
         file_label: Some("the request".to_string()),
         ..Inputs::default()
     });
-    if let Some(Ok(state)) = quick.map(|given| initial_state(flow, &given, &env)) {
+    if let Some(Ok(state)) = quick.map(|given| initial_state(flow, &given, env)) {
         return Ok((state, key));
     }
     let node = match crate::run::inputs::parse_input_file(&source) {
@@ -718,7 +717,7 @@ fn prepare(
         file_label: Some("the request".to_string()),
         ..Inputs::default()
     };
-    let state = match initial_state(flow, &given, &env) {
+    let state = match initial_state(flow, &given, env) {
         Ok(s) => s,
         Err(diagnostics) => {
             return Err(Refusal {

@@ -207,7 +207,7 @@ impl DurableRuns {
         state: &RunState,
         now: std::time::SystemTime,
         key: Option<IdempotencyKey>,
-        sealed: Option<&Memo>,
+        sealed: &Memo,
     ) -> Result<Created, String> {
         let run = self.new_run(id, flow, state, now, key, sealed);
         self.store.create(&run).await.map_err(|e| e.0)
@@ -230,7 +230,7 @@ impl DurableRuns {
 
     /// A run as the store keeps it: inputs and state sealed, leased to this
     /// process. The inputs and the state seal a secret once between them, and
-    /// with `sealed` (the run's checkpoints' memo), its checkpoints after.
+    /// into `sealed`, the memo the run's checkpoints go on with.
     fn new_run(
         &self,
         id: &str,
@@ -238,17 +238,15 @@ impl DurableRuns {
         state: &RunState,
         now: std::time::SystemTime,
         key: Option<IdempotencyKey>,
-        sealed: Option<&Memo>,
+        sealed: &Memo,
     ) -> NewRun {
-        let own = Memo::default();
-        let memo = sealed.unwrap_or(&own);
         let inputs = self.sealer.fields_json(
             flow.fields
                 .values()
                 .filter(|f| f.input || f.env.is_some())
                 .filter_map(|f| Some((f.name.as_str(), state.get(&f.name)?))),
             |name| state.secret.contains(name),
-            Some(memo),
+            Some(sealed),
         );
         NewRun {
             id: id.to_string(),
@@ -258,7 +256,7 @@ impl DurableRuns {
             flow_hash: flow.source.hash().to_string(),
             inputs,
             title: title_of(flow, state),
-            state: self.seal_state(state, Some(memo)),
+            state: self.seal_state(state, Some(sealed)),
             created_ms: unix_ms(now),
             lease: self.lease(now),
             idempotency: key,
@@ -605,13 +603,8 @@ pub fn pinned_flow(run: &StoredRun) -> Result<Flow, String> {
 }
 
 /// A run to create: its id, state, idempotency key, and the memo its
-/// checkpoints will seal with, when they are to start from its sealing.
-pub type NewRow<'a> = (
-    String,
-    &'a RunState,
-    Option<IdempotencyKey>,
-    Option<&'a Memo>,
-);
+/// checkpoints will seal with, which its creation seals into.
+pub type NewRow<'a> = (String, &'a RunState, Option<IdempotencyKey>, &'a Memo);
 
 /// One run's checkpoints, into its store.
 pub struct RunCheckpoints<'a> {

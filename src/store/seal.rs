@@ -1,6 +1,6 @@
 //! Secrets at rest: a secret value is sealed (ChaCha20-Poly1305, a fresh
-//! random nonce for each new value; a run's later checkpoints write an
-//! unchanged one as they sealed it before, see [`Memo`]) before it goes into
+//! random nonce for each new value; a run's inputs, state and checkpoints
+//! write an unchanged one as they sealed it before, see [`Memo`]) before it goes into
 //! a store, and unsealed when a run resumes. The key is never in the store: it comes from
 //! `HANDOFF_STORE_KEY` (32 random bytes, base64, as `openssl rand -base64 32`
 //! prints them), or from a key file beside the database, created on first
@@ -270,9 +270,9 @@ fn write_key_file(path: &Path, key: &[u8]) -> Result<(), String> {
 }
 
 /// A run's secret values as last sealed, by field: a value unchanged since
-/// the last checkpoint is written as it was sealed then, rather than sealed
-/// again (a cipher and a random nonce, from the system, at every checkpoint
-/// for the token). The same text for the same value tells only that it did
+/// the run was made, or since its last checkpoint, is written as it was
+/// sealed then, rather than sealed again (a cipher and a random nonce, from
+/// the system, at every checkpoint for the token). The same text for the same value tells only that it did
 /// not change, which the run's own trace says.
 #[derive(Default)]
 pub struct Memo(std::sync::Mutex<Vec<(String, Value, Value)>>);

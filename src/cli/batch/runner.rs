@@ -22,6 +22,7 @@ use crate::run::state::RunState;
 use crate::run::trace::{Outcome, RunStatus, TraceEvent};
 use crate::run::transport::Transport;
 use crate::store::durable::DurableRuns;
+use crate::store::seal::Memo;
 use crate::store::{Created, IdempotencyKey};
 
 /// One run to make: its row's number (from 1) and its starting state.
@@ -167,16 +168,20 @@ impl Batch<'_> {
             .iter()
             .map(|_| crate::run::trace::new_run_id(now))
             .collect();
+        // Each run's checkpoints go on from the sealing its creation did.
+        let memos: Vec<Memo> = rows.iter().map(|_| Memo::default()).collect();
         let asked = rows
             .iter()
             .zip(&ids)
-            .map(|(row, id)| (id.clone(), &row.state, Some(self.key(row, 1)), None))
+            .zip(&memos)
+            .map(|((row, id), memo)| (id.clone(), &row.state, Some(self.key(row, 1)), memo))
             .collect();
         let created = runs.create_many(self.flow, asked, now).await;
         rows.into_iter()
             .zip(ids)
+            .zip(memos)
             .enumerate()
-            .map(|(k, (row, id))| Made {
+            .map(|(k, ((row, id), sealed))| Made {
                 first: match &created {
                     Ok(all) => Ok(all.get(k).cloned().unwrap_or(Created::New)),
                     Err(e) => Err(e.clone()),
@@ -184,6 +189,7 @@ impl Batch<'_> {
                 row,
                 id,
                 now,
+                sealed,
             })
             .collect()
     }
@@ -297,6 +303,7 @@ impl Batch<'_> {
             id: fresh_id,
             now,
             first,
+            sealed,
         } = made;
         if self.stop.load(Ordering::Relaxed) {
             // Made with its chunk, never begun: canceled, so that no worker
@@ -367,7 +374,7 @@ impl Batch<'_> {
                                     &row.state,
                                     now,
                                     Some(self.key(&row, attempt)),
-                                    None,
+                                    &sealed,
                                 )
                                 .await;
                         }
@@ -398,7 +405,9 @@ impl Batch<'_> {
             }
         };
         let _held = runs.hold(&run_id);
-        let checkpoints = runs.checkpoints(&run_id);
+        // A memo seals a value again when it is not the one it remembers, so
+        // a run taken up from the store may go on with it too.
+        let checkpoints = runs.checkpoints_sealed(&run_id, sealed);
         let flow = flow.as_ref().unwrap_or(self.flow);
         let system = SystemClock::quiet(now);
         let Route::Real(transport) = &self.route else {
@@ -445,4 +454,6 @@ struct Made {
     /// When it was made: its run's clock starts there.
     now: SystemTime,
     first: Result<Created, String>,
+    /// Its secrets as its creation sealed them.
+    sealed: Memo,
 }
