@@ -15,11 +15,17 @@ the handoff process's CPU a completion (user + system, from /proc), and the
 ratio to `run --each`; every task is checked to have been completed exactly
 once. The goal of issue 29: serve at least half of `run --each`.
 
+Two ratios: of the bests (each way's best try against `run --each`'s best),
+and the median of each round's own ratio (a round runs the three ways one
+after the other, so a round's ratio compares runs minutes apart rather than
+the luckiest try of each). On a shared machine whose speed drifts by half
+within an hour, the second is the steadier: both are printed.
+
 With `--polls K`, each task appears only after K polls, 1 ms apart: every
 run then waits K times (under `serve`, as a row the scheduler wakes), the
 seed's poll loop rather than a task that is there at once.
 
-    cargo build --profile dist && scripts/bench-durable.py [N] [--polls K]   # N defaults to 2000
+    cargo build --profile dist && scripts/bench-durable.py [N] [--polls K] [--tries T]   # 2000, 0, 5
 """
 import http.client
 import importlib.util
@@ -27,6 +33,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
 FLOW = os.path.join(ROOT, "flows", "complete-nwc-task.yaml")
-TRIES = 3
+TRIES = 5
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -111,6 +118,11 @@ def main():
         at = args.index("--polls")
         polls = int(args[at + 1])
         del args[at:at + 2]
+    tries = TRIES
+    if "--tries" in args:
+        at = args.index("--tries")
+        tries = int(args[at + 1])
+        del args[at:at + 2]
     n = int(args[0]) if args else 2000
     sim = subprocess.Popen([BIN, "--color", "never", "sim", "--port", "0", "--quiet", "--token", _pg.TOKEN,
                             "--task-delay", "0s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -125,8 +137,10 @@ def main():
                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
     ways = ["run --each", "serve, SQLite"] + (["serve, Postgres"] if pg_url else [])
     best = {}
+    rounds = []
     try:
-        for attempt in range(TRIES):
+        for attempt in range(tries):
+            rates = {}
             for way in ways:
                 made = _pg.instances(sim_port, n, polls)
                 round_dir = os.path.join(work, f"{attempt}-{ways.index(way)}")
@@ -140,15 +154,22 @@ def main():
                     seconds, cpu = served(sim_port, made, url, round_dir, polls)
                 _pg.check(sim_port, made)
                 rate = n / seconds
+                rates[way] = rate
                 print(f"{way:<16} {rate:7.0f} completions/s  {cpu * 1e3 / n:6.2f} ms CPU a completion")
                 if rate > best.get(way, (0, 0))[0]:
                     best[way] = (rate, cpu * 1e3 / n)
+            rounds.append({way: rates[way] / rates["run --each"] for way in ways[1:]})
+            print("round's ratios: " + ", ".join(f"{way} {r:.2f}" for way, r in rounds[-1].items()))
         print()
         base_rate, base_cpu = best["run --each"]
         for way in ways:
             rate, cpu = best[way]
             print(f"best {way:<16} {rate:7.0f}/s ({rate / base_rate:.2f} of run --each), "
                   f"{cpu:5.2f} ms CPU a completion ({cpu / base_cpu:.1f}×)")
+        for way in ways[1:]:
+            ratios = sorted(r[way] for r in rounds)
+            print(f"median of {len(ratios)} rounds' ratios, {way}: {statistics.median(ratios):.2f} "
+                  f"(from {ratios[0]:.2f} to {ratios[-1]:.2f})")
     finally:
         sim.kill()
         if pg_url:
