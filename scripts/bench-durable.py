@@ -27,7 +27,6 @@ seed's poll loop rather than a task that is there at once.
 
     cargo build --profile dist && scripts/bench-durable.py [N] [--polls K] [--tries T]   # 2000, 0, 5
 """
-import http.client
 import importlib.util
 import json
 import os
@@ -70,11 +69,45 @@ def inputs(instance, polls):
     return {"instance_id": instance, **({"poll_interval": "1ms", "max_tries": polls + 5} if polls else {})}
 
 
-def each(sim_port, made, work, polls):
+def rows_file(made, work, polls):
+    """The instances as `run --each` rows, one run's inputs a line."""
     rows = os.path.join(work, "rows.jsonl")
     with open(rows, "w") as f:
         for instance, _ in made:
             f.write(json.dumps(inputs(instance, polls)) + "\n")
+    return rows
+
+
+def flows_dir(work):
+    """A folder holding the reference flow, for `serve`."""
+    flows = os.path.join(work, "flows")
+    os.makedirs(flows, exist_ok=True)
+    shutil.copy(FLOW, flows)
+    return flows
+
+
+def start_bulk(port, made, polls):
+    """A run for each instance, by bulk starts of 1,000 (one call each)."""
+    for at in range(0, len(made), 1000):
+        runs = [{"inputs": inputs(i, polls)} for i, _ in made[at:at + 1000]]
+        status, text = _pg.call(port, "POST", "/v1/flows/complete-nwc-task/runs", {"runs": runs})
+        if status != 201:
+            raise SystemExit(f"a bulk start failed: {status} {text[:300]}")
+
+
+def wait_succeeded(port, n, every):
+    """Until `/metrics` counts n runs of the flow succeeded, read every `every` seconds."""
+    while True:
+        _, text = _pg.call(port, "GET", "/metrics")
+        done = sum(int(float(line.rsplit(" ", 1)[1])) for line in text.decode().splitlines()
+                   if line.startswith('handoff_runs{flow="complete-nwc-task",status="succeeded"}'))
+        if done >= n:
+            return
+        time.sleep(every)
+
+
+def each(sim_port, made, work, polls):
+    rows = rows_file(made, work, polls)
     env = {**os.environ, "NWC_BASE_URL": f"http://127.0.0.1:{sim_port}", "NWC_TOKEN": _pg.TOKEN}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -86,25 +119,12 @@ def each(sim_port, made, work, polls):
 
 
 def served(sim_port, made, store, work, polls):
-    flows = os.path.join(work, "flows")
-    os.makedirs(flows, exist_ok=True)
-    shutil.copy(FLOW, flows)
-    (proc, port), = _pg.start_workers(store, sim_port, 1, flows)
+    (proc, port), = _pg.start_workers(store, sim_port, 1, flows_dir(work))
     try:
         cpu_before = cpu_of(proc.pid)
         start = time.perf_counter()
-        for at in range(0, len(made), 1000):
-            runs = [{"inputs": inputs(i, polls)} for i, _ in made[at:at + 1000]]
-            status, text = _pg.call(port, "POST", "/v1/flows/complete-nwc-task/runs", {"runs": runs})
-            if status != 201:
-                raise SystemExit(f"a bulk start failed: {status} {text[:300]}")
-        while True:
-            _, text = _pg.call(port, "GET", "/metrics")
-            done = sum(int(float(line.rsplit(" ", 1)[1])) for line in text.decode().splitlines()
-                       if line.startswith('handoff_runs{flow="complete-nwc-task",status="succeeded"}'))
-            if done >= len(made):
-                break
-            time.sleep(0.01)
+        start_bulk(port, made, polls)
+        wait_succeeded(port, len(made), 0.01)
         seconds = time.perf_counter() - start
         return seconds, cpu_of(proc.pid) - cpu_before
     finally:

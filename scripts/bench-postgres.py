@@ -58,13 +58,14 @@ def database(base, name):
     return u._replace(path="/" + name).geturl()
 
 
-def start_workers(url, sim_port, n, flows):
+def start_workers(url, sim_port, n, flows, binary=None, under=()):
+    """N workers on one store; `under` is a command each runs inside (valgrind)."""
     env = dict(os.environ, NWC_BASE_URL=f"http://127.0.0.1:{sim_port}", NWC_TOKEN=TOKEN,
                HANDOFF_STORE_KEY=KEY)
     env.pop("HANDOFF_API_TOKEN", None)
     workers = []
     for _ in range(n):
-        p = subprocess.Popen([BIN, "--color", "never", "serve", flows, "--listen", "127.0.0.1:0",
+        p = subprocess.Popen([*under, binary or BIN, "--color", "never", "serve", flows, "--listen", "127.0.0.1:0",
                               "--store", url, "--quiet", "--max-inflight", "64"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         p.stdout = p.stderr

@@ -28,14 +28,12 @@ one build; Postgres's server is another process and not counted).
         [--baseline BIN] [--rounds R] [--each]        # 1500, sqlite, -, 1
 """
 import importlib.util
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -50,8 +48,10 @@ def _load(name, file):
     return module
 
 
-# The simulator's instances, the API calls and the exactly-once check: the other benchmarks'.
-_pg = _load("bench_postgres", "bench-postgres.py")
+# The simulator's instances, the workers, the API calls and the exactly-once check, and the
+# reference flow's rows, bulk starts and wait: the other benchmarks'.
+_durable = _load("bench_durable", "bench-durable.py")
+_pg = _durable._pg
 
 
 def total(out_file):
@@ -65,32 +65,13 @@ def total(out_file):
 
 def served(binary, sim_port, made, store, work):
     """The worker's instructions for the runs of `made`, under callgrind."""
-    flows = os.path.join(work, "flows")
-    os.makedirs(flows, exist_ok=True)
-    shutil.copy(FLOW, flows)
     out_file = os.path.join(work, "callgrind.out")
-    env = dict(os.environ, NWC_BASE_URL=f"http://127.0.0.1:{sim_port}", NWC_TOKEN=_pg.TOKEN,
-               HANDOFF_STORE_KEY=_pg.KEY)
-    env.pop("HANDOFF_API_TOKEN", None)
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", binary,
-                             "--color", "never", "serve", flows, "--listen", "127.0.0.1:0", "--store", store,
-                             "--quiet", "--max-inflight", "64"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    proc.stdout = proc.stderr
+    under = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
+    (proc, port), = _pg.start_workers(store, sim_port, 1, _durable.flows_dir(work), binary, under)
     try:
-        port = _pg.read_port(proc, r"listening on http://[\d.]+:(\d+)")
-        for at in range(0, len(made), 1000):
-            runs = [{"inputs": {"instance_id": i}} for i, _ in made[at:at + 1000]]
-            status, text = _pg.call(port, "POST", "/v1/flows/complete-nwc-task/runs", {"runs": runs})
-            if status != 201:
-                raise SystemExit(f"a bulk start failed: {status} {text[:300]}")
-        while True:
-            _, text = _pg.call(port, "GET", "/metrics")
-            done = sum(int(float(line.rsplit(" ", 1)[1])) for line in text.decode().splitlines()
-                       if line.startswith('handoff_runs{flow="complete-nwc-task",status="succeeded"}'))
-            if done >= len(made):
-                break
-            time.sleep(1)
+        _durable.start_bulk(port, made, 0)
+        _durable.wait_succeeded(port, len(made), 1)
+        # callgrind writes its counts as the worker exits.
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=300)
     finally:
@@ -102,10 +83,7 @@ def served(binary, sim_port, made, store, work):
 
 def each(binary, sim_port, made, work):
     """`run --each --quiet`'s instructions for the runs of `made`."""
-    rows = os.path.join(work, "rows.jsonl")
-    with open(rows, "w") as f:
-        for instance, _ in made:
-            f.write(json.dumps({"instance_id": instance}) + "\n")
+    rows = _durable.rows_file(made, work, 0)
     out_file = os.path.join(work, "callgrind-each.out")
     env = dict(os.environ, NWC_BASE_URL=f"http://127.0.0.1:{sim_port}", NWC_TOKEN=_pg.TOKEN)
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", binary,
