@@ -15,6 +15,11 @@ the handoff process's CPU a completion (user + system, from /proc), and the
 ratio to `run --each`; every task is checked to have been completed exactly
 once. The goal of issue 29: serve at least half of `run --each`.
 
+Where the machine's CPU went, a completion: handoff's, the simulator's and
+(for `serve` on Postgres) the server's, its backends' included. Their sum
+bounds the rate: N cores complete at most N / sum a second, whatever waits
+on what. The last lines set that bound of each way beside what it reached.
+
 Two ratios: of the bests (each way's best try against `run --each`'s best),
 and the median of each round's own ratio (a round runs the three ways one
 after the other, so a round's ratio compares runs minutes apart rather than
@@ -41,6 +46,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
+# Not a build older than the code checked out (scripts/build_check.py).
+import build_check  # noqa: E402
+
+build_check.fresh(BIN)
 FLOW = os.path.join(ROOT, "flows", "complete-nwc-task.yaml")
 TRIES = 5
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -62,6 +71,25 @@ def cpu_of(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def tree_cpu(pid):
+    """User + system seconds of a live process and its children, those it has
+    reaped included (Postgres: the postmaster, its backends and helpers)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total = sum(int(x) for x in fields[11:15]) / TICKS
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                child = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(child[1]) == pid:
+            total += (int(child[11]) + int(child[12])) / TICKS
+    return total
 
 
 def inputs(instance, polls):
@@ -106,27 +134,34 @@ def wait_succeeded(port, n, every):
         time.sleep(every)
 
 
-def each(sim_port, made, work, polls):
+def each(sim_port, made, work, polls, others=()):
+    """Seconds, handoff's CPU seconds, and those of each of `others` (a
+    function a process: its CPU seconds so far) over the same time."""
     rows = rows_file(made, work, polls)
     env = {**os.environ, "NWC_BASE_URL": f"http://127.0.0.1:{sim_port}", "NWC_TOKEN": _pg.TOKEN}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    others_before = [cpu() for cpu in others]
     start = time.perf_counter()
     subprocess.run([BIN, "--color", "never", "run", FLOW, "--each", rows, "--jobs", "8", "--quiet"],
                    env=env, stdout=subprocess.DEVNULL, check=True)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    spent = [cpu() - b for cpu, b in zip(others, others_before)]
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), spent
 
 
-def served(sim_port, made, store, work, polls):
+def served(sim_port, made, store, work, polls, others=()):
+    """As `each`, through `serve`: from the first bulk start to the last completion."""
     (proc, port), = _pg.start_workers(store, sim_port, 1, flows_dir(work))
     try:
         cpu_before = cpu_of(proc.pid)
+        others_before = [cpu() for cpu in others]
         start = time.perf_counter()
         start_bulk(port, made, polls)
         wait_succeeded(port, len(made), 0.01)
         seconds = time.perf_counter() - start
-        return seconds, cpu_of(proc.pid) - cpu_before
+        spent = [cpu() - b for cpu, b in zip(others, others_before)]
+        return seconds, cpu_of(proc.pid) - cpu_before, spent
     finally:
         _pg.stop([(proc, port)])
 
@@ -156,8 +191,16 @@ def main():
         pg_url = subprocess.run([os.path.join(HERE, "pg.sh"), "start", pg_dir], check=True,
                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
     ways = ["run --each", "serve, SQLite"] + (["serve, Postgres"] if pg_url else [])
+    others = [lambda: cpu_of(sim.pid)]
+    if pg_url:
+        with open(os.path.join(pg_dir, "data", "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        others.append(lambda: tree_cpu(postmaster))
     best = {}
     rounds = []
+    # A completion's CPU, each round: handoff's, the simulator's, Postgres's.
+    spent = {way: [] for way in ways}
+    reached = {way: [] for way in ways}
     try:
         for attempt in range(tries):
             rates = {}
@@ -166,16 +209,23 @@ def main():
                 round_dir = os.path.join(work, f"{attempt}-{ways.index(way)}")
                 os.makedirs(round_dir)
                 if way == "run --each":
-                    seconds, cpu = each(sim_port, made, round_dir, polls)
+                    seconds, cpu, theirs = each(sim_port, made, round_dir, polls, others)
                 elif way == "serve, SQLite":
-                    seconds, cpu = served(sim_port, made, os.path.join(round_dir, "handoff.db"), round_dir, polls)
+                    seconds, cpu, theirs = served(sim_port, made, os.path.join(round_dir, "handoff.db"),
+                                                  round_dir, polls, others)
                 else:
                     url = _pg.database(pg_url, f"bench_durable_{attempt}")
-                    seconds, cpu = served(sim_port, made, url, round_dir, polls)
+                    seconds, cpu, theirs = served(sim_port, made, url, round_dir, polls, others)
                 _pg.check(sim_port, made)
                 rate = n / seconds
                 rates[way] = rate
-                print(f"{way:<16} {rate:7.0f} completions/s  {cpu * 1e3 / n:6.2f} ms CPU a completion")
+                reached[way].append(rate)
+                # Postgres counts only where it is the store: elsewhere it idles.
+                parts = [cpu, theirs[0], theirs[1] if way == "serve, Postgres" else 0.0]
+                spent[way].append([x * 1e3 / n for x in parts])
+                print(f"{way:<16} {rate:7.0f} completions/s  {cpu * 1e3 / n:6.2f} ms CPU a completion"
+                      f"  (simulator {parts[1] * 1e3 / n:.2f}"
+                      + (f", Postgres {parts[2] * 1e3 / n:.2f}" if way == "serve, Postgres" else "") + ")")
                 if rate > best.get(way, (0, 0))[0]:
                     best[way] = (rate, cpu * 1e3 / n)
             rounds.append({way: rates[way] / rates["run --each"] for way in ways[1:]})
@@ -190,6 +240,16 @@ def main():
             ratios = sorted(r[way] for r in rounds)
             print(f"median of {len(ratios)} rounds' ratios, {way}: {statistics.median(ratios):.2f} "
                   f"(from {ratios[0]:.2f} to {ratios[-1]:.2f})")
+        # What the CPU allows: N cores, busy with nothing else, complete at
+        # most N / (all the CPU a completion takes) a second.
+        cores = len(os.sched_getaffinity(0))
+        print(f"\nthe machine's CPU a completion, medians of the rounds ({cores} cores):")
+        for way in ways:
+            handoff, simulator, postgres = (statistics.median(p[i] for p in spent[way]) for i in range(3))
+            whole = handoff + simulator + postgres
+            print(f"{way:<16} handoff {handoff:.3f} + simulator {simulator:.3f} + Postgres {postgres:.3f}"
+                  f" = {whole:.3f} ms: at most {cores * 1e3 / whole:6.0f}/s, "
+                  f"reached {statistics.median(reached[way]):6.0f}/s")
     finally:
         sim.kill()
         if pg_url:

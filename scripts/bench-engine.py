@@ -21,6 +21,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
+# Not a build older than the code checked out (scripts/build_check.py).
+import build_check  # noqa: E402
+
+build_check.fresh(BIN)
 FLOW = os.path.join(ROOT, "scripts", "bench", "loop.yaml")
 
 
@@ -28,7 +32,6 @@ def once(iterations, trace_file, quiet):
     args = [BIN, "--color", "never", "run", FLOW, "--dry-run", "--set", f"max_tries={iterations}"]
     args += ["--quiet"] if quiet else ["--trace", "jsonl", "--trace-file", trace_file]
     env = {**os.environ, "NWC_TOKEN": "bench-secret-token-0123"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     wall = time.perf_counter() - start

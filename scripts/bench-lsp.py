@@ -18,6 +18,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
+# Not a build older than the code checked out (scripts/build_check.py).
+import build_check  # noqa: E402
+
+build_check.fresh(BIN)
 
 
 def flow(n):
@@ -72,7 +76,7 @@ def main():
     if any(d["severity"] == 1 for d in found):
         raise SystemExit(f"the flow has errors: {found[:3]}")
     line = 5 + 2 * (n // 2) + 1  # the `set` of the middle step
-    column = len(f"    set: {{ tries: \"{{{{ tries + ")
+    column = len("    set: { tries: \"{{ tries + ")
     times = []
     for version in range(2, 22):
         digit = str(version % 10)

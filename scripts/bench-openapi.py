@@ -20,6 +20,10 @@ import tempfile
 import time
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/dist/handoff"
+# Not a build older than the code checked out (scripts/build_check.py).
+import build_check  # noqa: E402
+
+build_check.fresh(BIN)
 PATHS = 1900
 RUNS = 7
 

@@ -18,6 +18,10 @@ import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
+# Not a build older than the code checked out (scripts/build_check.py).
+import build_check  # noqa: E402
+
+build_check.fresh(BIN)
 FLOW = os.path.join(ROOT, "scripts", "bench", "big-page.yaml")
 
 

@@ -36,6 +36,10 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
+# Not a build older than the code checked out (scripts/build_check.py).
+import build_check  # noqa: E402
+
+build_check.fresh(BIN)
 FLOW = os.path.join(HERE, "bench", "noop.yaml")
 DRIVER = os.path.join(HERE, "bench", "graphile.mjs")
 GRAPHILE = "graphile-worker@0.17.3"  # the newest that runs on Node 20

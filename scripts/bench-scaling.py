@@ -24,6 +24,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
+# Not a build older than the code checked out (scripts/build_check.py).
+import build_check  # noqa: E402
+
+build_check.fresh(BIN)
 WHERE = os.path.join(ROOT, "tests", "files", "hostile", "where.yaml")
 SECRET = os.path.join(ROOT, "tests", "files", "hostile", "log-secret-length.yaml")
 

@@ -24,6 +24,10 @@ import time
 from datetime import datetime
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/dist/handoff"
+# Not a build older than the code checked out (scripts/build_check.py).
+import build_check  # noqa: E402
+
+build_check.fresh(BIN)
 RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
 SIGNALLED = 500
 

@@ -38,6 +38,10 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
+# Not a build older than the code checked out (scripts/build_check.py).
+import build_check  # noqa: E402
+
+build_check.fresh(BIN)
 FLOW = os.path.join(ROOT, "flows", "complete-nwc-task.yaml")
 
 

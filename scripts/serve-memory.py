@@ -25,6 +25,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "dist", "handoff")
+# Not a build older than the code checked out (scripts/build_check.py).
+import build_check  # noqa: E402
+
+build_check.fresh(BIN)
 
 
 def rss_kib(pid):
