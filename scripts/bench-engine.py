@@ -21,7 +21,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HANDOFF_BIN") or os.path.join(ROOT, "target", "dist", "handoff")
-# Not a build older than the code checked out (scripts/build_check.py).
+# Not a build older than the code checked out (scripts/build_check.py, beside this one).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import build_check  # noqa: E402
 
 build_check.fresh(BIN)

@@ -20,7 +20,8 @@ import tempfile
 import time
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/dist/handoff"
-# Not a build older than the code checked out (scripts/build_check.py).
+# Not a build older than the code checked out (scripts/build_check.py, beside this one).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import build_check  # noqa: E402
 
 build_check.fresh(BIN)
