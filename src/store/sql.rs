@@ -461,11 +461,25 @@ macro_rules! update_runs {
             } else {
                 &[(UPDATE_FROM, FENCED)]
             };
-            for (head, fence) in passes {
+            for (pass, (head, fence)) in passes.iter().enumerate() {
                 let written: std::collections::HashSet<&str> =
                     applied.iter().map(String::as_str).collect();
                 points.retain(|p| !written.contains(p.run_id.as_str()));
-                for chunk in in_sizes(&points, CHECKPOINTS_PER_STATEMENT) {
+                // The pass that keeps status and wake time takes only what
+                // says `running` with no wake time, as the row of a run under
+                // way here does: the rest (a run's last checkpoint, a wait)
+                // would be bound and copied only for the fence to refuse them.
+                // A guess wrong either way is written by the next pass.
+                let taken: Vec<&Checkpoint> = if pass + 1 < passes.len() {
+                    points
+                        .iter()
+                        .filter(|p| p.status == DurableStatus::Running && p.wake_at_ms.is_none())
+                        .copied()
+                        .collect()
+                } else {
+                    points.clone()
+                };
+                for chunk in in_sizes(&taken, CHECKPOINTS_PER_STATEMENT) {
                     let sql = format!(
                         "{head}({}) AS v{fence}",
                         checkpoint_table::<DB>(chunk.len(), 1)
