@@ -32,6 +32,7 @@ seed's poll loop rather than a task that is there at once.
 
     cargo build --profile dist && scripts/bench-durable.py [N] [--polls K] [--tries T]   # 2000, 0, 5
 """
+import contextlib
 import importlib.util
 import json
 import os
@@ -167,6 +168,37 @@ def served(sim_port, made, store, work, polls, others=()):
         _pg.stop([(proc, port)])
 
 
+def postgres_installed():
+    """Whether scripts/pg.sh can start a cluster here."""
+    return bool(shutil.which("psql")) and any(
+        os.path.exists(f"/usr/lib/postgresql/{v}/bin/initdb")
+        for v in os.listdir("/usr/lib/postgresql") if v.isdigit())
+
+
+@contextlib.contextmanager
+def machine(prefix, postgres):
+    """A simulator, a work folder and, when `postgres`, a throwaway cluster
+    (scripts/pg.sh): (sim, sim_port, work, pg_dir, pg_url); all gone after."""
+    sim = subprocess.Popen([BIN, "--color", "never", "sim", "--port", "0", "--quiet", "--token", _pg.TOKEN,
+                            "--task-delay", "0s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    work = tempfile.mkdtemp(prefix=f"handoff-{prefix}-")
+    # Its own folder, which pg.sh hands to the postgres user.
+    pg_dir = tempfile.mkdtemp(prefix=f"handoff-{prefix}-pg-")
+    pg_url = None
+    try:
+        sim_port = _pg.read_port(sim, r"listening on http://[\d.]+:(\d+)")
+        if postgres:
+            pg_url = subprocess.run([os.path.join(HERE, "pg.sh"), "start", pg_dir], check=True,
+                                    capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        yield sim, sim_port, work, pg_dir, pg_url
+    finally:
+        sim.kill()
+        if pg_url:
+            subprocess.run([os.path.join(HERE, "pg.sh"), "stop", pg_dir], capture_output=True)
+        shutil.rmtree(pg_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     args = sys.argv[1:]
     polls = 0
@@ -180,17 +212,12 @@ def main():
         tries = int(args[at + 1])
         del args[at:at + 2]
     n = int(args[0]) if args else 2000
-    sim = subprocess.Popen([BIN, "--color", "never", "sim", "--port", "0", "--quiet", "--token", _pg.TOKEN,
-                            "--task-delay", "0s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sim_port = _pg.read_port(sim, r"listening on http://[\d.]+:(\d+)")
-    work = tempfile.mkdtemp(prefix="handoff-bench-durable-")
-    # Its own folder, which pg.sh hands to the postgres user.
-    pg_dir = tempfile.mkdtemp(prefix="handoff-bench-pg-")
-    pg_url = None
-    if shutil.which("psql") and any(os.path.exists(f"/usr/lib/postgresql/{v}/bin/initdb")
-                                     for v in os.listdir("/usr/lib/postgresql") if v.isdigit()):
-        pg_url = subprocess.run([os.path.join(HERE, "pg.sh"), "start", pg_dir], check=True,
-                                capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    with machine("bench-durable", postgres_installed()) as (sim, sim_port, work, pg_dir, pg_url):
+        measure(n, tries, polls, sim, sim_port, work, pg_dir, pg_url)
+
+
+def measure(n, tries, polls, sim, sim_port, work, pg_dir, pg_url):
+    """The rounds, and what they add up to."""
     ways = ["run --each", "serve, SQLite"] + (["serve, Postgres"] if pg_url else [])
     others = [lambda: cpu_of(sim.pid)]
     if pg_url:
@@ -202,61 +229,54 @@ def main():
     # A completion's CPU, each round: handoff's, the simulator's, Postgres's.
     spent = {way: [] for way in ways}
     reached = {way: [] for way in ways}
-    try:
-        for attempt in range(tries):
-            rates = {}
-            for way in ways:
-                made = _pg.instances(sim_port, n, polls)
-                round_dir = os.path.join(work, f"{attempt}-{ways.index(way)}")
-                os.makedirs(round_dir)
-                if way == "run --each":
-                    seconds, cpu, theirs = each(sim_port, made, round_dir, polls, others)
-                elif way == "serve, SQLite":
-                    seconds, cpu, theirs = served(sim_port, made, os.path.join(round_dir, "handoff.db"),
-                                                  round_dir, polls, others)
-                else:
-                    url = _pg.database(pg_url, f"bench_durable_{attempt}")
-                    seconds, cpu, theirs = served(sim_port, made, url, round_dir, polls, others)
-                _pg.check(sim_port, made)
-                rate = n / seconds
-                rates[way] = rate
-                reached[way].append(rate)
-                # Postgres counts only where it is the store: elsewhere it idles.
-                parts = [cpu, theirs[0], theirs[1] if way == "serve, Postgres" else 0.0]
-                spent[way].append([x * 1e3 / n for x in parts])
-                print(f"{way:<16} {rate:7.0f} completions/s  {cpu * 1e3 / n:6.2f} ms CPU a completion"
-                      f"  (simulator {parts[1] * 1e3 / n:.2f}"
-                      + (f", Postgres {parts[2] * 1e3 / n:.2f}" if way == "serve, Postgres" else "") + ")")
-                if rate > best.get(way, (0, 0))[0]:
-                    best[way] = (rate, cpu * 1e3 / n)
-            rounds.append({way: rates[way] / rates["run --each"] for way in ways[1:]})
-            print("round's ratios: " + ", ".join(f"{way} {r:.2f}" for way, r in rounds[-1].items()))
-        print()
-        base_rate, base_cpu = best["run --each"]
+    for attempt in range(tries):
+        rates = {}
         for way in ways:
-            rate, cpu = best[way]
-            print(f"best {way:<16} {rate:7.0f}/s ({rate / base_rate:.2f} of run --each), "
-                  f"{cpu:5.2f} ms CPU a completion ({cpu / base_cpu:.1f}×)")
-        for way in ways[1:]:
-            ratios = sorted(r[way] for r in rounds)
-            print(f"median of {len(ratios)} rounds' ratios, {way}: {statistics.median(ratios):.2f} "
-                  f"(from {ratios[0]:.2f} to {ratios[-1]:.2f})")
-        # What the CPU allows: N cores, busy with nothing else, complete at
-        # most N / (all the CPU a completion takes) a second.
-        cores = len(os.sched_getaffinity(0))
-        print(f"\nthe machine's CPU a completion, medians of the rounds ({cores} cores):")
-        for way in ways:
-            handoff, simulator, postgres = (statistics.median(p[i] for p in spent[way]) for i in range(3))
-            whole = handoff + simulator + postgres
-            print(f"{way:<16} handoff {handoff:.3f} + simulator {simulator:.3f} + Postgres {postgres:.3f}"
-                  f" = {whole:.3f} ms: at most {cores * 1e3 / whole:6.0f}/s, "
-                  f"reached {statistics.median(reached[way]):6.0f}/s")
-    finally:
-        sim.kill()
-        if pg_url:
-            subprocess.run([os.path.join(HERE, "pg.sh"), "stop", pg_dir], capture_output=True)
-        shutil.rmtree(pg_dir, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+            made = _pg.instances(sim_port, n, polls)
+            round_dir = os.path.join(work, f"{attempt}-{ways.index(way)}")
+            os.makedirs(round_dir)
+            if way == "run --each":
+                seconds, cpu, theirs = each(sim_port, made, round_dir, polls, others)
+            elif way == "serve, SQLite":
+                seconds, cpu, theirs = served(sim_port, made, os.path.join(round_dir, "handoff.db"),
+                                              round_dir, polls, others)
+            else:
+                url = _pg.database(pg_url, f"bench_durable_{attempt}")
+                seconds, cpu, theirs = served(sim_port, made, url, round_dir, polls, others)
+            _pg.check(sim_port, made)
+            rate = n / seconds
+            rates[way] = rate
+            reached[way].append(rate)
+            # Postgres counts only where it is the store: elsewhere it idles.
+            parts = [cpu, theirs[0], theirs[1] if way == "serve, Postgres" else 0.0]
+            spent[way].append([x * 1e3 / n for x in parts])
+            print(f"{way:<16} {rate:7.0f} completions/s  {cpu * 1e3 / n:6.2f} ms CPU a completion"
+                  f"  (simulator {parts[1] * 1e3 / n:.2f}"
+                  + (f", Postgres {parts[2] * 1e3 / n:.2f}" if way == "serve, Postgres" else "") + ")")
+            if rate > best.get(way, (0, 0))[0]:
+                best[way] = (rate, cpu * 1e3 / n)
+        rounds.append({way: rates[way] / rates["run --each"] for way in ways[1:]})
+        print("round's ratios: " + ", ".join(f"{way} {r:.2f}" for way, r in rounds[-1].items()))
+    print()
+    base_rate, base_cpu = best["run --each"]
+    for way in ways:
+        rate, cpu = best[way]
+        print(f"best {way:<16} {rate:7.0f}/s ({rate / base_rate:.2f} of run --each), "
+              f"{cpu:5.2f} ms CPU a completion ({cpu / base_cpu:.1f}×)")
+    for way in ways[1:]:
+        ratios = sorted(r[way] for r in rounds)
+        print(f"median of {len(ratios)} rounds' ratios, {way}: {statistics.median(ratios):.2f} "
+              f"(from {ratios[0]:.2f} to {ratios[-1]:.2f})")
+    # What the CPU allows: N cores, busy with nothing else, complete at
+    # most N / (all the CPU a completion takes) a second.
+    cores = len(os.sched_getaffinity(0))
+    print(f"\nthe machine's CPU a completion, medians of the rounds ({cores} cores):")
+    for way in ways:
+        handoff, simulator, postgres = (statistics.median(p[i] for p in spent[way]) for i in range(3))
+        whole = handoff + simulator + postgres
+        print(f"{way:<16} handoff {handoff:.3f} + simulator {simulator:.3f} + Postgres {postgres:.3f}"
+              f" = {whole:.3f} ms: at most {cores * 1e3 / whole:6.0f}/s, "
+              f"reached {statistics.median(reached[way]):6.0f}/s")
 
 
 if __name__ == "__main__":

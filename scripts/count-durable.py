@@ -33,7 +33,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -120,17 +119,8 @@ def main():
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     builds = [("this build", BIN)] + ([("baseline", baseline)] if baseline else [])
-    sim = subprocess.Popen([BIN, "--color", "never", "sim", "--port", "0", "--quiet", "--token", _pg.TOKEN,
-                            "--task-delay", "0s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sim_port = _pg.read_port(sim, r"listening on http://[\d.]+:(\d+)")
-    work = tempfile.mkdtemp(prefix="handoff-count-durable-")
-    pg_dir = tempfile.mkdtemp(prefix="handoff-count-pg-")
-    pg_url = None
     counts = {name: [] for name, _ in builds}
-    try:
-        if store_kind == "postgres":
-            pg_url = subprocess.run([os.path.join(HERE, "pg.sh"), "start", pg_dir], check=True,
-                                    capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    with _durable.machine("count-durable", store_kind == "postgres") as (_, sim_port, work, _, pg_url):
         for r in range(rounds):
             # The baseline first in odd rounds: neither build always goes first.
             order = builds if r % 2 == 0 else list(reversed(builds))
@@ -155,12 +145,6 @@ def main():
         if baseline:
             print(f"this build against the baseline (the lowest count of each): "
                   f"{min(counts['this build']) / min(counts['baseline']):.3f}")
-    finally:
-        sim.kill()
-        if pg_url:
-            subprocess.run([os.path.join(HERE, "pg.sh"), "stop", pg_dir], capture_output=True)
-        shutil.rmtree(pg_dir, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
